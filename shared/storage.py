@@ -1,0 +1,40 @@
+"""The app's Blob Storage client, built once per worker from the same connection the Functions host uses.
+
+`AzureWebJobsStorage` is either a connection string (Azurite locally: `UseDevelopmentStorage=true`) or, in
+Azure, the identity-based form `AzureWebJobsStorage__blobServiceUri` with the user-assigned identity's
+`AZURE_CLIENT_ID`: no account key anywhere.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.settings import Settings
+
+__all__ = ["blob_service", "credential"]
+
+
+@lru_cache(maxsize=4)
+def credential(client_id: str = "") -> object:
+    """`DefaultAzureCredential`, honouring a user-assigned identity's client id; one per worker."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=client_id or None)
+
+
+def blob_service(settings: Settings) -> BlobServiceClient:
+    """The BlobServiceClient for the app's own storage account (cached per connection)."""
+    return _blob_service(settings.storage_connection, settings.storage_blob_uri, settings.client_id)
+
+
+@lru_cache(maxsize=4)
+def _blob_service(connection: str, blob_uri: str, client_id: str) -> BlobServiceClient:
+    from azure.storage.blob import BlobServiceClient
+
+    if connection:
+        return BlobServiceClient.from_connection_string(connection)
+    return BlobServiceClient(blob_uri, credential=credential(client_id))
