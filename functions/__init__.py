@@ -1,0 +1,14 @@
+"""One blueprint per reaction. `blueprints()` lists them for function_app.py, in registration order."""
+
+from __future__ import annotations
+
+import importlib
+
+import azure.functions as func
+
+# module names under functions/, one per reaction (trigger family)
+REACTIONS: tuple[str, ...] = ()
+
+
+def blueprints() -> list[func.Blueprint]:
+    return [importlib.import_module(f"functions.{name}").bp for name in REACTIONS]

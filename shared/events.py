@@ -29,6 +29,7 @@ from shared.errors import PermanentError
 __all__ = [
     "InvalidEvent", "Event", "BlobCreated", "RunCompleted", "RunStatusChanged", "ModelRegistered",
     "ModelDeployed", "DatasetDriftDetected", "parse", "parse_many", "from_function_event", "from_blob_stream",
+    "from_blob_delivery", "raw_from_blob_stream", "raw_from_function_event",
     "BLOB_CREATED", "RUN_COMPLETED", "RUN_STATUS_CHANGED", "MODEL_REGISTERED", "MODEL_DEPLOYED",
     "DATASET_DRIFT_DETECTED", "blob_url_parts",
 ]
@@ -389,35 +390,51 @@ def parse_many(body: Any) -> list[Event | InvalidEvent]:
     return out
 
 
-def from_function_event(event: Any) -> Event:
-    """Build the typed view from the Functions trigger's `func.EventGridEvent` or `func.CloudEvent`."""
+def raw_from_function_event(event: Any) -> dict[str, Any]:
+    """The raw event dict behind the trigger's `func.EventGridEvent` or `func.CloudEvent` (for dead letters
+    and replays, which must keep the original payload)."""
     if hasattr(event, "event_type"):  # func.EventGridEvent
         when = event.event_time
-        raw = {"id": event.id, "eventType": event.event_type, "topic": event.topic or "",
-               "subject": event.subject or "", "dataVersion": event.data_version or "",
-               "eventTime": when.isoformat() if isinstance(when, datetime) else when,
-               "data": event.get_json()}
-    elif hasattr(event, "specversion"):  # func.CloudEvent
+        return {"id": event.id, "eventType": event.event_type, "topic": event.topic or "",
+                "subject": event.subject or "", "dataVersion": event.data_version or "",
+                "eventTime": when.isoformat() if isinstance(when, datetime) else when,
+                "data": event.get_json()}
+    if hasattr(event, "specversion"):  # func.CloudEvent
         when = getattr(event, "time", None)
-        raw = {"id": event.id, "type": event.type, "source": event.source, "specversion": event.specversion,
-               "subject": getattr(event, "subject", "") or "",
-               "time": when.isoformat() if isinstance(when, datetime) else when, "data": event.get_json()}
-    else:
-        raise InvalidEvent(f"not an Event Grid or CloudEvent trigger object: {type(event).__name__}")
-    return parse(raw)
+        return {"id": event.id, "type": event.type, "source": event.source, "specversion": event.specversion,
+                "subject": getattr(event, "subject", "") or "",
+                "time": when.isoformat() if isinstance(when, datetime) else when, "data": event.get_json()}
+    raise InvalidEvent(f"not an Event Grid or CloudEvent trigger object: {type(event).__name__}")
+
+
+def from_function_event(event: Any) -> Event:
+    """Build the typed view from the Functions trigger's `func.EventGridEvent` or `func.CloudEvent`."""
+    return parse(raw_from_function_event(event))
+
+
+def raw_from_blob_stream(stream: Any) -> dict[str, Any]:
+    """What identifies a blob trigger delivery (not its content: the blob stays in storage)."""
+    props = getattr(stream, "blob_properties", None) or {}
+    props_ci = {str(k).lower(): v for k, v in props.items()} if isinstance(props, Mapping) else {}
+    length = getattr(stream, "length", None)
+    return {"name": getattr(stream, "name", None) or "", "uri": getattr(stream, "uri", None) or "",
+            "etag": str(props_ci.get("etag") or "").strip().strip('"'),
+            "length": length if length is not None else props_ci.get("contentlength")}
 
 
 def from_blob_stream(stream: Any) -> BlobCreated:
-    """Build a `BlobCreated` from the blob trigger's `func.InputStream` (no event id: one is derived).
+    """Build a `BlobCreated` from the blob trigger's `func.InputStream`; see `from_blob_delivery`."""
+    return from_blob_delivery(raw_from_blob_stream(stream))
 
-    The host sets `name` to `container/path` and `blob_properties` to the blob's properties (ETag,
-    ContentLength). The derived id hashes URL and ETag, so redeliveries of one blob version share it.
+
+def from_blob_delivery(raw: Mapping[str, Any]) -> BlobCreated:
+    """Build a `BlobCreated` from a blob trigger delivery (`raw_from_blob_stream`; no event id: one is derived).
+
+    The host sets `name` to `container/path` and the blob properties carry its ETag. The derived id hashes
+    URL and ETag, so redeliveries of one blob version share it.
     """
-    name = getattr(stream, "name", None) or ""
-    uri = getattr(stream, "uri", None) or ""
-    props = getattr(stream, "blob_properties", None) or {}
-    props_ci = {str(k).lower(): v for k, v in props.items()} if isinstance(props, Mapping) else {}
-    etag = str(props_ci.get("etag") or "").strip().strip('"')
+    name, uri = str(raw.get("name") or ""), str(raw.get("uri") or "")
+    etag, length = str(raw.get("etag") or ""), raw.get("length")
     container, _, blob = name.partition("/")
     if not container or not blob:
         if not uri:
@@ -426,15 +443,13 @@ def from_blob_stream(stream: Any) -> BlobCreated:
             container, blob = blob_url_parts(uri)
         except ValueError:
             raise InvalidEvent(f"blob trigger uri is not a blob URL: {uri!r}", field="uri") from None
-    if not etag:
-        raise InvalidEvent(f"blob {container}/{blob} arrived without an ETag", field="blob_properties.ETag")
-    length = getattr(stream, "length", None)
-    if length is None:
-        length = props_ci.get("contentlength")
     event_id = "blob-" + hashlib.sha256(f"{uri or name}|{etag}".encode()).hexdigest()[:32]
+    if not etag:
+        raise InvalidEvent(f"blob {container}/{blob} arrived without an ETag", event_id=event_id,
+                           field="blob_properties.ETag")
     return BlobCreated(id=event_id, type=BLOB_CREATED, source="blob-trigger",
                        subject=f"/blobServices/default/containers/{container}/blobs/{blob}", time=None,
                        data=_frozen({"url": uri, "eTag": etag, "contentLength": length}), schema="blob-trigger",
-                       raw=_frozen({"name": name, "uri": uri, "etag": etag, "length": length}),
-                       url=uri, container=container, blob_name=blob, etag=etag,
-                       content_length=int(length) if isinstance(length, int) else None)
+                       raw=_frozen(dict(raw)), url=uri, container=container, blob_name=blob, etag=etag,
+                       content_length=int(length) if isinstance(length, int) and not isinstance(length, bool)
+                       else None)

@@ -1,0 +1,86 @@
+"""Start the repo's pinned Azurite on loopback when none is listening, run a command, stop what was started.
+
+Used by `make test` (and the local stack) so a fresh machine needs nothing but `npm ci`:
+`python -m local.azurite run -- <command …>` exits with the command's exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["azurite_binary", "is_listening", "start", "stop"]
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
+
+
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def azurite_binary() -> Path:
+    binary = ROOT / "node_modules" / ".bin" / "azurite"
+    if not binary.exists():
+        raise SystemExit(f"Azurite is not installed at {binary}: run `npm ci` in {ROOT} (make does it for you)")
+    return binary
+
+
+def start(location: str | None = None, log_path: str | None = None, timeout: float = 30.0) -> subprocess.Popen:
+    """Start Azurite (blob, queue, table) on 127.0.0.1 and wait until every port answers."""
+    location = location or tempfile.mkdtemp(prefix="azurite-")
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(
+        [str(azurite_binary()), "--silent", "--location", location, "--blobHost", "127.0.0.1",
+         "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1", "--skipApiVersionCheck", "--loose"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not all(is_listening(p) for p in PORTS.values()):
+        if proc.poll() is not None:
+            raise SystemExit(f"Azurite exited with code {proc.returncode} (log: {log_path or 'not kept'})")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise SystemExit(f"Azurite did not listen on {sorted(PORTS.values())} within {timeout:.0f}s")
+        time.sleep(0.2)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _run(command: list[str]) -> int:
+    started = None
+    location = None
+    if not is_listening(PORTS["blob"]):
+        location = tempfile.mkdtemp(prefix="azurite-test-")
+        started = start(location)
+        print(f"azurite: started on 127.0.0.1:{PORTS['blob']} (data in {location})", flush=True)
+    else:
+        print(f"azurite: using the one already listening on 127.0.0.1:{PORTS['blob']}", flush=True)
+    try:
+        return subprocess.call(command, env=os.environ.copy())
+    finally:
+        if started is not None:
+            stop(started)
+            shutil.rmtree(location or "", ignore_errors=True)
+            print("azurite: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if len(args) < 2 or args[0] != "run" or "--" not in args:
+        raise SystemExit("usage: python -m local.azurite run -- <command …>")
+    sys.exit(_run(args[args.index("--") + 1:]))
