@@ -1,0 +1,126 @@
+"""Local "AutoML": a small, honest model search with scikit-learn, standing in for Azure ML AutoML offline.
+
+What it is: a handful of estimators (logistic/linear regression, random forest, gradient boosting) trained on
+a stratified split, scored on the held-out part, the best by the primary metric kept. What it is not: Azure ML
+AutoML (no featurization sweep, no ensembling, no early termination policy); the run is tagged
+`reflex.automl=local-search` so nobody mistakes one for the other. It logs the same metrics the command job
+logs (`auc`, `accuracy` or `rmse`, `r2`, plus the AutoML-style primary metric name) and an MLflow model named
+`model` to the active run, so the registration gate and rollout work unchanged.
+
+    python -m local.automl --data <folder> --label <col> --task classification|regression
+        --model-output <folder> [--metrics-output f.json] [--primary-metric AUC_weighted] [--max-trials N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["search", "main"]
+
+# AutoML primary metric -> (our metric, higher is better)
+PRIMARY = {"auc_weighted": ("auc", True), "accuracy": ("accuracy", True),
+           "normalized_root_mean_squared_error": ("rmse", False), "r2_score": ("r2", True)}
+
+
+def _candidates(task: str) -> list[tuple[str, Any]]:
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if task == "classification":
+        return [("logistic_regression", make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))),
+                ("random_forest", RandomForestClassifier(n_estimators=100, random_state=0)),
+                ("gradient_boosting", GradientBoostingClassifier(random_state=0))]
+    return [("ridge", make_pipeline(StandardScaler(), Ridge())),
+            ("random_forest", RandomForestRegressor(n_estimators=100, random_state=0)),
+            ("gradient_boosting", GradientBoostingRegressor(random_state=0))]
+
+
+def _score(task: str, model: Any, x: Any, y: Any) -> dict[str, float]:
+    from sklearn import metrics
+
+    if task == "classification":
+        predicted = model.predict(x)
+        out = {"accuracy": float(metrics.accuracy_score(y, predicted))}
+        if hasattr(model, "predict_proba") and len(set(y)) == 2:
+            out["auc"] = float(metrics.roc_auc_score(y, model.predict_proba(x)[:, 1]))
+        else:
+            out["auc"] = out["accuracy"]
+        return out
+    predicted = model.predict(x)
+    return {"rmse": float(metrics.mean_squared_error(y, predicted) ** 0.5), "r2": float(metrics.r2_score(y, predicted))}
+
+
+def search(frame: Any, label: str, task: str, *, primary_metric: str = "AUC_weighted", max_trials: int = 3,
+           timeout_seconds: float = 600.0) -> tuple[Any, str, dict[str, float], list[dict[str, Any]]]:
+    """Fit the candidates; (best model refitted on all rows, its name, its metrics, every trial)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import train_test_split
+
+    if label not in frame.columns:
+        raise ValueError(f"label column {label!r} not in the data (columns: {', '.join(map(str, frame.columns))})")
+    x, y = frame.drop(columns=[label]).select_dtypes("number"), frame[label]
+    metric, higher = PRIMARY.get(primary_metric.lower(), ("auc", True) if task == "classification" else ("rmse", False))
+    stratify = y if task == "classification" and y.value_counts().min() >= 2 else None
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=stratify)
+    started, trials = time.monotonic(), []
+    for name, estimator in _candidates(task)[:max(1, max_trials)]:
+        if trials and time.monotonic() - started > timeout_seconds:
+            break
+        model = clone(estimator).fit(x_train, y_train)
+        trials.append({"name": name, "metrics": _score(task, model, x_test, y_test), "model": model})
+    best = (max if higher else min)(trials, key=lambda t: t["metrics"][metric])
+    final = clone(dict(_candidates(task))[best["name"]]).fit(x, y)
+    return final, best["name"], best["metrics"], [{k: t[k] for k in ("name", "metrics")} for t in trials]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--task", choices=("classification", "regression"), default="classification")
+    parser.add_argument("--model-output", required=True, type=Path)
+    parser.add_argument("--metrics-output", type=Path)
+    parser.add_argument("--primary-metric", default="AUC_weighted")
+    parser.add_argument("--max-trials", type=int, default=3)
+    parser.add_argument("--timeout-minutes", type=float, default=10.0)
+    args = parser.parse_args(argv)
+
+    import mlflow
+    import mlflow.sklearn
+
+    from local.tables import read_folder
+
+    frame = read_folder(args.data)
+    model, best, metrics, trials = search(frame, args.label, args.task, primary_metric=args.primary_metric,
+                                          max_trials=args.max_trials, timeout_seconds=args.timeout_minutes * 60)
+    features = frame.drop(columns=[args.label]).select_dtypes("number")
+    mlflow.sklearn.save_model(model, str(args.model_output), input_example=features.head(2))
+    if args.metrics_output:
+        args.metrics_output.write_text(json.dumps(metrics))
+    print(json.dumps({"best": best, "metrics": metrics, "trials": trials}))
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        with mlflow.start_run():
+            mlflow.set_tags({"reflex.automl": "local-search", "reflex.automl.best": best})
+            mlflow.log_metrics(metrics)
+            primary = PRIMARY.get(args.primary_metric.lower(), ("auc", True))[0]
+            if primary in metrics:
+                mlflow.log_metric(args.primary_metric, metrics[primary])
+            mlflow.log_dict({"trials": trials}, "automl_trials.json")
+            mlflow.sklearn.log_model(model, name="model", input_example=features.head(2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

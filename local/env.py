@@ -1,0 +1,91 @@
+"""The environment of the local stack: every app setting the Functions app reads, with offline defaults.
+
+Why one builder: the local host, the MLflow-backed platform, the scoring server, the job runner and the demo
+must agree on ports, containers and schedules. `local_env()` is the single source; `local.settings.example.json`
+(the file `func start` reads) is generated from it (`python -m local.env --write`) and a test checks the two
+still match. Schedules and bake/quiet times are short so a demo shows every reaction within minutes.
+
+Local-only knobs (read by `local/`, never by the app in Azure):
+
+* `REFLEX_LOCAL_RUN_DIR`     folder for job runs, deployment logs and process logs (default `run/current`);
+* `REFLEX_LOCAL_SERVING_URL` the scoring server (`python -m local.serving`), also the MLflow webhook relay;
+* `REFLEX_LOCAL_QUOTA_CORES` cores the local "region" grants to online deployments (default 64, generous);
+* `REFLEX_LOCAL_TRAIN_SCRIPT` the command-job script (default `jobs/train/train.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["PORTS", "local_env", "settings_file", "ROOT"]
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "mlflow": 5000, "serving": 5001, "host": 7071}
+LOCAL_TOPIC_KEY = "local-topic-key"  # not a secret: the local outbound topic accepts any caller on loopback
+
+
+def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | None = None) -> dict[str, str]:
+    """The app settings (and local knobs) of the local stack, as environment variables."""
+    p = {**PORTS, **(ports or {})}
+    env = {
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "REFLEX_PLATFORM": "local",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{p['mlflow']}",
+        "REFLEX_LOCAL_HOST_URL": f"http://127.0.0.1:{p['host']}",
+        "REFLEX_EVENTGRID_TOPIC_ENDPOINT": f"http://127.0.0.1:{p['host']}/api/events",
+        "REFLEX_EVENTGRID_TOPIC_KEY": LOCAL_TOPIC_KEY,
+        "REFLEX_LABEL_COLUMN": "DEATH_EVENT",
+        "REFLEX_TASK": "classification",
+        "REFLEX_TRAINING_MODE": "command",
+        "REFLEX_MODEL_NAME": "heart-failure",
+        "REFLEX_ENDPOINTS": "heart-failure=heart-failure-ep",
+        "REFLEX_EXPERIMENT": "reflex",
+        "REFLEX_STATE_CONTAINER": "reflex-state",
+        "REFLEX_DATA_CONTAINER": "reflex-data",
+        "REFLEX_SCORING_CONTAINER": "reflex-scoring",
+        "REFLEX_OUTPUT_CONTAINER": "reflex-outputs",
+        "REFLEX_COMPLETION_MARKER": "_SUCCESS",
+        "REFLEX_QUIET_SECONDS": "10",
+        "REFLEX_GATE_METRIC": "auc",
+        "REFLEX_GATE_DIRECTION": "max",
+        "REFLEX_ROLLOUT_STEPS": "10,50,100",
+        "REFLEX_BAKE_SECONDS": "10",
+        "REFLEX_RETAIN_SECONDS": "30",
+        "REFLEX_MIN_REQUESTS": "0",
+        "REFLEX_INSTANCE_TYPE": "Standard_DS3_v2",
+        "REFLEX_INSTANCE_COUNT": "1",
+        "REFLEX_ROLLOUT_DEADLINE_SECONDS": "900",
+        "REFLEX_SWEEP_SCHEDULE": "*/10 * * * * *",
+        "REFLEX_RECONCILE_SCHEDULE": "*/5 * * * * *",
+        "REFLEX_HEALTH_SCHEDULE": "*/30 * * * * *",
+        "REFLEX_DRIFT_SCHEDULE": "0 */5 * * * *",
+        "REFLEX_RETRAIN_SCHEDULE": "0 0 3 * * 0",
+        "REFLEX_BATCH_SCHEDULE": "0 0 2 * * *",
+        "REFLEX_BATCH_ENDPOINT": "heart-failure-batch",
+        # local-only knobs (see the module docstring)
+        "REFLEX_LOCAL_SERVING_URL": f"http://127.0.0.1:{p['serving']}",
+        "REFLEX_LOCAL_QUOTA_CORES": "64",
+        # MLflow client: fail fast when the tracking server is down instead of retrying for minutes
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    }
+    if run_dir is not None:
+        env["REFLEX_LOCAL_RUN_DIR"] = str(run_dir)
+    return env
+
+
+def settings_file() -> dict[str, object]:
+    """The content of `local.settings.example.json` (the Functions Core Tools format)."""
+    return {"IsEncrypted": False, "Values": local_env()}
+
+
+if __name__ == "__main__":  # python -m local.env [--write]
+    text = json.dumps(settings_file(), indent=2) + "\n"
+    if "--write" in sys.argv:
+        (ROOT / "local.settings.example.json").write_text(text)
+    else:
+        sys.stdout.write(text)

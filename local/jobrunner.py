@@ -1,0 +1,131 @@
+"""The process behind one local job: training (command or AutoML), batch scoring, or deployment provisioning.
+
+Why a wrapper process: it is the local stand-in for Azure ML's job runtime. It downloads the input folder from
+Azurite (Azure ML's download mode), runs the user's script as a child with the MLflow run made active
+(`MLFLOW_RUN_ID`), marks the MLflow run FINISHED or FAILED by the child's exit code — so `get_job` is right even
+when nobody hears the event — and then emits the Azure ML event (`RunCompleted` / `RunStatusChanged`) to the
+local host, retrying, and records on the run whether delivery succeeded (`reflex.event_delivered`).
+
+    python -m local.jobrunner <job folder>/spec.json        (written by local/jobs.py)
+    python -m local.jobrunner provision <endpoint> <deployment>   (written by local/endpoints.py)
+
+spec.json: {"kind": "command"|"automl"|"batch", "job_name", "experiment_name", "run_id", "tags",
+"input": {"container", "prefix"}, "label", "task", "script", "primary_metric", "max_trials",
+"timeout_minutes", "model" ("name:version", batch), "output": {"container", "prefix"} (batch), "host_url"}.
+The storage connection and tracking URI come from the environment (AzureWebJobsStorage, MLFLOW_TRACKING_URI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "run_job"]
+
+
+def _blob_service() -> Any:
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])  # noqa: SIM112 - the host's name
+
+
+def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
+    model_dir = folder / "model_output"
+    if spec["kind"] == "automl":
+        command = [sys.executable, "-m", "local.automl", "--primary-metric", spec.get("primary_metric", "AUC_weighted"),
+                   "--max-trials", str(spec.get("max_trials", 3)),
+                   "--timeout-minutes", str(spec.get("timeout_minutes", 10))]
+    else:
+        command = [sys.executable, spec["script"]]
+    command += ["--data", str(data), "--label", spec["label"], "--task", spec["task"],
+                "--model-output", str(model_dir), "--metrics-output", str(folder / "metrics.json")]
+    env = {**os.environ, "MLFLOW_RUN_ID": spec["run_id"], "MLFLOW_EXPERIMENT_ID": spec["experiment_id"]}
+    with open(folder / "user_logs.txt", "ab") as log:
+        code = subprocess.call(command, cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if code != 0:
+        tail = (folder / "user_logs.txt").read_text(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"training script exited with code {code}: " + " | ".join(tail))
+    _ensure_model_logged(spec, model_dir)
+
+
+def _ensure_model_logged(spec: dict[str, Any], model_dir: Path) -> None:
+    """`runs:/<run>/model` must resolve: log the script's saved model folder if it logged no model itself."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    logged = client.search_logged_models(experiment_ids=[spec["experiment_id"]],
+                                         filter_string=f"source_run_id = '{spec['run_id']}' AND name = 'model'")
+    if logged:
+        return
+    if (model_dir / "MLmodel").exists():
+        client.log_artifacts(spec["run_id"], str(model_dir), "model")
+        return
+    raise RuntimeError("the training script logged no MLflow model named 'model' and wrote none to --model-output")
+
+
+def _batch(spec: dict[str, Any], data: Path) -> int:
+    from local.batch import score_folder
+
+    return score_folder(model=spec["model"], data=data, service=_blob_service(), output=spec["output"],
+                        run_id=spec["run_id"])
+
+
+def run_job(spec_path: Path) -> str:
+    """Run the job described by `spec_path` to its end; the final status (Completed or Failed)."""
+    from mlflow import MlflowClient
+
+    from local import amlevents
+    from local.blobs import download_folder
+
+    spec = json.loads(spec_path.read_text())
+    folder = spec_path.parent
+    client = MlflowClient()
+    status, error = "Completed", ""
+    try:
+        data = folder / "inputs"
+        files = download_folder(_blob_service(), spec["input"]["container"], spec["input"]["prefix"], data)
+        if not files:
+            raise RuntimeError(f"input {spec['input']['container']}/{spec['input']['prefix']} has no files")
+        client.log_param(spec["run_id"], "input_files", len(files))
+        if spec["kind"] == "batch":
+            client.log_metric(spec["run_id"], "rows_scored", _batch(spec, data))
+        else:
+            _train(spec, folder, data)
+    except Exception as exc:
+        status, error = "Failed", f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    try:
+        if (folder / "user_logs.txt").exists():
+            client.log_artifact(spec["run_id"], str(folder / "user_logs.txt"))
+    except Exception:
+        traceback.print_exc()
+    if error:
+        client.set_tag(spec["run_id"], "reflex.error", error[:4000])
+    client.set_terminated(spec["run_id"], "FINISHED" if status == "Completed" else "FAILED")
+    (folder / "result.json").write_text(json.dumps({"status": status, "error": error}))
+    event = amlevents.run_event(job_name=spec["job_name"], experiment_name=spec["experiment_name"], status=status,
+                                tags=spec.get("tags", {}), run_type="batch" if spec["kind"] == "batch" else None)
+    delivered = amlevents.deliver(spec["host_url"], "on_run_event", event)
+    client.set_tag(spec["run_id"], "reflex.event_delivered", str(delivered).lower())
+    print(f"job {spec['job_name']}: {status}{' - ' + error if error else ''}; event delivered: {delivered}", flush=True)
+    return status
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["provision"] and len(argv) == 3:
+        from local.endpoints import provision_from_env
+
+        return provision_from_env(argv[1], argv[2])
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m local.jobrunner <spec.json> | provision <endpoint> <deployment>")
+    return 0 if run_job(Path(argv[0])) == "Completed" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
