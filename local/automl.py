@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     model, best, metrics, trials = search(frame, args.label, args.task, primary_metric=args.primary_metric,
                                           max_trials=args.max_trials, timeout_seconds=args.timeout_minutes * 60)
     features = frame.drop(columns=[args.label]).select_dtypes("number")
-    mlflow.sklearn.save_model(model, str(args.model_output), input_example=features.head(2))
+    requirements = [f"scikit-learn=={__import__('sklearn').__version__}", "pandas", "mlflow"]  # no slow inference
+    mlflow.sklearn.save_model(model, str(args.model_output), input_example=features.head(2),
+                              pip_requirements=requirements)
     if args.metrics_output:
         args.metrics_output.write_text(json.dumps(metrics))
     print(json.dumps({"best": best, "metrics": metrics, "trials": trials}))
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             if primary in metrics:
                 mlflow.log_metric(args.primary_metric, metrics[primary])
             mlflow.log_dict({"trials": trials}, "automl_trials.json")
-            mlflow.sklearn.log_model(model, name="model", input_example=features.head(2))
+            mlflow.sklearn.log_model(model, name="model", input_example=features.head(2),
+                                     pip_requirements=requirements)
     return 0
 
 

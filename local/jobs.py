@@ -104,11 +104,11 @@ class Jobs:
             if self.clock() - rec["created"] < 120:
                 return Job(name, "NotStarted", **base)
             return Job(name, "Failed", error="submission was interrupted before the run started", **base)
-        with mlflow_errors(f"job {name}"):
-            try:
+        try:
+            with mlflow_errors(f"job {name}"):
                 run = self.client.get_run(rec["run_id"])
-            except NotFound:
-                return Job(name, "Failed", error=f"MLflow run {rec['run_id']} is gone", **base)
+        except NotFound:
+            return Job(name, "Failed", error=f"MLflow run {rec['run_id']} is gone", **base)
         status = _STATUS.get(run.info.status, run.info.status.title())
         error = run.data.tags.get("reflex.error", "")
         if status in ("Running", "Queued") and not procs.alive(rec.get("pid"), "local.jobrunner"):

@@ -23,6 +23,7 @@ REFLEX_LOCAL_QUOTA_CORES (default 64), REFLEX_LOCAL_TRAIN_SCRIPT.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -62,6 +63,10 @@ PROPERTY_PREFIX = "reflex.property."
 VM_CORES = {"Standard_DS1_v2": 1, "Standard_DS2_v2": 2, "Standard_DS3_v2": 4, "Standard_DS4_v2": 8,
             "Standard_DS5_v2": 16, "Standard_F2s_v2": 2, "Standard_F4s_v2": 4, "Standard_F8s_v2": 8,
             "Standard_E4s_v3": 4, "Standard_D2as_v4": 2, "Standard_D4as_v4": 4}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _version_key(model: ModelVersion) -> int:
@@ -206,10 +211,10 @@ class LocalPlatform:
         source = job.outputs[output_name]
         existing = self.get_model(name, version)
         if existing is not None:
-            if existing.path != source:
-                raise PermanentError(f"model {name}:{version} exists with another source ({existing.path})")
+            if existing.job_name != job_name:
+                raise PermanentError(f"model {name}:{version} exists from another job ({existing.job_name})")
             return existing
-        run_id = source.split("/")[1] if source.startswith("runs:/") else None
+        run_id, source, model_id = self._resolve_source(source, f"model {name}:{version}")
         all_tags = {**tags, **{PROPERTY_PREFIX + k: v for k, v in (properties or {}).items()},
                     JOB_NAME_TAG: job_name}
         with mlflow_errors(f"model {name}:{version}"):
@@ -225,7 +230,7 @@ class LocalPlatform:
                 raise PermanentError(f"model {name}:{version}: MLflow numbers versions itself and the next version "
                                      f"of {name} is {expected}")
             mv = self.client.create_model_version(name, source, run_id=run_id, tags=all_tags,
-                                                  description=description or None)
+                                                  description=description or None, model_id=model_id)
             if str(mv.version) != version:  # another registration won the race for this number
                 self.client.delete_model_version(name, mv.version)
                 raise TransientError(f"model {name}:{version}: a concurrent registration took version "
@@ -235,12 +240,29 @@ class LocalPlatform:
             name=name, version=version, tags=model.tags, properties=model.properties))
         return model
 
+    def _resolve_source(self, uri: str, what: str) -> tuple[str | None, str, str | None]:
+        """(run id, registry source, logged model id) of `runs:/<run>/<path>`, as `mlflow.register_model` does:
+        the run's logged model named `<path>` (MLflow 3), else the run's artifact folder holding an MLmodel."""
+        if not uri.startswith("runs:/"):
+            return None, uri, None
+        run_id, _, path = uri[len("runs:/"):].partition("/")
+        with mlflow_errors(what):
+            run = self.client.get_run(run_id)
+            logged = self.client.search_logged_models(
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"source_run_id = '{run_id}' AND name = '{path}'")
+            if logged:
+                return run_id, f"models:/{logged[-1].model_id}", logged[-1].model_id
+            if any(a.path.endswith("MLmodel") for a in self.client.list_artifacts(run_id, path)):
+                return run_id, f"{run.info.artifact_uri}/{path}", None
+        raise PermanentError(f"{what}: run {run_id} logged no MLflow model named {path!r}")
+
     def get_model(self, name: str, version: str) -> ModelVersion | None:
-        with mlflow_errors(f"model {name}:{version}"):
-            try:
+        try:
+            with mlflow_errors(f"model {name}:{version}"):
                 return self._model(self.client.get_model_version(name, version))
-            except NotFound:
-                return None
+        except NotFound:
+            return None
 
     def list_models(self, name: str) -> list[ModelVersion]:
         with mlflow_errors(f"model {name}"):
@@ -258,14 +280,12 @@ class LocalPlatform:
         with mlflow_errors(f"model {name}:{version}"):
             for key, value in (set_tags or {}).items():
                 self.client.set_model_version_tag(name, version, key, value)
-            for key in remove:
-                try:
+        for key in remove:
+            try:
+                with mlflow_errors(f"model {name}:{version} tag {key}"):
                     self.client.delete_model_version_tag(name, version, key)
-                except NotFound:
-                    pass
-                except Exception as exc:
-                    if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
-                        raise
+            except NotFound:
+                pass  # already gone
         return self.get_model(name, version)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ online endpoints
@@ -345,7 +365,7 @@ class LocalPlatform:
         in_container, in_prefix = self._input(input_path)
         out_container, out_prefix = resolve(output_path, self.stores)
         if folder_has_blobs(self.blobs, out_container, out_prefix) or not self.state.claim(
-                f"platform/outputs/{key_part(out_container + '/' + out_prefix)}", {"job": job_name}):
+                f"platform/outputs/{_digest(out_container + '/' + out_prefix)}", {"job": job_name}):
             raise PermanentError(f"batch job {job_name}: output {output_path} already exists")
         spec = {"input": {"container": in_container, "prefix": in_prefix}, "model": dep.model,
                 "output": {"container": out_container, "prefix": out_prefix}, "outputs": {"score": output_path}}
