@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_settings
 
 from local import amlevents
 from local.platform import LocalPlatform
 from shared.errors import PermanentError
 from shared.platform import CHAMPION_TAG, BatchDeploymentSpec, MLPlatform, TrainingRequest
-
-from conftest import make_settings
 
 pytestmark = pytest.mark.azurite
 
@@ -64,7 +63,7 @@ class Receiver(http.server.ThreadingHTTPServer):
         received = self.posts
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 received.append((self.path, {k.lower(): v for k, v in self.headers.items()},
                                  json.loads(body or b"null")))
@@ -165,9 +164,10 @@ def env(mlflow_server: str, receiver: Receiver, blob_service: Any, tmp_path_fact
 
     from shared.state import BlobStateStore
 
-    platform = LocalPlatform(settings, state=BlobStateStore(blob_service.get_container_client(settings.state_container)),
-                             blob_service=blob_service, client=MlflowClient(mlflow_server, mlflow_server),
-                             run_dir=run_dir, train_script=script, quota_cores=12)
+    state = BlobStateStore(blob_service.get_container_client(settings.state_container))
+    platform = LocalPlatform(settings, state=state, blob_service=blob_service,
+                             client=MlflowClient(mlflow_server, mlflow_server), run_dir=run_dir,
+                             train_script=script, quota_cores=12)
     yield {"platform": platform, "settings": settings, "receiver": receiver, "blobs": blob_service, "shared": {}}
     for name in containers.values():
         try:
