@@ -26,5 +26,12 @@ lint: setup
 bench: setup
 	$(PY) bench/cold_start.py
 
+# the local stack in the background (Azurite, MLflow, scoring server, local host); logs in run/current/
+stack: setup
+	$(PY) -m local.stack start
+
+stop:
+	$(PY) -m local.stack stop
+
 clean:
 	rm -rf $(VENV) node_modules run .pytest_cache
