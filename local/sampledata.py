@@ -60,7 +60,7 @@ def _risk_logit(row: Row) -> float:
         -1.3
         + 0.045 * (row["age"] - 60)
         - 0.065 * (row["ejection_fraction"] - 38)
-        + 0.9 * (row["serum_creatinine"] - 1.1)
+        + 1.4 * (row["serum_creatinine"] - 1.1)
         - 0.02 * (row["time"] - 130)
         - 0.05 * (row["serum_sodium"] - 137)
         + 0.3 * row["anaemia"]
@@ -80,7 +80,7 @@ def _features(rng: random.Random, shift: float) -> Row:
         "diabetes": int(rng.random() < 0.42),
         "ejection_fraction": round(ejection),
         "high_blood_pressure": int(rng.random() < 0.35),
-        "platelets": round(_clip(rng.gauss(263358.0, 97804.0), 25100, 850000), 2),
+        "platelets": round(_clip(rng.gauss(263358.0, 97804.0), 25100.0, 850000.0), 2),
         "serum_creatinine": round(creatinine, 2),
         "serum_sodium": round(_clip(rng.gauss(136.6, 4.4), 113, 148)),
         "sex": int(rng.random() < 0.65),
