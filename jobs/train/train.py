@@ -72,7 +72,7 @@ def _kind(path: Path) -> str | None:
 
 def _skipped(path: Path, root: Path) -> bool:
     """Hidden files or folders (``.``), markers and metadata (``_SUCCESS``, ``_committed_…``) and empty files."""
-    parts = path.relative_to(root).parts if path != root else (path.name,)
+    parts = path.relative_to(root).parts
     return any(part.startswith((".", "_")) for part in parts) or path.stat().st_size == 0
 
 
