@@ -21,7 +21,7 @@ class LocalTopic:
     def __init__(self, *, key: str | None = None, log_path: Path | str | None = None,
                  capacity: int = 1000) -> None:
         self._key = key
-        self._log_path = Path(log_path) if log_path else None
+        self.log_path = Path(log_path) if log_path else None
         self._events: deque[dict[str, Any]] = deque(maxlen=capacity)
         self._lock = threading.Lock()
 
@@ -39,8 +39,8 @@ class LocalTopic:
             return 400, {"error": {"code": "BadRequest", "message": "body must be an array of events"}}
         with self._lock:
             self._events.extend(events)
-            if self._log_path:
-                with self._log_path.open("a", encoding="utf-8") as out:
+            if self.log_path:
+                with self.log_path.open("a", encoding="utf-8") as out:
                     out.writelines(json.dumps(event) + "\n" for event in events)
         return 200, None
 
