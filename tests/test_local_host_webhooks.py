@@ -7,6 +7,7 @@ unique container on Azurite.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -105,10 +106,16 @@ def test_notification_runs_once_per_event_and_answers_202(host: Host, records: l
     assert records[0]["data"]["modelName"] == "m"
 
 
-def test_one_failing_event_fails_the_batch_with_500(host: Host, records: list) -> None:
-    reply = post(host, EG + "on_event", [event("ok1"), event("bad", fail=True), event("ok2")], NOTIFY)
+def test_one_failing_event_fails_the_batch_with_500(host: Host, records: list,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="reflex.host"):
+        reply = post(host, EG + "on_event", [event("ok1"), event("bad", fail=True), event("ok2")], NOTIFY)
     assert reply.status_code == 500
     assert sorted(r["id"] for r in records) == ["bad", "ok1", "ok2"]  # every element still ran
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR and "on_event" in r.getMessage()]
+    assert len(failures) == 1 and "event_id=bad" in failures[0].getMessage()
+    assert failures[0].exc_info and "asked to fail on event bad" in str(failures[0].exc_info[1])
+    assert post(host, EG + "on_event", [event("after")], NOTIFY).status_code == 202  # the host carries on
 
 
 def test_single_object_body_is_one_event(host: Host, records: list) -> None:

@@ -48,6 +48,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"no route GET {path}"})
 
     def do_POST(self) -> None:
+        try:
+            self._post()
+        except Exception:  # a bug or an unreachable dependency: answer 500, keep serving
+            logger.exception("POST %s failed in the host", self.path)
+            self._send(500, {"error": "the local host failed to handle the request; see its log"})
+
+    def _post(self) -> None:
         path, query = self._route()
         body = self._body()
         event_type = self.headers.get("aeg-event-type", "")
