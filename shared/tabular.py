@@ -43,6 +43,7 @@ Source = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
 Row = dict[str, Any]
 
 CHUNK_BYTES = 1 << 20  # how much a bytes/file source is sliced into; blob chunks come as they are
+DECODE_BYTES = 256 << 10  # decoded and split into lines at a time
 MAX_LINE_CHARS = 64 << 20  # one physical line longer than this is not tabular data
 SPOOL_MEMORY_BYTES = 64 << 20  # Parquet sources larger than this are spooled to a temporary file on disk
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a", "<na>"})  # as pandas' defaults, lowered
@@ -135,20 +136,26 @@ def _text_lines(chunks: Iterable[bytes], name: str, encoding: str) -> Iterator[s
     """Decode chunks incrementally and yield physical lines ending in "\\n" (the last one may not)."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     carry = ""
-    offset = 0
+    position = offset = 0
     try:
         for chunk in chunks:
-            offset += len(chunk)
-            text = carry + decoder.decode(chunk)
-            lines = text.split("\n")
-            carry = lines.pop()
-            if len(carry) > MAX_LINE_CHARS:
-                raise UnreadableData(f"{name}: a line is longer than {MAX_LINE_CHARS} characters; not tabular text")
-            for line in lines:
-                yield line + "\n"
+            view = memoryview(chunk)
+            for start in range(0, len(view), DECODE_BYTES):  # a 4 MiB blob chunk is not copied into 4M of lines
+                offset = position + start
+                text = carry + decoder.decode(view[start:start + DECODE_BYTES])
+                lines = text.split("\n")
+                carry = lines.pop()
+                if len(carry) > MAX_LINE_CHARS:
+                    raise UnreadableData(f"{name}: a line is longer than {MAX_LINE_CHARS} characters; "
+                                         "not tabular text")
+                for line in lines:
+                    yield line + "\n"
+            position += len(chunk)
+        offset = position
         carry += decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
-        raise UnreadableData(f"{name}: not {encoding} text (bad byte near offset {offset}): {exc.reason}") from exc
+        raise UnreadableData(f"{name}: not {encoding} text (bad byte near offset {offset + exc.start}): "
+                             f"{exc.reason}") from exc
     if carry:
         yield carry
 
