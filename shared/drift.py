@@ -475,19 +475,21 @@ class _NumericTally:
         self.missing = 0
         self.invalid = 0
 
-    def add(self, value: object) -> None:
-        if value.__class__ is str:  # fast path for CSV text
-            try:
-                number = float(value)  # type: ignore[arg-type]
-            except ValueError:
-                self._add_other(value)
-                return
-            if number - number == 0.0:  # finite
-                self.counts[bisect_right(self.edges, number)] += 1
+    def add_many(self, values: Iterable[object]) -> None:
+        counts, edges, find = self.counts, self.edges, bisect_right
+        for value in values:
+            if value.__class__ is str:  # fast path for CSV text
+                try:
+                    number = float(value)  # type: ignore[arg-type]
+                except ValueError:
+                    self._add_other(value)
+                    continue
+                if number - number == 0.0:  # finite
+                    counts[find(edges, number)] += 1
+                else:
+                    self.missing += 1
             else:
-                self.missing += 1
-            return
-        self._add_other(value)
+                self._add_other(value)
 
     def _add_other(self, value: object) -> None:
         try:
@@ -512,14 +514,38 @@ class _CategoricalTally:
         self.counts = [0] * (len(feature.categories) + 1)
         self.missing = 0
 
-    def add(self, value: object) -> None:
-        if _missing(value):
-            self.missing += 1
-        else:
-            self.counts[self.index.get(_token(value), -1)] += 1
+    def add_many(self, values: Iterable[object]) -> None:
+        counts, index = self.counts, self.index
+        for value in values:
+            if value.__class__ is str:
+                token = value.strip()  # type: ignore[union-attr]
+                position = index.get(token)
+                if position is not None:  # a known category (missing tokens never become categories)
+                    counts[position] += 1
+                elif token.lower() in MISSING_TOKENS:
+                    self.missing += 1
+                else:
+                    counts[-1] += 1
+            elif _missing(value):
+                self.missing += 1
+            else:
+                counts[index.get(_token(value), -1)] += 1
 
     def actual(self) -> list[float]:
         return [*self.counts, self.missing]
+
+
+_BATCH_ROWS = 1024  # rows gathered before each feature's tally walks its column: fewer calls per value
+
+
+def _tally(batch: list[Mapping[str, object]], tallies: list[tuple[Feature, _NumericTally | _CategoricalTally]],
+           seen: set[str]) -> int:
+    if batch:
+        seen.update(*batch)
+        for feature, tally in tallies:
+            name = feature.name
+            tally.add_many([row.get(name) for row in batch])
+    return len(batch)
 
 
 def compare(baseline: Profile, rows: Iterable[Mapping[str, object]], threshold: float, *, min_rows: int = 1,
@@ -534,17 +560,16 @@ def compare(baseline: Profile, rows: Iterable[Mapping[str, object]], threshold: 
     tallies: list[tuple[Feature, _NumericTally | _CategoricalTally]] = [
         (f, _NumericTally(f) if isinstance(f, NumericFeature) else _CategoricalTally(f)) for f in baseline.features
     ]
-    adders = [tally.add for _, tally in tallies]
     names = [f.name for f, _ in tallies]
-    pairs = list(zip(names, adders, strict=True))
     seen: set[str] = set()
     count = 0
+    batch: list[Mapping[str, object]] = []
     for row in rows:
-        count += 1
-        seen.update(row)
-        get = row.get
-        for name, add in pairs:
-            add(get(name))
+        batch.append(row)
+        if len(batch) == _BATCH_ROWS:
+            count += _tally(batch, tallies, seen)
+            batch = []
+    count += _tally(batch, tallies, seen)
     common = dict(threshold=threshold, baseline_rows=baseline.rows)
     if count == 0:
         return DriftReport(rows=0, reason="no rows in the recent data", **common)  # type: ignore[arg-type]

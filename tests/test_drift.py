@@ -269,3 +269,15 @@ def test_invalid_profiles_are_permanent_errors(baseline: Profile, mutate, messag
 def test_builder_validates_its_options() -> None:
     with pytest.raises(ValueError, match="bins >= 2"):
         ProfileBuilder(bins=1)
+
+
+def test_request_log_values_of_any_json_type_profile_and_compare() -> None:
+    rows = [{"n": 1, "flag": True, "tags": ["a", "b"], "meta": {"k": 1}, "s": None}] * 10
+    profile = profile_rows(rows)
+    assert [f.kind for f in profile.features] == ["numeric", "categorical", "categorical", "categorical",
+                                                  "categorical"]
+    report = compare(profile, rows, threshold=0.1)
+    assert report.max_psi == 0.0 and not report.drift_detected
+    changed = compare(profile, [{"n": [1], "flag": False, "tags": [], "meta": {}, "s": "x"}] * 10, threshold=0.1)
+    assert set(changed.drifted) == {"n", "flag", "tags", "meta", "s"}
+    assert changed.features[0].invalid == 10
