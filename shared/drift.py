@@ -75,7 +75,7 @@ def psi(expected: Sequence[float], actual: Sequence[float], eps: float = 1e-4) -
     Raises ValueError for different lengths, no bins, negative or non-finite entries, or an all-zero side.
 
     >>> round(psi([0.5, 0.5], [0.6, 0.4]), 6)  # 0.1*ln(1.2) + (-0.1)*ln(0.8)
-    0.040546
+    0.040547
     """
     if len(expected) != len(actual):
         raise ValueError(f"psi: {len(expected)} expected bins but {len(actual)} actual bins")

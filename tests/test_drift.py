@@ -281,3 +281,14 @@ def test_request_log_values_of_any_json_type_profile_and_compare() -> None:
     changed = compare(profile, [{"n": [1], "flag": False, "tags": [], "meta": {}, "s": "x"}] * 10, threshold=0.1)
     assert set(changed.drifted) == {"n", "flag", "tags", "meta", "s"}
     assert changed.features[0].invalid == 10
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    import shared.drift
+    import shared.tabular
+
+    for module in (shared.drift, shared.tabular):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
