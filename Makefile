@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 
 .PHONY: test demo stack stop lint bench setup clean
 
+include Makefile.infra
+
 setup: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -17,7 +19,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: setup
+test: setup tools
 	$(PY) -m local.azurite run -- $(PY) -m pytest -q
 
 lint: setup
@@ -27,4 +29,4 @@ bench: setup
 	$(PY) bench/cold_start.py
 
 clean:
-	rm -rf $(VENV) node_modules run .pytest_cache
+	rm -rf $(VENV) .venv-tools node_modules run .pytest_cache
