@@ -5,8 +5,6 @@ PY     := $(VENV)/bin/python
 
 .PHONY: test demo stack stop lint bench setup clean
 
-include Makefile.infra
-
 setup: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -30,3 +28,5 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .venv-tools node_modules run .pytest_cache
+
+include Makefile.infra
