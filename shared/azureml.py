@@ -154,14 +154,15 @@ class AzureMLPlatform:
 
     @classmethod
     def connect(cls, credential: Any, *, subscription_id: str, resource_group: str, workspace: str,
-                data_type: str = "uri_folder", **client_options: Any) -> AzureMLPlatform:
+                data_type: str = "uri_folder", metrics_client: Any = None,
+                **client_options: Any) -> AzureMLPlatform:
         """Build the `MLClient` here (the only importer of azure.ai.ml); `client_options` go to azure-core
         (`retry_total`, `polling_interval`, `transport`...)."""
         from azure.ai.ml import MLClient
 
         ml = MLClient(credential, subscription_id=subscription_id, resource_group_name=resource_group,
                       workspace_name=workspace, show_progress=False, **client_options)
-        return cls(ml, credential=credential, data_type=data_type)
+        return cls(ml, credential=credential, data_type=data_type, metrics_client=metrics_client)
 
     @property
     def scope(self) -> str:
@@ -223,14 +224,18 @@ class AzureMLPlatform:
         if not _PINNED_ENV_RE.fullmatch(r.environment or ""):
             raise PermanentError(f"{what}: environment must be pinned (azureml:<name>:<version>), "
                                  f"got {r.environment!r}")
-        if r.code and not r.code.startswith("azureml:"):
-            raise PermanentError(f"{what}: code must be a registered code asset (azureml:<name>:<version>); a local "
-                                 "folder would be uploaded on every submission")
+        code = None
+        if r.code:
+            m = re.fullmatch(r"azureml:([A-Za-z0-9_.-]+):([A-Za-z0-9_.-]+)", r.code)
+            if not m:
+                raise PermanentError(f"{what}: code must be a registered code asset (azureml:<name>:<version>); a "
+                                     "local folder would be uploaded on every submission")
+            code = f"{self.scope}/codes/{m.group(1)}/versions/{m.group(2)}"   # the SDK takes a short form as a path
         return command(name=r.job_name, experiment_name=r.experiment_name, display_name=r.display_name or None,
                        command=TRAIN_COMMAND.replace("LABEL", r.label_column).replace("TASK", r.task),
                        inputs={"data": Input(type=self.data_type, path=data)},
                        outputs={"model": Output(type="mlflow_model")},
-                       environment=r.environment, compute=r.compute, code=r.code or None, tags=tags,
+                       environment=r.environment, compute=r.compute, code=code, tags=tags,
                        timeout=r.timeout_minutes * 60)
 
     def submit_training(self, request: TrainingRequest) -> Job:

@@ -173,7 +173,9 @@ class AmlService:
             return self._scoring(rec, host.split(".")[0])
         if host.endswith(".api.azureml.ms") and "/mlflow/" in rec.path:
             return self._mlflow(rec)
-        return self._json(599, {"error": {"code": "NoRoute", "message": f"no route for {rec.url}"}})
+        import requests
+
+        raise requests.exceptions.ConnectionError(f"cannot connect to {host} (no such host in the stand-in)")
 
     def _arm(self, rec: Recorded) -> tuple[int, dict[str, str], str]:
         path = rec.path
