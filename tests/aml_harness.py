@@ -39,7 +39,8 @@ class FailingCredential:
 
 
 @contextmanager
-def azure_platform(service: AmlService, credential: Any = None, **options: Any) -> Iterator[AzureMLPlatform]:
+def azure_platform(service: AmlService, credential: Any = None, *, polling_interval: float = 3600,
+                   **options: Any) -> Iterator[AzureMLPlatform]:
     from azure.ai.ml.constants._common import LROConfigurations
 
     saved = LROConfigurations.POLL_INTERVAL
@@ -52,7 +53,7 @@ def azure_platform(service: AmlService, credential: Any = None, **options: Any) 
             cred = credential or FakeCredential()
             yield AzureMLPlatform.connect(cred, subscription_id=service.subscription,
                                           resource_group=service.resource_group, workspace=service.workspace,
-                                          retry_total=0, polling_interval=3600,
+                                          retry_total=0, polling_interval=polling_interval,
                                           metrics_client=MetricsQueryClient(cred, retry_total=0), **options)
     finally:
         LROConfigurations.POLL_INTERVAL = saved
