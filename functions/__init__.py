@@ -7,7 +7,7 @@ import importlib
 import azure.functions as func
 
 # module names under functions/, one per reaction (trigger family)
-REACTIONS: tuple[str, ...] = ()
+REACTIONS: tuple[str, ...] = ("rollout",)
 
 
 def blueprints() -> list[func.Blueprint]:
