@@ -138,4 +138,7 @@ def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
         return Outcome("dry-run", f"{len(moved)} rollout(s) would advance", moved)
     if not moved:
         return Outcome("skipped", "no unfinished rollout")
-    return Outcome("acted", f"advanced {len(moved)} rollout(s)", moved)
+    acted = [k for k, v in moved.items() if v.get("action") not in (None, "Wait")]
+    if not acted:
+        return Outcome("skipped", f"{len(moved)} rollout(s) waiting", moved)
+    return Outcome("acted", f"advanced {len(acted)} of {len(moved)} unfinished rollout(s)", moved)
