@@ -356,7 +356,7 @@ def _bake(r: Rollout, o: Observation, now: float) -> Action:
     if r.status == "baking" and not r.previous_traffic:
         return Promote()
     breach = metrics_breach(r.plan, o.new_metrics, o.live_metrics)
-    where = "mirror" if r.status == "mirroring" else f"{steps[r.phase]}%"
+    where = "mirror" if r.status == "mirroring" else f"{o.traffic.get(r.deployment, steps[r.phase])}%"
     if breach:
         return RollBack(f"at {where}: {breach}", _metrics_evidence(o))
     duration = r.plan.mirror_seconds if r.status == "mirroring" else r.plan.bake_seconds
@@ -379,9 +379,9 @@ def _olds(r: Rollout, o: Observation) -> tuple[str, ...]:
 
 def _retire(r: Rollout, o: Observation, now: float) -> Action:
     olds = _olds(r, o)
-    if not olds:
-        return Finish("done", "promoted; previous deployment retired" if r.status == "retiring"
-                      else "promoted; nothing to retire")
+    if not olds:  # the same reason whether this step or a crashed earlier one deleted them
+        had = any(n != r.deployment and p for n, p in r.previous_traffic.items())
+        return Finish("done", "promoted; previous deployment retired" if had else "promoted; nothing to retire")
     busy = [n for n in olds if o.traffic.get(n, 0) or o.mirror.get(n, 0)]
     if busy:
         return Finish("done", f"promoted; kept {', '.join(busy)}: it receives traffic again")
