@@ -45,7 +45,9 @@ def live_endpoint(fp: FakePlatform, *, version: str = "1", deployment: str = "bl
 
 
 def invariant_problems(fp: FakePlatform, endpoint: str = ENDPOINT) -> list[str]:
-    ep = fp.get_endpoint(endpoint)
-    if ep is None:
+    """The endpoint's invariant violations, read from the fake's state (never consumes injected errors)."""
+    stored = fp.endpoints.get(endpoint)
+    if stored is None:
         return []
+    ep = fp._view(stored)
     return traffic_problems(ep.traffic, ep.mirror, {d.name: d.state for d in ep.deployments})
