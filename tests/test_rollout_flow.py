@@ -377,3 +377,24 @@ def test_reconcile_isolates_a_broken_rollout(world: World) -> None:
     outcome = tick(world)
     assert outcome.status == "acted" and world.record().status == "smoke"
     assert "rollouts/broken" in outcome.details
+
+
+def test_mirror_phase_then_canary(world: World) -> None:
+    world.env.update(REFLEX_MIRROR_PERCENT="20", REFLEX_MIRROR_SECONDS="300")
+    world.current["deps"] = world.deps()  # type: ignore[attr-defined]
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    final = run_to_end(world, each=healthy)
+    assert final.status == "done"
+    assert [(u[1], u[2]) for u in world.fp.traffic_updates[:2]] == [
+        ({"blue": 100, V2: 0}, {V2: 20}), ({"blue": 90, V2: 10}, {})]  # mirror removed before live traffic
+
+
+def test_function_metadata() -> None:
+    import function_app
+
+    found = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    timer = found["reconcile"].get_bindings()[0].get_dict_repr()
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == "%REFLEX_RECONCILE_SCHEDULE%"
+    assert timer["runOnStartup"] is False
+    assert found["on_model_registered"].get_bindings()[0].get_dict_repr()["type"] == "eventGridTrigger"
