@@ -398,3 +398,16 @@ def test_function_metadata() -> None:
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%REFLEX_RECONCILE_SCHEDULE%"
     assert timer["runOnStartup"] is False
     assert found["on_model_registered"].get_bindings()[0].get_dict_repr()["type"] == "eventGridTrigger"
+
+
+def test_dry_run_decides_and_acts_on_nothing(world: World) -> None:
+    from shared.control import write_control
+
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    write_control(world.current["deps"], by="test", why="look first", dry_run=True)  # type: ignore[attr-defined]
+    before = world.record()
+    outcome = tick(world)
+    assert outcome.status == "dry-run" and world.record() == before
+    assert deliver(world, register_model(world.fp, "3")).status == "dry-run"
+    assert world.record().ref == f"{MODEL}:2" and world.fp.traffic_updates == []
