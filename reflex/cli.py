@@ -70,7 +70,7 @@ class Output:
 
     def result(self, value: Mapping[str, Any]) -> None:
         if self.as_json:
-            print(json.dumps(value, indent=2, sort_keys=True, default=str), file=self.stream)
+            print(json.dumps(value, indent=2, default=str), file=self.stream)
 
 
 def _ledger(deps: Deps) -> Ledger:
@@ -222,6 +222,9 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
         chain.add_ref("endpoint", value)
     else:
         chain = walk(entries, kind, value)
+    if not chain.entries:
+        raise UsageError(f"{value!r}: no ledger entry in the last {args.days} day(s) mentions this {kind} "
+                         "(try --days)")
     refs = chain.ordered_refs()
     tags = _tags_fallback(deps, refs)
     result = {"id": value, "kind": kind, "serving": serving, "lineage": refs, "tags": tags,

@@ -61,16 +61,24 @@ def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
     if kind == "event":
         starts = [(k, v) for e in entries if e.get("event_id") == value for k, vs in (e.get("refs") or {}).items()
                   if k in REF_KINDS for v in vs]
-        for e in entries:
+        for position, e in enumerate(entries):
             if e.get("event_id") == value:
-                involved[id(e)] = e
+                involved[position] = e
     else:
         starts = [(kind, value)]
     for start_kind, start_value in starts:
         chain.add_ref(start_kind, start_value)
         for direction in (-1, 1):
             _walk(entries, start_kind, start_value, direction, chain, involved)
-    chain.entries = sorted(involved.values(), key=lambda e: str(e.get("at", "")))
+    # oldest first; entries of the same instant keep the ledger's order (it is newest first)
+    chain.entries = [involved[p] for p in sorted(involved, key=lambda p: (str(involved[p].get("at", "")), -p))]
+    first_seen: dict[tuple[str, str], int] = {}
+    for position, entry in enumerate(chain.entries):
+        for k, values in (entry.get("refs") or {}).items():
+            for v in values:
+                first_seen.setdefault((k, v), position)
+    chain.refs = {k: sorted(vs, key=lambda v, k=k: first_seen.get((k, v), len(chain.entries)))
+                  for k, vs in chain.refs.items()}
     return chain
 
 
@@ -86,12 +94,12 @@ def _walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str, direction
         if k == "endpoint" and (k, v) != (kind, value):
             continue  # never walk through an endpoint: it joins unrelated chains
         rank = REF_KINDS.index(k)
-        for entry in entries:
+        for position, entry in enumerate(entries):
             if not matches(entry, k, v):
                 continue
             if k == "endpoint" and direction < 0:
                 continue  # the caller resolved the endpoint to the model it serves
-            involved[id(entry)] = entry
+            involved[position] = entry
             for k2, values in (entry.get("refs") or {}).items():
                 if k2 not in REF_KINDS or (REF_KINDS.index(k2) - rank) * direction <= 0:
                     continue

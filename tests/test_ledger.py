@@ -14,8 +14,8 @@ from shared.ledger import BlobLedger, MemoryLedger, entry_from, matches, refs_fr
 from shared.state import BlobStateStore
 from testing.fake_platform import FakePlatform
 from tests import chain_handlers
-from tests.conftest import Clock, make_deps
 from tests.chain_handlers import ARRIVAL, ENDPOINT, MODEL, run_chain
+from tests.conftest import Clock, make_deps
 
 DAY = 86_400
 
