@@ -31,7 +31,7 @@ from shared import reaction
 from shared.control import read_control, write_control
 from shared.errors import ReflexError, TransientError
 from shared.ledger import MemoryLedger
-from shared.state import Conflict, key_part
+from shared.state import key_part
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -106,6 +106,17 @@ def _first(value: Mapping[str, Any], *names: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ status
+def _step(rollout: Mapping[str, Any]) -> str:
+    """Where a rollout is: "phase 1 (50%)" from the rollout record's phase and plan, or its `step` field."""
+    if "phase" in rollout:
+        steps = (rollout.get("plan") or {}).get("steps") or ()
+        phase = int(rollout.get("phase") or 0)
+        if phase < 0:
+            return "mirror"
+        return f"phase {phase}" + (f" ({steps[phase]}%)" if 0 <= phase < len(steps) else "")
+    return str(_first(rollout, "step", "step_index", "percent"))
+
+
 def cmd_status(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     control = read_control(deps)
     result: dict[str, Any] = {"automation": {"paused": control.paused, "dry_run": control.dry_run,
@@ -134,8 +145,8 @@ def cmd_status(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     rollouts = [{"key": r.key, **r.value} for r in deps.state.records("rollouts/")]
     result["rollouts"] = rollouts
     out.text("\nrollouts:")
-    out.table([(r["key"].removeprefix("rollouts/"), _first(r, "status", "state", "phase"),
-                _first(r, "step", "step_index", "percent"), _first(r, "model", "model_ref"),
+    out.table([(r["key"].removeprefix("rollouts/"), _first(r, "status", "state"), _step(r),
+                f"{r.get('model')}:{r['version']}" if r.get("version") else _first(r, "model", "model_ref"),
                 _first(r, "deployment", "new_deployment", "green"),
                 "operator rollback requested" if r.get("operator_rollback") else "") for r in rollouts],
               ("ENDPOINT", "STATUS", "STEP", "MODEL", "DEPLOYMENT", "NOTE"))
@@ -380,26 +391,55 @@ def cmd_dry_run(args: argparse.Namespace, deps: Deps, out: Output) -> int:
 # ------------------------------------------------------------------------------------------- rollback
 def _operator_rollback() -> Callable[..., Any] | None:
     """The rollout reaction's own operator rollback, when the rollout module provides one."""
-    for module_name in ("shared.rollout", "shared.rollout_flow", "shared.rollouts"):
+    for module_name in ("shared.rollout_flow", "shared.rollout"):
         try:
             module = importlib.import_module(module_name)
         except ImportError:
             continue
-        fn = getattr(module, "operator_rollback", None) or getattr(module, "request_rollback", None)
+        fn = getattr(module, "operator_rollback", None)
         if callable(fn):
             return fn
     return None
+
+
+def _machine_rollback(deps: Deps, endpoint: str, by: str, why: str) -> tuple[str, str] | None:
+    """Roll back with the rollout flow's own `roll_back` (what the reconciler does on a failed check).
+
+    None when the rollout modules are not installed in this version.
+    """
+    try:
+        flow = importlib.import_module("shared.rollout_flow")
+        machine = importlib.import_module("shared.rollout_machine")
+    except ImportError:
+        return None
+    record = deps.state.get(flow.rollout_key(endpoint))
+    if record is None:
+        raise UsageError(f"no rollout record for endpoint {endpoint!r}: nothing to roll back "
+                         "(see `python -m reflex status`)")
+    rollout = machine.Rollout.from_dict(record.value)
+    if rollout.terminal:
+        raise UsageError(f"the rollout of {rollout.model}:{rollout.version} on {endpoint} is {rollout.status}: "
+                         "nothing in progress to roll back")
+    if rollout.status == "rolling_back":
+        return "duplicate", f"already rolling back: {rollout.reason}"
+    action = machine.RollBack(reason=f"operator rollback by {by}: {why}", evidence={"operator": by, "why": why})
+    done = flow.roll_back(deps, record, rollout, action, deps.clock())
+    return ("acted" if done.status == "rolled_back" else done.status), (
+        f"{rollout.model}:{rollout.version} {done.status}; traffic back to {rollout.previous or 'the previous split'}")
 
 
 def cmd_rollback(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     by = _operator(args)
     endpoint = args.endpoint
     fn = _operator_rollback()
+    machine = None if fn is not None else _machine_rollback(deps, endpoint, by, args.why)
     if fn is not None:
         outcome = fn(deps, endpoint, by=by, why=args.why)
         status = getattr(outcome, "status", "acted")
         reason = getattr(outcome, "reason", str(outcome))
-    else:
+    elif machine is not None:
+        status, reason = machine
+    else:  # no rollout machinery in this version: leave the request on the record for the reconciler
         key = f"rollouts/{key_part(endpoint)}"
         if deps.state.get(key) is None:
             raise UsageError(f"no rollout record for endpoint {endpoint!r}: nothing to roll back "
@@ -411,11 +451,7 @@ def cmd_rollback(args: argparse.Namespace, deps: Deps, out: Output) -> int:
                 return None
             return {**current, "operator_rollback": request}
 
-        try:
-            deps.state.update(key, mark)
-        except Conflict as exc:
-            out.text(f"could not mark the rollout: {exc}")
-            return FAILED
+        deps.state.update(key, mark)
         status, reason = "acted", "rollback requested on the rollout record; the reconciler performs it next step"
     _ledger(deps).note("operator.rollback", status, reason, refs={"endpoint": endpoint},
                        decision={"by": by, "why": args.why})

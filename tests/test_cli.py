@@ -232,7 +232,11 @@ def test_dry_run_switch(env: tuple[Deps, FakePlatform]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- rollback
-def test_rollback_goes_through_the_rollout_record(env: tuple[Deps, FakePlatform]) -> None:
+def test_rollback_without_the_rollout_flow_marks_the_rollout_record(env: tuple[Deps, FakePlatform],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from reflex import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_machine_rollback", lambda *a: None)  # as in a version without it
     deps, _ = env
     code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "latency", "--by", "dave")
     assert code == 2 and "no rollout" in result["message"]
@@ -271,3 +275,25 @@ def test_mlflow_not_running_names_it(clean_env: None) -> None:
     os.environ["REFLEX_STATE_CONTAINER"] = "reflex-cli-test-state"
     code, text = cli(None, "status")
     assert code == 3 and "MLflow tracking server" in text and "make stack" in text
+
+
+def test_rollback_through_the_rollout_flow_restores_the_previous_traffic(env: tuple[Deps, FakePlatform]) -> None:
+    """Runs once the rollout reaction (shared/rollout_flow.py) is merged: the CLI uses its own `roll_back`."""
+    flow = pytest.importorskip("shared.rollout_flow")
+    machine = pytest.importorskip("shared.rollout_machine")
+    deps, platform = env
+    run_chain(deps, platform, CHAIN)                       # v1 serves 100%
+    run_chain(deps, platform, ["reflex-data/heart/b2/_SUCCESS"])  # v2 now serves 100% (test stand-in)
+    platform.set_traffic(ENDPOINT, {"v1": 50, "v2": 50})   # mid-rollout of v2
+    rollout = machine.Rollout(endpoint=ENDPOINT, model=MODEL, version="2", deployment="v2",
+                              plan=machine.Plan.from_dict({}) if hasattr(machine, "Plan") else None,
+                              created_at=deps.clock(), status="baking", previous="v1",
+                              previous_traffic={"v1": 100})
+    deps.state.create(flow.rollout_key(ENDPOINT), rollout.to_dict())
+    code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "latency", "--by", "dave")
+    assert code == 0 and result["status"] == "acted", result
+    assert platform.get_endpoint(ENDPOINT).traffic["v1"] == 100
+    record = deps.state.get(flow.rollout_key(ENDPOINT))
+    assert record is not None and record.value["status"] == "rolled_back" and "dave" in record.value["reason"]
+    code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "again")
+    assert code == 2 and "nothing in progress" in result["message"]
