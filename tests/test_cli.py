@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -234,9 +235,7 @@ def test_dry_run_switch(env: tuple[Deps, FakePlatform]) -> None:
 # ------------------------------------------------------------------------------------------- rollback
 def test_rollback_without_the_rollout_flow_marks_the_rollout_record(env: tuple[Deps, FakePlatform],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from reflex import cli as cli_module
-
-    monkeypatch.setattr(cli_module, "_machine_rollback", lambda *a: None)  # as in a version without it
+    monkeypatch.setitem(sys.modules, "shared.rollout_flow", None)  # a version without the rollout flow
     deps, _ = env
     code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "latency", "--by", "dave")
     assert code == 2 and "no rollout" in result["message"]
