@@ -393,6 +393,7 @@ def test_mirror_phase_then_canary(world: World) -> None:
 def test_function_metadata() -> None:
     import function_app
 
+    function_app.app.functions_bindings = None  # get_functions() is not idempotent (python-worker#1867)
     found = {f.get_function_name(): f for f in function_app.app.get_functions()}
     timer = found["reconcile"].get_bindings()[0].get_dict_repr()
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%REFLEX_RECONCILE_SCHEDULE%"
