@@ -17,7 +17,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: setup
+test: setup tools
 	$(PY) -m local.azurite run -- $(PY) -m pytest -q
 
 lint: setup
@@ -34,4 +34,6 @@ stop:
 	$(PY) -m local.stack stop
 
 clean:
-	rm -rf $(VENV) node_modules run .pytest_cache
+	rm -rf $(VENV) .venv-tools node_modules run .pytest_cache
+
+include Makefile.infra

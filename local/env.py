@@ -24,7 +24,7 @@ __all__ = ["PORTS", "local_env", "settings_file", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "mlflow": 5000, "serving": 5001, "host": 7071}
-LOCAL_TOPIC_KEY = "local-topic-key"  # not a secret: the local outbound topic accepts any caller on loopback
+LOCAL_TOPIC_KEY = "local-only-key"  # not a secret: the local outbound topic accepts any caller on loopback
 
 
 def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | None = None) -> dict[str, str]:
@@ -49,7 +49,7 @@ def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | N
         "REFLEX_SCORING_CONTAINER": "reflex-scoring",
         "REFLEX_OUTPUT_CONTAINER": "reflex-outputs",
         "REFLEX_COMPLETION_MARKER": "_SUCCESS",
-        "REFLEX_QUIET_SECONDS": "10",
+        "REFLEX_QUIET_SECONDS": "30",
         "REFLEX_GATE_METRIC": "auc",
         "REFLEX_GATE_DIRECTION": "max",
         "REFLEX_ROLLOUT_STEPS": "10,50,100",
@@ -59,9 +59,9 @@ def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | N
         "REFLEX_INSTANCE_TYPE": "Standard_DS3_v2",
         "REFLEX_INSTANCE_COUNT": "1",
         "REFLEX_ROLLOUT_DEADLINE_SECONDS": "900",
-        "REFLEX_SWEEP_SCHEDULE": "*/10 * * * * *",
+        "REFLEX_SWEEP_SCHEDULE": "*/15 * * * * *",
         "REFLEX_RECONCILE_SCHEDULE": "*/5 * * * * *",
-        "REFLEX_HEALTH_SCHEDULE": "*/30 * * * * *",
+        "REFLEX_HEALTH_SCHEDULE": "0 */1 * * * *",
         "REFLEX_DRIFT_SCHEDULE": "0 */5 * * * *",
         "REFLEX_RETRAIN_SCHEDULE": "0 0 3 * * 0",
         "REFLEX_BATCH_SCHEDULE": "0 0 2 * * *",

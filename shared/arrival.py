@@ -1,0 +1,311 @@
+"""Data arrival: blob deliveries -> one arrival record per batch -> one data asset version and one training job.
+
+Why this shape: Event Grid delivers at least once and in no particular order, and a dataset of 1000 files is
+1000 events. Each delivery does one compare-and-swap on the batch's record (`shared/arrival_record.py`); a
+redelivered blob version changes nothing. The batch completes exactly once (a CAS from `collecting` to
+`complete`) when its marker arrives or, with no marker configured, when the sweep finds it quiet; completion
+lists the batch folder, so the manifest is what storage holds even if the marker's event came first. The
+worker that made that transition starts training: admission (concurrency and daily cap, one CAS on
+`training/admission`), data asset `<dataset>:<batch>` and a job whose name derives from the batch and its
+manifest, so a retry or a racing sweep finds the same asset and job instead of creating new ones.
+
+Files arriving after completion are recorded as `late_files` and do not retrigger training (a new batch
+folder is the way to train on new data). Everything that cannot train ends with its reason in the record and
+in the outcome: unknown container, a blob outside a batch folder, zero-byte or unreadable files, an empty
+batch. The sweep (`sweep`) also recovers a batch whose completing worker crashed before submitting, starts
+batches waiting for a slot, and releases slots of jobs that ended without an event reaching us.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from shared import admission, events
+from shared.arrival_record import BlobVersion, add_blob, complete, set_status
+from shared.batches import (
+    BatchPath,
+    PathProblem,
+    asset_path,
+    data_asset_name,
+    data_asset_version,
+    job_name,
+    manifest_digest,
+    parse_blob_path,
+)
+from shared.errors import PermanentError, ReflexError, TransientError, map_azure_error
+from shared.platform import REFLEX_TAG, TrainingRequest
+from shared.reaction import Outcome
+from shared.state import key_part
+
+if TYPE_CHECKING:
+    from shared.deps import Deps
+
+__all__ = ["CLAIM_LEASE_SECONDS", "arrival_key", "handle_blob", "list_batch", "mark_job_finished", "start_batch",
+           "sweep"]
+
+log = logging.getLogger("reflex.arrival")
+
+# a batch left `complete` this long (its worker crashed or kept failing transiently) is started by the sweep
+CLAIM_LEASE_SECONDS = 120.0
+
+
+def arrival_key(path: BatchPath) -> str:
+    return f"arrivals/{key_part(path.container)}/{key_part(path.dataset)}/{key_part(path.batch)}"
+
+
+def _blob_event(raw: Any) -> events.BlobCreated:
+    """The delivery as a `BlobCreated`: a blob trigger payload, or a raw BlobCreated event (replay, local host)."""
+    if isinstance(raw, Mapping) and ("eventType" in raw or "specversion" in raw):
+        event = events.parse(raw)
+        if not isinstance(event, events.BlobCreated):
+            raise events.InvalidEvent(f"expected {events.BLOB_CREATED}, got {event.type}", event_id=event.id)
+        return event
+    if not isinstance(raw, Mapping):
+        raise events.InvalidEvent(f"a blob delivery must be an object, got {type(raw).__name__}")
+    return events.from_blob_delivery(raw)
+
+
+def list_batch(deps: Deps, path: BatchPath) -> list[BlobVersion]:
+    """Every blob of the batch folder as storage holds it now (one paged list call), marker excluded."""
+    from shared.storage import blob_service
+
+    container = blob_service(deps.settings).get_container_client(path.container)
+    prefix = f"{path.dataset}/{path.batch}/"
+    marker = deps.settings.completion_marker
+    try:
+        found = list(container.list_blobs(name_starts_with=prefix))
+    except Exception as exc:
+        raise map_azure_error(exc, f"listing {path.batch_id}") from exc
+    base = container.url.rstrip("/")
+    return [BlobVersion(b.name[len(prefix):], f"{base}/{quote(b.name)}", str(b.etag).strip('"'), b.size)
+            for b in found if not (marker and b.name[len(prefix):] == marker)]
+
+
+def handle_blob(raw: Any, deps: Deps) -> Outcome:
+    """One blob delivery: record it in its batch, complete the batch on its marker, start training once."""
+    blob = _blob_event(raw)
+    settings = deps.settings
+    if blob.container != settings.data_container:
+        return Outcome("skipped", f"container {blob.container!r} is not the data container "
+                                  f"{settings.data_container!r}", {"blob": blob.key})
+    try:
+        path = parse_blob_path(blob.container, blob.blob_name)
+    except PathProblem as exc:
+        return Outcome("skipped", str(exc), {"blob": blob.key})
+    key = arrival_key(path)
+    version = BlobVersion(path.file, blob.url, blob.etag, blob.content_length)
+    marker = settings.completion_marker
+    if marker and path.file == marker:
+        return _on_marker(key, path, version, blob.id, deps)
+    happened: dict[str, str] = {}
+
+    def record(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        new, what = add_blob(current, path, version, deps.clock())
+        happened["what"] = what
+        return new
+
+    stored = deps.state.update(key, record)
+    what = happened["what"]
+    status = stored.value["status"] if stored else "?"
+    details = {"batch": path.batch_id, "file": path.file, "record": key}
+    if what == "duplicate":
+        return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
+    if what == "late":
+        log.warning("late file %s for batch %s (already %s): recorded, not trained on", path.file, path.batch_id,
+                    status)
+        return Outcome("skipped", f"late file: batch {path.batch_id} is already {status}; recorded in late_files, "
+                                  "not trained on (upload new data as a new batch folder)", details)
+    if what == "rejected":
+        reason = stored.value["rejected"][path.file]["reason"] if stored else what
+        return Outcome("skipped", f"rejected: {reason}", details)
+    count = len(stored.value["files"]) if stored else 0
+    return Outcome("acted", f"recorded {path.file} in batch {path.batch_id} ({count} files, collecting)", details)
+
+
+def _on_marker(key: str, path: BatchPath, marker: BlobVersion, event_id: str, deps: Deps) -> Outcome:
+    current = deps.state.get(key)
+    if current is not None and current.value["status"] != "collecting":
+        value = current.value
+        resume = value["status"] == "complete" and value.get("completing_event") == event_id
+        if not resume:
+            return Outcome("duplicate", f"batch {path.batch_id} is already {value['status']}",
+                           {"batch": path.batch_id, "job": value.get("job", "")})
+        return start_batch(key, deps, event_id=event_id)  # our own redelivery after a failure: finish the job
+    listing = list_batch(deps, path)
+    won: dict[str, bool] = {}
+
+    def finish(value: dict[str, Any] | None) -> dict[str, Any] | None:
+        new, transitioned = complete(value, path, listing, deps.clock(), event_id=event_id, marker=marker)
+        won["it"] = transitioned
+        return new
+
+    deps.state.update(key, finish)
+    if not won["it"]:
+        return Outcome("duplicate", f"batch {path.batch_id} was completed by another delivery",
+                       {"batch": path.batch_id})
+    return start_batch(key, deps, event_id=event_id)
+
+
+def _training_request(value: Mapping[str, Any], key: str, event_id: str, deps: Deps) -> TrainingRequest:
+    s = deps.settings
+    data = value["data"]
+    trigger = f"blob:{value['container']}/{value['dataset']}/{value['batch']}"
+    tags = {REFLEX_TAG: "true", "reflex.trigger": trigger, "reflex.event_id": event_id,
+            "reflex.data": f"{data['name']}:{data['version']}", "reflex.batch": key, "reflex.parent": f"arrival:{key}"}
+    return TrainingRequest(
+        job_name=value["job"], experiment_name=s.experiment_name, data_name=data["name"],
+        data_version=data["version"], mode=s.training_mode, task=s.task, label_column=s.label_column,
+        compute=s.training_compute, environment=s.training_environment, tags=tags,
+        display_name=f"{value['dataset']}/{value['batch']}", code=s.training_code,
+        primary_metric=s.automl_primary_metric, timeout_minutes=s.automl_timeout_minutes,
+        max_trials=s.automl_max_trials, early_stopping=s.automl_early_stopping)
+
+
+def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
+    """Start training for a complete (or waiting) batch: admission, data asset, job. Idempotent."""
+    from shared.control import read_control
+
+    record = deps.state.get(key)
+    if record is None:
+        raise PermanentError(f"arrival record {key} vanished")
+    value = record.value
+    batch_id = f"{value['container']}/{value['dataset']}/{value['batch']}"
+    if value["status"] not in ("complete", "waiting"):
+        return Outcome("duplicate", f"batch {batch_id} is already {value['status']}", {"job": value.get("job", "")})
+    now = deps.clock()
+    if not value["files"]:
+        reason = f"empty batch: no usable file ({len(value['rejected'])} rejected)"
+        deps.state.update(key, lambda v: set_status(v, "skipped", now, allowed_from=("complete", "waiting"),
+                                                    reason=reason))
+        deps.publisher.publish("TrainingSkipped", batch_id, {"batch": batch_id, "reason": reason,
+                                                             "rejected": value["rejected"]})
+        return Outcome("skipped", reason, {"batch": batch_id, "record": key})
+    name, version = data_asset_name(value["dataset"]), data_asset_version(value["batch"])
+    job = job_name(batch_id, manifest_digest(value["files"]))
+    data = {"name": name, "version": version,
+            "path": asset_path(deps.settings.data_datastore, value["dataset"], value["batch"])}
+    details = {"batch": batch_id, "job": job, "data": f"{name}:{version}", "files": len(value["files"]),
+               "record": key}
+    if read_control(deps).dry_run:
+        deps.state.update(key, lambda v: set_status(v, "dry-run", now, allowed_from=("complete", "waiting"),
+                                                    reason="dry run: would register data and submit", job=job,
+                                                    data=data))
+        return Outcome("dry-run", f"would register {name}:{version} and submit {job}", details)
+    decision: dict[str, admission.Admission] = {}
+
+    def reserve(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        new, decision["it"] = admission.reserve(current, job, key, now,
+                                                max_concurrent=deps.settings.max_concurrent_training,
+                                                daily_cap=deps.settings.daily_training_cap)
+        return new
+
+    deps.state.update(admission.ADMISSION_KEY, reserve)
+    if not decision["it"].admitted:
+        why = decision["it"].reason
+        deps.state.update(key, lambda v: set_status(v, "waiting", now, allowed_from=("complete", "waiting"),
+                                                    reason=why, job=job, data=data))
+        return Outcome("acted", f"batch {batch_id} complete, waiting for the sweep: {why}",
+                       {**details, "waiting": True})
+    return _submit(key, {**value, "job": job, "data": data}, event_id, deps, details)
+
+
+def _submit(key: str, value: dict[str, Any], event_id: str, deps: Deps, details: dict[str, Any]) -> Outcome:
+    job, data = value["job"], value["data"]
+    request = _training_request(value, key, event_id, deps)
+    try:
+        deps.platform.register_data(name=data["name"], version=data["version"], path=data["path"],
+                                    tags=dict(request.tags),
+                                    description=f"batch {details['batch']} ({len(value['files'])} files)")
+        submitted = deps.platform.submit_training(request)
+    except PermanentError as exc:
+        now, why = deps.clock(), str(exc)
+        deps.state.update(admission.ADMISSION_KEY, lambda v: admission.release(v, {job}, now))
+        deps.state.update(key, lambda v: set_status(v, "submit-failed", now, allowed_from=("complete", "waiting"),
+                                                    reason=why, job=job, data=data))
+        deps.publisher.publish("TrainingFailed", details["batch"], {**details, "stage": "submit", "error": str(exc)})
+        raise
+    now = deps.clock()
+    moved: dict[str, bool] = {}
+
+    def mark(v: dict[str, Any] | None) -> dict[str, Any] | None:
+        new = set_status(v, "submitted", now, allowed_from=("complete", "waiting"), reason="training submitted",
+                         job=job, data=data, submitted_at=now, job_url=submitted.url)
+        moved["it"] = new is not None
+        return new
+
+    deps.state.update(key, mark)
+    if moved["it"]:
+        deps.publisher.publish("TrainingSubmitted", details["batch"], {**details, "job_url": submitted.url,
+                                                                      "event_id": event_id, "mode": request.mode})
+    return Outcome("acted", f"submitted {job} on {data['name']}:{data['version']}", details)
+
+
+def mark_job_finished(deps: Deps, job: str, batch_key: str, status: str, reason: str) -> None:
+    """Release the job's training slot and close its arrival record (`trained` or `failed`)."""
+    now = deps.clock()
+    deps.state.update(admission.ADMISSION_KEY, lambda v: admission.release(v, {job}, now))
+    if batch_key.startswith("arrivals/"):
+        deps.state.update(batch_key, lambda v: set_status(
+            v, status, now, allowed_from=("submitted", "waiting", "complete"), reason=reason)
+            if v is not None and v.get("job") == job else None)
+
+
+def _refresh_running(deps: Deps) -> int:
+    """Release slots whose job ended (or was never created) without an event reaching us."""
+    record = deps.state.get(admission.ADMISSION_KEY)
+    released = 0
+    for job, info in dict((record.value if record else {}).get("running") or {}).items():
+        found = deps.platform.get_job(job)
+        if found is None and deps.clock() - float(info.get("at") or 0) > CLAIM_LEASE_SECONDS:
+            mark_job_finished(deps, job, str(info.get("batch", "")), "failed", "job not found on the platform")
+            released += 1
+        elif found is not None and found.terminal:
+            status = "trained" if found.status == "Completed" else "failed"
+            mark_job_finished(deps, job, str(info.get("batch", "")), status, f"job {found.status} (sweep)")
+            released += 1
+    return released
+
+
+def sweep(deps: Deps) -> Outcome:
+    """Timer: refresh running jobs, complete quiet batches (no marker configured), start waiting batches."""
+    released = _refresh_running(deps)
+    now = deps.clock()
+    quiet = deps.settings.quiet_seconds
+    completed = started = 0
+    waiting: list[tuple[float, str]] = []
+    for record in deps.state.records("arrivals/"):
+        value = record.value
+        status = value.get("status")
+        if status == "collecting" and not deps.settings.completion_marker and now - value["last_seen"] >= quiet:
+            path = BatchPath(value["container"], value["dataset"], value["batch"], "")
+            listing = list_batch(deps, path)
+            event_id = f"sweep:{int(now)}"
+            stored = deps.state.update(record.key, lambda v, p=path, ls=listing, e=event_id: complete(
+                v, p, ls, now, event_id=e)[0])
+            if stored is not None and stored.value.get("completing_event") == event_id:
+                completed += 1
+                waiting.append((now, record.key))
+        elif status == "waiting" or (status == "complete"
+                                     and now - float(value.get("completed_at") or now) >= CLAIM_LEASE_SECONDS):
+            waiting.append((float(value.get("completed_at") or 0), record.key))
+    failed = 0
+    for _, key in sorted(waiting):
+        try:
+            outcome = start_batch(key, deps, event_id=f"sweep:{int(now)}")
+        except ReflexError as exc:  # one bad batch must not stop the sweep; the next sweep retries transients
+            failed += 1
+            if not isinstance(exc, TransientError):
+                deps.state.dead_letter("data.sweep", {"record": key}, exc, event_id=f"sweep-{key_part(key)}")
+            log.warning("sweep could not start %s: %s", key, exc)
+            continue
+        if outcome.details.get("waiting"):
+            break  # no slot left: the rest keep waiting, in arrival order
+        started += outcome.status == "acted"
+    details = {"released": released, "completed": completed, "started": started, "failed": failed,
+               "still_waiting": len(waiting) - started - failed}
+    status = "acted" if (released or completed or started) else "skipped"
+    return Outcome(status, f"sweep: {completed} batch(es) completed, {started} started, {released} slot(s) released",
+                   details)
