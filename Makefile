@@ -26,6 +26,10 @@ lint: setup
 bench: setup
 	$(PY) bench/cold_start.py
 
+# the whole chain offline: starts the stack if needed, uploads sample data, shows each reaction; exit 0 or the failed step
+demo: setup
+	$(PY) -m local.demo
+
 # the local stack in the background (Azurite, MLflow, scoring server, local host); logs in run/current/
 stack: setup
 	$(PY) -m local.stack start

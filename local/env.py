@@ -20,6 +20,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from local.sampledata import patient_record
+
 __all__ = ["PORTS", "local_env", "settings_file", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +68,8 @@ def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | N
         "REFLEX_RETRAIN_SCHEDULE": "0 0 3 * * 0",
         "REFLEX_BATCH_SCHEDULE": "0 0 2 * * *",
         "REFLEX_BATCH_ENDPOINT": "heart-failure-batch",
+        # the smoke test's request: one patient record, as a client of the endpoint would send it
+        "REFLEX_SMOKE_REQUEST": json.dumps({"data": [patient_record(0)]}),
         # local-only knobs (see the module docstring)
         "REFLEX_LOCAL_SERVING_URL": f"http://127.0.0.1:{p['serving']}",
         "REFLEX_LOCAL_QUOTA_CORES": "64",

@@ -25,7 +25,7 @@ from local import azurite
 from local.env import PORTS, ROOT, local_env
 from local.mlflow_relay import SERVER_ENV, ensure_webhook
 
-__all__ = ["start", "stop"]
+__all__ = ["ensure_running", "start", "stop"]
 
 RUN = ROOT / "run"
 SECRET_ENV = "REFLEX_LOCAL_WEBHOOK_SECRET"
@@ -117,6 +117,20 @@ def start() -> int:
           f"  host     {host}\n"
           f"stop with: make stop")
     return 0
+
+
+def ensure_running() -> None:
+    """Start the stack unless a healthy one is already up (the demo calls this; `make demo` relies on it)."""
+    env = local_env()
+    up = (_healthy(f"{env['MLFLOW_TRACKING_URI']}/health")
+          and _healthy(f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status") and azurite.is_listening(PORTS["blob"]))
+    if up:
+        print("stack: already running")
+        return
+    if (RUN / "current" / "pids.json").exists():
+        print("stack: a previous stack is not healthy; restarting it")
+        stop()
+    start()
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,251 @@
+"""`make demo`: the whole chain of reactions, offline, shown step by step with what Reflex published.
+
+The demo acts only as a user would: it uploads blobs to Azurite and watches. Everything in between is Reflex
+itself, through the local host that delivers blob, Event Grid and timer triggers to the very functions that
+run in Azure, and the MLflow-backed platform. Progress is read from the `Reflex.*` events Reflex publishes
+(the local topic at `/api/events` on the host) and from the platform (jobs, models, endpoint traffic).
+
+Steps: a sample batch lands -> data asset + training job -> run completed -> model registered -> rollout to
+100% -> a prediction for one patient -> a second batch -> the challenger is registered (or skipped with its
+numbers) -> canary, bake, promote (or rollback) -> a scoring batch lands -> batch scoring output written.
+It ends with a summary table and exit code 0, or a non-zero exit naming the step that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from local.env import local_env
+
+__all__ = ["main"]
+
+
+@dataclass
+class Step:
+    name: str
+    status: str = "pending"
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class EventFeed:
+    """Reads the local topic's `Reflex.*` events, newest last; remembers what was already shown."""
+
+    host_url: str
+    seen: set[str] = field(default_factory=set)
+
+    def all(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.host_url}/api/events", timeout=10) as resp:
+            body = json.loads(resp.read())
+        return body if isinstance(body, list) else body.get("events", [])
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float, what: str,
+             show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.all():
+                if event.get("id") not in self.seen:
+                    self.seen.add(event.get("id", ""))
+                    show(event)
+                if predicate(event):
+                    return event
+            time.sleep(1.0)
+        raise TimeoutError(f"no {what} within {timeout:.0f}s")
+
+
+def _mentions(event: dict[str, Any], *needles: str) -> bool:
+    text = json.dumps(event, default=str)
+    return all(n in text for n in needles)
+
+
+def _show(event: dict[str, Any]) -> None:
+    data = event.get("data", {})
+    brief = {k: v for k, v in data.items() if isinstance(v, str | int | float) and len(str(v)) < 60}
+    print(f"    · {event.get('eventType', '?'):34} {event.get('subject', '')[:48]:48} "
+          f"{json.dumps(brief)[:110]}", flush=True)
+
+
+def _upload_batch(container: Any, dataset: str, batch: str, rows: list[dict[str, Any]], files: int = 3) -> int:
+    from local.sampledata import to_csv_bytes
+
+    size = (len(rows) + files - 1) // files
+    for i in range(files):
+        part = rows[i * size:(i + 1) * size]
+        container.upload_blob(f"{dataset}/{batch}/part-{i:03d}.csv", to_csv_bytes(part), overwrite=True)
+    container.upload_blob(f"{dataset}/{batch}/_SUCCESS", b"", overwrite=True)
+    return files
+
+
+class Demo:
+    def __init__(self, timeout: float) -> None:
+        from shared.deps import get_deps
+
+        self.deps = get_deps()
+        self.settings = self.deps.settings
+        self.feed = EventFeed(self.settings.local_host_url)
+        self.timeout = timeout
+        self.steps: list[Step] = []
+        self.facts: dict[str, str] = {}
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        self.batch1, self.batch2, self.score = f"batch-{stamp}-a", f"batch-{stamp}-b", f"score-{stamp}"
+        service = self._blob_service()
+        self.data = service.get_container_client(self.settings.data_container)
+        self.scoring = service.get_container_client(self.settings.scoring_container)
+        self.outputs = service.get_container_client(self.settings.output_container)
+        for c in (self.data, self.scoring, self.outputs):
+            if not c.exists():
+                c.create_container()
+
+    def _blob_service(self) -> Any:
+        from shared.storage import blob_service
+
+        return blob_service(self.settings)
+
+    def step(self, name: str, action: Callable[[], str]) -> None:
+        step = Step(name)
+        self.steps.append(step)
+        print(f"\n▶ {name}", flush=True)
+        start = time.monotonic()
+        try:
+            step.detail = action()
+            step.status = "ok"
+        except Exception as exc:
+            step.status, step.detail = "FAILED", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            step.seconds = time.monotonic() - start
+            print(f"  {step.status} ({step.seconds:.0f}s) {step.detail}", flush=True)
+
+    # ---- the chain
+    def land(self, batch: str, rows: int, seed: int) -> str:
+        from local.sampledata import generate
+
+        files = _upload_batch(self.data, "heart", batch, generate(rows, seed=seed))
+        return f"{rows} rows in {files} files + _SUCCESS -> {self.settings.data_container}/heart/{batch}/"
+
+    def training(self, batch: str) -> str:
+        event = self.feed.wait(lambda e: e.get("eventType") == "Reflex.TrainingSubmitted" and _mentions(e, batch),
+                               timeout=self.timeout, what=f"TrainingSubmitted for {batch}", show=_show)
+        job = str(event["data"].get("job") or event["data"].get("job_name"))
+        self.facts[f"job:{batch}"] = job
+        return f"data asset {event['data'].get('data', '?')} -> job {job}"
+
+    def run_completed(self, batch: str) -> str:
+        job = self.facts[f"job:{batch}"]
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            found = self.deps.platform.get_job(job)
+            if found is not None and found.terminal:
+                if found.status != "Completed":
+                    raise RuntimeError(f"job {job} ended {found.status}: {found.error}")
+                metrics = self.deps.platform.get_job_metrics(job)
+                return f"{job} Completed: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items())
+                                                        if k in ("auc", "accuracy"))
+            time.sleep(2)
+        raise TimeoutError(f"job {job} did not finish within {self.timeout:.0f}s")
+
+    def gate(self, batch: str) -> str:
+        job = self.facts[f"job:{batch}"]
+        event = self.feed.wait(
+            lambda e: e.get("eventType") in ("Reflex.ModelRegistered", "Reflex.ModelRegistrationSkipped")
+            and _mentions(e, job), timeout=self.timeout, what=f"a registration decision for {job}", show=_show)
+        if event["eventType"] == "Reflex.ModelRegistrationSkipped":
+            self.facts[f"model:{batch}"] = ""
+            return "challenger skipped: " + json.dumps({k: v for k, v in event["data"].items()
+                                                        if k in ("metric", "challenger", "champion", "reason")})
+        name, _, version = event["subject"].removeprefix("models/").partition(":")
+        self.facts[f"model:{batch}"] = f"{name}:{version}"
+        return f"registered {name}:{version}"
+
+    def rollout(self, batch: str) -> str:
+        model = self.facts.get(f"model:{batch}", "")
+        if not model:
+            return "nothing to roll out (the challenger did not beat the champion)"
+        _, _, version = model.partition(":")
+        event = self.feed.wait(
+            lambda e: e.get("eventType") in ("Reflex.RolloutPromoted", "Reflex.RolloutRolledBack")
+            and _mentions(e, f'"{version}"') and _mentions(e, model.partition(":")[0]),
+            timeout=self.timeout, what=f"the end of the rollout of {model}", show=_show)
+        endpoint = self.deps.platform.get_endpoint(self.settings.endpoint_for(model.partition(":")[0]) or "")
+        traffic = dict(endpoint.traffic) if endpoint else {}
+        return f"{event['eventType'].removeprefix('Reflex.')}: traffic now {traffic}"
+
+    def predict(self) -> str:
+        from local.sampledata import patient_record
+
+        endpoint = self.settings.endpoint_for(self.settings.model_name) or ""
+        result = self.deps.platform.invoke(endpoint, "", {"data": [patient_record(7)]})
+        if result.status != 200:
+            raise RuntimeError(f"endpoint {endpoint} answered {result.status}: {result.body[:200]}")
+        return f"{endpoint} -> {result.body[:80]} ({result.latency_ms:.0f} ms)"
+
+    def batch_scoring(self) -> str:
+        from local.sampledata import generate
+
+        rows = [{k: v for k, v in r.items() if k != self.settings.label_column} for r in generate(200, seed=99)]
+        _upload_batch(self.scoring, "heart", self.score, rows, files=2)
+        event = self.feed.wait(
+            lambda e: e.get("eventType") in ("Reflex.BatchScoringCompleted", "Reflex.BatchScoringFailed",
+                                             "Reflex.BatchScoringSkipped") and _mentions(e, self.score),
+            timeout=self.timeout, what=f"batch scoring of {self.score}", show=_show)
+        if event["eventType"] != "Reflex.BatchScoringCompleted":
+            raise RuntimeError(f"{event['eventType']}: {json.dumps(event['data'])[:300]}")
+        output = str(event["data"].get("output") or event["data"].get("output_path") or "")
+        return f"output {output}"
+
+    def run(self) -> int:
+        try:
+            self.step("1. a dataset batch lands in Blob Storage", lambda: self.land(self.batch1, 600, 1))
+            self.step("2. data asset + training job submitted", lambda: self.training(self.batch1))
+            self.step("3. training run completes", lambda: self.run_completed(self.batch1))
+            self.step("4. registration gate", lambda: self.gate(self.batch1))
+            self.step("5. safe rollout to the online endpoint", lambda: self.rollout(self.batch1))
+            self.step("6. a prediction for one patient", self.predict)
+            self.step("7. a second batch lands", lambda: self.land(self.batch2, 900, 2))
+            self.step("8. second training job submitted", lambda: self.training(self.batch2))
+            self.step("9. second run completes", lambda: self.run_completed(self.batch2))
+            self.step("10. challenger vs champion", lambda: self.gate(self.batch2))
+            self.step("11. canary, bake, promote (or rollback)", lambda: self.rollout(self.batch2))
+            self.step("12. batch scoring on new scoring data", self.batch_scoring)
+        except Exception:
+            self.summary()
+            failed = next(s for s in self.steps if s.status == "FAILED")
+            print(f"\nDEMO FAILED at step '{failed.name}': {failed.detail}", file=sys.stderr)
+            print("Logs: run/current/ (make stop stops the stack)", file=sys.stderr)
+            return 1
+        self.summary()
+        return 0
+
+    def summary(self) -> None:
+        print("\n" + "=" * 100)
+        print(f"{'step':46} {'status':7} {'secs':>5}  detail")
+        for s in self.steps:
+            print(f"{s.name:46} {s.status:7} {s.seconds:5.0f}  {s.detail[:120]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds each step may take")
+    parser.add_argument("--no-stack", action="store_true", help="use a stack that is already running")
+    args = parser.parse_args(argv)
+    for key, value in local_env().items():
+        os.environ.setdefault(key, value)
+    if not args.no_stack:
+        from local import stack
+
+        stack.ensure_running()
+    return Demo(args.timeout).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
