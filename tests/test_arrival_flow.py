@@ -294,3 +294,44 @@ def test_transient_platform_error_is_retried_by_redelivery(lake: Lake, blob_stat
     assert deliver(marker, deps).status == "acted"  # the redelivery of the completing event finishes the job
     assert len(fake_platform.jobs) == 1 and fake_platform.calls["register_data"] == 2
     assert handle_blob(marker, deps).status == "duplicate"
+
+
+def test_sweep_recovers_a_batch_whose_worker_crashed_mid_start(lake: Lake, blob_state: StateStore,
+                                                               fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    deliver(lake.put("ds/b1/p.csv"), deps)
+    key = arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv"))
+    # simulate: a worker completed the batch and took the start lease, then died before submitting
+    blob_state.update(key, lambda v: {**v, "status": "starting", "lease": {"token": "dead", "until": clock() + 120}})
+    assert reaction.run("data.sweep", {}, deps=deps).details["started"] == 0  # lease still held
+    clock.advance(121)
+    assert reaction.run("data.sweep", {}, deps=deps).details["started"] == 1
+    record = blob_state.get(key)
+    assert record and record.value["status"] == "submitted" and len(fake_platform.jobs) == 1
+
+
+def test_function_metadata() -> None:
+    import azure.functions as func
+
+    app = func.FunctionApp()
+    app.register_functions(data_arrival.bp)
+    functions = {f.get_function_name(): f.get_bindings_dict()["bindings"][0] for f in app.get_functions()}
+    blob = functions["on_data_blob"]
+    assert (blob["type"], blob["path"], blob["connection"], blob["source"]) == (
+        "blobTrigger", "%REFLEX_DATA_CONTAINER%/{name}", "AzureWebJobsStorage", "EventGrid")
+    timer = functions["sweep_batches"]
+    assert (timer["type"], timer["schedule"], timer["runOnStartup"]) == ("timerTrigger", "%REFLEX_SWEEP_SCHEDULE%",
+                                                                         False)
+
+
+def test_automl_mode_carries_the_automl_settings(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
+                                                 clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock, REFLEX_TRAINING_MODE="automl", REFLEX_TASK="regression",
+                    REFLEX_LABEL_COLUMN="price", REFLEX_AUTOML_PRIMARY_METRIC="r2_score",
+                    REFLEX_AUTOML_TIMEOUT_MINUTES="30", REFLEX_AUTOML_EARLY_STOPPING="false")
+    for raw in [lake.put("houses/b1/p.parquet"), lake.put("houses/b1/_SUCCESS", b"")]:
+        deliver(raw, deps)
+    [request] = fake_platform.job_requests.values()
+    assert (request.mode, request.task, request.label_column, request.primary_metric, request.timeout_minutes,
+            request.early_stopping) == ("automl", "regression", "price", "r2_score", 30, False)
+    assert (request.compute, request.environment) == ("cpu-cluster", "azureml:reflex-train:1")

@@ -186,3 +186,39 @@ def test_through_the_decorated_event_grid_trigger(deps: Deps, fake_platform: Fak
     for _ in range(3):
         registration_fn.on_run_event(event)
     assert list(fake_platform.models) == [("reflex-model", "1")]
+
+
+def test_the_whole_chain_with_every_event_delivered_three_times(container_factory: Any, blob_state: StateStore,
+                                                                fake_platform: FakePlatform, clock: Clock) -> None:
+    """A completed batch -> data asset + job -> RunCompleted -> registered model; then a worse batch -> skipped."""
+    from shared.arrival import arrival_key
+    from shared.batches import parse_blob_path
+    from tests.test_arrival_flow import Lake, deliver
+
+    lake = Lake(container_factory("data"))
+    deps = make_deps(make_settings(REFLEX_DATA_CONTAINER=lake.name), state=blob_state, platform=fake_platform,
+                     clock=clock)
+    for batch, auc in (("b1", 0.8), ("b2", 0.7)):
+        files = lake.put_many([f"ds/{batch}/p{i}.csv" for i in range(5)])
+        for raw in [*files, lake.put(f"ds/{batch}/_SUCCESS", b"")] * 3:
+            deliver(raw, deps)
+        job = fake_platform.jobs[list(fake_platform.jobs)[-1]].name
+        fake_platform.finish_job(job, metrics={"auc": auc})
+        deliver3(fake_platform, deps)
+        if batch == "b1":  # the rollout would crown it; here the test does
+            fake_platform.update_model_tags("reflex-model", "1", set_tags={CHAMPION_TAG: "true"})
+        record = blob_state.get(arrival_key(parse_blob_path(lake.name, f"ds/{batch}/x.csv")))
+        assert record and record.value["status"] == "trained"
+    assert len(fake_platform.jobs) == 2 and list(fake_platform.models) == [("reflex-model", "1")]
+    assert fake_platform.models[("reflex-model", "1")].tags["reflex.data"] == "ds:b1"
+    assert [t for t, _ in sent(deps)] == ["Reflex.TrainingSubmitted", "Reflex.ModelRegistered",
+                                           "Reflex.TrainingSubmitted", "Reflex.ModelRegistrationSkipped"]
+    assert blob_state.get(admission.ADMISSION_KEY).value["running"] == {}  # type: ignore[union-attr]
+
+
+def test_run_status_changed_that_is_not_a_failure_is_skipped(deps: Deps, fake_platform: FakePlatform) -> None:
+    fake_platform.finish_job(submit(fake_platform, "reflex-train-12"), "Failed")
+    event = {**fake_platform.events[-1], "id": "x1"}
+    event["data"] = {**event["data"], "runStatus": "running"}
+    outcome = reaction.run("registration.run_event", event, deps=deps)
+    assert outcome.status == "skipped" and "needs no reaction" in outcome.reason
