@@ -17,7 +17,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: setup
+test: setup tools
 	$(PY) -m local.azurite run -- $(PY) -m pytest -q
 
 lint: setup
@@ -27,4 +27,6 @@ bench: setup
 	$(PY) bench/cold_start.py
 
 clean:
-	rm -rf $(VENV) node_modules run .pytest_cache
+	rm -rf $(VENV) .venv-tools node_modules run .pytest_cache
+
+include Makefile.infra

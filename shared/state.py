@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BlobStateStore", "Conflict", "MemoryStateStore", "Record", "StateStore", "key_part", "utcnow_iso"]
 
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9._=@:+-]+(?:/[A-Za-z0-9._=@:+-]+)*$")
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9._=@:+~-]+(?:/[A-Za-z0-9._=@:+~-]+)*$")
 
 
 class Conflict(TransientError):

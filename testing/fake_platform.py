@@ -363,6 +363,8 @@ class FakePlatform:
         if (name, version) not in self.models:
             raise PermanentError(f"batch deployment {spec.deployment}: model {spec.model} does not exist")
         ep = self.batch_endpoints.setdefault(spec.endpoint, _Endpoint(spec.endpoint, {}, self._pending()))
+        if self._state(ep.pending) != SUCCEEDED:
+            return   # as on Azure ML: the deployment is begun by a later call, once the endpoint exists
         existing = ep.deployments.get(spec.deployment)
         if existing is None or existing[0].model != spec.model:
             ep.deployments[spec.deployment] = (Deployment(spec.deployment, spec.endpoint, spec.model, "Creating",

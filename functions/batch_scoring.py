@@ -1,0 +1,63 @@
+"""Batch scoring triggers: a blob in the scoring container, the scoring schedule and the job tracker. Thin.
+
+The flow is shared/scoring.py. `on_scoring_blob` is an Event Grid-sourced blob trigger that hands the runner
+the blob's name, URI, ETag and length (never its content); `batch_tracker` runs on the reconcile schedule to
+complete quiet batches, retry batches waiting for a champion or a deployment and publish the outcome of
+finished batch jobs; `scheduled_scoring` re-scores the latest batch with the current champion when
+REFLEX_BATCH_SCHEDULE_ENABLED is true. Handlers are registered here, so the CLI can replay their dead letters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import azure.functions as func
+
+from shared import events, reaction, scoring
+
+if TYPE_CHECKING:
+    from shared.deps import Deps
+
+bp = func.Blueprint()
+
+
+@reaction.handler("scoring.blob")
+def handle_scoring_blob(payload: Any, deps: Deps) -> reaction.Outcome:
+    return scoring.handle_blob(payload, deps)
+
+
+@reaction.handler("scoring.track")
+def handle_track(payload: Any, deps: Deps) -> reaction.Outcome:
+    return scoring.track(deps)
+
+
+@reaction.handler("scoring.scheduled")
+def handle_scheduled(payload: Any, deps: Deps) -> reaction.Outcome:
+    return scoring.scheduled(deps)
+
+
+def _delivery_id(raw: dict[str, Any]) -> str:
+    try:
+        return events.from_blob_delivery(raw).id
+    except events.InvalidEvent:
+        return ""
+
+
+@bp.function_name("on_scoring_blob")
+@bp.blob_trigger(arg_name="blob", path="%REFLEX_SCORING_CONTAINER%/{name}", connection="AzureWebJobsStorage",
+                 source=func.BlobSource.EVENT_GRID)
+def on_scoring_blob(blob: func.InputStream) -> None:
+    raw = events.raw_from_blob_stream(blob)
+    reaction.run("scoring.blob", raw, event_id=_delivery_id(raw), key=str(raw.get("name", "")))
+
+
+@bp.function_name("batch_tracker")
+@bp.timer_trigger(arg_name="timer", schedule="%REFLEX_RECONCILE_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def batch_tracker(timer: func.TimerRequest) -> None:
+    reaction.run("scoring.track", {"past_due": bool(timer.past_due)}, event_id="")
+
+
+@bp.function_name("scheduled_scoring")
+@bp.timer_trigger(arg_name="timer", schedule="%REFLEX_BATCH_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def scheduled_scoring(timer: func.TimerRequest) -> None:
+    reaction.run("scoring.scheduled", {"past_due": bool(timer.past_due)}, event_id="")

@@ -1,0 +1,90 @@
+// A new Azure ML workspace with what it requires: a Key Vault (RBAC, purge protection) and a storage account with
+// shared keys off (its system datastores use the workspace identity). main.bicep deploys this module only when no
+// existing workspace is named. Private networking is out of scope for this template (README, "Networking").
+
+param location string
+param tags object = {}
+param workspaceName string
+param keyVaultName string
+param workspaceStorageName string
+param appInsightsId string
+
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  //checkov:skip=CKV_AZURE_109:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
+  //checkov:skip=CKV_AZURE_189:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
+  name: keyVaultName
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 7
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource workspaceStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  //checkov:skip=CKV_AZURE_35:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
+  //checkov:skip=CKV_AZURE_59:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
+  //checkov:skip=CKV_AZURE_206:LRS deploys in every region; the workspace's own storage holds snapshots and logs, not source data
+  //checkov:skip=CKV_AZURE_33:Azure ML uses no queue of this account
+  //checkov:skip=CKV_AZURE_43:checkov reads the parameter's symbol; main.bicep passes 'stml' + uniqueString(), 17 lower-case characters
+  name: workspaceStorageName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' = {
+  //checkov:skip=CKV_AZURE_243:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
+  name: workspaceName
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  sku: {
+    name: 'Basic'
+    tier: 'Basic'
+  }
+  properties: {
+    friendlyName: workspaceName
+    keyVault: keyVault.id
+    storageAccount: workspaceStorage.id
+    applicationInsights: appInsightsId
+    // The workspace's own datastores use its identity too: its storage account has shared keys off.
+    systemDatastoresAuthMode: 'identity'
+    publicNetworkAccess: 'Enabled'
+    v1LegacyMode: false
+  }
+}
+
+output name string = workspace.name
+output storageName string = workspaceStorage.name

@@ -1,0 +1,393 @@
+"""Train a scikit-learn model on a folder of CSV/Parquet files and save it as an MLflow model.
+
+Why this file is self-contained: it runs as the command of an Azure ML job (where only ``jobs/train`` is uploaded,
+so the repo's ``shared/`` is not importable) and, in the local stack, as a subprocess of the embedded platform.
+Both call it the same way::
+
+    python train.py --data <folder> --label <column> --task classification|regression \\
+        --model-output <folder> [--metrics-output <file.json>] [--seed N] [--test-size 0.2]
+
+Contract with Reflex:
+
+* ``--data`` is a batch folder (an Azure ML ``uri_folder`` mount or download): every ``*.csv``, ``*.csv.gz``,
+  ``*.tsv``, ``*.parquet`` and ``*.pq`` file under it, recursively, in path order. Hidden files, zero-byte files
+  and markers such as ``_SUCCESS`` are ignored; other file types are listed and ignored. A single file works too.
+* ``--model-output`` always receives the MLflow model (``mlflow.sklearn.save_model``): it is the job's ``model``
+  output that Reflex registers as an ``mlflow_model`` from ``azureml://jobs/<job>/outputs/model``.
+* Metrics: classification -> ``auc`` (binary ROC AUC; multiclass one-vs-rest, weighted) and ``accuracy``;
+  regression -> ``rmse`` and ``r2``; both -> ``n_train``, ``n_test``. Written as a flat JSON object to
+  ``--metrics-output`` and logged to MLflow.
+* MLflow tracking is used when a run is active, or ``MLFLOW_TRACKING_URI`` / ``MLFLOW_RUN_ID`` is set (Azure ML
+  sets both for the job's own run; ``mlflow.start_run()`` attaches to it). The model is logged under the name
+  ``model``. The Azure ML tracking server does not implement MLflow 3's logged-models API (it answers 404 on
+  ``/api/2.0/mlflow/logged-models``), so when ``log_model`` is refused the saved folder is uploaded as the run's
+  ``model`` artifacts instead, which the older endpoints accept.
+* Exit codes: 0 success; 2 bad input (one line on stderr starting with ``train.py: error:``); anything else is a bug
+  or an infrastructure failure and keeps its traceback.
+
+Heavy imports (pandas, scikit-learn, MLflow) happen inside the functions that need them, so argument and input
+errors are reported quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+log = logging.getLogger("train")
+
+TASKS = ("classification", "regression")
+TABULAR_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+MIN_ROWS = 10
+MAX_CATEGORIES = 50
+# cloudpickle rather than MLflow 3's default skops: Azure ML's MLflow inference images and older MLflow clients
+# load cloudpickle models; skops needs a recent MLflow and trusted-type lists on the reading side.
+SERIALIZATION_FORMAT = "cloudpickle"
+
+
+class BadInput(Exception):
+    """The data or the arguments cannot produce a model; the message says what to fix."""
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(".csv.gz"):
+        return "csv"
+    return TABULAR_SUFFIXES.get(path.suffix.lower())
+
+
+def _skipped(path: Path, root: Path) -> bool:
+    """Hidden files or folders (``.``), markers and metadata (``_SUCCESS``, ``_committed_…``) and empty files."""
+    parts = path.relative_to(root).parts
+    return any(part.startswith((".", "_")) for part in parts) or path.stat().st_size == 0
+
+
+def find_data_files(data: Path) -> list[Path]:
+    """The tabular files to read, in a stable order; raises :class:`BadInput` when there are none."""
+    if not data.exists():
+        raise BadInput(f"data folder {data} does not exist")
+    if data.is_file():
+        candidates = [data]
+        root = data.parent
+    else:
+        candidates = sorted(p for p in data.rglob("*") if p.is_file())
+        root = data
+    files: list[Path] = []
+    ignored: list[str] = []
+    for path in candidates:
+        if _skipped(path, root):
+            continue
+        if _kind(path) is None:
+            ignored.append(str(path.relative_to(root)))
+            continue
+        files.append(path)
+    if ignored:
+        log.info("ignoring %d non-tabular file(s): %s", len(ignored), ", ".join(ignored[:10]))
+    if not files:
+        raise BadInput(f"no readable data in {data}: expected non-empty .csv, .csv.gz, .tsv, .parquet or .pq files")
+    return files
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    kind = _kind(path)
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+    except (ValueError, OSError, pd.errors.ParserError) as exc:  # pyarrow errors derive from these
+        raise BadInput(f"cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def load_frame(data: Path) -> pd.DataFrame:
+    """All files concatenated; every file must have the same columns (a batch is one table split in parts)."""
+    import pandas as pd
+
+    files = find_data_files(data)
+    frames = []
+    expected: list[str] | None = None
+    for path in files:
+        frame = _read_one(path)
+        columns = [str(c) for c in frame.columns]
+        if expected is None:
+            expected = columns
+        elif set(columns) != set(expected):
+            raise BadInput(f"{path} has columns {columns}, but {files[0]} has {expected}; a batch must share columns")
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    frame.columns = [str(c) for c in frame.columns]
+    if frame.empty:
+        raise BadInput(f"no rows in {data} ({len(files)} file(s) read)")
+    log.info("read %d rows x %d columns from %d file(s) in %s", len(frame), frame.shape[1], len(files), data)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------------- preparing
+
+
+def split_features(frame: pd.DataFrame, label: str, task: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Features and target; rows without a target are dropped, datetime columns too (no sensible encoding here)."""
+    import pandas as pd
+
+    if label not in frame.columns:
+        raise BadInput(f"label column {label!r} not found; columns are: {', '.join(frame.columns)}")
+    frame = frame[frame[label].notna()]
+    target = frame[label]
+    features = frame.drop(columns=[label])
+    dropped = [c for c in features.columns if pd.api.types.is_datetime64_any_dtype(features[c])]
+    if dropped:
+        log.info("dropping datetime column(s): %s", ", ".join(dropped))
+        features = features.drop(columns=dropped)
+    if features.shape[1] == 0:
+        raise BadInput(f"no feature columns besides the label {label!r}")
+    # Column dtypes stay as read: the inferred signature then matches what callers send. (Casting integers to
+    # float would admit NaN at scoring time, but MLflow refuses int64 -> double, so plain integer rows would fail.)
+    if task == "regression":
+        target = pd.to_numeric(target, errors="coerce")
+        if target.isna().any():
+            raise BadInput(f"label column {label!r} is not numeric, so it cannot be a regression target")
+    else:
+        classes = target.nunique()
+        if classes < 2:
+            raise BadInput(f"label column {label!r} has {classes} class(es); classification needs at least 2")
+    if len(features) < MIN_ROWS:
+        raise BadInput(f"only {len(features)} labelled rows; at least {MIN_ROWS} are needed")
+    return features, target
+
+
+def build_pipeline(features: pd.DataFrame, task: str, seed: int) -> Pipeline:
+    """Impute and scale numbers, impute and one-hot text; gradient boosting, which is fast and robust on small data."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
+    categorical = [c for c in features.columns if c not in numeric]
+    transformers = []
+    if numeric:
+        transformers.append(
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric)
+        )
+    if categorical:
+        encode = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=MAX_CATEGORIES, sparse_output=False)
+        transformers.append(
+            (
+                "categorical",
+                Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="missing")), ("onehot", encode)]),
+                categorical,
+            )
+        )
+    estimator_type = HistGradientBoostingClassifier if task == "classification" else HistGradientBoostingRegressor
+    estimator = estimator_type(max_iter=200, learning_rate=0.05, random_state=seed)
+    return Pipeline([("prepare", ColumnTransformer(transformers, remainder="drop")), ("model", estimator)])
+
+
+def _prepare_categoricals(features: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as plain object strings, so the imputer and encoder see one type per column."""
+    import pandas as pd
+
+    text = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if not text:
+        return features
+    features = features.copy()
+    for column in text:
+        values = features[column]
+        features[column] = values.where(values.isna(), values.astype(str)).astype(object)
+    return features
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def train(
+    features: pd.DataFrame, target: pd.Series, *, task: str, seed: int, test_size: float
+) -> tuple[Pipeline, dict[str, float]]:
+    """Fit on a holdout split (stratified when every class allows it) and measure on the held-out rows."""
+    import numpy as np
+    from sklearn import metrics
+    from sklearn.model_selection import train_test_split
+
+    stratify = None
+    if task == "classification":
+        counts = target.value_counts()
+        n_test = math.ceil(len(target) * test_size)
+        if counts.min() >= 2 and n_test >= len(counts):
+            stratify = target
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, target, test_size=test_size, random_state=seed, stratify=stratify
+    )
+    pipeline = build_pipeline(features, task, seed)
+    pipeline.fit(x_train, y_train)
+    scores: dict[str, float] = {"n_train": float(len(x_train)), "n_test": float(len(x_test))}
+    if task == "classification":
+        classes = pipeline.classes_
+        probabilities = pipeline.predict_proba(x_test)
+        scores["accuracy"] = float(metrics.accuracy_score(y_test, pipeline.predict(x_test)))
+        present = set(y_test.unique())
+        if len(present) < 2:
+            log.warning("the test split holds one class only; auc is undefined and not reported")
+        elif len(classes) == 2:
+            scores["auc"] = float(metrics.roc_auc_score(y_test == classes[1], probabilities[:, 1]))
+        else:
+            scores["auc"] = float(
+                metrics.roc_auc_score(y_test, probabilities, multi_class="ovr", average="weighted", labels=classes)
+            )
+    else:
+        predictions = pipeline.predict(x_test)
+        scores["rmse"] = float(np.sqrt(metrics.mean_squared_error(y_test, predictions)))
+        scores["r2"] = float(metrics.r2_score(y_test, predictions)) if len(y_test) >= 2 else float("nan")
+    return pipeline, scores
+
+
+# ---------------------------------------------------------------------------------------------------- saving
+
+
+def save_model(pipeline: Pipeline, features: pd.DataFrame, output: Path) -> Any:
+    """Write the MLflow model folder (signature inferred, a few input rows as example); returns the signature."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    example = features.head(5)
+    signature = infer_signature(example, pipeline.predict(example))
+    mlflow.sklearn.save_model(
+        pipeline,
+        str(output),
+        signature=signature,
+        input_example=example,
+        serialization_format=SERIALIZATION_FORMAT,
+    )
+    return signature
+
+
+def _tracking_wanted() -> bool:
+    import mlflow
+
+    return bool(mlflow.active_run() or os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_RUN_ID"))
+
+
+def _logged_models_unsupported(exc: Exception) -> bool:
+    """True for the Azure ML tracking server's refusal of MLflow 3's ``/logged-models`` endpoints."""
+    text = str(exc)
+    return "logged-models" in text or "logged_models" in text
+
+
+def log_to_mlflow(
+    pipeline: Pipeline,
+    features: pd.DataFrame,
+    *,
+    signature: Any,
+    model_dir: Path,
+    scores: dict[str, float],
+    params: dict[str, Any],
+) -> str:
+    """Log params, metrics and the model to the active (or environment-provided) run; returns the run id."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+
+    started = mlflow.active_run() is None
+    run = mlflow.start_run() if started else mlflow.active_run()
+    try:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: v for k, v in scores.items() if math.isfinite(v)})
+        try:
+            mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=signature,
+                input_example=features.head(5),
+                serialization_format=SERIALIZATION_FORMAT,
+            )
+        except MlflowException as exc:
+            if not _logged_models_unsupported(exc):
+                raise
+            log.warning("tracking server refused log_model (%s); uploading the saved model as run artifacts", exc)
+            mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        return run.info.run_id
+    finally:
+        if started:
+            mlflow.end_run()
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="train.py", description="Train a scikit-learn model; save it for MLflow.")
+    parser.add_argument("--data", required=True, type=Path, help="folder (or file) of CSV/Parquet data")
+    parser.add_argument("--label", required=True, help="target column")
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--model-output", required=True, type=Path, help="folder for the MLflow model")
+    parser.add_argument("--metrics-output", type=Path, help="file for the metrics as JSON")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--test-size", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    if not 0.0 < args.test_size < 1.0:
+        parser.error(f"--test-size must be between 0 and 1, got {args.test_size}")
+    return args
+
+
+def _json_metrics(scores: dict[str, float]) -> dict[str, float | int | None]:
+    """Counts as integers, undefined values as null (JSON has no NaN)."""
+    return {k: int(v) if k.startswith("n_") else (v if math.isfinite(v) else None) for k, v in scores.items()}
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    frame = load_frame(args.data)
+    features, target = split_features(frame, args.label, args.task)
+    features = _prepare_categoricals(features)
+    if args.model_output.exists() and any(args.model_output.iterdir()):
+        raise BadInput(f"model output folder {args.model_output} is not empty")
+    pipeline, scores = train(features, target, task=args.task, seed=args.seed, test_size=args.test_size)
+    log.info("metrics: %s", json.dumps(scores, sort_keys=True))
+    signature = save_model(pipeline, features, args.model_output)
+    if args.metrics_output:
+        args.metrics_output.parent.mkdir(parents=True, exist_ok=True)
+        args.metrics_output.write_text(json.dumps(_json_metrics(scores), indent=2, sort_keys=True) + "\n")
+    if _tracking_wanted():
+        params = {
+            "task": args.task,
+            "label": args.label,
+            "seed": args.seed,
+            "test_size": args.test_size,
+            "estimator": type(pipeline.named_steps["model"]).__name__,
+            "n_features": features.shape[1],
+        }
+        run_id = log_to_mlflow(
+            pipeline, features, signature=signature, model_dir=args.model_output, scores=scores, params=params
+        )
+        log.info("logged to MLflow run %s", run_id)
+    return scores
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        run(args)
+    except BadInput as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

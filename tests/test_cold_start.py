@@ -1,0 +1,26 @@
+"""Importing function_app in a fresh process loads none of the heavy libraries (cold start and indexing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("azure.ai.ml", "mlflow", "sklearn", "pandas", "numpy", "pyarrow", "azure.monitor")
+
+
+def test_function_app_import_loads_no_heavy_module() -> None:
+    code = ("import json, sys, function_app; "
+            f"print(json.dumps([m for m in {HEAVY!r} if any(k == m or k.startswith(m + '.') for k in sys.modules)]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_indexing_works_like_the_worker() -> None:
+    """The worker imports function_app and calls get_functions() once; it must not raise."""
+    code = "import function_app; print(len(function_app.app.get_functions()))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,195 @@
+"""Parsing of real-shaped payloads: each property against the raw dict, absent and present cases, and a
+property test that `parse` raises nothing but InvalidEvent on arbitrary JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.blob import InputStream
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared import events
+from shared.events import InvalidEvent, parse
+
+EVENTS = Path(__file__).parent / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    body = json.loads((EVENTS / name).read_text())
+    return body[0] if isinstance(body, list) else body
+
+
+def test_model_registered_pascal_case_int_version() -> None:
+    raw = load_event("model_registered_pascal.json")
+    e = parse(raw)
+    assert isinstance(e, events.ModelRegistered)
+    assert e.model_name == raw["data"]["ModelName"]
+    assert e.model_version == "20" and isinstance(e.model_version, str)
+    assert dict(e.model_tags) == raw["data"]["ModelTags"]
+    assert dict(e.model_properties) == raw["data"]["ModelProperties"]
+    assert e.id == raw["id"] and e.source == raw["topic"] and e.subject == raw["subject"]
+    assert e.time == dt.datetime(2017, 6, 26, 18, 41, 0, 958410, tzinfo=dt.UTC)
+    assert e.schema == "eventgrid"
+
+
+def test_model_registered_camel_case_real_payload() -> None:
+    raw = load_event("model_registered_camel.json")
+    e = parse(raw)
+    assert isinstance(e, events.ModelRegistered)
+    assert (e.model_name, e.model_version) == ("heart-failure-model", "1")
+    assert e.model_tags["reflex.managed"] == "true"
+
+
+def test_model_registered_cloudevents_schema() -> None:
+    raw = load_event("model_registered_cloudevent.json")
+    e = parse(raw)
+    assert isinstance(e, events.ModelRegistered) and e.schema == "cloudevents"
+    assert e.source == raw["source"] and e.type == raw["type"]
+    assert e.model_version == "20"
+
+
+def test_model_registered_absent_optional_fields_default_empty() -> None:
+    raw = load_event("model_registered_camel.json")
+    raw["data"] = {"modelName": "m", "modelVersion": "7"}
+    e = parse(raw)
+    assert isinstance(e, events.ModelRegistered)
+    assert dict(e.model_tags) == {} and dict(e.model_properties) == {}
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"modelVersion": 1}, "data.modelName"),
+    ({"modelName": "m"}, "data.modelVersion"),
+    ({"modelName": "m", "modelVersion": [1]}, "data.modelVersion"),
+    ({"modelName": 5.5, "modelVersion": 1}, "data.modelName"),
+    ({"modelName": "m", "modelVersion": 1, "modelTags": "x"}, "data.modelTags"),
+])
+def test_model_registered_missing_or_mistyped_fields_name_field_and_id(data: dict, field: str) -> None:
+    raw = load_event("model_registered_camel.json")
+    raw["data"] = data
+    with pytest.raises(InvalidEvent) as info:
+        parse(raw)
+    assert info.value.field.lower() == field.lower()
+    assert raw["id"] in str(info.value)
+
+
+def test_run_completed() -> None:
+    raw = load_event("run_completed.json")
+    e = parse(raw)
+    assert isinstance(e, events.RunCompleted) and not isinstance(e, events.RunStatusChanged)
+    assert e.run_id == raw["data"]["runId"] and e.experiment_name == raw["data"]["experimentName"]
+    assert e.run_type is None and dict(e.run_tags) == {}
+    assert e.run_properties["iteration"] == "5"
+
+
+def test_run_status_changed_carries_status() -> None:
+    e = parse(load_event("run_status_changed.json"))
+    assert isinstance(e, events.RunStatusChanged) and e.run_status == "failed"
+
+
+def test_model_deployed_splits_model_ids() -> None:
+    e = parse(load_event("model_deployed.json"))
+    assert isinstance(e, events.ModelDeployed)
+    assert e.service_name == "aciservice1" and e.model_ids == (("model1", "1"), ("model2", "1"))
+
+
+def test_dataset_drift_detected() -> None:
+    e = parse(load_event("dataset_drift_detected.json"))
+    assert isinstance(e, events.DatasetDriftDetected)
+    assert e.drift_coefficient == pytest.approx(0.8350349)
+    assert e.start_time == dt.datetime(2019, 7, 4, tzinfo=dt.UTC)
+
+
+def test_blob_created_quoted_etag_and_url_container() -> None:
+    raw = load_event("blob_created.json")
+    e = parse(raw)
+    assert isinstance(e, events.BlobCreated)
+    assert e.etag == "0x8D4BCC2E4835CD0"
+    assert (e.container, e.blob_name) == ("testcontainer", "new-file.txt")  # from the URL, consistently
+    assert e.content_length == 524288 and e.blob_type == "BlockBlob" and e.api == "PutBlockList"
+    raw["data"]["eTag"] = "0x8D4BCC2E4835CD0"  # the unquoted form of the Functions docs
+    assert parse(raw).etag == "0x8D4BCC2E4835CD0"
+
+
+def test_blob_url_parts_azure_and_azurite() -> None:
+    assert events.blob_url_parts("https://acct.blob.core.windows.net/data/ds/b1/a%20b.csv") == ("data", "ds/b1/a b.csv")
+    assert events.blob_url_parts("http://127.0.0.1:10000/devstoreaccount1/data/ds/b1/x.csv") == ("data", "ds/b1/x.csv")
+
+
+def test_unknown_type_parses_as_generic_event() -> None:
+    e = parse({"id": "1", "eventType": "Contoso.Thing", "subject": "s", "data": {"x": 1}})
+    assert type(e) is events.Event and e.data["x"] == 1
+
+
+@pytest.mark.parametrize("raw, field", [
+    ({"eventType": "x"}, "id"),
+    ({"id": "1"}, "eventType"),
+    ({"id": "1", "specversion": "1.0"}, "type"),
+    ({"id": "1", "eventType": "x", "data": [1]}, "data"),
+    ({"id": "1", "eventType": "x", "eventTime": "yesterday"}, "eventTime"),
+])
+def test_envelope_errors(raw: dict, field: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse(raw)
+    assert info.value.field == field
+
+
+def test_from_function_event_eventgrid_and_cloudevent() -> None:
+    raw = load_event("model_registered_camel.json")
+    fe = func.EventGridEvent(id=raw["id"], data=raw["data"], topic=raw["topic"], subject=raw["subject"],
+                             event_type=raw["eventType"], event_time=dt.datetime(2020, 3, 11, tzinfo=dt.UTC),
+                             data_version="1")
+    e = events.from_function_event(fe)
+    assert isinstance(e, events.ModelRegistered) and e.model_version == "1"
+    ce = func.CloudEvent(id="c1", source="/ws", type=events.MODEL_REGISTERED, specversion="1.0",
+                         data={"ModelName": "m", "ModelVersion": 2}, subject="models/m:2")
+    e2 = events.from_function_event(ce)
+    assert isinstance(e2, events.ModelRegistered) and e2.model_version == "2"
+
+
+def test_from_blob_stream_uses_host_name_format_and_etag() -> None:
+    stream = InputStream(data=b"a,b\n1,2\n", name="reflex-data/ds/b1/part-0.csv",
+                         uri="http://127.0.0.1:10000/devstoreaccount1/reflex-data/ds/b1/part-0.csv", length=8,
+                         blob_properties={"ETag": '"0x1"', "ContentLength": 8})
+    e = events.from_blob_stream(stream)
+    assert (e.container, e.blob_name, e.etag, e.content_length) == ("reflex-data", "ds/b1/part-0.csv", "0x1", 8)
+    again = events.from_blob_stream(stream)
+    assert again.id == e.id and e.id.startswith("blob-")  # redelivery of one version shares the id
+    with pytest.raises(InvalidEvent, match="without an ETag"):
+        events.from_blob_delivery({"name": "c/x.csv", "uri": "", "etag": ""})
+
+
+def test_parse_many_keeps_each_outcome() -> None:
+    out = events.parse_many([load_event("run_completed.json"), {"id": 5}])
+    assert isinstance(out[0], events.RunCompleted) and isinstance(out[1], InvalidEvent)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20)
+event_keys = st.sampled_from(["id", "eventType", "type", "specversion", "topic", "source", "subject", "eventTime",
+                              "time", "data", "dataVersion"])
+event_types = st.sampled_from([events.BLOB_CREATED, events.RUN_COMPLETED, events.RUN_STATUS_CHANGED,
+                               events.MODEL_REGISTERED, events.MODEL_DEPLOYED, events.DATASET_DRIFT_DETECTED, "x"])
+data_keys = st.sampled_from(["url", "eTag", "contentLength", "runId", "runTags", "modelName", "ModelVersion",
+                             "modelTags", "serviceName", "modelIds", "dataDriftId", "driftCoefficient",
+                             "startTime", "runStatus", "blobType"])
+shaped = st.fixed_dictionaries(
+    {"id": st.text(max_size=8) | st.integers(), "eventType": event_types},
+    optional={"data": st.dictionaries(data_keys, json_values, max_size=6), "eventTime": st.text(max_size=30),
+              "subject": json_values, "topic": json_values})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(json_values, st.dictionaries(event_keys, json_values, max_size=8), shaped))
+def test_parse_raises_only_invalid_event(raw: Any) -> None:
+    try:
+        parse(raw)
+    except InvalidEvent:
+        pass
