@@ -7,7 +7,7 @@ import importlib
 import azure.functions as func
 
 # module names under functions/, one per reaction (trigger family)
-REACTIONS: tuple[str, ...] = ("data_arrival", "registration", "batch_scoring", "monitoring")
+REACTIONS: tuple[str, ...] = ("data_arrival", "registration", "rollout", "batch_scoring", "monitoring")
 
 
 def blueprints() -> list[func.Blueprint]:

@@ -15,6 +15,7 @@ from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from shared.ledger import Ledger
     from shared.platform import MLPlatform
     from shared.publish import Publisher
     from shared.settings import Settings
@@ -30,6 +31,7 @@ class Deps:
     publisher: Publisher
     platform_factory: Callable[[], MLPlatform] = field(repr=False)
     clock: Callable[[], float] = time.time
+    ledger: Ledger | None = None  # where every reaction run is recorded (shared/ledger.py); None: not recorded
 
     @cached_property
     def platform(self) -> MLPlatform:
@@ -39,6 +41,7 @@ class Deps:
 @lru_cache(maxsize=1)
 def get_deps() -> Deps:
     """The worker's dependencies from app settings (validated here, once)."""
+    from shared.ledger import BlobLedger
     from shared.platform import get_platform
     from shared.publish import Publisher
     from shared.settings import get_settings
@@ -46,7 +49,8 @@ def get_deps() -> Deps:
 
     settings = get_settings()
     return Deps(settings=settings, state=BlobStateStore.from_settings(settings),
-                publisher=Publisher.from_settings(settings), platform_factory=lambda: get_platform(settings))
+                publisher=Publisher.from_settings(settings), platform_factory=lambda: get_platform(settings),
+                ledger=BlobLedger.from_settings(settings, time.time))
 
 
 def reset_deps() -> None:

@@ -11,8 +11,8 @@ when automation is paused, calls the handler registered for `name`, and maps err
 * any other exception is a bug: dead-lettered the same way with its type, so it can be replayed once fixed.
 
 Handlers are registered by name (`@handler("data.arrival")`) so the CLI can replay a dead letter or a held
-event through exactly the code path the trigger uses. Each outcome is appended to the ledger when one is
-configured (see `set_ledger_sink`).
+event through exactly the code path the trigger uses. Each outcome is appended to `deps.ledger` (the lineage
+ledger, shared/ledger.py; `get_deps()` sets it) and handed to any extra sink (see `set_ledger_sink`).
 """
 
 from __future__ import annotations
@@ -115,6 +115,12 @@ def run(name: str, payload: Any, *, event_id: str = "", key: str = "", deps: Dep
 
 
 def _record(name: str, event_id: str, payload: Any, outcome: Outcome, deps: Deps) -> None:
+    ledger = getattr(deps, "ledger", None)
+    if ledger is not None:
+        try:
+            ledger.record(name, event_id, payload, outcome, deps)
+        except Exception:  # the ledger must never turn a handled event into a failure
+            log.exception("could not append to the ledger")
     for sink in _ledger_sink:
         try:
             sink(name, event_id, payload, outcome, deps)

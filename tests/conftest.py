@@ -96,8 +96,9 @@ def fake_platform(clock: Clock) -> FakePlatform:
 
 
 def make_deps(settings: Settings | None = None, *, state: StateStore | None = None,
-              platform: FakePlatform | None = None, clock: Callable[[], float] | None = None) -> Deps:
+              platform: FakePlatform | None = None, clock: Callable[[], float] | None = None,
+              ledger: Any = None) -> Deps:
     settings = settings or make_settings()
     platform = platform or FakePlatform()
     return Deps(settings=settings, state=state or MemoryStateStore(), publisher=Publisher(),
-                platform_factory=lambda: platform, clock=clock or Clock())
+                platform_factory=lambda: platform, clock=clock or Clock(), ledger=ledger)

@@ -43,5 +43,26 @@ def test_timers_read_their_schedule_from_a_setting(functions: dict[str, Any]) ->
         assert not spec.get("runOnStartup"), name  # never in production
 
 
+EXPECTED = {
+    "on_data_blob": ("blobTrigger", "%REFLEX_DATA_CONTAINER%/{name}"),
+    "on_scoring_blob": ("blobTrigger", "%REFLEX_SCORING_CONTAINER%/{name}"),
+    "on_run_event": ("eventGridTrigger", None),
+    "on_model_registered": ("eventGridTrigger", None),
+    "sweep_batches": ("timerTrigger", "%REFLEX_SWEEP_SCHEDULE%"),
+    "reconcile": ("timerTrigger", "%REFLEX_RECONCILE_SCHEDULE%"),
+    "batch_tracker": ("timerTrigger", "%REFLEX_RECONCILE_SCHEDULE%"),
+    "health_check": ("timerTrigger", "%REFLEX_HEALTH_SCHEDULE%"),
+    "drift_check": ("timerTrigger", "%REFLEX_DRIFT_SCHEDULE%"),
+    "scheduled_retrain": ("timerTrigger", "%REFLEX_RETRAIN_SCHEDULE%"),
+    "scheduled_scoring": ("timerTrigger", "%REFLEX_BATCH_SCHEDULE%"),
+}
+
+
+def test_exactly_the_expected_functions(functions: dict[str, Any]) -> None:
+    """The infra wires Event Grid to these names: a rename here must be a rename there."""
+    actual = {name: (kind, spec.get("path") or spec.get("schedule")) for name, (kind, spec) in functions.items()}
+    assert actual == EXPECTED
+
+
 def test_only_known_trigger_types(functions: dict[str, Any]) -> None:
     assert {kind for kind, _ in functions.values()} <= {"blobTrigger", "eventGridTrigger", "timerTrigger"}

@@ -1,0 +1,1 @@
+"""Operators' command line for Reflex (`python -m reflex`); local/ops tooling, not deployed with the app."""

@@ -1,0 +1,545 @@
+"""`python -m reflex`: see, explain, replay and pause what Reflex does, against the local stack or Azure.
+
+    python -m reflex [--json] status
+    python -m reflex [--json] explain <endpoint | model:version | job | blob URL | event id> [--kind K] [--days N]
+    python -m reflex [--json] dead-letters
+    python -m reflex [--json] replay <id> | --all
+    python -m reflex [--json] pause --why TEXT [--by NAME]      resume [--why TEXT] [--by NAME]
+    python -m reflex [--json] dry-run on|off [--why TEXT]
+    python -m reflex [--json] rollback <endpoint> --why TEXT [--by NAME]
+
+It works through the same functions the triggers use (`shared.reaction.run`, the state store, the ledger,
+the platform protocol), so a replay is exactly a redelivery (idempotency still applies) and a rollback goes
+through the rollout machinery. Exit codes: 0 done, 1 the operation did not (fully) succeed, 2 bad input or
+unknown id, 3 a part of the stack is not running (the message names it and how to start it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from reflex.explain import detect_kinds, walk
+from reflex.stack import StackDown, load_local_settings, probe_platform, probe_storage, reachable
+from shared import reaction
+from shared.control import read_control, write_control
+from shared.errors import ReflexError, TransientError
+from shared.ledger import MemoryLedger
+from shared.state import key_part
+
+if TYPE_CHECKING:
+    from shared.deps import Deps
+    from shared.ledger import Ledger
+
+__all__ = ["main"]
+
+OK, FAILED, BAD_INPUT, STACK_DOWN = 0, 1, 2, 3
+NEEDS_PLATFORM = {"status", "replay", "resume", "rollback"}
+
+
+class UsageError(Exception):
+    """Bad input or an unknown id (exit 2)."""
+
+
+class Output:
+    """Collects the result for `--json` or prints human text as it goes."""
+
+    def __init__(self, stream: TextIO, as_json: bool) -> None:
+        self.stream, self.as_json = stream, as_json
+
+    def text(self, line: str = "") -> None:
+        if not self.as_json:
+            print(line, file=self.stream)
+
+    def table(self, rows: Sequence[Sequence[Any]], headers: Sequence[str], *, indent: str = "  ") -> None:
+        if self.as_json:
+            return
+        if not rows:
+            print(f"{indent}(none)", file=self.stream)
+            return
+        cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+        for row in cells:
+            print(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=self.stream)
+
+    def result(self, value: Mapping[str, Any]) -> None:
+        if self.as_json:
+            print(json.dumps(value, indent=2, default=str), file=self.stream)
+
+
+def _ledger(deps: Deps) -> Ledger:
+    if deps.ledger is None:  # deps without a ledger (unit tests): keep notes in memory rather than lose them
+        deps.ledger = MemoryLedger(deps.clock)
+    return deps.ledger
+
+
+def _operator(args: argparse.Namespace) -> str:
+    if getattr(args, "by", None):
+        return str(args.by)
+    try:
+        return os.environ.get("REFLEX_OPERATOR") or getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _load_handlers() -> None:
+    """Import every reaction module so its handlers are registered (replay needs them)."""
+    import functions
+
+    for name in functions.REACTIONS:
+        importlib.import_module(f"functions.{name}")
+
+
+def _short(text: Any, limit: int = 80) -> str:
+    value = " ".join(str(text or "").split())
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _first(value: Mapping[str, Any], *names: str) -> Any:
+    return next((value[n] for n in names if value.get(n) not in (None, "")), "")
+
+
+# ------------------------------------------------------------------------------------------------ status
+def _step(rollout: Mapping[str, Any]) -> str:
+    """Where a rollout is: "phase 1 (50%)" from the rollout record's phase and plan, or its `step` field."""
+    if "phase" in rollout:
+        steps = (rollout.get("plan") or {}).get("steps") or ()
+        phase = int(rollout.get("phase") or 0)
+        if phase < 0:
+            return "mirror"
+        return f"phase {phase}" + (f" ({steps[phase]}%)" if 0 <= phase < len(steps) else "")
+    return str(_first(rollout, "step", "step_index", "percent"))
+
+
+def cmd_status(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    control = read_control(deps)
+    result: dict[str, Any] = {"automation": {"paused": control.paused, "dry_run": control.dry_run,
+                                             "by": control.by, "why": control.why, "at": control.at,
+                                             "source": control.source}}
+    out.text(f"automation: {'PAUSED' if control.paused else 'running'}"
+             f"{', DRY-RUN' if control.dry_run else ''} (source: {control.source}"
+             f"{f', by {control.by}: {control.why}' if control.by else ''})")
+
+    endpoints = []
+    for model, name in sorted(deps.settings.endpoints.items(), key=lambda kv: kv[1]):
+        endpoint = deps.platform.get_endpoint(name)
+        deployments = [] if endpoint is None else [
+            {"name": d.name, "model": d.model, "state": d.state, "traffic": endpoint.traffic.get(d.name, 0),
+             "mirror": endpoint.mirror.get(d.name, 0)} for d in endpoint.deployments]
+        endpoints.append({"endpoint": name, "serves": model, "state": endpoint.state if endpoint else "absent",
+                          "deployments": deployments})
+    result["endpoints"] = endpoints
+    out.text("\nendpoints:")
+    out.table([(e["endpoint"], e["state"], d["name"], d["model"], d["state"], f"{d['traffic']}%",
+                f"{d['mirror']}%" if d["mirror"] else "") for e in endpoints for d in e["deployments"] or [{}]]
+              if any(e["deployments"] for e in endpoints) else
+              [(e["endpoint"], e["state"], "-", e["serves"], "", "", "") for e in endpoints],
+              ("ENDPOINT", "STATE", "DEPLOYMENT", "MODEL", "DEP.STATE", "TRAFFIC", "MIRROR"))
+
+    rollouts = [{"key": r.key, **r.value} for r in deps.state.records("rollouts/")]
+    result["rollouts"] = rollouts
+    out.text("\nrollouts:")
+    out.table([(r["key"].removeprefix("rollouts/"), _first(r, "status", "state"), _step(r),
+                f"{r.get('model')}:{r['version']}" if r.get("version") else _first(r, "model", "model_ref"),
+                _first(r, "deployment", "new_deployment", "green"),
+                "operator rollback requested" if r.get("operator_rollback") else "") for r in rollouts],
+              ("ENDPOINT", "STATUS", "STEP", "MODEL", "DEPLOYMENT", "NOTE"))
+
+    pending = [{"key": r.key, **r.value} for r in deps.state.records("arrivals/")
+               if str(r.value.get("status", "")).lower() not in ("submitted", "done", "completed")]
+    result["pending_batches"] = pending
+    out.text("\npending batches:")
+    out.table([(p["key"].removeprefix("arrivals/"), _first(p, "status", "state"),
+                len(p.get("blobs") or p.get("manifest") or [])) for p in pending], ("BATCH", "STATUS", "BLOBS"))
+
+    letters = deps.state.dead_letters()
+    held = deps.state.keys("held/")
+    result["dead_letters"] = len(letters)
+    result["held"] = len(held)
+    result["recent_failures"] = [{"key": r.key, "reaction": r.value.get("reaction"), "at": r.value.get("at"),
+                                  "error": r.value.get("error")} for r in letters[-5:]]
+    out.text(f"\nrecent failures ({len(letters)} dead-lettered, {len(held)} held while paused):")
+    out.table([(f["at"], f["reaction"], _short(f["error"], 70)) for f in result["recent_failures"]],
+              ("AT", "REACTION", "ERROR"))
+    if deps.settings.platform == "local":
+        host_problem = reachable(deps.settings.local_host_url, timeout=1.0)
+        result["local_host"] = {"url": deps.settings.local_host_url, "up": host_problem is None}
+        out.text(f"\nlocal host {deps.settings.local_host_url}: "
+                 f"{'up' if host_problem is None else 'not running (start the stack with `make stack`)'}")
+    out.result(result)
+    return OK
+
+
+# ----------------------------------------------------------------------------------------------- explain
+def _serving_model(deps: Deps, endpoint: str, entries: Sequence[Mapping[str, Any]]) -> tuple[str | None, dict]:
+    """The model the endpoint serves now (platform), else the last one the ledger saw rolled out there."""
+    try:
+        found = deps.platform.get_endpoint(endpoint)
+    except (ReflexError, ImportError):
+        found = None
+    if found is not None and found.live:
+        dep = found.deployment(found.live)
+        if dep is not None:
+            return dep.model, {"deployment": dep.name, "model": dep.model, "traffic": dict(found.traffic)}
+    for e in entries:
+        refs = e.get("refs") or {}
+        if endpoint in refs.get("endpoint", ()) and refs.get("model"):
+            return refs["model"][0], {}
+    return None, {}
+
+
+def _tags_fallback(deps: Deps, chain_refs: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """Lineage tags Reflex put on the Azure ML assets (fills gaps older than the ledger window)."""
+    tags: dict[str, dict[str, str]] = {}
+    try:
+        for ref in chain_refs.get("model", [])[:3]:
+            name, _, version = ref.rpartition(":")
+            model = deps.platform.get_model(name, version) if name else None
+            if model is not None:
+                tags[f"model {ref}"] = {k: v for k, v in model.tags.items() if k.startswith("reflex.")}
+                if model.job_name and model.job_name not in chain_refs.get("job", []):
+                    chain_refs.setdefault("job", []).append(model.job_name)
+        for job_name in chain_refs.get("job", [])[:3]:
+            job = deps.platform.get_job(job_name)
+            if job is not None:
+                tags[f"job {job_name}"] = {k: v for k, v in job.tags.items() if k.startswith("reflex.")}
+    except (ReflexError, ImportError):
+        pass
+    return tags
+
+
+def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    value = args.id
+    entries = list(_ledger(deps).entries(days=args.days))
+    kinds = [args.kind] if args.kind else detect_kinds(entries, value, endpoints=list(deps.settings.endpoints.values()))
+    if not entries and not kinds:
+        raise UsageError(f"the ledger is empty for the last {args.days} day(s): no reaction has run (or try --days)")
+    if not kinds:
+        raise UsageError(f"{value!r}: no ledger entry in the last {args.days} day(s) mentions it as an endpoint, "
+                         "model (name:version), job, deployment, batch, blob URL or event id (try --days)")
+    kind = kinds[0]
+    serving: dict[str, Any] = {}
+    if kind == "endpoint":
+        model, serving = _serving_model(deps, value, entries)
+        if model is None:
+            raise UsageError(f"endpoint {value!r} serves no model and the ledger has no rollout to it")
+        chain = walk(entries, "model", model)
+        chain.add_ref("endpoint", value)
+    else:
+        chain = walk(entries, kind, value)
+    if not chain.entries:
+        raise UsageError(f"{value!r}: no ledger entry in the last {args.days} day(s) mentions this {kind} "
+                         "(try --days)")
+    refs = chain.ordered_refs()
+    tags = _tags_fallback(deps, refs)
+    result = {"id": value, "kind": kind, "serving": serving, "lineage": refs, "tags": tags,
+              "entries": chain.entries}
+    out.text(f"{kind} {value}" + (f": serving {serving['model']} on deployment {serving['deployment']} "
+                                  f"(traffic {serving['traffic']})" if serving else ""))
+    out.text("\nlineage (triggering data first):")
+    out.table([(k, ", ".join(v)) for k, v in refs.items()], ("KIND", "ID"))
+    if tags:
+        out.text("\nAzure ML lineage tags:")
+        out.table([(asset, ", ".join(f"{k}={v}" for k, v in sorted(t.items()))) for asset, t in tags.items()],
+                  ("ASSET", "TAGS"))
+    out.text("\nhistory (oldest first):")
+    out.table([(e.get("at"), e.get("reaction"), e.get("status"), _short(e.get("event_id"), 24),
+                _short(e.get("reason"), 60)) for e in chain.entries], ("AT", "REACTION", "STATUS", "EVENT", "REASON"))
+    out.result(result)
+    return OK
+
+
+# ---------------------------------------------------------------------------------- dead letters, replay
+def cmd_dead_letters(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    letters = [{"id": r.key, **{k: r.value.get(k) for k in ("reaction", "event_id", "at", "error_type", "error",
+                                                            "payload", "context")}}
+               for r in deps.state.dead_letters()]
+    out.text(f"{len(letters)} dead-lettered event(s)")
+    out.table([(d["id"].removeprefix("deadletters/"), d["reaction"], _short(d["event_id"], 24), d["error_type"],
+                _short(d["error"], 70)) for d in letters], ("ID", "REACTION", "EVENT", "ERROR TYPE", "ERROR"))
+    out.result({"dead_letters": letters})
+    return OK
+
+
+def _find_letters(deps: Deps, wanted: str) -> list[Any]:
+    letters = deps.state.dead_letters()
+    exact = [r for r in letters if wanted in (r.key, r.key.removeprefix("deadletters/"))]
+    return exact or [r for r in letters if r.value.get("event_id") == wanted or r.key.endswith(wanted)]
+
+
+def _run_again(deps: Deps, name: str, payload: Any, event_id: str) -> tuple[str, str, dict[str, Any]]:
+    """Feed an event back through its reaction; (status, reason, details), status "transient" when retryable."""
+    if name not in reaction.HANDLERS:
+        return "error", f"no handler is registered for reaction {name!r} in this version", {}
+    try:
+        outcome = reaction.run(name, payload, event_id=event_id, deps=deps)
+    except TransientError as exc:
+        return "transient", f"{exc} (kept; try again later)", {}
+    return outcome.status, outcome.reason, dict(outcome.details)
+
+
+_SAYS = {"duplicate": "already done (duplicate): ", "acted": "done: ", "skipped": "skipped: ",
+         "dead-lettered": "failed again (new dead letter replaces it): ", "held": "held (automation is paused): ",
+         "dry-run": "dry-run, nothing done (dead letter kept): ", "transient": "transient failure: ",
+         "error": "cannot replay: "}
+
+
+def cmd_replay(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    if not args.all and not args.id:
+        raise UsageError("say which dead letter to replay (an id from `dead-letters`), or --all")
+    if read_control(deps).paused:
+        out.text("automation is paused: a replay would only be held again; `resume` first")
+        out.result({"replayed": [], "error": "paused"})
+        return FAILED
+    _load_handlers()
+    letters = deps.state.dead_letters() if args.all else _find_letters(deps, args.id)
+    if not letters:
+        if args.all:
+            out.text("no dead-lettered events")
+            out.result({"replayed": []})
+            return OK
+        raise UsageError(f"no dead letter {args.id!r} (see `python -m reflex dead-letters`)")
+    if len(letters) > 1 and not args.all:
+        raise UsageError(f"{args.id!r} matches {len(letters)} dead letters; give the full id")
+    results, failed = [], False
+    for record in letters:
+        value = record.value
+        status, reason, details = _run_again(deps, str(value.get("reaction")), value.get("payload"),
+                                             str(value.get("event_id") or ""))
+        keep = status in ("transient", "error", "dry-run")
+        if not keep:
+            deps.state.delete(record.key, record.etag)
+        failed |= status in ("transient", "error", "dead-lettered")
+        item = {"id": record.key, "reaction": value.get("reaction"), "event_id": value.get("event_id"),
+                "status": status, "reason": reason, "kept": keep, "new_dead_letter": details.get("dead_letter")}
+        results.append(item)
+        _ledger(deps).note("operator.replay", status, reason, refs={"dead_letter": record.key},
+                           decision={"by": _operator(args), "reaction": value.get("reaction"), "kept": keep},
+                           event_id=str(value.get("event_id") or ""))
+        out.text(f"{record.key}: {_SAYS.get(status, status + ': ')}{reason}")
+    out.result({"replayed": results})
+    return FAILED if failed else OK
+
+
+# ------------------------------------------------------------------------------------- pause, dry-run
+def cmd_pause(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    by = _operator(args)
+    control = write_control(deps, by=by, why=args.why, paused=True)
+    _ledger(deps).note("operator.pause", "acted", args.why, decision={"by": by, "why": args.why})
+    out.text(f"automation paused by {by}: {args.why}. Events arriving now are held and replayed by `resume`.")
+    out.result({"paused": control.paused, "by": by, "why": args.why})
+    return OK
+
+
+def _replay_held(deps: Deps) -> tuple[list[dict[str, Any]], bool]:
+    results: list[dict[str, Any]] = []
+    failed, done = False, set()
+    for _ in range(3):  # events held while we were resuming show up on the next pass
+        batch = [r for r in deps.state.records("held/") if r.key not in done]
+        if not batch:
+            break
+        for record in batch:
+            done.add(record.key)
+            value = record.value
+            status, reason, _details = _run_again(deps, str(value.get("reaction")), value.get("payload"),
+                                                  str(value.get("event_id") or ""))
+            if status not in ("held", "transient", "error"):
+                deps.state.delete(record.key, record.etag)
+            failed |= status in ("transient", "error", "held")
+            results.append({"held": record.key, "reaction": value.get("reaction"), "event_id": value.get("event_id"),
+                            "status": status, "reason": reason})
+    return results, failed
+
+
+def cmd_resume(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    by = _operator(args)
+    why = args.why or "resumed"
+    control = write_control(deps, by=by, why=why, paused=False)
+    _ledger(deps).note("operator.resume", "acted", why, decision={"by": by, "why": why})
+    if control.paused:
+        out.text("the stored switch is off, but the app setting REFLEX_PAUSED=true still pauses automation: "
+                 "change that setting to resume")
+        out.result({"paused": True, "source": "settings", "replayed": []})
+        return FAILED
+    _load_handlers()
+    results, failed = _replay_held(deps)
+    out.text(f"automation resumed by {by}; {len(results)} held event(s) replayed")
+    out.table([(r["reaction"], _short(r["event_id"], 30), r["status"], _short(r["reason"], 60)) for r in results],
+              ("REACTION", "EVENT", "STATUS", "REASON"))
+    out.result({"paused": False, "by": by, "why": why, "replayed": results})
+    return FAILED if failed else OK
+
+
+def cmd_dry_run(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    by = _operator(args)
+    on = args.state == "on"
+    why = args.why or f"dry-run {args.state}"
+    control = write_control(deps, by=by, why=why, dry_run=on)
+    _ledger(deps).note("operator.dry_run", "acted", why, decision={"by": by, "why": why, "dry_run": on})
+    out.text(f"dry-run {'on' if control.dry_run else 'off'} (set by {by})"
+             + (" — still on: REFLEX_DRY_RUN=true in the app settings" if control.dry_run and not on else ""))
+    out.result({"dry_run": control.dry_run, "by": by, "why": why})
+    return FAILED if control.dry_run != on else OK
+
+
+# ------------------------------------------------------------------------------------------- rollback
+def _operator_rollback() -> Callable[..., Any] | None:
+    """The rollout reaction's own operator rollback, when the rollout module provides one."""
+    for module_name in ("shared.rollout_flow", "shared.rollout"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        fn = getattr(module, "operator_rollback", None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def _machine_rollback(deps: Deps, endpoint: str, by: str, why: str) -> tuple[str, str] | None:
+    """Roll back with the rollout flow's own `roll_back` (what the reconciler does on a failed check).
+
+    None when the rollout modules are not installed in this version.
+    """
+    try:
+        flow = importlib.import_module("shared.rollout_flow")
+        machine = importlib.import_module("shared.rollout_machine")
+    except ImportError:
+        return None
+    record = deps.state.get(flow.rollout_key(endpoint))
+    if record is None:
+        raise UsageError(f"no rollout record for endpoint {endpoint!r}: nothing to roll back "
+                         "(see `python -m reflex status`)")
+    rollout = machine.Rollout.from_dict(record.value)
+    if rollout.terminal:
+        raise UsageError(f"the rollout of {rollout.model}:{rollout.version} on {endpoint} is {rollout.status}: "
+                         "nothing in progress to roll back")
+    if rollout.status == "rolling_back":
+        return "duplicate", f"already rolling back: {rollout.reason}"
+    action = machine.RollBack(reason=f"operator rollback by {by}: {why}", evidence={"operator": by, "why": why})
+    done = flow.roll_back(deps, record, rollout, action, deps.clock())
+    return ("acted" if done.status == "rolled_back" else done.status), (
+        f"{rollout.model}:{rollout.version} {done.status}; traffic back to {rollout.previous or 'the previous split'}")
+
+
+def cmd_rollback(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    by = _operator(args)
+    endpoint = args.endpoint
+    fn = _operator_rollback()
+    machine = None if fn is not None else _machine_rollback(deps, endpoint, by, args.why)
+    if fn is not None:
+        outcome = fn(deps, endpoint, by=by, why=args.why)
+        status = getattr(outcome, "status", "acted")
+        reason = getattr(outcome, "reason", str(outcome))
+    elif machine is not None:
+        status, reason = machine
+    else:  # no rollout machinery in this version: leave the request on the record for the reconciler
+        key = f"rollouts/{key_part(endpoint)}"
+        if deps.state.get(key) is None:
+            raise UsageError(f"no rollout record for endpoint {endpoint!r}: nothing to roll back "
+                             "(see `python -m reflex status`)")
+        request = {"by": by, "why": args.why, "at": deps.clock()}
+
+        def mark(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            if current is None or current.get("operator_rollback"):
+                return None
+            return {**current, "operator_rollback": request}
+
+        deps.state.update(key, mark)
+        status, reason = "acted", "rollback requested on the rollout record; the reconciler performs it next step"
+    _ledger(deps).note("operator.rollback", status, reason, refs={"endpoint": endpoint},
+                       decision={"by": by, "why": args.why})
+    out.text(f"{endpoint}: {status}: {reason}")
+    out.result({"endpoint": endpoint, "status": status, "reason": reason, "by": by, "why": args.why})
+    return OK if status in ("acted", "duplicate") else FAILED
+
+
+# ------------------------------------------------------------------------------------------------ main
+COMMANDS: dict[str, Callable[[argparse.Namespace, Deps, Output], int]] = {
+    "status": cmd_status, "explain": cmd_explain, "dead-letters": cmd_dead_letters, "replay": cmd_replay,
+    "pause": cmd_pause, "resume": cmd_resume, "dry-run": cmd_dry_run, "rollback": cmd_rollback,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    parser = argparse.ArgumentParser(prog="python -m reflex", description=__doc__.split("\n\n")[0],
+                                     parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("status", parents=[common], help="endpoints, rollouts, pending batches, failures, pause state")
+    p = sub.add_parser("explain", parents=[common], help="the chain behind and after an id")
+    p.add_argument("id", help="endpoint, model:version, job name, blob URL, batch, deployment or event id")
+    p.add_argument("--kind", choices=("endpoint", "model", "job", "deployment", "rollout", "data", "batch",
+                                      "blob", "event"), help="how to read the id when it is ambiguous")
+    p.add_argument("--days", type=int, default=30, help="how many days of ledger to read (default 30)")
+    sub.add_parser("dead-letters", parents=[common], help="dead-lettered events with their errors")
+    p = sub.add_parser("replay", parents=[common], help="feed dead-lettered events back through their reaction")
+    p.add_argument("id", nargs="?", help="dead letter id (from dead-letters) or event id")
+    p.add_argument("--all", action="store_true", help="replay every dead letter, oldest first")
+    p.add_argument("--by", help="operator name (default: $REFLEX_OPERATOR or the login name)")
+    p = sub.add_parser("pause", parents=[common], help="kill switch: hold every event until resume")
+    p.add_argument("--why", required=True)
+    p.add_argument("--by")
+    p = sub.add_parser("resume", parents=[common], help="end the pause and replay what was held")
+    p.add_argument("--why", default="")
+    p.add_argument("--by")
+    p = sub.add_parser("dry-run", parents=[common], help="decide and record, act on nothing")
+    p.add_argument("state", choices=("on", "off"))
+    p.add_argument("--why", default="")
+    p.add_argument("--by")
+    p = sub.add_parser("rollback", parents=[common], help="roll an endpoint back through the rollout machinery")
+    p.add_argument("endpoint")
+    p.add_argument("--why", required=True)
+    p.add_argument("--by")
+    return parser
+
+
+def _real_deps(command: str) -> Deps:
+    from shared.deps import get_deps
+    from shared.settings import get_settings
+
+    load_local_settings()
+    settings = get_settings()
+    probe_storage(settings)
+    if command in NEEDS_PLATFORM:
+        probe_platform(settings)
+    return get_deps()
+
+
+def main(argv: Sequence[str] | None = None, *, deps: Deps | None = None, stdout: TextIO | None = None) -> int:
+    """Run one command; `deps` lets tests run it in-process on their store and fake platform."""
+    args = _parser().parse_args(argv)
+    out = Output(stdout or sys.stdout, bool(getattr(args, "json", False)))
+    err = sys.stderr if stdout is None else out.stream
+
+    def fail(code: int, kind: str, message: str, **extra: Any) -> int:
+        if out.as_json:
+            out.result({"error": kind, "message": message, **extra})
+        else:
+            print(f"error: {message}", file=err)
+        return code
+
+    try:
+        if deps is None:
+            deps = _real_deps(args.command)
+        return COMMANDS[args.command](args, deps, out)
+    except StackDown as exc:
+        return fail(STACK_DOWN, "stack-down", str(exc), part=exc.part, where=exc.where, hint=exc.hint)
+    except UsageError as exc:
+        return fail(BAD_INPUT, "bad-input", str(exc))
+    except TransientError as exc:
+        if "connection failed" in str(exc):
+            return fail(STACK_DOWN, "stack-down", f"{exc}: start the local stack with `make stack` (or check the "
+                                                  "Azure settings)")
+        return fail(FAILED, "transient", str(exc))
+    except ReflexError as exc:
+        return fail(FAILED, type(exc).__name__, str(exc))
+    except ValueError as exc:  # SettingsError names each setting
+        return fail(BAD_INPUT, "settings", str(exc))

@@ -1,0 +1,108 @@
+"""Walk the ledger from any id to the chain it belongs to: back to the triggering data, forward to its effects.
+
+Pure over a list of ledger entries (newest first, as `Ledger.entries` yields them), so it is tested without
+storage. The chain's order is `shared.ledger.REF_KINDS` (blob -> batch -> data -> job -> model -> rollout ->
+deployment -> endpoint). Walking back from an id follows the refs of earlier kinds found in the entries that
+mention it; walking forward follows later kinds. An endpoint is shared by every model it ever served, so it is
+never walked through: explaining an endpoint starts from the model it serves now (or served last).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.ledger import REF_KINDS, matches
+
+__all__ = ["Chain", "PRIORITY", "detect_kinds", "walk"]
+
+# which kind an ambiguous id is taken as, when the ledger knows it under several
+PRIORITY: tuple[str, ...] = ("endpoint", "model", "job", "deployment", "rollout", "data", "batch", "blob", "event")
+_MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[0-9]+$")
+
+
+@dataclass
+class Chain:
+    """The lineage found: ids by kind (chain order) and the ledger entries involved (oldest first)."""
+
+    refs: dict[str, list[str]] = field(default_factory=dict)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_ref(self, kind: str, value: str) -> bool:
+        values = self.refs.setdefault(kind, [])
+        if value in values:
+            return False
+        values.append(value)
+        return True
+
+    def ordered_refs(self) -> dict[str, list[str]]:
+        return {k: self.refs[k] for k in REF_KINDS if self.refs.get(k)}
+
+
+def detect_kinds(entries: Sequence[Mapping[str, Any]], value: str, *, endpoints: Sequence[str] = ()) -> list[str]:
+    """The kinds `value` is known as, most specific first (empty when the ledger never saw it)."""
+    found = {kind for kind in PRIORITY for e in entries if matches(e, kind, value)}
+    if value in endpoints:
+        found.add("endpoint")
+    if value.startswith(("http://", "https://")):
+        found &= {"blob"}
+        found.add("blob")
+    elif _MODEL_REF.match(value) and not found:
+        found.add("model")
+    return [k for k in PRIORITY if k in found]
+
+
+def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
+    """Everything upstream and downstream of `value` (a `kind` id, or "event" for an event id)."""
+    chain = Chain()
+    involved: dict[int, Mapping[str, Any]] = {}
+    if kind == "event":
+        starts = [(k, v) for e in entries if e.get("event_id") == value for k, vs in (e.get("refs") or {}).items()
+                  if k in REF_KINDS for v in vs]
+        for position, e in enumerate(entries):
+            if e.get("event_id") == value:
+                involved[position] = e
+    else:
+        starts = [(kind, value)]
+    for start_kind, start_value in starts:
+        chain.add_ref(start_kind, start_value)
+        for direction in (-1, 1):
+            _walk(entries, start_kind, start_value, direction, chain, involved)
+    # oldest first; entries of the same instant keep the ledger's order (it is newest first)
+    chain.entries = [involved[p] for p in sorted(involved, key=lambda p: (str(involved[p].get("at", "")), -p))]
+    first_seen: dict[tuple[str, str], int] = {}
+    for position, entry in enumerate(chain.entries):
+        for k, values in (entry.get("refs") or {}).items():
+            for v in values:
+                first_seen.setdefault((k, v), position)
+    chain.refs = {k: sorted(vs, key=lambda v, k=k: first_seen.get((k, v), len(chain.entries)))
+                  for k, vs in chain.refs.items()}
+    return chain
+
+
+def _walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str, direction: int, chain: Chain,
+          involved: dict[int, Mapping[str, Any]]) -> None:
+    queue = [(kind, value)]
+    seen: set[tuple[str, str]] = set()
+    while queue:
+        k, v = queue.pop()
+        if (k, v) in seen:
+            continue
+        seen.add((k, v))
+        if k == "endpoint" and (k, v) != (kind, value):
+            continue  # never walk through an endpoint: it joins unrelated chains
+        rank = REF_KINDS.index(k)
+        for position, entry in enumerate(entries):
+            if not matches(entry, k, v):
+                continue
+            if k == "endpoint" and direction < 0:
+                continue  # the caller resolved the endpoint to the model it serves
+            involved[position] = entry
+            for k2, values in (entry.get("refs") or {}).items():
+                if k2 not in REF_KINDS or (REF_KINDS.index(k2) - rank) * direction <= 0:
+                    continue
+                for v2 in values:
+                    chain.add_ref(k2, v2)
+                    queue.append((k2, v2))

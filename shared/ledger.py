@@ -1,0 +1,305 @@
+"""The lineage ledger: one append-only line per reaction run, so an operator can ask "why?" and "what then?".
+
+Why a ledger beside the state records: state records are current (a rollout record says where a rollout *is*),
+the ledger is history (what each reaction decided, from which event, touching which asset). With the same ids
+in the tags Reflex puts on Azure ML assets (`reflex.event_id`, `reflex.parent`, `reflex.data`), one can walk
+from an endpoint's traffic back to the blob that caused it, and forward from a blob to everything it caused.
+
+Storage: Azure *append blobs* in the state container, one per UTC day (`ledger/2026-11-21.jsonl`), one JSON
+line per entry. Writing costs ONE `append_block` per reaction (the day's blob is created once, on the first
+`append_block` that finds it missing); each block is appended atomically, so concurrent workers never
+interleave or overwrite lines. Reading lists the day files (newest first, bounded by `days`) and filters.
+
+An entry::
+
+    {"at": iso-time, "reaction": "rollout.model_registered", "event_id": "...", "event_type": "...",
+     "status": "acted|skipped|duplicate|held|dry-run|dead-lettered", "reason": "...",
+     "refs": {"blob": [...], "batch": [...], "data": [...], "job": [...], "model": [...],
+              "endpoint": [...], "deployment": [...], "rollout": [...], "dead_letter": [...], "held": [...]},
+     "decision": {...the other details: the decision's inputs...}}
+
+Refs are taken from `Outcome.details` (and from the triggering event itself, so a skipped or dead-lettered
+event is still findable by its blob/job/model). Reactions SHOULD put, in `Outcome.details`, under these keys
+(a string, or a list of strings; aliases in parentheses are accepted too):
+
+    blob        blob URL(s) the work came from            (blob_url, blobs)
+    batch       "<container>/<dataset>/<batch>"            (batch_id, arrival)
+    data        data asset "name:version"                  (data_asset; or data_name + data_version)
+    job         Azure ML job name                          (job_name, run_id)
+    model       model "name:version"                       (model_ref; or model_name + model_version)
+    endpoint    online/batch endpoint name                 (endpoint_name)
+    deployment  deployment name                            (deployment_name, new_deployment)
+    rollout     rollout record key or id                   (rollout_id, rollout_key)
+
+Everything else in `details` is kept as `decision` (the inputs and result of the pure decision). A nested
+`details["decision"]` mapping is used as is. Values are stringified when they are not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+    from shared.deps import Deps
+    from shared.reaction import Outcome
+    from shared.settings import Settings
+
+__all__ = ["REF_KINDS", "BlobLedger", "Ledger", "MemoryLedger", "entry_from", "matches", "refs_from"]
+
+PREFIX = "ledger/"
+
+# upstream -> downstream: the order of the chain (explain walks back against it and forward along it)
+REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "rollout", "deployment", "endpoint")
+_OTHER_REFS = ("dead_letter", "held")
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "blob": ("blob", "blob_url", "blobs"),
+    "batch": ("batch", "batch_id", "arrival"),
+    "data": ("data", "data_asset"),
+    "job": ("job", "job_name", "run_id"),
+    "model": ("model", "model_ref"),
+    "endpoint": ("endpoint", "endpoint_name"),
+    "deployment": ("deployment", "deployment_name", "new_deployment"),
+    "rollout": ("rollout", "rollout_id", "rollout_key"),
+    "dead_letter": ("dead_letter",),
+    "held": ("held",),
+}
+_PAIRS = {"data": ("data_name", "data_version"), "model": ("model_name", "model_version")}
+_CONSUMED = {alias for names in _ALIASES.values() for alias in names} | {
+    name for pair in _PAIRS.values() for name in pair}
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):  # e.g. {"name": "m", "version": "3"}
+        name, version = value.get("name"), value.get("version")
+        return [f"{name}:{version}"] if name and version else []
+    if isinstance(value, Iterable):
+        return [s for item in value for s in _strings(item)]
+    return [str(value)]
+
+
+def _add(refs: dict[str, list[str]], kind: str, values: Iterable[str]) -> None:
+    for value in values:
+        if value and value not in refs.setdefault(kind, []):
+            refs[kind].append(value)
+
+
+def _event_refs(payload: Any) -> dict[str, list[str]]:
+    """Refs visible in the triggering event itself (Event Grid / CloudEvents dict or a blob delivery)."""
+    refs: dict[str, list[str]] = {}
+    if not isinstance(payload, Mapping):
+        return refs
+    data = payload.get("data")
+    data = data if isinstance(data, Mapping) else {}
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    event_type = str(payload.get("eventType") or payload.get("type") or "")
+    if event_type.endswith("BlobCreated") and lowered.get("url"):
+        _add(refs, "blob", _strings(lowered["url"]))
+    if "uri" in payload and "etag" in payload:  # blob trigger delivery
+        _add(refs, "blob", _strings(payload.get("uri") or payload.get("name")))
+    if event_type.startswith("Microsoft.MachineLearningServices.Run") and lowered.get("runid"):
+        _add(refs, "job", _strings(lowered["runid"]))
+    if lowered.get("modelname") and lowered.get("modelversion") is not None:
+        _add(refs, "model", [f"{lowered['modelname']}:{lowered['modelversion']}"])
+    return refs
+
+
+def refs_from(details: Mapping[str, Any], payload: Any = None) -> dict[str, list[str]]:
+    """The ids an outcome touched, by kind (see the module docstring for the accepted keys)."""
+    refs = _event_refs(payload)
+    for kind, aliases in _ALIASES.items():
+        for alias in aliases:
+            if alias in details:
+                if kind in _PAIRS and alias == kind and isinstance(details[alias], str) and ":" not in details[
+                        alias] and _PAIRS[kind][1] in details:
+                    continue  # "model": "m" with "model_version": "3" -> handled as a pair below
+                _add(refs, kind, _strings(details[alias]))
+    for kind, (name_key, version_key) in _PAIRS.items():
+        name = details.get(name_key) or (details.get(kind) if isinstance(details.get(kind), str) else None)
+        version = details.get(version_key)
+        if name and version is not None and ":" not in str(name):
+            _add(refs, kind, [f"{name}:{version}"])
+    return {k: v for k, v in refs.items() if v}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def entry_from(reaction: str, event_id: str, payload: Any, outcome: Outcome, *, at: float) -> dict[str, Any]:
+    """The ledger line for one reaction run (pure: no I/O)."""
+    details = dict(outcome.details or {})
+    decision = details.get("decision")
+    if not isinstance(decision, Mapping):
+        decision = {k: v for k, v in details.items() if k not in _CONSUMED}
+    event_type = ""
+    if isinstance(payload, Mapping):
+        event_type = str(payload.get("eventType") or payload.get("type") or "")
+        if not event_type and "uri" in payload and "etag" in payload:
+            event_type = "BlobTrigger"
+    return {
+        "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "reaction": reaction, "event_id": event_id, "event_type": event_type,
+        "status": outcome.status, "reason": outcome.reason,
+        "refs": refs_from(details, payload), "decision": _jsonable(dict(decision)),
+    }
+
+
+def _same(stored: str, wanted: str) -> bool:
+    """Ids match exactly; blob ids also match between a URL and its `container/path` tail."""
+    if stored == wanted:
+        return True
+    a, b = stored.rstrip("/"), wanted.rstrip("/")
+    return ("/" in a and "/" in b) and (a.endswith("/" + b) or b.endswith("/" + a))
+
+
+def matches(entry: Mapping[str, Any], kind: str, value: str) -> bool:
+    """Whether `entry` refers to `value` as a `kind` ("event" matches the event id)."""
+    if kind == "event":
+        return entry.get("event_id") == value
+    return any(_same(stored, value) for stored in (entry.get("refs") or {}).get(kind, ()))
+
+
+class Ledger(ABC):
+    """Append entries; read them newest first within `days` of `clock()`."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+
+    @abstractmethod
+    def append(self, entry: Mapping[str, Any]) -> None:
+        """Append one entry (one storage write)."""
+
+    @abstractmethod
+    def _day_lines(self, day: str) -> list[str]:
+        """The JSON lines of one UTC day (`YYYY-MM-DD`), oldest first; empty when there are none."""
+
+    @abstractmethod
+    def _days(self) -> list[str]:
+        """Every day that has entries."""
+
+    def record(self, reaction: str, event_id: str, payload: Any, outcome: Outcome, deps: Deps) -> dict[str, Any]:
+        """Build and append the entry for one reaction run (what `shared.reaction` calls after each run)."""
+        entry = entry_from(reaction, event_id, payload, outcome, at=deps.clock())
+        self.append(entry)
+        return entry
+
+    def note(self, reaction: str, status: str, reason: str, *, refs: Mapping[str, Any] | None = None,
+             decision: Mapping[str, Any] | None = None, event_id: str = "") -> dict[str, Any]:
+        """Append an operator action (pause, resume, replay, rollback) with who and why in `decision`."""
+        entry = {"at": datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z"), "reaction": reaction, "event_id": event_id, "event_type": "Reflex.Operator",
+            "status": status, "reason": reason, "refs": refs_from(dict(refs or {})),
+            "decision": _jsonable(dict(decision or {}))}
+        self.append(entry)
+        return entry
+
+    def entries(self, *, days: int = 7) -> Iterator[dict[str, Any]]:
+        """Entries of the last `days` UTC days (today included), newest first; unreadable lines are skipped."""
+        today = datetime.fromtimestamp(self.clock(), UTC).date()
+        oldest = (today - timedelta(days=max(days, 1) - 1)).isoformat()
+        for day in sorted((d for d in self._days() if d >= oldest), reverse=True):
+            for line in reversed(self._day_lines(day)):
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    yield entry
+
+    def find(self, kind: str, value: str, *, days: int = 7) -> list[dict[str, Any]]:
+        """Entries that refer to `value` as a `kind` (blob, batch, data, job, model, endpoint, deployment,
+        rollout, dead_letter, held, or "event" for the event id), newest first."""
+        return [e for e in self.entries(days=days) if matches(e, kind, value)]
+
+    @staticmethod
+    def _line(entry: Mapping[str, Any]) -> bytes:
+        return (json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode()
+
+    def _day_of(self, entry: Mapping[str, Any]) -> str:
+        at = str(entry.get("at") or "")
+        return at[:10] if len(at) >= 10 else datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
+
+
+class MemoryLedger(Ledger):
+    """In-process ledger with the same reading rules, for unit tests."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__(clock)
+        self._lines: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._lines.setdefault(self._day_of(entry), []).append(self._line(entry).decode().rstrip("\n"))
+
+    def _day_lines(self, day: str) -> list[str]:
+        with self._lock:
+            return list(self._lines.get(day, []))
+
+    def _days(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+
+class BlobLedger(Ledger):
+    """Append blobs `ledger/<YYYY-MM-DD>.jsonl` in the state container: one `append_block` per entry."""
+
+    def __init__(self, container: ContainerClient, clock: Callable[[], float]) -> None:
+        super().__init__(clock)
+        self._container = container
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> BlobLedger:
+        from shared.storage import blob_service
+
+        return cls(blob_service(settings).get_container_client(settings.state_container), clock)
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        from shared.errors import map_azure_error
+
+        blob = self._container.get_blob_client(f"{PREFIX}{self._day_of(entry)}.jsonl")
+        line = self._line(entry)
+        try:
+            try:
+                blob.append_block(line)
+            except ResourceNotFoundError:  # first entry of the day: create the append blob once, then append
+                try:
+                    blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+                except (ResourceExistsError, ResourceModifiedError):
+                    pass  # another worker created it meanwhile
+                blob.append_block(line)
+        except Exception as exc:
+            raise map_azure_error(exc, f"ledger {blob.blob_name}") from exc
+
+    def _day_lines(self, day: str) -> list[str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            body = self._container.get_blob_client(f"{PREFIX}{day}.jsonl").download_blob().readall()
+        except ResourceNotFoundError:
+            return []
+        return [line for line in body.decode("utf-8", errors="replace").splitlines() if line.strip()]
+
+    def _days(self) -> list[str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            names = [b.name for b in self._container.list_blobs(name_starts_with=PREFIX)]
+        except ResourceNotFoundError:
+            return []
+        return [n[len(PREFIX):-len(".jsonl")] for n in names if n.endswith(".jsonl")]

@@ -1,0 +1,414 @@
+"""Rollout flows end to end on real Azurite state and the behavioural fake platform, through the decorated
+Functions (`on_model_registered`, `reconcile`) and the reaction runner. The clock is a test clock: no sleeps.
+
+Each test checks the invariants (traffic sums to 0/100, only Succeeded deployments take traffic) after every
+step, and asserts what the platform ended with, not which functions were called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+from conftest import Clock, make_deps, make_settings
+from rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV, invariant_problems, live_endpoint, register_model
+
+import functions.rollout as rollout_fn
+from shared import deps as deps_module
+from shared import reaction
+from shared.deps import Deps
+from shared.errors import PermanentError
+from shared.platform import CHAMPION_TAG, DeploymentMetrics, InvokeResult
+from shared.reaction import Outcome
+from shared.rollout_flow import rollout_key
+from shared.rollout_machine import Rollout
+from shared.rollout_plan import deployment_name
+from shared.state import BlobStateStore, StateStore
+from testing.fake_platform import FakePlatform
+
+pytestmark = pytest.mark.azurite
+
+TICK = 130.0
+ENV = {**ROLLOUT_ENV, "REFLEX_BAKE_SECONDS": "300", "REFLEX_RETAIN_SECONDS": "600"}
+V2 = deployment_name(MODEL, "2")
+V3 = deployment_name(MODEL, "3")
+GOOD = DeploymentMetrics(200, 0, 40.0, 300)
+LIVE = DeploymentMetrics(800, 1, 35.0, 300)
+
+
+@dataclass
+class World:
+    clock: Clock
+    fp: FakePlatform
+    state: StateStore
+    env: dict[str, str]
+
+    def deps(self) -> Deps:
+        """Fresh dependencies over the same state and platform: what a restarted worker would build."""
+        return make_deps(make_settings(**self.env), state=self.state, platform=self.fp, clock=self.clock)
+
+    def record(self, endpoint: str = ENDPOINT) -> Rollout:
+        found = self.state.get(rollout_key(endpoint))
+        assert found is not None
+        return Rollout.from_dict(found.value)
+
+
+@pytest.fixture
+def world(blob_state: BlobStateStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    clock = Clock()
+    fp = FakePlatform(clock=clock, provisioning_seconds=120)
+    w = World(clock, fp, blob_state, dict(ENV))
+    current = {"deps": w.deps()}
+    monkeypatch.setattr(deps_module, "get_deps", lambda: current["deps"])
+    w.current = current  # type: ignore[attr-defined]
+    yield w
+
+
+def grid_event(raw: dict[str, Any]) -> func.EventGridEvent:
+    return func.EventGridEvent(id=raw["id"], data=raw["data"], topic=raw["topic"], subject=raw["subject"],
+                               event_type=raw["eventType"], event_time=datetime.now(UTC),
+                               data_version=raw["dataVersion"])
+
+
+def deliver(w: World, raw: dict[str, Any]) -> Outcome:
+    """Deliver through the decorated Event Grid function, and return the outcome the runner recorded."""
+    outcomes: list[Outcome] = []
+    reaction.set_ledger_sink(lambda name, eid, payload, outcome, deps: outcomes.append(outcome))
+    try:
+        rollout_fn.on_model_registered(grid_event(raw))
+    finally:
+        reaction.set_ledger_sink(None)
+    assert invariant_problems(w.fp) == []
+    return outcomes[-1]
+
+
+def tick(w: World, seconds: float = TICK) -> Outcome:
+    w.clock.advance(seconds)
+    outcome = reaction.run("rollout.reconcile", {"past_due": False}, deps=w.current["deps"])  # type: ignore[attr-defined]
+    assert invariant_problems(w.fp) == [], outcome
+    return outcome
+
+
+def run_to_end(w: World, *, limit: int = 60, each: Callable[[World], None] | None = None) -> Rollout:
+    for _ in range(limit):
+        if each:
+            each(w)
+        tick(w)
+        if w.record().terminal and not w.record().queued:
+            return w.record()
+    raise AssertionError(f"rollout did not finish in {limit} ticks: {w.record().status}")
+
+
+def healthy(w: World) -> None:
+    w.fp.metrics[(ENDPOINT, V2)] = GOOD
+    w.fp.metrics[(ENDPOINT, V3)] = GOOD
+    w.fp.metrics[(ENDPOINT, "blue")] = LIVE
+
+
+def sent(w: World) -> list[str]:
+    return [e.type for e in w.current["deps"].publisher.sent]  # type: ignore[attr-defined]
+
+
+def test_happy_path_through_the_decorated_functions(world: World) -> None:
+    live_endpoint(world.fp)
+    outcome = deliver(world, register_model(world.fp, "2"))
+    assert outcome.status == "acted" and world.record().status == "creating"
+    rollout_fn.reconcile(TimerRequest(past_due=False))  # the timer function itself: provisioning not done yet
+    assert world.record().status == "creating"
+    final = run_to_end(world, each=healthy)
+    assert final.status == "done" and final.reason == "promoted; previous deployment retired"
+    assert [u[1] for u in world.fp.traffic_updates] == [
+        {"blue": 90, V2: 10}, {"blue": 50, V2: 50}, {"blue": 0, V2: 100}]
+    ep = world.fp.get_endpoint(ENDPOINT)
+    assert ep is not None and dict(ep.traffic) == {V2: 100} and [d.name for d in ep.deployments] == [V2]
+    assert world.fp.models[(MODEL, "2")].tags.get(CHAMPION_TAG) == "true"
+    assert CHAMPION_TAG not in world.fp.models[(MODEL, "1")].tags
+    assert sent(world) == ["Reflex.RolloutStarted"] + ["Reflex.RolloutStepCompleted"] * 5 + [
+        "Reflex.RolloutPromoted", "Reflex.RolloutStepCompleted", "Reflex.RolloutCompleted"]
+    deployment = world.fp.get_deployment(ENDPOINT, V2)
+    assert deployment is not None and deployment.tags["reflex.parent"] == f"{MODEL}:2"
+
+
+def test_model_registered_three_times_makes_one_rollout(world: World) -> None:
+    live_endpoint(world.fp)
+    raw = register_model(world.fp, "2")
+    outcomes = [deliver(world, raw) for _ in range(3)]
+    assert [o.status for o in outcomes] == ["acted", "duplicate", "duplicate"]
+    assert world.fp.calls["begin_create_deployment"] == 2  # live_endpoint's blue, then v2 once
+    assert sent(world).count("Reflex.RolloutStarted") == 1
+    run_to_end(world, each=healthy)
+    assert deliver(world, raw).status == "duplicate"  # redelivered after it finished: still one rollout
+    assert world.state.keys("rollout-history/") == []
+
+
+def test_supersede_mid_rollout_takes_traffic_back_first(world: World) -> None:
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    for _ in range(8):
+        healthy(world)
+        tick(world)
+        if world.record().status == "baking" and world.record().phase == 1:
+            break
+    assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 50, V2: 50}  # type: ignore[union-attr]
+    updates_before = len(world.fp.traffic_updates)
+    outcome = deliver(world, register_model(world.fp, "3"))
+    assert outcome.status == "acted" and outcome.reason.startswith("superseded the running rollout")
+    assert world.fp.traffic_updates[updates_before][1] == {"blue": 100, V2: 0}  # one update back, first
+    assert world.fp.get_deployment(ENDPOINT, V2) is None  # REFLEX_DELETE_ON_ROLLBACK=true
+    assert world.record().ref == f"{MODEL}:3" and world.record().previous == "blue"
+    archived = [Rollout.from_dict(r.value) for r in world.state.records("rollout-history/")]
+    assert [(a.ref, a.status) for a in archived] == [(f"{MODEL}:2", "superseded")]
+    final = run_to_end(world, each=healthy)
+    assert final.status == "done" and world.fp.get_endpoint(ENDPOINT).traffic == {V3: 100}  # type: ignore[union-attr]
+    assert world.fp.models[(MODEL, "3")].tags.get(CHAMPION_TAG) == "true"
+
+
+def test_older_version_out_of_order_is_skipped(world: World) -> None:
+    live_endpoint(world.fp)
+    old = register_model(world.fp, "2")
+    deliver(world, register_model(world.fp, "3"))
+    outcome = deliver(world, old)
+    assert outcome.status == "skipped" and "older" in outcome.reason
+    assert world.record().ref == f"{MODEL}:3"
+
+
+def test_failed_smoke_test_rolls_back_without_touching_live_traffic(world: World) -> None:
+    live_endpoint(world.fp)
+    world.fp.responder = lambda ep, dep, body: InvokeResult(200, '{"error": "model not loaded"}', 5.0)
+    deliver(world, register_model(world.fp, "2"))
+    final = run_to_end(world)
+    assert final.status == "rolled_back" and final.reason.startswith("smoke test failed: no predictions")
+    assert world.fp.traffic_updates == []  # the new deployment never took traffic
+    assert world.fp.get_deployment(ENDPOINT, V2) is None
+    rolled = [e for e in world.current["deps"].publisher.sent if e.type == "Reflex.RolloutRolledBack"]  # type: ignore[attr-defined]
+    assert len(rolled) == 1 and rolled[0].data["evidence"]["ok"] is False
+
+
+def test_metric_breach_at_50_percent_is_one_traffic_update_back(world: World) -> None:
+    world.env["REFLEX_DELETE_ON_ROLLBACK"] = "false"
+    world.current["deps"] = world.deps()  # type: ignore[attr-defined]
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+
+    def breach_at_50(w: World) -> None:
+        healthy(w)
+        ep = w.fp.get_endpoint(ENDPOINT)
+        if ep is not None and ep.traffic.get(V2) == 50:
+            w.fp.metrics[(ENDPOINT, V2)] = DeploymentMetrics(400, 40, 45.0, 300)
+
+    final = run_to_end(world, each=breach_at_50)
+    assert final.status == "rolled_back" and final.reason == "at 50%: error rate 0.100 (40/400) exceeds 0.020"
+    assert [u[1] for u in world.fp.traffic_updates] == [{"blue": 90, V2: 10}, {"blue": 50, V2: 50},
+                                                        {"blue": 100, V2: 0}]
+    kept = world.fp.get_deployment(ENDPOINT, V2)
+    assert kept is not None and kept.succeeded  # kept at 0% to inspect
+    assert final.evidence["new"]["errors"] == 40
+    assert world.fp.models[(MODEL, "1")].tags.get(CHAMPION_TAG) == "true"
+
+
+def test_first_model_on_a_new_endpoint(world: World) -> None:
+    deliver(world, register_model(world.fp, "1"))
+    final = run_to_end(world)
+    assert final.status == "done" and final.previous is None
+    v1 = deployment_name(MODEL, "1")
+    assert world.fp.get_endpoint(ENDPOINT).traffic == {v1: 100}  # type: ignore[union-attr]
+    assert [u[1] for u in world.fp.traffic_updates] == [{v1: 100}]
+    assert world.fp.models[(MODEL, "1")].tags.get(CHAMPION_TAG) == "true"
+
+
+def test_quota_failure_leaves_the_live_deployment_untouched(world: World) -> None:
+    world.fp.quota_limits["standardDSv2Family"] = 6
+    live_endpoint(world.fp)
+    outcome = deliver(world, register_model(world.fp, "2"))
+    record = world.record()
+    assert outcome.status == "acted" and record.status == "failed"
+    assert "needs 4 standardDSv2Family cores; 4 of 6 are in use, 2 free" in record.reason
+    assert world.fp.traffic_updates == [] and world.fp.get_deployment(ENDPOINT, V2) is None
+    assert world.fp.get_endpoint(ENDPOINT).traffic == {"blue": 100}  # type: ignore[union-attr]
+    assert "Reflex.RolloutFailed" in sent(world)
+
+
+def test_awaiting_approval_starts_once_approved(world: World) -> None:
+    live_endpoint(world.fp)
+    outcome = deliver(world, register_model(world.fp, "2", tags={"reflex.approval": "pending"}))
+    assert outcome.status == "skipped" and "awaiting approval" in outcome.reason
+    assert tick(world).status == "skipped" and world.record().status == "pending"
+    world.fp.update_model_tags(MODEL, "2", set_tags={"reflex.approval": "approved"})
+    assert run_to_end(world, each=healthy).status == "done"
+
+
+def test_unconfigured_and_non_mlflow_models_are_skipped(world: World) -> None:
+    outcome = deliver(world, register_model(world.fp, "1", name="other-model"))
+    assert outcome.status == "skipped" and "no endpoint configured" in outcome.reason
+    raw = register_model(world.fp, "1")
+    world.fp.models[(MODEL, "1")] = replace(world.fp.models[(MODEL, "1")], type="custom_model")
+    outcome = deliver(world, raw)
+    assert outcome.status == "skipped" and "not an MLflow model" in outcome.reason
+    assert world.state.keys("rollouts/") == []
+
+
+def test_smoke_request_from_the_state_container_or_a_clear_failure(world: World) -> None:
+    world.env["REFLEX_SMOKE_REQUEST"] = ""
+    world.current["deps"] = world.deps()  # type: ignore[attr-defined]
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    assert world.record().status == "failed" and "no smoke request configured" in world.record().reason
+    world.state.create(f"smoke/{MODEL}.json", {"input_data": {"columns": ["a"], "data": [[1], [2], [3]]}})
+    seen: list[Any] = []
+    world.fp.responder = lambda ep, dep, body: seen.append(body) or InvokeResult(200, '{"predictions": [1,0,1]}', 9.0)
+    deliver(world, register_model(world.fp, "3"))
+    assert run_to_end(world, each=healthy).status == "done"
+    assert seen and seen[0]["input_data"]["data"] == [[1], [2], [3]]
+
+
+@pytest.mark.parametrize("fail_at", range(9))
+def test_injected_failure_at_every_step_rolls_back(world: World, fail_at: int) -> None:
+    """A platform error while observing at tick `fail_at` rolls the rollout back (or fails it cleanly)."""
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    ticks = 0
+
+    def inject(w: World) -> None:
+        nonlocal ticks
+        healthy(w)
+        if ticks == fail_at:
+            w.fp.inject("get_endpoint", PermanentError("endpoint reflex-endpoint: rejected with 400"))
+        ticks += 1
+
+    final = run_to_end(world, each=inject)
+    assert final.status in ("rolled_back", "done"), final
+    ep = world.fp.get_endpoint(ENDPOINT)
+    assert ep is not None
+    if final.status == "rolled_back":
+        assert "rejected with 400" in final.reason and dict(ep.traffic) == {"blue": 100}
+        assert world.fp.get_deployment(ENDPOINT, V2) is None
+    else:  # the failure hit after promotion: a promoted model is never rolled back
+        assert ep.traffic.get(V2) == 100
+
+
+class Crash(BaseException):
+    """The worker dies: not an Exception, so nothing in the app catches it."""
+
+
+class CrashingStore(BlobStateStore):
+    """Azurite store whose `n`-th record write dies before it is stored (after the platform already acted)."""
+
+    def __init__(self, inner: BlobStateStore, n: int) -> None:
+        super().__init__(inner._container)
+        self.n = n
+        self.writes = 0
+
+    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
+        if key.startswith("rollouts/"):
+            self.writes += 1
+            if self.writes == self.n:
+                raise Crash(f"worker died before write {self.n}")
+        return super()._replace(key, body, etag)
+
+
+def _run_with_crash(w: World, n: int, each: Callable[[World], None]) -> bool:
+    store = CrashingStore(w.state, n)  # type: ignore[arg-type]
+    w.state = store
+    w.current["deps"] = w.deps()  # type: ignore[attr-defined]
+    crashed = False
+    for _ in range(80):
+        try:
+            each(w)
+            tick(w)
+        except Crash:
+            crashed = True
+            w.current["deps"] = w.deps()  # restart: fresh deps, same storage and platform  # type: ignore[attr-defined]
+        if w.record().terminal and not w.record().queued:
+            return crashed
+    raise AssertionError(f"no terminal state after a crash at write {n}: {w.record().status}")
+
+
+@pytest.mark.parametrize("scenario", ["promote", "breach"])
+def test_crash_after_every_step_resumes_to_the_same_end(blob_state: BlobStateStore, container_factory: Any,
+                                                       monkeypatch: pytest.MonkeyPatch, scenario: str) -> None:
+    def each(w: World) -> None:
+        healthy(w)
+        ep = w.fp.get_endpoint(ENDPOINT)
+        if scenario == "breach" and ep is not None and ep.traffic.get(V2) == 50:
+            w.fp.metrics[(ENDPOINT, V2)] = DeploymentMetrics(400, 40, 45.0, 300)
+
+    def fresh(store: BlobStateStore) -> World:
+        clock = Clock()
+        w = World(clock, FakePlatform(clock=clock, provisioning_seconds=120), store, dict(ENV))
+        w.current = {"deps": w.deps()}  # type: ignore[attr-defined]
+        monkeypatch.setattr(deps_module, "get_deps", lambda: w.current["deps"])  # type: ignore[attr-defined]
+        live_endpoint(w.fp)
+        w.clock.advance(1)
+        return w
+
+    baseline = fresh(blob_state)
+    deliver(baseline, register_model(baseline.fp, "2"))
+    expected = run_to_end(baseline, each=each)
+    expected_ep = baseline.fp.get_endpoint(ENDPOINT)
+    writes = 0
+    for n in range(1, 40):
+        w = fresh(BlobStateStore(container_factory("crash")))
+        raw = register_model(w.fp, "2")
+        deliver(w, raw)
+        if not _run_with_crash(w, n, each):
+            writes = n
+            break
+        final = w.record()
+        assert (final.status, final.reason) == (expected.status, expected.reason), n
+        ep = w.fp.get_endpoint(ENDPOINT)
+        assert ep is not None and expected_ep is not None
+        assert dict(ep.traffic) == dict(expected_ep.traffic), n
+        assert sorted(d.name for d in ep.deployments) == sorted(d.name for d in expected_ep.deployments), n
+    assert writes > 5  # every write of the rollout was crashed once
+
+
+def test_reconcile_isolates_a_broken_rollout(world: World) -> None:
+    live_endpoint(world.fp)
+    live_endpoint(world.fp, endpoint="other-endpoint", deployment="blue2")
+    world.env["REFLEX_ENDPOINTS"] = f"{MODEL}={ENDPOINT},second={'other-endpoint'}"
+    world.current["deps"] = world.deps()  # type: ignore[attr-defined]
+    deliver(world, register_model(world.fp, "2"))
+    world.state.create("rollouts/broken", {"endpoint": "x"})  # an unreadable record must not block the others
+    outcome = tick(world)
+    assert outcome.status == "acted" and world.record().status == "smoke"
+    assert "rollouts/broken" in outcome.details
+
+
+def test_mirror_phase_then_canary(world: World) -> None:
+    world.env.update(REFLEX_MIRROR_PERCENT="20", REFLEX_MIRROR_SECONDS="300")
+    world.current["deps"] = world.deps()  # type: ignore[attr-defined]
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    final = run_to_end(world, each=healthy)
+    assert final.status == "done"
+    assert [(u[1], u[2]) for u in world.fp.traffic_updates[:2]] == [
+        ({"blue": 100, V2: 0}, {V2: 20}), ({"blue": 90, V2: 10}, {})]  # mirror removed before live traffic
+
+
+def test_function_metadata() -> None:
+    import function_app
+
+    function_app.app.functions_bindings = None  # get_functions() is not idempotent (python-worker#1867)
+    found = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    timer = found["reconcile"].get_bindings()[0].get_dict_repr()
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == "%REFLEX_RECONCILE_SCHEDULE%"
+    assert timer["runOnStartup"] is False
+    assert found["on_model_registered"].get_bindings()[0].get_dict_repr()["type"] == "eventGridTrigger"
+
+
+def test_dry_run_decides_and_acts_on_nothing(world: World) -> None:
+    from shared.control import write_control
+
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    write_control(world.current["deps"], by="test", why="look first", dry_run=True)  # type: ignore[attr-defined]
+    before = world.record()
+    outcome = tick(world)
+    assert outcome.status == "dry-run" and world.record() == before
+    assert deliver(world, register_model(world.fp, "3")).status == "dry-run"
+    assert world.record().ref == f"{MODEL}:2" and world.fp.traffic_updates == []

@@ -1,0 +1,249 @@
+"""The rollout transition table: decide(record, observation, now) for every state and the checks between them,
+plus admission, advance/record round trips, naming and traffic arithmetic. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from shared.platform import DeploymentMetrics, QuotaCheck
+from shared.rollout_machine import (
+    APPROVAL_WAIT_SECONDS,
+    Begin,
+    CreateDeployment,
+    CreateEndpoint,
+    DeleteDeployment,
+    Finish,
+    Observation,
+    Promote,
+    RollBack,
+    Rollout,
+    SetTraffic,
+    SmokeTest,
+    Wait,
+    admit,
+    advance,
+    decide,
+    rolling_back,
+)
+from shared.rollout_plan import Plan, deployment_name, restore_traffic, split_traffic, version_key
+
+S = "Succeeded"
+NEW = "new"
+PLAN = Plan(steps=(10, 50, 100), bake_seconds=600, retain_seconds=3600, deadline_seconds=10_000,
+            max_error_rate=0.02, max_latency_ms=1000, max_latency_ratio=1.5, min_requests=0)
+QUOTA_OK = QuotaCheck("Standard_DS3_v2", "standardDSv2Family", 4, 4, 64)
+QUOTA_FULL = QuotaCheck("Standard_DS3_v2", "standardDSv2Family", 4, 62, 64)
+GOOD = DeploymentMetrics(100, 0, 50.0, 600)
+LIVE = DeploymentMetrics(900, 1, 40.0, 600)
+
+
+def rec(status: str = "baking", **kw: Any) -> Rollout:
+    base = dict(endpoint="ep", model="m", version="2", deployment=NEW, plan=PLAN, created_at=0.0, status=status,
+                previous="blue", previous_traffic={"blue": 100}, phase=0, phase_started_at=1000.0,
+                started_at=0.0, deadline=10_000.0)
+    base.update(kw)
+    return Rollout(**base)  # type: ignore[arg-type]
+
+
+def obs(**kw: Any) -> Observation:
+    base: dict[str, Any] = dict(endpoint_state=S, traffic={"blue": 100, NEW: 0}, deployments={"blue": S, NEW: S})
+    base.update(kw)
+    return Observation(**base)
+
+
+def split(p: int) -> dict[str, int]:
+    return {"blue": 100 - p, NEW: p}
+
+
+TABLE: list[tuple[str, Rollout, Observation, float, Any]] = [
+    # ---- pending: approval, smoke configuration, endpoint, quota
+    ("approval pending waits", rec("pending"), obs(approval="pending", deployments={"blue": S}), 5.0,
+     Wait("awaiting approval: set tag reflex.approval=approved to start the rollout")),
+    ("approval wait is bounded", rec("pending"), obs(approval="pending"), APPROVAL_WAIT_SECONDS + 1.0, Finish),
+    ("rejected model fails", rec("pending"), obs(approval="rejected"), 5.0, Finish),
+    ("model deleted meanwhile", rec("pending"), obs(model_found=False), 5.0, Finish),
+    ("no smoke request fails before creating anything", rec("pending"), obs(smoke_configured=False), 5.0, Finish),
+    ("no endpoint: create it", rec("pending", previous=None, previous_traffic={}), obs(endpoint_state=None,
+     traffic={}, deployments={}), 5.0, CreateEndpoint()),
+    ("endpoint still creating", rec("pending"), obs(endpoint_state="Creating", deployments={}), 5.0, Wait),
+    ("endpoint failed", rec("pending"), obs(endpoint_state="Failed"), 5.0, Finish),
+    ("quota fits: create beside the live one", rec("pending", previous=None, previous_traffic={}),
+     obs(deployments={"blue": S}, traffic={"blue": 100}, quota=QUOTA_OK), 5.0,
+     CreateDeployment("blue", {"blue": 100})),
+    ("quota full: fail at once", rec("pending"), obs(deployments={"blue": S}, quota=QUOTA_FULL), 5.0, Finish),
+    ("deployment exists already (resumed): begin", rec("pending"), obs(deployments={"blue": S, NEW: "Creating"}),
+     5.0, Begin("blue", {"blue": 100})),
+    ("already serving 100%", rec("pending"), obs(traffic={"blue": 0, NEW: 100}), 5.0, Finish),
+    # ---- creating
+    ("creating: wait for provisioning", rec("creating"), obs(deployments={"blue": S, NEW: "Creating"}), 5.0, Wait),
+    ("creating: provisioning failed", rec("creating"), obs(deployments={"blue": S, NEW: "Failed"}), 5.0, RollBack),
+    ("creating: succeeded -> smoke test", rec("creating"), obs(), 5.0, SmokeTest()),
+    ("creating: deployment missing -> create (quota)", rec("creating"), obs(deployments={"blue": S},
+     quota=QUOTA_OK), 5.0, CreateDeployment("blue", {"blue": 100})),
+    ("creating: past deadline", rec("creating"), obs(deployments={"blue": S, NEW: "Creating"}), 10_001.0, RollBack),
+    ("creating: endpoint gone", rec("creating"), obs(endpoint_state=None), 5.0, RollBack),
+    # ---- smoke
+    ("smoke failed", rec("smoke", smoke={"ok": False, "detail": "HTTP 500"}), obs(), 5.0, RollBack),
+    ("smoke ok -> first canary step", rec("smoke", smoke={"ok": True}), obs(), 5.0,
+     SetTraffic(split(10), {}, "baking", 0)),
+    ("smoke ok, first model -> 100%", rec("smoke", smoke={"ok": True}, previous=None, previous_traffic={}),
+     obs(traffic={NEW: 0}, deployments={NEW: S}), 5.0, SetTraffic({NEW: 100}, {}, "baking", 2)),
+    ("smoke ok with mirror -> mirror", rec("smoke", smoke={"ok": True}, plan=replace(PLAN, mirror_percent=20,
+     mirror_seconds=300)), obs(), 5.0, SetTraffic({"blue": 100, NEW: 0}, {NEW: 20}, "mirroring", -1)),
+    ("new deployment went bad", rec("smoke", smoke={"ok": True}), obs(deployments={"blue": S, NEW: "Failed"}),
+     5.0, RollBack),
+    # ---- mirroring
+    ("mirroring: bake", rec("mirroring", phase=-1, plan=replace(PLAN, mirror_percent=20, mirror_seconds=300)),
+     obs(mirror={NEW: 20}, new_metrics=GOOD), 1100.0, Wait),
+    ("mirroring done -> canary, mirror off", rec("mirroring", phase=-1, plan=replace(PLAN, mirror_percent=20,
+     mirror_seconds=300)), obs(mirror={NEW: 20}, new_metrics=GOOD), 1300.0, SetTraffic(split(10), {}, "baking", 0)),
+    ("mirroring breach", rec("mirroring", phase=-1, plan=replace(PLAN, mirror_percent=20, mirror_seconds=300)),
+     obs(mirror={NEW: 20}, new_metrics=DeploymentMetrics(100, 10, 50.0, 60)), 1100.0, RollBack),
+    # ---- baking
+    ("baking: bake time not over", rec(), obs(traffic=split(10), new_metrics=GOOD, live_metrics=LIVE), 1599.0, Wait),
+    ("baking: over -> 50%", rec(), obs(traffic=split(10), new_metrics=GOOD, live_metrics=LIVE), 1600.0,
+     SetTraffic(split(50), {}, "baking", 1)),
+    ("baking at 50%: over -> 100%", rec(phase=1), obs(traffic=split(50), new_metrics=GOOD), 1600.0,
+     SetTraffic(split(100), {}, "baking", 2)),
+    ("baking at 100%: over -> promote", rec(phase=2), obs(traffic=split(100), new_metrics=GOOD), 1600.0, Promote()),
+    ("error rate breach rolls back at once", rec(phase=1), obs(traffic=split(50),
+     new_metrics=DeploymentMetrics(100, 3, 50.0, 60)), 1100.0, RollBack),
+    ("absolute latency breach", rec(), obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 0, 1500.0, 60)),
+     1100.0, RollBack),
+    ("latency relative to live breach", rec(), obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 0, 70.0, 60),
+     live_metrics=LIVE), 1100.0, RollBack),
+    ("relative latency ignored without live data", rec(), obs(traffic=split(10),
+     new_metrics=DeploymentMetrics(100, 0, 70.0, 60), live_metrics=DeploymentMetrics(0, 0, None, 60)), 1100.0, Wait),
+    ("too few requests waits", rec(plan=replace(PLAN, min_requests=500)), obs(traffic=split(10), new_metrics=GOOD),
+     1600.0, Wait("at 10%: 100 requests served, 500 needed before advancing")),
+    ("too few requests until the deadline", rec(plan=replace(PLAN, min_requests=500)),
+     obs(traffic=split(10), new_metrics=GOOD), 10_000.0, RollBack),
+    ("no data is not a breach", rec(), obs(traffic=split(10), new_metrics=DeploymentMetrics(0, 0, None, 60)),
+     1600.0, SetTraffic(split(50), {}, "baking", 1)),
+    ("resumed after traffic was already moved", rec(), obs(traffic=split(50), new_metrics=GOOD), 1600.0,
+     SetTraffic(split(50), {}, "baking", 1)),
+    ("traffic edited outside Reflex", rec(), obs(traffic={"blue": 70, NEW: 30}, new_metrics=GOOD), 1100.0, RollBack),
+    ("first model baking -> promote", rec(previous=None, previous_traffic={}, phase=2),
+     obs(traffic={NEW: 100}, deployments={NEW: S}), 5.0, Promote()),
+    # ---- promoted, retiring
+    ("promoted: keep the old one for the retention", rec("promoted", phase=2), obs(traffic={"blue": 0, NEW: 100}),
+     1000.0 + 3599, Wait),
+    ("promoted: retention over -> delete old", rec("promoted", phase=2), obs(traffic={"blue": 0, NEW: 100}),
+     1000.0 + 3600, DeleteDeployment(("blue",))),
+    ("promoted: old has traffic again -> keep", rec("promoted", phase=2), obs(traffic={"blue": 10, NEW: 90}),
+     1000.0 + 3600, Finish),
+    ("promoted: nothing to retire", rec("promoted", previous=None, previous_traffic={}),
+     obs(traffic={NEW: 100}, deployments={NEW: S}), 5.0, Finish),
+    ("retiring: deleting", rec("retiring"), obs(traffic={"blue": 0, NEW: 100},
+     deployments={"blue": "Deleting", NEW: S}), 5.0, Wait),
+    ("retiring: gone -> done", rec("retiring"), obs(traffic={NEW: 100}, deployments={NEW: S}), 5.0, Finish),
+    ("promoted is exempt from the deadline", rec("promoted", deadline=2000.0), obs(traffic={"blue": 0, NEW: 100}),
+     4000.0, Wait),
+    # ---- supersede, rollback resume, terminal
+    ("superseded while baking -> traffic back", rec(queued={"model": "m", "version": "3"}),
+     obs(traffic=split(10)), 1100.0, RollBack),
+    ("superseded while pending", rec("pending", queued={"model": "m", "version": "3"}), obs(), 5.0, Finish),
+    ("superseded after promotion: retire now", rec("promoted", queued={"model": "m", "version": "3"}),
+     obs(traffic={"blue": 0, NEW: 100}), 1100.0, DeleteDeployment(("blue",))),
+    ("rolling back resumes", rec("rolling_back", reason="x", final="rolled_back"), obs(), 5.0,
+     RollBack("x", {}, "rolled_back")),
+    ("terminal stays", rec("rolled_back", reason="x"), obs(), 5.0, Finish("rolled_back", "x")),
+]
+
+
+@pytest.mark.parametrize(("name", "record", "observation", "now", "expected"), TABLE, ids=[t[0] for t in TABLE])
+def test_transition_table(name: str, record: Rollout, observation: Observation, now: float, expected: Any) -> None:
+    action = decide(record, observation, now)
+    if isinstance(expected, type):
+        assert isinstance(action, expected), action
+    else:
+        assert action == expected
+
+
+def test_rollback_reasons_carry_the_evidence() -> None:
+    action = decide(rec(phase=1), obs(traffic=split(50), new_metrics=DeploymentMetrics(200, 10, 80.0, 600),
+                                      live_metrics=LIVE), 1100.0)
+    assert isinstance(action, RollBack)
+    assert action.reason == "at 50%: error rate 0.050 (10/200) exceeds 0.020"
+    assert action.evidence["new"]["errors"] == 10 and action.evidence["live"]["requests"] == 900
+    assert action.evidence["traffic"] == split(50)
+
+
+def test_quota_failure_names_the_numbers() -> None:
+    action = decide(rec("pending"), obs(deployments={"blue": S}, quota=QUOTA_FULL), 5.0)
+    assert isinstance(action, Finish) and action.status == "failed"
+    assert "needs 4 standardDSv2Family cores; 62 of 64 are in use, 2 free" in action.reason
+
+
+@pytest.mark.parametrize(("current", "incoming", "verdict"), [
+    (None, ("m", "2"), "start"),
+    (rec(version="2"), ("m", "2"), "duplicate"),
+    (rec(version="2", status="done"), ("m", "2"), "duplicate"),
+    (rec(version="3"), ("m", "2"), "older"),
+    (rec(version="3", status="rolled_back"), ("m", "2"), "older"),
+    (rec(version="2"), ("m", "3"), "supersede"),
+    (rec(version="2", queued={"model": "m", "version": "4"}), ("m", "3"), "older"),
+    (rec(version="2", queued={"model": "m", "version": "4"}), ("m", "4"), "duplicate"),
+    (rec(version="2", status="done"), ("m", "3"), "start"),
+    (rec(version="10", status="done"), ("m", "9"), "older"),
+    (rec(version="2"), ("other", "1"), "supersede"),
+])
+def test_admission(current: Rollout | None, incoming: tuple[str, str], verdict: str) -> None:
+    assert admit(current, *incoming) == verdict
+
+
+def test_record_round_trips_through_json_dict() -> None:
+    import json
+
+    r = rec(smoke={"ok": True, "detail": "2 predictions"}, queued={"model": "m", "version": "3", "event_id": "e"},
+            history=({"at": 1.0, "action": "SmokeTest", "status": "smoke", "detail": "ok"},))
+    assert Rollout.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+def test_advance_records_each_action() -> None:
+    r = rec("pending", previous=None, previous_traffic={}, deadline=0.0)
+    r1 = advance(r, CreateDeployment("blue", {"blue": 100}), 50.0)
+    assert (r1.status, r1.previous, dict(r1.previous_traffic), r1.started_at, r1.deadline) == (
+        "creating", "blue", {"blue": 100}, 50.0, 50.0 + PLAN.deadline_seconds)
+    r2 = advance(r1, SmokeTest(), 60.0, {"ok": True, "detail": "2 predictions"})
+    assert r2.status == "smoke" and r2.smoke == {"ok": True, "detail": "2 predictions"}
+    r3 = advance(r2, SetTraffic(split(10), {}, "baking", 0), 70.0)
+    assert (r3.status, r3.phase, r3.phase_started_at) == ("baking", 0, 70.0)
+    assert advance(r3, Wait("baking"), 80.0) != r3
+    assert advance(advance(r3, Wait("baking"), 80.0), Wait("baking"), 90.0) == advance(r3, Wait("baking"), 80.0)
+    ahead = rolling_back(r3, RollBack("breach", {"n": 1}), 100.0)
+    assert (ahead.status, ahead.attempts, ahead.final) == ("rolling_back", 1, "rolled_back")
+    done = advance(ahead, RollBack("breach", {"n": 1}), 100.0)
+    assert (done.status, done.reason, dict(done.evidence)) == ("rolled_back", "breach", {"n": 1})
+    assert [h["action"] for h in done.history] == ["CreateDeployment", "SmokeTest", "SetTraffic", "RollBack",
+                                                   "RollBack"]
+
+
+def test_history_is_bounded() -> None:
+    r = rec()
+    for i in range(200):
+        r = advance(r, Wait(f"w{i}"), float(i))
+    assert len(r.history) == 50 and r.history[-1]["detail"] == "w199"
+
+
+@pytest.mark.parametrize(("model", "version"), [("churn", "3"), ("A_Very.Long model NAME" * 3, "1234567"),
+                                                ("9lives", "1"), ("---", "x")])
+def test_deployment_names_are_valid_and_stable(model: str, version: str) -> None:
+    import re
+
+    name = deployment_name(model, version)
+    assert re.fullmatch(r"[a-z][a-z0-9-]{2,31}", name) and not name.endswith("-")
+    assert name == deployment_name(model, version) and name != deployment_name(model, version + "0")
+
+
+def test_traffic_arithmetic() -> None:
+    assert split_traffic({"a": 70, "b": 30}, "n", 10) == {"a": 63, "b": 27, "n": 10}
+    assert split_traffic({"a": 100}, "n", 100) == {"a": 0, "n": 100}
+    assert split_traffic({}, "n", 10) == {"n": 100}
+    assert restore_traffic({"a": 70, "b": 30}, {"a": S, "b": S, "n": S}, "n") == {"a": 70, "b": 30}
+    assert restore_traffic({"a": 70, "b": 30}, {"a": S, "b": "Failed"}, "n") == {"a": 100}
+    assert restore_traffic({}, {"n": S}, "n") == {}
+    assert version_key("10") > version_key("9") and version_key("b") > version_key("100")
