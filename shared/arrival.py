@@ -19,6 +19,8 @@ batches waiting for a slot, and releases slots of jobs that ended without an eve
 from __future__ import annotations
 
 import logging
+import uuid
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -48,8 +50,21 @@ __all__ = ["CLAIM_LEASE_SECONDS", "arrival_key", "handle_blob", "list_batch", "m
 
 log = logging.getLogger("reflex.arrival")
 
-# a batch left `complete` this long (its worker crashed or kept failing transiently) is started by the sweep
+# how long a worker may hold a batch's start lease; after that (it crashed) a redelivery or the sweep takes over
 CLAIM_LEASE_SECONDS = 120.0
+
+
+# Blob versions this worker has already recorded, per state store: a redelivery of one of them is answered
+# without reading the (possibly large) arrival record. Safe because a recorded version never leaves its record.
+_RECORDED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_RECORDED_LIMIT = 200_000
+
+
+def _recorded(deps: Deps) -> set[str]:
+    known = _RECORDED.setdefault(deps.state, set())
+    if len(known) > _RECORDED_LIMIT:
+        known.clear()
+    return known
 
 
 def arrival_key(path: BatchPath) -> str:
@@ -100,6 +115,10 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
     marker = settings.completion_marker
     if marker and path.file == marker:
         return _on_marker(key, path, version, blob.id, deps)
+    details = {"batch": path.batch_id, "file": path.file, "record": key}
+    known = _recorded(deps)
+    if blob.key in known:
+        return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
     happened: dict[str, str] = {}
 
     def record(current: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -109,8 +128,8 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
 
     stored = deps.state.update(key, record)
     what = happened["what"]
+    known.add(blob.key)
     status = stored.value["status"] if stored else "?"
-    details = {"batch": path.batch_id, "file": path.file, "record": key}
     if what == "duplicate":
         return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
     if what == "late":
@@ -129,11 +148,10 @@ def _on_marker(key: str, path: BatchPath, marker: BlobVersion, event_id: str, de
     current = deps.state.get(key)
     if current is not None and current.value["status"] != "collecting":
         value = current.value
-        resume = value["status"] == "complete" and value.get("completing_event") == event_id
-        if not resume:
+        if value["status"] not in STARTABLE:
             return Outcome("duplicate", f"batch {path.batch_id} is already {value['status']}",
                            {"batch": path.batch_id, "job": value.get("job", "")})
-        return start_batch(key, deps, event_id=event_id)  # our own redelivery after a failure: finish the job
+        return start_batch(key, deps, event_id=event_id)  # e.g. a redelivery after a transient failure
     listing = list_batch(deps, path)
     won: dict[str, bool] = {}
 
@@ -164,24 +182,66 @@ def _training_request(value: Mapping[str, Any], key: str, event_id: str, deps: D
         max_trials=s.automl_max_trials, early_stopping=s.automl_early_stopping)
 
 
+STARTABLE = ("complete", "waiting", "starting")
+
+
+def _lease(key: str, token: str, now: float, deps: Deps) -> dict[str, Any] | None:
+    """Take the batch's start lease (CAS to `starting`): the one worker that may submit it now, or None."""
+
+    def take(value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None or value.get("status") not in STARTABLE:
+            return None
+        lease = value.get("lease") or {}
+        if value["status"] == "starting" and float(lease.get("until", 0)) > now:
+            return None
+        return {**value, "status": "starting", "lease": {"token": token, "until": now + CLAIM_LEASE_SECONDS}}
+
+    stored = deps.state.update(key, take)
+    if stored is None or (stored.value.get("lease") or {}).get("token") != token:
+        return None
+    return stored.value
+
+
+def _move(key: str, token: str, status: str, deps: Deps, *, reason: str, **fields: Any) -> bool:
+    """Leave `starting` for `status`, only while this invocation still holds the lease."""
+    now = deps.clock()
+
+    def change(value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None or (value.get("lease") or {}).get("token") != token:
+            return None
+        return set_status({**value, "lease": None}, status, now, allowed_from=("starting",), reason=reason,
+                          **fields)
+
+    stored = deps.state.update(key, change)
+    return stored is not None and stored.value.get("status") == status and stored.value.get("lease") is None
+
+
 def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
-    """Start training for a complete (or waiting) batch: admission, data asset, job. Idempotent."""
+    """Start training for a complete (or waiting) batch: admission, data asset, job.
+
+    Idempotent and exclusive: a lease on the record (status `starting`, expiring after CLAIM_LEASE_SECONDS)
+    lets one worker at a time submit; a transient failure hands the lease back, so a redelivery or the sweep
+    finishes the job, and the deterministic names make a repeated submission find the same asset and job.
+    """
     from shared.control import read_control
 
     record = deps.state.get(key)
     if record is None:
         raise PermanentError(f"arrival record {key} vanished")
-    value = record.value
-    batch_id = f"{value['container']}/{value['dataset']}/{value['batch']}"
-    if value["status"] not in ("complete", "waiting"):
-        return Outcome("duplicate", f"batch {batch_id} is already {value['status']}", {"job": value.get("job", "")})
-    now = deps.clock()
+    batch_id = f"{record.value['container']}/{record.value['dataset']}/{record.value['batch']}"
+    token = uuid.uuid4().hex
+    value = _lease(key, token, deps.clock(), deps) if record.value["status"] in STARTABLE else None
+    if value is None:
+        current = deps.state.get(key)
+        status = current.value["status"] if current else "gone"
+        return Outcome("duplicate", f"batch {batch_id} is {status}" + (
+            " (another worker is starting it)" if status == "starting" else ""),
+            {"batch": batch_id, "job": current.value.get("job", "") if current else ""})
     if not value["files"]:
         reason = f"empty batch: no usable file ({len(value['rejected'])} rejected)"
-        deps.state.update(key, lambda v: set_status(v, "skipped", now, allowed_from=("complete", "waiting"),
-                                                    reason=reason))
-        deps.publisher.publish("TrainingSkipped", batch_id, {"batch": batch_id, "reason": reason,
-                                                             "rejected": value["rejected"]})
+        if _move(key, token, "skipped", deps, reason=reason):
+            deps.publisher.publish("TrainingSkipped", batch_id, {"batch": batch_id, "reason": reason,
+                                                                 "rejected": value["rejected"]})
         return Outcome("skipped", reason, {"batch": batch_id, "record": key})
     name, version = data_asset_name(value["dataset"]), data_asset_version(value["batch"])
     job = job_name(batch_id, manifest_digest(value["files"]))
@@ -190,10 +250,9 @@ def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
     details = {"batch": batch_id, "job": job, "data": f"{name}:{version}", "files": len(value["files"]),
                "record": key}
     if read_control(deps).dry_run:
-        deps.state.update(key, lambda v: set_status(v, "dry-run", now, allowed_from=("complete", "waiting"),
-                                                    reason="dry run: would register data and submit", job=job,
-                                                    data=data))
+        _move(key, token, "dry-run", deps, reason="dry run: would register data and submit", job=job, data=data)
         return Outcome("dry-run", f"would register {name}:{version} and submit {job}", details)
+    now = deps.clock()
     decision: dict[str, admission.Admission] = {}
 
     def reserve(current: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -205,14 +264,14 @@ def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
     deps.state.update(admission.ADMISSION_KEY, reserve)
     if not decision["it"].admitted:
         why = decision["it"].reason
-        deps.state.update(key, lambda v: set_status(v, "waiting", now, allowed_from=("complete", "waiting"),
-                                                    reason=why, job=job, data=data))
+        _move(key, token, "waiting", deps, reason=why, job=job, data=data)
         return Outcome("acted", f"batch {batch_id} complete, waiting for the sweep: {why}",
                        {**details, "waiting": True})
-    return _submit(key, {**value, "job": job, "data": data}, event_id, deps, details)
+    return _submit(key, token, {**value, "job": job, "data": data}, event_id, deps, details)
 
 
-def _submit(key: str, value: dict[str, Any], event_id: str, deps: Deps, details: dict[str, Any]) -> Outcome:
+def _submit(key: str, token: str, value: dict[str, Any], event_id: str, deps: Deps,
+            details: dict[str, Any]) -> Outcome:
     job, data = value["job"], value["data"]
     request = _training_request(value, key, event_id, deps)
     try:
@@ -223,21 +282,14 @@ def _submit(key: str, value: dict[str, Any], event_id: str, deps: Deps, details:
     except PermanentError as exc:
         now, why = deps.clock(), str(exc)
         deps.state.update(admission.ADMISSION_KEY, lambda v: admission.release(v, {job}, now))
-        deps.state.update(key, lambda v: set_status(v, "submit-failed", now, allowed_from=("complete", "waiting"),
-                                                    reason=why, job=job, data=data))
-        deps.publisher.publish("TrainingFailed", details["batch"], {**details, "stage": "submit", "error": str(exc)})
+        if _move(key, token, "submit-failed", deps, reason=why, job=job, data=data):
+            deps.publisher.publish("TrainingFailed", details["batch"], {**details, "stage": "submit", "error": why})
         raise
-    now = deps.clock()
-    moved: dict[str, bool] = {}
-
-    def mark(v: dict[str, Any] | None) -> dict[str, Any] | None:
-        new = set_status(v, "submitted", now, allowed_from=("complete", "waiting"), reason="training submitted",
-                         job=job, data=data, submitted_at=now, job_url=submitted.url)
-        moved["it"] = new is not None
-        return new
-
-    deps.state.update(key, mark)
-    if moved["it"]:
+    except BaseException:
+        _move(key, token, "complete", deps, reason="start interrupted: retried by redelivery or the sweep")
+        raise
+    if _move(key, token, "submitted", deps, reason="training submitted", job=job, data=data,
+             submitted_at=deps.clock(), job_url=submitted.url):
         deps.publisher.publish("TrainingSubmitted", details["batch"], {**details, "job_url": submitted.url,
                                                                       "event_id": event_id, "mode": request.mode})
     return Outcome("acted", f"submitted {job} on {data['name']}:{data['version']}", details)
@@ -288,8 +340,8 @@ def sweep(deps: Deps) -> Outcome:
             if stored is not None and stored.value.get("completing_event") == event_id:
                 completed += 1
                 waiting.append((now, record.key))
-        elif status == "waiting" or (status == "complete"
-                                     and now - float(value.get("completed_at") or now) >= CLAIM_LEASE_SECONDS):
+        elif status in ("waiting", "complete") or (
+                status == "starting" and float((value.get("lease") or {}).get("until", 0)) <= now):
             waiting.append((float(value.get("completed_at") or 0), record.key))
     failed = 0
     for _, key in sorted(waiting):

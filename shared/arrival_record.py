@@ -7,8 +7,9 @@ That "None" is what makes 3000 deliveries of 1000 blobs write the record only 10
 Record `arrivals/<container>/<dataset>/<batch>`::
 
     {"container", "dataset", "batch",
-     "status": "collecting" | "complete" | "waiting" | "submitted" | "trained" | "failed" | "skipped"
-               | "dry-run" | "submit-failed",
+     "status": "collecting" | "complete" | "starting" | "waiting" | "submitted" | "trained" | "failed"
+               | "skipped" | "dry-run" | "submit-failed",
+     "lease": {"token", "until"} | null,                        held by the one worker starting the batch
      "files":    {"<file>": {"url", "etag", "size"}},          usable data (the manifest)
      "rejected": {"<file>": {"url", "etag", "size", "reason"}}, zero-byte, unreadable format, hidden
      "late_files": {"<file>": {"url", "etag", "size", "at"}},   arrived after completion: not trained on
@@ -32,7 +33,7 @@ from shared.batches import BatchPath, file_problem
 
 __all__ = ["BlobVersion", "OPEN_STATUSES", "add_blob", "complete", "set_status"]
 
-OPEN_STATUSES = frozenset({"collecting", "complete", "waiting", "submitted"})
+OPEN_STATUSES = frozenset({"collecting", "complete", "starting", "waiting", "submitted"})
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,8 @@ def decide(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None, *,
                             approval=pending, **base)
     theirs = metric_value(champion, metric)
     if theirs is None:
-        return GateDecision(False, f"the champion {champion_version or ''} has no {metric!r} to compare with".replace(
-            "  ", " "), champion=None, **base)
+        which = f"the champion {champion_version}" if champion_version else "the champion"
+        return GateDecision(False, f"{which} has no {metric!r} to compare with", champion=None, **base)
     better = ours > theirs + margin if direction == "max" else ours < theirs - margin
     numbers = f"{metric} {ours:g} {'beats' if better else 'does not beat'} the champion {theirs:g} " \
               f"({direction}, margin {margin:g})"

@@ -1,0 +1,337 @@
+"""Data arrival end to end on real Azurite state and data container, with the behavioural fake platform.
+
+Bursts are delivered shuffled and three times each; the assertions are on what the platform holds (one data
+asset, one job) and on the arrival record, never on timings.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from azure.functions.blob import InputStream
+from azure.functions.timer import TimerRequest
+
+from functions import data_arrival
+from shared import admission, reaction
+from shared.arrival import arrival_key, handle_blob
+from shared.batches import parse_blob_path
+from shared.control import write_control
+from shared.deps import Deps
+from shared.platform import REFLEX_TAG
+from shared.state import StateStore
+from testing.fake_platform import FakePlatform
+from tests.conftest import Clock, make_deps, make_settings
+
+
+class Lake:
+    """A real data container on Azurite: uploads blobs and returns what the blob trigger would deliver."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        self.name: str = container.container_name
+
+    def put(self, blob: str, data: bytes = b"a,label\n1,0\n") -> dict[str, Any]:
+        props = self.container.get_blob_client(blob).upload_blob(data, overwrite=True)
+        return {"name": f"{self.name}/{blob}", "uri": f"{self.container.url}/{blob}",
+                "etag": str(props["etag"]).strip('"'), "length": len(data)}
+
+    def put_many(self, blobs: list[str]) -> list[dict[str, Any]]:
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(self.put, blobs))
+
+
+@pytest.fixture
+def lake(container_factory: Callable[[str], Any]) -> Lake:
+    return Lake(container_factory("data"))
+
+
+def deps_for(lake: Lake, state: StateStore, platform: FakePlatform, clock: Clock, **env: str) -> Deps:
+    return make_deps(make_settings(REFLEX_DATA_CONTAINER=lake.name, **env), state=state, platform=platform,
+                     clock=clock)
+
+
+def deliver(raw: dict[str, Any], deps: Deps) -> reaction.Outcome:
+    return reaction.run("data.arrival", raw, event_id=data_arrival._delivery_id(raw), deps=deps)
+
+
+def test_burst_of_1000_blobs_shuffled_three_times_gives_one_job(lake: Lake, blob_state: StateStore,
+                                                               fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    deliveries = lake.put_many([f"sales/2024-06-01/part-{i:04d}.csv" for i in range(1000)])
+    deliveries.append(lake.put("sales/2024-06-01/_SUCCESS", b""))
+    stream = deliveries * 3
+    random.Random(7).shuffle(stream)
+    outcomes = Counter(deliver(raw, deps).status for raw in stream)
+
+    assert fake_platform.calls["submit_training"] == 1 and fake_platform.calls["register_data"] == 1
+    job = next(iter(fake_platform.jobs))
+    assert list(fake_platform.jobs) == [job]
+    assert list(fake_platform.data) == [("sales", "2024-06-01")]
+    asset = fake_platform.data[("sales", "2024-06-01")]
+    assert asset.path == "azureml://datastores/reflexdata/paths/sales/2024-06-01/"
+    request = fake_platform.job_requests[job]
+    assert (request.data_name, request.data_version, request.mode) == ("sales", "2024-06-01", "command")
+    assert request.tags[REFLEX_TAG] == "true" and request.tags["reflex.data"] == "sales:2024-06-01"
+    assert request.tags["reflex.trigger"] == f"blob:{lake.name}/sales/2024-06-01"
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "sales/2024-06-01/x.csv")))
+    assert record and record.value["status"] == "submitted" and record.value["job"] == job
+    assert len(record.value["files"]) == 1000 and record.value["late_files"] == {}
+    assert request.tags["reflex.event_id"] == record.value["completing_event"]
+    assert all(e["url"].startswith(lake.container.url) and e["etag"] for e in record.value["files"].values())
+    # every delivery ended in exactly one outcome; nothing was dead-lettered
+    assert sum(outcomes.values()) == 3003 and outcomes["dead-lettered"] == 0
+    assert [e.type for e in deps.publisher.sent] == ["Reflex.TrainingSubmitted"]
+
+
+def test_two_batches_interleaved_give_two_jobs(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
+                                               clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    a = [*lake.put_many([f"sales/a/p{i}.csv" for i in range(20)]), lake.put("sales/a/_SUCCESS", b"")]
+    b = [*lake.put_many([f"sales/b/p{i}.csv" for i in range(20)]), lake.put("sales/b/_SUCCESS", b"")]
+    stream = [x for pair in zip(a, b, strict=True) for x in pair] * 3
+    random.Random(3).shuffle(stream)
+    for raw in stream:
+        deliver(raw, deps)
+    assert fake_platform.calls["submit_training"] == 2
+    assert sorted(fake_platform.data) == [("sales", "a"), ("sales", "b")]
+    assert len({r.data_version for r in fake_platform.job_requests.values()}) == 2
+
+
+def test_concurrent_workers_deliver_one_batch_one_job(lake: Lake, blob_state: StateStore,
+                                                       fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    stream = [*lake.put_many([f"ds/b1/p{i}.csv" for i in range(30)]), lake.put("ds/b1/_SUCCESS", b"")] * 3
+    random.Random(5).shuffle(stream)
+    lock = threading.Lock()
+    outcomes: list[str] = []
+
+    def work(raw: dict[str, Any]) -> None:
+        status = deliver(raw, deps).status
+        with lock:
+            outcomes.append(status)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(work, stream))
+    assert fake_platform.calls["submit_training"] == 1 and len(fake_platform.jobs) == 1
+    assert len(outcomes) == len(stream) and "dead-lettered" not in outcomes
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
+    assert record and len(record.value["files"]) == 30 and record.value["status"] == "submitted"
+
+
+def test_through_the_decorated_trigger_with_a_real_input_stream(lake: Lake, blob_state: StateStore,
+                                                                fake_platform: FakePlatform, clock: Clock,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    monkeypatch.setattr("shared.deps.get_deps", lambda: deps)
+    for blob, data in (("ds/b1/part-0.csv", b"a,label\n1,0\n"), ("ds/b1/_SUCCESS", b"")):
+        raw = lake.put(blob, data)
+        stream = InputStream(data=data, name=raw["name"], uri=raw["uri"], length=len(data),
+                             blob_properties={"ETag": f'"{raw["etag"]}"', "ContentLength": len(data)})
+        data_arrival.on_data_blob(stream)
+    assert len(fake_platform.jobs) == 1
+    job = next(iter(fake_platform.jobs.values()))
+    assert job.tags["reflex.data"] == "ds:b1"
+    data_arrival.sweep_batches(TimerRequest(past_due=False))  # nothing to do: runs cleanly
+    assert len(fake_platform.jobs) == 1
+
+
+def test_marker_first_still_trains_on_everything_in_the_folder(lake: Lake, blob_state: StateStore,
+                                                               fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    files = lake.put_many([f"ds/b1/p{i}.csv" for i in range(5)])
+    marker = lake.put("ds/b1/_SUCCESS", b"")
+    assert deliver(marker, deps).status == "acted"
+    assert [deliver(f, deps).status for f in files] == ["duplicate"] * 5  # already in the frozen manifest
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
+    assert record and len(record.value["files"]) == 5 and len(fake_platform.jobs) == 1
+
+
+def test_late_file_is_recorded_and_does_not_retrigger(lake: Lake, blob_state: StateStore,
+                                                      fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    for raw in [lake.put("ds/b1/p0.csv"), lake.put("ds/b1/_SUCCESS", b"")]:
+        deliver(raw, deps)
+    late = deliver(lake.put("ds/b1/p9.csv"), deps)
+    assert late.status == "skipped" and "late file" in late.reason and "not trained on" in late.reason
+    again = lake.put("ds/b1/_SUCCESS", b"")  # the marker rewritten: still no second job
+    assert deliver(again, deps).status == "duplicate"
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
+    assert record and "p9.csv" in record.value["late_files"] and len(fake_platform.jobs) == 1
+
+
+def test_bad_inputs_end_skipped_with_reasons(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
+                                             clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    outcomes = {name: deliver(lake.put(name, data), deps) for name, data in [
+        ("root.csv", b"x"), ("ds/flat.csv", b"x"), ("ds/b 1/p.csv", b"x"), ("ds/b1/empty.csv", b""),
+        ("ds/b1/notes.txt", b"hello")]}
+    assert "container root" in outcomes["root.csv"].reason
+    assert "not in a batch" in outcomes["ds/flat.csv"].reason
+    assert "unsafe" in outcomes["ds/b 1/p.csv"].reason
+    assert "zero bytes" in outcomes["ds/b1/empty.csv"].reason
+    assert "unreadable format" in outcomes["ds/b1/notes.txt"].reason
+    assert {o.status for o in outcomes.values()} == {"skipped"}
+    other = {"name": "elsewhere/ds/b1/p.csv", "uri": "http://127.0.0.1:10000/devstoreaccount1/elsewhere/ds/b1/p.csv",
+             "etag": "0x1", "length": 3}
+    unknown = deliver(other, deps)
+    assert unknown.status == "skipped" and "is not the data container" in unknown.reason
+    no_etag = deliver({"name": f"{lake.name}/ds/b1/p.csv", "uri": "", "etag": "", "length": 1}, deps)
+    assert no_etag.status == "dead-lettered" and "without an ETag" in no_etag.reason
+    # a batch with only unusable files: completing it ends as skipped, "empty batch", no job
+    empty = deliver(lake.put("ds/b1/_SUCCESS", b""), deps)
+    assert empty.status == "skipped" and "empty batch" in empty.reason and not fake_platform.jobs
+    assert [e.type for e in deps.publisher.sent] == ["Reflex.TrainingSkipped"]
+
+
+def test_unsafe_dataset_names_are_mapped_deterministically(lake: Lake, blob_state: StateStore,
+                                                           fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    for raw in [lake.put("sales.eu/date=2024-06-01/p.csv"), lake.put("sales.eu/date=2024-06-01/_SUCCESS", b"")]:
+        deliver(raw, deps)
+    [(name, version)] = list(fake_platform.data)
+    assert name.startswith("sales-eu-") and version.startswith("b-")
+    assert fake_platform.data[(name, version)].path.endswith("/paths/sales.eu/date=2024-06-01/")
+
+
+def test_quiet_window_completes_via_sweep(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
+                                          clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock, REFLEX_COMPLETION_MARKER="", REFLEX_QUIET_SECONDS="60")
+    for raw in lake.put_many([f"ds/b1/p{i}.csv" for i in range(4)]) * 3:
+        assert deliver(raw, deps).status in ("acted", "duplicate")
+    clock.advance(30)
+    assert reaction.run("data.sweep", {}, deps=deps).details["completed"] == 0
+    deliver(lake.put("ds/b1/p9.csv"), deps)  # a new blob restarts the window
+    clock.advance(45)
+    assert reaction.run("data.sweep", {}, deps=deps).details["completed"] == 0 and not fake_platform.jobs
+    clock.advance(20)
+    swept = reaction.run("data.sweep", {}, deps=deps)
+    assert swept.details["completed"] == 1 and swept.details["started"] == 1
+    assert len(fake_platform.jobs) == 1
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
+    assert record and len(record.value["files"]) == 5
+    assert reaction.run("data.sweep", {}, deps=deps).details["started"] == 0 and len(fake_platform.jobs) == 1
+
+
+def test_concurrency_limit_and_daily_cap_make_batches_wait_for_the_sweep(
+        lake: Lake, blob_state: StateStore, fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock, REFLEX_MAX_CONCURRENT_TRAINING="1",
+                    REFLEX_DAILY_TRAINING_CAP="2")
+    for b in ("b1", "b2", "b3"):
+        deliver(lake.put(f"ds/{b}/p.csv"), deps)
+        outcome = deliver(lake.put(f"ds/{b}/_SUCCESS", b""), deps)
+    assert len(fake_platform.jobs) == 1 and "waiting for the sweep" in outcome.reason
+    assert "maximum 1" in outcome.reason
+    assert reaction.run("data.sweep", {}, deps=deps).details["started"] == 0  # the first job still runs
+    first = next(iter(fake_platform.jobs))
+    fake_platform.finish_job(first, "Completed", metrics={"auc": 0.9})
+    swept = reaction.run("data.sweep", {}, deps=deps)  # refresh releases the slot; b2 starts (arrival order)
+    assert swept.details["released"] == 1 and swept.details["started"] == 1 and len(fake_platform.jobs) == 2
+    assert {r.data_version for r in fake_platform.job_requests.values()} == {"b1", "b2"}
+    fake_platform.finish_job(list(fake_platform.jobs)[1], "Failed", error="boom")
+    reaction.run("data.sweep", {}, deps=deps)
+    waiting = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b3/x.csv")))
+    assert waiting and waiting.value["status"] == "waiting" and "daily training cap reached" in waiting.value["reason"]
+    clock.advance(86_400)
+    reaction.run("data.sweep", {}, deps=deps)
+    assert len(fake_platform.jobs) == 3
+    adm = blob_state.get(admission.ADMISSION_KEY)
+    assert adm and len(adm.value["running"]) == 1
+
+
+def test_dry_run_records_and_acts_on_nothing(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
+                                             clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock, REFLEX_DRY_RUN="true")
+    deliver(lake.put("ds/b1/p.csv"), deps)
+    outcome = deliver(lake.put("ds/b1/_SUCCESS", b""), deps)
+    assert outcome.status == "dry-run" and "would register ds:b1 and submit reflex-train-" in outcome.reason
+    assert not fake_platform.calls and not deps.publisher.sent
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
+    assert record and record.value["status"] == "dry-run" and record.value["job"].startswith("reflex-train-")
+
+
+def test_paused_holds_deliveries_for_replay(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
+                                            clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    write_control(deps, by="test", why="maintenance", paused=True)
+    held = deliver(lake.put("ds/b1/p.csv"), deps)
+    assert held.status == "held" and blob_state.keys("held/data.arrival/")
+    assert not fake_platform.calls and not blob_state.keys("arrivals/")
+
+
+def test_platform_rejection_is_recorded_and_dead_lettered_once(lake: Lake, blob_state: StateStore,
+                                                               fake_platform: FakePlatform, clock: Clock) -> None:
+    from shared.errors import PermanentError
+
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    fake_platform.inject("submit_training", PermanentError("job x: compute cpu-cluster does not exist"))
+    deliver(lake.put("ds/b1/p.csv"), deps)
+    marker = lake.put("ds/b1/_SUCCESS", b"")
+    first = deliver(marker, deps)
+    assert first.status == "dead-lettered" and "compute cpu-cluster does not exist" in first.reason
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
+    assert record and record.value["status"] == "submit-failed"
+    assert deliver(marker, deps).status == "duplicate"  # redelivery: no crash loop
+    assert not (blob_state.get(admission.ADMISSION_KEY).value["running"])  # type: ignore[union-attr]
+    assert [e.type for e in deps.publisher.sent] == ["Reflex.TrainingFailed"]
+
+
+def test_transient_platform_error_is_retried_by_redelivery(lake: Lake, blob_state: StateStore,
+                                                           fake_platform: FakePlatform, clock: Clock) -> None:
+    from shared.errors import TransientError
+
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    fake_platform.inject("submit_training", TransientError("throttled", 5))
+    deliver(lake.put("ds/b1/p.csv"), deps)
+    marker = lake.put("ds/b1/_SUCCESS", b"")
+    with pytest.raises(TransientError):
+        deliver(marker, deps)
+    assert deliver(marker, deps).status == "acted"  # the redelivery of the completing event finishes the job
+    assert len(fake_platform.jobs) == 1 and fake_platform.calls["register_data"] == 2
+    assert handle_blob(marker, deps).status == "duplicate"
+
+
+def test_sweep_recovers_a_batch_whose_worker_crashed_mid_start(lake: Lake, blob_state: StateStore,
+                                                               fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    deliver(lake.put("ds/b1/p.csv"), deps)
+    key = arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv"))
+    # simulate: a worker completed the batch and took the start lease, then died before submitting
+    blob_state.update(key, lambda v: {**v, "status": "starting", "lease": {"token": "dead", "until": clock() + 120}})
+    assert reaction.run("data.sweep", {}, deps=deps).details["started"] == 0  # lease still held
+    clock.advance(121)
+    assert reaction.run("data.sweep", {}, deps=deps).details["started"] == 1
+    record = blob_state.get(key)
+    assert record and record.value["status"] == "submitted" and len(fake_platform.jobs) == 1
+
+
+def test_function_metadata() -> None:
+    import azure.functions as func
+
+    app = func.FunctionApp()
+    app.register_functions(data_arrival.bp)
+    functions = {f.get_function_name(): f.get_bindings_dict()["bindings"][0] for f in app.get_functions()}
+    blob = functions["on_data_blob"]
+    assert (blob["type"], blob["path"], blob["connection"], blob["source"]) == (
+        "blobTrigger", "%REFLEX_DATA_CONTAINER%/{name}", "AzureWebJobsStorage", "EventGrid")
+    timer = functions["sweep_batches"]
+    assert (timer["type"], timer["schedule"], timer["runOnStartup"]) == ("timerTrigger", "%REFLEX_SWEEP_SCHEDULE%",
+                                                                         False)
+
+
+def test_automl_mode_carries_the_automl_settings(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
+                                                 clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock, REFLEX_TRAINING_MODE="automl", REFLEX_TASK="regression",
+                    REFLEX_LABEL_COLUMN="price", REFLEX_AUTOML_PRIMARY_METRIC="r2_score",
+                    REFLEX_AUTOML_TIMEOUT_MINUTES="30", REFLEX_AUTOML_EARLY_STOPPING="false")
+    for raw in [lake.put("houses/b1/p.parquet"), lake.put("houses/b1/_SUCCESS", b"")]:
+        deliver(raw, deps)
+    [request] = fake_platform.job_requests.values()
+    assert (request.mode, request.task, request.label_column, request.primary_metric, request.timeout_minutes,
+            request.early_stopping) == ("automl", "regression", "price", "r2_score", 30, False)
+    assert (request.compute, request.environment) == ("cpu-cluster", "azureml:reflex-train:1")

@@ -1,0 +1,134 @@
+"""Pure batch rules: path parsing, file usability, deterministic AML-safe names, admission decisions."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared import admission
+from shared.arrival_record import BlobVersion, add_blob, complete
+from shared.batches import (
+    PathProblem,
+    asset_path,
+    data_asset_name,
+    data_asset_version,
+    file_problem,
+    job_name,
+    manifest_digest,
+    parse_blob_path,
+)
+
+AML_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+AML_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$")
+
+
+def test_parse_nested_file() -> None:
+    p = parse_blob_path("reflex-data", "sales/2024-06-01/part/0.csv")
+    assert (p.dataset, p.batch, p.file, p.batch_id) == ("sales", "2024-06-01", "part/0.csv",
+                                                        "reflex-data/sales/2024-06-01")
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("file.csv", "container root"),
+    ("sales/file.csv", "not in a batch"),
+    ("sales//x.csv", "unsafe"),
+    ("sales/b 1/x.csv", "unsafe"),
+    ("sa%les/b1/x.csv", "unsafe"),
+    ("sales/b1/a//x.csv", "empty path segment"),
+    ("sales/b1/", "empty path segment"),
+])
+def test_parse_rejects_with_reason(name: str, why: str) -> None:
+    with pytest.raises(PathProblem, match=why):
+        parse_blob_path("reflex-data", name)
+
+
+@pytest.mark.parametrize(("file", "size", "problem"), [
+    ("part-0.csv", 10, ""), ("x/part.PARQUET", 1, ""), ("a.json", 5, ""), ("a.jsonl", 5, ""),
+    ("part-0.csv", 0, "zero bytes"), ("notes.txt", 10, "unreadable format"), ("image.png", 10, "unreadable"),
+    (".hidden.csv", 10, "hidden"), ("_SUCCESS", 0, "hidden or underscore"), ("part-0.csv", None, ""),
+])
+def test_file_problem(file: str, size: int | None, problem: str) -> None:
+    found = file_problem(file, size)
+    assert (problem in found and bool(found)) if problem else found == ""
+
+
+def test_names_kept_when_safe_and_mapped_deterministically_when_not() -> None:
+    assert data_asset_name("sales") == "sales"
+    assert data_asset_version("2024-06-01") == "2024-06-01"
+    mapped = data_asset_name("sales.eu=1")
+    assert AML_NAME.fullmatch(mapped) and mapped.startswith("sales-eu-1-") and mapped == data_asset_name("sales.eu=1")
+    assert data_asset_name("sales.eu") != data_asset_name("sales=eu")  # same safe form, different hash
+    assert data_asset_version("date=2024-06-01").startswith("b-")
+    assert data_asset_version("x" * 40).startswith("b-")
+    assert asset_path("reflexdata", "sales", "b1") == "azureml://datastores/reflexdata/paths/sales/b1/"
+
+
+@given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}", fullmatch=True))
+def test_every_accepted_segment_maps_to_valid_aml_names(segment: str) -> None:
+    p = parse_blob_path("c", f"{segment}/{segment}/f.csv")
+    assert AML_NAME.fullmatch(data_asset_name(p.dataset))
+    assert AML_VERSION.fullmatch(data_asset_version(p.batch))
+
+
+@given(st.text(max_size=300))
+def test_parse_never_raises_anything_but_path_problem(name: str) -> None:
+    try:
+        parse_blob_path("c", name)
+    except PathProblem:
+        pass
+
+
+def test_job_name_depends_on_batch_and_manifest_not_order() -> None:
+    a = {"x.csv": {"etag": "1"}, "y.csv": {"etag": "2"}}
+    b = {"y.csv": {"etag": "2"}, "x.csv": {"etag": "1"}}
+    assert manifest_digest(a) == manifest_digest(b)
+    name = job_name("c/d/b", manifest_digest(a))
+    assert name == name.lower() and re.fullmatch(r"reflex-train-[0-9a-f]{24}", name)
+    assert job_name("c/d/b2", manifest_digest(a)) != name
+    assert job_name("c/d/b", manifest_digest({"x.csv": {"etag": "9"}})) != name
+
+
+def _v(file: str, etag: str = "e1", size: int | None = 5) -> BlobVersion:
+    return BlobVersion(file, f"http://h/c/d/b/{file}", etag, size)
+
+
+def test_record_transitions() -> None:
+    path = parse_blob_path("c", "d/b/x.csv")
+    rec, what = add_blob(None, path, _v("x.csv"), 1.0)
+    assert what == "added" and rec and rec["status"] == "collecting" and list(rec["files"]) == ["x.csv"]
+    assert add_blob(rec, path, _v("x.csv"), 2.0) == (None, "duplicate")
+    rec2, what = add_blob(rec, path, _v("x.csv", "e2"), 3.0)  # overwritten: the new version replaces it
+    assert what == "added" and rec2 and rec2["files"]["x.csv"]["etag"] == "e2" and rec2["last_seen"] == 3.0
+    rec3, what = add_blob(rec2, path, _v("empty.csv", size=0), 4.0)
+    assert what == "rejected" and rec3 and "zero bytes" in rec3["rejected"]["empty.csv"]["reason"]
+    done, won = complete(rec3, path, [_v("x.csv", "e2"), _v("z.csv"), _v("n.txt")], 5.0, event_id="ev")
+    assert won and done and done["status"] == "complete" and sorted(done["files"]) == ["x.csv", "z.csv"]
+    assert "n.txt" in done["rejected"] and done["completing_event"] == "ev"
+    assert complete(done, path, [], 6.0, event_id="other") == (None, False)
+    assert add_blob(done, path, _v("z.csv"), 7.0) == (None, "duplicate")
+    late, what = add_blob(done, path, _v("new.csv"), 8.0)
+    assert what == "late" and late and "new.csv" in late["late_files"] and "new.csv" not in late["files"]
+
+
+def test_admission_concurrency_daily_cap_and_idempotence() -> None:
+    day = 1_700_000_000.0
+    rec, d = admission.reserve(None, "j1", "k1", day, max_concurrent=2, daily_cap=3)
+    assert d.admitted and rec
+    assert admission.reserve(rec, "j1", "k1", day, max_concurrent=2, daily_cap=3)[0] is None  # same job again
+    rec, d = admission.reserve(rec, "j2", "k2", day, max_concurrent=2, daily_cap=3)
+    assert d.admitted and rec
+    new, d = admission.reserve(rec, "j3", "k3", day, max_concurrent=2, daily_cap=3)
+    assert new is None and not d.admitted and "2 Reflex training jobs running (maximum 2)" in d.reason
+    rec = admission.release(rec, {"j1"}, day)
+    assert rec and list(rec["running"]) == ["j2"]
+    rec, d = admission.reserve(rec, "j3", "k3", day, max_concurrent=2, daily_cap=3)
+    assert d.admitted and rec
+    rec = admission.release(rec, {"j2", "j3"}, day)
+    new, d = admission.reserve(rec, "j4", "k4", day, max_concurrent=2, daily_cap=3)
+    assert new is None and "daily training cap reached (3/3" in d.reason
+    new, d = admission.reserve(rec, "j4", "k4", day + 86_400, max_concurrent=2, daily_cap=3)  # next UTC day
+    assert d.admitted and new and new["started_today"] == 1
+    assert admission.release(rec, {"unknown"}, day) is None
