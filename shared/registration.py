@@ -60,6 +60,10 @@ def handle_run_event(raw: Any, deps: Deps) -> Outcome:
         return Outcome("skipped", f"job {event.run_id} is not in this workspace", {"job": event.run_id})
     if job.tags.get(REFLEX_TAG) != "true":
         return Outcome("skipped", f"job {job.name} is not a Reflex job (no {REFLEX_TAG}=true tag)", {"job": job.name})
+    if job.kind == "batch" or job.tags.get("reflex.kind") == "batch-scoring":
+        # batch scoring jobs end through the batch tracker, never through the registration gate
+        return Outcome("skipped", f"job {job.name} is a batch scoring job: tracked by batch_tracker",
+                       {"job": job.name})
     if isinstance(event, events.RunStatusChanged):
         if event.run_status.lower() not in FAILED_STATES:
             return Outcome("skipped", f"run status {event.run_status!r} needs no reaction", {"job": job.name})

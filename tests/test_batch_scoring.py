@@ -179,3 +179,18 @@ def test_names_are_deterministic_and_sizing() -> None:
     assert 3 <= len(odd) <= 32 and odd[0].isalpha() and odd == odd.lower()
     assert instance_count(1000, configured=0, mini_batch_size=10, max_concurrency=2) == 10
     assert instance_count(5, configured=3, mini_batch_size=10, max_concurrency=2) == 3
+
+
+def test_registration_gate_skips_batch_scoring_jobs(
+        scoring_container: Any, blob_state: BlobStateStore, fake_platform: FakePlatform, clock: Clock) -> None:
+    from shared import registration
+
+    deps = _deps(scoring_container, blob_state, fake_platform, clock)
+    make_champion(fake_platform)
+    for raw in _batch(scoring_container, "p", "b1"):
+        scoring.handle_blob(raw, deps)
+    (job,) = [j for j in fake_platform.jobs.values() if j.kind == "batch"]
+    fake_platform.finish_job(job.name, "Completed")
+    outcome = registration.handle_run_event(fake_platform.events[-1], deps)
+    assert outcome.status == "skipped" and "batch scoring job" in outcome.reason
+    assert fake_platform.calls["register_model"] == 1  # only make_champion's registration
