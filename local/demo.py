@@ -161,7 +161,8 @@ class Demo:
             and _mentions(e, job), timeout=self.timeout, what=f"a registration decision for {job}", show=_show)
         if event["eventType"] == "Reflex.ModelRegistrationSkipped":
             self.facts[f"model:{batch}"] = ""
-            return "challenger skipped: " + json.dumps({k: v for k, v in event["data"].items()
+            decision = event["data"].get("decision") or event["data"]
+            return "challenger skipped: " + json.dumps({k: v for k, v in decision.items()
                                                         if k in ("metric", "challenger", "champion", "reason")})
         name, _, version = event["subject"].removeprefix("models/").partition(":")
         self.facts[f"model:{batch}"] = f"{name}:{version}"
@@ -211,7 +212,7 @@ class Demo:
             self.step("4. registration gate", lambda: self.gate(self.batch1))
             self.step("5. safe rollout to the online endpoint", lambda: self.rollout(self.batch1))
             self.step("6. a prediction for one patient", self.predict)
-            self.step("7. a second batch lands", lambda: self.land(self.batch2, 900, 2))
+            self.step("7. a second, larger batch lands", lambda: self.land(self.batch2, 2400, 3))
             self.step("8. second training job submitted", lambda: self.training(self.batch2))
             self.step("9. second run completes", lambda: self.run_completed(self.batch2))
             self.step("10. challenger vs champion", lambda: self.gate(self.batch2))
