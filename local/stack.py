@@ -82,6 +82,15 @@ def start() -> int:
             pids["azurite"] = proc.pid
             save()
         mlflow_url = env["MLFLOW_TRACKING_URI"]
+        # MLflow encrypts webhook secrets with this key; without a stable one, a restarted server cannot read
+        # the webhook it stored before (every list answers 500). Kept beside run/mlflow.db, never committed.
+        key_file = RUN / "webhook-encryption.key"
+        if not key_file.exists():
+            from cryptography.fernet import Fernet
+
+            key_file.write_bytes(Fernet.generate_key())
+            key_file.chmod(0o600)
+        env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = key_file.read_text().strip()
         proc = _launch("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                                   f"sqlite:///{RUN / 'mlflow.db'}", "--artifacts-destination", str(RUN / "mlartifacts"),
                                   "--host", "127.0.0.1", "--port", str(PORTS["mlflow"]), "--workers", "1"],
