@@ -36,19 +36,13 @@ def handle_scheduled(payload: Any, deps: Deps) -> reaction.Outcome:
     return scoring.scheduled(deps)
 
 
-def _delivery_id(raw: dict[str, Any]) -> str:
-    try:
-        return events.from_blob_delivery(raw).id
-    except events.InvalidEvent:
-        return ""
-
 
 @bp.function_name("on_scoring_blob")
 @bp.blob_trigger(arg_name="blob", path="%REFLEX_SCORING_CONTAINER%/{name}", connection="AzureWebJobsStorage",
                  source=func.BlobSource.EVENT_GRID)
 def on_scoring_blob(blob: func.InputStream) -> None:
     raw = events.raw_from_blob_stream(blob)
-    reaction.run("scoring.blob", raw, event_id=_delivery_id(raw), key=str(raw.get("name", "")))
+    reaction.run("scoring.blob", raw, event_id=events.delivery_id(raw), key=str(raw.get("name", "")))
 
 
 @bp.function_name("batch_tracker")

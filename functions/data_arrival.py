@@ -30,20 +30,13 @@ def handle_sweep(payload: Any, deps: Deps) -> reaction.Outcome:
     return arrival.sweep(deps)
 
 
-def _delivery_id(raw: dict[str, Any]) -> str:
-    """The id the flow derives for this blob version ("" when the delivery is unusable: the flow says why)."""
-    try:
-        return events.from_blob_delivery(raw).id
-    except events.InvalidEvent:
-        return ""
-
 
 @bp.function_name("on_data_blob")
 @bp.blob_trigger(arg_name="blob", path="%REFLEX_DATA_CONTAINER%/{name}", connection="AzureWebJobsStorage",
                  source=func.BlobSource.EVENT_GRID)
 def on_data_blob(blob: func.InputStream) -> None:
     raw = events.raw_from_blob_stream(blob)
-    reaction.run("data.arrival", raw, event_id=_delivery_id(raw), key=str(raw.get("name", "")))
+    reaction.run("data.arrival", raw, event_id=events.delivery_id(raw), key=str(raw.get("name", "")))
 
 
 @bp.function_name("sweep_batches")

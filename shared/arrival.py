@@ -71,18 +71,6 @@ def arrival_key(path: BatchPath) -> str:
     return f"arrivals/{key_part(path.container)}/{key_part(path.dataset)}/{key_part(path.batch)}"
 
 
-def _blob_event(raw: Any) -> events.BlobCreated:
-    """The delivery as a `BlobCreated`: a blob trigger payload, or a raw BlobCreated event (replay, local host)."""
-    if isinstance(raw, Mapping) and ("eventType" in raw or "specversion" in raw):
-        event = events.parse(raw)
-        if not isinstance(event, events.BlobCreated):
-            raise events.InvalidEvent(f"expected {events.BLOB_CREATED}, got {event.type}", event_id=event.id)
-        return event
-    if not isinstance(raw, Mapping):
-        raise events.InvalidEvent(f"a blob delivery must be an object, got {type(raw).__name__}")
-    return events.from_blob_delivery(raw)
-
-
 def list_batch(deps: Deps, path: BatchPath) -> list[BlobVersion]:
     """Every blob of the batch folder as storage holds it now (one paged list call), marker excluded."""
     from shared.storage import blob_service
@@ -101,7 +89,7 @@ def list_batch(deps: Deps, path: BatchPath) -> list[BlobVersion]:
 
 def handle_blob(raw: Any, deps: Deps) -> Outcome:
     """One blob delivery: record it in its batch, complete the batch on its marker, start training once."""
-    blob = _blob_event(raw)
+    blob = events.blob_delivery(raw)
     settings = deps.settings
     if blob.container != settings.data_container:
         return Outcome("skipped", f"container {blob.container!r} is not the data container "

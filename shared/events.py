@@ -29,7 +29,7 @@ from shared.errors import PermanentError
 __all__ = [
     "InvalidEvent", "Event", "BlobCreated", "RunCompleted", "RunStatusChanged", "ModelRegistered",
     "ModelDeployed", "DatasetDriftDetected", "parse", "parse_many", "from_function_event", "from_blob_stream",
-    "from_blob_delivery", "raw_from_blob_stream", "raw_from_function_event",
+    "from_blob_delivery", "blob_delivery", "delivery_id", "raw_from_blob_stream", "raw_from_function_event",
     "BLOB_CREATED", "RUN_COMPLETED", "RUN_STATUS_CHANGED", "MODEL_REGISTERED", "MODEL_DEPLOYED",
     "DATASET_DRIFT_DETECTED", "blob_url_parts",
 ]
@@ -425,6 +425,31 @@ def raw_from_blob_stream(stream: Any) -> dict[str, Any]:
 def from_blob_stream(stream: Any) -> BlobCreated:
     """Build a `BlobCreated` from the blob trigger's `func.InputStream`; see `from_blob_delivery`."""
     return from_blob_delivery(raw_from_blob_stream(stream))
+
+
+def blob_delivery(raw: Any) -> BlobCreated:
+    """A blob reaction's payload as a `BlobCreated`: a blob trigger delivery (`raw_from_blob_stream`), or a raw
+    BlobCreated event in either schema (replays, the local host's blobs webhook).
+
+    Raises:
+        InvalidEvent: not an object, another event type, or a delivery without a usable name or ETag.
+    """
+    if isinstance(raw, Mapping) and ("eventType" in raw or "specversion" in raw):
+        event = parse(raw)
+        if not isinstance(event, BlobCreated):
+            raise InvalidEvent(f"expected {BLOB_CREATED}, got {event.type}", event_id=event.id)
+        return event
+    if not isinstance(raw, Mapping):
+        raise InvalidEvent(f"a blob delivery must be an object, got {type(raw).__name__}")
+    return from_blob_delivery(raw)
+
+
+def delivery_id(raw: Any) -> str:
+    """The event id a blob delivery is logged and dead-lettered under ("" when unusable: the flow says why)."""
+    try:
+        return blob_delivery(raw).id
+    except InvalidEvent:
+        return ""
 
 
 def from_blob_delivery(raw: Mapping[str, Any]) -> BlobCreated:

@@ -58,12 +58,7 @@ def _batch_id(value: Mapping[str, Any]) -> str:
 
 def handle_blob(raw: Any, deps: Deps) -> Outcome:
     """One blob of the scoring container: record it; on the marker complete the batch and start scoring."""
-    blob = events.from_blob_delivery(raw) if not (isinstance(raw, Mapping) and "eventType" in raw) else None
-    if blob is None:
-        parsed = events.parse(raw)
-        if not isinstance(parsed, events.BlobCreated):
-            raise events.InvalidEvent(f"expected {events.BLOB_CREATED}, got {parsed.type}", event_id=parsed.id)
-        blob = parsed
+    blob = events.blob_delivery(raw)
     settings = deps.settings
     if blob.container != settings.scoring_container:
         return Outcome("skipped", f"container {blob.container!r} is not the scoring container "

@@ -18,7 +18,7 @@ from azure.functions.blob import InputStream
 from azure.functions.timer import TimerRequest
 
 from functions import data_arrival
-from shared import admission, reaction
+from shared import admission, events, reaction
 from shared.arrival import arrival_key, handle_blob
 from shared.batches import parse_blob_path
 from shared.control import write_control
@@ -57,7 +57,7 @@ def deps_for(lake: Lake, state: StateStore, platform: FakePlatform, clock: Clock
 
 
 def deliver(raw: dict[str, Any], deps: Deps) -> reaction.Outcome:
-    return reaction.run("data.arrival", raw, event_id=data_arrival._delivery_id(raw), deps=deps)
+    return reaction.run("data.arrival", raw, event_id=events.delivery_id(raw), deps=deps)
 
 
 def test_burst_of_1000_blobs_shuffled_three_times_gives_one_job(lake: Lake, blob_state: StateStore,
