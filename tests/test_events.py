@@ -201,7 +201,7 @@ def test_blob_delivery_accepts_trigger_payloads_and_blobcreated_events_only() ->
     trigger = {"name": "c/ds/b/x.csv", "uri": "", "etag": "0x1", "length": 3}
     assert events.blob_delivery(trigger).blob_name == "ds/b/x.csv"
     assert events.delivery_id(trigger) == events.blob_delivery(trigger).id
-    with pytest.raises(InvalidEvent, match="expected Microsoft.Storage.BlobCreated"):
+    with pytest.raises(InvalidEvent, match=r"expected Microsoft\.Storage\.BlobCreated"):
         events.blob_delivery(load_event("run_completed.json"))
     with pytest.raises(InvalidEvent, match="must be an object"):
         events.blob_delivery(["not", "a", "delivery"])
