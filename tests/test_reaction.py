@@ -103,3 +103,35 @@ def test_ledger_sink_sees_every_outcome_and_cannot_break_a_reaction() -> None:
     finally:
         reaction.set_ledger_sink(None)
     assert out.status == "acted" and seen == [("test.echo", "acted")]
+
+
+def test_control_is_read_once_per_window_not_per_event() -> None:
+    from shared.state import MemoryStateStore
+
+    class CountingStore(MemoryStateStore):
+        reads = 0
+
+        def _read(self, key: str) -> tuple[bytes, str] | None:
+            if key == "control/automation":
+                CountingStore.reads += 1
+            return super()._read(key)
+
+    deps = make_deps(state=CountingStore())
+    for _ in range(50):
+        assert reaction.run("test.echo", _event(), event_id="ev-1", deps=deps).status == "acted"
+    assert CountingStore.reads == 1
+    write_control(deps, by="ops", why="stop", paused=True)  # the writing process sees it at once
+    assert reaction.run("test.echo", _event(), event_id="ev-2", deps=deps).status == "held"
+
+
+def test_control_flipped_by_another_process_applies_after_the_window(
+        blob_state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import control
+    from shared.state import BlobStateStore
+
+    worker = make_deps(state=blob_state)
+    operator = make_deps(state=BlobStateStore(blob_state._container))
+    assert not read_control(worker).paused
+    write_control(operator, by="ops", why="incident", paused=True)
+    monkeypatch.setattr(control, "CACHE_SECONDS", 0.0)
+    assert read_control(worker).paused
