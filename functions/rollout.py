@@ -134,11 +134,13 @@ def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
     dry_run = read_control(deps).dry_run
     results = {record.key: _advance(deps, record.key, dry_run) for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
+    # one lineage group per rollout (shared/ledger.py `links`): endpoints advanced together stay unrelated
+    details = {**moved, "links": [v for v in moved.values() if v.get("model")]}
     if dry_run:
-        return Outcome("dry-run", f"{len(moved)} rollout(s) would advance", moved)
+        return Outcome("dry-run", f"{len(moved)} rollout(s) would advance", details)
     if not moved:
         return Outcome("skipped", "no unfinished rollout")
     acted = [k for k, v in moved.items() if v.get("action") not in (None, "Wait")]
     if not acted:
-        return Outcome("skipped", f"{len(moved)} rollout(s) waiting", moved)
-    return Outcome("acted", f"advanced {len(acted)} of {len(moved)} unfinished rollout(s)", moved)
+        return Outcome("skipped", f"{len(moved)} rollout(s) waiting", details)
+    return Outcome("acted", f"advanced {len(acted)} of {len(moved)} unfinished rollout(s)", details)

@@ -243,7 +243,7 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     out.text(f"{kind} {value}" + (f": serving {serving['model']} on deployment {serving['deployment']} "
                                   f"(traffic {serving['traffic']})" if serving else ""))
     out.text("\nlineage (triggering data first):")
-    out.table([(k, ", ".join(v)) for k, v in refs.items()], ("KIND", "ID"))
+    out.table([(k if i == 0 else "", v) for k, vs in refs.items() for i, v in enumerate(vs)], ("KIND", "ID"))
     if tags:
         out.text("\nAzure ML lineage tags:")
         out.table([(asset, ", ".join(f"{k}={v}" for k, v in sorted(t.items()))) for asset, t in tags.items()],

@@ -3,7 +3,9 @@
 Pure over a list of ledger entries (newest first, as `Ledger.entries` yields them), so it is tested without
 storage. The chain's order is `shared.ledger.REF_KINDS` (blob -> batch -> data -> job -> model -> rollout ->
 deployment -> endpoint). Walking back from an id follows the refs of earlier kinds found in the entries that
-mention it; walking forward follows later kinds. An endpoint is shared by every model it ever served, so it is
+mention it; walking forward follows later kinds. An entry's refs come in groups (`shared.ledger.ref_groups`:
+its own refs, and one group per item of a run that handled several, such as a sweep starting two batches);
+only the group that mentions the id is followed, so such a run does not join the chains of its items. An endpoint is shared by every model it ever served, so it is
 never walked through: explaining an endpoint starts from the model it serves now (or served last).
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.ledger import REF_KINDS, matches
+from shared.ledger import REF_KINDS, group_matches, matches, ref_groups
 
 __all__ = ["Chain", "PRIORITY", "detect_kinds", "walk"]
 
@@ -59,8 +61,8 @@ def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
     chain = Chain()
     involved: dict[int, Mapping[str, Any]] = {}
     if kind == "event":
-        starts = [(k, v) for e in entries if e.get("event_id") == value for k, vs in (e.get("refs") or {}).items()
-                  if k in REF_KINDS for v in vs]
+        starts = [(k, v) for e in entries if e.get("event_id") == value for group in ref_groups(e)
+                  for k, vs in group.items() if k in REF_KINDS for v in vs]
         for position, e in enumerate(entries):
             if e.get("event_id") == value:
                 involved[position] = e
@@ -74,9 +76,10 @@ def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
     chain.entries = [involved[p] for p in sorted(involved, key=lambda p: (str(involved[p].get("at", "")), -p))]
     first_seen: dict[tuple[str, str], int] = {}
     for position, entry in enumerate(chain.entries):
-        for k, values in (entry.get("refs") or {}).items():
-            for v in values:
-                first_seen.setdefault((k, v), position)
+        for group in ref_groups(entry):
+            for k, values in group.items():
+                for v in values:
+                    first_seen.setdefault((k, v), position)
     chain.refs = {k: sorted(vs, key=lambda v, k=k: first_seen.get((k, v), len(chain.entries)))
                   for k, vs in chain.refs.items()}
     return chain
@@ -95,14 +98,15 @@ def _walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str, direction
             continue  # never walk through an endpoint: it joins unrelated chains
         rank = REF_KINDS.index(k)
         for position, entry in enumerate(entries):
-            if not matches(entry, k, v):
-                continue
             if k == "endpoint" and direction < 0:
                 continue  # the caller resolved the endpoint to the model it serves
-            involved[position] = entry
-            for k2, values in (entry.get("refs") or {}).items():
-                if k2 not in REF_KINDS or (REF_KINDS.index(k2) - rank) * direction <= 0:
+            for group in ref_groups(entry):
+                if not group_matches(group, k, v):
                     continue
-                for v2 in values:
-                    chain.add_ref(k2, v2)
-                    queue.append((k2, v2))
+                involved[position] = entry
+                for k2, values in group.items():
+                    if k2 not in REF_KINDS or (REF_KINDS.index(k2) - rank) * direction <= 0:
+                        continue
+                    for v2 in values:
+                        chain.add_ref(k2, v2)
+                        queue.append((k2, v2))

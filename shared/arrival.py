@@ -54,8 +54,10 @@ log = logging.getLogger("reflex.arrival")
 CLAIM_LEASE_SECONDS = 120.0
 
 
-# Blob versions this worker has already recorded, per state store: a redelivery of one of them is answered
-# without reading the (possibly large) arrival record. Safe because a recorded version never leaves its record.
+# Manifest blob versions this worker has already recorded, per state store: a redelivery of one of them is
+# answered without reading the (possibly large) arrival record. Safe because a recorded version never leaves
+# its record. Late and rejected versions are not kept here, so their (rare) redeliveries are never linked to
+# the batch's lineage.
 _RECORDED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 _RECORDED_LIMIT = 200_000
 
@@ -93,17 +95,19 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
     settings = deps.settings
     if blob.container != settings.data_container:
         return Outcome("skipped", f"container {blob.container!r} is not the data container "
-                                  f"{settings.data_container!r}", {"blob": blob.key})
+                                  f"{settings.data_container!r}", {"blob": blob.url})
     try:
         path = parse_blob_path(blob.container, blob.blob_name)
     except PathProblem as exc:
-        return Outcome("skipped", str(exc), {"blob": blob.key})
+        return Outcome("skipped", str(exc), {"blob": blob.url})
     key = arrival_key(path)
     version = BlobVersion(path.file, blob.url, blob.etag, blob.content_length)
     marker = settings.completion_marker
     if marker and path.file == marker:
         return _on_marker(key, path, version, blob.id, deps)
-    details = {"batch": path.batch_id, "file": path.file, "record": key}
+    # lineage: a blob that is (or will be) trained on links to its batch; a late or rejected one does not
+    details = {"blob": blob.url, "batch": path.batch_id, "file": path.file, "record": key}
+    not_trained = {"blob": blob.url, "file": path.file, "record": key}
     known = _recorded(deps)
     if blob.key in known:
         return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
@@ -116,18 +120,22 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
 
     stored = deps.state.update(key, record)
     what = happened["what"]
-    known.add(blob.key)
-    status = stored.value["status"] if stored else "?"
+    value = stored.value if stored else {}
+    status = value.get("status", "?")
+    if (value.get("files") or {}).get(path.file, {}).get("etag") == blob.etag:
+        known.add(blob.key)  # a manifest version: its redeliveries are answered without reading the record
+    elif what == "duplicate":  # a redelivered late or rejected version: still not trained on
+        details = not_trained
     if what == "duplicate":
         return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
     if what == "late":
         log.warning("late file %s for batch %s (already %s): recorded, not trained on", path.file, path.batch_id,
                     status)
         return Outcome("skipped", f"late file: batch {path.batch_id} is already {status}; recorded in late_files, "
-                                  "not trained on (upload new data as a new batch folder)", details)
+                                  "not trained on (upload new data as a new batch folder)", not_trained)
     if what == "rejected":
         reason = stored.value["rejected"][path.file]["reason"] if stored else what
-        return Outcome("skipped", f"rejected: {reason}", details)
+        return Outcome("skipped", f"rejected: {reason}", not_trained)
     count = len(stored.value["files"]) if stored else 0
     return Outcome("acted", f"recorded {path.file} in batch {path.batch_id} ({count} files, collecting)", details)
 
@@ -332,6 +340,7 @@ def sweep(deps: Deps) -> Outcome:
                 status == "starting" and float((value.get("lease") or {}).get("until", 0)) <= now):
             waiting.append((float(value.get("completed_at") or 0), record.key))
     failed = 0
+    links: list[dict[str, Any]] = []  # one lineage group per batch started, so batches never join chains
     for _, key in sorted(waiting):
         try:
             outcome = start_batch(key, deps, event_id=f"sweep:{int(now)}")
@@ -344,8 +353,9 @@ def sweep(deps: Deps) -> Outcome:
         if outcome.details.get("waiting"):
             break  # no slot left: the rest keep waiting, in arrival order
         started += outcome.status == "acted"
+        links.append({k: outcome.details[k] for k in ("batch", "job", "data") if outcome.details.get(k)})
     details = {"released": released, "completed": completed, "started": started, "failed": failed,
-               "still_waiting": len(waiting) - started - failed}
+               "still_waiting": len(waiting) - started - failed, "links": links}
     status = "acted" if (released or completed or started) else "skipped"
     return Outcome(status, f"sweep: {completed} batch(es) completed, {started} started, {released} slot(s) released",
                    details)

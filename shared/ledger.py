@@ -16,6 +16,7 @@ An entry::
      "status": "acted|skipped|duplicate|held|dry-run|dead-lettered", "reason": "...",
      "refs": {"blob": [...], "batch": [...], "data": [...], "job": [...], "model": [...],
               "endpoint": [...], "deployment": [...], "rollout": [...], "dead_letter": [...], "held": [...]},
+     "links": [{"batch": [...], "job": [...]}, ...],       only when the run handled several items
      "decision": {...the other details: the decision's inputs...}}
 
 Refs are taken from `Outcome.details` (and from the triggering event itself, so a skipped or dead-lettered
@@ -29,8 +30,14 @@ event is still findable by its blob/job/model). Reactions SHOULD put, in `Outcom
     model       model "name:version"                       (model_ref; or model_name + model_version)
     endpoint    online/batch endpoint name                 (endpoint_name)
     deployment  deployment name                            (deployment_name, new_deployment)
-    rollout     rollout record key or id                   (rollout_id, rollout_key)
+    rollout     rollout id "<endpoint>/<model>:<version>"  (rollout_id, rollout_key)
 
+A run that handled several independent items at once (the sweep starting several batches, the reconcile
+timer advancing the rollouts of several endpoints) puts one mapping per item, with the keys above, in
+`details["links"]`. Each becomes one group of refs in the entry's `links`; the walk (`reflex/explain.py`)
+follows a group only as a whole, so two batches started by the same sweep never join each other's chains.
+
+A model or data ref is "name:version": a bare name (a registration that registered nothing) is no ref.
 Everything else in `details` is kept as `decision` (the inputs and result of the pure decision). A nested
 `details["decision"]` mapping is used as is. Values are stringified when they are not JSON.
 """
@@ -51,7 +58,7 @@ if TYPE_CHECKING:
     from shared.reaction import Outcome
     from shared.settings import Settings
 
-__all__ = ["REF_KINDS", "BlobLedger", "Ledger", "MemoryLedger", "entry_from", "matches", "refs_from"]
+__all__ = ["REF_KINDS", "BlobLedger", "Ledger", "MemoryLedger", "entry_from", "group_matches", "matches", "ref_groups", "refs_from"]
 
 PREFIX = "ledger/"
 
@@ -73,7 +80,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 }
 _PAIRS = {"data": ("data_name", "data_version"), "model": ("model_name", "model_version")}
 _CONSUMED = {alias for names in _ALIASES.values() for alias in names} | {
-    name for pair in _PAIRS.values() for name in pair}
+    name for pair in _PAIRS.values() for name in pair} | {"links"}
 
 
 def _strings(value: Any) -> list[str]:
@@ -128,9 +135,25 @@ def refs_from(details: Mapping[str, Any], payload: Any = None) -> dict[str, list
     for kind, (name_key, version_key) in _PAIRS.items():
         name = details.get(name_key) or (details.get(kind) if isinstance(details.get(kind), str) else None)
         version = details.get(version_key)
-        if name and version is not None and ":" not in str(name):
+        if name and version not in (None, "") and ":" not in str(name):
             _add(refs, kind, [f"{name}:{version}"])
+    for kind in _PAIRS:  # a bare name is no ref: it would join every version's chain
+        refs[kind] = [v for v in refs.get(kind, ()) if ":" in v]
     return {k: v for k, v in refs.items() if v}
+
+
+def _links(details: Mapping[str, Any]) -> list[dict[str, list[str]]]:
+    links = details.get("links")
+    if not isinstance(links, Iterable) or isinstance(links, (str, Mapping)):
+        return []
+    groups = [refs_from(link) for link in links if isinstance(link, Mapping)]
+    return [g for g in groups if g]
+
+
+def ref_groups(entry: Mapping[str, Any]) -> list[Mapping[str, list[str]]]:
+    """The entry's refs, then each of its `links` groups: the sets of ids that belong to one chain."""
+    links = entry.get("links")
+    return [entry.get("refs") or {}, *(g for g in (links if isinstance(links, list) else ()) if isinstance(g, Mapping))]
 
 
 def _jsonable(value: Any) -> Any:
@@ -148,12 +171,16 @@ def entry_from(reaction: str, event_id: str, payload: Any, outcome: Outcome, *, 
         event_type = str(payload.get("eventType") or payload.get("type") or "")
         if not event_type and "uri" in payload and "etag" in payload:
             event_type = "BlobTrigger"
-    return {
+    entry = {
         "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "reaction": reaction, "event_id": event_id, "event_type": event_type,
         "status": outcome.status, "reason": outcome.reason,
         "refs": refs_from(details, payload), "decision": _jsonable(dict(decision)),
     }
+    links = _links(details)
+    if links:
+        entry["links"] = links
+    return entry
 
 
 def _same(stored: str, wanted: str) -> bool:
@@ -168,7 +195,12 @@ def matches(entry: Mapping[str, Any], kind: str, value: str) -> bool:
     """Whether `entry` refers to `value` as a `kind` ("event" matches the event id)."""
     if kind == "event":
         return entry.get("event_id") == value
-    return any(_same(stored, value) for stored in (entry.get("refs") or {}).get(kind, ()))
+    return any(group_matches(group, kind, value) for group in ref_groups(entry))
+
+
+def group_matches(group: Mapping[str, Any], kind: str, value: str) -> bool:
+    """Whether one group of refs (see `ref_groups`) refers to `value` as a `kind`."""
+    return any(_same(stored, value) for stored in group.get(kind, ()))
 
 
 class Ledger(ABC):

@@ -138,7 +138,8 @@ def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     if existing is not None and existing.value.get("status") in ("registered", "skipped"):
         v = existing.value
         return Outcome("duplicate", f"run {job.name} already {v['status']}: {v.get('decision', {}).get('reason', '')}",
-                       {"job": job.name, "version": v.get("version", "")})
+                       {"job": job.name, "version": v.get("version", ""), "model": deps.settings.model_name,
+                        "model_version": v.get("version", "")})
     mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "trained", "run completed")
     decision = _decide(event, job, deps)
     model = deps.settings.model_name
@@ -172,7 +173,8 @@ def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     if _finish(key, "registered", token, {"job": job.name, "version": version, "decision": decision.as_dict(),
                                           "event_id": event.id}, deps):
         deps.publisher.publish("ModelRegistered", f"models/{model}:{version}", details)
-    return Outcome("acted", f"registered {model}:{version}: {decision.reason}", details)
+    return Outcome("acted", f"registered {model}:{version}: {decision.reason}",
+                   {**details, "model_version": registered.version})  # the ledger's model ref is name:version
 
 
 def _version(key: str, job: str, model: str, deps: Deps) -> str:

@@ -47,7 +47,8 @@ from shared.state import Record, key_part
 if TYPE_CHECKING:
     from shared.deps import Deps
 
-__all__ = ["PREFIX", "Step", "drive", "execute", "observe", "register", "roll_back", "rollout_key", "step", "summary"]
+__all__ = ["PREFIX", "Step", "drive", "execute", "observe", "register", "roll_back", "rollout_id", "rollout_key", "step",
+           "summary"]
 
 log = logging.getLogger("reflex.rollout")
 
@@ -344,7 +345,13 @@ def drive(deps: Deps, key: str, *, dry_run: bool = False) -> list[Step]:
     return steps
 
 
+def rollout_id(r: Rollout) -> str:
+    """The rollout's id in the lineage ledger: `<endpoint>/<model>:<version>` (the record key is per endpoint)."""
+    return f"{r.endpoint}/{r.ref}"
+
+
 def summary(r: Rollout) -> dict[str, Any]:
-    return {"endpoint": r.endpoint, "model": r.ref, "deployment": r.deployment, "status": r.status,
-            "phase": r.phase, "reason": r.reason}
+    """Where a rollout is; its keys are the ledger's ref keys (endpoint, model, deployment, rollout)."""
+    return {"endpoint": r.endpoint, "model": r.ref, "deployment": r.deployment, "rollout": rollout_id(r),
+            "status": r.status, "phase": r.phase, "reason": r.reason}
 
