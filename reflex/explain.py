@@ -5,8 +5,9 @@ storage. The chain's order is `shared.ledger.REF_KINDS` (blob -> batch -> data -
 deployment -> endpoint). Walking back from an id follows the refs of earlier kinds found in the entries that
 mention it; walking forward follows later kinds. An entry's refs come in groups (`shared.ledger.ref_groups`:
 its own refs, and one group per item of a run that handled several, such as a sweep starting two batches);
-only the group that mentions the id is followed, so such a run does not join the chains of its items. An endpoint is shared by every model it ever served, so it is
-never walked through: explaining an endpoint starts from the model it serves now (or served last).
+only the group that mentions the id is followed, so such a run does not join the chains of its items. An
+endpoint is shared by every model it ever served, so it is never walked through: explaining an endpoint starts
+from the model it serves now (or served last).
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ if TYPE_CHECKING:
     from shared.reaction import Outcome
     from shared.settings import Settings
 
-__all__ = ["REF_KINDS", "BlobLedger", "Ledger", "MemoryLedger", "entry_from", "group_matches", "matches", "ref_groups", "refs_from"]
+__all__ = ["REF_KINDS", "BlobLedger", "Ledger", "MemoryLedger", "entry_from", "group_matches", "matches", "ref_groups",
+           "refs_from"]
 
 PREFIX = "ledger/"
 

@@ -47,8 +47,8 @@ from shared.state import Record, key_part
 if TYPE_CHECKING:
     from shared.deps import Deps
 
-__all__ = ["PREFIX", "Step", "drive", "execute", "observe", "register", "roll_back", "rollout_id", "rollout_key", "step",
-           "summary"]
+__all__ = ["PREFIX", "Step", "drive", "execute", "observe", "register", "roll_back", "rollout_id", "rollout_key",
+           "step", "summary"]
 
 log = logging.getLogger("reflex.rollout")
 
