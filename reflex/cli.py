@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from reflex.explain import detect_kinds, walk
 from reflex.stack import StackDown, load_local_settings, probe_platform, probe_storage, reachable
 from shared import reaction
+from shared.arrival_record import OPEN_STATUSES
 from shared.control import read_control, write_control
 from shared.errors import ReflexError, TransientError
 from shared.ledger import MemoryLedger
@@ -151,12 +152,12 @@ def cmd_status(args: argparse.Namespace, deps: Deps, out: Output) -> int:
                 "operator rollback requested" if r.get("operator_rollback") else "") for r in rollouts],
               ("ENDPOINT", "STATUS", "STEP", "MODEL", "DEPLOYMENT", "NOTE"))
 
-    pending = [{"key": r.key, **r.value} for r in deps.state.records("arrivals/")
-               if str(r.value.get("status", "")).lower() not in ("submitted", "done", "completed")]
+    pending = [{"key": r.key, **r.value} for r in deps.state.records("arrivals/")  # not trained yet
+               if r.value.get("status") in OPEN_STATUSES - {"submitted"}]
     result["pending_batches"] = pending
     out.text("\npending batches:")
     out.table([(p["key"].removeprefix("arrivals/"), _first(p, "status", "state"),
-                len(p.get("blobs") or p.get("manifest") or [])) for p in pending], ("BATCH", "STATUS", "BLOBS"))
+                len(p.get("files") or ())) for p in pending], ("BATCH", "STATUS", "FILES"))
 
     letters = deps.state.dead_letters()
     held = deps.state.keys("held/")

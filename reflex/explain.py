@@ -71,8 +71,14 @@ def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
         starts = [(kind, value)]
     for start_kind, start_value in starts:
         chain.add_ref(start_kind, start_value)
-        for direction in (-1, 1):
-            _walk(entries, start_kind, start_value, direction, chain, involved)
+        _walk(entries, [(start_kind, start_value)], -1, chain, involved)
+        downstream = _walk(entries, [(start_kind, start_value)], 1, chain, involved)
+        # what else fed the same effects (the other blobs of the batch a blob belongs to), never via an endpoint
+        _walk(entries, [n for n in downstream if n[0] != "endpoint" and n != (start_kind, start_value)], -1, chain,
+              involved)
+    for k, v in starts:  # a blob asked for by its `container/path` tail is listed once, by its URL
+        if any(o != v and group_matches({k: [o]}, k, v) for o in chain.refs.get(k, ())):
+            chain.refs[k].remove(v)
     # oldest first; entries of the same instant keep the ledger's order (it is newest first)
     chain.entries = [involved[p] for p in sorted(involved, key=lambda p: (str(involved[p].get("at", "")), -p))]
     first_seen: dict[tuple[str, str], int] = {}
@@ -86,21 +92,20 @@ def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
     return chain
 
 
-def _walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str, direction: int, chain: Chain,
-          involved: dict[int, Mapping[str, Any]]) -> None:
-    queue = [(kind, value)]
+def _walk(entries: Sequence[Mapping[str, Any]], starts: list[tuple[str, str]], direction: int, chain: Chain,
+          involved: dict[int, Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """Follow refs from `starts` in one direction (-1 upstream, 1 downstream); the (kind, id) nodes reached."""
+    queue = list(starts)
     seen: set[tuple[str, str]] = set()
     while queue:
         k, v = queue.pop()
         if (k, v) in seen:
             continue
         seen.add((k, v))
-        if k == "endpoint" and (k, v) != (kind, value):
-            continue  # never walk through an endpoint: it joins unrelated chains
+        if k == "endpoint" and ((k, v) not in starts or direction < 0):
+            continue  # never walk through an endpoint, nor back from one: it joins unrelated chains
         rank = REF_KINDS.index(k)
         for position, entry in enumerate(entries):
-            if k == "endpoint" and direction < 0:
-                continue  # the caller resolved the endpoint to the model it serves
             for group in ref_groups(entry):
                 if not group_matches(group, k, v):
                     continue
@@ -111,3 +116,4 @@ def _walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str, direction
                     for v2 in values:
                         chain.add_ref(k2, v2)
                         queue.append((k2, v2))
+    return seen

@@ -27,23 +27,7 @@ from shared.platform import REFLEX_TAG
 from shared.state import StateStore
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
-
-
-class Lake:
-    """A real data container on Azurite: uploads blobs and returns what the blob trigger would deliver."""
-
-    def __init__(self, container: Any) -> None:
-        self.container = container
-        self.name: str = container.container_name
-
-    def put(self, blob: str, data: bytes = b"a,label\n1,0\n") -> dict[str, Any]:
-        props = self.container.get_blob_client(blob).upload_blob(data, overwrite=True)
-        return {"name": f"{self.name}/{blob}", "uri": f"{self.container.url}/{blob}",
-                "etag": str(props["etag"]).strip('"'), "length": len(data)}
-
-    def put_many(self, blobs: list[str]) -> list[dict[str, Any]]:
-        with ThreadPoolExecutor(8) as pool:
-            return list(pool.map(self.put, blobs))
+from tests.real_chain import Lake
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""`python -m reflex` in-process on Azurite state + ledger and the fake platform: every command and its bad input."""
+"""`python -m reflex` in-process on Azurite state + ledger and the fake platform: every command and its bad input.
+
+The chain tests drive the real reactions (tests/real_chain.py) and look at the result only through the CLI.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +18,10 @@ from reflex.cli import main
 from shared import reaction
 from shared.deps import Deps, reset_deps
 from shared.errors import PermanentError
-from shared.ledger import BlobLedger
+from shared.ledger import REF_KINDS
 from shared.settings import reset_cache
-from shared.state import BlobStateStore
-from testing.fake_platform import FakePlatform
-from tests import chain_handlers
-from tests.chain_handlers import ARRIVAL, ENDPOINT, MODEL, blob_delivery, run_chain
 from tests.conftest import Clock, make_deps, make_settings
+from tests.real_chain import ENDPOINT, MODEL, Chain, World, make_world
 
 FLAKY = "t.flaky"
 
@@ -35,21 +35,14 @@ def _handlers() -> Iterator[None]:
             return reaction.Outcome("duplicate", f"item {payload['n']} already done", {"job": f"job-{payload['n']}"})
         return reaction.Outcome("acted", f"item {payload['n']} done", {"job": f"job-{payload['n']}"})
 
-    gen = chain_handlers.install()
-    next(gen)
     reaction.HANDLERS[FLAKY] = flaky
     yield
-    next(gen, None)
+    reaction.HANDLERS.pop(FLAKY, None)
 
 
 @pytest.fixture
-def env(container_factory: Callable[[str], Any], clock: Clock) -> tuple[Deps, FakePlatform]:
-    container = container_factory("cli")
-    platform = FakePlatform(clock=clock)
-    settings = make_settings(REFLEX_ENDPOINTS=f"{MODEL}={ENDPOINT}", REFLEX_LOCAL_HOST_URL="http://127.0.0.1:1")
-    deps = make_deps(settings, state=BlobStateStore(container), platform=platform, clock=clock,
-                     ledger=BlobLedger(container, clock))
-    return deps, platform
+def world(container_factory: Callable[[str], Any], clock: Clock) -> World:
+    return make_world(container_factory, clock, REFLEX_LOCAL_HOST_URL="http://127.0.0.1:1")
 
 
 def cli(deps: Deps | None, *argv: str) -> tuple[int, str]:
@@ -63,58 +56,90 @@ def cli_json(deps: Deps | None, *argv: str) -> tuple[int, dict[str, Any]]:
     return code, json.loads(text)
 
 
-CHAIN = ["reflex-data/heart/b1/part-0.csv", "reflex-data/heart/b1/_SUCCESS"]
+def lineage(chain: Chain) -> dict[str, list[str]]:
+    """The whole chain `explain` must find, in chain order: exactly this batch's uploads to the endpoint."""
+    dataset, batch = chain.batch.split("/")[1:]
+    return {"blob": chain.blobs, "batch": [chain.batch], "data": [f"{dataset}:{batch}"], "job": [chain.job],
+            "model": [chain.model], "rollout": [f"{ENDPOINT}/{chain.model}"], "deployment": [chain.deployment],
+            "endpoint": [ENDPOINT]}
+
+
+def lineage_table(text: str) -> list[tuple[str, str]]:
+    """The (kind, id) rows of the human `explain` output's lineage table (a blank kind repeats the one above)."""
+    section = text.split("lineage (triggering data first):\n", 1)[1].split("\n\n", 1)[0]
+    rows: list[tuple[str, str]] = []
+    for line in section.splitlines()[1:]:  # after the header
+        cells = line.split()
+        rows.append((cells[0] if len(cells) == 2 else rows[-1][0], cells[-1]))
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------- explain
-def test_explain_the_endpoint_walks_back_to_the_uploaded_blobs(env: tuple[Deps, FakePlatform]) -> None:
-    deps, platform = env
-    run_chain(deps, platform, CHAIN)
+def test_explain_the_endpoint_walks_back_to_the_uploaded_blobs(world: World) -> None:
+    chain = world.chain("heart/b1")
+    deps = world.deps
     code, result = cli_json(deps, "explain", ENDPOINT)
     assert code == 0 and result["kind"] == "endpoint"
-    assert result["serving"] == {"deployment": "v1", "model": f"{MODEL}:1", "traffic": {"v1": 100}}
-    lineage = result["lineage"]
-    assert list(lineage) == ["blob", "batch", "data", "job", "model", "rollout", "deployment", "endpoint"]
-    assert [u.split("devstoreaccount1/")[1] for u in lineage["blob"]] == CHAIN
-    assert lineage["job"] == ["reflex-heart-b1"] and lineage["model"] == [f"{MODEL}:1"]
-    assert [e["reaction"] for e in result["entries"]] == [ARRIVAL, ARRIVAL, "t.registration", "t.rollout"]
-    assert result["tags"][f"model {MODEL}:1"]["reflex.parent"] == "reflex-heart-b1"
+    assert result["serving"] == {"deployment": chain.deployment, "model": f"{MODEL}:1",
+                                 "traffic": {chain.deployment: 100}}
+    assert list(result["lineage"]) == list(REF_KINDS) and result["lineage"] == lineage(chain)
+    reactions = [e["reaction"] for e in result["entries"]]
+    assert reactions[:5] == ["data.arrival"] * 3 + ["registration.run_event", "rollout.model_registered"]
+    assert set(reactions[5:]) == {"rollout.reconcile"}  # every tick that advanced this rollout
+    assert result["tags"][f"model {MODEL}:1"]["reflex.parent"] == chain.job
     code, text = cli(deps, "explain", ENDPOINT)
-    assert code == 0 and "reflex-data/heart/b1/part-0.csv" in text and "t.registration" in text
+    assert code == 0
+    assert lineage_table(text) == [(kind, ident) for kind, ids in lineage(chain).items() for ident in ids]
 
 
-@pytest.mark.parametrize("which", ["model", "job", "blob", "batch", "deployment", "event"])
-def test_explain_from_each_kind_of_id_finds_the_whole_chain(env: tuple[Deps, FakePlatform], which: str) -> None:
-    deps, platform = env
-    outcomes = run_chain(deps, platform, CHAIN)
-    ids = {"model": f"{MODEL}:1", "job": "reflex-heart-b1", "blob": blob_delivery(CHAIN[0])["uri"],
-           "batch": "reflex-data/heart/b1", "deployment": "v1",
-           "event": next(e for e in deps.ledger.entries() if e["reaction"] == "t.registration")["event_id"]}
-    code, result = cli_json(deps, "explain", ids[which])
-    assert code == 0 and result["kind"] == which, result
-    assert result["lineage"]["job"] == ["reflex-heart-b1"]
-    assert result["lineage"]["endpoint"] == [ENDPOINT] and result["lineage"]["model"] == [f"{MODEL}:1"]
-    assert blob_delivery(CHAIN[0])["uri"] in result["lineage"]["blob"]
-    assert outcomes[-1].status == "acted"
+@pytest.mark.parametrize("which", ["model", "job", "blob", "blob path", "marker", "batch", "data", "rollout",
+                                   "deployment", "event"])
+def test_explain_from_each_kind_of_id_finds_the_whole_chain(world: World, which: str) -> None:
+    chain = world.chain("heart/b1")
+    registration = next(e for e in world.deps.ledger.entries() if e["reaction"] == "registration.run_event")
+    ids = {"model": chain.model, "job": chain.job, "blob": chain.blobs[1],
+           "blob path": chain.blobs[0].split("devstoreaccount1/")[1], "marker": chain.blobs[-1],
+           "batch": chain.batch, "data": "heart:b1", "rollout": f"{ENDPOINT}/{chain.model}",
+           "deployment": chain.deployment, "event": registration["event_id"]}
+    code, result = cli_json(world.deps, "explain", ids[which])
+    assert code == 0 and result["kind"] == {"blob path": "blob", "marker": "blob"}.get(which, which), result
+    assert result["lineage"] == lineage(chain)
 
 
-def test_explain_forward_from_a_blob_does_not_join_other_chains_through_the_endpoint(
-        env: tuple[Deps, FakePlatform]) -> None:
-    deps, platform = env
-    run_chain(deps, platform, CHAIN)
-    run_chain(deps, platform, ["reflex-data/heart/b2/_SUCCESS"])
-    code, first = cli_json(deps, "explain", blob_delivery(CHAIN[0])["uri"])
-    assert code == 0 and first["lineage"]["model"] == [f"{MODEL}:1"] and first["lineage"]["job"] == [
-        "reflex-heart-b1"]
-    code, now = cli_json(deps, "explain", ENDPOINT)
-    assert now["serving"]["model"] == f"{MODEL}:2" and now["lineage"]["batch"] == ["reflex-data/heart/b2"]
+def test_an_endpoint_is_explained_by_the_model_it_serves_now_and_only_that_batch(world: World) -> None:
+    first = world.chain("heart/b1")
+    late = world.lake.put("heart/b1/part-9.csv")  # after the marker: recorded, never trained on
+    assert world.deliver(late).status == "skipped"
+    second = world.chain("heart/b2", auc=0.95)
+    code, now = cli_json(world.deps, "explain", ENDPOINT)
+    assert code == 0 and now["serving"]["model"] == f"{MODEL}:2" and now["lineage"] == lineage(second)
+    code, before = cli_json(world.deps, "explain", first.blobs[0])  # forward from b1: not through the endpoint
+    assert code == 0 and before["lineage"] == lineage(first)
+    code, alone = cli_json(world.deps, "explain", late["uri"])
+    assert code == 0 and alone["lineage"] == {"blob": [late["uri"]]} and "late file" in alone["entries"][0]["reason"]
 
 
-def test_explain_bad_input(env: tuple[Deps, FakePlatform]) -> None:
-    deps, platform = env
+def test_a_sweep_that_starts_two_batches_keeps_their_chains_apart(container_factory: Callable[[str], Any],
+                                                                  clock: Clock) -> None:
+    world = make_world(container_factory, clock, REFLEX_COMPLETION_MARKER="", REFLEX_QUIET_SECONDS="60")
+    a, b = (world.lake.put_many([f"heart/{batch}/part-{i}.csv" for i in range(2)]) for batch in ("a", "b"))
+    assert [world.deliver(raw).status for raw in a + b] == ["acted"] * 4
+    clock.advance(61)
+    swept = world.run("data.sweep", {"past_due": False}, "")
+    assert swept.status == "acted" and swept.details["started"] == 2
+    jobs = {p.data_version: name for name, p in world.platform.job_requests.items()}
+    for batch, raws in (("a", a), ("b", b)):
+        code, result = cli_json(world.deps, "explain", jobs[batch])
+        assert code == 0 and result["lineage"] == {"blob": [r["uri"] for r in raws],
+                                                   "batch": [f"{world.lake.name}/heart/{batch}"],
+                                                   "data": [f"heart:{batch}"], "job": [jobs[batch]]}
+
+
+def test_explain_bad_input(world: World) -> None:
+    deps = world.deps
     code, result = cli_json(deps, "explain", "nothing-here")
     assert code == 2 and "ledger is empty" in result["message"]
-    run_chain(deps, platform, CHAIN)
+    world.chain("heart/b1")
     code, result = cli_json(deps, "explain", "no-such-job")
     assert code == 2 and "no ledger entry" in result["message"]
     code, text = cli(deps, "explain", f"{MODEL}:99")
@@ -122,30 +147,68 @@ def test_explain_bad_input(env: tuple[Deps, FakePlatform]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ status
-def test_status_shows_endpoints_rollouts_batches_failures_and_the_switches(env: tuple[Deps, FakePlatform]) -> None:
-    deps, platform = env
-    run_chain(deps, platform, CHAIN)
-    deps.state.create(f"rollouts/{ENDPOINT}", {"status": "baking", "step": 1, "model": f"{MODEL}:2",
-                                               "deployment": "v2"})
-    deps.state.create("arrivals/reflex-data/heart/b3", {"status": "waiting", "blobs": ["a", "b"]})
-    deps.state.create("arrivals/reflex-data/heart/b1", {"status": "submitted", "blobs": ["a"]})
+def test_status_shows_endpoints_rollouts_batches_failures_and_the_switches(world: World) -> None:
+    deps = world.deps
+    first = world.chain("heart/b1")
+    world.chain("heart/b2", auc=0.95, upto="rolling")
+    rollout = world.roll_until_split()
+    assert world.deliver(world.lake.put("heart/b3/part-0.csv")).status == "acted"  # collecting, no marker yet
     reaction.run(FLAKY, {"n": 1}, event_id="ev-flaky", deps=deps)
     code, result = cli_json(deps, "status")
     assert code == 0
     [endpoint] = result["endpoints"]
-    assert endpoint["deployments"] == [{"name": "v1", "model": f"{MODEL}:1", "state": "Succeeded", "traffic": 100,
-                                        "mirror": 0}]
-    assert [r["step"] for r in result["rollouts"]] == [1]
-    assert [p["key"] for p in result["pending_batches"]] == ["arrivals/reflex-data/heart/b3"]
+    traffic = world.platform.get_endpoint(ENDPOINT).traffic
+    assert sorted((d["name"], d["model"], d["state"], d["traffic"]) for d in endpoint["deployments"]) == sorted([
+        (first.deployment, f"{MODEL}:1", "Succeeded", traffic[first.deployment]),
+        (rollout.deployment, f"{MODEL}:2", "Succeeded", traffic[rollout.deployment])])
+    assert [(r["model"], r["version"], r["status"]) for r in result["rollouts"]] == [(MODEL, "2", rollout.status)]
+    [pending] = result["pending_batches"]  # b1 and b2 are trained or training
+    assert pending["key"] == f"arrivals/{world.lake.name}/heart/b3" and list(pending["files"]) == ["part-0.csv"]
     assert result["dead_letters"] == 1 and "misconfigured" in result["recent_failures"][0]["error"]
     assert result["automation"]["paused"] is False and result["local_host"]["up"] is False
     code, text = cli(deps, "status")
-    assert code == 0 and "100%" in text and "baking" in text and "running" in text
+    assert code == 0 and f"{traffic[rollout.deployment]}%" in text and rollout.status in text and "running" in text
 
 
 # ---------------------------------------------------------------------------------- dead letters, replay
-def test_replay_a_dead_letter_after_its_cause_is_fixed(env: tuple[Deps, FakePlatform]) -> None:
-    deps, _ = env
+def test_a_dead_lettered_run_event_is_replayed_to_completion_once_its_cause_is_fixed(world: World) -> None:
+    deps, platform = world.deps, world.platform
+    raws = world.upload("heart/b1")
+    job = str([world.deliver(raw) for raw in raws][-1].details["job"])
+    # the Functions identity lacks the role to register models: Azure ML refuses both deliveries of the event
+    platform.inject("register_model", PermanentError(
+        "AuthorizationFailed: the client has no permission to perform action "
+        "'Microsoft.MachineLearningServices/workspaces/models/versions/write'"), times=2)
+    run_completed = world.finish(job, 0.9)
+    failed = [world.run("registration.run_event", run_completed, run_completed["id"]) for _ in range(2)]
+    assert [o.status for o in failed] == ["dead-lettered"] * 2 and not platform.models
+    code, listed = cli_json(deps, "dead-letters")
+    letters = listed["dead_letters"]
+    assert code == 0 and [x["reaction"] for x in letters] == ["registration.run_event"] * 2
+    assert all("AuthorizationFailed" in x["error"] and x["event_id"] == run_completed["id"] for x in letters)
+    code, result = cli_json(deps, "replay", run_completed["id"])
+    assert code == 2 and "matches 2 dead letters" in result["message"]
+    # the operator assigns the role; Azure ML now accepts the registration
+    code, result = cli_json(deps, "replay", letters[0]["id"])
+    assert code == 0 and result["replayed"][0]["status"] == "acted"
+    assert list(platform.models) == [(MODEL, "1")] and platform.models[(MODEL, "1")].job_name == job
+    code, result = cli_json(deps, "replay", letters[1]["id"])
+    assert code == 0 and result["replayed"][0]["status"] == "duplicate"
+    assert deps.state.dead_letters() == [] and platform.calls["register_model"] == 3
+    assert [e.type for e in deps.publisher.sent].count("Reflex.ModelRegistered") == 1
+    # the chain goes on from the replayed registration; explain shows the failures on the way
+    model_event = world.last_event("ModelRegistered")
+    assert world.run("rollout.model_registered", model_event, model_event["id"]).status == "acted"
+    assert world.roll_out().status == "done"
+    code, result = cli_json(deps, "explain", ENDPOINT)
+    assert code == 0 and result["lineage"]["blob"] == [r["uri"] for r in raws]
+    assert result["lineage"]["job"] == [job] and result["lineage"]["model"] == [f"{MODEL}:1"]
+    assert [e["status"] for e in result["entries"] if e["reaction"] == "registration.run_event"] == [
+        "dead-lettered", "dead-lettered", "acted", "duplicate"]
+
+
+def test_replay_before_the_fix_fails_again_and_keeps_one_letter(world: World) -> None:
+    deps = world.deps
     out = reaction.run(FLAKY, {"n": 7}, event_id="ev-7", deps=deps)
     assert out.status == "dead-lettered"
     code, listed = cli_json(deps, "dead-letters")
@@ -163,8 +226,8 @@ def test_replay_a_dead_letter_after_its_cause_is_fixed(env: tuple[Deps, FakePlat
     assert [n["status"] for n in notes] == ["acted", "dead-lettered"] and notes[0]["decision"]["by"]
 
 
-def test_replay_of_work_already_done_says_so_and_all_replays_everything(env: tuple[Deps, FakePlatform]) -> None:
-    deps, _ = env
+def test_replay_all_replays_everything(world: World) -> None:
+    deps = world.deps
     deps.state.create("fixture/fixed", {"ok": True})
     assert reaction.run(FLAKY, {"n": 1}, event_id="ev-1", deps=deps).status == "acted"
     deps.state.dead_letter(FLAKY, {"n": 1}, "timeout talking to the registry", event_id="ev-1")
@@ -177,8 +240,8 @@ def test_replay_of_work_already_done_says_so_and_all_replays_everything(env: tup
     assert code == 0 and "no dead-lettered events" in text
 
 
-def test_replay_bad_input(env: tuple[Deps, FakePlatform]) -> None:
-    deps, _ = env
+def test_replay_bad_input(world: World) -> None:
+    deps = world.deps
     code, result = cli_json(deps, "replay", "deadletters/nope")
     assert code == 2 and "no dead letter" in result["message"]
     code, _ = cli(deps, "replay")
@@ -192,21 +255,38 @@ def test_replay_bad_input(env: tuple[Deps, FakePlatform]) -> None:
 
 
 # ------------------------------------------------------------------------------ pause, resume, dry-run
-def test_pause_holds_every_reaction_and_resume_replays_them_with_nothing_lost(env: tuple[Deps, FakePlatform]) -> None:
-    deps, platform = env
-    deps.state.create("fixture/fixed", {"ok": True})
+def test_pause_holds_every_reaction_and_resume_replays_them_with_nothing_lost(world: World) -> None:
+    deps, platform = world.deps, world.platform
+    first = world.chain("heart/b1", upto="registered")  # its ModelRegistered not delivered yet
+    model_event = world.last_event("ModelRegistered")
+    b2 = [world.deliver(raw) for raw in world.upload("heart/b2")]
+    run_completed = world.finish(str(b2[-1].details["job"]), 0.95)  # its RunCompleted not delivered yet
     code, _ = cli(deps, "pause", "--why", "bad data upstream", "--by", "alice")
     assert code == 0
-    held = [reaction.run(ARRIVAL, blob_delivery(name), event_id=f"blob-{i}", deps=deps)
-            for i, name in enumerate(["reflex-data/heart/b1/_SUCCESS", "reflex-data/heart/b2/_SUCCESS"])]
-    held.append(reaction.run(FLAKY, {"n": 3}, event_id="ev-3", deps=deps))
-    assert [o.status for o in held] == ["held"] * 3 and platform.jobs == {}
+    before = (set(platform.jobs), set(platform.models), set(platform.endpoints))
+    b3_uploads = world.upload("heart/b3")
+    held = [world.deliver(raw) for raw in b3_uploads]
+    held.append(world.run("registration.run_event", run_completed, run_completed["id"]))
+    held.append(world.run("rollout.model_registered", model_event, model_event["id"]))
+    timers = [world.run("data.sweep", {"past_due": False}, ""), world.tick()]
+    assert [o.status for o in held] == ["held"] * 5 and [o.status for o in timers] == ["skipped"] * 2
+    assert (set(platform.jobs), set(platform.models), set(platform.endpoints)) == before
     code, status = cli_json(deps, "status")
-    assert status["automation"]["paused"] is True and status["automation"]["by"] == "alice" and status["held"] == 3
+    assert status["automation"]["paused"] is True and status["automation"]["by"] == "alice" and status["held"] == 5
     code, result = cli_json(deps, "resume", "--why", "fixed upstream", "--by", "bob")
-    assert code == 0 and sorted(r["status"] for r in result["replayed"]) == ["acted"] * 3
-    assert deps.state.keys("held/") == [] and set(platform.jobs) == {"reflex-heart-b1", "reflex-heart-b2"}
-    assert reaction.run(FLAKY, {"n": 4}, event_id="ev-4", deps=deps).status == "acted"  # running again
+    assert code == 0 and deps.state.keys("held/") == []
+    replayed = {(r["reaction"], r["event_id"]): r["status"] for r in result["replayed"]}
+    held_ids = {e["event_id"] for e in deps.ledger.entries() if e["status"] == "held"}
+    assert {event_id for _, event_id in replayed} == held_ids and len(replayed) == 5
+    assert set(replayed.values()) <= {"acted", "duplicate"}  # files after their marker are already in its manifest
+    assert replayed[("registration.run_event", run_completed["id"])] == "acted"
+    assert replayed[("rollout.model_registered", model_event["id"])] == "acted"
+    # nothing lost: b3 trained on both its files, b2's model registered, model 1's rollout under way
+    [job3] = [n for n, r in platform.job_requests.items() if r.data_version == "b3"]
+    assert set(platform.models) == {(MODEL, "1"), (MODEL, "2")} and world.rollout().model == MODEL
+    assert world.rollout().version == first.model.split(":")[1]
+    code, b3 = cli_json(deps, "explain", job3)
+    assert code == 0 and sorted(b3["lineage"]["blob"]) == sorted(raw["uri"] for raw in b3_uploads)
     notes = {e["reaction"]: e["decision"] for e in deps.ledger.entries() if e["reaction"].startswith("operator.")}
     assert notes["operator.pause"] == {"by": "alice", "why": "bad data upstream"}
     assert notes["operator.resume"] == {"by": "bob", "why": "fixed upstream"}
@@ -220,8 +300,8 @@ def test_resume_cannot_override_the_paused_app_setting(clock: Clock) -> None:
     assert code == 1 and result["source"] == "settings"
 
 
-def test_dry_run_switch(env: tuple[Deps, FakePlatform]) -> None:
-    deps, _ = env
+def test_dry_run_switch(world: World) -> None:
+    deps = world.deps
     code, result = cli_json(deps, "dry-run", "on", "--why", "rehearsal", "--by", "carol")
     assert code == 0 and result["dry_run"] is True
     code, status = cli_json(deps, "status")
@@ -233,10 +313,10 @@ def test_dry_run_switch(env: tuple[Deps, FakePlatform]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- rollback
-def test_rollback_without_the_rollout_flow_marks_the_rollout_record(env: tuple[Deps, FakePlatform],
+def test_rollback_without_the_rollout_flow_marks_the_rollout_record(world: World,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "shared.rollout_flow", None)  # a version without the rollout flow
-    deps, _ = env
+    deps = world.deps
     code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "latency", "--by", "dave")
     assert code == 2 and "no rollout" in result["message"]
     deps.state.create(f"rollouts/{ENDPOINT}", {"status": "baking", "step": 1})
@@ -276,23 +356,17 @@ def test_mlflow_not_running_names_it(clean_env: None) -> None:
     assert code == 3 and "MLflow tracking server" in text and "make stack" in text
 
 
-def test_rollback_through_the_rollout_flow_restores_the_previous_traffic(env: tuple[Deps, FakePlatform]) -> None:
-    """Runs once the rollout reaction (shared/rollout_flow.py) is merged: the CLI uses its own `roll_back`."""
-    flow = pytest.importorskip("shared.rollout_flow")
-    machine = pytest.importorskip("shared.rollout_machine")
-    deps, platform = env
-    run_chain(deps, platform, CHAIN)                       # v1 serves 100%
-    run_chain(deps, platform, ["reflex-data/heart/b2/_SUCCESS"])  # v2 now serves 100% (test stand-in)
-    platform.set_traffic(ENDPOINT, {"v1": 50, "v2": 50})   # mid-rollout of v2
-    rollout = machine.Rollout(endpoint=ENDPOINT, model=MODEL, version="2", deployment="v2",
-                              plan=machine.Plan.from_dict({}) if hasattr(machine, "Plan") else None,
-                              created_at=deps.clock(), status="baking", previous="v1",
-                              previous_traffic={"v1": 100})
-    deps.state.create(flow.rollout_key(ENDPOINT), rollout.to_dict())
+def test_rollback_through_the_rollout_flow_restores_the_previous_traffic(world: World) -> None:
+    deps, platform = world.deps, world.platform
+    first = world.chain("heart/b1")                          # model 1 serves 100%
+    second = world.chain("heart/b2", auc=0.95, upto="rolling")  # model 2's rollout starts
+    new = world.roll_until_split()
+    assert new.ref == second.model
     code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "latency", "--by", "dave")
     assert code == 0 and result["status"] == "acted", result
-    assert platform.get_endpoint(ENDPOINT).traffic["v1"] == 100
-    record = deps.state.get(flow.rollout_key(ENDPOINT))
-    assert record is not None and record.value["status"] == "rolled_back" and "dave" in record.value["reason"]
+    ep = platform.get_endpoint(ENDPOINT)
+    assert ep is not None and ep.traffic[first.deployment] == 100 and not ep.traffic.get(new.deployment)
+    record = world.rollout()
+    assert record is not None and record.status == "rolled_back" and "dave" in record.reason
     code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "again")
     assert code == 2 and "nothing in progress" in result["message"]
