@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from shared import reaction
 from shared.ledger import BlobLedger, MemoryLedger, entry_from, matches, refs_from
+from shared.rollout_flow import rollout_id
 from shared.state import BlobStateStore
-from testing.fake_platform import FakePlatform
-from tests import chain_handlers
-from tests.chain_handlers import ARRIVAL, ENDPOINT, MODEL, run_chain
 from tests.conftest import Clock, make_deps
+from tests.real_chain import ENDPOINT, MODEL, make_world
 
 DAY = 86_400
-
-
-@pytest.fixture(autouse=True)
-def _handlers() -> Iterator[None]:
-    yield from chain_handlers.install()
+DELIVERY = {"name": "c/d/b/x.csv", "uri": "http://127.0.0.1:10000/devstoreaccount1/c/d/b/x.csv", "etag": "0x1",
+            "length": 10}
 
 
 @pytest.fixture
@@ -44,6 +40,9 @@ def test_refs_accept_every_documented_alias_and_pairs() -> None:
         "model": ["m:4"], "data": ["heart:b2"]}
     assert refs_from({"model": {"name": "m", "version": "5"}}) == {"model": ["m:5"]}
     assert refs_from({}) == {}
+    # a bare model or data name is no ref (it would join every version's chain); an empty version neither
+    assert refs_from({"model": "m", "data": "heart", "job": "j"}) == {"job": ["j"]}
+    assert refs_from({"model": "m", "model_version": ""}) == {}
 
 
 def test_refs_come_from_the_triggering_event_when_the_outcome_has_none() -> None:
@@ -54,7 +53,7 @@ def test_refs_come_from_the_triggering_event_when_the_outcome_has_none() -> None
     assert refs_from({}, blob_event) == {"blob": ["https://a/c/x.csv"]}
     assert refs_from({}, run_event) == {"job": ["j9"]}
     assert refs_from({}, model_event) == {"model": ["m:7"]}
-    assert refs_from({}, chain_handlers.blob_delivery("c/d/b/x.csv"))["blob"][0].endswith("/c/d/b/x.csv")
+    assert refs_from({}, DELIVERY) == {"blob": [DELIVERY["uri"]]}
     assert refs_from({}, "not an event") == {}
 
 
@@ -66,7 +65,16 @@ def test_entry_keeps_decision_inputs_and_time() -> None:
     assert entry["refs"] == {"job": ["j1"]} and entry["decision"]["challenger"] == 0.7
     assert isinstance(entry["decision"]["at"], str)  # not JSON: stringified, never an append failure
     nested = entry_from("r", "", None, reaction.Outcome("acted", "", {"decision": {"k": 1}, "x": 2}), at=0.0)
-    assert nested["decision"] == {"k": 1}
+    assert nested["decision"] == {"k": 1} and "links" not in nested
+
+
+def test_links_are_groups_of_refs_found_by_matches_but_kept_apart() -> None:
+    outcome = reaction.Outcome("acted", "sweep", {"started": 2, "links": [
+        {"batch": "c/d/a", "job": "ja", "data": "d:a"}, {"batch": "c/d/b", "job": "jb"}, {"files": 3}]})
+    entry = entry_from("data.sweep", "", {"past_due": False}, outcome, at=0.0)
+    assert entry["refs"] == {} and entry["decision"] == {"started": 2}
+    assert entry["links"] == [{"batch": ["c/d/a"], "data": ["d:a"], "job": ["ja"]}, {"batch": ["c/d/b"], "job": ["jb"]}]
+    assert matches(entry, "job", "jb") and matches(entry, "batch", "c/d/a") and not matches(entry, "job", "jc")
 
 
 def test_blob_urls_match_their_container_path_tail() -> None:
@@ -139,32 +147,37 @@ def test_unreadable_lines_are_skipped_not_fatal(store_and_ledger: tuple[BlobStat
 def test_every_run_appends_exactly_one_entry_held_and_dead_lettered_included(clock: Clock) -> None:
     ledger = MemoryLedger(clock)
     deps = make_deps(state=None, clock=clock, ledger=ledger)
-    reaction.run(ARRIVAL, {"name": "", "uri": "", "etag": ""}, event_id="bad", deps=deps)
+    reaction.run("data.arrival", {"name": "", "uri": "", "etag": ""}, event_id="bad", deps=deps)
     from shared.control import write_control
 
     write_control(deps, by="ops", why="t", paused=True)
-    reaction.run(ARRIVAL, chain_handlers.blob_delivery("reflex-data/d/b1/x.csv"), event_id="e2", deps=deps)
+    reaction.run("data.arrival", DELIVERY, event_id="e2", deps=deps)
     entries = list(ledger.entries())
     assert [(e["event_id"], e["status"]) for e in entries] == [("e2", "held"), ("bad", "dead-lettered")]
     assert entries[0]["refs"]["held"] and entries[1]["refs"]["dead_letter"]
-    assert entries[0]["refs"]["blob"][0].endswith("reflex-data/d/b1/x.csv")  # found from the event itself
+    assert entries[0]["refs"]["blob"] == [DELIVERY["uri"]]  # found from the event itself
 
 
-def test_full_chain_on_the_fake_platform_is_in_the_ledger_with_the_ids_on_the_assets(
-        store_and_ledger: tuple[BlobStateStore, BlobLedger], clock: Clock) -> None:
-    state, ledger = store_and_ledger
-    platform = FakePlatform(clock=clock)
-    deps = make_deps(state=state, platform=platform, clock=clock, ledger=ledger)
-    outcomes = run_chain(deps, platform, ["reflex-data/heart/b1/part-0.csv", "reflex-data/heart/b1/_SUCCESS"])
-    assert [o.status for o in outcomes] == ["acted", "duplicate", "acted", "acted"]
-    entries = list(ledger.entries())
-    assert [e["reaction"] for e in reversed(entries)] == [ARRIVAL, ARRIVAL, "t.registration", "t.rollout"]
-    job = outcomes[0].details["job_name"]
-    [registration] = ledger.find("model", f"{MODEL}:1")[1:]  # newest first: rollout, then registration
-    assert registration["refs"]["job"] == [job] and registration["decision"]["metric"] == "auc"
-    assert ledger.find("endpoint", ENDPOINT)[0]["refs"]["deployment"] == ["v1"]
-    arrival = ledger.find("job", job)[-1]
-    assert arrival["refs"]["batch"] == ["reflex-data/heart/b1"] and arrival["refs"]["data"] == ["heart:b1"]
+def test_each_real_reaction_records_the_refs_that_link_the_chain(container_factory: Callable[[str], Any],
+                                                                 clock: Clock) -> None:
+    world = make_world(container_factory, clock)
+    chain = world.chain("heart/b1")
+    oldest_first = list(reversed(list(world.deps.ledger.entries())))
+    refs = [(e["reaction"], e["status"], e["refs"], e.get("links")) for e in oldest_first]
+    part0, part1, marker = chain.blobs
+    rollout = rollout_id(world.rollout())
+    group = {"model": [chain.model], "rollout": [rollout], "deployment": [chain.deployment], "endpoint": [ENDPOINT]}
+    assert refs[:5] == [
+        ("data.arrival", "acted", {"blob": [part0], "batch": [chain.batch]}, None),    # blob -> batch
+        ("data.arrival", "acted", {"blob": [part1], "batch": [chain.batch]}, None),
+        ("data.arrival", "acted", {"blob": [marker], "batch": [chain.batch], "data": ["heart:b1"],  # batch -> job
+                                   "job": [chain.job]}, None),
+        ("registration.run_event", "acted", {"job": [chain.job], "data": ["heart:b1"],  # job -> model
+                                             "model": [chain.model]}, None),
+        ("rollout.model_registered", "acted", group, None),  # model -> rollout, deployment, endpoint
+    ]
+    ticks = refs[5:]
+    assert ticks and all(r[:3] == ("rollout.reconcile", "acted", {}) and r[3] == [group] for r in ticks)
     # the same ids are on the Azure ML assets (the tags Reflex puts there)
-    assert platform.models[(MODEL, "1")].tags["reflex.parent"] == job
-    assert platform.jobs[job].tags["reflex.event_id"] == arrival["event_id"]
+    assert world.platform.models[(MODEL, "1")].tags["reflex.parent"] == chain.job
+    assert world.platform.jobs[chain.job].tags["reflex.event_id"] == oldest_first[2]["event_id"]
