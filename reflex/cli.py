@@ -215,6 +215,16 @@ def _tags_fallback(deps: Deps, chain_refs: dict[str, list[str]]) -> dict[str, di
     return tags
 
 
+def _reason(entry: Mapping[str, Any], refs: Mapping[str, list[str]]) -> str:
+    """The entry's reason; for a run that advanced several rollouts, the step it took in this chain's."""
+    models = set(refs.get("model", ()))
+    for item in (entry.get("decision") or {}).values():
+        if isinstance(item, Mapping) and item.get("model") in models and item.get("action"):
+            return f"{item['action']} -> {item.get('status', '')}" + (f": {item['reason']}" if item.get("reason")
+                                                                      else "")
+    return str(entry.get("reason") or "")
+
+
 def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     value = args.id
     entries = list(_ledger(deps).entries(days=args.days))
@@ -251,7 +261,7 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
                   ("ASSET", "TAGS"))
     out.text("\nhistory (oldest first):")
     out.table([(e.get("at"), e.get("reaction"), e.get("status"), _short(e.get("event_id"), 24),
-                _short(e.get("reason"), 60)) for e in chain.entries], ("AT", "REACTION", "STATUS", "EVENT", "REASON"))
+                _short(_reason(e, refs), 60)) for e in chain.entries], ("AT", "REACTION", "STATUS", "EVENT", "REASON"))
     out.result(result)
     return OK
 

@@ -90,6 +90,7 @@ def test_explain_the_endpoint_walks_back_to_the_uploaded_blobs(world: World) -> 
     code, text = cli(deps, "explain", ENDPOINT)
     assert code == 0
     assert lineage_table(text) == [(kind, ident) for kind, ids in lineage(chain).items() for ident in ids]
+    assert "Promote -> promoted" in text  # a reconcile tick's line says what it did to this chain's rollout
 
 
 @pytest.mark.parametrize("which", ["model", "job", "blob", "blob path", "marker", "batch", "data", "rollout",
