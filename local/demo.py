@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -75,6 +76,12 @@ def _show(event: dict[str, Any]) -> None:
           f"{json.dumps(brief)[:110]}", flush=True)
 
 
+def _patient(seed: int) -> dict[str, Any]:
+    from local.sampledata import patient_record
+
+    return patient_record(seed)
+
+
 def _upload_batch(container: Any, dataset: str, batch: str, rows: list[dict[str, Any]], files: int = 3) -> int:
     from local.sampledata import to_csv_bytes
 
@@ -86,11 +93,44 @@ def _upload_batch(container: Any, dataset: str, batch: str, rows: list[dict[str,
     return files
 
 
+class ClientTraffic:
+    """A client calling the endpoint's scoring URL twice a second, as users would while a rollout runs.
+
+    It counts which deployment answered (the `azureml-model-deployment` response header), so the demo shows
+    the canary's share of real requests, and the rollout's health check has requests to judge.
+    """
+
+    def __init__(self, scoring_url: str, body: dict[str, Any]) -> None:
+        self.url, self.body = scoring_url, json.dumps(body).encode()
+        self.served: dict[str, int] = {}
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-client", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            request = urllib.request.Request(self.url, data=self.body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    name = resp.headers.get("azureml-model-deployment", "?")
+                    self.served[name] = self.served.get(name, 0) + 1
+            except OSError:
+                self.errors += 1
+
+    def __enter__(self) -> ClientTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
 class Demo:
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, deps: Any = None) -> None:
         from shared.deps import get_deps
 
-        self.deps = get_deps()
+        self.deps = deps or get_deps()
         self.settings = self.deps.settings
         self.feed = EventFeed(self.settings.local_host_url)
         self.timeout = timeout
@@ -172,6 +212,16 @@ class Demo:
         model = self.facts.get(f"model:{batch}", "")
         if not model:
             return "nothing to roll out (the challenger did not beat the champion)"
+        endpoint_name = self.settings.endpoint_for(model.partition(":")[0]) or ""
+        serving = os.environ.get("REFLEX_LOCAL_SERVING_URL", "http://127.0.0.1:5001")
+        with ClientTraffic(f"{serving}/endpoints/{endpoint_name}/score",
+                           {"data": [_patient(3)]}) as client:
+            outcome = self._rollout_end(model)
+        served = ", ".join(f"{name}: {count}" for name, count in sorted(client.served.items()))
+        return f"{outcome}; client requests served during the rollout: {served or 'none'}" + (
+            f" ({client.errors} failed)" if client.errors else "")
+
+    def _rollout_end(self, model: str) -> str:
         _, _, version = model.partition(":")
         event = self.feed.wait(
             lambda e: e.get("eventType") in ("Reflex.RolloutPromoted", "Reflex.RolloutRolledBack")
@@ -182,10 +232,8 @@ class Demo:
         return f"{event['eventType'].removeprefix('Reflex.')}: traffic now {traffic}"
 
     def predict(self) -> str:
-        from local.sampledata import patient_record
-
         endpoint = self.settings.endpoint_for(self.settings.model_name) or ""
-        result = self.deps.platform.invoke(endpoint, "", {"data": [patient_record(7)]})
+        result = self.deps.platform.invoke(endpoint, "", {"data": [_patient(7)]})
         if result.status != 200:
             raise RuntimeError(f"endpoint {endpoint} answered {result.status}: {result.body[:200]}")
         return f"{endpoint} -> {result.body[:80]} ({result.latency_ms:.0f} ms)"
@@ -206,13 +254,14 @@ class Demo:
 
     def run(self) -> int:
         try:
-            self.step("1. a dataset batch lands in Blob Storage", lambda: self.land(self.batch1, 600, 1))
+            # a small first batch, then one eight times larger: the challenger should earn its canary
+            self.step("1. a dataset batch lands in Blob Storage", lambda: self.land(self.batch1, 300, 5))
             self.step("2. data asset + training job submitted", lambda: self.training(self.batch1))
             self.step("3. training run completes", lambda: self.run_completed(self.batch1))
             self.step("4. registration gate", lambda: self.gate(self.batch1))
             self.step("5. safe rollout to the online endpoint", lambda: self.rollout(self.batch1))
             self.step("6. a prediction for one patient", self.predict)
-            self.step("7. a second, larger batch lands", lambda: self.land(self.batch2, 2400, 3))
+            self.step("7. a second, larger batch lands", lambda: self.land(self.batch2, 2400, 4))
             self.step("8. second training job submitted", lambda: self.training(self.batch2))
             self.step("9. second run completes", lambda: self.run_completed(self.batch2))
             self.step("10. challenger vs champion", lambda: self.gate(self.batch2))

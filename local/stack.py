@@ -1,11 +1,13 @@
 """`make stack` / `make stop`: the local stack in the background, health-checked, with one run folder.
 
     python -m local.stack start     Azurite (unless one already listens), MLflow server (SQLite), the scoring
-                                    server (+ MLflow webhook relay) and the local host, if present
+                                    server (+ MLflow webhook relay) and the local host
     python -m local.stack stop      stops exactly the processes this stack started (pids in run/current)
 
-Layout: `run/<timestamp>/` holds every log, `pids.json`, the job and deployment folders; `run/current` points
-at it. Durable data lives beside it and survives restarts: `run/mlflow.db`, `run/mlartifacts/`, `run/azurite/`.
+Layout: `<root>/<timestamp>/` holds every log, `pids.json`, the job and deployment folders; `<root>/current`
+points at it. Durable data lives beside it and survives restarts: `mlflow.db`, `mlartifacts/`, `azurite/`.
+The root is `run/` for `make stack`; the end-to-end tests and `bench/chain.py` build a `Stack` on a temporary
+root, free ports and their own containers, so they never touch a stack the user has running.
 The environment is local/env.py's (`local.settings.example.json` is generated from the same source).
 """
 
@@ -14,10 +16,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,10 +32,11 @@ from local import azurite
 from local.env import PORTS, ROOT, local_env
 from local.mlflow_relay import SERVER_ENV, ensure_webhook
 
-__all__ = ["ensure_running", "start", "stop"]
+__all__ = ["Stack", "ensure_running", "ephemeral", "start", "stop"]
 
 RUN = ROOT / "run"
 SECRET_ENV = "REFLEX_LOCAL_WEBHOOK_SECRET"
+COMPONENTS = ("mlflow", "serving", "host")
 
 
 def _healthy(url: str) -> bool:
@@ -39,109 +47,6 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _wait(name: str, proc: subprocess.Popen, check: object, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited with code {proc.returncode}; see {log}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{name} did not become healthy within {timeout:.0f}s; see {log}")
-        time.sleep(0.3)
-
-
-def _launch(name: str, args: list[str], run_dir: Path, env: dict[str, str]) -> subprocess.Popen:
-    log = run_dir / f"{name}.log"
-    with open(log, "ab") as out:
-        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def start() -> int:
-    current = RUN / "current"
-    if (current / "pids.json").exists():
-        raise SystemExit(f"a stack is already running (see {current.resolve()}/pids.json): run `make stop` first")
-    for name in ("mlflow", "serving", "host"):
-        if azurite.is_listening(PORTS[name]):
-            raise SystemExit(f"port {PORTS[name]} ({name}) is already in use: stop whatever listens there first")
-    run_dir = RUN / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir.mkdir(parents=True)
-    if current.is_symlink() or current.exists():
-        current.unlink()
-    current.symlink_to(run_dir.name)
-    env = {**os.environ, **local_env(run_dir=run_dir), SECRET_ENV: os.environ.get(SECRET_ENV, "local-webhook-secret")}
-    pids: dict[str, int] = {}
-
-    def save() -> None:
-        (run_dir / "pids.json").write_text(json.dumps(pids, indent=2))
-
-    try:
-        if azurite.is_listening(PORTS["blob"]):
-            print(f"azurite   reusing the one on 127.0.0.1:{PORTS['blob']} (not stopped by make stop)")
-        else:
-            proc = azurite.start(str(RUN / "azurite"), str(run_dir / "azurite.log"))
-            pids["azurite"] = proc.pid
-            save()
-        mlflow_url = env["MLFLOW_TRACKING_URI"]
-        # MLflow encrypts webhook secrets with this key; without a stable one, a restarted server cannot read
-        # the webhook it stored before (every list answers 500). Kept beside run/mlflow.db, never committed.
-        key_file = RUN / "webhook-encryption.key"
-        if not key_file.exists():
-            from cryptography.fernet import Fernet
-
-            key_file.write_bytes(Fernet.generate_key())
-            key_file.chmod(0o600)
-        env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = key_file.read_text().strip()
-        proc = _launch("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                                  f"sqlite:///{RUN / 'mlflow.db'}", "--artifacts-destination", str(RUN / "mlartifacts"),
-                                  "--host", "127.0.0.1", "--port", str(PORTS["mlflow"]), "--workers", "1"],
-                       run_dir, {**env, **SERVER_ENV})
-        pids["mlflow"] = proc.pid
-        save()
-        _wait("mlflow", proc, lambda: _healthy(f"{mlflow_url}/health"), run_dir / "mlflow.log")
-        serving_url = env["REFLEX_LOCAL_SERVING_URL"]
-        proc = _launch("serving", [sys.executable, "-m", "local.serving", "--port", str(PORTS["serving"])],
-                       run_dir, env)
-        pids["serving"] = proc.pid
-        save()
-        _wait("serving", proc, lambda: _healthy(f"{serving_url}/health"), run_dir / "serving.log")
-        from mlflow import MlflowClient
-
-        ensure_webhook(MlflowClient(mlflow_url, mlflow_url), f"{serving_url}/mlflow/webhooks", env[SECRET_ENV])
-        if (ROOT / "local" / "host").is_dir():
-            proc = _launch("host", [sys.executable, "-m", "local.host", "--port", str(PORTS["host"]),
-                                    "--events-log", str(run_dir / "events.jsonl")], run_dir, env)
-            pids["host"] = proc.pid
-            save()
-            _wait("host", proc, lambda: azurite.is_listening(PORTS["host"]), run_dir / "host.log")
-            host = f"http://127.0.0.1:{PORTS['host']}"
-        else:
-            host = "NOT STARTED: local/host is not in this tree (events from the platform will not be delivered)"
-    except BaseException:
-        stop()
-        raise
-    print(f"stack up; logs and pids in {run_dir}\n"
-          f"  storage  UseDevelopmentStorage=true (127.0.0.1:{PORTS['blob']})\n"
-          f"  mlflow   {env['MLFLOW_TRACKING_URI']}\n"
-          f"  scoring  {env['REFLEX_LOCAL_SERVING_URL']}/endpoints/<name>/score\n"
-          f"  host     {host}\n"
-          f"stop with: make stop")
-    return 0
-
-
-def ensure_running() -> None:
-    """Start the stack unless a healthy one is already up (the demo calls this; `make demo` relies on it)."""
-    env = local_env()
-    up = (_healthy(f"{env['MLFLOW_TRACKING_URI']}/health")
-          and _healthy(f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status") and azurite.is_listening(PORTS["blob"]))
-    if up:
-        print("stack: already running")
-        return
-    if (RUN / "current" / "pids.json").exists():
-        print("stack: a previous stack is not healthy; restarting it")
-        stop()
-    start()
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -150,29 +55,239 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def stop() -> int:
-    """Stop the processes recorded in run/current/pids.json (their process groups), newest first."""
-    pids_file = RUN / "current" / "pids.json"
-    if not pids_file.exists():
-        print("no stack is running (run/current/pids.json is absent)")
-        return 0
-    pids: dict[str, int] = json.loads(pids_file.read_text())
-    for name, pid in reversed(list(pids.items())):
-        if not _alive(pid):
-            print(f"{name:9} pid {pid} already gone")
-            continue
+def _terminate(pid: int, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
+    """Signal the process group `pid` leads (each component runs in its own session), SIGKILL after `grace`."""
+    try:
+        os.killpg(pid, sig)
+    except OSError:
         try:
-            os.killpg(pid, signal.SIGTERM)  # each was started in its own session: pgid == pid
+            os.kill(pid, sig)
         except OSError:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
+            return
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        try:  # reap it if it is our child, so it does not linger as a zombie
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    if _alive(pid):
+        try:
             os.killpg(pid, signal.SIGKILL)
-        print(f"{name:9} pid {pid} stopped")
-    pids_file.unlink()
+        except OSError:
+            pass
+
+
+@dataclass
+class Stack:
+    """One local stack: where it keeps its files, which ports it uses, which settings differ from local_env()."""
+
+    root: Path = RUN
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(PORTS))
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    echo: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.ports = {**PORTS, **self.ports}  # a partial mapping overrides some ports only
+
+    @property
+    def current(self) -> Path:
+        return self.root / "current"
+
+    @property
+    def pids_file(self) -> Path:
+        return self.current / "pids.json"
+
+    def env(self, run_dir: Path | None = None) -> dict[str, str]:
+        """The app settings every component (and a test or bench driving the stack) sees."""
+        run_dir = run_dir or self.current.resolve()
+        return {**local_env(run_dir=run_dir, ports=self.ports), **self.overrides}
+
+    def pids(self) -> dict[str, int]:
+        return json.loads(self.pids_file.read_text()) if self.pids_file.exists() else {}
+
+    def _save(self, pids: Mapping[str, int]) -> None:
+        self.pids_file.write_text(json.dumps(dict(pids), indent=2))
+
+    def _process_env(self, run_dir: Path) -> dict[str, str]:
+        env = {**os.environ, **self.env(run_dir), SECRET_ENV: os.environ.get(SECRET_ENV, "local-webhook-secret")}
+        # MLflow encrypts webhook secrets with this key; without a stable one, a restarted server cannot read
+        # the webhook it stored before (every list answers 500). Kept beside mlflow.db, never committed.
+        key_file = self.root / "webhook-encryption.key"
+        if not key_file.exists():
+            from cryptography.fernet import Fernet
+
+            key_file.write_bytes(Fernet.generate_key())
+            key_file.chmod(0o600)
+        env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = key_file.read_text().strip()
+        return env
+
+    def _launch(self, name: str, run_dir: Path, env: dict[str, str]) -> subprocess.Popen:
+        ports = self.ports
+        args = {
+            "mlflow": ["-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                       "--artifacts-destination", str(self.root / "mlartifacts"), "--host", "127.0.0.1",
+                       "--port", str(ports["mlflow"]), "--workers", "1"],
+            "serving": ["-m", "local.serving", "--port", str(ports["serving"])],
+            "host": ["-m", "local.host", "--port", str(ports["host"]), "--events-log", str(run_dir / "events.jsonl")],
+        }[name]
+        log = run_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**env, **SERVER_ENV} if name == "mlflow"
+                                    else env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        check = {"mlflow": lambda: _healthy(f"{env['MLFLOW_TRACKING_URI']}/health"),
+                 "serving": lambda: _healthy(f"{env['REFLEX_LOCAL_SERVING_URL']}/health"),
+                 "host": lambda: _healthy(f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status")}[name]
+        deadline = time.monotonic() + 90.0
+        while not check():
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited with code {proc.returncode}; see {log}")
+            if time.monotonic() > deadline:
+                proc.terminate()
+                raise SystemExit(f"{name} did not become healthy within 90s; see {log}")
+            time.sleep(0.2)
+        return proc
+
+    def start(self) -> Path:
+        """Start every component, health-checked; on any failure stop what was started. Returns the run folder."""
+        if self.pids_file.exists():
+            raise SystemExit(f"a stack is already running (see {self.pids_file.resolve()}): run `make stop` first")
+        for name in COMPONENTS:
+            if azurite.is_listening(self.ports[name]):
+                raise SystemExit(f"port {self.ports[name]} ({name}) is already in use: stop whatever listens there")
+        self.root.mkdir(parents=True, exist_ok=True)
+        run_dir = self.root / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        run_dir.mkdir(parents=True)
+        if self.current.is_symlink() or self.current.exists():
+            self.current.unlink()
+        self.current.symlink_to(run_dir.name)
+        env = self._process_env(run_dir)
+        pids: dict[str, int] = {}
+        try:
+            if azurite.is_listening(self.ports["blob"]):
+                self.echo(f"azurite   reusing the one on 127.0.0.1:{self.ports['blob']} (not stopped by make stop)")
+            else:
+                pids["azurite"] = azurite.start(str(self.root / "azurite"), str(run_dir / "azurite.log")).pid
+                self._save(pids)
+            for name in COMPONENTS:
+                pids[name] = self._launch(name, run_dir, env).pid
+                self._save(pids)
+                if name == "serving":
+                    from mlflow import MlflowClient
+
+                    url = env["MLFLOW_TRACKING_URI"]
+                    ensure_webhook(MlflowClient(url, url), f"{env['REFLEX_LOCAL_SERVING_URL']}/mlflow/webhooks",
+                                   env[SECRET_ENV])
+        except BaseException:
+            self._save(pids)
+            self.stop()
+            raise
+        self.echo(f"stack up; logs and pids in {run_dir}\n"
+                  f"  storage  UseDevelopmentStorage=true (127.0.0.1:{self.ports['blob']})\n"
+                  f"  mlflow   {env['MLFLOW_TRACKING_URI']}\n"
+                  f"  scoring  {env['REFLEX_LOCAL_SERVING_URL']}/endpoints/<name>/score\n"
+                  f"  host     {env['REFLEX_LOCAL_HOST_URL']}\n"
+                  f"stop with: make stop")
+        return run_dir
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one component (SIGKILL by default: a crash, not a clean stop), as a host dies mid-work."""
+        pids = self.pids()
+        if name not in pids:
+            raise KeyError(f"{name} is not part of this stack ({sorted(pids)})")
+        _terminate(pids[name], sig, grace=10.0)
+
+    def restart(self, name: str) -> None:
+        """Start one component again in the same run folder (after `kill` or a crash)."""
+        pids = self.pids()
+        if name in pids and _alive(pids[name]):
+            _terminate(pids[name])
+        run_dir = self.current.resolve()
+        pids[name] = self._launch(name, run_dir, self._process_env(run_dir)).pid
+        self._save(pids)
+
+    def healthy(self) -> bool:
+        env = self.env()
+        return (_healthy(f"{env['MLFLOW_TRACKING_URI']}/health")
+                and _healthy(f"{env['REFLEX_LOCAL_SERVING_URL']}/health")
+                and _healthy(f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status")
+                and azurite.is_listening(self.ports["blob"]))
+
+    def stop(self) -> int:
+        """Stop the processes recorded in pids.json (their process groups), newest first."""
+        if not self.pids_file.exists():
+            self.echo(f"no stack is running ({self.pids_file} is absent)")
+            return 0
+        for name, pid in reversed(list(self.pids().items())):
+            if not _alive(pid):
+                self.echo(f"{name:9} pid {pid} already gone")
+                continue
+            _terminate(pid)
+            self.echo(f"{name:9} pid {pid} stopped")
+        self.pids_file.unlink()
+        return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def own_containers(suffix: str) -> dict[str, str]:
+    """Settings giving a stack containers of its own in a shared Azurite."""
+    return {"REFLEX_STATE_CONTAINER": f"stack-state-{suffix}", "REFLEX_DATA_CONTAINER": f"stack-data-{suffix}",
+            "REFLEX_SCORING_CONTAINER": f"stack-scoring-{suffix}", "REFLEX_OUTPUT_CONTAINER": f"stack-out-{suffix}"}
+
+
+@contextmanager
+def ephemeral(root: Path, extra: Mapping[str, str] | None = None) -> Iterator[Stack]:
+    """A whole stack on `root`, free ports and containers of its own, removed afterwards (tests, benches).
+
+    Azurite must already listen (`make test` and the benches start it); its containers are shared with
+    whatever else runs, so this stack's are named with a random suffix and deleted when it stops.
+    """
+    from azure.storage.blob import BlobServiceClient
+
+    if not azurite.is_listening(PORTS["blob"]):
+        raise SystemExit(f"Azurite is not listening on 127.0.0.1:{PORTS['blob']}: start it (make stack / make test)")
+    containers = own_containers(uuid.uuid4().hex[:10])
+    stack = Stack(root=root, ports={name: free_port() for name in COMPONENTS}, overrides={**containers,
+                                                                                           **(extra or {})},
+                  echo=lambda _: None)
+    service = BlobServiceClient.from_connection_string(stack.env(root)["AzureWebJobsStorage"])
+    for name in containers.values():
+        service.create_container(name)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        for name in containers.values():
+            service.delete_container(name)
+
+
+def start() -> int:
+    Stack().start()
     return 0
+
+
+def stop() -> int:
+    return Stack().stop()
+
+
+def ensure_running() -> None:
+    """Start the stack unless a healthy one is already up (the demo calls this; `make demo` relies on it)."""
+    stack = Stack()
+    if stack.healthy():
+        print("stack: already running")
+        return
+    if stack.pids_file.exists():
+        print("stack: a previous stack is not healthy; restarting it")
+        stack.stop()
+    stack.start()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""A whole local stack for one end-to-end test: MLflow, the scoring server and the local host as processes.
+
+Each test gets its own: a temporary root (MLflow registry, run folders), free ports, its own containers in the
+shared Azurite, so tests never see each other's models or records and never touch a stack the user runs.
+Everything is driven from outside as a user (or Event Grid) would: blobs uploaded, events POSTed to the host's
+webhooks, the host process killed and restarted. Outcomes are read from the platform, the state container,
+the ledger and the events Reflex published; never from logs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from local.stack import Stack, ephemeral
+
+T = TypeVar("T")
+
+
+@dataclass
+class LiveStack:
+    stack: Stack
+    env: dict[str, str]
+    deps: Any
+
+    @property
+    def host_url(self) -> str:
+        return self.env["REFLEX_LOCAL_HOST_URL"]
+
+    def post(self, path: str, body: Any, *, event_type: str = "Notification") -> int:
+        """POST to the host as Event Grid does; the HTTP status."""
+        request = urllib.request.Request(f"{self.host_url}{path}", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", "aeg-event-type": event_type})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def published(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        """The `Reflex.*` events the app published to the local topic (this stack's host, since its start)."""
+        with urllib.request.urlopen(f"{self.host_url}/api/events", timeout=10) as response:
+            body = json.loads(response.read())
+        events = body if isinstance(body, list) else body.get("events", [])
+        return [e for e in events if event_type is None or e.get("eventType") == f"Reflex.{event_type}"]
+
+
+def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 180.0, every: float = 0.5) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` (and the last value) on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def live_stack(root: Path, setenv: Callable[[str, str], None],
+               extra: Mapping[str, str] | None = None) -> Iterator[LiveStack]:
+    """A stack of this test's own (`local.stack.ephemeral`), its settings seen by this process too."""
+    from shared.deps import get_deps, reset_deps
+    from shared.settings import reset_cache
+
+    with ephemeral(root, extra) as stack:
+        env = stack.env()
+        for key, value in env.items():
+            setenv(key, value)
+        reset_cache()
+        reset_deps()
+        try:
+            yield LiveStack(stack, env, get_deps())
+        finally:
+            reset_cache()
+            reset_deps()

@@ -1,0 +1,243 @@
+"""End to end on the local stack: real processes, real MLflow, real Azurite, events through the host's webhooks.
+
+What a user's laptop runs (`make stack`): the MLflow server, the scoring server (+ the MLflow webhook relay)
+and the local host delivering blob, Event Grid and timer triggers to the very functions deployed to Azure.
+These tests act only from outside (uploads, webhook POSTs, killing the host) and assert outcomes: models in
+the registry, endpoint traffic, records in the state container, the ledger, the events Reflex published.
+Slow by nature (training, bake times): about a minute each on a laptop.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.stack_support import LiveStack, live_stack, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+MODEL, ENDPOINT = "heart-failure", "heart-failure-ep"
+
+
+@pytest.fixture
+def live(tmp_path: Path, blob_service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveStack]:
+    yield from live_stack(tmp_path / "run", monkeypatch.setenv)  # blob_service: fails clearly without Azurite
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _upload(live: LiveStack, batch: str, rows: int, seed: int, files: int = 2) -> list[str]:
+    """A dataset batch as a user lands it: part files, then the completion marker. The blob URLs."""
+    from local.sampledata import generate, to_csv_bytes
+
+    container = live.deps.platform.blobs.get_container_client(live.deps.settings.data_container)
+    data = generate(rows, seed=seed)
+    size = (rows + files - 1) // files
+    urls = []
+    for i in range(files):
+        blob = container.upload_blob(f"heart/{batch}/part-{i}.csv", to_csv_bytes(data[i * size:(i + 1) * size]))
+        urls.append(blob.url)
+    container.upload_blob(f"heart/{batch}/_SUCCESS", b"")
+    return urls
+
+
+def _traffic(live: LiveStack) -> dict[str, int]:
+    endpoint = live.deps.platform.get_endpoint(ENDPOINT)
+    return {k: v for k, v in (endpoint.traffic if endpoint else {}).items() if v}
+
+
+def _deployment_of(live: LiveStack, version: str) -> str:
+    from shared.rollout_plan import deployment_name
+
+    return deployment_name(MODEL, version)
+
+
+def _rollout(live: LiveStack) -> dict[str, Any]:
+    from shared.rollout_flow import rollout_key
+
+    record = live.deps.state.get(rollout_key(ENDPOINT))
+    return dict(record.value) if record else {}
+
+
+def _serving(live: LiveStack, version: str) -> bool:
+    return _traffic(live) == {_deployment_of(live, version): 100} and _rollout(live).get("status") == "promoted"
+
+
+def _register_by_hand(live: LiveStack, seed: int) -> str:
+    """A person trains a model and registers it in MLflow (no Reflex involved): the registry webhook must
+    reach the host and start a rollout, as Azure ML's ModelRegistered event does."""
+    import mlflow
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from local.sampledata import generate
+
+    frame = pd.DataFrame(generate(300, seed=seed))
+    features, label = frame.drop(columns=["DEATH_EVENT"]), frame["DEATH_EVENT"]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(features, label)
+    mlflow.set_tracking_uri(live.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(live.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment("by-hand")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", input_example=features.head(2))
+    return str(mlflow.register_model(info.model_uri, MODEL).version)
+
+
+def _no_dead_letters(live: LiveStack) -> list[dict[str, Any]]:
+    return [dict(r.value) for r in live.deps.state.dead_letters()]
+
+
+# ------------------------------------------------------------------------------------------------ the chain
+def test_the_demo_chain_end_to_end(live: LiveStack) -> None:
+    """`make demo`'s chain on a fresh stack: v1 from a small batch, v2 from a larger one wins its canary."""
+    from local.demo import Demo
+    from reflex.cli import main as cli
+
+    demo = Demo(timeout=240, deps=live.deps)
+    assert demo.run() == 0, [(s.name, s.status, s.detail) for s in demo.steps]
+
+    platform = live.deps.platform
+    models = {m.version: m for m in platform.list_models(MODEL)}
+    assert sorted(models) == ["1", "2"]
+    assert models["2"].tags.get("reflex.champion") == "true" and "reflex.champion" not in models["1"].tags
+    auc = {v: float(m.properties["reflex.metric.auc"]) for v, m in models.items()}
+    assert auc["2"] > auc["1"]
+    assert _serving(live, "2")
+    # v2 went through the plan's steps (10, 50, 100) beside v1, not straight to 100
+    v1, v2 = _deployment_of(live, "1"), _deployment_of(live, "2")
+    steps = [e["data"]["traffic"] for e in live.published("RolloutStepCompleted")
+             if e["data"].get("version") == "2" and "traffic" in e["data"]]
+    assert [t.get(v2) for t in steps] == [10, 50, 100], steps
+    assert steps[0].get(v1) == 90
+    # batch scoring wrote one prediction per scored row into a fresh folder of the output container
+    outputs = live.deps.platform.blobs.get_container_client(live.deps.settings.output_container)
+    written = [b.name for b in outputs.list_blobs()]
+    assert written, "no batch scoring output"
+    text = b"".join(outputs.download_blob(n).readall() for n in written if not n.endswith("_SUCCESS")).decode()
+    assert len([line for line in text.splitlines() if line.strip()]) >= 200
+    # the ledger walks from the endpoint back to the blobs that trained the serving model
+    out = io.StringIO()
+    assert cli(["explain", ENDPOINT, "--json"], deps=live.deps, stdout=out) == 0
+    refs = json.loads(out.getvalue())["lineage"]
+    data = live.deps.platform.blobs.get_container_client(live.deps.settings.data_container)
+    batch2_parts = sorted(data.get_blob_client(b.name).url for b in data.list_blobs(f"heart/{demo.batch2}/")
+                          if b.name.endswith(".csv"))
+    assert len(batch2_parts) == 3 and set(batch2_parts) <= set(refs["blob"])
+    assert not any(demo.batch1 in url for url in refs["blob"])  # the endpoint's current model only
+    assert f"{MODEL}:2" in refs["model"] and v2 in refs["deployment"]
+
+
+# ------------------------------------------------------------------------------------------------ 3x delivery
+def _run_completed_event(live: LiveStack, job: str) -> dict[str, Any]:
+    """The RunCompleted Azure ML would publish for `job` (same id on every delivery, as Event Grid retries)."""
+    from local import amlevents
+
+    found = live.deps.platform.get_job(job)
+    assert found is not None
+    return amlevents.run_event(job_name=job, experiment_name=live.deps.settings.experiment_name, status="Completed",
+                               tags=dict(found.tags))
+
+
+def _blob_created(url: str, etag: str) -> dict[str, Any]:
+    return {"id": f"bc-{etag}-{url[-20:]}", "eventType": "Microsoft.Storage.BlobCreated", "subject": url,
+            "eventTime": "2026-11-22T00:00:00Z", "dataVersion": "", "metadataVersion": "1",
+            "data": {"api": "PutBlob", "url": url, "eTag": etag, "blobType": "BlockBlob", "contentLength": 1}}
+
+
+def test_every_event_delivered_three_times_does_everything_once(live: LiveStack) -> None:
+    """Blob, RunCompleted and ModelRegistered each arrive 3 more times (webhook + the admin API that skips the
+    host's blob receipts): still one data asset, one job, one model version, one rollout, nothing dead-lettered."""
+    from local import amlevents
+
+    settings = live.deps.settings
+    urls = _upload(live, "b3x", rows=300, seed=5)
+    container = live.deps.platform.blobs.get_container_client(settings.data_container)
+    marker = container.get_blob_client("heart/b3x/_SUCCESS")
+    for url in [*urls, marker.url]:
+        etag = container.get_blob_client(url.split(f"/{settings.data_container}/", 1)[1]).get_blob_properties().etag
+        for _ in range(3):
+            assert live.post("/runtime/webhooks/blobs?functionName=Host.Functions.on_data_blob",
+                             [_blob_created(url, etag)]) == 202
+            assert live.post("/admin/functions/on_data_blob", {"input": f"{settings.data_container}/"
+                             + url.split(f"/{settings.data_container}/", 1)[1]}) == 202
+
+    submitted = wait_for("a training job", lambda: live.published("TrainingSubmitted"))
+    job = submitted[0]["data"]["job"]
+    wait_for(f"job {job} to complete", lambda: (j := live.deps.platform.get_job(job)) and j.terminal)
+    run_completed = _run_completed_event(live, job)
+    for _ in range(3):
+        assert live.post("/runtime/webhooks/eventgrid?functionName=on_run_event", [run_completed]) == 202
+    wait_for("model v1", lambda: live.deps.platform.get_model(MODEL, "1"))
+    registered = amlevents.model_registered(name=MODEL, version="1",
+                                            tags=dict(live.deps.platform.get_model(MODEL, "1").tags))
+    for _ in range(3):
+        assert live.post("/runtime/webhooks/eventgrid?functionName=on_model_registered", [registered]) == 202
+    wait_for("v1 serving all traffic", lambda: _serving(live, "1"), timeout=120)
+
+    assert [e["data"]["job"] for e in live.published("TrainingSubmitted")] == [job]
+    assert [m.version for m in live.deps.platform.list_models(MODEL)] == ["1"]
+    assert len(live.published("ModelRegistered")) == 1
+    assert len(live.published("RolloutStarted")) == 1 and len(live.published("RolloutPromoted")) == 1
+    assert live.deps.state.keys("platform/data/") and len(live.deps.state.keys("platform/data/")) == 1
+    assert _no_dead_letters(live) == []
+    # the duplicates were seen and recorded as such, not silently dropped
+    outcomes = [e.get("status") for e in live.deps.ledger.entries()]
+    assert outcomes.count("duplicate") >= 3, outcomes
+
+
+# ------------------------------------------------------------------------------------------------ host crash
+def test_host_killed_mid_rollout_resumes_and_promotes(live: LiveStack) -> None:
+    """A person registers v1 then v2 in MLflow; the host is SIGKILLed while v2 bakes at 10% and restarted:
+    the persisted rollout goes on from where it was and v2 ends at 100% (v1 at 0%), nothing lost."""
+    v1 = _register_by_hand(live, seed=1)
+    wait_for("v1 serving all traffic", lambda: _serving(live, v1), timeout=120)
+    v2 = _register_by_hand(live, seed=2)
+    new = _deployment_of(live, v2)
+    wait_for("v2 at 10%", lambda: _traffic(live).get(new) == 10, timeout=120, every=0.2)
+
+    live.stack.kill("host")
+    killed_at = _rollout(live)
+    time.sleep(live.deps.settings.bake_seconds + 2)  # the bake ends while no host is running
+    assert _traffic(live).get(new) == 10 and _rollout(live)["status"] == killed_at["status"]
+    live.stack.restart("host")
+
+    wait_for("v2 serving all traffic", lambda: _serving(live, v2), timeout=180)
+    rollout = _rollout(live)
+    assert rollout["version"] == v2 and rollout["status"] == "promoted"
+    champion = live.deps.platform.find_champion(MODEL)
+    assert champion is not None and champion.version == v2
+    assert _no_dead_letters(live) == []
+
+
+# ------------------------------------------------------------------------------------------------ poison
+def test_poison_event_is_dead_lettered_and_the_host_goes_on(live: LiveStack) -> None:
+    """A ModelRegistered without a model version, then a batch whose only file is empty: each ends where an
+    operator sees it (a dead letter with the payload and the error; a TrainingSkipped naming the file), the
+    host answers and goes on with the next event, and the CLI lists the dead letter."""
+    from reflex.cli import main as cli
+
+    poison = {"id": "poison-1", "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
+              "subject": f"models/{MODEL}", "eventTime": "2026-11-22T00:00:00Z", "dataVersion": "2",
+              "metadataVersion": "1", "data": {"modelName": MODEL, "modelTags": {}}}
+    assert live.post("/runtime/webhooks/eventgrid?functionName=on_model_registered", [poison]) == 202
+    letters = wait_for("the dead letter", lambda: _no_dead_letters(live))
+    assert len(letters) == 1 and letters[0]["event_id"] == "poison-1"
+    assert "version" in letters[0]["error"].lower() and letters[0]["payload"]["data"] == poison["data"]
+
+    container = live.deps.platform.blobs.get_container_client(live.deps.settings.data_container)
+    container.upload_blob("heart/empty/part-0.csv", b"")
+    container.upload_blob("heart/empty/_SUCCESS", b"")
+    skipped = wait_for("TrainingSkipped", lambda: live.published("TrainingSkipped"))
+    assert "part-0.csv" in json.dumps(skipped[0]["data"])
+    assert live.published("TrainingSubmitted") == []
+
+    out = io.StringIO()
+    assert cli(["dead-letters", "--json"], deps=live.deps, stdout=out) == 0
+    assert "poison-1" in out.getvalue()
