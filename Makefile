@@ -23,8 +23,10 @@ test: setup tools
 lint: setup
 	$(PY) -m ruff check .
 
+# every bench, each ending with one `RESULT <bench> ...` line; the storage ones need Azurite (started if absent)
 bench: setup
-	$(PY) bench/cold_start.py
+	$(PY) -m local.azurite run -- sh -c 'for b in cold_start aml_calls coalescing drift chain; do \
+		echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done'
 
 # the whole chain offline: starts the stack if needed, uploads sample data, shows each reaction; exit 0 or the failed step
 demo: setup

@@ -82,7 +82,7 @@ def _patient(seed: int) -> dict[str, Any]:
     return patient_record(seed)
 
 
-def _upload_batch(container: Any, dataset: str, batch: str, rows: list[dict[str, Any]], files: int = 3) -> int:
+def upload_batch(container: Any, dataset: str, batch: str, rows: list[dict[str, Any]], files: int = 3) -> int:
     from local.sampledata import to_csv_bytes
 
     size = (len(rows) + files - 1) // files
@@ -170,7 +170,7 @@ class Demo:
     def land(self, batch: str, rows: int, seed: int) -> str:
         from local.sampledata import generate
 
-        files = _upload_batch(self.data, "heart", batch, generate(rows, seed=seed))
+        files = upload_batch(self.data, "heart", batch, generate(rows, seed=seed))
         return f"{rows} rows in {files} files + _SUCCESS -> {self.settings.data_container}/heart/{batch}/"
 
     def training(self, batch: str) -> str:
@@ -242,7 +242,7 @@ class Demo:
         from local.sampledata import generate
 
         rows = [{k: v for k, v in r.items() if k != self.settings.label_column} for r in generate(200, seed=99)]
-        _upload_batch(self.scoring, "heart", self.score, rows, files=2)
+        upload_batch(self.scoring, "heart", self.score, rows, files=2)
         event = self.feed.wait(
             lambda e: e.get("eventType") in ("Reflex.BatchScoringCompleted", "Reflex.BatchScoringFailed",
                                              "Reflex.BatchScoringSkipped") and _mentions(e, self.score),
