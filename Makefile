@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test demo stack stop lint bench setup clean
+.PHONY: test demo demo-fresh stack stack-func stop lint bench setup clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -32,9 +32,17 @@ bench: setup
 demo: setup
 	$(PY) -m local.demo
 
+# the demo from an empty registry: forgets earlier local runs (MLflow registry, Reflex's containers) first
+demo-fresh: setup
+	$(PY) -m local.demo --fresh
+
 # the local stack in the background (Azurite, MLflow, scoring server, local host); logs in run/current/
 stack: setup
 	$(PY) -m local.stack start
+
+# for Azure Functions Core Tools users: the same stack without our host; then run `func start`
+stack-func: setup
+	$(PY) -m local.stack start --func
 
 stop:
 	$(PY) -m local.stack stop

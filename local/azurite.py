@@ -13,9 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["azurite_binary", "is_listening", "start", "stop"]
+__all__ = ["azurite_binary", "is_listening", "start", "stop", "wait_ready"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
@@ -42,15 +43,22 @@ def start(location: str | None = None, log_path: str | None = None, timeout: flo
         [str(azurite_binary()), "--silent", "--location", location, "--blobHost", "127.0.0.1",
          "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1", "--skipApiVersionCheck", "--loose"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ready(proc, lambda: all(is_listening(p) for p in PORTS.values()),
+               f"Azurite (ports {sorted(PORTS.values())})", log_path or "not kept", timeout)
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen, ready: Callable[[], bool], what: str, log: object,
+               timeout: float) -> None:
+    """Wait until `ready()`; a process that exits or stays unready past `timeout` fails naming `what` and `log`."""
     deadline = time.monotonic() + timeout
-    while not all(is_listening(p) for p in PORTS.values()):
+    while not ready():
         if proc.poll() is not None:
-            raise SystemExit(f"Azurite exited with code {proc.returncode} (log: {log_path or 'not kept'})")
+            raise SystemExit(f"{what} exited with code {proc.returncode}; see {log}")
         if time.monotonic() > deadline:
             proc.terminate()
-            raise SystemExit(f"Azurite did not listen on {sorted(PORTS.values())} within {timeout:.0f}s")
+            raise SystemExit(f"{what} did not become ready within {timeout:.0f}s; see {log}")
         time.sleep(0.2)
-    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:

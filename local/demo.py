@@ -3,7 +3,8 @@
 The demo acts only as a user would: it uploads blobs to Azurite and watches. Everything in between is Reflex
 itself, through the local host that delivers blob, Event Grid and timer triggers to the very functions that
 run in Azure, and the MLflow-backed platform. Progress is read from the `Reflex.*` events Reflex publishes
-(the local topic at `/api/events` on the host) and from the platform (jobs, models, endpoint traffic).
+(the local topic `REFLEX_EVENTGRID_TOPIC_ENDPOINT`, served by the local host) and from the platform (jobs,
+models, endpoint traffic).
 
 Steps: a sample batch lands -> data asset + training job -> run completed -> model registered -> rollout to
 100% -> a prediction for one patient -> a second batch -> the challenger is registered (or skipped with its
@@ -42,11 +43,11 @@ class Step:
 class EventFeed:
     """Reads the local topic's `Reflex.*` events, newest last; remembers what was already shown."""
 
-    host_url: str
+    topic_url: str  # the local topic's /api/events: GET lists what was published
     seen: set[str] = field(default_factory=set)
 
     def all(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{self.host_url}/api/events", timeout=10) as resp:
+        with urllib.request.urlopen(self.topic_url, timeout=10) as resp:
             body = json.loads(resp.read())
         return body if isinstance(body, list) else body.get("events", [])
 
@@ -132,7 +133,7 @@ class Demo:
 
         self.deps = deps or get_deps()
         self.settings = self.deps.settings
-        self.feed = EventFeed(self.settings.local_host_url)
+        self.feed = EventFeed(self.settings.topic_endpoint)
         self.timeout = timeout
         self.steps: list[Step] = []
         self.facts: dict[str, str] = {}
@@ -252,8 +253,18 @@ class Demo:
         output = str(event["data"].get("output") or event["data"].get("output_path") or "")
         return f"output {output}"
 
+    def preface(self) -> None:
+        """Say so when an earlier run left a champion: the new models must beat it, so the story differs."""
+        champion = self.deps.platform.find_champion(self.settings.model_name)
+        if champion is not None:
+            metric = self.settings.gate_metric
+            value = champion.properties.get(f"reflex.metric.{metric}", "?")
+            print(f"note: the registry already has a champion from an earlier run, {champion.ref} "
+                  f"({metric} {value}); new models must beat it. `make demo-fresh` starts from an empty one.")
+
     def run(self) -> int:
         try:
+            self.preface()
             # a small first batch, then one eight times larger: the challenger should earn its canary
             self.step("1. a dataset batch lands in Blob Storage", lambda: self.land(self.batch1, 300, 5))
             self.step("2. data asset + training job submitted", lambda: self.training(self.batch1))
@@ -274,6 +285,9 @@ class Demo:
             print("Logs: run/current/ (make stop stops the stack)", file=sys.stderr)
             return 1
         self.summary()
+        endpoint = self.settings.endpoint_for(self.settings.model_name)
+        print(f"\nnext: the MLflow UI at {self.settings.mlflow_tracking_uri}; `.venv/bin/python -m reflex explain "
+              f"{endpoint}` walks back to the uploaded blobs; `.venv/bin/python -m reflex status`; `make stop`.")
         return 0
 
     def summary(self) -> None:
@@ -287,9 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds each step may take")
     parser.add_argument("--no-stack", action="store_true", help="use a stack that is already running")
+    parser.add_argument("--fresh", action="store_true", help="first forget every earlier run: stop the stack, "
+                                                              "drop the MLflow registry and Reflex's containers")
     args = parser.parse_args(argv)
     for key, value in local_env().items():
         os.environ.setdefault(key, value)
+    if args.fresh:
+        from local import stack
+
+        stack.reset(stack.Stack())
     if not args.no_stack:
         from local import stack
 

@@ -25,20 +25,27 @@ from local.sampledata import patient_record
 __all__ = ["PORTS", "local_env", "settings_file", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
-PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "mlflow": 5000, "serving": 5001, "host": 7071}
+PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "mlflow": 5000, "serving": 5001, "host": 7071,
+         "feeder": 7072}
 LOCAL_TOPIC_KEY = "local-only-key"  # not a secret: the local outbound topic accepts any caller on loopback
 
 
-def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | None = None) -> dict[str, str]:
-    """The app settings (and local knobs) of the local stack, as environment variables."""
+def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | None = None,
+              func: bool = False) -> dict[str, str]:
+    """The app settings (and local knobs) of the local stack, as environment variables.
+
+    `func`: the functions run in Core Tools (`func start` on the host port); the outbound topic is then served
+    by the feeder (`python -m local.host --forward-to`) on its own port, since `func` serves no `/api/events`.
+    """
     p = {**PORTS, **(ports or {})}
+    topic_port = p["feeder"] if func else p["host"]
     env = {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": "UseDevelopmentStorage=true",
         "REFLEX_PLATFORM": "local",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{p['mlflow']}",
         "REFLEX_LOCAL_HOST_URL": f"http://127.0.0.1:{p['host']}",
-        "REFLEX_EVENTGRID_TOPIC_ENDPOINT": f"http://127.0.0.1:{p['host']}/api/events",
+        "REFLEX_EVENTGRID_TOPIC_ENDPOINT": f"http://127.0.0.1:{topic_port}/api/events",
         "REFLEX_EVENTGRID_TOPIC_KEY": LOCAL_TOPIC_KEY,
         "REFLEX_LABEL_COLUMN": "DEATH_EVENT",
         "REFLEX_TASK": "classification",
@@ -82,14 +89,14 @@ def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | N
     return env
 
 
-def settings_file() -> dict[str, object]:
+def settings_file(*, func: bool = False) -> dict[str, object]:
     """The content of `local.settings.example.json` (the Functions Core Tools format)."""
-    return {"IsEncrypted": False, "Values": local_env()}
+    return {"IsEncrypted": False, "Values": local_env(func=func)}
 
 
-if __name__ == "__main__":  # python -m local.env [--write]
-    text = json.dumps(settings_file(), indent=2) + "\n"
-    if "--write" in sys.argv:
+if __name__ == "__main__":  # python -m local.env [--write] [--func]
+    text = json.dumps(settings_file(func="--func" in sys.argv), indent=2) + "\n"
+    if "--write" in sys.argv and "--func" not in sys.argv:
         (ROOT / "local.settings.example.json").write_text(text)
     else:
         sys.stdout.write(text)

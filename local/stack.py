@@ -2,6 +2,10 @@
 
     python -m local.stack start     Azurite (unless one already listens), MLflow server (SQLite), the scoring
                                     server (+ MLflow webhook relay) and the local host
+    python -m local.stack start --func   the same for Core Tools users: no local host on 7071 (`func start`
+                                    runs the functions there) but a feeder on 7072 that POSTs BlobCreated
+                                    events for new blobs to it and serves the local topic; writes
+                                    local.settings.json for `func` when there is none
     python -m local.stack stop      stops exactly the processes this stack started (pids in run/current)
 
 Layout: `<root>/<timestamp>/` holds every log, `pids.json`, the job and deployment folders; `<root>/current`
@@ -32,7 +36,7 @@ from local import azurite
 from local.env import PORTS, ROOT, local_env
 from local.mlflow_relay import SERVER_ENV, ensure_webhook
 
-__all__ = ["Stack", "ensure_running", "ephemeral", "start", "stop"]
+__all__ = ["Stack", "ensure_running", "ephemeral", "reset", "start", "stop"]
 
 RUN = ROOT / "run"
 SECRET_ENV = "REFLEX_LOCAL_WEBHOOK_SECRET"
@@ -87,6 +91,11 @@ class Stack:
     ports: Mapping[str, int] = field(default_factory=lambda: dict(PORTS))
     overrides: Mapping[str, str] = field(default_factory=dict)
     echo: Callable[[str], None] = print
+    func: bool = False  # Core Tools runs the functions: start the feeder instead of the local host
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return ("mlflow", "serving", "feeder") if self.func else COMPONENTS
 
     def __post_init__(self) -> None:
         self.ports = {**PORTS, **self.ports}  # a partial mapping overrides some ports only
@@ -102,7 +111,7 @@ class Stack:
     def env(self, run_dir: Path | None = None) -> dict[str, str]:
         """The app settings every component (and a test or bench driving the stack) sees."""
         run_dir = run_dir or self.current.resolve()
-        return {**local_env(run_dir=run_dir, ports=self.ports), **self.overrides}
+        return {**local_env(run_dir=run_dir, ports=self.ports, func=self.func), **self.overrides}
 
     def pids(self) -> dict[str, int]:
         return json.loads(self.pids_file.read_text()) if self.pids_file.exists() else {}
@@ -131,6 +140,8 @@ class Stack:
                        "--port", str(ports["mlflow"]), "--workers", "1"],
             "serving": ["-m", "local.serving", "--port", str(ports["serving"])],
             "host": ["-m", "local.host", "--port", str(ports["host"]), "--events-log", str(run_dir / "events.jsonl")],
+            "feeder": ["-m", "local.host", "--port", str(ports["feeder"]), "--events-log",
+                       str(run_dir / "events.jsonl"), "--forward-to", env["REFLEX_LOCAL_HOST_URL"]],
         }[name]
         log = run_dir / f"{name}.log"
         with open(log, "ab") as out:
@@ -139,22 +150,16 @@ class Stack:
                                     start_new_session=True)
         check = {"mlflow": lambda: _healthy(f"{env['MLFLOW_TRACKING_URI']}/health"),
                  "serving": lambda: _healthy(f"{env['REFLEX_LOCAL_SERVING_URL']}/health"),
-                 "host": lambda: _healthy(f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status")}[name]
-        deadline = time.monotonic() + 90.0
-        while not check():
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with code {proc.returncode}; see {log}")
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise SystemExit(f"{name} did not become healthy within 90s; see {log}")
-            time.sleep(0.2)
+                 "host": lambda: _healthy(f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status"),
+                 "feeder": lambda: _healthy(f"http://127.0.0.1:{ports['feeder']}/admin/host/status")}[name]
+        azurite.wait_ready(proc, check, name, log, 90.0)
         return proc
 
     def start(self) -> Path:
         """Start every component, health-checked; on any failure stop what was started. Returns the run folder."""
         if self.pids_file.exists():
             raise SystemExit(f"a stack is already running (see {self.pids_file.resolve()}): run `make stop` first")
-        for name in COMPONENTS:
+        for name in self.components:
             if azurite.is_listening(self.ports[name]):
                 raise SystemExit(f"port {self.ports[name]} ({name}) is already in use: stop whatever listens there")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -171,7 +176,7 @@ class Stack:
             else:
                 pids["azurite"] = azurite.start(str(self.root / "azurite"), str(run_dir / "azurite.log")).pid
                 self._save(pids)
-            for name in COMPONENTS:
+            for name in self.components:
                 pids[name] = self._launch(name, run_dir, env).pid
                 self._save(pids)
                 if name == "serving":
@@ -188,8 +193,11 @@ class Stack:
                   f"  storage  UseDevelopmentStorage=true (127.0.0.1:{self.ports['blob']})\n"
                   f"  mlflow   {env['MLFLOW_TRACKING_URI']}\n"
                   f"  scoring  {env['REFLEX_LOCAL_SERVING_URL']}/endpoints/<name>/score\n"
-                  f"  host     {env['REFLEX_LOCAL_HOST_URL']}\n"
-                  f"stop with: make stop")
+                  + (f"  feeder   http://127.0.0.1:{self.ports['feeder']} (blob events -> "
+                     f"{env['REFLEX_LOCAL_HOST_URL']}, topic {env['REFLEX_EVENTGRID_TOPIC_ENDPOINT']})\n"
+                     f"  now run: func start   (port {self.ports['host']}, reads local.settings.json)\n"
+                     if self.func else f"  host     {env['REFLEX_LOCAL_HOST_URL']}\n")
+                  + "stop with: make stop")
         return run_dir
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -243,7 +251,7 @@ def own_containers(suffix: str) -> dict[str, str]:
 
 
 @contextmanager
-def ephemeral(root: Path, extra: Mapping[str, str] | None = None) -> Iterator[Stack]:
+def ephemeral(root: Path, extra: Mapping[str, str] | None = None, *, func: bool = False) -> Iterator[Stack]:
     """A whole stack on `root`, free ports and containers of its own, removed afterwards (tests, benches).
 
     Azurite must already listen (`make test` and the benches start it); its containers are shared with
@@ -254,9 +262,8 @@ def ephemeral(root: Path, extra: Mapping[str, str] | None = None) -> Iterator[St
     if not azurite.is_listening(PORTS["blob"]):
         raise SystemExit(f"Azurite is not listening on 127.0.0.1:{PORTS['blob']}: start it (make stack / make test)")
     containers = own_containers(uuid.uuid4().hex[:10])
-    stack = Stack(root=root, ports={name: free_port() for name in COMPONENTS}, overrides={**containers,
-                                                                                           **(extra or {})},
-                  echo=lambda _: None)
+    stack = Stack(root=root, ports={name: free_port() for name in (*COMPONENTS, "feeder")},
+                  overrides={**containers, **(extra or {})}, echo=lambda _: None, func=func)
     service = BlobServiceClient.from_connection_string(stack.env(root)["AzureWebJobsStorage"])
     for name in containers.values():
         service.create_container(name)
@@ -269,8 +276,56 @@ def ephemeral(root: Path, extra: Mapping[str, str] | None = None) -> Iterator[St
             service.delete_container(name)
 
 
-def start() -> int:
-    Stack().start()
+def reset(stack: Stack) -> None:
+    """Forget what the local stack did (`make demo-fresh`): stop it, drop the MLflow registry and runs, and
+    delete Reflex's containers (state, data, scoring, outputs) in Azurite. Nothing else is touched."""
+    import shutil
+
+    from azure.storage.blob import BlobServiceClient
+
+    env = stack.env(stack.root)
+    if azurite.is_listening(stack.ports["blob"]):
+        service = BlobServiceClient.from_connection_string(env["AzureWebJobsStorage"])
+        for setting in ("REFLEX_STATE_CONTAINER", "REFLEX_DATA_CONTAINER", "REFLEX_SCORING_CONTAINER",
+                        "REFLEX_OUTPUT_CONTAINER"):
+            container = service.get_container_client(env[setting])
+            if container.exists():
+                container.delete_container()
+                stack.echo(f"deleted container {env[setting]}")
+    elif (stack.root / "azurite").is_dir():  # the stack's own Azurite is down: its data folder is all there is
+        shutil.rmtree(stack.root / "azurite")
+        stack.echo(f"removed {stack.root / 'azurite'}")
+    stack.stop()
+    for path in (stack.root / "mlflow.db", stack.root / "mlartifacts"):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        stack.echo(f"removed {path}")
+
+
+def _settings_for_func(stack: Stack) -> None:
+    """`func start` reads local.settings.json: write it when absent, else name the values that differ."""
+    from local.env import settings_file
+
+    path = ROOT / "local.settings.json"
+    wanted = settings_file(func=True)
+    if not path.exists():
+        path.write_text(json.dumps(wanted, indent=2) + "\n")
+        stack.echo(f"wrote {path.name} for func (from local/env.py)")
+        return
+    values = json.loads(path.read_text()).get("Values", {})
+    differ = sorted(k for k, v in wanted["Values"].items() if values.get(k) != v)  # type: ignore[union-attr]
+    if differ:
+        stack.echo(f"warning: {path.name} differs from this stack's settings in {', '.join(differ)}; "
+                   f"see `python -m local.env --func`")
+
+
+def start(func: bool = False) -> int:
+    stack = Stack(func=func)
+    if func:
+        _settings_for_func(stack)
+    stack.start()
     return 0
 
 
@@ -293,7 +348,7 @@ def ensure_running() -> None:
 if __name__ == "__main__":
     command = sys.argv[1:2]
     if command == ["start"]:
-        sys.exit(start())
+        sys.exit(start(func="--func" in sys.argv[2:]))
     if command == ["stop"]:
         sys.exit(stop())
-    raise SystemExit("usage: python -m local.stack start|stop")
+    raise SystemExit("usage: python -m local.stack start [--func] | stop")

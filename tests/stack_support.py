@@ -44,8 +44,8 @@ class LiveStack:
             return int(exc.code)
 
     def published(self, event_type: str | None = None) -> list[dict[str, Any]]:
-        """The `Reflex.*` events the app published to the local topic (this stack's host, since its start)."""
-        with urllib.request.urlopen(f"{self.host_url}/api/events", timeout=10) as response:
+        """The `Reflex.*` events the app published to the local topic (since this stack started)."""
+        with urllib.request.urlopen(self.env["REFLEX_EVENTGRID_TOPIC_ENDPOINT"], timeout=10) as response:
             body = json.loads(response.read())
         events = body if isinstance(body, list) else body.get("events", [])
         return [e for e in events if event_type is None or e.get("eventType") == f"Reflex.{event_type}"]
@@ -64,12 +64,12 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 180.0
 
 
 def live_stack(root: Path, setenv: Callable[[str, str], None],
-               extra: Mapping[str, str] | None = None) -> Iterator[LiveStack]:
+               extra: Mapping[str, str] | None = None, *, func: bool = False) -> Iterator[LiveStack]:
     """A stack of this test's own (`local.stack.ephemeral`), its settings seen by this process too."""
     from shared.deps import get_deps, reset_deps
     from shared.settings import reset_cache
 
-    with ephemeral(root, extra) as stack:
+    with ephemeral(root, extra, func=func) as stack:
         env = stack.env()
         for key, value in env.items():
             setenv(key, value)

@@ -202,3 +202,41 @@ def test_the_hosts_own_container_is_not_polled(service: BlobServiceClient, host_
     invoker = Invoker(max_workers=1)
     delivery = BlobDelivery(invoker, ReceiptStore(service, host_id), env={"AzureWebJobsStorage": CONN})
     assert BlobPoller({"watch_hosts": entry}, delivery, invoker, env={"AzureWebJobsStorage": CONN}).targets == []
+
+
+def test_feeder_forwards_each_new_blob_version_to_another_host_once(
+        service: BlobServiceClient, container: ContainerClient, index: dict[str, FunctionEntry], host_id: str,
+        records: list) -> None:
+    """`--forward-to` (for `func start`): polled blobs reach the other host's blobs webhook as BlobCreated events,
+    each version once; while that host is down, nothing is lost: the version is sent on a later poll."""
+    from local.host.forward import ForwardingDelivery
+    from local.stack import free_port
+
+    target_port = free_port()
+    feeder = BlobPoller(index, ForwardingDelivery(ReceiptStore(service, host_id), f"http://127.0.0.1:{target_port}",
+                                                  env=env(container), timeout=10), Invoker(max_workers=2),
+                        env=env(container))
+    etag = container.upload_blob("a.csv", b"first").get_blob_properties().etag
+    assert feeder.poll_once() == {"failed": 1}  # the functions host is not up yet
+    assert records == []
+
+    with Host(index, port=target_port, host_id=f"{host_id}-target", timers=False, blob_poll=False,
+              env=env(container)):
+        assert feeder.poll_once() == {"succeeded": 1}
+        wait_until(lambda: len(records) == 1)
+        assert feeder.poll_once() == {}
+        new_etag = container.upload_blob("a.csv", b"second", overwrite=True).get_blob_properties().etag
+        container.upload_blob("b.csv", b"other")
+        assert feeder.poll_once() == {"succeeded": 2}
+        wait_until(lambda: len(records) == 3)
+    name = container.container_name
+    assert sorted((r["name"], r["body"]) for r in records) == [
+        (f"{name}/a.csv", "first"), (f"{name}/a.csv", "second"), (f"{name}/b.csv", "other")]
+    assert {r["etag"] for r in records if r["body"] != "other"} == {etag, new_etag}
+
+
+def wait_until(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -30,6 +30,11 @@ def live(tmp_path: Path, blob_service: Any, monkeypatch: pytest.MonkeyPatch) -> 
     yield from live_stack(tmp_path / "run", monkeypatch.setenv)  # blob_service: fails clearly without Azurite
 
 
+@pytest.fixture
+def live_func(tmp_path: Path, blob_service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveStack]:
+    yield from live_stack(tmp_path / "run", monkeypatch.setenv, func=True)
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 def _upload(live: LiveStack, batch: str, rows: int, seed: int, files: int = 2) -> list[str]:
     """A dataset batch as a user lands it: part files, then the completion marker. The blob URLs."""
@@ -241,3 +246,31 @@ def test_poison_event_is_dead_lettered_and_the_host_goes_on(live: LiveStack) -> 
     out = io.StringIO()
     assert cli(["dead-letters", "--json"], deps=live.deps, stdout=out) == 0
     assert "poison-1" in out.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ func start
+def test_func_mode_feeds_blob_events_to_the_functions_host(live_func: LiveStack, tmp_path: Path) -> None:
+    """`local.stack start --func` for Core Tools users: no host of ours runs the functions; the feeder turns
+    new blobs into BlobCreated POSTs to the functions host and serves the topic. A functions host that only
+    answers webhooks (the real host's contract; `func start` is not installable here) gets the whole chain."""
+    import os
+    import subprocess
+    import sys
+
+    from local.env import ROOT
+
+    port = live_func.host_url.rsplit(":", 1)[1]
+    log = tmp_path / "functions-host.log"
+    with open(log, "wb") as out:
+        functions_host = subprocess.Popen(
+            [sys.executable, "-m", "local.host", "--port", port, "--no-blob-poll"], cwd=ROOT,
+            env={**os.environ, **live_func.env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _upload(live_func, "viafunc", rows=300, seed=5)
+        submitted = wait_for("TrainingSubmitted", lambda: live_func.published("TrainingSubmitted"), timeout=120)
+        assert "viafunc" in submitted[0]["data"]["batch"]
+        registered = wait_for("ModelRegistered", lambda: live_func.published("ModelRegistered"), timeout=180)
+        assert registered[0]["subject"] == f"models/{MODEL}:1"
+    finally:
+        functions_host.terminate()
+        functions_host.wait(timeout=20)

@@ -2,7 +2,11 @@
 
     python -m local.host [--app function_app] [--app-dir .] [--port 7071] [--bind 127.0.0.1]
                          [--poll-seconds 2] [--no-timers] [--no-blob-poll] [--events-log PATH]
-                         [--topic-key KEY] [--host-id ID]
+                         [--topic-key KEY] [--host-id ID] [--forward-to URL]
+
+With `--forward-to http://127.0.0.1:7071` it is a feeder for a Core Tools host (`func start`): it polls
+Azurite for the blob triggers and POSTs each new blob version to that host as a `BlobCreated` event (Azurite
+raises none), serves the local topic `/api/events`, and runs no timers (the other host does).
 
 `local.settings.json` Values in the app folder are copied into the environment where unset, before the app
 is imported (so `%SETTING%`s and the app's own settings see them). SIGTERM/SIGINT stop it cleanly.
@@ -32,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-blob-poll", action="store_true", help="do not poll storage for blob triggers")
     parser.add_argument("--events-log", type=Path, help="append events published to /api/events here (JSONL)")
     parser.add_argument("--topic-key", help="require this aeg-sas-key on POST /api/events")
+    parser.add_argument("--forward-to", metavar="URL", help="feed blob events to the Functions host at URL "
+                                                             "instead of running the functions here")
     parser.add_argument("--host-id", help="host id in blob receipts (default: AzureFunctionsWebHost__hostid "
                                           "or the machine name)")
     return parser
@@ -45,14 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     index = build_index(app)
     host = Host(index, bind=args.bind, port=args.port, host_id=args.host_id, poll_seconds=args.poll_seconds,
                 timers=not args.no_timers, blob_poll=not args.no_blob_poll, events_log=args.events_log,
-                topic_key=args.topic_key)
+                topic_key=args.topic_key, forward_to=args.forward_to)
     stopped = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopped.set())
     host.start()
     if copied:
         print(f"local.settings.json: set {', '.join(sorted(copied))}")
-    print(f"Reflex local host {host.host_id} listening on {host.url}")
+    print(f"Reflex local host {host.host_id} listening on {host.url}"
+          + (f"; feeding blob events to {args.forward_to}" if args.forward_to else ""))
     for name, entry in sorted(index.items()):
         detail = entry.settings.get("path") or entry.settings.get("schedule") or ""
         url = f"  POST {host.url}/runtime/webhooks/eventgrid?functionName={name}" \

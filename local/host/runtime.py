@@ -19,6 +19,7 @@ from typing import Any
 
 from local.host import storage
 from local.host.blobs import BlobDelivery, BlobPoller
+from local.host.forward import ForwardingDelivery
 from local.host.index import FunctionEntry
 from local.host.invoke import Invoker
 from local.host.receipts import ReceiptStore
@@ -42,9 +43,11 @@ class Host:
     def __init__(self, index: Mapping[str, FunctionEntry], *, bind: str = "127.0.0.1", port: int = 7071,
                  host_id: str | None = None, poll_seconds: float = 2.0, timers: bool = True,
                  blob_poll: bool = True, events_log: Path | str | None = None, topic_key: str | None = None,
-                 max_workers: int = 8, max_blob_attempts: int = 5, env: Mapping[str, str] | None = None) -> None:
+                 max_workers: int = 8, max_blob_attempts: int = 5, env: Mapping[str, str] | None = None,
+                 forward_to: str | None = None) -> None:
         self.index = dict(index)
-        self.host_id = host_id or default_host_id(env)
+        # a feeder keeps receipts of its own: the host it feeds may be this machine's local host, same default id
+        self.host_id = host_id or (default_host_id(env)[:25] + "-feeder" if forward_to else default_host_id(env))
         self.invoker = Invoker(max_workers=max_workers)
         self.topic = LocalTopic(key=topic_key, log_path=events_log)
         self._poll_seconds = poll_seconds
@@ -55,10 +58,12 @@ class Host:
         self.poller: BlobPoller | None = None
         if has_blobs:
             receipts = ReceiptStore(storage.blob_service(storage.HOST_CONNECTION, env), self.host_id)
-            self.delivery = BlobDelivery(self.invoker, receipts, max_attempts=max_blob_attempts, env=env)
+            self.delivery = ForwardingDelivery(receipts, forward_to, env=env) if forward_to else BlobDelivery(
+                self.invoker, receipts, max_attempts=max_blob_attempts, env=env)
             if blob_poll:
                 self.poller = BlobPoller(self.index, self.delivery, self.invoker, env=env)
-        self.timers = TimerScheduler(self.index, self.invoker) if timers else None
+        # feeding another host: it runs the timers (and every function); this one only feeds and hosts the topic
+        self.timers = TimerScheduler(self.index, self.invoker) if timers and not forward_to else None
         self.server = make_server(self, bind, port)
         self._threads: list[threading.Thread] = []
 
