@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -213,14 +214,20 @@ class Demo:
         model = self.facts.get(f"model:{batch}", "")
         if not model:
             return "nothing to roll out (the challenger did not beat the champion)"
-        endpoint_name = self.settings.endpoint_for(model.partition(":")[0]) or ""
-        serving = os.environ.get("REFLEX_LOCAL_SERVING_URL", "http://127.0.0.1:5001")
-        with ClientTraffic(f"{serving}/endpoints/{endpoint_name}/score",
-                           {"data": [_patient(3)]}) as client:
+        endpoint = self.settings.endpoint_for(model.partition(":")[0]) or ""
+        live = self.deps.platform.get_endpoint(endpoint)
+        if live is None or not any(live.traffic.values()):  # nothing serves yet: no client to keep happy
+            return self._rollout_end(model)
+        with ClientTraffic(self._scoring_url(endpoint), {"data": [_patient(3)]}) as client:
             outcome = self._rollout_end(model)
         served = ", ".join(f"{name}: {count}" for name, count in sorted(client.served.items()))
-        return f"{outcome}; client requests served during the rollout: {served or 'none'}" + (
+        return f"{outcome}; client requests answered during the rollout: {served or 'none'}" + (
             f" ({client.errors} failed)" if client.errors else "")
+
+    @staticmethod
+    def _scoring_url(endpoint: str) -> str:
+        serving = os.environ.get("REFLEX_LOCAL_SERVING_URL", "http://127.0.0.1:5001")
+        return f"{serving}/endpoints/{endpoint}/score"
 
     def _rollout_end(self, model: str) -> str:
         _, _, version = model.partition(":")
@@ -233,11 +240,19 @@ class Demo:
         return f"{event['eventType'].removeprefix('Reflex.')}: traffic now {traffic}"
 
     def predict(self) -> str:
+        """One patient record, sent to the endpoint's scoring URL as any client would."""
         endpoint = self.settings.endpoint_for(self.settings.model_name) or ""
-        result = self.deps.platform.invoke(endpoint, "", {"data": [_patient(7)]})
-        if result.status != 200:
-            raise RuntimeError(f"endpoint {endpoint} answered {result.status}: {result.body[:200]}")
-        return f"{endpoint} -> {result.body[:80]} ({result.latency_ms:.0f} ms)"
+        body = json.dumps({"data": [_patient(7)]}).encode()
+        request = urllib.request.Request(self._scoring_url(endpoint), data=body,
+                                         headers={"Content-Type": "application/json"})
+        start = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                answer, deployment = resp.read().decode(), resp.headers.get("azureml-model-deployment", "?")
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"endpoint {endpoint} answered {exc.code}: {exc.read()[:200]!r}") from exc
+        return (f"POST {self._scoring_url(endpoint)} -> {answer[:80]} from deployment {deployment} "
+                f"({(time.monotonic() - start) * 1000:.0f} ms)")
 
     def batch_scoring(self) -> str:
         from local.sampledata import generate

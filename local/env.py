@@ -83,6 +83,7 @@ def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | N
         # MLflow client: fail fast when the tracking server is down instead of retrying for minutes
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # progress bars in the host's and jobs' logs are noise
     }
     if run_dir is not None:
         env["REFLEX_LOCAL_RUN_DIR"] = str(run_dir)
