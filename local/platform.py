@@ -226,6 +226,10 @@ class LocalPlatform:
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
             expected = max((_version_key(m) for m in self.list_models(name)), default=0) + 1
+            if int(version) < expected:  # registered meanwhile (a concurrent delivery of the same event)?
+                raced = self.get_model(name, version)
+                if raced is not None and raced.job_name == job_name:
+                    return raced
             if int(version) != expected:
                 raise PermanentError(f"model {name}:{version}: MLflow numbers versions itself and the next version "
                                      f"of {name} is {expected}")

@@ -279,6 +279,30 @@ def test_models_register_with_explicit_versions_and_champion_tags(env: dict[str,
     assert registered[0]["subject"] == f"models/{name}:1" and registered[0]["data"]["modelProperties"]["auc"] == "0.9"
 
 
+def test_concurrent_registrations_of_one_version_by_its_job_all_return_it(env: dict[str, Any]) -> None:
+    """The same RunCompleted delivered several times at once: one version, every caller gets it (a transient
+    error, retried as Event Grid redelivers, is allowed; a permanent one, which dead-letters, is not)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.errors import TransientError
+
+    p: LocalPlatform = env["platform"]
+    name = f"race-{uuid.uuid4().hex[:6]}"
+
+    def register(_: int) -> str:
+        for _attempt in range(5):
+            try:
+                return p.register_model(name=name, version="1", job_name="job-command-1", tags={}).ref
+            except TransientError:
+                time.sleep(0.2)
+        raise AssertionError("still transient after 5 attempts")
+
+    with ThreadPoolExecutor(6) as pool:
+        refs = list(pool.map(register, range(6)))
+    assert refs == [f"{name}:1"] * 6
+    assert [m.version for m in p.list_models(name)] == ["1"]
+
+
 def _wait_deployment(p: LocalPlatform, ep: str, dep: str, timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
