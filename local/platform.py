@@ -226,23 +226,54 @@ class LocalPlatform:
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
             expected = max((_version_key(m) for m in self.list_models(name)), default=0) + 1
-            if int(version) < expected:  # registered meanwhile (a concurrent delivery of the same event)?
+            if int(version) < expected:  # registered meanwhile, by a duplicate delivery of the same event?
                 raced = self.get_model(name, version)
                 if raced is not None and raced.job_name == job_name:
                     return raced
             if int(version) != expected:
                 raise PermanentError(f"model {name}:{version}: MLflow numbers versions itself and the next version "
                                      f"of {name} is {expected}")
+            claim = self._claim_registration(name, version, job_name)
+            if claim is None:
+                raced = self.get_model(name, version)
+                if raced is not None and raced.job_name == job_name:
+                    return raced
+                raise TransientError(f"model {name}:{version}: a concurrent call is registering it; retry", 1.0)
             mv = self.client.create_model_version(name, source, run_id=run_id, tags=all_tags,
                                                   description=description or None, model_id=model_id)
-            if str(mv.version) != version:  # another registration won the race for this number
+            if str(mv.version) != version:
+                # MLflow never reuses a number: a deleted version (or one a person is registering right now)
+                # holds this one. Retrying would only burn more numbers, so this needs a person.
                 self.client.delete_model_version(name, mv.version)
-                raise TransientError(f"model {name}:{version}: a concurrent registration took version "
-                                     f"{version}; retry", 1.0)
+                self.state.delete(claim)
+                raise PermanentError(f"model {name}:{version}: MLflow assigned version {mv.version} instead "
+                                     f"(versions deleted from the registry keep their numbers); removed it")
         model = self._model(mv)
         self._emit("on_model_registered", amlevents.model_registered(
             name=name, version=version, tags=model.tags, properties=model.properties))
         return model
+
+    def _claim_registration(self, name: str, version: str, job_name: str,
+                            stale_after: float = 120.0) -> str | None:
+        """One caller at a time creates `name:version` (MLflow would give a second caller the next number):
+        the claim's key for that caller, None for the others.
+
+        A claim older than `stale_after` whose version never appeared belonged to a caller that died before
+        creating it: it is taken over (compare-and-swap, so by one caller only).
+        """
+        key = f"platform/registrations/{key_part(name)}/{key_part(version)}"
+        if self.state.claim(key, {"job": job_name, "at_epoch": self.clock()}):
+            return key
+        record = self.state.get(key)
+        if record is None or self.clock() - float(record.value.get("at_epoch", 0)) < stale_after:
+            return None
+        if self.get_model(name, version) is not None:
+            return None
+        try:
+            self.state.replace(record, {"job": job_name, "at_epoch": self.clock()})
+        except TransientError:  # Conflict: another caller took it over first
+            return None
+        return key
 
     def _resolve_source(self, uri: str, what: str) -> tuple[str | None, str, str | None]:
         """(run id, registry source, logged model id) of `runs:/<run>/<path>`, as `mlflow.register_model` does:

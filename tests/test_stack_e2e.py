@@ -178,12 +178,12 @@ def test_every_event_delivered_three_times_does_everything_once(live: LiveStack)
     wait_for(f"job {job} to complete", lambda: (j := live.deps.platform.get_job(job)) and j.terminal)
     run_completed = _run_completed_event(live, job)
     for _ in range(3):
-        assert live.post("/runtime/webhooks/eventgrid?functionName=on_run_event", [run_completed]) == 202
+        assert live.deliver("/runtime/webhooks/eventgrid?functionName=on_run_event", [run_completed]) == 202
     wait_for("model v1", lambda: live.deps.platform.get_model(MODEL, "1"))
     registered = amlevents.model_registered(name=MODEL, version="1",
                                             tags=dict(live.deps.platform.get_model(MODEL, "1").tags))
     for _ in range(3):
-        assert live.post("/runtime/webhooks/eventgrid?functionName=on_model_registered", [registered]) == 202
+        assert live.deliver("/runtime/webhooks/eventgrid?functionName=on_model_registered", [registered]) == 202
     wait_for("v1 serving all traffic", lambda: _serving(live, "1"), timeout=120)
 
     assert [e["data"]["job"] for e in live.published("TrainingSubmitted")] == [job]
