@@ -20,7 +20,7 @@ import pytest
 
 from tests.stack_support import LiveStack, live_stack, wait_for
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.stack]
 
 MODEL, ENDPOINT = "heart-failure", "heart-failure-ep"
 
