@@ -89,20 +89,31 @@ def list_batch(deps: Deps, path: BatchPath) -> list[BlobVersion]:
             for b in found if not (marker and b.name[len(prefix):] == marker)]
 
 
-def handle_blob(raw: Any, deps: Deps) -> Outcome:
-    """One blob delivery: record it in its batch, complete the batch on its marker, start training once."""
+def locate_blob(raw: Any, container: str, role: str) -> tuple[events.BlobDelivery, BatchPath, BlobVersion] | Outcome:
+    """A blob delivery placed in its batch folder, or the skip outcome saying why it has none.
+
+    Shared by the data and the scoring containers (`role` names which, in the reason): a blob of another
+    container or outside a `<dataset>/<batch>/` folder is skipped with the path problem, never guessed at.
+    """
     blob = events.blob_delivery(raw)
-    settings = deps.settings
-    if blob.container != settings.data_container:
-        return Outcome("skipped", f"container {blob.container!r} is not the data container "
-                                  f"{settings.data_container!r}", {"blob": blob.url})
+    if blob.container != container:
+        return Outcome("skipped", f"container {blob.container!r} is not the {role} container {container!r}",
+                       {"blob": blob.url})
     try:
         path = parse_blob_path(blob.container, blob.blob_name)
     except PathProblem as exc:
         return Outcome("skipped", str(exc), {"blob": blob.url})
+    return blob, path, BlobVersion(path.file, blob.url, blob.etag, blob.content_length)
+
+
+def handle_blob(raw: Any, deps: Deps) -> Outcome:
+    """One blob delivery: record it in its batch, complete the batch on its marker, start training once."""
+    located = locate_blob(raw, deps.settings.data_container, "data")
+    if isinstance(located, Outcome):
+        return located
+    blob, path, version = located
     key = arrival_key(path)
-    version = BlobVersion(path.file, blob.url, blob.etag, blob.content_length)
-    marker = settings.completion_marker
+    marker = deps.settings.completion_marker
     if marker and path.file == marker:
         return _on_marker(key, path, version, blob.id, deps)
     # lineage: a blob that is (or will be) trained on links to its batch; a late or rejected one does not

@@ -24,10 +24,9 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared import events
-from shared.arrival import list_batch
-from shared.arrival_record import BlobVersion, add_blob, complete, set_status
-from shared.batches import BatchPath, PathProblem, parse_blob_path
+from shared.arrival import list_batch, locate_blob
+from shared.arrival_record import add_blob, complete, set_status
+from shared.batches import BatchPath
 from shared.errors import PermanentError, ReflexError, TransientError
 from shared.platform import REFLEX_TAG, BatchDeploymentSpec
 from shared.reaction import Outcome
@@ -58,19 +57,13 @@ def _batch_id(value: Mapping[str, Any]) -> str:
 
 def handle_blob(raw: Any, deps: Deps) -> Outcome:
     """One blob of the scoring container: record it; on the marker complete the batch and start scoring."""
-    blob = events.blob_delivery(raw)
-    settings = deps.settings
-    if blob.container != settings.scoring_container:
-        return Outcome("skipped", f"container {blob.container!r} is not the scoring container "
-                                  f"{settings.scoring_container!r}", {"blob": blob.key})
-    try:
-        path = parse_blob_path(blob.container, blob.blob_name)
-    except PathProblem as exc:
-        return Outcome("skipped", str(exc), {"blob": blob.key})
+    located = locate_blob(raw, deps.settings.scoring_container, "scoring")
+    if isinstance(located, Outcome):
+        return located
+    blob, path, version = located
     key = scoring_key(path)
-    version = BlobVersion(path.file, blob.url, blob.etag, blob.content_length)
     details = {"batch": path.batch_id, "file": path.file, "record": key}
-    marker = settings.completion_marker
+    marker = deps.settings.completion_marker
     if marker and path.file == marker:
         current = deps.state.get(key)
         if current is not None and current.value["status"] != "collecting":
