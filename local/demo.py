@@ -237,7 +237,9 @@ class Demo:
             timeout=self.timeout, what=f"the end of the rollout of {model}", show=_show)
         endpoint = self.deps.platform.get_endpoint(self.settings.endpoint_for(model.partition(":")[0]) or "")
         traffic = dict(endpoint.traffic) if endpoint else {}
-        return f"{event['eventType'].removeprefix('Reflex.')}: traffic now {traffic}"
+        reason = event["data"].get("reason")
+        return f"{event['eventType'].removeprefix('Reflex.')}" + (f" ({reason})" if reason else "") + (
+            f": traffic now {traffic}")
 
     def predict(self) -> str:
         """One patient record, sent to the endpoint's scoring URL as any client would."""

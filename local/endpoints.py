@@ -245,6 +245,13 @@ class Endpoints:
         return chosen.name, result
 
     def _score(self, endpoint: str, dep: Deployment, body: Mapping[str, Any]) -> InvokeResult:
+        # An Azure ML deployment loads its model before it reports Succeeded; here each process loads it on
+        # first use. That one-off load is kept out of the latency, or a canary's first request (often the
+        # smoke test) would read as a latency regression against the warm live deployment.
+        try:
+            load_model(dep.model)
+        except Exception:  # scored below as the 500 the counters must see
+            log.warning("model %s of %s/%s does not load", dep.model, endpoint, dep.name)
         started = time.perf_counter()
         try:
             result = InvokeResult(200, json.dumps(predict(dep.model, body)), 0.0)
