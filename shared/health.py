@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import ReflexError
 from shared.platform import TERMINAL_JOB_STATES, Endpoint, Job, traffic_problems
 from shared.reaction import Outcome
+from shared.rollout_plan import Plan
 from shared.state import key_part, utcnow_iso
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ ROLLOUT_TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded", "co
 REMEDIABLE = frozenset({"creating", "smoke", "mirroring", "baking"})  # a rollback makes sense (may hold traffic)
 FAILED_JOB_STATES = TERMINAL_JOB_STATES - {"Completed"}
 AWAITING_APPROVAL = "awaiting approval"  # how the rollout machine's Wait while pending on approval begins
-APPROVAL_TIMEOUT_SECONDS = 7 * 86_400  # a record written before plans carried their approval timeout
 
 
 @dataclass(frozen=True)
@@ -110,18 +110,21 @@ def _awaiting_approval(value: Mapping[str, Any]) -> bool:
 
 def rollout_due(value: Mapping[str, Any], default_seconds: int) -> float | None:
     """When the reconciler should have ended this open rollout by itself (epoch), or None when unknown."""
-    plan = value.get("plan") if isinstance(value.get("plan"), Mapping) else {}
+    try:  # the plan copied into the record (defaults for fields older records lack)
+        plan = Plan.from_dict(value.get("plan") or {})
+    except (TypeError, ValueError, AttributeError):
+        plan = Plan()
     status = str(value.get("status", ""))
     started = _epoch(value.get("started_at")) or _epoch(value.get("created_at"))
     due = _epoch(value.get("deadline")) or (None if started is None else started + default_seconds)
     if status == "pending" and _awaiting_approval(value):
         created = _epoch(value.get("created_at"))
         if created is not None:
-            due = created + float(plan.get("approval_timeout_seconds") or APPROVAL_TIMEOUT_SECONDS)
+            due = created + plan.approval_timeout_seconds
     elif status in ("promoted", "retiring"):
         promoted = _epoch(value.get("phase_started_at"))
         if promoted is not None:
-            due = max(due or 0.0, promoted + float(plan.get("retain_seconds") or 0))
+            due = max(due or 0.0, promoted + plan.retain_seconds)
     return due
 
 

@@ -197,6 +197,9 @@ def test_rollout_due_is_when_the_reconciler_should_have_ended_it() -> None:
     observed = Observation(endpoint_state="Succeeded", approval="pending")
     waiting = advance(pending, decide(pending, observed, 5.0), 5.0).to_dict()
     assert health.rollout_due(waiting, 14_400) == 86_400.0
+    older = {**waiting, "plan": {k: v for k, v in waiting["plan"].items() if k != "approval_timeout_seconds"}}
+    assert health.rollout_due(older, 14_400) == Plan().approval_timeout_seconds  # records from before the setting
+    assert health.rollout_due({**waiting, "plan": {"steps": "x"}}, 14_400) == Plan().approval_timeout_seconds
     # pending for another reason: the machine fails it at the deadline
     endpoint = Observation(endpoint_state="Creating")
     assert health.rollout_due(advance(pending, decide(pending, endpoint, 5.0), 5.0).to_dict(), 14_400) == 1000.0
