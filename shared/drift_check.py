@@ -12,7 +12,8 @@ Why this shape (the arithmetic is shared/drift.py; this module only finds and st
   check, plus, when REFLEX_DATA_COLLECTOR_PATH = `<container>/<prefix>` is set, request-log blobs under it
   modified since then (JSON lines of `{"data": [...]}`). Files stream through shared/tabular.py, a chunk at a
   time: no pandas, bounded memory. The record `drift/<model>` keeps `checked_until`; it advances only after a
-  check that had enough rows (REFLEX_DRIFT_MIN_ROWS), so small batches accumulate instead of being lost.
+  check that had enough rows (REFLEX_DRIFT_MIN_ROWS), so small batches accumulate instead of being lost, but
+  only within REFLEX_DRIFT_WINDOW_SECONDS: older data no longer says anything about drift now.
 * Findings. An unreadable file is skipped and named in the outcome and the event (the rest is still
   checked); a schema difference names the missing and new columns; too few rows, no champion and no
   baseline lineage are skipped with the reason. Nothing raises out of the timer for bad data.
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from shared.deps import Deps
     from shared.platform import ModelVersion
 
-__all__ = ["baseline_blob", "check", "ensure_baseline", "recent_sources", "scheduled_retrain", "training_files"]
+__all__ = ["baseline_blob", "check", "ensure_baseline", "recent_since", "recent_sources", "scheduled_retrain",
+           "training_files"]
 
 log = logging.getLogger("reflex.drift")
 
@@ -149,6 +151,11 @@ def ensure_baseline(deps: Deps, champion: ModelVersion) -> tuple[Profile, bool]:
 # ------------------------------------------------------------------------------------ recent data
 
 
+def recent_since(checked_until: float | None, now: float, window_seconds: int) -> float:
+    """Where the recent data starts: after the last check with enough rows, but never before the window."""
+    return max(float(checked_until or 0.0), now - window_seconds)
+
+
 def recent_sources(deps: Deps, since: float, now: float) -> tuple[list[Source], list[str]]:
     """(files to read, batch ids) of scoring batches completed in (since, now] and collector logs since then."""
     s = deps.settings
@@ -189,7 +196,7 @@ def check(deps: Deps) -> Outcome:
     now = deps.clock()
     state_key = f"drift/{key_part(s.model_name)}"
     stored = deps.state.get(state_key)
-    since = float((stored.value if stored else {}).get("checked_until") or now - retrain.WINDOW_SECONDS)
+    since = recent_since((stored.value if stored else {}).get("checked_until"), now, s.drift_window_seconds)
     sources, batches = recent_sources(deps, since, now)
     details: dict[str, Any] = {"model": champion.ref, "since": since, "batches": batches, "files": len(sources),
                                "baseline_built": built, "resumed_retrains": len(resumed)}

@@ -6,14 +6,22 @@ with the evidence, for three kinds of finding:
 
 * `traffic`: a configured online endpoint whose live traffic does not sum to 0 or 100, or sends traffic to a
   deployment that is missing or not Succeeded (the same `traffic_problems` rules every platform enforces);
-* `rollout-overdue`: a rollout record (`rollouts/<endpoint>`) not in a terminal status past its `deadline`
-  (or `started_at`/`created_at` + REFLEX_ROLLOUT_DEADLINE_SECONDS when it has none). With
-  REFLEX_HEALTH_REMEDIATE=true the record is marked, by compare-and-swap, with
-  `remediate: {"action": "rollback", "reason", "finding", "at"}` and `operator_rollback: true`, which the
-  rollout reconciler treats as an operator's rollback request; health never moves traffic itself;
-* `job-unhandled`: a Reflex training job (arrival or retrain record still `submitted`) or batch scoring job
-  (scoring record still `submitted`) that failed, was canceled or vanished, and for training jobs with no
-  TrainingFailed reaction recorded (`claims/training-failed/<job>`).
+* `rollout-overdue`: a rollout record (`rollouts/<endpoint>`) still open when the rollout reconciler should
+  have ended it: past its `deadline` (or `started_at`/`created_at` + REFLEX_ROLLOUT_DEADLINE_SECONDS when it
+  has none), or, while it awaits approval, past `created_at` + its plan's approval timeout, or, once promoted,
+  past the end of its plan's retention. With REFLEX_HEALTH_REMEDIATE=true a rollout that may still hold
+  traffic is marked, by compare-and-swap, with `remediate: {"action": "rollback", "reason", "finding", "at"}`
+  and `operator_rollback: true`, an operator's rollback request; health never moves traffic itself;
+* `job-unhandled`: a Reflex training job (arrival or retrain record still `submitted`, or an arrival record
+  the sweep closed as `failed`) or batch scoring job (scoring record still `submitted`) that failed, was
+  canceled or vanished, and for training jobs with no TrainingFailed published (`claims/training-failed/<job>`).
+
+Too early is as bad as never: Reflex reacts to these failures itself (the run event's TrainingFailed, the
+batch tracker's BatchScoringFailed, the reconciler's rollback at the deadline), and a finding for something
+about to be handled is noise the operator learns to ignore. So every finding waits REFLEX_HEALTH_GRACE_SECONDS
+after the moment Reflex should have handled it: a failed job counts from when health first saw it ended
+(remembered in `health/ended/<job>`, as the platform reports no end time), a vanished job from its
+submission, a rollout from its deadline. Only what is still unhandled then is reported.
 
 "Once": a finding's id hashes its kind, resource and evidence *state* (the problems, the rollout status and
 step, the job status), never the time; publishing claims `claims/health/<id>` first. The same broken state
@@ -34,19 +42,21 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import ReflexError
 from shared.platform import TERMINAL_JOB_STATES, Endpoint, Job, traffic_problems
 from shared.reaction import Outcome
+from shared.rollout_plan import Plan
 from shared.state import key_part, utcnow_iso
 
 if TYPE_CHECKING:
     from shared.deps import Deps
 
-__all__ = ["Finding", "ROLLOUT_TERMINAL", "check", "job_finding", "rollout_finding", "traffic_finding"]
+__all__ = ["Finding", "ROLLOUT_TERMINAL", "check", "job_finding", "rollout_due", "rollout_finding", "traffic_finding"]
 
 log = logging.getLogger("reflex.health")
 
 ROLLOUT_TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded", "completed", "promoted-done",
                               "aborted", "canceled"})
+REMEDIABLE = frozenset({"creating", "smoke", "mirroring", "baking"})  # a rollback makes sense (may hold traffic)
 FAILED_JOB_STATES = TERMINAL_JOB_STATES - {"Completed"}
-MISSING_JOB_GRACE_SECONDS = 600.0
+AWAITING_APPROVAL = "awaiting approval"  # how the rollout machine's Wait while pending on approval begins
 
 
 @dataclass(frozen=True)
@@ -92,18 +102,41 @@ def _epoch(value: Any) -> float | None:
         return None
 
 
-def rollout_finding(key: str, value: Mapping[str, Any], now: float, default_seconds: int) -> Finding | None:
-    """A rollout not terminal past its deadline (read tolerantly: the record is the rollout reconciler's)."""
+def _awaiting_approval(value: Mapping[str, Any]) -> bool:
+    history = value.get("history") or []
+    last = history[-1] if history and isinstance(history[-1], Mapping) else {}
+    return last.get("action") == "Wait" and str(last.get("detail", "")).startswith(AWAITING_APPROVAL)
+
+
+def rollout_due(value: Mapping[str, Any], default_seconds: int) -> float | None:
+    """When the reconciler should have ended this open rollout by itself (epoch), or None when unknown."""
+    try:  # the plan copied into the record (defaults for fields older records lack)
+        plan = Plan.from_dict(value.get("plan") or {})
+    except (TypeError, ValueError, AttributeError):
+        plan = Plan()
+    status = str(value.get("status", ""))
+    started = _epoch(value.get("started_at")) or _epoch(value.get("created_at"))
+    due = _epoch(value.get("deadline")) or (None if started is None else started + default_seconds)
+    if status == "pending" and _awaiting_approval(value):
+        created = _epoch(value.get("created_at"))
+        if created is not None:
+            due = created + plan.approval_timeout_seconds
+    elif status in ("promoted", "retiring"):
+        promoted = _epoch(value.get("phase_started_at"))
+        if promoted is not None:
+            due = max(due or 0.0, promoted + plan.retain_seconds)
+    return due
+
+
+def rollout_finding(key: str, value: Mapping[str, Any], now: float, default_seconds: int,
+                    grace_seconds: float = 0.0) -> Finding | None:
+    """A rollout still open `grace_seconds` after the reconciler should have ended it (read tolerantly: the
+    record is the rollout reconciler's)."""
     status = str(value.get("status", ""))
     if status in ROLLOUT_TERMINAL:
         return None
-    deadline = _epoch(value.get("deadline"))
-    if not deadline:
-        started = _epoch(value.get("started_at")) or _epoch(value.get("created_at"))
-        if started is None:
-            return None
-        deadline = started + default_seconds
-    if now < deadline:
+    deadline = rollout_due(value, default_seconds)
+    if deadline is None or now < deadline + grace_seconds:
         return None
     endpoint = str(value.get("endpoint") or key.rsplit("/", 1)[-1])
     model = f"{value.get('model', '?')}:{value.get('version', '?')}"
@@ -114,16 +147,18 @@ def rollout_finding(key: str, value: Mapping[str, Any], now: float, default_seco
                    evidence, {"model": model, "status": status, "phase": value.get("phase"), "deadline": deadline})
 
 
-def job_finding(kind: str, record_key: str, job_name: str, job: Job | None, *, reacted: bool,
-                age_seconds: float) -> Finding | None:
-    """A Reflex job that ended badly (or vanished) while its record still says it runs."""
-    if reacted:
-        return None
+def job_finding(kind: str, record_key: str, job_name: str, job: Job | None, *, age_seconds: float,
+                ended_seconds: float, grace_seconds: float) -> Finding | None:
+    """A Reflex job that ended badly (or vanished) and is still unhandled `grace_seconds` after Reflex's own
+    reaction should have handled it: `ended_seconds` since health first saw it ended, `age_seconds` since it
+    was submitted (for a job the platform does not know). A reaction that was recorded is checked before."""
     if job is None:
-        if age_seconds < MISSING_JOB_GRACE_SECONDS:
+        if age_seconds < grace_seconds:
             return None
         status, error = "missing", "the platform does not know the job"
     elif job.status in FAILED_JOB_STATES:
+        if ended_seconds < grace_seconds:
+            return None
         status, error = job.status, job.error
     else:
         return None
@@ -150,23 +185,42 @@ def _rollout_findings(deps: Deps, now: float) -> Iterable[Finding]:
     for record in deps.state.records("rollouts/"):
         if record.key.count("/") != 1:  # rollouts/<endpoint> only; archives and sub-records are not live
             continue
-        found = rollout_finding(record.key, record.value, now, deps.settings.rollout_deadline_seconds)
+        found = rollout_finding(record.key, record.value, now, deps.settings.rollout_deadline_seconds,
+                                deps.settings.health_grace_seconds)
         if found:
             yield found
 
 
+# (kind, record prefix, record statuses in which the job may be unhandled)
+_JOB_SOURCES = (("training", "arrivals/", ("submitted", "failed")), ("training", "retrains/", ("submitted",)),
+                ("batch-scoring", "scoring/", ("submitted",)))
+
+
+def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
+    """How long ago health first saw `job` ended badly (0 the first time: remembered in `health/ended/<job>`)."""
+    if job is None or job.status not in FAILED_JOB_STATES:
+        return 0.0
+    key = f"health/ended/{key_part(job.name)}"
+    seen = deps.state.get(key)
+    if seen is None:
+        seen = deps.state.create(key, {"job": job.name, "status": job.status, "seen_at": now}) or deps.state.get(key)
+    return now - float((seen.value if seen else {}).get("seen_at", now))
+
+
 def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
-    sources = (("training", "arrivals/"), ("training", "retrains/"), ("batch-scoring", "scoring/"))
-    for kind, prefix in sources:
+    grace = deps.settings.health_grace_seconds
+    for kind, prefix, statuses in _JOB_SOURCES:
         for record in deps.state.records(prefix):
             value = record.value
             job_name = str(value.get("job") or "")
-            if value.get("status") != "submitted" or not job_name:
+            if value.get("status") not in statuses or not job_name:
                 continue
-            reacted = kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}") is not None
+            if kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}") is not None:
+                continue  # TrainingFailed went out: handled
+            job = deps.platform.get_job(job_name)
             age = now - float(value.get("submitted_at") or (value.get("history") or [[now]])[-1][0])
-            found = job_finding(kind, record.key, job_name, deps.platform.get_job(job_name), reacted=reacted,
-                                age_seconds=age)
+            found = job_finding(kind, record.key, job_name, job, age_seconds=age,
+                                ended_seconds=_ended_seconds(deps, job, now), grace_seconds=grace)
             if found:
                 yield found
 
@@ -178,7 +232,7 @@ def _remediate(deps: Deps, finding: Finding) -> bool:
 
     def mark(value: dict[str, Any] | None) -> dict[str, Any] | None:
         done["it"] = False
-        if value is None or value.get("status") in ROLLOUT_TERMINAL or value.get("remediate"):
+        if value is None or value.get("status") not in REMEDIABLE or value.get("remediate"):
             return None
         done["it"] = True
         return {**value, "operator_rollback": True,

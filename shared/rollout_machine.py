@@ -31,14 +31,13 @@ from shared.platform import SUCCEEDED, DeploymentMetrics, QuotaCheck
 from shared.rollout_plan import Plan, split_traffic, version_key
 
 __all__ = [
-    "ACTIVE", "TERMINAL", "APPROVAL_WAIT_SECONDS", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
+    "ACTIVE", "TERMINAL", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
     "DeleteDeployment", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
     "Wait", "admit", "advance", "decide", "metrics_breach",
 ]
 
 TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded"})
 ACTIVE = frozenset({"creating", "smoke", "mirroring", "baking"})  # the new deployment may hold traffic
-APPROVAL_WAIT_SECONDS = 7 * 86_400  # a model awaiting approval this long is given up (a newer one supersedes)
 HISTORY = 50
 
 
@@ -282,8 +281,8 @@ def _pending(r: Rollout, o: Observation, now: float) -> Action:
     if o.approval == "rejected":
         return Finish("failed", f"model {r.ref} was rejected (reflex.approval=rejected)")
     if o.approval == "pending":
-        if now - r.created_at > APPROVAL_WAIT_SECONDS:
-            return Finish("failed", f"model {r.ref} was not approved within {APPROVAL_WAIT_SECONDS // 86400} days")
+        if now - r.created_at > r.plan.approval_timeout_seconds:
+            return Finish("failed", f"model {r.ref} was not approved within {r.plan.approval_timeout_seconds} s")
         return Wait("awaiting approval: set tag reflex.approval=approved to start the rollout")
     if r.deadline and now >= r.deadline:
         return Finish("failed", f"could not start before the deadline (endpoint {r.endpoint} is "

@@ -41,6 +41,7 @@ class Plan:
     instance_type: str = "Standard_DS3_v2"
     instance_count: int = 1
     delete_on_rollback: bool = True
+    approval_timeout_seconds: int = 7 * 86_400  # a model awaiting approval this long is given up
 
     @classmethod
     def from_settings(cls, s: Settings) -> Plan:
@@ -49,7 +50,7 @@ class Plan:
                    deadline_seconds=s.rollout_deadline_seconds, max_error_rate=s.max_error_rate,
                    max_latency_ms=s.max_latency_ms, max_latency_ratio=s.max_latency_ratio,
                    min_requests=s.min_requests, instance_type=s.instance_type, instance_count=s.instance_count,
-                   delete_on_rollback=s.delete_on_rollback)
+                   delete_on_rollback=s.delete_on_rollback, approval_timeout_seconds=s.approval_timeout_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         value = asdict(self)

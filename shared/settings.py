@@ -312,18 +312,29 @@ class Settings:
     reconcile_schedule: str = _s("REFLEX_RECONCILE_SCHEDULE", _ncrontab, "0 */1 * * * *",
                                  "NCRONTAB schedule of the reconciler that advances rollouts and tracks jobs.")
     rollout_deadline_seconds: int = _s("REFLEX_ROLLOUT_DEADLINE_SECONDS", _int_range(60, 2_592_000), "14400",
-                                       "A rollout not finished after this long is reported (and rolled back "
-                                       "if remediation is on).")
+                                       "A rollout not finished after this long is rolled back (one not yet "
+                                       "started fails); health reports it if still open after the grace.")
+    approval_timeout_seconds: int = _s("REFLEX_APPROVAL_TIMEOUT_SECONDS", _int_range(60, 31_536_000), "604800",
+                                       "A rollout whose model is still awaiting approval (reflex.approval=pending) "
+                                       "after this long ends as failed.")
 
     # --- monitoring
     health_schedule: str = _s("REFLEX_HEALTH_SCHEDULE", _ncrontab, "0 */5 * * * *", "Health check schedule.")
     health_remediate: bool = _s("REFLEX_HEALTH_REMEDIATE", _bool, "false",
                                 "Roll back rollouts found stuck past their deadline.")
+    health_grace_seconds: int = _s("REFLEX_HEALTH_GRACE_SECONDS", _int_range(60, 604_800), "600",
+                                   "How long the health check leaves Reflex's own reactions (run events, sweep, "
+                                   "batch tracker, rollout reconciler) to handle a failed or vanished job or an "
+                                   "overdue rollout before reporting it; keep it above the sweep and reconcile "
+                                   "intervals.")
     drift_schedule: str = _s("REFLEX_DRIFT_SCHEDULE", _ncrontab, "0 0 * * * *", "Drift check schedule.")
     drift_psi_threshold: float = _s("REFLEX_DRIFT_PSI_THRESHOLD", _float_range(0.0, 100.0), "0.25",
                                     "Population stability index above which a feature counts as drifted.")
     drift_min_rows: int = _s("REFLEX_DRIFT_MIN_ROWS", _int_range(1, 100_000_000), "100",
                              "Fewest recent rows a drift check needs.")
+    drift_window_seconds: int = _s("REFLEX_DRIFT_WINDOW_SECONDS", _int_range(300, 31_536_000), "86400",
+                                   "How far back a drift check reads inference data: scoring batches completed "
+                                   "and request logs written in the last this many seconds, not yet checked.")
     drift_retrain: bool = _s("REFLEX_DRIFT_RETRAIN", _bool, "false", "Start retraining when drift is detected.")
     data_collector_path: str = _s("REFLEX_DATA_COLLECTOR_PATH", _optional_text, "",
                                   "`<container>/<prefix>` of online request logs to include in drift checks.")

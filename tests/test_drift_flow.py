@@ -117,6 +117,28 @@ def test_unreadable_and_too_few_rows_are_findings_and_data_is_kept(env: Env) -> 
     assert found.status == "acted" and found.details["report"]["rows"] == 330  # s1 was kept, not lost
 
 
+def test_kept_data_older_than_the_window_is_no_longer_compared(container_factory: Callable[[str], Any],
+                                                               blob_state: BlobStateStore,
+                                                               fake_platform: FakePlatform, clock: Clock) -> None:
+    env = Env(container_factory, blob_state, fake_platform, clock, REFLEX_DRIFT_WINDOW_SECONDS="3600")
+    env.train_batch()
+    env.score_batch("s1", [("a.csv", _csv(generate(30, seed=3, shift=1.0)))])
+    env.clock.advance(60)
+    assert "fewer than the 100" in drift_check.check(env.deps).reason  # s1 kept for the next check...
+    env.clock.advance(3600)
+    env.score_batch("s2", [("a.csv", _csv(generate(300, seed=4, shift=1.0)))])
+    env.clock.advance(60)
+    found = drift_check.check(env.deps)
+    assert found.status == "acted" and found.details["report"]["rows"] == 300  # ...but only within the window
+    assert found.details["batches"] == [f"{env.scoring.container_name}/patients/s2"]
+
+
+def test_recent_since_is_the_last_check_bounded_by_the_window() -> None:
+    assert drift_check.recent_since(None, 10_000.0, 3600) == 6400.0
+    assert drift_check.recent_since(9000.0, 10_000.0, 3600) == 9000.0
+    assert drift_check.recent_since(1000.0, 10_000.0, 3600) == 6400.0
+
+
 def test_no_champion_and_no_lineage(env: Env) -> None:
     assert "no champion yet" in drift_check.check(env.deps).reason
     make_champion(env.platform)  # a champion whose job carries no data lineage

@@ -10,7 +10,6 @@ import pytest
 
 from shared.platform import DeploymentMetrics, QuotaCheck
 from shared.rollout_machine import (
-    APPROVAL_WAIT_SECONDS,
     Begin,
     CreateDeployment,
     CreateEndpoint,
@@ -33,7 +32,8 @@ from shared.rollout_plan import Plan, deployment_name, restore_traffic, split_tr
 S = "Succeeded"
 NEW = "new"
 PLAN = Plan(steps=(10, 50, 100), bake_seconds=600, retain_seconds=3600, deadline_seconds=10_000,
-            max_error_rate=0.02, max_latency_ms=1000, max_latency_ratio=1.5, min_requests=0)
+            max_error_rate=0.02, max_latency_ms=1000, max_latency_ratio=1.5, min_requests=0,
+            approval_timeout_seconds=50_000)
 QUOTA_OK = QuotaCheck("Standard_DS3_v2", "standardDSv2Family", 4, 4, 64)
 QUOTA_FULL = QuotaCheck("Standard_DS3_v2", "standardDSv2Family", 4, 62, 64)
 GOOD = DeploymentMetrics(100, 0, 50.0, 600)
@@ -62,7 +62,9 @@ TABLE: list[tuple[str, Rollout, Observation, float, Any]] = [
     # ---- pending: approval, smoke configuration, endpoint, quota
     ("approval pending waits", rec("pending"), obs(approval="pending", deployments={"blue": S}), 5.0,
      Wait("awaiting approval: set tag reflex.approval=approved to start the rollout")),
-    ("approval wait is bounded", rec("pending"), obs(approval="pending"), APPROVAL_WAIT_SECONDS + 1.0, Finish),
+    ("approval waits up to the plan's timeout", rec("pending"), obs(approval="pending"), 50_000.0,
+     Wait("awaiting approval: set tag reflex.approval=approved to start the rollout")),
+    ("approval wait is bounded", rec("pending"), obs(approval="pending"), 50_001.0, Finish),
     ("rejected model fails", rec("pending"), obs(approval="rejected"), 5.0, Finish),
     ("model deleted meanwhile", rec("pending"), obs(model_found=False), 5.0, Finish),
     ("no smoke request fails before creating anything", rec("pending"), obs(smoke_configured=False), 5.0, Finish),
