@@ -11,12 +11,15 @@ append blob holds at most 50,000 committed blocks (Azure refuses the next with 4
 and a block is at most 4 MiB (100 MiB from service version 2022-11-02; the ledger keeps to 4 MiB). Writing
 costs ONE `append_block` per reaction in the steady state (a part is created once, by the first append that
 finds it missing); each block is appended atomically, so concurrent workers never interleave or overwrite
-lines. Rolling over is found without listing every time: each writer remembers its day's current part (one
-listing per day per process finds it), and moves to the next part when an append answers with a committed
-block count at the limit, or when Azure refuses an append as over the limit (that append is then retried on
-the next part, so a worker whose part another worker just filled loses nothing and writes nothing twice).
-A limit below Azure's (the `max_blocks` constructor argument, for tests) is a target, not a wall: writers
-racing at the boundary may each add one block past it; at Azure's limit the service enforces it.
+lines. No append lists blobs: each writer remembers its day's current part (found once per day per process by
+one listing and one properties read), and moves to the next part when an append answers with a committed
+block count at the limit, or when Azure refuses an append as over the limit or to a sealed blob (that append
+is then retried on the next part, so a worker whose part another worker just filled loses nothing and writes
+nothing twice; sealing a part, e.g. for retention, is also how an operator can close it).
+A limit below Azure's (the `max_blocks` constructor argument, for tests) is a target, not a wall: no writer
+leaves a part before it holds that many blocks, but appends racing at the boundary may land past it (on Azure
+one per racing append; more on Azurite, whose reported count lags under concurrency); at Azure's limit the
+service itself refuses.
 
 Reading lists the day files (newest first, bounded by `days`), reads each day's parts in order and filters:
 newest first is the last line of the day's highest part. A line that would not fit in one block (a huge
@@ -82,7 +85,8 @@ PREFIX = "ledger/"
 SUFFIX = ".jsonl"
 MAX_BLOCKS = 50_000  # committed blocks in one append blob: Azure refuses the next one (409 BlockCountExceedsLimit)
 MAX_BLOCK_BYTES = 4 * 1024 * 1024  # one append block: 4 MiB (the limit before service version 2022-11-02)
-FULL = "BlockCountExceedsLimit"
+# the service refuses another block: the part is at its block limit, or sealed (read-only for good)
+_FULL = ("BlockCountExceedsLimit", "BlobIsSealed")
 _MIN_LINE_BYTES = 4096  # room for the fields `fit` never drops
 _SMALL = 256  # a decision value (as JSON) or a string field at most this long survives `fit` as is
 _KEPT = ("at", "reaction", "event_id", "event_type", "status", "reason")
@@ -246,9 +250,10 @@ def _trim_refs(refs: Any, keep: int) -> Any:
 def fit(entry: Mapping[str, Any], max_bytes: int = MAX_BLOCK_BYTES) -> dict[str, Any]:
     """`entry`, shrunk if its line would exceed `max_bytes`, with a `truncated` marker saying what was cut (pure).
 
-    In order, until the line fits: the decision keeps its small values (the others become "<truncated: n bytes>"),
-    then is emptied; refs and links keep the first ids of each kind (halving); long strings are cut; at last only
-    `at`, `reaction`, `event_id`, `event_type`, `status` and `reason` remain. A line is never refused for size.
+    In order, until the line fits: the decision keeps its small values (the others become "<truncated: n bytes>");
+    refs and links keep the first ids of each kind (halving down to one); the decision is emptied; long strings are
+    cut; at last only `at`, `reaction`, `event_id`, `event_type`, `status` and `reason` remain. A line is never
+    refused for size.
     """
     line = _encode(entry)
     if len(line) <= max_bytes:
@@ -262,14 +267,12 @@ def fit(entry: Mapping[str, Any], max_bytes: int = MAX_BLOCK_BYTES) -> dict[str,
 
     decision = out.get("decision")
     if isinstance(decision, dict) and decision:
-        cut.append("decision")
-        out["decision"] = {k: v if _size(v) <= _SMALL else f"<truncated: {_size(v)} bytes>" for k, v in
-                           decision.items()}
-        if fits():
-            return out
-        out["decision"] = {}
-        if fits():
-            return out
+        small = {k: v if _size(v) <= _SMALL else f"<truncated: {_size(v)} bytes>" for k, v in decision.items()}
+        if small != decision:
+            cut.append("decision")
+            out["decision"] = small
+            if fits():
+                return out
     refs, links = out.get("refs"), out.get("links")
     groups = [refs, *(links if isinstance(links, list) else [])]
     longest = max((len(v) for g in groups if isinstance(g, Mapping) for v in g.values() if isinstance(v, list)),
@@ -284,6 +287,11 @@ def fit(entry: Mapping[str, Any], max_bytes: int = MAX_BLOCK_BYTES) -> dict[str,
                 out["links"] = [_trim_refs(g, keep) for g in links[:keep]]
             if fits():
                 return out
+    if out.get("decision"):
+        cut.extend([] if "decision" in cut else ["decision"])
+        out["decision"] = {}
+        if fits():
+            return out
     for key in [k for k in out if k not in ("at", "refs", "links", "decision", "truncated")]:
         value = out[key]
         if _size(value) > _SMALL:
@@ -353,7 +361,8 @@ class Ledger(ABC):
         return [e for e in self.entries(days=days) if matches(e, kind, value)]
 
     def _line(self, entry: Mapping[str, Any]) -> bytes:
-        return _encode(fit(entry, self.max_line_bytes))
+        line = _encode(entry)
+        return line if len(line) <= self.max_line_bytes else _encode(fit(entry, self.max_line_bytes))
 
     def _day_of(self, entry: Mapping[str, Any]) -> str:
         at = str(entry.get("at") or "")
@@ -445,7 +454,7 @@ class BlobLedger(Ledger):
                     created = True
                     continue
                 except HttpResponseError as exc:
-                    if getattr(exc, "error_code", None) != FULL:
+                    if getattr(exc, "error_code", None) not in _FULL:
                         raise
                     part, created = self._advance(day, part), False  # another worker filled it: retry on the next
                     continue
@@ -465,11 +474,11 @@ class BlobLedger(Ledger):
 
         part = max(self._parts(day).get(day, [0]))
         try:
-            count = self._container.get_blob_client(_part_name(day, part)).get_blob_properties(
-            ).append_blob_committed_block_count
+            props = self._container.get_blob_client(_part_name(day, part)).get_blob_properties()
         except ResourceNotFoundError:
-            count = None
-        if count is not None and count >= self.max_blocks:
+            props = None
+        if props is not None and ((props.append_blob_committed_block_count or 0) >= self.max_blocks
+                                  or props.is_append_blob_sealed):
             part += 1
         with self._lock:
             part = self._part[day] = max(part, self._part.get(day, 0))
