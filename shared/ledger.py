@@ -247,6 +247,14 @@ def _trim_refs(refs: Any, keep: int) -> Any:
             for kind, values in refs.items()}
 
 
+def _cut(text: str) -> str:
+    """`text` cut to at most `_SMALL` bytes as JSON (non-ASCII characters take up to 12), marked with "…"."""
+    text = text[:_SMALL]
+    while _size(text) > _SMALL:
+        text = text[:len(text) // 2]
+    return text + "…"
+
+
 def fit(entry: Mapping[str, Any], max_bytes: int = MAX_BLOCK_BYTES) -> dict[str, Any]:
     """`entry`, shrunk if its line would exceed `max_bytes`, with a `truncated` marker saying what was cut (pure).
 
@@ -292,11 +300,12 @@ def fit(entry: Mapping[str, Any], max_bytes: int = MAX_BLOCK_BYTES) -> dict[str,
         out["decision"] = {}
         if fits():
             return out
-    for key in [k for k in out if k not in ("at", "refs", "links", "decision", "truncated")]:
+    for key in [k for k in out if k not in ("refs", "links", "decision", "truncated")]:
         value = out[key]
         if _size(value) > _SMALL:
-            cut.append(key if key in _KEPT else "other")
-            out[key] = value[:_SMALL] + "…" if isinstance(value, str) else f"<truncated: {_size(value)} bytes>"
+            name = key if key in _KEPT else "other"
+            cut.extend([] if name in cut else [name])
+            out[key] = _cut(value) if isinstance(value, str) else f"<truncated: {_size(value)} bytes>"
     if fits():
         return out
     cut.extend(k for k in ("refs", "links", "other") if k not in cut)
