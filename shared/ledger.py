@@ -5,10 +5,25 @@ the ledger is history (what each reaction decided, from which event, touching wh
 in the tags Reflex puts on Azure ML assets (`reflex.event_id`, `reflex.parent`, `reflex.data`), one can walk
 from an endpoint's traffic back to the blob that caused it, and forward from a blob to everything it caused.
 
-Storage: Azure *append blobs* in the state container, one per UTC day (`ledger/2026-11-21.jsonl`), one JSON
-line per entry. Writing costs ONE `append_block` per reaction (the day's blob is created once, on the first
-`append_block` that finds it missing); each block is appended atomically, so concurrent workers never
-interleave or overwrite lines. Reading lists the day files (newest first, bounded by `days`) and filters.
+Storage: Azure *append blobs* in the state container, one JSON line per entry, one blob per UTC day
+(`ledger/2026-11-21.jsonl`) until it is full, then *parts* `ledger/2026-11-21.1.jsonl`, `.2.jsonl`, ... An
+append blob holds at most 50,000 committed blocks (Azure refuses the next with 409 `BlockCountExceedsLimit`)
+and a block is at most 4 MiB (100 MiB from service version 2022-11-02; the ledger keeps to 4 MiB). Writing
+costs ONE `append_block` per reaction in the steady state (a part is created once, by the first append that
+finds it missing); each block is appended atomically, so concurrent workers never interleave or overwrite
+lines. No append lists blobs: each writer remembers its day's current part (found once per day per process by
+one listing and one properties read), and moves to the next part when an append answers with a committed
+block count at the limit, or when Azure refuses an append as over the limit or to a sealed blob (that append
+is then retried on the next part, so a worker whose part another worker just filled loses nothing and writes
+nothing twice; sealing a part, e.g. for retention, is also how an operator can close it).
+A limit below Azure's (the `max_blocks` constructor argument, for tests) is a target, not a wall: no writer
+leaves a part before it holds that many blocks, but appends racing at the boundary may land past it (on Azure
+one per racing append; more on Azurite, whose reported count lags under concurrency); at Azure's limit the
+service itself refuses.
+
+Reading lists the day files (newest first, bounded by `days`), reads each day's parts in order and filters:
+newest first is the last line of the day's highest part. A line that would not fit in one block (a huge
+`decision` or list of refs) is shrunk, never refused: see `fit` and the `truncated` marker below.
 
 An entry::
 
@@ -17,7 +32,12 @@ An entry::
      "refs": {"blob": [...], "batch": [...], "data": [...], "job": [...], "model": [...],
               "endpoint": [...], "deployment": [...], "rollout": [...], "dead_letter": [...], "held": [...]},
      "links": [{"batch": [...], "job": [...]}, ...],       only when the run handled several items
-     "decision": {...the other details: the decision's inputs...}}
+     "decision": {...the other details: the decision's inputs...},
+     "truncated": {"bytes": n, "fields": [...]}}            only when the line was too large for one block
+
+`truncated` says the line was shrunk to fit one append block (`bytes`: the size it had; `fields`: what was cut:
+"decision" keeps its small values and replaces the others with "<truncated: n bytes>" or is emptied, "refs" and
+"links" keep the first ids of each kind, "reason" and the other strings are cut short).
 
 Refs are taken from `Outcome.details` (and from the triggering event itself, so a skipped or dead-lettered
 event is still findable by its blob/job/model). Reactions SHOULD put, in `Outcome.details`, under these keys
@@ -58,10 +78,18 @@ if TYPE_CHECKING:
     from shared.reaction import Outcome
     from shared.settings import Settings
 
-__all__ = ["REF_KINDS", "BlobLedger", "Ledger", "MemoryLedger", "entry_from", "group_matches", "matches", "ref_groups",
-           "refs_from"]
+__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "REF_KINDS", "BlobLedger", "Ledger", "MemoryLedger", "entry_from", "fit",
+           "group_matches", "matches", "ref_groups", "refs_from"]
 
 PREFIX = "ledger/"
+SUFFIX = ".jsonl"
+MAX_BLOCKS = 50_000  # committed blocks in one append blob: Azure refuses the next one (409 BlockCountExceedsLimit)
+MAX_BLOCK_BYTES = 4 * 1024 * 1024  # one append block: 4 MiB (the limit before service version 2022-11-02)
+# the service refuses another block: the part is at its block limit, or sealed (read-only for good)
+_FULL = ("BlockCountExceedsLimit", "BlobIsSealed")
+_MIN_LINE_BYTES = 4096  # room for the fields `fit` never drops
+_SMALL = 256  # a decision value (as JSON) or a string field at most this long survives `fit` as is
+_KEPT = ("at", "reaction", "event_id", "event_type", "status", "reason")
 
 # upstream -> downstream: the order of the chain (explain walks back against it and forward along it)
 REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "rollout", "deployment", "endpoint")
@@ -204,11 +232,96 @@ def group_matches(group: Mapping[str, Any], kind: str, value: str) -> bool:
     return any(_same(stored, value) for stored in group.get(kind, ()))
 
 
-class Ledger(ABC):
-    """Append entries; read them newest first within `days` of `clock()`."""
+def _encode(entry: Mapping[str, Any]) -> bytes:
+    return (json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode()
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str).encode())
+
+
+def _trim_refs(refs: Any, keep: int) -> Any:
+    if not isinstance(refs, Mapping):
+        return {}
+    return {kind: [str(v)[:_SMALL * 4] for v in values[:keep]] if isinstance(values, list) else values
+            for kind, values in refs.items()}
+
+
+def _cut(text: str) -> str:
+    """`text` cut to at most `_SMALL` bytes as JSON (non-ASCII characters take up to 12), marked with "…"."""
+    text = text[:_SMALL]
+    while _size(text) > _SMALL:
+        text = text[:len(text) // 2]
+    return text + "…"
+
+
+def fit(entry: Mapping[str, Any], max_bytes: int = MAX_BLOCK_BYTES) -> dict[str, Any]:
+    """`entry`, shrunk if its line would exceed `max_bytes`, with a `truncated` marker saying what was cut (pure).
+
+    In order, until the line fits: the decision keeps its small values (the others become "<truncated: n bytes>");
+    refs and links keep the first ids of each kind (halving down to one); the decision is emptied; long strings are
+    cut; at last only `at`, `reaction`, `event_id`, `event_type`, `status` and `reason` remain. A line is never
+    refused for size.
+    """
+    line = _encode(entry)
+    if len(line) <= max_bytes:
+        return dict(entry)
+    out: dict[str, Any] = json.loads(line)
+    cut: list[str] = []
+    out["truncated"] = {"bytes": len(line), "fields": cut}
+
+    def fits() -> bool:
+        return len(_encode(out)) <= max_bytes
+
+    decision = out.get("decision")
+    if isinstance(decision, dict) and decision:
+        small = {k: v if _size(v) <= _SMALL else f"<truncated: {_size(v)} bytes>" for k, v in decision.items()}
+        if small != decision:
+            cut.append("decision")
+            out["decision"] = small
+            if fits():
+                return out
+    refs, links = out.get("refs"), out.get("links")
+    groups = [refs, *(links if isinstance(links, list) else [])]
+    longest = max((len(v) for g in groups if isinstance(g, Mapping) for v in g.values() if isinstance(v, list)),
+                  default=0)
+    if longest:
+        cut.extend(["refs", "links"] if isinstance(links, list) else ["refs"])
+        keep = longest
+        while keep > 1:
+            keep //= 2
+            out["refs"] = _trim_refs(refs, keep)
+            if isinstance(links, list):
+                out["links"] = [_trim_refs(g, keep) for g in links[:keep]]
+            if fits():
+                return out
+    if out.get("decision"):
+        cut.extend([] if "decision" in cut else ["decision"])
+        out["decision"] = {}
+        if fits():
+            return out
+    for key in [k for k in out if k not in ("refs", "links", "decision", "truncated")]:
+        value = out[key]
+        if _size(value) > _SMALL:
+            name = key if key in _KEPT else "other"
+            cut.extend([] if name in cut else [name])
+            out[key] = _cut(value) if isinstance(value, str) else f"<truncated: {_size(value)} bytes>"
+    if fits():
+        return out
+    cut.extend(k for k in ("refs", "links", "other") if k not in cut)
+    out = {**{k: out[k] for k in _KEPT if k in out}, "refs": {}, "decision": {}, "truncated": out["truncated"]}
+    return out
+
+
+class Ledger(ABC):
+    """Append entries; read them newest first within `days` of `clock()`. A line is at most `max_line_bytes`
+    (larger entries are shrunk by `fit`, never refused)."""
+
+    def __init__(self, clock: Callable[[], float], *, max_line_bytes: int = MAX_BLOCK_BYTES) -> None:
+        if max_line_bytes < _MIN_LINE_BYTES:
+            raise ValueError(f"max_line_bytes must be at least {_MIN_LINE_BYTES}")
         self.clock = clock
+        self.max_line_bytes = max_line_bytes
 
     @abstractmethod
     def append(self, entry: Mapping[str, Any]) -> None:
@@ -256,9 +369,9 @@ class Ledger(ABC):
         rollout, dead_letter, held, or "event" for the event id), newest first."""
         return [e for e in self.entries(days=days) if matches(e, kind, value)]
 
-    @staticmethod
-    def _line(entry: Mapping[str, Any]) -> bytes:
-        return (json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n").encode()
+    def _line(self, entry: Mapping[str, Any]) -> bytes:
+        line = _encode(entry)
+        return line if len(line) <= self.max_line_bytes else _encode(fit(entry, self.max_line_bytes))
 
     def _day_of(self, entry: Mapping[str, Any]) -> str:
         at = str(entry.get("at") or "")
@@ -268,8 +381,8 @@ class Ledger(ABC):
 class MemoryLedger(Ledger):
     """In-process ledger with the same reading rules, for unit tests."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        super().__init__(clock)
+    def __init__(self, clock: Callable[[], float], *, max_line_bytes: int = MAX_BLOCK_BYTES) -> None:
+        super().__init__(clock, max_line_bytes=max_line_bytes)
         self._lines: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
@@ -286,12 +399,35 @@ class MemoryLedger(Ledger):
             return list(self._lines)
 
 
-class BlobLedger(Ledger):
-    """Append blobs `ledger/<YYYY-MM-DD>.jsonl` in the state container: one `append_block` per entry."""
+def _part_name(day: str, part: int) -> str:
+    return f"{PREFIX}{day}{SUFFIX}" if part == 0 else f"{PREFIX}{day}.{part}{SUFFIX}"
 
-    def __init__(self, container: ContainerClient, clock: Callable[[], float]) -> None:
-        super().__init__(clock)
+
+def _parse_part(name: str) -> tuple[str, int] | None:
+    """(day, part) of `ledger/<day>.jsonl` (part 0) or `ledger/<day>.<n>.jsonl` (n >= 1); None for other names."""
+    if not (name.startswith(PREFIX) and name.endswith(SUFFIX)):
+        return None
+    day, _, part = name[len(PREFIX):-len(SUFFIX)].partition(".")
+    if not day:
+        return None
+    if not part:
+        return day, 0
+    return (day, int(part)) if part.isdigit() and int(part) > 0 else None
+
+
+class BlobLedger(Ledger):
+    """Append blobs `ledger/<YYYY-MM-DD>.jsonl`, then `ledger/<YYYY-MM-DD>.<n>.jsonl` once a part holds
+    `max_blocks` blocks, in the state container: one `append_block` per entry (see the module docstring)."""
+
+    def __init__(self, container: ContainerClient, clock: Callable[[], float], *, max_blocks: int = MAX_BLOCKS,
+                 max_line_bytes: int = MAX_BLOCK_BYTES) -> None:
+        super().__init__(clock, max_line_bytes=max_line_bytes)
+        if max_blocks < 1:
+            raise ValueError("max_blocks must be at least 1")
         self._container = container
+        self.max_blocks = max_blocks
+        self._part: dict[str, int] = {}  # day -> the part this writer appends to (only moves forward)
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> BlobLedger:
@@ -301,38 +437,95 @@ class BlobLedger(Ledger):
 
     def append(self, entry: Mapping[str, Any]) -> None:
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            HttpResponseError,
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
 
         from shared.errors import map_azure_error
 
-        blob = self._container.get_blob_client(f"{PREFIX}{self._day_of(entry)}.jsonl")
-        line = self._line(entry)
+        day, line = self._day_of(entry), self._line(entry)
         try:
-            try:
-                blob.append_block(line)
-            except ResourceNotFoundError:  # first entry of the day: create the append blob once, then append
+            part, created = self._current_part(day), False
+            while True:
+                blob = self._container.get_blob_client(_part_name(day, part))
                 try:
-                    blob.create_append_blob(match_condition=MatchConditions.IfMissing)
-                except (ResourceExistsError, ResourceModifiedError):
-                    pass  # another worker created it meanwhile
-                blob.append_block(line)
+                    result = blob.append_block(line)
+                except ResourceNotFoundError:  # a new part: create the append blob once, then append
+                    if created:
+                        raise
+                    try:
+                        blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+                    except (ResourceExistsError, ResourceModifiedError):
+                        pass  # another worker created it meanwhile
+                    created = True
+                    continue
+                except HttpResponseError as exc:
+                    if getattr(exc, "error_code", None) not in _FULL:
+                        raise
+                    part, created = self._advance(day, part), False  # another worker filled it: retry on the next
+                    continue
+                count = result.get("blob_committed_block_count")
+                if count is not None and int(count) >= self.max_blocks:
+                    self._advance(day, part)  # this line filled it: the next entry goes to the next part
+                return
         except Exception as exc:
-            raise map_azure_error(exc, f"ledger {blob.blob_name}") from exc
+            raise map_azure_error(exc, f"ledger {day}") from exc
+
+    def _current_part(self, day: str) -> int:
+        """The part to append to: remembered, else found once (the day's highest part; the next if it is full)."""
+        with self._lock:
+            if day in self._part:
+                return self._part[day]
+        from azure.core.exceptions import ResourceNotFoundError
+
+        part = max(self._parts(day).get(day, [0]))
+        try:
+            props = self._container.get_blob_client(_part_name(day, part)).get_blob_properties()
+        except ResourceNotFoundError:
+            props = None
+        if props is not None and ((props.append_blob_committed_block_count or 0) >= self.max_blocks
+                                  or props.is_append_blob_sealed):
+            part += 1
+        with self._lock:
+            part = self._part[day] = max(part, self._part.get(day, 0))
+            for old in sorted(self._part)[:-3]:  # keep the last few days only
+                if old != day:
+                    del self._part[old]
+        return part
+
+    def _advance(self, day: str, full: int) -> int:
+        with self._lock:
+            part = self._part[day] = max(self._part.get(day, 0), full + 1)
+            return part
+
+    def _parts(self, day: str | None = None) -> dict[str, list[int]]:
+        """Parts by day (ascending), from one listing (of one day when `day` is given)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            names = [b.name for b in self._container.list_blobs(name_starts_with=PREFIX + (f"{day}." if day else ""))]
+        except ResourceNotFoundError:
+            return {}
+        parts: dict[str, list[int]] = {}
+        for parsed in filter(None, map(_parse_part, names)):
+            if day is None or parsed[0] == day:
+                parts.setdefault(parsed[0], []).append(parsed[1])
+        return {d: sorted(p) for d, p in parts.items()}
 
     def _day_lines(self, day: str) -> list[str]:
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            body = self._container.get_blob_client(f"{PREFIX}{day}.jsonl").download_blob().readall()
-        except ResourceNotFoundError:
-            return []
-        return [line for line in body.decode("utf-8", errors="replace").splitlines() if line.strip()]
+        lines: list[str] = []
+        for part in self._parts(day).get(day, []):
+            try:
+                body = self._container.get_blob_client(_part_name(day, part)).download_blob().readall()
+            except ResourceNotFoundError:
+                continue
+            lines.extend(line for line in body.decode("utf-8", errors="replace").splitlines() if line.strip())
+        return lines
 
     def _days(self) -> list[str]:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            names = [b.name for b in self._container.list_blobs(name_starts_with=PREFIX)]
-        except ResourceNotFoundError:
-            return []
-        return [n[len(PREFIX):-len(".jsonl")] for n in names if n.endswith(".jsonl")]
+        return list(self._parts())

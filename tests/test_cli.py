@@ -18,7 +18,7 @@ from reflex.cli import main
 from shared import reaction
 from shared.deps import Deps, reset_deps
 from shared.errors import PermanentError
-from shared.ledger import REF_KINDS
+from shared.ledger import REF_KINDS, BlobLedger
 from shared.settings import reset_cache
 from tests.conftest import Clock, make_deps, make_settings
 from tests.real_chain import ENDPOINT, MODEL, Chain, World, make_world
@@ -91,6 +91,23 @@ def test_explain_the_endpoint_walks_back_to_the_uploaded_blobs(world: World) -> 
     assert code == 0
     assert lineage_table(text) == [(kind, ident) for kind, ids in lineage(chain).items() for ident in ids]
     assert "Promote -> promoted" in text  # a reconcile tick's line says what it did to this chain's rollout
+
+
+def test_explain_reads_a_ledger_rolled_over_into_parts_and_operator_notes_land_in_the_current_part(
+        world: World) -> None:
+    container = world.deps.ledger._container
+    world.deps.ledger = BlobLedger(container, world.clock, max_blocks=2)  # parts of 2 lines
+    chain = world.chain("heart/b1")
+    parts = [b.name for b in container.list_blobs(name_starts_with="ledger/")]
+    assert len(parts) >= 3 and all(".jsonl" in p for p in parts)
+    code, result = cli_json(world.deps, "explain", ENDPOINT)
+    assert code == 0 and result["lineage"] == lineage(chain)
+    reactions = [e["reaction"] for e in result["entries"]]  # oldest first, across every part
+    assert reactions[:5] == ["data.arrival"] * 3 + ["registration.run_event", "rollout.model_registered"]
+    code, _ = cli_json(world.deps, "pause", "--why", "maintenance")
+    assert code == 0
+    newest = next(iter(world.deps.ledger.entries()))
+    assert newest["reaction"] == "operator.pause" and newest["decision"]["why"] == "maintenance"
 
 
 @pytest.mark.parametrize("which", ["model", "job", "blob", "blob path", "marker", "batch", "data", "rollout",
