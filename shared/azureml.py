@@ -453,7 +453,14 @@ class AzureMLPlatform:
             raise PermanentError(f"{what}: traffic rejected: {'; '.join(problems)}")
         ep.traffic = dict(new_traffic)
         ep.mirror_traffic = dict(new_mirror)
-        self._call(what, lambda: self.ml.online_endpoints.begin_create_or_update(ep))
+        try:
+            self.ml.online_endpoints.begin_create_or_update(ep)
+        except Exception as exc:
+            if getattr(exc, "status_code", None) == 409:  # the endpoint exists: 409 is an update already in flight
+                raise TransientError(f"{what}: traffic update refused while another update is in progress (409): "
+                                     f"{str(getattr(exc, 'message', '') or exc)[:200]}",
+                                     retry_after_seconds(exc, 30.0)) from exc
+            raise map_azure_error(exc, what) from exc
         view = self._endpoint(ep, deps)
         return Endpoint(view.name, view.state, new_traffic, new_mirror, view.deployments, view.scoring_uri,
                         view.tags)

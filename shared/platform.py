@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
     "Endpoint", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck", "TrainingRequest",
-    "BatchDeploymentSpec", "get_platform", "traffic_problems",
+    "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "get_platform", "serving_states",
+    "traffic_problems",
 ]
 
 CHAMPION_TAG = "reflex.champion"   # "true" on the model version that serves production
@@ -38,6 +39,11 @@ REFLEX_TAG = "reflex.managed"      # "true" on every asset and job Reflex create
 
 TERMINAL_JOB_STATES = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
 SUCCEEDED = "Succeeded"
+# Provisioning states that pass by themselves (azure-ai-ml `DeploymentProvisioningState` and
+# `EndpointProvisioningState`; endpoints have no Scaling). A deployment goes Updating or Scaling when its traffic,
+# instance count or image changes and during platform maintenance, and keeps serving meanwhile.
+TRANSITIONAL = frozenset({"Creating", "Updating", "Scaling"})
+SERVING_TRANSITIONS = frozenset({"Updating", "Scaling"})
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,15 @@ def traffic_problems(traffic: Mapping[str, int], mirror: Mapping[str, int],
         if traffic.get(name, 0) > 0:
             problems.append(f"{name}: takes live and mirrored traffic at once")
     return problems
+
+
+def serving_states(deployments: Mapping[str, str]) -> dict[str, str]:
+    """`deployments` (name -> state) with Updating and Scaling read as Succeeded, for checking traffic in place.
+
+    A deployment that already takes traffic keeps serving it while it updates or scales, so traffic found on it
+    is not a violation; assigning new traffic still requires Succeeded (`traffic_problems` on the raw states).
+    """
+    return {n: SUCCEEDED if s in SERVING_TRANSITIONS else s for n, s in deployments.items()}
 
 
 @runtime_checkable

@@ -8,7 +8,9 @@ repeats a step harmlessly. A rollback is written ahead (`rolling_back`) before t
 the middle of it resumes the rollback, never the rollout.
 
 After every step the endpoint is observed again and checked with `shared.platform.traffic_problems`; a
-violation during a rollout is logged as an error and rolls the rollout back.
+violation during a rollout is logged as an error and rolls the rollout back. Traffic found on a deployment that
+is Updating or Scaling is not a violation (it keeps serving; `serving_states`), and a rollback holds off while
+the endpoint or the previous deployment is transitional (`rollout_machine.rollback_hold`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import PermanentError
-from shared.platform import APPROVAL_TAG, CHAMPION_TAG, REFLEX_TAG, SUCCEEDED, traffic_problems
+from shared.platform import (
+    APPROVAL_TAG,
+    CHAMPION_TAG,
+    REFLEX_TAG,
+    SUCCEEDED,
+    Endpoint,
+    serving_states,
+    traffic_problems,
+)
 from shared.rollout_machine import (
     ACTIVE,
     Action,
@@ -38,6 +48,8 @@ from shared.rollout_machine import (
     admit,
     advance,
     decide,
+    defer_rollback,
+    rollback_hold,
     rolling_back,
 )
 from shared.rollout_plan import Plan, deployment_name, restore_traffic
@@ -80,13 +92,19 @@ def _publish(deps: Deps, kind: str, r: Rollout, **data: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ observe
+def _seen(ep: Endpoint | None) -> dict[str, Any]:
+    """The endpoint part of an observation (states, traffic, mirror)."""
+    states = {d.name: d.state for d in ep.deployments} if ep else {}
+    return {"endpoint_state": ep.state if ep else None, "deployments": states,
+            "traffic": dict(ep.traffic) if ep else {}, "mirror": dict(ep.mirror) if ep else {}}
+
+
 def observe(deps: Deps, r: Rollout, now: float) -> Observation:
     """The snapshot `decide` needs; costly reads (model, quota, metrics) only in the states that use them."""
     p = deps.platform
     ep = p.get_endpoint(r.endpoint)
-    states = {d.name: d.state for d in ep.deployments} if ep else {}
-    obs: dict[str, Any] = {"endpoint_state": ep.state if ep else None, "deployments": states,
-                           "traffic": dict(ep.traffic) if ep else {}, "mirror": dict(ep.mirror) if ep else {}}
+    obs = _seen(ep)
+    states = obs["deployments"]
     if r.status == "pending" and not r.queued:
         model = p.get_model(r.model, r.version)
         obs["model_found"] = model is not None
@@ -168,10 +186,23 @@ def roll_back(deps: Deps, rec: Record, r: Rollout, action: RollBack, now: float)
         log.error("rollout %s on %s: rollback gave up; traffic needs an operator", r.ref, r.endpoint)
         _publish(deps, "RolloutFailed", failed, reason=failed.reason)
         return failed
-    ahead = rolling_back(r, action, now)
-    rec = deps.state.replace(rec, ahead.to_dict())
     p = deps.platform
     ep = p.get_endpoint(r.endpoint)
+    hold = rollback_hold(r, Observation(**_seen(ep)), now)
+    if isinstance(hold, Finish):
+        failed = advance(r, hold, now)
+        deps.state.replace(rec, failed.to_dict())
+        log.error("rollout %s on %s: %s", r.ref, r.endpoint, hold.reason)
+        _publish(deps, "RolloutFailed", failed, reason=failed.reason)
+        return failed
+    if isinstance(hold, Wait):
+        deferred = defer_rollback(r, action, hold, now)
+        if deferred != r:
+            deps.state.replace(rec, deferred.to_dict())
+        log.warning("rollout %s on %s: %s (%s)", r.ref, r.endpoint, hold.reason, action.reason)
+        return deferred
+    ahead = rolling_back(r, action, now)
+    rec = deps.state.replace(rec, ahead.to_dict())
     restored: dict[str, int] | None = None
     if ep is not None:
         states = {d.name: d.state for d in ep.deployments}
@@ -215,7 +246,7 @@ def _check(deps: Deps, r: Rollout, rec: Record, now: float) -> Rollout:
     ep = deps.platform.get_endpoint(r.endpoint)
     if ep is None:
         return r
-    problems = traffic_problems(ep.traffic, ep.mirror, {d.name: d.state for d in ep.deployments})
+    problems = traffic_problems(ep.traffic, ep.mirror, serving_states({d.name: d.state for d in ep.deployments}))
     if not problems:
         return r
     log.error("INVARIANT VIOLATED on endpoint %s after rollout step (%s): %s", r.endpoint, r.status,

@@ -13,12 +13,21 @@ Persisted record (`rollouts/<endpoint>`, one JSON object; see `Rollout.to_dict`)
                 any active status -> rolling_back -> rolled_back | superseded ; failed (nothing to undo)
     previous, previous_traffic               the live deployment and split when the rollout started
     plan        shared.rollout_plan.Plan as a dict (copied at start: settings changes do not alter it)
-    phase, phase_started_at                  index into plan.steps (-1: mirror), when the phase began
+    phase, phase_started_at                  index into plan.steps (-1: mirror), when the phase's bake clock
+                                             started (the phase began, or the new deployment was last seen
+                                             transitional: see `decide`)
     created_at, started_at, deadline         epoch seconds
     smoke       {"ok", "detail", "status", "latency_ms"} of the last smoke test
     queued      {"model", "version", "event_id"} of a newer model that supersedes this rollout
     reason, evidence, final                  why it ended (rollback reason and the numbers behind it)
     history     the last 50 steps: {"at", "action", "status", "detail"}
+
+Transitional provisioning states (Creating, Updating, Scaling: `shared.platform.TRANSITIONAL`) pass by
+themselves: Azure ML puts a deployment in Updating when its traffic or instance count changes or during
+platform maintenance, and the endpoint in Updating for a few seconds after every traffic update. They mean
+Wait (naming the state), never RollBack; Failed, Canceled, Deleting (of the new deployment) and missing still
+roll back, and the rollout deadline bounds every wait. Traffic moves and phases complete only while the
+endpoint and every deployment involved are settled, because Azure refuses or races an update in flight.
 """
 
 from __future__ import annotations
@@ -27,17 +36,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shared.platform import SUCCEEDED, DeploymentMetrics, QuotaCheck
+from shared.platform import SUCCEEDED, TRANSITIONAL, DeploymentMetrics, QuotaCheck
 from shared.rollout_plan import Plan, split_traffic, version_key
 
 __all__ = [
-    "ACTIVE", "TERMINAL", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
+    "ACTIVE", "TERMINAL", "ROLLBACK_SETTLE_SECONDS", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
     "DeleteDeployment", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
-    "Wait", "admit", "advance", "decide", "metrics_breach",
+    "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach", "rollback_hold",
 ]
 
 TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded"})
 ACTIVE = frozenset({"creating", "smoke", "mirroring", "baking"})  # the new deployment may hold traffic
+ROLLBACK_SETTLE_SECONDS = 1_800  # a rollback waits this long for the live deployment to settle, then gives up
 HISTORY = 50
 
 
@@ -129,7 +139,10 @@ class Action:
 
 @dataclass(frozen=True)
 class Wait(Action):
+    """Nothing to do yet. `restart_clock`: the bake clock restarts now (the new deployment is transitional)."""
+
     reason: str
+    restart_clock: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,11 +268,51 @@ def decide(r: Rollout, o: Observation, now: float) -> Action:
     if r.status == "creating":
         return _provision(r, o)
     state = o.deployments.get(r.deployment)
+    if state in TRANSITIONAL:
+        return _transitional(r, state)
     if state != SUCCEEDED:
         return RollBack(f"new deployment {r.deployment} is {state or 'missing'}", {"state": state})
     if r.status == "smoke":
         return _after_smoke(r, o)
     return _bake(r, o, now)
+
+
+def _transitional(r: Rollout, state: str) -> Wait:
+    """Wait while the new deployment is Creating, Updating or Scaling; in a bake phase, restart its clock.
+
+    Why restart: metrics are read only while the deployment is Succeeded, and what it served before or during
+    an update says little about what it serves after. So a bake phase completes only after the deployment was
+    seen Succeeded at every observation for the whole bake duration, its metrics read over that window (the
+    window starts at the last observation that saw it transitional, so it errs towards more data, never less).
+    A deployment that keeps changing is rolled back by the rollout deadline, with that reason.
+    """
+    baking = r.status in ("mirroring", "baking")
+    then = "the bake clock restarts" if baking else "continuing"
+    return Wait(f"new deployment {r.deployment} is {state}: waiting until it is Succeeded, then {then}",
+                restart_clock=baking)
+
+
+def _unsettled(r: Rollout, o: Observation, traffic: Mapping[str, int]) -> str:
+    """What is still transitional among the endpoint and the deployments a traffic move or comparison involves."""
+    if o.endpoint_state in TRANSITIONAL:
+        return f"endpoint {r.endpoint} is {o.endpoint_state}"
+    involved = {n for n, p in r.previous_traffic.items() if p} | {n for n, p in traffic.items() if p}
+    for name in sorted(involved):
+        if o.deployments.get(name) in TRANSITIONAL:
+            return f"deployment {name} is {o.deployments[name]}"
+    return ""
+
+
+def _when_settled(action: SetTraffic | Promote, r: Rollout, o: Observation) -> Action:
+    why = _unsettled(r, o, action.traffic if isinstance(action, SetTraffic) else {})
+    return Wait(f"{why}: {action.name} waits until it is Succeeded") if why else action
+
+
+def _delete_when_settled(r: Rollout, olds: tuple[str, ...], o: Observation) -> Action:
+    busy = [f"endpoint {r.endpoint} is {o.endpoint_state}"] if o.endpoint_state in TRANSITIONAL else []
+    busy += [f"deployment {n} is {o.deployments[n]}" for n in olds if o.deployments.get(n) in TRANSITIONAL]
+    return Wait(f"{', '.join(busy)}: deleting {', '.join(olds)} waits until it is Succeeded") if busy else (
+        DeleteDeployment(olds))
 
 
 def _superseded(r: Rollout, o: Observation) -> Action:
@@ -270,7 +323,7 @@ def _superseded(r: Rollout, o: Observation) -> Action:
     if r.status in ("promoted", "retiring"):
         olds = _olds(r, o)
         if olds and not any(o.traffic.get(n, 0) or o.mirror.get(n, 0) for n in olds):
-            return DeleteDeployment(olds)
+            return _delete_when_settled(r, olds, o)
         return Finish("done", f"promoted; retention cut short: {why}")
     return RollBack(why, {"traffic": dict(o.traffic), "mirror": dict(o.mirror)}, "superseded")
 
@@ -330,6 +383,8 @@ def _provision(r: Rollout, o: Observation) -> Action:
         return SmokeTest()
     if state in ("Failed", "Canceled"):
         return RollBack(f"new deployment {r.deployment} provisioning {state}", {"state": state})
+    if state == "Deleting":
+        return RollBack(f"new deployment {r.deployment} is being deleted", {"state": state})
     return Wait(f"new deployment {r.deployment} is {state}")
 
 
@@ -338,11 +393,13 @@ def _after_smoke(r: Rollout, o: Observation) -> Action:
     if not smoke.get("ok"):
         return RollBack(f"smoke test failed: {smoke.get('detail', 'no result')}", dict(smoke))
     if not r.previous_traffic:  # first model on this endpoint: nothing to compare with or fall back to
-        return SetTraffic({r.deployment: 100}, {}, "baking", len(r.plan.steps) - 1)
-    if r.plan.mirror_percent:
+        move = SetTraffic({r.deployment: 100}, {}, "baking", len(r.plan.steps) - 1)
+    elif r.plan.mirror_percent:
         keep = {**{n: 0 for n in o.traffic}, **r.previous_traffic, r.deployment: 0}
-        return SetTraffic(keep, {r.deployment: r.plan.mirror_percent}, "mirroring", -1)
-    return SetTraffic(split_traffic(r.previous_traffic, r.deployment, r.plan.steps[0]), {}, "baking", 0)
+        move = SetTraffic(keep, {r.deployment: r.plan.mirror_percent}, "mirroring", -1)
+    else:
+        move = SetTraffic(split_traffic(r.previous_traffic, r.deployment, r.plan.steps[0]), {}, "baking", 0)
+    return _when_settled(move, r, o)
 
 
 def _bake(r: Rollout, o: Observation, now: float) -> Action:
@@ -365,11 +422,13 @@ def _bake(r: Rollout, o: Observation, now: float) -> Action:
     if served < r.plan.min_requests:
         return Wait(f"at {where}: {served} requests served, {r.plan.min_requests} needed before advancing")
     if r.status == "mirroring":
-        return SetTraffic(split_traffic(r.previous_traffic, r.deployment, steps[0]), {}, "baking", 0)
+        return _when_settled(SetTraffic(split_traffic(r.previous_traffic, r.deployment, steps[0]), {}, "baking", 0),
+                             r, o)
     if steps[r.phase] >= 100:
-        return Promote()
+        return _when_settled(Promote(), r, o)
     nxt = r.phase + 1
-    return SetTraffic(split_traffic(r.previous_traffic, r.deployment, steps[nxt]), {}, "baking", nxt)
+    return _when_settled(SetTraffic(split_traffic(r.previous_traffic, r.deployment, steps[nxt]), {}, "baking", nxt),
+                         r, o)
 
 
 def _olds(r: Rollout, o: Observation) -> tuple[str, ...]:
@@ -386,10 +445,10 @@ def _retire(r: Rollout, o: Observation, now: float) -> Action:
         return Finish("done", f"promoted; kept {', '.join(busy)}: it receives traffic again")
     if r.status == "retiring":
         deleting = [n for n in olds if o.deployments.get(n) == "Deleting"]
-        return Wait(f"deleting {', '.join(deleting)}") if deleting else DeleteDeployment(olds)
+        return Wait(f"deleting {', '.join(deleting)}") if deleting else _delete_when_settled(r, olds, o)
     if now - r.phase_started_at < r.plan.retain_seconds:
         return Wait(f"keeping {', '.join(olds)} at 0% until {int(r.phase_started_at + r.plan.retain_seconds)}")
-    return DeleteDeployment(olds)
+    return _delete_when_settled(r, olds, o)
 
 
 # ------------------------------------------------------------------------------------------------ advance
@@ -401,10 +460,11 @@ def _note(r: Rollout, now: float, action: Action, status: str, detail: str) -> t
 def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | None = None) -> Rollout:
     """The record after `action` was executed at `now` (`result`: the smoke test's outcome for SmokeTest)."""
     if isinstance(action, Wait):
+        clock = {"phase_started_at": now} if action.restart_clock else {}
         last = r.history[-1] if r.history else {}
         if last.get("action") == "Wait" and last.get("detail") == action.reason[:500]:
-            return r
-        return replace(r, history=_note(r, now, action, r.status, action.reason))
+            return replace(r, **clock)
+        return replace(r, **clock, history=_note(r, now, action, r.status, action.reason))
     start = {}
     if r.status == "pending" and not isinstance(action, Finish):
         start = {"started_at": now, "deadline": now + r.plan.deadline_seconds}
@@ -442,3 +502,45 @@ def rolling_back(r: Rollout, action: RollBack, now: float) -> Rollout:
     return replace(r, status="rolling_back", reason=action.reason, evidence=dict(action.evidence),
                    final=action.final, attempts=r.attempts + 1,
                    history=_note(r, now, action, "rolling_back", action.reason))
+
+
+# ------------------------------------------------------------------------------------------------ rollback hold
+def _rollback_since(r: Rollout, now: float) -> float:
+    """When the rollback began: its write-ahead entry (the rollout's start if that left the bounded history)."""
+    if r.status != "rolling_back":
+        return now
+    ahead = [h for h in r.history if h.get("action") == "RollBack" and h.get("status") == "rolling_back"]
+    return float(ahead[-1]["at"]) if ahead else r.started_at
+
+
+def rollback_hold(r: Rollout, o: Observation, now: float) -> Action | None:
+    """Whether rollback `r` must hold off moving traffic: None (go), Wait (defer) or Finish (give up).
+
+    Why: restoring the previous split while the endpoint or a previous deployment is Creating, Updating or
+    Scaling is refused (409 on Azure; every adapter rejects traffic on a deployment that is not Succeeded), and
+    restoring over the Succeeded ones only would drop a deployment that is merely updating, possibly leaving the
+    endpoint serving nothing. So the rollback waits for them, without spending a rollback attempt, for at most
+    `ROLLBACK_SETTLE_SECONDS`; then it gives up as failed with traffic left as it is, for an operator.
+    """
+    if not o.traffic.get(r.deployment, 0) and not any(o.mirror.values()):
+        return None  # no traffic to move: deleting the new deployment does not need the others settled
+    why = ""
+    if o.endpoint_state in TRANSITIONAL:
+        why = f"endpoint {r.endpoint} is {o.endpoint_state}"
+    else:
+        busy = [n for n, p in sorted(r.previous_traffic.items())
+                if p and n != r.deployment and o.deployments.get(n) in TRANSITIONAL]
+        why = f"deployment {busy[0]} is {o.deployments[busy[0]]}" if busy else ""
+    if not why:
+        return None
+    waited = now - _rollback_since(r, now)
+    if waited >= ROLLBACK_SETTLE_SECONDS:
+        return Finish("failed", f"rollback could not restore traffic: {why} after {int(waited)} s; traffic is "
+                                f"left as it is for an operator ({r.reason})")
+    return Wait(f"rollback waits: {why}")
+
+
+def defer_rollback(r: Rollout, action: RollBack, hold: Wait, now: float) -> Rollout:
+    """The record of a rollback that waits (`rollback_hold`): written ahead once, no attempt spent."""
+    ahead = r if r.status == "rolling_back" else replace(rolling_back(r, action, now), attempts=r.attempts)
+    return advance(ahead, hold, now)

@@ -8,6 +8,9 @@ the Azure ML adapter (a repeated name is success, an invalid traffic split or a 
 
 Time is a callable `clock` so tests advance it instead of sleeping: long operations (endpoint and deployment
 provisioning) complete `provisioning_seconds` after they begin, observed on the next `get_*`.
+Azure ML's passing states are modelled the same way: `transition` puts an endpoint or deployment in Updating
+(or Scaling, Creating) for some seconds, as maintenance or a scale change does, and with
+`traffic_update_seconds` the endpoint reports Updating for that long after every traffic update, as Azure's does.
 Jobs finish only when the test says so (`finish_job`), as on the real service. The Azure ML events the real
 service would emit (RunCompleted, RunStatusChanged, ModelRegistered) are appended to `events` in Event Grid
 schema, for tests to deliver to the functions.
@@ -28,6 +31,7 @@ from typing import Any
 from shared.errors import PermanentError, ReflexError
 from shared.platform import (
     CHAMPION_TAG,
+    SERVING_TRANSITIONS,
     SUCCEEDED,
     BatchDeploymentSpec,
     DataAsset,
@@ -79,9 +83,10 @@ class FakePlatform:
     name = "fake"
 
     def __init__(self, *, clock: Callable[[], float] = time.time, provisioning_seconds: float = 0.0,
-                 quota_limits: Mapping[str, int] | None = None) -> None:
+                 quota_limits: Mapping[str, int] | None = None, traffic_update_seconds: float = 0.0) -> None:
         self.clock = clock
         self.provisioning_seconds = provisioning_seconds
+        self.traffic_update_seconds = traffic_update_seconds
         self.quota_limits = dict(quota_limits or {"standardDSv2Family": 64, "standardFSv2Family": 64})
         self.calls: Counter[str] = Counter()
         self.events: list[dict[str, Any]] = []
@@ -104,6 +109,21 @@ class FakePlatform:
     def inject(self, operation: str, error: ReflexError, times: int = 1) -> None:
         """Make the next `times` calls of `operation` raise `error` before doing anything."""
         self._injected.append((operation, error, times))
+
+    def transition(self, endpoint: str, deployment: str | None = None, *, state: str = "Updating",
+                   seconds: float) -> None:
+        """Make the endpoint (or one of its deployments) report `state` for `seconds`, then what it was headed for.
+
+        A deployment in transition keeps the traffic it has and keeps serving (as on Azure ML); new traffic to it
+        is refused like any deployment that is not Succeeded.
+        """
+        ep = self._endpoint(endpoint, "transition")
+        if deployment is None:
+            ep.pending = _Pending(state, max(ep.pending.ready_at, self.clock() + seconds), ep.pending.outcome)
+            return
+        dep, pending = ep.deployments[deployment]
+        ep.deployments[deployment] = (dep, _Pending(state, max(pending.ready_at, self.clock() + seconds),
+                                                    pending.outcome))
 
     def finish_job(self, name: str, status: str = "Completed", *, metrics: Mapping[str, float] | None = None,
                    outputs: Mapping[str, str] | None = None, error: str = "") -> Job:
@@ -309,6 +329,8 @@ class FakePlatform:
             raise PermanentError(f"endpoint {endpoint}: traffic rejected: {'; '.join(problems)}")
         ep.traffic, ep.mirror = new_traffic, new_mirror
         self.traffic_updates.append((endpoint, dict(new_traffic), dict(new_mirror)))
+        if self.traffic_update_seconds > 0:
+            ep.pending = _Pending("Updating", self.clock() + self.traffic_update_seconds, self._state(ep.pending))
         return self._view(ep)
 
     def invoke(self, endpoint: str, deployment: str, body: Mapping[str, Any]) -> InvokeResult:
@@ -317,7 +339,7 @@ class FakePlatform:
         entry = ep.deployments.get(deployment)
         if entry is None:
             raise PermanentError(f"invoke: deployment {deployment} does not exist on {endpoint}")
-        if self._state(entry[1]) != SUCCEEDED:
+        if self._state(entry[1]) != SUCCEEDED and self._state(entry[1]) not in SERVING_TRANSITIONS:
             raise PermanentError(f"invoke: deployment {deployment} is {self._state(entry[1])}")
         return self.responder(endpoint, deployment, body)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.platform import traffic_problems
+from shared.platform import serving_states, traffic_problems
 from testing.fake_platform import FakePlatform
 
 MODEL = "reflex-model"
@@ -45,9 +45,12 @@ def live_endpoint(fp: FakePlatform, *, version: str = "1", deployment: str = "bl
 
 
 def invariant_problems(fp: FakePlatform, endpoint: str = ENDPOINT) -> list[str]:
-    """The endpoint's invariant violations, read from the fake's state (never consumes injected errors)."""
+    """The endpoint's invariant violations, read from the fake's state (never consumes injected errors).
+
+    Traffic a deployment already has while it is Updating or Scaling is not a violation (it keeps serving);
+    assigning traffic to one is still refused by the fake's `set_traffic`."""
     stored = fp.endpoints.get(endpoint)
     if stored is None:
         return []
     ep = fp._view(stored)
-    return traffic_problems(ep.traffic, ep.mirror, {d.name: d.state for d in ep.deployments})
+    return traffic_problems(ep.traffic, ep.mirror, serving_states({d.name: d.state for d in ep.deployments}))

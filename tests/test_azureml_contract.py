@@ -381,6 +381,19 @@ def test_batch_deployment_and_invoke(svc: AmlService) -> None:
 
 
 # ------------------------------------------------------------------ errors
+def test_traffic_update_refused_with_409_during_another_update_is_transient(svc: AmlService) -> None:
+    """A 409 on the endpoint PUT cannot mean "already exists" there: it is an update in flight, retried later
+    (mapped as a permanent error it would roll a healthy canary back)."""
+    with azure_platform(svc) as p:
+        _serving(svc, p, "blue", "green")
+        p.set_traffic("churn-ep", {"blue": 100})
+        svc.fail("PUT", r"/onlineEndpoints/churn-ep$", 409, message="Conflicting operation in progress")
+        with pytest.raises(TransientError, match="409") as caught:
+            p.set_traffic("churn-ep", {"blue": 90, "green": 10})
+        assert caught.value.retry_after == 30.0
+        assert p.set_traffic("churn-ep", {"blue": 90, "green": 10}).traffic == {"blue": 90, "green": 10}
+
+
 def test_404_is_absent(svc: AmlService) -> None:
     with azure_platform(svc) as p:
         assert p.get_data("sales", "1") is None

@@ -10,6 +10,7 @@ import pytest
 
 from shared.platform import DeploymentMetrics, QuotaCheck
 from shared.rollout_machine import (
+    ROLLBACK_SETTLE_SECONDS,
     Begin,
     CreateDeployment,
     CreateEndpoint,
@@ -25,6 +26,8 @@ from shared.rollout_machine import (
     admit,
     advance,
     decide,
+    defer_rollback,
+    rollback_hold,
     rolling_back,
 )
 from shared.rollout_plan import Plan, deployment_name, restore_traffic, split_traffic, version_key
@@ -163,6 +166,126 @@ def test_transition_table(name: str, record: Rollout, observation: Observation, 
         assert isinstance(action, expected), action
     else:
         assert action == expected
+
+
+# ---- transitional provisioning states (Creating, Updating, Scaling): wait naming the state, never roll back.
+# One record and observation per phase; `who` is the new deployment, the previous (live) one or the endpoint.
+MIRROR_PLAN = replace(PLAN, mirror_percent=20, mirror_seconds=300)
+PHASES: dict[str, tuple[Rollout, Observation, float]] = {
+    "creating": (rec("creating"), obs(), 5.0),
+    "smoke": (rec("smoke", smoke={"ok": True}), obs(), 5.0),
+    "mirroring": (rec("mirroring", phase=-1, plan=MIRROR_PLAN), obs(mirror={NEW: 20}, new_metrics=GOOD), 1300.0),
+    "baking": (rec(), obs(traffic=split(10), new_metrics=GOOD, live_metrics=LIVE), 1600.0),
+    "baking at 100%": (rec(phase=2), obs(traffic=split(100), new_metrics=GOOD), 1600.0),
+    "promoted": (rec("promoted", phase=2), obs(traffic={"blue": 0, NEW: 100}), 1000.0 + 3600),
+    "retiring": (rec("retiring", phase=2), obs(traffic={"blue": 0, NEW: 100}), 1000.0 + 3600),
+    "rolling_back": (rec("rolling_back", reason="x", final="rolled_back"), obs(traffic=split(10)), 1600.0),
+}
+# what each phase does when everything is Succeeded, and when `who` is transitional (Wait: its reason names it)
+SETTLED = {"creating": SmokeTest(), "smoke": SetTraffic(split(10), {}, "baking", 0),
+           "mirroring": SetTraffic(split(10), {}, "baking", 0), "baking": SetTraffic(split(50), {}, "baking", 1),
+           "baking at 100%": Promote(), "promoted": DeleteDeployment(("blue",)),
+           "retiring": DeleteDeployment(("blue",)), "rolling_back": RollBack("x", {}, "rolled_back")}
+TRANSIT_EXPECT: dict[tuple[str, str], Any] = {
+    ("creating", "previous"): SETTLED["creating"],            # the live one is not involved in provisioning
+    ("promoted", "new"): SETTLED["promoted"], ("retiring", "new"): SETTLED["retiring"],  # the new one serves on
+    **{("rolling_back", who): SETTLED["rolling_back"] for who in ("new", "previous", "endpoint")},  # see hold tests
+}
+TRANSIT = [(phase, who, state) for phase in PHASES for who in ("new", "previous", "endpoint")
+           for state in ("Creating", "Updating", "Scaling") if not (who == "endpoint" and state == "Scaling")]
+
+
+def _in_transit(o: Observation, who: str, state: str) -> Observation:
+    if who == "endpoint":
+        return replace(o, endpoint_state=state)
+    return replace(o, deployments={**o.deployments, NEW if who == "new" else "blue": state})
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_each_phase_acts_when_everything_is_succeeded(phase: str) -> None:
+    assert decide(*PHASES[phase]) == SETTLED[phase]
+
+
+@pytest.mark.parametrize(("phase", "who", "state"), TRANSIT, ids=[f"{p}-{w}-{s}" for p, w, s in TRANSIT])
+def test_a_transitional_state_waits_and_never_rolls_back(phase: str, who: str, state: str) -> None:
+    r, o, now = PHASES[phase]
+    action = decide(r, _in_transit(o, who, state), now)
+    expected = TRANSIT_EXPECT.get((phase, who))
+    if expected is not None:
+        assert action == expected
+        return
+    assert isinstance(action, Wait), action
+    named = {"endpoint": f"endpoint {r.endpoint}", "new": f"deployment {NEW}", "previous": "deployment blue"}[who]
+    assert f"{named} is {state}" in action.reason, action.reason
+    assert action.restart_clock == (who == "new" and r.status in ("mirroring", "baking"))
+
+
+@pytest.mark.parametrize("phase", ["mirroring", "baking"])
+def test_the_bake_clock_restarts_while_the_new_deployment_is_transitional(phase: str) -> None:
+    r, o, _ = PHASES[phase]
+    mid = r.phase_started_at + 100
+    waited = advance(r, decide(r, _in_transit(o, "new", "Updating"), mid), mid)
+    assert waited.phase_started_at == mid and waited.status == r.status and waited.phase == r.phase
+    again = advance(waited, decide(waited, _in_transit(o, "new", "Updating"), mid + 50), mid + 50)
+    assert again.phase_started_at == mid + 50 and len(again.history) == len(waited.history)  # one note, clock moved
+    duration = r.plan.mirror_seconds if phase == "mirroring" else r.plan.bake_seconds
+    assert isinstance(decide(again, o, mid + 50 + duration - 1), Wait)       # Succeeded again: a full bake first
+    assert decide(again, o, mid + 50 + duration) == SETTLED[phase]
+
+
+TRANSIT_EDGES: list[tuple[str, Rollout, Observation, float, Any, str]] = [
+    ("stuck Updating past the deadline rolls back", rec(), obs(traffic=split(10), deployments={"blue": S,
+     NEW: "Updating"}), 10_000.0, RollBack, "deadline passed while baking"),
+    ("creating: stuck Creating past the deadline", rec("creating"), obs(deployments={"blue": S, NEW: "Creating"}),
+     10_000.0, RollBack, "deadline passed while creating"),
+    ("creating: new deployment being deleted", rec("creating"), obs(deployments={"blue": S, NEW: "Deleting"}), 5.0,
+     RollBack, "is being deleted"),
+    ("baking: new deployment being deleted", rec(), obs(traffic=split(10), deployments={"blue": S, NEW: "Deleting"}),
+     1100.0, RollBack, "is Deleting"),
+    ("baking: new deployment Canceled", rec(), obs(traffic=split(10), deployments={"blue": S, NEW: "Canceled"}),
+     1100.0, RollBack, "is Canceled"),
+    ("baking: new deployment missing", rec(), obs(traffic={"blue": 100}, deployments={"blue": S}), 1100.0, RollBack,
+     "is missing"),
+    ("a breach still rolls back while the live one is Updating", rec(), obs(traffic=split(10),
+     deployments={"blue": "Updating", NEW: S}, new_metrics=DeploymentMetrics(100, 30, 50.0, 60)), 1100.0, RollBack,
+     "error rate"),
+    ("superseded after promotion: old one Updating waits", rec("promoted", queued={"model": "m", "version": "3"}),
+     obs(traffic={"blue": 0, NEW: 100}, deployments={"blue": "Updating", NEW: S}), 1100.0, Wait, "blue is Updating"),
+    ("superseded while baking and Updating still rolls back", rec(queued={"model": "m", "version": "3"}),
+     obs(traffic=split(10), deployments={"blue": S, NEW: "Updating"}), 1100.0, RollBack, "superseded"),
+    ("first model: endpoint Updating before 100%", rec("smoke", smoke={"ok": True}, previous=None,
+     previous_traffic={}), obs(endpoint_state="Updating", traffic={NEW: 0}, deployments={NEW: S}), 5.0, Wait,
+     "endpoint ep is Updating"),
+]
+
+
+@pytest.mark.parametrize(("name", "record", "observation", "now", "kind", "why"), TRANSIT_EDGES,
+                         ids=[t[0] for t in TRANSIT_EDGES])
+def test_transitional_edges(name: str, record: Rollout, observation: Observation, now: float, kind: type,
+                            why: str) -> None:
+    action = decide(record, observation, now)
+    assert isinstance(action, kind) and why in getattr(action, "reason", ""), action
+
+
+def test_rollback_holds_while_the_live_deployment_or_endpoint_is_transitional() -> None:
+    action = RollBack("at 10%: error rate 0.300", {})
+    r = rec()
+    updating = obs(traffic=split(10), deployments={"blue": "Updating", NEW: S})
+    assert rollback_hold(r, obs(traffic=split(10)), 1100.0) is None
+    assert rollback_hold(r, obs(traffic={"blue": 100, NEW: 0}, deployments={"blue": "Updating", NEW: S}),
+                         1100.0) is None  # nothing to move: the new deployment can be deleted at once
+    hold = rollback_hold(r, updating, 1100.0)
+    assert hold == Wait("rollback waits: deployment blue is Updating")
+    assert rollback_hold(r, obs(traffic=split(10), endpoint_state="Updating"), 1100.0) == Wait(
+        "rollback waits: endpoint ep is Updating")
+    assert isinstance(hold, Wait)
+    held = defer_rollback(r, action, hold, 1100.0)
+    assert (held.status, held.reason, held.attempts) == ("rolling_back", action.reason, 0)  # written ahead, no try
+    assert defer_rollback(held, action, hold, 1200.0) == held                               # same note, no rewrite
+    assert decide(held, updating, 1200.0) == RollBack(action.reason, {}, "rolled_back")     # resumes as a rollback
+    assert isinstance(rollback_hold(held, updating, 1100.0 + ROLLBACK_SETTLE_SECONDS - 1), Wait)
+    gave_up = rollback_hold(held, updating, 1100.0 + ROLLBACK_SETTLE_SECONDS)
+    assert isinstance(gave_up, Finish) and gave_up.status == "failed" and "blue is Updating" in gave_up.reason
 
 
 def test_rollback_reasons_carry_the_evidence() -> None:
