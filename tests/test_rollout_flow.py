@@ -390,6 +390,56 @@ def test_mirror_phase_then_canary(world: World) -> None:
         ({"blue": 100, V2: 0}, {V2: 20}), ({"blue": 90, V2: 10}, {})]  # mirror removed before live traffic
 
 
+def test_canary_passing_through_updating_during_the_bake_is_promoted(world: World) -> None:
+    """Azure ML reports Updating after every traffic update (the endpoint) and while a deployment is scaled or
+    maintained; the canary waits through it, bakes a full window once Succeeded again, and is promoted."""
+    world.fp.traffic_update_seconds = 30.0
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    for _ in range(10):
+        healthy(world)
+        tick(world)
+        if world.record().status == "baking":
+            break
+    assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 90, V2: 10}  # type: ignore[union-attr]
+    updating_until = world.clock() + 400
+    world.fp.transition(ENDPOINT, V2, state="Updating", seconds=400)
+    world.fp.transition(ENDPOINT, "blue", state="Scaling", seconds=200)
+    final = run_to_end(world, each=healthy)
+    assert final.status == "done" and final.reason == "promoted; previous deployment retired"
+    assert [u[1] for u in world.fp.traffic_updates] == [
+        {"blue": 90, V2: 10}, {"blue": 50, V2: 50}, {"blue": 0, V2: 100}]
+    waits = [h["detail"] for h in final.history if h["action"] == "Wait"]
+    assert any(f"new deployment {V2} is Updating" in w and "bake clock restarts" in w for w in waits), waits
+    to_50 = next(h["at"] for h in final.history if h["action"] == "SetTraffic" and f"'{V2}': 50" in h["detail"])
+    assert to_50 >= updating_until + 300 - TICK  # a full bake (300 s) after it was last seen Updating
+
+
+def test_rollback_waits_for_the_live_deployment_to_settle_instead_of_emptying_the_endpoint(world: World) -> None:
+    """A breach while the live deployment is Scaling: restoring over the Succeeded ones would leave nothing
+    serving, so the rollback holds (no attempt spent) and restores blue once it is Succeeded."""
+    world.env["REFLEX_DELETE_ON_ROLLBACK"] = "false"
+    world.current["deps"] = world.deps()  # type: ignore[attr-defined]
+    live_endpoint(world.fp)
+    deliver(world, register_model(world.fp, "2"))
+    for _ in range(10):
+        healthy(world)
+        tick(world)
+        if world.record().status == "baking":
+            break
+    world.fp.transition(ENDPOINT, "blue", state="Scaling", seconds=300)
+    world.fp.metrics[(ENDPOINT, V2)] = DeploymentMetrics(400, 40, 45.0, 300)
+    tick(world)
+    held = world.record()
+    assert (held.status, held.attempts, held.reason) == ("rolling_back", 0,
+                                                         "at 10%: error rate 0.100 (40/400) exceeds 0.020")
+    assert held.history[-1]["detail"] == "rollback waits: deployment blue is Scaling"
+    assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 90, V2: 10}  # type: ignore[union-attr]
+    final = run_to_end(world)
+    assert final.status == "rolled_back" and final.reason == held.reason
+    assert [u[1] for u in world.fp.traffic_updates] == [{"blue": 90, V2: 10}, {"blue": 100, V2: 0}]
+
+
 def test_function_metadata() -> None:
     import function_app
 
