@@ -110,6 +110,18 @@ def healthy(w: World) -> None:
     w.fp.metrics[(ENDPOINT, "blue")] = LIVE
 
 
+def to_canary_step(w: World, phase: int = 0) -> None:
+    """A live endpoint, model 2 registered, and healthy ticks until it bakes at canary step `phase`."""
+    live_endpoint(w.fp)
+    deliver(w, register_model(w.fp, "2"))
+    for _ in range(10):
+        healthy(w)
+        tick(w)
+        if w.record().status == "baking" and w.record().phase == phase:
+            return
+    raise AssertionError(f"never reached canary step {phase}: {w.record().status} {w.record().phase}")
+
+
 def sent(w: World) -> list[str]:
     return [e.type for e in w.current["deps"].publisher.sent]  # type: ignore[attr-defined]
 
@@ -147,13 +159,7 @@ def test_model_registered_three_times_makes_one_rollout(world: World) -> None:
 
 
 def test_supersede_mid_rollout_takes_traffic_back_first(world: World) -> None:
-    live_endpoint(world.fp)
-    deliver(world, register_model(world.fp, "2"))
-    for _ in range(8):
-        healthy(world)
-        tick(world)
-        if world.record().status == "baking" and world.record().phase == 1:
-            break
+    to_canary_step(world, 1)
     assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 50, V2: 50}  # type: ignore[union-attr]
     updates_before = len(world.fp.traffic_updates)
     outcome = deliver(world, register_model(world.fp, "3"))
@@ -390,23 +396,11 @@ def test_mirror_phase_then_canary(world: World) -> None:
         ({"blue": 100, V2: 0}, {V2: 20}), ({"blue": 90, V2: 10}, {})]  # mirror removed before live traffic
 
 
-def to_first_canary_step(w: World) -> None:
-    """A live endpoint, model 2 registered, and healthy ticks until it bakes at the first step (10%)."""
-    live_endpoint(w.fp)
-    deliver(w, register_model(w.fp, "2"))
-    for _ in range(10):
-        healthy(w)
-        tick(w)
-        if w.record().status == "baking":
-            return
-    raise AssertionError(f"never reached the first canary step: {w.record().status}")
-
-
 def test_canary_passing_through_updating_during_the_bake_is_promoted(world: World) -> None:
     """Azure ML reports Updating after every traffic update (the endpoint) and while a deployment is scaled or
     maintained; the canary waits through it, bakes a full window once Succeeded again, and is promoted."""
     world.fp.traffic_update_seconds = 30.0
-    to_first_canary_step(world)
+    to_canary_step(world)
     assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 90, V2: 10}  # type: ignore[union-attr]
     updating_until = world.clock() + 400
     world.fp.transition(ENDPOINT, V2, state="Updating", seconds=400)
@@ -426,7 +420,7 @@ def test_rollback_waits_for_the_live_deployment_to_settle_instead_of_emptying_th
     serving, so the rollback holds (no attempt spent) and restores blue once it is Succeeded."""
     world.env["REFLEX_DELETE_ON_ROLLBACK"] = "false"
     world.current["deps"] = world.deps()  # type: ignore[attr-defined]
-    to_first_canary_step(world)
+    to_canary_step(world)
     world.fp.transition(ENDPOINT, "blue", state="Scaling", seconds=300)
     world.fp.metrics[(ENDPOINT, V2)] = DeploymentMetrics(400, 40, 45.0, 300)
     tick(world)
