@@ -263,7 +263,9 @@ def decide(r: Rollout, o: Observation, now: float) -> Action:
     if r.status in ("promoted", "retiring"):
         return _retire(r, o, now)
     if now >= r.deadline:
-        return RollBack(f"deadline passed while {r.status} (started {int(now - r.started_at)} s ago)",
+        state = o.deployments.get(r.deployment)
+        stuck = f"; new deployment {r.deployment} is {state}" if state in TRANSITIONAL else ""
+        return RollBack(f"deadline passed while {r.status} (started {int(now - r.started_at)} s ago){stuck}",
                         _metrics_evidence(o))
     if r.status == "creating":
         return _provision(r, o)
@@ -516,21 +518,18 @@ def _rollback_since(r: Rollout, now: float) -> float:
 def rollback_hold(r: Rollout, o: Observation, now: float) -> Action | None:
     """Whether rollback `r` must hold off moving traffic: None (go), Wait (defer) or Finish (give up).
 
-    Why: restoring the previous split while the endpoint or a previous deployment is Creating, Updating or
-    Scaling is refused (409 on Azure; every adapter rejects traffic on a deployment that is not Succeeded), and
-    restoring over the Succeeded ones only would drop a deployment that is merely updating, possibly leaving the
-    endpoint serving nothing. So the rollback waits for them, without spending a rollback attempt, for at most
-    `ROLLBACK_SETTLE_SECONDS`; then it gives up as failed with traffic left as it is, for an operator.
+    Why: every adapter refuses traffic on a deployment that is not Succeeded (and Azure may answer an endpoint
+    update in flight with 409), while restoring over the Succeeded ones only would drop a deployment that is
+    merely updating, possibly leaving the endpoint serving nothing. So the rollback waits for them, without
+    spending a rollback attempt, for at most `ROLLBACK_SETTLE_SECONDS`; then it gives up as failed with traffic
+    left as it is, for an operator.
     """
     if not o.traffic.get(r.deployment, 0) and not any(o.mirror.values()):
         return None  # no traffic to move: deleting the new deployment does not need the others settled
-    why = ""
-    if o.endpoint_state in TRANSITIONAL:
-        why = f"endpoint {r.endpoint} is {o.endpoint_state}"
-    else:
-        busy = [n for n, p in sorted(r.previous_traffic.items())
-                if p and n != r.deployment and o.deployments.get(n) in TRANSITIONAL]
-        why = f"deployment {busy[0]} is {o.deployments[busy[0]]}" if busy else ""
+    busy = [n for n, p in sorted(r.previous_traffic.items())
+            if p and n != r.deployment and o.deployments.get(n) in TRANSITIONAL]
+    why = (f"endpoint {r.endpoint} is {o.endpoint_state}" if o.endpoint_state in TRANSITIONAL
+           else f"deployment {busy[0]} is {o.deployments[busy[0]]}" if busy else "")
     if not why:
         return None
     waited = now - _rollback_since(r, now)

@@ -235,7 +235,8 @@ def test_the_bake_clock_restarts_while_the_new_deployment_is_transitional(phase:
 
 TRANSIT_EDGES: list[tuple[str, Rollout, Observation, float, Any, str]] = [
     ("stuck Updating past the deadline rolls back", rec(), obs(traffic=split(10), deployments={"blue": S,
-     NEW: "Updating"}), 10_000.0, RollBack, "deadline passed while baking"),
+     NEW: "Updating"}), 10_000.0, RollBack,
+     f"deadline passed while baking (started 10000 s ago); new deployment {NEW} is Updating"),
     ("creating: stuck Creating past the deadline", rec("creating"), obs(deployments={"blue": S, NEW: "Creating"}),
      10_000.0, RollBack, "deadline passed while creating"),
     ("creating: new deployment being deleted", rec("creating"), obs(deployments={"blue": S, NEW: "Deleting"}), 5.0,
