@@ -32,7 +32,6 @@ from shared.arrival_record import OPEN_STATUSES
 from shared.control import read_control, write_control
 from shared.errors import ReflexError, TransientError
 from shared.ledger import MemoryLedger
-from shared.state import key_part
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -400,75 +399,19 @@ def cmd_dry_run(args: argparse.Namespace, deps: Deps, out: Output) -> int:
 
 
 # ------------------------------------------------------------------------------------------- rollback
-def _operator_rollback() -> Callable[..., Any] | None:
-    """The rollout reaction's own operator rollback, when the rollout module provides one."""
-    for module_name in ("shared.rollout_flow", "shared.rollout"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        fn = getattr(module, "operator_rollback", None)
-        if callable(fn):
-            return fn
-    return None
-
-
-def _machine_rollback(deps: Deps, endpoint: str, by: str, why: str) -> tuple[str, str] | None:
-    """Roll back with the rollout flow's own `roll_back` (what the reconciler does on a failed check).
-
-    None when the rollout modules are not installed in this version.
-    """
-    try:
-        flow = importlib.import_module("shared.rollout_flow")
-        machine = importlib.import_module("shared.rollout_machine")
-    except ImportError:
-        return None
-    record = deps.state.get(flow.rollout_key(endpoint))
-    if record is None:
-        raise UsageError(f"no rollout record for endpoint {endpoint!r}: nothing to roll back "
-                         "(see `python -m reflex status`)")
-    rollout = machine.Rollout.from_dict(record.value)
-    if rollout.terminal:
-        raise UsageError(f"the rollout of {rollout.model}:{rollout.version} on {endpoint} is {rollout.status}: "
-                         "nothing in progress to roll back")
-    if rollout.status == "rolling_back":
-        return "duplicate", f"already rolling back: {rollout.reason}"
-    action = machine.RollBack(reason=f"operator rollback by {by}: {why}", evidence={"operator": by, "why": why})
-    done = flow.roll_back(deps, record, rollout, action, deps.clock())
-    return ("acted" if done.status == "rolled_back" else done.status), (
-        f"{rollout.model}:{rollout.version} {done.status}; traffic back to {rollout.previous or 'the previous split'}")
-
-
 def cmd_rollback(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    from shared.rollout_flow import operator_rollback
+
     by = _operator(args)
     endpoint = args.endpoint
-    fn = _operator_rollback()
-    machine = None if fn is not None else _machine_rollback(deps, endpoint, by, args.why)
-    if fn is not None:
-        outcome = fn(deps, endpoint, by=by, why=args.why)
-        status = getattr(outcome, "status", "acted")
-        reason = getattr(outcome, "reason", str(outcome))
-    elif machine is not None:
-        status, reason = machine
-    else:  # no rollout machinery in this version: leave the request on the record for the reconciler
-        key = f"rollouts/{key_part(endpoint)}"
-        if deps.state.get(key) is None:
-            raise UsageError(f"no rollout record for endpoint {endpoint!r}: nothing to roll back "
-                             "(see `python -m reflex status`)")
-        request = {"by": by, "why": args.why, "at": deps.clock()}
-
-        def mark(current: dict[str, Any] | None) -> dict[str, Any] | None:
-            if current is None or current.get("operator_rollback"):
-                return None
-            return {**current, "operator_rollback": request}
-
-        deps.state.update(key, mark)
-        status, reason = "acted", "rollback requested on the rollout record; the reconciler performs it next step"
+    status, reason = operator_rollback(deps, endpoint, by=by, why=args.why)
+    if status in ("missing", "finished"):
+        raise UsageError(reason + (" (see `python -m reflex status`)" if status == "missing" else ""))
     _ledger(deps).note("operator.rollback", status, reason, refs={"endpoint": endpoint},
                        decision={"by": by, "why": args.why})
     out.text(f"{endpoint}: {status}: {reason}")
     out.result({"endpoint": endpoint, "status": status, "reason": reason, "by": by, "why": args.why})
-    return OK if status in ("acted", "duplicate") else FAILED
+    return OK if status in ("acted", "duplicate", "held") else FAILED
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -10,8 +10,9 @@ with the evidence, for three kinds of finding:
   have ended it: past its `deadline` (or `started_at`/`created_at` + REFLEX_ROLLOUT_DEADLINE_SECONDS when it
   has none), or, while it awaits approval, past `created_at` + its plan's approval timeout, or, once promoted,
   past the end of its plan's retention. With REFLEX_HEALTH_REMEDIATE=true a rollout that may still hold
-  traffic is marked, by compare-and-swap, with `remediate: {"action": "rollback", "reason", "finding", "at"}`
-  and `operator_rollback: true`, an operator's rollback request; health never moves traffic itself;
+  traffic is rolled back through the rollout machinery (`rollout_flow.operator_rollback`, as the CLI's
+  `rollback` does: previous split restored in one update, the rollout record's CAS guarding the race with
+  the reconciler), never by moving traffic around it;
 * `job-unhandled`: a Reflex training job (arrival or retrain record still `submitted`, or an arrival record
   the sweep closed as `failed`) or batch scoring job (scoring record still `submitted`) that failed, was
   canceled or vanished, and for training jobs with no TrainingFailed published (`claims/training-failed/<job>`).
@@ -40,10 +41,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import ReflexError
-from shared.platform import TERMINAL_JOB_STATES, Endpoint, Job, traffic_problems
+from shared.platform import TERMINAL_JOB_STATES, Endpoint, Job, serving_states, traffic_problems
 from shared.reaction import Outcome
 from shared.rollout_plan import Plan
-from shared.state import key_part, utcnow_iso
+from shared.state import key_part
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -81,8 +82,10 @@ class Finding:
 
 
 def traffic_finding(endpoint: Endpoint) -> Finding | None:
+    """Broken traffic on a live endpoint. A deployment that is Updating or Scaling keeps serving the traffic it
+    has (Azure ML does that on every traffic change and autoscale), so that alone is not a finding."""
     states = {d.name: d.state for d in endpoint.deployments}
-    problems = traffic_problems(endpoint.traffic, endpoint.mirror, states)
+    problems = traffic_problems(endpoint.traffic, endpoint.mirror, serving_states(states))
     if not problems:
         return None
     return Finding("traffic", f"endpoint/{endpoint.name}", f"endpoint {endpoint.name}: {'; '.join(problems)}",
@@ -225,22 +228,17 @@ def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
                 yield found
 
 
-def _remediate(deps: Deps, finding: Finding) -> bool:
-    """Ask the rollout reconciler to roll back (CAS on its record); True when this call set the request."""
-    key = str(finding.evidence["record"])
-    done: dict[str, bool] = {}
+def _remediate(deps: Deps, finding: Finding) -> str | None:
+    """Roll the overdue rollout back through the rollout machinery (as `python -m reflex rollback` does);
+    what happened, or None when the rollout is no longer one a rollback helps."""
+    from shared.rollout_flow import operator_rollback
 
-    def mark(value: dict[str, Any] | None) -> dict[str, Any] | None:
-        done["it"] = False
-        if value is None or value.get("status") not in REMEDIABLE or value.get("remediate"):
-            return None
-        done["it"] = True
-        return {**value, "operator_rollback": True,
-                "remediate": {"action": "rollback", "reason": finding.summary, "finding": finding.id,
-                              "by": "health", "at": utcnow_iso()}}
-
-    deps.state.update(key, mark)
-    return done.get("it", False)
+    record = deps.state.get(str(finding.evidence["record"]))
+    if record is None or record.value.get("status") not in REMEDIABLE:
+        return None
+    status, reason = operator_rollback(deps, str(record.value.get("endpoint", "")), by="health",
+                                       why=finding.summary)
+    return None if status in ("missing", "finished") else f"{status}: {reason}"
 
 
 def check(deps: Deps) -> Outcome:
@@ -265,8 +263,10 @@ def check(deps: Deps) -> Outcome:
             known += 1
             continue
         data = finding.to_dict()
-        if finding.kind == "rollout-overdue" and deps.settings.health_remediate and _remediate(deps, finding):
-            data["remediation"] = "rollback requested on the rollout record"
+        remedy = _remediate(deps, finding) if finding.kind == "rollout-overdue" and deps.settings.health_remediate \
+            else None
+        if remedy:
+            data["remediation"] = f"rollback through the rollout machinery: {remedy}"
             remediated.append(finding.id)
         log.error("health: %s", finding.summary)
         deps.publisher.publish("HealthCheckFailed", finding.resource, data)

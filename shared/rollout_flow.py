@@ -59,8 +59,8 @@ from shared.state import Record, key_part
 if TYPE_CHECKING:
     from shared.deps import Deps
 
-__all__ = ["PREFIX", "Step", "drive", "execute", "observe", "register", "roll_back", "rollout_id", "rollout_key",
-           "step", "summary"]
+__all__ = ["PREFIX", "Step", "drive", "execute", "observe", "operator_rollback", "register", "roll_back", "rollout_id",
+           "rollout_key", "step", "summary"]
 
 log = logging.getLogger("reflex.rollout")
 
@@ -386,3 +386,24 @@ def summary(r: Rollout) -> dict[str, Any]:
     return {"endpoint": r.endpoint, "model": r.ref, "deployment": r.deployment, "rollout": rollout_id(r),
             "status": r.status, "phase": r.phase, "reason": r.reason}
 
+
+def operator_rollback(deps: Deps, endpoint: str, *, by: str, why: str) -> tuple[str, str]:
+    """Roll back the rollout in progress on `endpoint` now, through `roll_back` (what the reconciler does on a
+    failed check), for a person (`python -m reflex rollback`) or the health timer's remediation.
+
+    Returns (status, reason): "acted" / "held" / "failed" once the machine took the rollback, "duplicate" when
+    it is already rolling back, "missing" (no rollout record) or "finished" (nothing in progress to undo).
+    """
+    record = deps.state.get(rollout_key(endpoint))
+    if record is None:
+        return "missing", f"no rollout record for endpoint {endpoint!r}: nothing to roll back"
+    rollout = Rollout.from_dict(record.value)
+    if rollout.terminal:
+        return "finished", (f"the rollout of {rollout.ref} on {endpoint} is {rollout.status}: nothing in progress "
+                            "to roll back")
+    if rollout.status == "rolling_back":
+        return "duplicate", f"already rolling back: {rollout.reason}"
+    action = RollBack(reason=f"operator rollback by {by}: {why}", evidence={"operator": by, "why": why})
+    done = roll_back(deps, record, rollout, action, deps.clock())
+    status = {"rolled_back": "acted", "rolling_back": "held"}.get(done.status, done.status)
+    return status, f"{rollout.ref} {done.status}; traffic back to {rollout.previous or 'the previous split'}"

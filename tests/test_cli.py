@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -331,21 +330,6 @@ def test_dry_run_switch(world: World) -> None:
 
 
 # ------------------------------------------------------------------------------------------- rollback
-def test_rollback_without_the_rollout_flow_marks_the_rollout_record(world: World,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "shared.rollout_flow", None)  # a version without the rollout flow
-    deps = world.deps
-    code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "latency", "--by", "dave")
-    assert code == 2 and "no rollout" in result["message"]
-    deps.state.create(f"rollouts/{ENDPOINT}", {"status": "baking", "step": 1})
-    code, result = cli_json(deps, "rollback", ENDPOINT, "--why", "latency", "--by", "dave")
-    assert code == 0 and result["status"] == "acted"
-    record = deps.state.get(f"rollouts/{ENDPOINT}")
-    assert record is not None and record.value["operator_rollback"]["by"] == "dave"
-    assert record.value["status"] == "baking"  # the reconciler acts on it, not the CLI
-    assert deps.ledger.find("endpoint", ENDPOINT)[0]["reaction"] == "operator.rollback"
-
-
 # ------------------------------------------------------------------------------------- stack not running
 @pytest.fixture
 def clean_env() -> Iterator[None]:
