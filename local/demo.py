@@ -96,7 +96,7 @@ def upload_batch(container: Any, dataset: str, batch: str, rows: list[dict[str, 
 
 
 class ClientTraffic:
-    """A client calling the endpoint's scoring URL twice a second, as users would while a rollout runs.
+    """A client calling the endpoint's scoring URL ten times a second, as users would while a rollout runs.
 
     It counts which deployment answered (the `azureml-model-deployment` response header), so the demo shows
     the canary's share of real requests, and the rollout's health check has requests to judge.
@@ -110,7 +110,7 @@ class ClientTraffic:
         self._thread = threading.Thread(target=self._run, name="demo-client", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(0.1):
             request = urllib.request.Request(self.url, data=self.body, headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(request, timeout=10) as resp:

@@ -64,7 +64,9 @@ def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | N
         "REFLEX_ROLLOUT_STEPS": "10,50,100",
         "REFLEX_BAKE_SECONDS": "10",
         "REFLEX_RETAIN_SECONDS": "30",
-        "REFLEX_MIN_REQUESTS": "0",
+        # a canary is judged on 10 requests at least (the demo's client sends them); with no traffic at all a
+        # step waits for it, as in production, and the status says so
+        "REFLEX_MIN_REQUESTS": "10",
         "REFLEX_INSTANCE_TYPE": "Standard_DS3_v2",
         "REFLEX_INSTANCE_COUNT": "1",
         "REFLEX_ROLLOUT_DEADLINE_SECONDS": "900",

@@ -222,18 +222,28 @@ def admit(current: Rollout | None, model: str, version: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ checks
 def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMetrics | None) -> str:
-    """Why the new deployment's metrics fail the plan's thresholds ("" when they pass or there is no data)."""
+    """Why the new deployment's metrics fail the plan's thresholds ("" when they pass or there is no data).
+
+    A canary is judged on `plan.min_requests` requests at least: one slow or failed request among three is
+    noise (a cold first request, the smoke test), not a regression. Before that many are in, it breaches only
+    when the outcome is already certain: when the thresholds would be exceeded even if every request still
+    missing were instant and succeeded (errors / min_requests, latency sum / min_requests).
+    """
     if new is None or new.requests <= 0:
         return ""
-    if new.error_rate > plan.max_error_rate:
-        return (f"error rate {new.error_rate:.3f} ({new.errors}/{new.requests}) exceeds "
-                f"{plan.max_error_rate:.3f}")
+    sample = max(new.requests, plan.min_requests)
+    error_rate = new.errors / sample
+    if error_rate > plan.max_error_rate:
+        return (f"error rate {error_rate:.3f} ({new.errors}/{sample}"
+                f"{'' if sample == new.requests else ' at least'}) exceeds {plan.max_error_rate:.3f}")
     if new.latency_ms is not None:
-        if new.latency_ms > plan.max_latency_ms:
-            return f"latency {new.latency_ms:.0f} ms exceeds {plan.max_latency_ms:.0f} ms"
+        latency = new.latency_ms * new.requests / sample
+        bound = "" if sample == new.requests else f" (at least, over {sample} requests)"
+        if latency > plan.max_latency_ms:
+            return f"latency {latency:.0f} ms{bound} exceeds {plan.max_latency_ms:.0f} ms"
         live_ms = live.latency_ms if live is not None and live.requests > 0 else None
-        if live_ms and new.latency_ms > live_ms * plan.max_latency_ratio:
-            return (f"latency {new.latency_ms:.0f} ms exceeds {plan.max_latency_ratio}x the live "
+        if live_ms and latency > live_ms * plan.max_latency_ratio:
+            return (f"latency {latency:.0f} ms{bound} exceeds {plan.max_latency_ratio}x the live "
                     f"deployment's {live_ms:.0f} ms")
     return ""
 

@@ -373,3 +373,23 @@ def test_traffic_arithmetic() -> None:
     assert restore_traffic({"a": 70, "b": 30}, {"a": S, "b": "Failed"}, "n") == {"a": 100}
     assert restore_traffic({}, {"n": S}, "n") == {}
     assert version_key("10") > version_key("9") and version_key("b") > version_key("100")
+
+
+@pytest.mark.parametrize(("requests", "errors", "latency", "min_requests", "breach"), [
+    (1, 0, 850.0, 0, "latency 850 ms exceeds 1.5x"),     # judged on any evidence when no minimum is set
+    (1, 0, 850.0, 10, ""),                               # one slow request of ten needed: noise (850/10 = 85)
+    (3, 0, 600.0, 10, "latency 180 ms (at least, over 10 requests) exceeds 1.5x"),  # already certain
+    (10, 0, 100.0, 10, ""),
+    (10, 0, 200.0, 10, "latency 200 ms exceeds 1.5x"),
+    (1, 1, 5.0, 10, "error rate 0.100 (1/10 at least) exceeds 0.020"),  # certain: 1 error of at most 10
+    (1, 1, 5.0, 100, ""),                                # 1/100 is within 2%: wait for more evidence
+    (100, 3, 5.0, 100, "error rate 0.030 (3/100) exceeds 0.020"),
+])
+def test_metrics_are_judged_on_enough_requests(requests: int, errors: int, latency: float, min_requests: int,
+                                               breach: str) -> None:
+    from shared.rollout_machine import metrics_breach
+
+    plan = Plan(min_requests=min_requests, max_error_rate=0.02, max_latency_ratio=1.5, max_latency_ms=1000.0)
+    found = metrics_breach(plan, DeploymentMetrics(requests, errors, latency, 60),
+                           DeploymentMetrics(500, 0, 87.0, 60))
+    assert found.startswith(breach) if breach else found == ""
