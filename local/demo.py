@@ -73,9 +73,14 @@ def _mentions(event: dict[str, Any], *needles: str) -> bool:
 
 def _show(event: dict[str, Any]) -> None:
     data = event.get("data", {})
-    brief = {k: v for k, v in data.items() if isinstance(v, str | int | float) and len(str(v)) < 60}
-    print(f"    · {event.get('eventType', '?'):34} {event.get('subject', '')[:48]:48} "
-          f"{json.dumps(brief)[:110]}", flush=True)
+    kind = str(event.get("eventType", "?"))
+    if kind.startswith("Reflex.Rollout"):  # the subject names the rollout; show its step and the traffic
+        brief: dict[str, Any] = {k: data[k] for k in ("version", "step", "reason") if data.get(k)}
+        if data.get("traffic"):
+            brief["traffic"] = {name.rsplit("-", 1)[0]: pct for name, pct in data["traffic"].items()}
+    else:
+        brief = {k: v for k, v in data.items() if isinstance(v, str | int | float) and len(str(v)) < 60}
+    print(f"    · {kind:34} {event.get('subject', '')[:48]:48} {json.dumps(brief)[:130]}", flush=True)
 
 
 def _patient(seed: int) -> dict[str, Any]:
