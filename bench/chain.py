@@ -2,7 +2,8 @@
 batch scoring throughput against a bare `model.predict` over the same rows, on a whole local stack.
 
 The stack is `local.stack.ephemeral` (MLflow server, scoring server, local host as processes; its own
-containers in Azurite, free ports), with the demo's plan (`local/env.py`: steps 10,50,100, bake 10 s) and the
+containers in Azurite, free ports), with the demo's plan (`local/env.py`: steps 10,50,100, bake 10 s, 10
+requests at least per step, a client calling the endpoint 10 times a second during the canary) and the
 demo's data: a first batch (300 rows) that becomes v1, then a batch eight times larger whose model wins its
 canary. Milestones come from the `Reflex.*` events the app published (their eventTime), so each stage's
 share is visible: detection + submission, training, the gate, the rollout.
@@ -30,8 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from local.demo import upload_batch  # noqa: E402
-from local.sampledata import generate  # noqa: E402
+from local.demo import ClientTraffic, upload_batch  # noqa: E402
+from local.sampledata import generate, patient_record  # noqa: E402
 from local.stack import ephemeral  # noqa: E402
 
 MODEL, ENDPOINT = "heart-failure", "heart-failure-ep"
@@ -122,13 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         deps = get_deps()
         host = stack.env()["REFLEX_LOCAL_HOST_URL"]
         s = deps.settings
-        print(f"plan: steps {s.rollout_steps}, bake {s.bake_seconds}s, quiet {s.quiet_seconds}s; "
-              f"reconcile {s.reconcile_schedule}", flush=True)
+        print(f"plan: steps {s.rollout_steps}, bake {s.bake_seconds}s, min requests {s.min_requests}, quiet "
+              f"{s.quiet_seconds}s; reconcile {s.reconcile_schedule}", flush=True)
         first = model_to_full_traffic(deps, host, "bench-a", 300, 5)
-        second = model_to_full_traffic(deps, host, "bench-b", 2400, 4)
+        # as in the demo, a client keeps calling the endpoint: canary steps need REFLEX_MIN_REQUESTS requests
+        scoring_url = f"{stack.env()['REFLEX_LOCAL_SERVING_URL']}/endpoints/{ENDPOINT}/score"
+        with ClientTraffic(scoring_url, {"data": [patient_record(3)]}) as client:
+            second = model_to_full_traffic(deps, host, "bench-b", 2400, 4)
         scored = batch_scoring(deps, host, args.rows)
         bare = bare_predict(str(int(second["version"])), args.rows)
 
+    print(f"\nclient requests during the canary: {dict(client.served)} ({client.errors} failed)")
     print(f"\n{'upload -> (seconds)':28} {'first model (no champion)':>26} {'challenger (canary plan)':>26}")
     for stage in ("submitted", "registered", "rollout_started", "at_100"):
         print(f"{stage:28} {first[stage]:26.1f} {second[stage]:26.1f}")
