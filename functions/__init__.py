@@ -1,4 +1,8 @@
-"""One blueprint per reaction. `blueprints()` lists them for function_app.py, in registration order."""
+"""One blueprint per reaction. `blueprints()` lists them for function_app.py, in registration order.
+
+Each module registers its triggers and its named handlers (for the runner and the CLI's replay) and imports its
+flow inside the handler, so indexing the app loads only the trigger plumbing (tests/test_cold_start.py).
+"""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction, scoring
+from shared import events, reaction
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -23,16 +23,22 @@ bp = func.Blueprint()
 
 @reaction.handler("scoring.blob")
 def handle_scoring_blob(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import scoring
+
     return scoring.handle_blob(payload, deps)
 
 
 @reaction.handler("scoring.track")
 def handle_track(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import scoring
+
     return scoring.track(deps)
 
 
 @reaction.handler("scoring.scheduled")
 def handle_scheduled(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import scoring
+
     return scoring.scheduled(deps)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import arrival, events, reaction
+from shared import events, reaction
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -22,11 +22,15 @@ bp = func.Blueprint()
 
 @reaction.handler("data.arrival")
 def handle_arrival(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import arrival
+
     return arrival.handle_blob(payload, deps)
 
 
 @reaction.handler("data.sweep")
 def handle_sweep(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import arrival
+
     return arrival.sweep(deps)
 
 

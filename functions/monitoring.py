@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import drift_check, health, reaction
+from shared import reaction
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -17,16 +17,22 @@ bp = func.Blueprint()
 
 @reaction.handler("monitoring.health")
 def handle_health(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import health
+
     return health.check(deps)
 
 
 @reaction.handler("monitoring.drift")
 def handle_drift(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import drift_check
+
     return drift_check.check(deps)
 
 
 @reaction.handler("monitoring.retrain")
 def handle_retrain(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import drift_check
+
     return drift_check.scheduled_retrain(deps)
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction, registration
+from shared import events, reaction
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -17,6 +17,8 @@ bp = func.Blueprint()
 
 @reaction.handler("registration.run_event")
 def handle_run_event(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared import registration
+
     return registration.handle_run_event(payload, deps)
 
 
