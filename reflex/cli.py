@@ -288,7 +288,7 @@ def _run_again(deps: Deps, name: str, payload: Any, event_id: str) -> tuple[str,
     if name not in reaction.HANDLERS:
         return "error", f"no handler is registered for reaction {name!r} in this version", {}
     try:
-        outcome = reaction.run(name, payload, event_id=event_id, deps=deps)
+        outcome = reaction.run(name, payload, event_id=event_id, deps=deps, replay=True)
     except TransientError as exc:
         return "transient", f"{exc} (kept; try again later)", {}
     return outcome.status, outcome.reason, dict(outcome.details)

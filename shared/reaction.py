@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,13 +75,36 @@ def _hold(name: str, payload: Any, event_id: str, deps: Deps) -> Outcome:
     return Outcome("held", "automation is paused: kept for replay on resume", {"held": key})
 
 
+_REPLAY: ContextVar[bool] = ContextVar("reflex_replay", default=False)
+
+
+def replaying() -> bool:
+    """Whether the running handler was called for an operator's replay of a dead letter.
+
+    A flow may then reopen work that a permanent failure closed (arrival: a `submit-failed` batch, once the
+    operator fixed the cause), which a mere redelivery of the same event must not do: that would retry a
+    permanent failure on every duplicate delivery.
+    """
+    return _REPLAY.get()
+
+
 def run(name: str, payload: Any, *, event_id: str = "", key: str = "", deps: Deps | None = None,
-        honour_pause: bool = True) -> Outcome:
+        honour_pause: bool = True, replay: bool = False) -> Outcome:
     """Run the handler registered as `name` on `payload` and return how it ended (see module docstring).
+
+    `replay`: an operator replays a dead letter (`python -m reflex replay`); see `replaying()`.
 
     Raises:
         TransientError: the work may succeed later; the trigger's redelivery retries it.
     """
+    token = _REPLAY.set(replay)
+    try:
+        return _run(name, payload, event_id=event_id, key=key, deps=deps, honour_pause=honour_pause)
+    finally:
+        _REPLAY.reset(token)
+
+
+def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None, honour_pause: bool) -> Outcome:
     configure()
     if deps is None:
         from shared.deps import get_deps

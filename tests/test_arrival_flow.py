@@ -263,6 +263,17 @@ def test_platform_rejection_is_recorded_and_dead_lettered_once(lake: Lake, blob_
     assert deliver(marker, deps).status == "duplicate"  # redelivery: no crash loop
     assert not (blob_state.get(admission.ADMISSION_KEY).value["running"])  # type: ignore[union-attr]
     assert [e.type for e in deps.publisher.sent] == ["Reflex.TrainingFailed"]
+    # the operator creates the compute and replays the dead letter: the batch starts again, once
+    (letter,) = blob_state.dead_letters()
+    replayed = reaction.run("data.arrival", letter.value["payload"], event_id=letter.value["event_id"], deps=deps,
+                            replay=True)
+    assert replayed.status == "acted" and replayed.reason.startswith("submitted reflex-train-")
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
+    assert record and record.value["status"] == "submitted" and len(fake_platform.jobs) == 1
+    assert deliver(marker, deps).status == "duplicate"
+    assert reaction.run("data.arrival", letter.value["payload"], event_id=letter.value["event_id"], deps=deps,
+                        replay=True).status == "duplicate"  # a second replay: already done
+    assert [e.type for e in deps.publisher.sent] == ["Reflex.TrainingFailed", "Reflex.TrainingSubmitted"]
 
 
 def test_transient_platform_error_is_retried_by_redelivery(lake: Lake, blob_state: StateStore,

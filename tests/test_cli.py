@@ -224,6 +224,19 @@ def test_a_dead_lettered_run_event_is_replayed_to_completion_once_its_cause_is_f
         "dead-lettered", "dead-lettered", "acted", "duplicate"]
 
 
+def test_a_failed_training_submission_is_replayed_after_the_fix(world: World) -> None:
+    """The compute is missing: the batch's submission fails permanently and its marker is dead-lettered;
+    redeliveries stay duplicates. The operator creates the compute and replays: the batch trains."""
+    deps, platform = world.deps, world.platform
+    platform.inject("submit_training", PermanentError("compute cpu-cluster does not exist"))
+    outcomes = [world.deliver(raw) for raw in world.upload("heart/b9")]
+    assert outcomes[-1].status == "dead-lettered" and not platform.jobs
+    (letter,) = cli_json(deps, "dead-letters")[1]["dead_letters"]
+    code, result = cli_json(deps, "replay", letter["id"])
+    assert code == 0 and result["replayed"][0]["status"] == "acted", result
+    assert len(platform.jobs) == 1 and deps.state.dead_letters() == []
+
+
 def test_replay_before_the_fix_fails_again_and_keeps_one_letter(world: World) -> None:
     deps = world.deps
     out = reaction.run(FLAKY, {"n": 7}, event_id="ev-7", deps=deps)
