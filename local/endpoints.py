@@ -300,6 +300,26 @@ class Endpoints:
                    for d in rec.value.get("deployments", {}).values())
 
 
+def _warm_serving(model: str) -> None:
+    """Have the scoring server load `model` before the deployment reports Succeeded, so a client's first request
+    is not the one that pays for loading it. A server that is down (started later) loads it on first use."""
+    import urllib.error
+    import urllib.request
+
+    url = os.environ.get("REFLEX_LOCAL_SERVING_URL")
+    if not url:
+        return
+    request = urllib.request.Request(f"{url.rstrip('/')}/models/warm", data=json.dumps({"model": model}).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300):
+            pass
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"the scoring server could not load it: {exc.read()[:300]!r}") from exc
+    except OSError as exc:
+        print(f"scoring server not reachable at {url} ({exc}): it loads {model} on the first request", flush=True)
+
+
 def provision_from_env(endpoint: str, deployment: str) -> int:
     """Child process: load the deployment's model, then record Succeeded or Failed (same generation only)."""
     from azure.storage.blob import BlobServiceClient
@@ -317,6 +337,7 @@ def provision_from_env(endpoint: str, deployment: str) -> int:
     state, error = SUCCEEDED, ""
     try:
         load_model(dep["model"])
+        _warm_serving(dep["model"])
     except Exception as exc:
         state, error = "Failed", f"model {dep['model']} could not be loaded: {type(exc).__name__}: {exc}"
     print(f"provision {endpoint}/{deployment}: {state} {error}".rstrip(), flush=True)

@@ -3,6 +3,7 @@
     python -m local.serving [--port 5001]
     POST /endpoints/<name>/score      body {"data": [{…}]}; header `azureml-model-deployment` picks a deployment
     POST /mlflow/webhooks             MLflow registry webhook -> ModelRegistered to the local host
+    POST /models/warm                 body {"model": "name:version"}: load it now (the provisioner calls this)
     GET  /health
 
 Why a server: Azure ML endpoints are reached over HTTPS with a scoring URI; the demo and people make real
@@ -51,6 +52,8 @@ def make_handler(platform: Any, secret: str) -> type[BaseHTTPRequestHandler]:
                 return self._score(match[1], raw)
             if self.path.split("?")[0] == "/mlflow/webhooks":
                 return self._relay(raw)
+            if self.path.split("?")[0] == "/models/warm":
+                return self._warm(raw)
             self._reply(404, json.dumps({"error": f"no route {self.path}"}))
 
         def _score(self, endpoint: str, raw: bytes) -> None:
@@ -64,6 +67,20 @@ def make_handler(platform: Any, secret: str) -> type[BaseHTTPRequestHandler]:
             except PermanentError as exc:
                 return self._reply(404, json.dumps({"error": str(exc)}))
             self._reply(result.status, result.body, {"azureml-model-deployment": name})
+
+        def _warm(self, raw: bytes) -> None:
+            """Load a model into this process before its deployment reports Succeeded (the provisioner asks),
+            as an Azure ML deployment is ready to answer its first request at full speed."""
+            from local.endpoints import load_model
+
+            try:
+                model = str(json.loads(raw or b"{}")["model"])
+                load_model(model)
+            except (KeyError, ValueError) as exc:
+                return self._reply(400, json.dumps({"error": f'expected {{"model": "name:version"}}: {exc}'}))
+            except Exception as exc:  # the provisioner reports the deployment Failed with this
+                return self._reply(500, json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+            self._reply(200, json.dumps({"loaded": model}))
 
         def _relay(self, raw: bytes) -> None:
             if not mlflow_relay.verify(secret, dict(self.headers.items()), raw):
