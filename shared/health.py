@@ -21,7 +21,8 @@ Too early is as bad as never: Reflex reacts to these failures itself (the run ev
 batch tracker's BatchScoringFailed, the reconciler's rollback at the deadline), and a finding for something
 about to be handled is noise the operator learns to ignore. So every finding waits REFLEX_HEALTH_GRACE_SECONDS
 after the moment Reflex should have handled it: a failed job counts from when health first saw it ended
-(remembered in `health/ended/<job>`, as the platform reports no end time), a vanished job from its
+(remembered in `health/ended/<job>`, as the platform reports no end time, and forgotten once the job is no
+longer watched), a vanished job from its
 submission, a rollout from its deadline. Only what is still unhandled then is reported.
 
 "Once": a finding's id hashes its kind, resource and evidence *state* (the problems, the rollout status and
@@ -212,6 +213,7 @@ def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
 
 def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
     grace = deps.settings.health_grace_seconds
+    watched: set[str] = set()
     for kind, prefix, statuses in _JOB_SOURCES:
         for record in deps.state.records(prefix):
             value = record.value
@@ -221,11 +223,22 @@ def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
             if kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}") is not None:
                 continue  # TrainingFailed went out: handled
             job = deps.platform.get_job(job_name)
+            watched.add(job_name)
             age = now - float(value.get("submitted_at") or (value.get("history") or [[now]])[-1][0])
             found = job_finding(kind, record.key, job_name, job, age_seconds=age,
                                 ended_seconds=_ended_seconds(deps, job, now), grace_seconds=grace)
             if found:
                 yield found
+    _forget_handled(deps, watched)
+
+
+def _forget_handled(deps: Deps, watched: set[str]) -> None:
+    """Drop `health/ended/<job>` for jobs no longer watched (handled, or their record closed): the marks are
+    only needed while a failed job waits out its grace, and would otherwise pile up one per failure."""
+    for key in deps.state.keys("health/ended/"):
+        record = deps.state.get(key)
+        if record is not None and str(record.value.get("job", "")) not in watched:
+            deps.state.delete(key, record.etag)
 
 
 def _remediate(deps: Deps, finding: Finding) -> str | None:

@@ -268,8 +268,9 @@ def test_failed_batch_job_is_the_trackers_to_report_health_only_if_it_does_not(
         clock.advance(600)
         health.check(deps)
     failed = [e for e in deps.publisher.sent if e.type == "Reflex.BatchScoringFailed"]
-    if tracker_runs:  # reported once, by the tracker
+    if tracker_runs:  # reported once, by the tracker; health forgot the job's end mark once it was handled
         assert len(failed) == 1 and "out of memory" in failed[0].data["reason"] and not _health_findings(deps)
+        assert blob_state.keys("health/ended/") == []
     else:  # the tracker is stuck: health reports it, once
         (finding,) = _health_findings(deps)
         assert not failed and finding.data["evidence"] == {
@@ -302,6 +303,7 @@ def test_failed_training_is_reported_once_by_its_event_or_else_by_health(
     failed = [e for e in deps.publisher.sent if e.type == "Reflex.TrainingFailed"]
     if event_arrives:
         assert len(failed) == 1 and not _health_findings(deps)
+        assert blob_state.keys("health/ended/") == []  # handled: the end mark is not kept
     else:  # before, the sweep's silent close hid it from health too: reported by no one
         (finding,) = _health_findings(deps)
         assert not failed and finding.data["evidence"]["job"] == job
