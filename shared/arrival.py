@@ -315,14 +315,18 @@ def _submit(key: str, token: str, value: dict[str, Any], event_id: str, deps: De
     return Outcome("acted", f"submitted {job} on {data['name']}:{data['version']}", details)
 
 
-def mark_job_finished(deps: Deps, job: str, batch_key: str, status: str, reason: str) -> None:
-    """Release the job's training slot and close its arrival record (`trained` or `failed`)."""
+def mark_job_finished(deps: Deps, job: str, batch_key: str, status: str, reason: str, *,
+                      parent: str = "") -> None:
+    """Release the job's training slot and close the records that started it (`trained` or `failed`): its
+    arrival record, and the retraining record (`retrains/…`) when a retraining started it (`parent`, the
+    job's `reflex.parent` tag; the sweep passes the admission owner, which is that same key)."""
     now = deps.clock()
     deps.state.update(admission.ADMISSION_KEY, lambda v: admission.release(v, {job}, now))
-    if batch_key.startswith("arrivals/"):
-        deps.state.update(batch_key, lambda v: set_status(
-            v, status, now, allowed_from=("submitted", "waiting", "complete"), reason=reason)
-            if v is not None and v.get("job") == job else None)
+    for key in dict.fromkeys((batch_key, parent)):
+        if key.startswith(("arrivals/", "retrains/")):
+            deps.state.update(key, lambda v: set_status(
+                v, status, now, allowed_from=("submitted", "waiting", "complete"), reason=reason)
+                if v is not None and v.get("job") == job else None)
 
 
 def _refresh_running(deps: Deps) -> int:

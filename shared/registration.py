@@ -80,7 +80,8 @@ def _failed(event: events.RunCompleted, job: Job, status: str, deps: Deps) -> Ou
     from shared.control import read_control
 
     reason = f"job {status.lower()}" + (f": {job.error}" if job.error else "")
-    mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "failed", reason)
+    mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "failed", reason,
+                      parent=job.tags.get("reflex.parent", ""))
     details = {"job": job.name, "status": status.lower(), "error": job.error, "batch": job.tags.get("reflex.batch", ""),
                "data": job.tags.get("reflex.data", ""), "event_id": event.id, "url": job.url}
     if read_control(deps).dry_run:
@@ -140,7 +141,8 @@ def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
         return Outcome("duplicate", f"run {job.name} already {v['status']}: {v.get('decision', {}).get('reason', '')}",
                        {"job": job.name, "version": v.get("version", ""), "model": deps.settings.model_name,
                         "model_version": v.get("version", "")})
-    mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "trained", "run completed")
+    mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "trained", "run completed",
+                      parent=job.tags.get("reflex.parent", ""))
     decision = _decide(event, job, deps)
     model = deps.settings.model_name
     details: dict[str, Any] = {"job": job.name, "model": model, "decision": decision.as_dict(),

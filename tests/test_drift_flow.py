@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from local.sampledata import generate, to_csv_bytes
-from shared import drift_check, retrain, scoring
+from shared import drift_check, registration, retrain, scoring
 from shared.batches import manifest_digest
 from shared.state import BlobStateStore
 from testing.fake_platform import FakePlatform
@@ -167,6 +167,11 @@ def test_retrain_at_most_once_per_window_including_schedule(container_factory: C
     (job,) = [j for j in fake_platform.jobs.values() if j.tags.get("reflex.trigger", "").startswith("drift:")]
     assert job.tags["reflex.batch"] == batch_key and job.name.startswith("reflex-train-")
     assert len(env.published("DriftDetected")) == 1
+    # the retraining's run completes: its record closes (health stops polling the job), the batch's stays
+    fake_platform.finish_job(job.name, metrics={"auc": 0.5})
+    registration.handle_run_event(fake_platform.events[-1], env.deps)
+    (record,) = blob_state.records("retrains/")
+    assert record.value["status"] == "trained" and record.value["job"] == job.name
     clock.advance(DAY)  # next window: the schedule retrains (a new job name), drift would be a duplicate
     assert drift_check.scheduled_retrain(env.deps).status == "acted"
     assert retrain_jobs(fake_platform) == 2
