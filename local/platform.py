@@ -226,17 +226,14 @@ class LocalPlatform:
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
             expected = max((_version_key(m) for m in self.list_models(name)), default=0) + 1
-            if int(version) < expected:  # registered meanwhile, by a duplicate delivery of the same event?
-                raced = self.get_model(name, version)
-                if raced is not None and raced.job_name == job_name:
-                    return raced
+            if int(version) < expected and (raced := self._registered_by(name, version, job_name)):
+                return raced  # registered meanwhile, by a duplicate delivery of the same event
             if int(version) != expected:
                 raise PermanentError(f"model {name}:{version}: MLflow numbers versions itself and the next version "
                                      f"of {name} is {expected}")
             claim = self._claim_registration(name, version, job_name)
             if claim is None:
-                raced = self.get_model(name, version)
-                if raced is not None and raced.job_name == job_name:
+                if raced := self._registered_by(name, version, job_name):
                     return raced
                 raise TransientError(f"model {name}:{version}: a concurrent call is registering it; retry", 1.0)
             mv = self.client.create_model_version(name, source, run_id=run_id, tags=all_tags,
@@ -252,6 +249,11 @@ class LocalPlatform:
         self._emit("on_model_registered", amlevents.model_registered(
             name=name, version=version, tags=model.tags, properties=model.properties))
         return model
+
+    def _registered_by(self, name: str, version: str, job_name: str) -> ModelVersion | None:
+        """`name:version` if it exists and `job_name` registered it (a duplicate call's own work)."""
+        found = self.get_model(name, version)
+        return found if found is not None and found.job_name == job_name else None
 
     def _claim_registration(self, name: str, version: str, job_name: str,
                             stale_after: float = 120.0) -> str | None:

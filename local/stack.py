@@ -148,12 +148,15 @@ class Stack:
             proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**env, **SERVER_ENV} if name == "mlflow"
                                     else env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        check = {"mlflow": lambda: _healthy(f"{env['MLFLOW_TRACKING_URI']}/health"),
-                 "serving": lambda: _healthy(f"{env['REFLEX_LOCAL_SERVING_URL']}/health"),
-                 "host": lambda: _healthy(f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status"),
-                 "feeder": lambda: _healthy(f"http://127.0.0.1:{ports['feeder']}/admin/host/status")}[name]
-        azurite.wait_ready(proc, check, name, log, 90.0)
+        url = self._health_url(name, env)
+        azurite.wait_ready(proc, lambda: _healthy(url), name, log, 90.0)
         return proc
+
+    def _health_url(self, name: str, env: Mapping[str, str]) -> str:
+        return {"mlflow": f"{env['MLFLOW_TRACKING_URI']}/health",
+                "serving": f"{env['REFLEX_LOCAL_SERVING_URL']}/health",
+                "host": f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status",
+                "feeder": f"http://127.0.0.1:{self.ports['feeder']}/admin/host/status"}[name]
 
     def start(self) -> Path:
         """Start every component, health-checked; on any failure stop what was started. Returns the run folder."""
@@ -218,10 +221,8 @@ class Stack:
 
     def healthy(self) -> bool:
         env = self.env()
-        return (_healthy(f"{env['MLFLOW_TRACKING_URI']}/health")
-                and _healthy(f"{env['REFLEX_LOCAL_SERVING_URL']}/health")
-                and _healthy(f"{env['REFLEX_LOCAL_HOST_URL']}/admin/host/status")
-                and azurite.is_listening(self.ports["blob"]))
+        return azurite.is_listening(self.ports["blob"]) and all(
+            _healthy(self._health_url(name, env)) for name in self.components)
 
     def stop(self) -> int:
         """Stop the processes recorded in pids.json (their process groups), newest first."""

@@ -40,7 +40,7 @@ from shared.batches import (
 from shared.errors import PermanentError, ReflexError, TransientError, map_azure_error
 from shared.platform import REFLEX_TAG, TrainingRequest
 from shared.reaction import Outcome, replaying
-from shared.state import key_part
+from shared.state import Record, key_part
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -151,21 +151,20 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
     return Outcome("acted", f"recorded {path.file} in batch {path.batch_id} ({count} files, collecting)", details)
 
 
-def _reopen_after_fix(key: str, deps: Deps) -> bool:
+def _reopen_after_fix(key: str, deps: Deps) -> Record | None:
     """An operator replays the marker of a batch whose submission failed permanently (they fixed the cause):
-    back to `complete`, so it starts again. Only for a replay (`reaction.replaying()`), never a redelivery."""
+    back to `complete`, so it starts again. Only for a replay (`reaction.replaying()`), never a redelivery.
+    The record as it now is (reopened, or as another worker left it)."""
     now = deps.clock()
-    stored = deps.state.update(key, lambda v: set_status(
+    return deps.state.update(key, lambda v: set_status(
         v, "complete", now, allowed_from=("submit-failed",),
         reason="replayed by an operator after a failed submission"))
-    return stored is not None and stored.value.get("status") == "complete"
 
 
 def _on_marker(key: str, path: BatchPath, marker: BlobVersion, event_id: str, deps: Deps) -> Outcome:
     current = deps.state.get(key)
     if current is not None and current.value["status"] == "submit-failed" and replaying():
-        _reopen_after_fix(key, deps)
-        current = deps.state.get(key)
+        current = _reopen_after_fix(key, deps)
     if current is not None and current.value["status"] != "collecting":
         value = current.value
         if value["status"] not in STARTABLE:

@@ -22,8 +22,8 @@ batch tracker's BatchScoringFailed, the reconciler's rollback at the deadline), 
 about to be handled is noise the operator learns to ignore. So every finding waits REFLEX_HEALTH_GRACE_SECONDS
 after the moment Reflex should have handled it: a failed job counts from when health first saw it ended
 (remembered in `health/ended/<job>`, as the platform reports no end time, and forgotten once the job is no
-longer watched), a vanished job from its
-submission, a rollout from its deadline. Only what is still unhandled then is reported.
+longer watched), a vanished job from its submission, a rollout from its deadline. Only what is still
+unhandled then is reported.
 
 "Once": a finding's id hashes its kind, resource and evidence *state* (the problems, the rollout status and
 step, the job status), never the time; publishing claims `claims/health/<id>` first. The same broken state
@@ -235,10 +235,9 @@ def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
 def _forget_handled(deps: Deps, watched: set[str]) -> None:
     """Drop `health/ended/<job>` for jobs no longer watched (handled, or their record closed): the marks are
     only needed while a failed job waits out its grace, and would otherwise pile up one per failure."""
-    for key in deps.state.keys("health/ended/"):
-        record = deps.state.get(key)
-        if record is not None and str(record.value.get("job", "")) not in watched:
-            deps.state.delete(key, record.etag)
+    for record in deps.state.records("health/ended/"):
+        if str(record.value.get("job", "")) not in watched:
+            deps.state.delete(record.key, record.etag)
 
 
 def _remediate(deps: Deps, finding: Finding) -> str | None:
