@@ -368,7 +368,8 @@ def test_system_topics_on_the_storage_account_and_the_workspace() -> None:
     assert topic["config"]["properties"]["disableLocalAuth"] is True
 
 
-SUBSCRIPTION_TYPES = ("Microsoft.EventGrid/systemTopics/eventSubscriptions", "Microsoft.EventGrid/topics/eventSubscriptions")
+SUBSCRIPTION_TYPES = ("Microsoft.EventGrid/systemTopics/eventSubscriptions",
+                      "Microsoft.EventGrid/topics/eventSubscriptions")
 
 
 def _subscriptions() -> dict[str, dict[str, Any]]:
