@@ -9,7 +9,7 @@
 //   topic            custom Event Grid topic for Reflex.* events                    app/topic.bicep
 //   function app     Flex Consumption (FC1), Python 3.11                            app/function.bicep
 //   azure ml         workspace (new, or existing by parameter),                    app/workspace.bicep
-//                    cluster at 0 nodes,                                           app/ml.bicep
+//                    a cluster of Reflex's own at 0 nodes,                          app/ml.bicep
 //                    datastores, training environment, the workspace system topic
 //   roles            least-privilege data roles                                     app/rbac.bicep, app/ml.bicep
 targetScope = 'subscription'
@@ -36,11 +36,14 @@ param existingWorkspaceName string = ''
 @description('Resource group of that existing workspace (same subscription); empty: the new resource group.')
 param existingWorkspaceResourceGroup string = ''
 
-@description('Compute cluster for training and batch scoring; it scales to zero nodes when idle.')
-param computeName string = 'cpu-cluster'
+@description('Compute cluster for training and batch scoring (zero nodes when idle); empty: rfx<token>-cpu, a name of Reflex\'s own, so an existing workspace\'s computes are never redefined.')
+param computeName string = ''
 param computeVmSize string = 'Standard_DS3_v2'
 @minValue(1)
 param computeMaxNodes int = 2
+
+@description('Registered model that training produces and the online endpoint serves (REFLEX_MODEL_NAME).')
+param modelName string = 'reflex-model'
 
 @description('Containers and datastores (defaults match shared/settings.py).')
 param dataContainerName string = 'reflex-data'
@@ -68,6 +71,18 @@ var workspaceName = createWorkspace ? 'mlw-${resourceToken}' : existingWorkspace
 var workspaceResourceGroupName = createWorkspace || empty(existingWorkspaceResourceGroup) ? rg.name : existingWorkspaceResourceGroup
 var workspaceStorageName = 'stml${resourceToken}'
 var appName = 'func-${resourceToken}'
+// Online and batch endpoint names must be unique within an Azure region ("Your endpoint name must be unique in
+// the Azure region", how-to-deploy-online-endpoints; "A batch endpoint's name needs to be unique in each region
+// since the name is used to construct the invocation URI", how-to-use-batch-model-deployments), so the defaults
+// of shared/settings.py (reflex-endpoint, reflex-batch) would collide for a second adopter: derive them from the
+// resource token. Both fit the endpoint rule (a letter first, 3-32 letters, digits, hyphens).
+var onlineEndpointName = 'reflex-${resourceToken}'
+var batchEndpointName = 'reflex-batch-${resourceToken}'
+// A compute PUT "will overwrite a compute if it exists" (REST Compute - Create Or Update), and compute names are
+// unique across a region's computes (3-24 characters, a letter first, a hyphen followed by a letter later:
+// how-to-create-attach-compute-cluster): so Reflex creates its own cluster, named from the token, and never
+// declares one it did not create (an existing workspace's cpu-cluster stays untouched).
+var clusterName = empty(computeName) ? 'rfx${resourceToken}-cpu' : computeName
 var deploymentContainerName = 'app-package-${take(appName, 32)}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -141,10 +156,8 @@ module ml 'app/ml.bicep' = {
   scope: resourceGroup(workspaceResourceGroupName)
   params: {
     tags: tags
-    createWorkspace: createWorkspace
     workspaceName: workspaceName
-    workspaceStorageName: createWorkspace ? workspaceStorageName : ''
-    computeName: computeName
+    computeName: clusterName
     computeVmSize: computeVmSize
     computeMaxNodes: computeMaxNodes
     storageName: storage.outputs.name
@@ -183,6 +196,7 @@ module rbac 'app/rbac.bicep' = {
     workspacePrincipalId: ml.outputs.workspacePrincipalId
     storageTopicPrincipalId: storage.outputs.systemTopicPrincipalId
     workspaceTopicPrincipalId: ml.outputs.systemTopicPrincipalId
+    reflexTopicPrincipalId: topic.outputs.principalId
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
   }
@@ -199,13 +213,15 @@ module function 'app/function.bicep' = {
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
     storageBlobEndpoint: storage.outputs.blobEndpoint
-    storageQueueEndpoint: storage.outputs.queueEndpoint
     deploymentContainerName: deploymentContainerName
     appInsightsConnectionString: monitoring.outputs.connectionString
     workspaceSubscriptionId: subscription().subscriptionId
     workspaceResourceGroup: workspaceResourceGroupName
     workspaceName: workspaceName
-    computeName: computeName
+    computeName: clusterName
+    modelName: modelName
+    onlineEndpointName: onlineEndpointName
+    batchEndpointName: batchEndpointName
     topicEndpoint: topic.outputs.endpoint
     dataContainerName: dataContainerName
     scoringContainerName: scoringContainerName
@@ -235,6 +251,10 @@ output AZURE_STORAGE_SYSTEM_TOPIC string = storage.outputs.systemTopicName
 output AZUREML_WORKSPACE string = workspaceName
 output AZUREML_RESOURCE_GROUP string = workspaceResourceGroupName
 output AZUREML_SYSTEM_TOPIC string = ml.outputs.systemTopicName
+output AZURE_EVENTGRID_TOPIC_NAME string = topic.outputs.name
+output AZUREML_COMPUTE string = clusterName
+output AZUREML_ONLINE_ENDPOINT string = onlineEndpointName
+output AZUREML_BATCH_ENDPOINT string = batchEndpointName
 output REFLEX_DATA_CONTAINER string = dataContainerName
 output REFLEX_SCORING_CONTAINER string = scoringContainerName
 output REFLEX_DEADLETTER_CONTAINER string = deadLetterContainerName

@@ -306,6 +306,13 @@ class LocalPlatform:
             found = self.client.search_model_versions(f"name = '{name}'")
         return sorted((self._model(mv) for mv in found), key=_version_key)
 
+    def get_latest_model(self, name: str) -> ModelVersion | None:
+        """One registry call: MLflow numbers versions in creation order, so the highest number is the newest."""
+        with mlflow_errors(f"model {name}"):
+            found = self.client.search_model_versions(f"name = '{name}'", max_results=1,
+                                                      order_by=["version_number DESC"])
+        return self._model(found[0]) if found else None
+
     def find_champion(self, name: str) -> ModelVersion | None:
         champions = [m for m in self.list_models(name) if m.tags.get(CHAMPION_TAG) == "true"]
         return max(champions, key=_version_key, default=None)

@@ -652,6 +652,28 @@ class AzureMLPlatform:
         return Job(started.name or job_name, _status(started.status), kind="batch", experiment_name=endpoint,
                    tags=dict(tags or {}), outputs={"score": output_path})
 
+    # ------------------------------------------------------------------ newest model version (#14.8)
+    def get_latest_model(self, name: str) -> ModelVersion | None:
+        """The most recently created version of `name`: one request.
+
+        azure-ai-ml resolves the `latest` label with `ModelOperations._get_latest_version` ->
+        `_utils/_asset_utils._get_latest`: `GET …/models/<name>/versions?$orderBy=createdtime desc&$top=1` in a
+        workspace ("Latest is defined as the most recently created"). A model without versions answers an empty
+        page, which the SDK raises as a ValidationException of type RESOURCE_NOT_FOUND: that is None here.
+        """
+        from azure.ai.ml.exceptions import ValidationErrorType, ValidationException
+
+        def latest() -> Any:
+            try:
+                return self.ml.models.get(name, label="latest")
+            except ValidationException as exc:
+                if exc.error_type == ValidationErrorType.RESOURCE_NOT_FOUND:
+                    return None
+                raise
+
+        found = self._call(f"model {name} (latest version)", latest, absent=True)
+        return None if found is None else self._model(found)
+
 
 @contextmanager
 def _restore(headers: dict[str, str]) -> Iterator[None]:

@@ -261,6 +261,11 @@ class MLPlatform(Protocol):
 
     def list_models(self, name: str) -> list[ModelVersion]: ...
 
+    def get_latest_model(self, name: str) -> ModelVersion | None:
+        """The newest (most recently created) version of model `name`, None when it has none: ONE request,
+        never a listing of every version, because the reconciler asks this of every served model every tick."""
+        ...
+
     def find_champion(self, name: str) -> ModelVersion | None: ...
 
     def update_model_tags(self, name: str, version: str, *, set_tags: Mapping[str, str] | None = None,

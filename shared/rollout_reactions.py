@@ -15,6 +15,7 @@ from shared import events
 from shared.control import read_control
 from shared.errors import PermanentError, TransientError
 from shared.reaction import Outcome
+from shared.rollout_discovery import discover
 from shared.rollout_flow import PREFIX, drive, register, roll_back, rollout_key, summary
 from shared.rollout_machine import RollBack, Rollout
 
@@ -114,13 +115,19 @@ def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
     dry_run = read_control(deps).dry_run
     results = {record.key: _advance(deps, record.key, dry_run) for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
+    # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
+    found = discover(deps, handle_model_registered)
     # one lineage group per rollout (shared/ledger.py `links`): endpoints advanced together stay unrelated
-    details = {**moved, "links": [v for v in moved.values() if v.get("model")]}
+    details = {**moved, "links": [v for v in [*moved.values(), *found.values()] if v.get("rollout")]}
+    if found:
+        details["discovered"] = found
+    news = f"; found {len(found)} unannounced registration(s)" if found else ""
     if dry_run:
-        return Outcome("dry-run", f"{len(moved)} rollout(s) would advance", details)
-    if not moved:
-        return Outcome("skipped", "no unfinished rollout")
+        return Outcome("dry-run", f"{len(moved)} rollout(s) would advance{news}", details)
+    started = [m for m, v in found.items() if v.get("outcome") == "acted"]
+    if not moved and not started:
+        return Outcome("skipped", f"no unfinished rollout{news}", details if found else {})
     acted = [k for k, v in moved.items() if v.get("action") not in (None, "Wait")]
-    if not acted:
-        return Outcome("skipped", f"{len(moved)} rollout(s) waiting", details)
-    return Outcome("acted", f"advanced {len(acted)} of {len(moved)} unfinished rollout(s)", details)
+    if not acted and not started:
+        return Outcome("skipped", f"{len(moved)} rollout(s) waiting{news}", details)
+    return Outcome("acted", f"advanced {len(acted)} of {len(moved)} unfinished rollout(s){news}", details)

@@ -251,6 +251,11 @@ class FakePlatform:
         found = [m for (n, _), m in self.models.items() if n == name]
         return sorted(found, key=lambda m: int(m.version) if m.version.isdigit() else 0)
 
+    def get_latest_model(self, name: str) -> ModelVersion | None:
+        """The most recently registered version (Azure ML's "latest" is the most recently created one)."""
+        self._call("get_latest_model")
+        return next((m for (n, _), m in reversed(self.models.items()) if n == name), None)
+
     def find_champion(self, name: str) -> ModelVersion | None:
         self._call("find_champion")
         champions = [m for (n, _), m in self.models.items() if n == name and m.tags.get(CHAMPION_TAG) == "true"]

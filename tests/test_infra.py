@@ -35,7 +35,6 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 # Settings the Functions host reads for itself (not declared in shared/settings.py).
 HOST_SETTINGS = {
     "AzureWebJobsStorage__blobServiceUri",
-    "AzureWebJobsStorage__queueServiceUri",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
 }
@@ -48,7 +47,11 @@ MUST_WRITE = {
     "REFLEX_TRAINING_COMPUTE", "REFLEX_BATCH_COMPUTE", "REFLEX_TRAINING_ENVIRONMENT", "REFLEX_TRAINING_CODE",
     "REFLEX_SWEEP_SCHEDULE", "REFLEX_RECONCILE_SCHEDULE", "REFLEX_HEALTH_SCHEDULE", "REFLEX_DRIFT_SCHEDULE",
     "REFLEX_RETRAIN_SCHEDULE", "REFLEX_BATCH_SCHEDULE",
+    "REFLEX_MODEL_NAME", "REFLEX_ENDPOINTS", "REFLEX_BATCH_ENDPOINT",
 }
+# App settings whose values main.bicep derives from the deployment's resource token instead of taking
+# shared/settings.py's defaults: endpoint names are unique per region, a compute name per region's computes.
+DERIVED = {"REFLEX_ENDPOINTS", "REFLEX_BATCH_ENDPOINT", "REFLEX_TRAINING_COMPUTE", "REFLEX_BATCH_COMPUTE"}
 
 ROLE_NAMES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
@@ -204,7 +207,6 @@ def test_app_identity_has_exactly_the_least_privilege_roles() -> None:
                               "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1")
     assert got == {
         ("deploymentContainer", owner), ("hostsContainer", owner), ("secretsContainer", owner),  # host storage
-        ("storage", "974c5e8b-45b9-4653-ba55-5f855dd0fb88"),  # Queue Data Contributor: blob trigger queue
         ("dataContainer", reader), ("scoringContainer", reader),  # read only
         ("stateContainer", contrib), ("outputContainer", contrib),  # written
         ("topic", "d5a91429-5739-47e2-a06b-3470a27159e7"),  # EventGrid Data Sender
@@ -231,20 +233,48 @@ def test_jobs_and_event_grid_get_their_data_roles() -> None:
                    ("computePrincipalId", "outputContainer", contrib),
                    ("workspacePrincipalId", "dataContainer", reader),
                    ("storageTopicPrincipalId", "deadLetterContainer", contrib),
-                   ("workspaceTopicPrincipalId", "deadLetterContainer", contrib)]:
+                   ("workspaceTopicPrincipalId", "deadLetterContainer", contrib),
+                   ("reflexTopicPrincipalId", "deadLetterContainer", contrib)]:
         assert needed in got, needed
+    # nothing is granted on the whole account any more: no blob trigger, so the host needs no queue
+    assert not any(scope == "storage" for _, scope, _ in got)
 
 
 # ------------------------------------------------------------------------------------------ storage + plan
 
 
-def test_storage_accounts_allow_no_shared_key() -> None:
-    for path in (APP / "storage.bicep", APP / "workspace.bicep"):
-        for name, r in resources(path, "Microsoft.Storage/storageAccounts").items():
-            props = r["config"]["properties"]
-            assert props["allowSharedKeyAccess"] is False, f"{path.name}:{name}"
-            assert props["allowBlobPublicAccess"] is False, f"{path.name}:{name}"
-            assert props["minimumTlsVersion"] == "TLS1_2"
+def test_reflex_storage_allows_no_shared_key() -> None:
+    (app,) = resources(APP / "storage.bicep", "Microsoft.Storage/storageAccounts").values()
+    props = app["config"]["properties"]
+    assert props["allowSharedKeyAccess"] is False
+    assert props["allowBlobPublicAccess"] is False
+    assert props["minimumTlsVersion"] == "TLS1_2"
+
+
+def test_workspace_storage_keeps_keys_for_azure_ml_with_the_reason_written_down() -> None:
+    """#14.3: Azure ML with shared keys off on its own storage is preview and needs a user-assigned identity on the
+    cluster (model outputs) and Table + Queue roles (parallel jobs): how-to-disable-local-auth-storage."""
+    (ws_storage,) = resources(APP / "workspace.bicep", "Microsoft.Storage/storageAccounts").values()
+    props = ws_storage["config"]["properties"]
+    assert props["allowSharedKeyAccess"] is True
+    assert props["allowBlobPublicAccess"] is False and props["minimumTlsVersion"] == "TLS1_2"
+    (ws,) = resources(APP / "workspace.bicep", "Microsoft.MachineLearningServices/workspaces").values()
+    assert ws["config"]["properties"]["systemDatastoresAuthMode"] == "accesskey"
+    readme = (INFRA / "README.md").read_text()
+    assert "how-to-disable-local-auth-storage" in readme and "preview" in readme
+    # no data role on the workspace storage is left over from the keyless attempt
+    assert "workspaceStorage" not in (APP / "ml.bicep").read_text()
+
+
+def test_key_vault_purge_protection_and_the_teardown_promise_agree() -> None:
+    """With purge protection a soft-deleted vault "can't be purged until the retention period has passed"
+    (Key Vault soft-delete overview), so `azd down --purge` cannot free its name; the README must not say it does."""
+    (kv,) = resources(APP / "workspace.bicep", "Microsoft.KeyVault/vaults").values()
+    props = kv["config"]["properties"]
+    assert props["enablePurgeProtection"] is True and props["softDeleteRetentionInDays"] == 7
+    teardown = (INFRA / "README.md").read_text().split("## Tear down", 1)[1].split("\n## ", 1)[0]
+    assert "purges the soft-deleted Key Vault" not in teardown
+    assert "purge protection" in teardown and "7 days" in teardown
 
 
 def test_storage_declares_every_container_including_dead_letters() -> None:
@@ -279,6 +309,50 @@ def test_compute_cluster_scales_to_zero_and_datastores_are_credential_less() -> 
         assert s["config"]["properties"]["credentials"] == {"credentialsType": "None"}
 
 
+def _main_var(name: str) -> str:
+    value = parsed(INFRA / "main.bicep")["variables"][name]["value"]
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def test_default_endpoint_and_compute_names_contain_the_resource_token() -> None:
+    """#14.2: endpoint names are unique within a region, compute names across a region's computes, and a compute
+    PUT overwrites an existing compute: every default name Reflex creates carries the deployment's token."""
+    online, batch = _main_var("onlineEndpointName"), _main_var("batchEndpointName")
+    assert "${resourceToken}" in online and "${resourceToken}" in batch and online != batch
+    token = "abcdefghijk12"  # uniqueString() is 13 lower-case letters and digits
+    from shared.settings import _ENDPOINT_RE
+    for name in (online, batch):
+        assert _ENDPOINT_RE.fullmatch(name.replace("${resourceToken}", token)), name
+    cluster = _main_var("clusterName")
+    assert "${resourceToken}" in cluster and "computeName" in cluster
+    assert parsed(INFRA / "main.bicep")["parameters"]["computeName"]["default"] == ""
+    default_cluster = re.search(r"'([^']*\$\{resourceToken\}[^']*)'", (INFRA / "main.bicep").read_text()
+                                .split("var clusterName", 1)[1].splitlines()[0])[1]
+    concrete = default_cluster.replace("${resourceToken}", token)
+    # compute names: 3-24 characters, a letter first, a hyphen followed by a letter later
+    assert re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{2,23}", concrete) and re.search(r"-[A-Za-z0-9]*[A-Za-z]", concrete)
+    assert "'cpu-cluster'" not in (INFRA / "main.bicep").read_text()  # settings.py's shared default
+    # the app is told those names, not settings.py's shared defaults
+    settings = _app_settings()
+    assert settings["REFLEX_ENDPOINTS"] == "${modelName}=${onlineEndpointName}"
+    assert settings["REFLEX_BATCH_ENDPOINT"] == "batchEndpointName"
+    assert settings["REFLEX_TRAINING_COMPUTE"] == settings["REFLEX_BATCH_COMPUTE"] == "computeName"
+    calls = body(parsed(INFRA / "main.bicep")["modules"]["function"])["params"]
+    assert (calls["onlineEndpointName"], calls["batchEndpointName"], calls["computeName"]) == (
+        "onlineEndpointName", "batchEndpointName", "clusterName")
+    assert body(parsed(INFRA / "main.bicep")["modules"]["ml"])["params"]["computeName"] == "clusterName"
+
+
+def test_deployed_training_environment_is_pinned_like_the_job_environment() -> None:
+    import yaml
+
+    deployed = yaml.safe_load((APP / "train-conda.yml").read_text())
+    job = yaml.safe_load((ROOT / "jobs" / "train" / "conda.yaml").read_text())
+    assert deployed == job
+    pins = next(d["pip"] for d in job["dependencies"] if isinstance(d, dict))
+    assert all("==" in p for p in pins), pins
+
+
 # ------------------------------------------------------------------------------------------------ Event Grid
 
 
@@ -294,50 +368,71 @@ def test_system_topics_on_the_storage_account_and_the_workspace() -> None:
     assert topic["config"]["properties"]["disableLocalAuth"] is True
 
 
+SUBSCRIPTION_TYPES = ("Microsoft.EventGrid/systemTopics/eventSubscriptions",
+                      "Microsoft.EventGrid/topics/eventSubscriptions")
+
+
 def _subscriptions() -> dict[str, dict[str, Any]]:
     subs = {}
     for path in (APP / "subscriptions.bicep", APP / "workspace-subscriptions.bicep"):
-        for r in resources(path, "Microsoft.EventGrid/systemTopics/eventSubscriptions").values():
-            props = r["config"]["properties"]
-            url = props["destination"]["properties"]["endpointUrl"]
-            props["destination"]["properties"]["endpointUrl"] = interpolate(path, url)
-            subs[r["config"]["name"]] = props
+        for type_ in SUBSCRIPTION_TYPES:
+            for r in resources(path, type_).values():
+                props = r["config"]["properties"]
+                url = props["destination"]["properties"]["endpointUrl"]
+                props["destination"]["properties"]["endpointUrl"] = interpolate(path, url)
+                subs[r["config"]["name"]] = {**props, "_parent": r["config"]["parent"], "_type": type_}
     return subs
 
 
 def test_subscriptions_deliver_each_event_type_to_its_function() -> None:
     subs = _subscriptions()
+    webhook = "/runtime/webhooks/eventgrid?functionName="
     expected = {
-        "reflex-on-data-blob": (["Microsoft.Storage.BlobCreated"],
-                                "/runtime/webhooks/blobs?functionName=Host.Functions.on_data_blob&code=",
-                                "hostKeys.blobs_extension", "dataContainerName"),
-        "reflex-on-scoring-blob": (["Microsoft.Storage.BlobCreated"],
-                                   "/runtime/webhooks/blobs?functionName=Host.Functions.on_scoring_blob&code=",
-                                   "hostKeys.blobs_extension", "scoringContainerName"),
+        "reflex-on-data-blob": (["Microsoft.Storage.BlobCreated"], "on_data_blob", "hostKeys.eventgrid_extension",
+                                "dataContainerName", "storageTopic"),
+        "reflex-on-scoring-blob": (["Microsoft.Storage.BlobCreated"], "on_scoring_blob",
+                                   "hostKeys.eventgrid_extension", "scoringContainerName", "storageTopic"),
         "reflex-on-run-event": (["Microsoft.MachineLearningServices.RunCompleted",
-                                 "Microsoft.MachineLearningServices.RunStatusChanged"],
-                                "/runtime/webhooks/eventgrid?functionName=on_run_event&code=", "eventGridKey", None),
-        "reflex-on-model-registered": (["Microsoft.MachineLearningServices.ModelRegistered"],
-                                       "/runtime/webhooks/eventgrid?functionName=on_model_registered&code=",
-                                       "eventGridKey", None),
+                                 "Microsoft.MachineLearningServices.RunStatusChanged"], "on_run_event", "eventGridKey",
+                                None, "workspaceTopic"),
+        "reflex-on-model-registered": (["Microsoft.MachineLearningServices.ModelRegistered"], "on_model_registered",
+                                       "eventGridKey", None, "workspaceTopic"),
+        # #14.8: the gate's own event too, from Reflex's custom topic
+        "reflex-on-reflex-model-registered": (["Reflex.ModelRegistered"], "on_model_registered",
+                                              "hostKeys.eventgrid_extension", None, "reflexTopic"),
     }
     assert set(subs) == set(expected)
-    for name, (types, path, key, container) in expected.items():
+    for name, (types, function, key, container, parent) in expected.items():
         props = subs[name]
         assert props["filter"]["includedEventTypes"] == types, name
+        assert props["_parent"] == parent, name
         dest = props["destination"]
         assert dest["endpointType"] == "WebHook"
         url = dest["properties"]["endpointUrl"]
-        assert url.startswith("https://${functionAppHostName}" + path), f"{name}: {url}"
-        assert url.endswith("${" + key + "}"), f"{name}: {url}"
+        assert url == "https://${functionAppHostName}" + webhook + function + "&code=${" + key + "}", name
+        assert props["eventDeliverySchema"] == "EventGridSchema", name
         if container:
             assert props["filter"]["subjectBeginsWith"] == f"/blobServices/default/containers/${{{container}}}/blobs/"
         else:
-            assert "subjectBeginsWith" not in props["filter"]
+            assert "subjectBeginsWith" not in props["filter"] and "advancedFilters" not in props["filter"]
+    assert "blobs_extension" not in (APP / "subscriptions.bicep").read_text()  # no blob trigger is left
 
 
-def test_every_subscription_dead_letters_to_the_dead_letter_container() -> None:
+def test_blob_subscriptions_pass_only_the_calls_that_complete_a_blob() -> None:
+    """storage-blob-event-overview: BlobCreated after CopyBlob, PutBlob, PutBlockList or FlushWithClose means the
+    block blob is fully committed."""
+    apis = parsed(APP / "subscriptions.bicep")["variables"]["blobCompletingApis"]["value"]
+    assert sorted(apis) == sorted(["PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"])
+    for name in ("reflex-on-data-blob", "reflex-on-scoring-blob"):
+        (flt,) = _subscriptions()[name]["filter"]["advancedFilters"]
+        assert flt == {"operatorType": "StringIn", "key": "data.api", "values": "blobCompletingApis"}, name
+
+
+def test_every_subscription_has_one_delivery_policy_and_dead_letters_to_the_dead_letter_container() -> None:
     for name, props in _subscriptions().items():
+        assert props["retryPolicy"] == {"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1440}, name
+        dest = props["destination"]["properties"]
+        assert (dest["maxEventsPerBatch"], dest["preferredBatchSizeInKilobytes"]) == (1, 64), name
         dl = props["deadLetterWithResourceIdentity"]
         assert dl["identity"]["type"] == "SystemAssigned", name
         assert dl["deadLetterDestination"]["endpointType"] == "StorageBlob", name
@@ -410,7 +505,10 @@ def test_the_written_settings_load_and_their_defaults_agree_with_settings_py() -
     defaults = {f.metadata["env"]: f.metadata["default"] for f in SPEC}
     env = {}
     for name, value in _app_settings().items():
-        if isinstance(value, str) and value in function_params:
+        if name in DERIVED:  # checked by test_default_endpoint_and_compute_names_contain_the_resource_token
+            value = {"REFLEX_ENDPOINTS": "reflex-model=reflex-abcdefghijk12",
+                     "REFLEX_BATCH_ENDPOINT": "reflex-batch-abcdefghijk12"}.get(name, "rfxabcdefghijk12-cpu")
+        elif isinstance(value, str) and value in function_params:
             param = function_params[value]
             default = param.get("default") or main_params.get(value, {}).get("default")
             if name in defaults and defaults[name] and default is not None:

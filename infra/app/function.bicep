@@ -12,7 +12,6 @@ param identityId string
 param identityClientId string
 
 param storageBlobEndpoint string
-param storageQueueEndpoint string
 param deploymentContainerName string
 
 param appInsightsConnectionString string
@@ -26,6 +25,10 @@ param workspaceSubscriptionId string
 param workspaceResourceGroup string
 param workspaceName string
 param computeName string
+@description('Derived from the resource token in main.bicep: endpoint names must be unique within a region.')
+param modelName string
+param onlineEndpointName string
+param batchEndpointName string
 param topicEndpoint string
 param dataContainerName string
 param scoringContainerName string
@@ -47,9 +50,9 @@ param batchSchedule string = '0 0 2 * * *'
 
 // Written as one object so the set of names is the whole truth: a setting not listed here does not exist.
 var appSettings = {
-  // --- the host's storage connection: identity-based, no key (shared keys are off on the account)
+  // --- the host's storage connection: identity-based, no key (shared keys are off on the account). Blobs only:
+  // with no blob trigger the host uses no queue (blob intake is an Event Grid trigger).
   AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
-  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   // --- identity and telemetry
@@ -62,9 +65,12 @@ var appSettings = {
   AZUREML_WORKSPACE: workspaceName
   REFLEX_TRAINING_COMPUTE: computeName
   REFLEX_BATCH_COMPUTE: computeName
+  REFLEX_MODEL_NAME: modelName
+  REFLEX_ENDPOINTS: '${modelName}=${onlineEndpointName}'
+  REFLEX_BATCH_ENDPOINT: batchEndpointName
   REFLEX_TRAINING_ENVIRONMENT: trainingEnvironment
   REFLEX_TRAINING_CODE: trainingCode
-  // --- storage names (blob trigger paths resolve %REFLEX_DATA_CONTAINER% and %REFLEX_SCORING_CONTAINER%)
+  // --- storage names (the BlobCreated subscriptions filter on the same containers)
   REFLEX_DATA_CONTAINER: dataContainerName
   REFLEX_SCORING_CONTAINER: scoringContainerName
   REFLEX_STATE_CONTAINER: stateContainerName

@@ -1,15 +1,12 @@
 // Azure ML side, deployed into the workspace's resource group once the workspace exists (new: workspace.bicep;
-// or an existing one by name): a CPU cluster that scales to zero; the
+// or an existing one by name): a CPU cluster of Reflex's own (named from the resource token in main.bicep, so
+// no compute Reflex did not create is ever redefined) that scales to zero; the
 // identity-based datastores Reflex names in its settings; the training environment; the workspace's Event Grid
 // system topic; and the Function App identity's roles on the workspace.
 
 param tags object = {}
 
-@description('true: the workspace was just created by workspace.bicep (its storage gets data roles below).')
-param createWorkspace bool
 param workspaceName string
-@description('The new workspace\'s storage account (createWorkspace only).')
-param workspaceStorageName string = ''
 
 param computeName string
 param computeVmSize string
@@ -36,7 +33,6 @@ param deployerPrincipalType string = 'User'
 var roles = {
   azureMLDataScientist: 'f6c7c914-8db3-469d-8ca1-694a8f32e121' // AzureML Data Scientist
   monitoringReader: '43d0d8ad-25c7-4714-9337-8ba259a9fe05' // Monitoring Reader
-  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
 }
 
 // ------------------------------------------------------------------------------------- new or existing alike
@@ -49,7 +45,7 @@ resource compute 'Microsoft.MachineLearningServices/workspaces/computes@2024-10-
   parent: workspace
   name: computeName
   location: workspace.location
-  tags: tags
+  tags: union(tags, { 'reflex.managed': 'true' })
   identity: {
     type: 'SystemAssigned'
   }
@@ -181,33 +177,6 @@ resource deployerDataScientist 'Microsoft.Authorization/roleAssignments@2022-04-
   scope: workspace
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.azureMLDataScientist)
-    principalId: deployerPrincipalId
-    principalType: deployerPrincipalType
-  }
-}
-
-resource workspaceStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
-  name: workspaceStorageName
-}
-
-// A new workspace's storage has shared keys off, so the identities that touch it need data roles: the cluster
-// (code snapshot in, model and logs out through workspaceblobstore) and the deployer (uploads the code asset).
-// For an existing workspace these grants are the workspace owner's to make (README, "existing workspace").
-resource computeWorkspaceStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (createWorkspace) {
-  name: guid(workspaceStorage.id, workspaceName, computeName, roles.storageBlobDataContributor)
-  scope: workspaceStorage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
-    principalId: compute.identity.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource deployerWorkspaceStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (createWorkspace && !empty(deployerPrincipalId)) {
-  name: guid(workspaceStorage.id, deployerPrincipalId, roles.storageBlobDataContributor)
-  scope: workspaceStorage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
   }

@@ -1,7 +1,7 @@
-// Data-plane roles in the app's resource group, each scoped as narrowly as the access it grants:
-// a container where one container is used, the account only for queues (the Event Grid blob trigger's internal
-// queue is named from the host id at run time, so it cannot be created ahead and scoped). Every assignment is
-// named guid(scope, principal, role) so a re-deploy finds it instead of failing on a duplicate.
+// Data-plane roles in the app's resource group, each scoped as narrowly as the access it grants: a container
+// where one container is used, a topic where one topic is. No role covers the whole account: blob intake is an
+// Event Grid trigger (no blob trigger, so the host needs no queue). Every assignment is named
+// guid(scope, principal, role) so a re-deploy finds it instead of failing on a duplicate.
 
 param storageName string
 param deploymentContainerName string
@@ -18,9 +18,10 @@ param appPrincipalId string
 param computePrincipalId string
 @description('The workspace identity: previews and validates the credential-less datastores.')
 param workspacePrincipalId string
-@description('The system topics\' identities: they write undeliverable events to the dead-letter container.')
+@description('The topics\' identities: they write undeliverable events to the dead-letter container.')
 param storageTopicPrincipalId string
 param workspaceTopicPrincipalId string
+param reflexTopicPrincipalId string
 @description('Object id of the person running azd (AZURE_PRINCIPAL_ID); empty: no grant for local runs.')
 param deployerPrincipalId string = ''
 param deployerPrincipalType string = 'User'
@@ -29,7 +30,6 @@ var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1' // Storage Blob Data Reader
-  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
   eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender
 }
 
@@ -116,18 +116,6 @@ resource appHostSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: secretsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
-    principalId: appPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// The Event Grid blob trigger queues each BlobCreated on azure-webjobs-blobtrigger-<hostId> and moves
-// failures to webjobs-blobtrigger-poison; both are created by the host at run time.
-resource appHostQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageQueueDataContributor)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
@@ -272,6 +260,17 @@ resource workspaceTopicDeadLetter 'Microsoft.Authorization/roleAssignments@2022-
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: workspaceTopicPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Reflex.ModelRegistered events that cannot be delivered to on_model_registered are written here.
+resource reflexTopicDeadLetter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetterContainer.id, reflexTopicPrincipalId, roles.storageBlobDataContributor)
+  scope: deadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: reflexTopicPrincipalId
     principalType: 'ServicePrincipal'
   }
 }

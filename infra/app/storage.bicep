@@ -1,8 +1,8 @@
-// The app's storage account: the Functions host's own storage (deployment package, locks, keys, the Event Grid
-// blob trigger's internal queue) and Reflex's containers (data, scoring, state, outputs, dead letters).
+// The app's storage account: the Functions host's own storage (deployment package, locks, keys) and Reflex's
+// containers (data, scoring, state, outputs, dead letters).
 // Shared keys are off: every client, the host included, connects with Microsoft Entra ID.
-// The storage account's Event Grid system topic is declared here; its subscriptions point at the functions'
-// webhook endpoints, whose keys exist only after the code is deployed (see subscriptions.bicep).
+// The storage account's Event Grid system topic is declared here; its BlobCreated subscriptions point at the
+// Event Grid triggers' webhook endpoint, whose key exists only after the code is deployed (subscriptions.bicep).
 
 @description('Storage account name (3-24 lower-case letters and digits).')
 param name string
@@ -23,7 +23,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   //checkov:skip=CKV_AZURE_35:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
   //checkov:skip=CKV_AZURE_59:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
   //checkov:skip=CKV_AZURE_206:LRS deploys in every Flex Consumption region; use Standard_GZRS where data must outlive a region
-  //checkov:skip=CKV_AZURE_33:no queue of this account carries Reflex data; the host's internal queue is logged by the host
+  //checkov:skip=CKV_AZURE_33:no queue of this account is used: blob intake is an Event Grid trigger, the host keeps blobs only
   name: name
   location: location
   tags: tags
@@ -62,11 +62,6 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
       days: 7
     }
   }
-}
-
-resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
-  parent: storage
-  name: 'default'
 }
 
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
@@ -151,6 +146,5 @@ resource storageTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
 output id string = storage.id
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
-output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output systemTopicName string = storageTopic.name
 output systemTopicPrincipalId string = storageTopic.identity.principalId

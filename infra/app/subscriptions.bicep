@@ -1,8 +1,12 @@
 // The Event Grid subscriptions that deliver to the functions, deployed after the code by
 // infra/scripts/subscribe.sh (azd postdeploy hook) into the app's resource group. They cannot be part of
-// `azd provision`: each endpoint carries a host system key (blobs_extension for Event Grid-source blob triggers,
-// eventgrid_extension for Event Grid triggers), and those keys exist only once the deployed functions have started.
-// Being a deployment, re-running it updates the subscriptions in place: safe to run any number of times.
+// `azd provision`: each endpoint carries the host's eventgrid_extension system key, which exists only once the
+// deployed functions have started. Being a deployment, re-running it updates the subscriptions in place: safe to
+// run any number of times.
+//
+// Every subscription here and in workspace-subscriptions.bicep has the same delivery policy: a WebHook to the Event Grid trigger's endpoint `runtime/webhooks/eventgrid?functionName=<f>&code=<key>`
+// (Functions docs, "Event Grid trigger", create a subscription), one event per request, 30 attempts over 24 h,
+// then a dead letter in the dead-letter container written with the system topic's own identity.
 
 @description('Resource id of the Function App; its host keys are read with listKeys at deployment time.')
 param functionAppId string
@@ -17,14 +21,33 @@ param deadLetterContainerName string
 param workspaceResourceGroup string
 param workspaceSystemTopicName string
 
+@description('The custom topic Reflex publishes Reflex.* events to (app resource group).')
+param reflexTopicName string
+
 var hostKeys = listKeys('${functionAppId}/host/default', '2023-12-01').systemKeys
-var blobsWebhook = 'https://${functionAppHostName}/runtime/webhooks/blobs'
+var eventGridWebhook = 'https://${functionAppHostName}/runtime/webhooks/eventgrid'
+
+// Only the calls that complete a blob: "If you want to ensure that the Microsoft.Storage.BlobCreated event is
+// triggered only when a Block Blob is completely committed, filter the event for the CopyBlob, PutBlob,
+// PutBlockList or FlushWithClose REST API calls" (learn.microsoft.com azure/storage/blobs/storage-blob-event-
+// overview, "Practices for consuming events"). A PutBlock alone (an upload still in progress) never reaches Reflex.
+var blobCompletingApis = [
+  'PutBlob'
+  'PutBlockList'
+  'CopyBlob'
+  'FlushWithClose'
+]
 
 resource storageTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = {
   name: storageSystemTopicName
 }
 
-// Training data: on_data_blob is a blob trigger with source EventGrid on %REFLEX_DATA_CONTAINER%.
+resource reflexTopic 'Microsoft.EventGrid/topics@2022-06-15' existing = {
+  name: reflexTopicName
+}
+
+// Training data: on_data_blob is an Event Grid trigger; it reads url, eTag and contentLength from the event and
+// never receives the blob's content.
 resource dataBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
   parent: storageTopic
   name: 'reflex-on-data-blob'
@@ -32,7 +55,7 @@ resource dataBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
     destination: {
       endpointType: 'WebHook'
       properties: {
-        endpointUrl: '${blobsWebhook}?functionName=Host.Functions.on_data_blob&code=${hostKeys.blobs_extension}'
+        endpointUrl: '${eventGridWebhook}?functionName=on_data_blob&code=${hostKeys.eventgrid_extension}'
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
       }
@@ -43,6 +66,13 @@ resource dataBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
         'Microsoft.Storage.BlobCreated'
       ]
       subjectBeginsWith: '/blobServices/default/containers/${dataContainerName}/blobs/'
+      advancedFilters: [
+        {
+          operatorType: 'StringIn'
+          key: 'data.api'
+          values: blobCompletingApis
+        }
+      ]
     }
     retryPolicy: {
       maxDeliveryAttempts: 30
@@ -63,7 +93,7 @@ resource dataBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
   }
 }
 
-// Data to score: on_scoring_blob is a blob trigger with source EventGrid on %REFLEX_SCORING_CONTAINER%.
+// Data to score: on_scoring_blob, the same way.
 resource scoringBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
   parent: storageTopic
   name: 'reflex-on-scoring-blob'
@@ -71,7 +101,7 @@ resource scoringBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions
     destination: {
       endpointType: 'WebHook'
       properties: {
-        endpointUrl: '${blobsWebhook}?functionName=Host.Functions.on_scoring_blob&code=${hostKeys.blobs_extension}'
+        endpointUrl: '${eventGridWebhook}?functionName=on_scoring_blob&code=${hostKeys.eventgrid_extension}'
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
       }
@@ -82,6 +112,54 @@ resource scoringBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions
         'Microsoft.Storage.BlobCreated'
       ]
       subjectBeginsWith: '/blobServices/default/containers/${scoringContainerName}/blobs/'
+      advancedFilters: [
+        {
+          operatorType: 'StringIn'
+          key: 'data.api'
+          values: blobCompletingApis
+        }
+      ]
+    }
+    retryPolicy: {
+      maxDeliveryAttempts: 30
+      eventTimeToLiveInMinutes: 1440
+    }
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: storageId
+          blobContainerName: deadLetterContainerName
+        }
+      }
+    }
+  }
+}
+
+// The gate's own Reflex.ModelRegistered (shared/registration.py) to on_model_registered, besides Azure ML's
+// ModelRegistered (workspace-subscriptions.bicep): Azure ML's events are still preview, and a registration must
+// not depend on them alone. Both arrive for a model the gate registers; the rollout admits the second as a
+// duplicate (shared/rollout_flow.py `register`). The custom topic's identity writes its dead letters (rbac.bicep).
+resource reflexModelRegistered 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = {
+  parent: reflexTopic
+  name: 'reflex-on-reflex-model-registered'
+  properties: {
+    destination: {
+      endpointType: 'WebHook'
+      properties: {
+        endpointUrl: '${eventGridWebhook}?functionName=on_model_registered&code=${hostKeys.eventgrid_extension}'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Reflex.ModelRegistered'
+      ]
     }
     retryPolicy: {
       maxDeliveryAttempts: 30

@@ -10,7 +10,8 @@ resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
   name: name
   location: location
   tags: tags
-  // Lets subscribers of Reflex.* events deliver or dead-letter with an identity; it holds no role by default.
+  // Writes dead letters of its subscriptions (Reflex.ModelRegistered -> on_model_registered) with this identity:
+  // Storage Blob Data Contributor on the dead-letter container only (rbac.bicep).
   identity: {
     type: 'SystemAssigned'
   }
@@ -24,3 +25,4 @@ resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
 output id string = topic.id
 output name string = topic.name
 output endpoint string = topic.properties.endpoint
+output principalId string = topic.identity.principalId

@@ -1,6 +1,15 @@
-// A new Azure ML workspace with what it requires: a Key Vault (RBAC, purge protection) and a storage account with
-// shared keys off (its system datastores use the workspace identity). main.bicep deploys this module only when no
-// existing workspace is named. Private networking is out of scope for this template (README, "Networking").
+// A new Azure ML workspace with what it requires: a Key Vault (RBAC, purge protection) and its own storage account.
+// main.bicep deploys this module only when no existing workspace is named. Private networking is out of scope for
+// this template (README, "Networking").
+//
+// The workspace's own storage keeps shared keys, and its system datastores use them (systemDatastoresAuthMode
+// 'accesskey'). Azure ML documents a workspace whose storage has shared keys off as preview, "not recommended
+// for production workloads", and lists extra requirements exactly where Reflex works (how-to-disable-local-auth-
+// storage, "Scenarios for role assignments"): a model as a job output needs a user-assigned identity on the compute
+// cluster with Storage Blob Data Contributor, parallel (batch) jobs need Storage Table and Queue Data Contributor,
+// and "model package scenarios have known issues". Reflex's training jobs output MLflow models and its batch
+// scoring is a parallel job, so it stays on the generally available path here. Reflex's own account (storage.bicep:
+// batches, records, outputs, dead letters) keeps shared keys off: its datastores are identity-based.
 
 param location string
 param tags object = {}
@@ -38,7 +47,7 @@ resource workspaceStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   //checkov:skip=CKV_AZURE_35:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
   //checkov:skip=CKV_AZURE_59:no VNet in this template: the Function App, Event Grid and Azure ML reach it over its public endpoint, Entra ID only
   //checkov:skip=CKV_AZURE_206:LRS deploys in every region; the workspace's own storage holds snapshots and logs, not source data
-  //checkov:skip=CKV_AZURE_33:Azure ML uses no queue of this account
+  //checkov:skip=CKV_AZURE_33:its queues are Azure ML's own parallel-job bookkeeping, diagnosed through the job logs
   //checkov:skip=CKV_AZURE_43:checkov reads the parameter's symbol; main.bicep passes 'stml' + uniqueString(), 17 lower-case characters
   name: workspaceStorageName
   location: location
@@ -50,7 +59,8 @@ resource workspaceStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   properties: {
     allowBlobPublicAccess: false
     allowCrossTenantReplication: false
-    allowSharedKeyAccess: false
+    // Kept on deliberately (header comment): Azure ML's system datastores authenticate with the account key.
+    allowSharedKeyAccess: true
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
@@ -79,8 +89,9 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' = {
     keyVault: keyVault.id
     storageAccount: workspaceStorage.id
     applicationInsights: appInsightsId
-    // The workspace's own datastores use its identity too: its storage account has shared keys off.
-    systemDatastoresAuthMode: 'identity'
+    // The generally available mode: system datastores (workspaceblobstore: code snapshots, job outputs, models)
+    // use the account key kept in the workspace's Key Vault (header comment).
+    systemDatastoresAuthMode: 'accesskey'
     publicNetworkAccess: 'Enabled'
     v1LegacyMode: false
   }
