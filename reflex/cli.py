@@ -7,6 +7,7 @@
     python -m reflex [--json] pause --why TEXT [--by NAME]      resume [--why TEXT] [--by NAME]
     python -m reflex [--json] dry-run on|off [--why TEXT]
     python -m reflex [--json] rollback <endpoint> --why TEXT [--by NAME]
+    python -m reflex [--json] upload PATH... --dataset NAME [--batch ID] [--scoring]
 
 It works through the same functions the triggers use (`shared.reaction.run`, the state store, the ledger,
 the platform protocol), so a replay is exactly a redelivery (idempotency still applies) and a rollback goes
@@ -414,10 +415,54 @@ def cmd_rollback(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     return OK if status in ("acted", "duplicate", "held") else FAILED
 
 
+# ------------------------------------------------------------------------------------------------ upload
+def _progress(out: Output) -> Callable[[str, int, int], None]:
+    """Progress lines for a large file, one per tenth uploaded (the SDK calls back after each block)."""
+    shown: dict[str, int] = {}
+
+    def report(name: str, current: int, total: int) -> None:
+        tenth = current * 10 // max(total, 1)
+        if tenth > shown.get(name, 0):
+            shown[name] = tenth
+            out.text(f"  {name}: {current / 2**20:.1f} of {total / 2**20:.1f} MiB ({tenth * 10}%)")
+
+    return report
+
+
+def cmd_upload(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    from reflex.upload import BadUpload, UploadFailed, default_batch_id, plan_files, upload_batch
+
+    settings = deps.settings
+    batch = args.batch or default_batch_id(deps.clock())
+    try:
+        files, ignored = plan_files(args.paths, settings.completion_marker)
+        container = settings.scoring_container if args.scoring else settings.data_container
+        out.text(f"batch {container}/{args.dataset}/{batch}/: {len(files)} file(s)"
+                 + (f", {len(ignored)} skipped" if ignored else ""))
+        for why in ignored:
+            out.text(f"  skipped {why}")
+        report = upload_batch(settings, files, dataset=args.dataset, batch=batch, scoring=args.scoring,
+                              say=out.text, progress=_progress(out))
+    except BadUpload as exc:
+        raise UsageError(str(exc)) from exc
+    except UploadFailed as exc:
+        out.text(f"error: {exc}")
+        out.result({**exc.report.to_dict(), "ignored": ignored, "error": "upload-failed", "message": str(exc)})
+        return FAILED
+    report.ignored = ignored
+    if report.unchanged:
+        out.text(f"  {len(report.unchanged)} file(s) already stored with the same content, not uploaded again: "
+                 + ", ".join(report.unchanged))
+    out.text(report.completes)
+    out.result(report.to_dict())
+    return OK
+
+
 # ------------------------------------------------------------------------------------------------ main
 COMMANDS: dict[str, Callable[[argparse.Namespace, Deps, Output], int]] = {
     "status": cmd_status, "explain": cmd_explain, "dead-letters": cmd_dead_letters, "replay": cmd_replay,
     "pause": cmd_pause, "resume": cmd_resume, "dry-run": cmd_dry_run, "rollback": cmd_rollback,
+    "upload": cmd_upload,
 }
 
 
@@ -452,7 +497,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("endpoint")
     p.add_argument("--why", required=True)
     p.add_argument("--by")
+    _upload_parser(sub, common)
     return parser
+
+
+def _upload_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("upload", parents=[common], help="upload the files of one batch, then its completion marker")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="data files, or directories whose files are uploaded")
+    p.add_argument("--dataset", required=True, help="dataset folder: <container>/<dataset>/<batch>/")
+    p.add_argument("--batch", help="batch id (default: the UTC time, e.g. 20260314T101502417Z); the same id again "
+                                   "finishes or repeats an upload without uploading identical files twice")
+    p.add_argument("--scoring", action="store_true",
+                   help="into the scoring container (REFLEX_SCORING_CONTAINER) instead of the data container")
 
 
 def _real_deps(command: str) -> Deps:
