@@ -8,6 +8,8 @@
     python -m reflex [--json] dry-run on|off [--why TEXT]
     python -m reflex [--json] rollback <endpoint> --why TEXT [--by NAME]
     python -m reflex [--json] upload PATH... --dataset NAME [--batch ID] [--scoring]
+    python -m reflex [--json] rollout MODEL:VERSION [--why TEXT] [--by NAME]
+    python -m reflex [--json] train BATCH [--why TEXT] [--by NAME]
 
 It works through the same functions the triggers use (`shared.reaction.run`, the state store, the ledger,
 the platform protocol), so a replay is exactly a redelivery (idempotency still applies) and a rollback goes
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 OK, FAILED, BAD_INPUT, STACK_DOWN = 0, 1, 2, 3
-NEEDS_PLATFORM = {"status", "replay", "resume", "rollback"}
+NEEDS_PLATFORM = {"status", "replay", "resume", "rollback", "rollout", "train"}
 
 
 class UsageError(Exception):
@@ -458,11 +460,86 @@ def cmd_upload(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     return OK
 
 
+# ------------------------------------------------------------------------------------------- rollout
+def _model_version(text: str) -> tuple[str, str]:
+    name, _, version = text.rpartition(":")
+    if not name or not version:
+        raise UsageError(f"{text!r}: expected MODEL:VERSION, e.g. heart-failure:3")
+    return name, version
+
+
+_ATTEMPT_SAYS = {"acted": "started: ", "duplicate": "already started (duplicate request): ", "skipped": "not started: ",
+                 "held": "held while automation is paused (`resume` starts it): ", "dry-run": "dry-run, nothing done: ",
+                 "dead-lettered": "failed (dead-lettered; `replay` it once fixed): ", "transient": "not started yet: ",
+                 "error": "cannot start: "}
+
+
+def cmd_rollout(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    from shared.rollout_retry import plan_attempt
+
+    model, version = _model_version(args.model)
+    by = _operator(args)
+    why = args.why or "new rollout attempt requested by an operator"
+    request = plan_attempt(deps, model, version, by=by, why=why)
+    if request.refusal:
+        raise UsageError(request.refusal)
+    _load_handlers()
+    event = request.event
+    if request.previous:
+        out.text(f"the last attempt of {model}:{version} on {request.endpoint} ended {request.previous['status']}"
+                 + (f": {request.previous['reason']}" if request.previous.get("reason") else ""))
+    status, reason, details = _run_again(deps, "rollout.model_registered", event, event["id"])
+    _ledger(deps).note("operator.rollout", status, reason,
+                       refs={"model": f"{model}:{version}", "endpoint": request.endpoint},
+                       decision={"by": by, "why": why, "retry_of": request.retry_of}, event_id=event["id"])
+    out.text(f"{model}:{version} on {request.endpoint}: {_ATTEMPT_SAYS.get(status, status + ': ')}{reason}")
+    out.result({"model": f"{model}:{version}", "endpoint": request.endpoint, "event_id": event["id"],
+                "retry_of": request.retry_of, "previous": request.previous, "status": status, "reason": reason,
+                "details": details})
+    return OK if status in ("acted", "duplicate", "held") else FAILED
+
+
+# --------------------------------------------------------------------------------------------- train
+def _automation_refusal(deps: Deps, what: str) -> str:
+    control = read_control(deps)
+    if control.paused:
+        return f"automation is paused ({control.why or 'no reason given'}): `resume` first, then {what}"
+    if control.dry_run:
+        return f"dry-run is on: nothing would be submitted; `python -m reflex dry-run off` first, then {what}"
+    return ""
+
+
+def cmd_train(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    from shared.batch_retry import batch_key, train_again
+
+    try:
+        key = batch_key(deps, args.batch)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    refusal = _automation_refusal(deps, f"`python -m reflex train {args.batch}`")
+    if refusal:
+        raise UsageError(refusal)
+    by = _operator(args)
+    why = args.why or "trained again by an operator"
+    outcome = train_again(deps, key, by=by, why=why)
+    if outcome.status == "refused":
+        raise UsageError(outcome.reason)
+    details = dict(outcome.details)
+    _ledger(deps).note("operator.train", outcome.status, outcome.reason,
+                       refs={k: details[k] for k in ("batch", "job", "data") if details.get(k)},
+                       decision={"by": by, "why": why, "attempt": details.get("attempt"),
+                                 "previous": details.get("previous")})
+    out.text(outcome.reason)
+    out.result({"batch": details.get("batch", key.removeprefix("arrivals/")), "status": outcome.status,
+                "reason": outcome.reason, **details})
+    return OK if outcome.status in ("acted", "duplicate") else FAILED
+
+
 # ------------------------------------------------------------------------------------------------ main
 COMMANDS: dict[str, Callable[[argparse.Namespace, Deps, Output], int]] = {
     "status": cmd_status, "explain": cmd_explain, "dead-letters": cmd_dead_letters, "replay": cmd_replay,
     "pause": cmd_pause, "resume": cmd_resume, "dry-run": cmd_dry_run, "rollback": cmd_rollback,
-    "upload": cmd_upload,
+    "upload": cmd_upload, "rollout": cmd_rollout, "train": cmd_train,
 }
 
 
@@ -498,6 +575,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--why", required=True)
     p.add_argument("--by")
     _upload_parser(sub, common)
+    p = sub.add_parser("rollout", parents=[common],
+                       help="a new rollout attempt of a registered version (its earlier attempt failed)")
+    p.add_argument("model", metavar="MODEL:VERSION")
+    p.add_argument("--why", default="")
+    p.add_argument("--by")
+    p = sub.add_parser("train", parents=[common],
+                       help="a new training attempt of a batch that arrived in dry-run or whose training failed")
+    p.add_argument("batch", metavar="BATCH", help="<dataset>/<batch> (data container) or <container>/<dataset>/<batch>")
+    p.add_argument("--why", default="")
+    p.add_argument("--by")
     return parser
 
 
