@@ -1,4 +1,4 @@
-"""`python -m reflex`: see, explain, replay and pause what Reflex does, against the local stack or Azure.
+"""`python -m reflex`: upload data; see, explain, replay, pause and retry what Reflex does, locally or in Azure.
 
     python -m reflex [--json] status
     python -m reflex [--json] explain <endpoint | model:version | job | blob URL | event id> [--kind K] [--days N]
