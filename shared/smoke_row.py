@@ -23,7 +23,8 @@ from shared.tabular import is_missing, read_rows
 if TYPE_CHECKING:
     from shared.deps import Deps
 
-__all__ = ["HEAD_BYTES", "ROWS_LOOKED_AT", "pick_row", "request_from_row", "training_row_request"]
+__all__ = ["HEAD_BYTES", "ROWS_LOOKED_AT", "column_kinds", "first_rows", "pick_row", "request_from_row",
+           "training_row_request"]
 
 HEAD_BYTES = 1 << 20
 ROWS_LOOKED_AT = 100
@@ -42,33 +43,77 @@ def training_row_request(deps: Deps, model: str, version: str) -> tuple[dict[str
     if found is None:
         raise PermanentError(f"model {model}:{version} is not registered")
     container, blob = _first_file(deps, found.tags, f"{model}:{version}")
-    row = _first_row(deps, container, blob)
+    rows = _sample(deps, container, blob)
+    row = pick_row(rows)
+    if row is None:
+        raise PermanentError(f"{container}/{blob}: no data row" + ("" if blob.lower().endswith(".parquet") else
+                                                                   f" in its first {HEAD_BYTES >> 20} MiB"))
     label = deps.settings.label_column
     features = {k: v for k, v in row.items() if k != label}
     if not features:
-        raise PermanentError(f"{container}/{blob}: its first row has no column besides the label {label!r}")
-    return request_from_row(features), f"training data {container}/{blob}"
+        raise PermanentError(f"{container}/{blob}: its rows have no column besides the label {label!r}")
+    return request_from_row(features, column_kinds(rows)), f"training data {container}/{blob}"
 
 
-def request_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+def pick_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first row without missing values, else the first row; None when there is none."""
+    return next((r for r in rows if not any(is_missing(v) for v in r.values())), rows[0] if rows else None)
+
+
+def column_kinds(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each column's kind over the rows read, as pandas infers it for training: `int` when every value is a
+    whole number, `float` when every value is a number and one is not whole, else `other`.
+
+    Why over several rows: MLflow enforces the model's input schema and refuses a long where a double was
+    trained (mlflow/models/utils.py `_enforce_mlflow_datatype`: int -> double only up to 6 bytes), so a first
+    row with `265000` in a column of decimals must send `265000.0`.
+    """
+    kinds: dict[str, str] = {}
+    for row in rows:
+        for column, value in row.items():
+            kind = _kind(value)
+            if kind == "missing":
+                continue
+            seen = kinds.get(column, kind)
+            kinds[column] = kind if seen == kind else "float" if {seen, kind} == {"int", "float"} else "other"
+    return kinds
+
+
+def request_from_row(row: Mapping[str, Any], kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One row in Azure ML's MLflow request format (pandas "split" orientation under `input_data`)."""
     columns = list(row)
-    return {"input_data": {"columns": columns, "index": [0], "data": [[_typed(row[c]) for c in columns]]}}
+    kinds = kinds if kinds is not None else column_kinds([dict(row)])
+    values = [_typed(row[c], kinds.get(c, "other")) for c in columns]
+    return {"input_data": {"columns": columns, "index": [0], "data": [values]}}
 
 
-def _typed(value: Any) -> Any:
-    """CSV text as the trainer's reader sees it: missing -> None, integer, decimal, else the text."""
-    if not isinstance(value, str):
-        return value
-    if is_missing(value):
+def _kind(value: Any) -> str:
+    if value is None or is_missing(value):
+        return "missing"
+    if isinstance(value, bool):
+        return "other"
+    if isinstance(value, int) or (isinstance(value, str) and _INT.match(value.strip())):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return "other"
+        return "float"
+    return "other"
+
+
+def _typed(value: Any, kind: str) -> Any:
+    """The value as its column's kind: missing -> None, integer, decimal, else as read."""
+    if value is None or is_missing(value):
         return None
-    text = value.strip()
-    if _INT.match(text):
-        return int(text)
-    try:
-        return float(text)
-    except ValueError:
-        return value
+    if kind == "int" and _kind(value) == "int":
+        return int(value)
+    if kind in ("int", "float") and _kind(value) in ("int", "float"):
+        return float(value)
+    return value
 
 
 def _first_file(deps: Deps, tags: Mapping[str, str], ref: str) -> tuple[str, str]:
@@ -112,7 +157,8 @@ def _first_in_asset(deps: Deps, data: str, ref: str) -> tuple[str, str]:
     return container, names[0]
 
 
-def _first_row(deps: Deps, container: str, blob: str) -> dict[str, Any]:
+def _sample(deps: Deps, container: str, blob: str) -> list[dict[str, Any]]:
+    """The first rows of the file (up to ROWS_LOOKED_AT), every one of them whole."""
     from shared.storage import blob_service
 
     client = blob_service(deps.settings).get_blob_client(container, blob)
@@ -120,23 +166,16 @@ def _first_row(deps: Deps, container: str, blob: str) -> dict[str, Any]:
     try:
         download = client.download_blob() if whole else client.download_blob(offset=0, length=HEAD_BYTES)
         cut = not whole and int(download.properties.size or 0) > HEAD_BYTES
-        row = pick_row(read_rows(blob, download.chunks()), cut=cut)
+        return first_rows(read_rows(blob, download.chunks()), cut=cut)
     except PermanentError as exc:
         raise PermanentError(f"{container}/{blob}: {exc}") from exc
     except Exception as exc:
         raise map_azure_error(exc, f"reading {container}/{blob}") from exc
-    if row is None:
-        raise PermanentError(f"{container}/{blob}: no data row" + (f" in its first {HEAD_BYTES >> 20} MiB"
-                                                                   if not whole else ""))
-    return row
 
 
-def pick_row(rows: Iterator[dict[str, Any]], *, cut: bool) -> dict[str, Any] | None:
-    """The first row without missing values among the first ROWS_LOOKED_AT, else the first row; None if none.
-
-    Of a file read only in part (`cut`), the last row read may be cut short: it is never chosen, and an
-    unreadable tail (a JSON line cut in half) ends the look-ahead rather than the smoke test.
-    """
+def first_rows(rows: Iterator[dict[str, Any]], *, cut: bool) -> list[dict[str, Any]]:
+    """Up to ROWS_LOOKED_AT rows. Of a file read only in part (`cut`) the last row read may be cut short, so
+    it is dropped; an unreadable tail (a JSON line cut in half) ends the reading rather than the smoke test."""
     seen: list[dict[str, Any]] = []
     try:
         for row in rows:
@@ -149,4 +188,4 @@ def pick_row(rows: Iterator[dict[str, Any]], *, cut: bool) -> dict[str, Any] | N
         cut = False  # the unreadable part was the tail; every row before it is whole
     if cut and len(seen) > 1:
         seen.pop()
-    return next((r for r in seen if not any(is_missing(v) for v in r.values())), seen[0] if seen else None)
+    return seen[:ROWS_LOOKED_AT]

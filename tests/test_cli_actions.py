@@ -15,7 +15,7 @@ from shared.errors import PermanentError
 from shared.platform import InvokeResult
 from shared.rollout_plan import deployment_name
 from shared.smoke import find_smoke_request
-from shared.smoke_row import pick_row, request_from_row
+from shared.smoke_row import column_kinds, first_rows, pick_row, request_from_row
 from tests.conftest import Clock
 from tests.real_chain import ENDPOINT, MODEL, World, make_world
 from tests.test_cli import cli, cli_json
@@ -225,17 +225,46 @@ def test_a_configured_smoke_request_still_wins(world: World) -> None:
     assert found.source == "REFLEX_SMOKE_REQUEST" and found.body == world.deps.settings.smoke_request
 
 
-def test_the_row_picked_is_whole_and_complete() -> None:
+def test_the_row_picked_is_whole_and_complete_and_typed_like_its_column() -> None:
     rows = [{"a": "", "b": "1"}, {"a": "2", "b": "x"}, {"a": "3", "b": "4"}]
-    assert pick_row(iter(rows), cut=False) == {"a": "2", "b": "x"}
-    assert pick_row(iter(rows[:1]), cut=False) == {"a": "", "b": "1"}  # nothing complete: the first row
-    assert pick_row(iter([{"a": "", "b": "1"}, {"a": "2", "b": None}]), cut=True) == {"a": "", "b": "1"}
+    assert pick_row(first_rows(iter(rows), cut=False)) == {"a": "2", "b": "x"}
+    assert pick_row(rows[:1]) == {"a": "", "b": "1"}  # nothing complete: the first row
+    assert first_rows(iter(rows), cut=True) == rows[:2]  # the last row of a file read in part may be cut short
 
     def broken() -> Any:
         yield {"a": "1", "b": "2"}
         raise PermanentError("line 3: not JSON")
 
-    assert pick_row(broken(), cut=True) == {"a": "1", "b": "2"}  # a tail cut in half ends the look-ahead
-    assert pick_row(iter([]), cut=False) is None
-    assert request_from_row({"n": "7", "x": "0.5", "s": "abc", "m": "NA", "j": 3}) == {
-        "input_data": {"columns": ["n", "x", "s", "m", "j"], "index": [0], "data": [[7, 0.5, "abc", None, 3]]}}
+    assert first_rows(broken(), cut=True) == [{"a": "1", "b": "2"}]  # a tail cut in half ends the reading
+    assert pick_row([]) is None
+    # a whole number in a column of decimals is sent as a decimal (MLflow refuses a long for a double)
+    sample = [{"n": "7", "p": "265000", "s": "abc", "m": "NA", "j": 3}, {"n": "8", "p": "263358.03", "s": "1",
+                                                                        "m": "2", "j": 4.5}]
+    assert column_kinds(sample) == {"n": "int", "p": "float", "s": "other", "m": "int", "j": "float"}
+    assert request_from_row(sample[0], column_kinds(sample)) == {
+        "input_data": {"columns": ["n", "p", "s", "m", "j"], "index": [0], "data": [[7, 265000.0, "abc", None, 3.0]]}}
+
+
+def test_the_smoke_row_passes_a_real_mlflow_models_input_schema(tmp_path: Any) -> None:
+    """What the deployed model checks: MLflow enforces the signature inferred from the training frame."""
+    import io
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    from shared.tabular import read_rows
+
+    data = b"age,platelets,sex,target\n63,265000,1,1\n45,263358.03,0,0\n50,,1,0\n70,150000.5,0,1\n"
+    frame = pd.read_csv(io.BytesIO(data)).dropna()
+    features = frame.drop(columns="target")
+    model = LogisticRegression().fit(features, frame["target"])
+    mlflow.sklearn.save_model(model, str(tmp_path / "model"), signature=infer_signature(features,
+                                                                                       model.predict(features)))
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    rows = first_rows(read_rows("part-0.csv", [data]), cut=False)
+    body = request_from_row({k: v for k, v in pick_row(rows).items() if k != "target"}, column_kinds(rows))
+    spec = body["input_data"]
+    assert spec["data"] == [[63, 265000.0, 1]]
+    assert len(loaded.predict(pd.DataFrame(spec["data"], columns=spec["columns"]))) == 1
