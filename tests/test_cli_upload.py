@@ -185,3 +185,28 @@ def test_the_real_entry_point_uploads_to_the_configured_account(container_factor
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["uploaded"] == ["x.csv"]
     assert set(stored(lake, "heart/b1/")) == {"x.csv", "_SUCCESS"}
+
+
+def test_a_missing_container_is_named(container_factory: Callable[[str], Any], clock: Clock,
+                                      tmp_path: Path) -> None:
+    world = make_world(container_factory, clock, REFLEX_DATA_CONTAINER=f"absent-{uuid.uuid4().hex[:12]}")
+    (tmp_path / "x.csv").write_bytes(ROWS)
+    code, result = cli_json(world.deps, "upload", str(tmp_path / "x.csv"), "--dataset", "heart")
+    assert code == 2 and "does not exist" in result["message"] and world.deps.settings.data_container in result[
+        "message"]
+
+
+def test_in_azure_the_account_url_from_the_settings_is_reached_with_the_signed_in_identity() -> None:
+    """`AzureWebJobsStorage__blobServiceUri` (identity-based, as the app in Azure): DefaultAzureCredential, no key;
+    uploads in blocks of BLOCK_BYTES so that progress is reported per block."""
+    from azure.identity import DefaultAzureCredential
+
+    from shared.storage import blob_service
+    from tests.conftest import make_settings
+
+    url = "https://reflexdata.blob.core.windows.net"
+    settings = make_settings(AzureWebJobsStorage="", AzureWebJobsStorage__blobServiceUri=url)
+    client = blob_service(settings, block_bytes=BLOCK_BYTES)
+    assert client.url.rstrip("/") == url and isinstance(client.credential, DefaultAzureCredential)
+    assert client.account_name == "reflexdata"
+    assert blob_service(settings) is not client  # the app's own client keeps the SDK defaults
