@@ -574,7 +574,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("endpoint")
     p.add_argument("--why", required=True)
     p.add_argument("--by")
-    _upload_parser(sub, common)
+    _action_parsers(sub, common)
+    return parser
+
+
+def _action_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """upload, rollout, train: getting data in, and new attempts of what failed."""
+    p = sub.add_parser("upload", parents=[common], help="upload the files of one batch, then its completion marker")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="data files, or directories whose files are uploaded")
+    p.add_argument("--dataset", required=True, help="dataset folder: <container>/<dataset>/<batch>/")
+    p.add_argument("--batch", help="batch id (default: the UTC time, e.g. 20260314T101502417Z); the same id again "
+                                   "finishes or repeats an upload without uploading identical files twice")
+    p.add_argument("--scoring", action="store_true",
+                   help="into the scoring container (REFLEX_SCORING_CONTAINER) instead of the data container")
     p = sub.add_parser("rollout", parents=[common],
                        help="a new rollout attempt of a registered version (its earlier attempt failed)")
     p.add_argument("model", metavar="MODEL:VERSION")
@@ -585,17 +597,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("batch", metavar="BATCH", help="<dataset>/<batch> (data container) or <container>/<dataset>/<batch>")
     p.add_argument("--why", default="")
     p.add_argument("--by")
-    return parser
-
-
-def _upload_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("upload", parents=[common], help="upload the files of one batch, then its completion marker")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="data files, or directories whose files are uploaded")
-    p.add_argument("--dataset", required=True, help="dataset folder: <container>/<dataset>/<batch>/")
-    p.add_argument("--batch", help="batch id (default: the UTC time, e.g. 20260314T101502417Z); the same id again "
-                                   "finishes or repeats an upload without uploading identical files twice")
-    p.add_argument("--scoring", action="store_true",
-                   help="into the scoring container (REFLEX_SCORING_CONTAINER) instead of the data container")
 
 
 def _real_deps(command: str) -> Deps:
