@@ -109,8 +109,9 @@ def observe(deps: Deps, r: Rollout, now: float) -> Observation:
         model = p.get_model(r.model, r.version)
         obs["model_found"] = model is not None
         obs["approval"] = str(model.tags.get(APPROVAL_TAG, "")) if model else ""
-        smoke = find_smoke_request(deps, r.model, r.version)
-        obs["smoke_configured"], obs["smoke_problem"] = smoke.body is not None, smoke.problem
+        if model is not None and obs["approval"] not in ("pending", "rejected"):  # decided before the smoke check
+            smoke = find_smoke_request(deps, r.model, r.version)  # may read the training data: only when it counts
+            obs["smoke_configured"], obs["smoke_problem"] = smoke.body is not None, smoke.problem
     needs_quota = r.status in ("pending", "creating") and ep is not None and ep.state == SUCCEEDED
     if needs_quota and r.deployment not in states and not r.queued:
         obs["quota"] = p.check_quota(r.plan.instance_type, r.plan.instance_count)

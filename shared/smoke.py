@@ -15,7 +15,9 @@ Request body, first found wins:
    else the first), `REFLEX_LABEL_COLUMN` is dropped and the row is sent in Azure ML's request format for
    MLflow models, `{"input_data": {"columns": […], "index": [0], "data": [[…]]}}` (MicrosoftDocs/azure-ai-docs,
    articles/machine-learning/how-to-deploy-mlflow-models-online-endpoints.md), which the local endpoint reads
-   too. CSV values are typed as the training script's reader types them (integers, decimals, text).
+   too. Values are typed per column over the rows read, as pandas types the training frame (a column of
+   whole numbers sends an integer, a column with any decimal a decimal, others the text), because MLflow
+   enforces the model's input schema (shared/smoke_row.py).
 
 None found: the rollout fails before anything is created, with a reason that names the places and why the
 training data could not be used (a model registered outside Reflex has no lineage). Reflex never skips the
