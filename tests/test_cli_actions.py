@@ -265,6 +265,8 @@ def test_the_smoke_row_passes_a_real_mlflow_models_input_schema(tmp_path: Any) -
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     rows = first_rows(read_rows("part-0.csv", [data]), cut=False)
     body = request_from_row({k: v for k, v in pick_row(rows).items() if k != "target"}, column_kinds(rows))
-    spec = body["input_data"]
-    assert spec["data"] == [[63, 265000.0, 1]]
-    assert len(loaded.predict(pd.DataFrame(spec["data"], columns=spec["columns"]))) == 1
+    assert body["input_data"]["data"] == [[63, 265000.0, 1]]
+    # read as Azure ML's MLflow scoring reads `input_data`: pandas DataFrame arguments, "split" orientation
+    # (MicrosoftDocs/azure-ai-docs articles/machine-learning/how-to-deploy-mlflow-models-online-endpoints.md,
+    # commit 15fb5ac2: `pd.DataFrame(**sample_request["input_data"])`)
+    assert len(loaded.predict(pd.DataFrame(**body["input_data"]))) == 1
