@@ -14,10 +14,10 @@ Request body, first found wins:
    file is read up to its first complete row (one without missing values among the first `ROWS_LOOKED_AT`,
    else the first), `REFLEX_LABEL_COLUMN` is dropped and the row is sent in Azure ML's request format for
    MLflow models, `{"input_data": {"columns": […], "index": [0], "data": [[…]]}}` (MicrosoftDocs/azure-ai-docs,
-   articles/machine-learning/how-to-deploy-mlflow-models-online-endpoints.md: the scoring reads `input_data` as
-   `pd.DataFrame(**input_data)`), which the local endpoint reads
-   too. Values are typed per column over the rows read, as pandas types the training frame (a column of
-   whole numbers sends an integer, a column with any decimal a decimal, others the text), because MLflow
+   articles/machine-learning/how-to-deploy-mlflow-models-online-endpoints.md, whose sample request is read
+   back as `pd.DataFrame(**sample_request["input_data"])`), which the local endpoint reads too. Values are
+   typed per column over the rows read, as pandas types the training frame (a column of whole numbers sends
+   an integer, a column with any decimal a decimal, others the text), because MLflow
    enforces the model's input schema (shared/smoke_row.py).
 
 None found: the rollout fails before anything is created, with a reason that names the places and why the
