@@ -1,4 +1,4 @@
-"""`python -m reflex`: see, explain, replay and pause what Reflex does, against the local stack or Azure.
+"""`python -m reflex`: upload data; see, explain, replay, pause and retry what Reflex does, locally or in Azure.
 
     python -m reflex [--json] status
     python -m reflex [--json] explain <endpoint | model:version | job | blob URL | event id> [--kind K] [--days N]
@@ -7,6 +7,9 @@
     python -m reflex [--json] pause --why TEXT [--by NAME]      resume [--why TEXT] [--by NAME]
     python -m reflex [--json] dry-run on|off [--why TEXT]
     python -m reflex [--json] rollback <endpoint> --why TEXT [--by NAME]
+    python -m reflex [--json] upload PATH... --dataset NAME [--batch ID] [--scoring]
+    python -m reflex [--json] rollout MODEL:VERSION [--why TEXT] [--by NAME]
+    python -m reflex [--json] train BATCH [--why TEXT] [--by NAME]
 
 It works through the same functions the triggers use (`shared.reaction.run`, the state store, the ledger,
 the platform protocol), so a replay is exactly a redelivery (idempotency still applies) and a rollback goes
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 OK, FAILED, BAD_INPUT, STACK_DOWN = 0, 1, 2, 3
-NEEDS_PLATFORM = {"status", "replay", "resume", "rollback"}
+NEEDS_PLATFORM = {"status", "replay", "resume", "rollback", "rollout", "train"}
 
 
 class UsageError(Exception):
@@ -414,10 +417,129 @@ def cmd_rollback(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     return OK if status in ("acted", "duplicate", "held") else FAILED
 
 
+# ------------------------------------------------------------------------------------------------ upload
+def _progress(out: Output) -> Callable[[str, int, int], None]:
+    """Progress lines for a large file, one per tenth uploaded (the SDK calls back after each block)."""
+    shown: dict[str, int] = {}
+
+    def report(name: str, current: int, total: int) -> None:
+        tenth = current * 10 // max(total, 1)
+        if tenth > shown.get(name, 0):
+            shown[name] = tenth
+            out.text(f"  {name}: {current / 2**20:.1f} of {total / 2**20:.1f} MiB ({tenth * 10}%)")
+
+    return report
+
+
+def cmd_upload(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    from reflex.upload import BadUpload, UploadFailed, default_batch_id, plan_files, upload_batch
+
+    settings = deps.settings
+    batch = args.batch or default_batch_id(deps.clock())
+    try:
+        files, ignored = plan_files(args.paths, settings.completion_marker)
+        container = settings.scoring_container if args.scoring else settings.data_container
+        out.text(f"batch {container}/{args.dataset}/{batch}/: {len(files)} file(s)"
+                 + (f", {len(ignored)} skipped" if ignored else ""))
+        for why in ignored:
+            out.text(f"  skipped {why}")
+        report = upload_batch(settings, files, dataset=args.dataset, batch=batch, scoring=args.scoring,
+                              say=out.text, progress=_progress(out))
+    except BadUpload as exc:
+        raise UsageError(str(exc)) from exc
+    except UploadFailed as exc:
+        out.text(f"error: {exc}")
+        out.result({**exc.report.to_dict(), "ignored": ignored, "error": "upload-failed", "message": str(exc)})
+        return FAILED
+    report.ignored = ignored
+    if report.unchanged:
+        out.text(f"  {len(report.unchanged)} file(s) already stored with the same content, not uploaded again: "
+                 + ", ".join(report.unchanged))
+    out.text(report.completes)
+    out.result(report.to_dict())
+    return OK
+
+
+# ------------------------------------------------------------------------------------------- rollout
+def _model_version(text: str) -> tuple[str, str]:
+    name, _, version = text.rpartition(":")
+    if not name or not version:
+        raise UsageError(f"{text!r}: expected MODEL:VERSION, e.g. heart-failure:3")
+    return name, version
+
+
+_ATTEMPT_SAYS = {"acted": "started: ", "duplicate": "already started (duplicate request): ", "skipped": "not started: ",
+                 "held": "held while automation is paused (`resume` starts it): ", "dry-run": "dry-run, nothing done: ",
+                 "dead-lettered": "failed (dead-lettered; `replay` it once fixed): ", "transient": "not started yet: ",
+                 "error": "cannot start: "}
+
+
+def cmd_rollout(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    from shared.rollout_retry import plan_attempt
+
+    model, version = _model_version(args.model)
+    by = _operator(args)
+    why = args.why or "new rollout attempt requested by an operator"
+    request = plan_attempt(deps, model, version, by=by, why=why)
+    if request.refusal:
+        raise UsageError(request.refusal)
+    _load_handlers()
+    event = request.event
+    if request.previous:
+        out.text(f"the last attempt of {model}:{version} on {request.endpoint} ended {request.previous['status']}"
+                 + (f": {request.previous['reason']}" if request.previous.get("reason") else ""))
+    status, reason, details = _run_again(deps, "rollout.model_registered", event, event["id"])
+    _ledger(deps).note("operator.rollout", status, reason,
+                       refs={"model": f"{model}:{version}", "endpoint": request.endpoint},
+                       decision={"by": by, "why": why, "retry_of": request.retry_of}, event_id=event["id"])
+    out.text(f"{model}:{version} on {request.endpoint}: {_ATTEMPT_SAYS.get(status, status + ': ')}{reason}")
+    out.result({"model": f"{model}:{version}", "endpoint": request.endpoint, "event_id": event["id"],
+                "retry_of": request.retry_of, "previous": request.previous, "status": status, "reason": reason,
+                "details": details})
+    return OK if status in ("acted", "duplicate", "held") else FAILED
+
+
+# --------------------------------------------------------------------------------------------- train
+def _automation_refusal(deps: Deps, what: str) -> str:
+    control = read_control(deps)
+    if control.paused:
+        return f"automation is paused ({control.why or 'no reason given'}): `resume` first, then {what}"
+    if control.dry_run:
+        return f"dry-run is on: nothing would be submitted; `python -m reflex dry-run off` first, then {what}"
+    return ""
+
+
+def cmd_train(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    from shared.batch_retry import batch_key, train_again
+
+    try:
+        key = batch_key(deps, args.batch)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    refusal = _automation_refusal(deps, f"`python -m reflex train {args.batch}`")
+    if refusal:
+        raise UsageError(refusal)
+    by = _operator(args)
+    why = args.why or "trained again by an operator"
+    outcome = train_again(deps, key, by=by, why=why)
+    if outcome.status == "refused":
+        raise UsageError(outcome.reason)
+    details = dict(outcome.details)
+    _ledger(deps).note("operator.train", outcome.status, outcome.reason,
+                       refs={k: details[k] for k in ("batch", "job", "data") if details.get(k)},
+                       decision={"by": by, "why": why, "attempt": details.get("attempt"),
+                                 "previous": details.get("previous")})
+    out.text(outcome.reason)
+    out.result({"batch": details.get("batch", key.removeprefix("arrivals/")), "status": outcome.status,
+                "reason": outcome.reason, **details})
+    return OK if outcome.status in ("acted", "duplicate") else FAILED
+
+
 # ------------------------------------------------------------------------------------------------ main
 COMMANDS: dict[str, Callable[[argparse.Namespace, Deps, Output], int]] = {
     "status": cmd_status, "explain": cmd_explain, "dead-letters": cmd_dead_letters, "replay": cmd_replay,
     "pause": cmd_pause, "resume": cmd_resume, "dry-run": cmd_dry_run, "rollback": cmd_rollback,
+    "upload": cmd_upload, "rollout": cmd_rollout, "train": cmd_train,
 }
 
 
@@ -452,7 +574,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("endpoint")
     p.add_argument("--why", required=True)
     p.add_argument("--by")
+    _action_parsers(sub, common)
     return parser
+
+
+def _action_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """upload, rollout, train: getting data in, and new attempts of what failed."""
+    p = sub.add_parser("upload", parents=[common], help="upload the files of one batch, then its completion marker")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="data files, or directories whose files are uploaded")
+    p.add_argument("--dataset", required=True, help="dataset folder: <container>/<dataset>/<batch>/")
+    p.add_argument("--batch", help="batch id (default: the UTC time, e.g. 20260314T101502417Z); the same id again "
+                                   "finishes or repeats an upload without uploading identical files twice")
+    p.add_argument("--scoring", action="store_true",
+                   help="into the scoring container (REFLEX_SCORING_CONTAINER) instead of the data container")
+    p = sub.add_parser("rollout", parents=[common],
+                       help="a new rollout attempt of a registered version (its earlier attempt failed)")
+    p.add_argument("model", metavar="MODEL:VERSION")
+    p.add_argument("--why", default="")
+    p.add_argument("--by")
+    p = sub.add_parser("train", parents=[common],
+                       help="a new training attempt of a batch that arrived in dry-run or whose training failed")
+    p.add_argument("batch", metavar="BATCH", help="<dataset>/<batch> (data container) or <container>/<dataset>/<batch>")
+    p.add_argument("--why", default="")
+    p.add_argument("--by")
 
 
 def _real_deps(command: str) -> Deps:

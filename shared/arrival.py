@@ -45,8 +45,8 @@ from shared.state import Record, key_part
 if TYPE_CHECKING:
     from shared.deps import Deps
 
-__all__ = ["CLAIM_LEASE_SECONDS", "arrival_key", "handle_blob", "list_batch", "mark_job_finished", "start_batch",
-           "sweep"]
+__all__ = ["CLAIM_LEASE_SECONDS", "arrival_key", "attempt_job_name", "handle_blob", "list_batch", "mark_job_finished",
+           "start_batch", "sweep"]
 
 log = logging.getLogger("reflex.arrival")
 
@@ -204,6 +204,14 @@ def _training_request(value: Mapping[str, Any], key: str, event_id: str, deps: D
 STARTABLE = ("complete", "waiting", "starting")
 
 
+def attempt_job_name(batch_id: str, value: Mapping[str, Any]) -> str:
+    """The job of the record's attempt: the first from the batch and its manifest, a later one (an operator's
+    `python -m reflex train`, shared/batch_retry.py) from the attempt number too, so it never reuses a job."""
+    digest = manifest_digest(value["files"])
+    attempt = int(value.get("attempt") or 1)
+    return job_name(batch_id, digest if attempt <= 1 else f"{digest}|attempt-{attempt}")
+
+
 def _lease(key: str, token: str, now: float, deps: Deps) -> dict[str, Any] | None:
     """Take the batch's start lease (CAS to `starting`): the one worker that may submit it now, or None."""
 
@@ -263,7 +271,7 @@ def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
                                                                  "rejected": value["rejected"]})
         return Outcome("skipped", reason, {"batch": batch_id, "record": key})
     name, version = data_asset_name(value["dataset"]), data_asset_version(value["batch"])
-    job = job_name(batch_id, manifest_digest(value["files"]))
+    job = attempt_job_name(batch_id, value)
     data = {"name": name, "version": version,
             "path": asset_path(deps.settings.data_datastore, value["dataset"], value["batch"])}
     details = {"batch": batch_id, "job": job, "data": f"{name}:{version}", "files": len(value["files"]),

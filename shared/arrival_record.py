@@ -16,7 +16,8 @@ Record `arrivals/<container>/<dataset>/<batch>`::
      "marker": {"url", "etag"} | null,
      "first_seen", "last_seen", "completed_at": epoch seconds,
      "completing_event": id of the event (or "sweep:…") that completed it,
-     "job", "data": {"name", "version", "path"}, "reason", "history": [[epoch, status, reason], …]}
+     "job", "data": {"name", "version", "path"}, "reason", "history": [[epoch, status, reason], …],
+     "attempt": training attempt (absent: 1; `python -m reflex train` starts the next, shared/batch_retry.py)}
 
 Completion freezes the manifest from a listing of the batch folder (the storage is the truth: a marker can
 be delivered before the files it follows), so a later delivery of a listed file is a duplicate, and a file

@@ -53,7 +53,7 @@ from shared.rollout_machine import (
     rolling_back,
 )
 from shared.rollout_plan import Plan, deployment_name, restore_traffic
-from shared.smoke import check_response, expected_rows, smoke_request
+from shared.smoke import check_response, expected_rows, find_smoke_request
 from shared.state import Record, key_part
 
 if TYPE_CHECKING:
@@ -109,7 +109,9 @@ def observe(deps: Deps, r: Rollout, now: float) -> Observation:
         model = p.get_model(r.model, r.version)
         obs["model_found"] = model is not None
         obs["approval"] = str(model.tags.get(APPROVAL_TAG, "")) if model else ""
-        obs["smoke_configured"] = smoke_request(deps, r.model) is not None
+        if model is not None and obs["approval"] not in ("pending", "rejected"):  # decided before the smoke check
+            smoke = find_smoke_request(deps, r.model, r.version)  # may read the training data: only when it counts
+            obs["smoke_configured"], obs["smoke_problem"] = smoke.body is not None, smoke.problem
     needs_quota = r.status in ("pending", "creating") and ep is not None and ep.state == SUCCEEDED
     if needs_quota and r.deployment not in states and not r.queued:
         obs["quota"] = p.check_quota(r.plan.instance_type, r.plan.instance_count)
@@ -138,14 +140,16 @@ def _promote(deps: Deps, r: Rollout) -> dict[str, Any]:
 
 
 def _smoke(deps: Deps, r: Rollout) -> dict[str, Any]:
-    body = smoke_request(deps, r.model)
+    found = find_smoke_request(deps, r.model, r.version)
+    body = found.body
     if body is None:
-        return {"ok": False, "detail": "no smoke request configured", "status": 0, "latency_ms": 0.0}
+        return {"ok": False, "detail": f"no smoke request: {found.problem}", "status": 0, "latency_ms": 0.0}
     try:
         result = deps.platform.invoke(r.endpoint, r.deployment, body)
     except PermanentError as exc:
-        return {"ok": False, "detail": f"invoke failed: {exc}", "status": 0, "latency_ms": 0.0}
-    return check_response(result, expected_rows(body))
+        return {"ok": False, "detail": f"invoke failed: {exc}", "status": 0, "latency_ms": 0.0,
+                "source": found.source}
+    return {**check_response(result, expected_rows(body)), "source": found.source}
 
 
 def execute(deps: Deps, r: Rollout, action: Action) -> dict[str, Any] | None:
@@ -324,13 +328,14 @@ def _new(deps: Deps, endpoint: str, model: str, version: str, event_id: str) -> 
                    event_id=event_id, deadline=now + plan.deadline_seconds)
 
 
-def register(deps: Deps, endpoint: str, model: str, version: str, event_id: str) -> str:
-    """Admit a registration for `endpoint` (CAS): start, duplicate, older or supersede (see `admit`)."""
+def register(deps: Deps, endpoint: str, model: str, version: str, event_id: str, *, retry_of: str = "") -> str:
+    """Admit a registration for `endpoint` (CAS): start, duplicate, older or supersede (see `admit`;
+    `retry_of`: the finished attempt an operator's new attempt follows)."""
     seen: dict[str, Any] = {}
     fresh = _new(deps, endpoint, model, version, event_id)
 
     def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        verdict = admit(Rollout.from_dict(current) if current else None, model, version)
+        verdict = admit(Rollout.from_dict(current) if current else None, model, version, retry_of=retry_of)
         seen.update(verdict=verdict, old=current)
         if verdict == "start":
             return fresh.to_dict()

@@ -121,6 +121,7 @@ class Observation:
     model_found: bool = True
     approval: str = ""                                           # value of the reflex.approval tag
     smoke_configured: bool = True
+    smoke_problem: str = ""                                      # why no smoke request was found
     quota: QuotaCheck | None = None
     new_metrics: DeploymentMetrics | None = None
     live_metrics: DeploymentMetrics | None = None
@@ -201,14 +202,21 @@ class Finish(Action):
 
 
 # ------------------------------------------------------------------------------------------------ admission
-def admit(current: Rollout | None, model: str, version: str) -> str:
+def admit(current: Rollout | None, model: str, version: str, *, retry_of: str = "") -> str:
     """What a registration of `model:version` means for the endpoint's current record.
 
     `start` (no record, or a finished one for an older version), `duplicate` (same model and version),
     `older` (an older version than the one already rolled out or queued: skipped), `supersede` (a newer model
     while a rollout runs: it is queued and the running one is taken back first).
+
+    `retry_of`: an operator's new attempt (`python -m reflex rollout`) names the attempt it follows, by that
+    attempt's event id. It starts only while the record still holds that very attempt, finished; a redelivery
+    of any earlier event, or a second copy of the same request, stays a duplicate.
     """
     if current is None:
+        return "start"
+    if retry_of and current.ref == f"{model}:{version}" and current.terminal and not current.queued \
+            and current.event_id == retry_of:
         return "start"
     candidates = [(current.model, current.version)]
     if current.queued:
@@ -353,8 +361,10 @@ def _pending(r: Rollout, o: Observation, now: float) -> Action:
         return Finish("failed", f"could not start before the deadline (endpoint {r.endpoint} is "
                                 f"{o.endpoint_state or 'missing'})")
     if not o.smoke_configured:
-        return Finish("failed", f"no smoke request configured: set REFLEX_SMOKE_REQUEST or write "
-                                f"smoke/{r.model}.json to the state container")
+        why = f" and no row of its training data could be used ({o.smoke_problem})" if o.smoke_problem else ""
+        return Finish("failed", f"no smoke request for {r.ref}: REFLEX_SMOKE_REQUEST is empty, there is no "
+                                f"smoke/{r.model}.json in the state container{why}; provide one of them, then start "
+                                f"a new attempt with `python -m reflex rollout {r.ref}`")
     if o.endpoint_state is None:
         return CreateEndpoint()
     if o.endpoint_state != SUCCEEDED:
@@ -365,6 +375,9 @@ def _pending(r: Rollout, o: Observation, now: float) -> Action:
     previous = max(sorted(live), key=lambda n: live[n]) if live else None
     if o.traffic.get(r.deployment, 0) == 100 and o.deployments.get(r.deployment) == SUCCEEDED:
         return Finish("done", f"{r.deployment} already serves 100% of {r.endpoint}")
+    if o.deployments.get(r.deployment) == "Deleting":  # an earlier attempt's deployment, on its way out
+        return Wait(f"deployment {r.deployment} of an earlier attempt is being deleted: this attempt creates it "
+                    "again once it is gone")
     if r.deployment in o.deployments:
         return Begin(previous, live)
     return _quota_then(CreateDeployment(previous, live), r, o)

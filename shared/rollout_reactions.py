@@ -29,6 +29,14 @@ log = logging.getLogger("reflex.rollout")
 REFLEX_MODEL_REGISTERED = "Reflex.ModelRegistered"
 
 
+def _retry_of(event: events.Event) -> str:
+    """The attempt an operator's new rollout attempt follows (`data.retryOf` of Reflex's own event), or ""."""
+    if event.type != REFLEX_MODEL_REGISTERED:
+        return ""
+    value = {str(k).lower(): v for k, v in event.data.items()}.get("retryof")
+    return value if isinstance(value, str) else ""
+
+
 def _model_ref(event: events.Event) -> tuple[str, str] | None:
     if isinstance(event, events.ModelRegistered):
         return event.model_name, event.model_version
@@ -59,7 +67,7 @@ def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
                                   "Reflex deploys MLflow models without scoring code", {"model": model.ref})
     if read_control(deps).dry_run:
         return Outcome("dry-run", f"would roll out {model.ref} on {endpoint}", {"endpoint": endpoint})
-    verdict = register(deps, endpoint, name, version, event.id)
+    verdict = register(deps, endpoint, name, version, event.id, retry_of=_retry_of(event))
     if verdict == "duplicate":
         return Outcome("duplicate", f"{model.ref} is already being or has been rolled out on {endpoint}")
     if verdict == "older":

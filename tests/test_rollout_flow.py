@@ -258,18 +258,33 @@ def test_unconfigured_and_non_mlflow_models_are_skipped(world: World) -> None:
     assert world.state.keys("rollouts/") == []
 
 
-def test_smoke_request_from_the_state_container_or_a_clear_failure(world: World) -> None:
+def test_smoke_request_from_the_state_container_or_a_clear_failure_then_a_new_attempt(world: World) -> None:
+    """A model without lineage (registered outside Reflex) and no smoke request: the rollout fails at once,
+    saying why and what to do; once the owner writes the request, a new attempt rolls that same version out,
+    while a redelivery of its registration stays a duplicate."""
+    from shared.rollout_retry import plan_attempt
+
     world.env["REFLEX_SMOKE_REQUEST"] = ""
     world.current["deps"] = world.deps()  # type: ignore[attr-defined]
     live_endpoint(world.fp)
-    deliver(world, register_model(world.fp, "2"))
-    assert world.record().status == "failed" and "no smoke request configured" in world.record().reason
+    registered = register_model(world.fp, "2")
+    deliver(world, registered)
+    failed = world.record()
+    assert failed.status == "failed" and "no smoke request for reflex-model:2" in failed.reason
+    assert "no reflex.batch or reflex.data tag" in failed.reason and f"reflex rollout {MODEL}:2" in failed.reason
+    assert not world.fp.get_endpoint(ENDPOINT).deployment(V2)  # nothing was created
     world.state.create(f"smoke/{MODEL}.json", {"input_data": {"columns": ["a"], "data": [[1], [2], [3]]}})
     seen: list[Any] = []
     world.fp.responder = lambda ep, dep, body: seen.append(body) or InvokeResult(200, '{"predictions": [1,0,1]}', 9.0)
-    deliver(world, register_model(world.fp, "3"))
+    assert deliver(world, registered).status == "duplicate"  # a redelivery never restarts a finished attempt
+    attempt = plan_attempt(world.current["deps"], MODEL, "2", by="ops", why="smoke request written")  # type: ignore[attr-defined]
+    assert attempt.retry_of == failed.event_id and not attempt.refusal
+    assert deliver(world, attempt.event).status == "acted"  # through the Event Grid function, as any event
+    assert deliver(world, attempt.event).status == "duplicate"
     assert run_to_end(world, each=healthy).status == "done"
+    assert world.fp.get_endpoint(ENDPOINT).traffic == {V2: 100}
     assert seen and seen[0]["input_data"]["data"] == [[1], [2], [3]]
+    assert world.state.keys("rollout-history/")  # the failed attempt is archived
 
 
 @pytest.mark.parametrize("fail_at", range(9))

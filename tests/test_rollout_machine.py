@@ -321,6 +321,26 @@ def test_admission(current: Rollout | None, incoming: tuple[str, str], verdict: 
     assert admit(current, *incoming) == verdict
 
 
+@pytest.mark.parametrize(("current", "retry_of", "verdict"), [
+    (rec(status="failed", event_id="e1"), "e1", "start"),           # the new attempt after the failed one
+    (rec(status="rolled_back", event_id="e1"), "e1", "start"),
+    (rec(status="failed", event_id="e1"), "", "duplicate"),         # a redelivery of the registration
+    (rec(status="failed", event_id="e2"), "e1", "duplicate"),       # that attempt already started (and ended)
+    (rec(status="baking", event_id="e1"), "e1", "duplicate"),       # in progress: never restarted
+    (rec(status="failed", event_id="e1", version="3"), "e1", "older"),
+    (rec(status="failed", event_id="e1", queued={"model": "m", "version": "3"}), "e1", "duplicate"),
+])
+def test_a_new_attempt_starts_only_after_the_finished_attempt_it_names(current: Rollout, retry_of: str,
+                                                                       verdict: str) -> None:
+    assert admit(current, "m", "2", retry_of=retry_of) == verdict
+
+
+def test_a_new_attempt_waits_while_the_earlier_attempts_deployment_is_being_deleted() -> None:
+    action = decide(rec("pending"), obs(deployments={"blue": S, NEW: "Deleting"}), 5.0)
+    assert isinstance(action, Wait) and "earlier attempt is being deleted" in action.reason
+    assert isinstance(decide(rec("pending"), obs(deployments={"blue": S, NEW: S}), 5.0), Begin)
+
+
 def test_record_round_trips_through_json_dict() -> None:
     import json
 
