@@ -93,7 +93,7 @@ def file_problem(file: str, size: int | None, *, purpose: Purpose = "training", 
         return f"{file}: hidden or underscore file or folder, not data"
     problem = name_problem(folder + file)
     if problem:
-        return f"{file}: {problem}"
+        return f"{file if len(file) <= 80 else file[:60] + '…'}: {problem}"
     problem = format_problem(file, purpose)
     if problem:
         return problem

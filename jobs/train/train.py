@@ -130,7 +130,8 @@ def _read_one(path: Path) -> pd.DataFrame:
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")  # compression inferred from ``.gz``
+        compression = "gzip" if path.name.lower().endswith(".gz") else None
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", compression=compression)
     except (ValueError, OSError, EOFError, pd.errors.ParserError) as exc:  # pyarrow errors derive from these
         raise BadInput(f"cannot read {path}: {type(exc).__name__}: {_one_line(str(exc), 200)}") from exc
 
