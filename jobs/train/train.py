@@ -85,10 +85,16 @@ def _one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _columns_text(columns: Sequence[str]) -> str:
-    shown = ", ".join(_one_line(str(c), 80) for c in columns[:MAX_LISTED_COLUMNS])
-    more = len(columns) - MAX_LISTED_COLUMNS
-    return shown + (f" … and {more} more" if more > 0 else "")
+def _columns_text(columns: Sequence[str], budget: int = 1000) -> str:
+    """The column names for a message, as many as fit in ``budget`` characters, then how many more there are."""
+    shown: list[str] = []
+    for column in columns[:MAX_LISTED_COLUMNS]:
+        name = _one_line(str(column), 80)
+        if shown and sum(len(n) + 2 for n in shown) + len(name) > budget:
+            break
+        shown.append(name)
+    more = len(columns) - len(shown)
+    return ", ".join(shown) + (f" … and {more} more" if more > 0 else "")
 
 
 def _skipped(path: Path, root: Path) -> bool:
