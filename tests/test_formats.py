@@ -8,13 +8,11 @@ against the file system a job opens the files on.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -30,19 +28,10 @@ from shared.formats import (
     data_format,
     name_problem,
 )
+from tests.test_train import SCRIPT, _load_script
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "jobs" / "train" / "train.py"
 FIXTURES = Path(__file__).parent / "fixtures" / "aml-batch"
 ROWS_PER_FILE = 40
-
-
-def _train_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reflex_train_formats", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> None:
@@ -60,7 +49,7 @@ def _write(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 def test_the_trainer_reads_the_table_arrival_accepts() -> None:
-    assert dict(TRAINING_FORMATS) == _train_module().DATA_FORMATS
+    assert dict(TRAINING_FORMATS) == _load_script().DATA_FORMATS
 
 
 def test_every_format_arrival_accepts_is_really_read_by_train_py_and_the_rest_is_refused(tmp_path: Path) -> None:
