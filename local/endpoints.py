@@ -56,25 +56,26 @@ def load_model(model: str) -> Any:
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
 
-def predict(model: str, body: Mapping[str, Any]) -> list[Any]:
-    """Predictions for `{"data": [{col: value}, …]}` (or Azure ML's `{"input_data": {"columns", "data"}}`)."""
+def predict(model: str, body: Any) -> list[Any]:
+    """Predictions for a request body in one of `shared.model_input.ACCEPTED_SHAPES`.
+
+    Raises ValueError (a 400 for the caller) for another shape, naming it and listing the accepted ones
+    (`RequestShapeError`), or for rows that lack columns the model needs, naming the missing and unexpected ones.
+    """
     import pandas as pd
 
-    if isinstance(body.get("input_data"), Mapping):
-        spec = body["input_data"]
-        frame = pd.DataFrame(spec.get("data", []), columns=spec.get("columns"))
-    elif isinstance(body.get("data"), list):
-        frame = pd.DataFrame(body["data"])
-    else:
-        raise ValueError('expected {"data": [ {column: value, …}, … ]}')
+    from shared.model_input import column_problem, parse_request
+
+    request = parse_request(body)
+    frame = pd.DataFrame(request.rows, columns=request.columns)
     loaded = load_model(model)
     schema = loaded.metadata.get_input_schema()
     if schema is not None:
-        missing = [c for c in schema.input_names() if c not in frame.columns]
-        if missing:
-            raise ValueError(f"missing input columns: {', '.join(map(str, missing))}")
+        problem = column_problem(schema.input_names(), [str(c) for c in frame.columns], where="the request")
+        if problem:
+            raise ValueError(problem)
         frame = frame[schema.input_names()]
-    result = loaded.predict(frame)
+    result = loaded.predict(frame, params=request.params) if request.params else loaded.predict(frame)
     values = result.to_numpy().tolist() if hasattr(result, "to_numpy") else list(result)
     return [v.item() if hasattr(v, "item") else v for v in values]
 
@@ -229,7 +230,7 @@ class Endpoints:
             raise PermanentError(f"invoke: deployment {deployment} is {chosen.state}")
         return view, chosen
 
-    def invoke(self, endpoint: str, deployment: str, body: Mapping[str, Any]) -> tuple[str, InvokeResult]:
+    def invoke(self, endpoint: str, deployment: str, body: Any) -> tuple[str, InvokeResult]:
         """Score on the named deployment, or on one picked by traffic weight; (deployment, result).
 
         When routed by weight, a mirror deployment receives a copy of `mirror%` of the requests in the
@@ -244,7 +245,7 @@ class Endpoints:
                     threading.Thread(target=self._score, args=(endpoint, target, body), daemon=True).start()
         return chosen.name, result
 
-    def _score(self, endpoint: str, dep: Deployment, body: Mapping[str, Any]) -> InvokeResult:
+    def _score(self, endpoint: str, dep: Deployment, body: Any) -> InvokeResult:
         # An Azure ML deployment loads its model before it reports Succeeded; here each process loads it on
         # first use. That one-off load is kept out of the latency, or a canary's first request (often the
         # smoke test) would read as a latency regression against the warm live deployment.
@@ -253,8 +254,12 @@ class Endpoints:
         except Exception:  # scored below as the 500 the counters must see
             log.warning("model %s of %s/%s does not load", dep.model, endpoint, dep.name)
         started = time.perf_counter()
+        from shared.model_input import ACCEPTED_SHAPES, RequestShapeError
+
         try:
             result = InvokeResult(200, json.dumps(predict(dep.model, body)), 0.0)
+        except RequestShapeError as exc:
+            result = InvokeResult(400, json.dumps({"error": str(exc), "accepted_shapes": list(ACCEPTED_SHAPES)}), 0.0)
         except ValueError as exc:
             result = InvokeResult(400, json.dumps({"error": str(exc)}), 0.0)
         except Exception as exc:  # a model that fails to score is a 500 the counters must see

@@ -1,7 +1,10 @@
 """The local scoring server: online endpoints over HTTP, plus the MLflow webhook relay.
 
     python -m local.serving [--port 5001]
-    POST /endpoints/<name>/score      body {"data": [{…}]}; header `azureml-model-deployment` picks a deployment
+    POST /endpoints/<name>/score      body as Azure ML takes it, {"input_data": {"columns", "index", "data"}}, or
+                                      {"data": [{…}]}; header `azureml-model-deployment` picks a deployment.
+                                      Any other shape is a 400 that names it and lists the accepted ones
+                                      (shared/model_input.py), as is a row without a column the model needs.
     POST /mlflow/webhooks             MLflow registry webhook -> ModelRegistered to the local host
     POST /models/warm                 body {"model": "name:version"}: load it now (the provisioner calls this)
     GET  /health
@@ -57,10 +60,14 @@ def make_handler(platform: Any, secret: str) -> type[BaseHTTPRequestHandler]:
             self._reply(404, json.dumps({"error": f"no route {self.path}"}))
 
         def _score(self, endpoint: str, raw: bytes) -> None:
+            from shared.model_input import ACCEPTED_SHAPES
+
             try:
                 body = json.loads(raw or b"{}")
-            except json.JSONDecodeError as exc:
-                return self._reply(400, json.dumps({"error": f"invalid JSON: {exc.msg}"}))
+            except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep to read
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+                return self._reply(400, json.dumps({"error": f"invalid JSON: {reason}",
+                                                    "accepted_shapes": list(ACCEPTED_SHAPES)}))
             try:
                 name, result = platform.endpoints.invoke(endpoint, self.headers.get("azureml-model-deployment", ""),
                                                          body)

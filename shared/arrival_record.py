@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.batches import BatchPath, file_problem
+from shared.formats import Purpose
 
 __all__ = ["BlobVersion", "OPEN_STATUSES", "add_blob", "complete", "set_status"]
 
@@ -54,6 +55,10 @@ def _new(path: BatchPath, now: float) -> dict[str, Any]:
             "history": [[now, "collecting", "first blob"]]}
 
 
+def _folder(path: BatchPath) -> str:
+    return f"{path.dataset}/{path.batch}/"
+
+
 def _entry(blob: BlobVersion) -> dict[str, Any]:
     return {"url": blob.url, "etag": blob.etag, "size": blob.size}
 
@@ -63,16 +68,18 @@ def _known(record: dict[str, Any], blob: BlobVersion) -> bool:
                for section in ("files", "rejected", "late_files"))
 
 
-def add_blob(record: dict[str, Any] | None, path: BatchPath, blob: BlobVersion,
-             now: float) -> tuple[dict[str, Any] | None, str]:
-    """Record a data blob: (new record or None, what happened: added | rejected | late | duplicate)."""
+def add_blob(record: dict[str, Any] | None, path: BatchPath, blob: BlobVersion, now: float, *,
+             purpose: Purpose = "training") -> tuple[dict[str, Any] | None, str]:
+    """Record a data blob: (new record or None, what happened: added | rejected | late | duplicate).
+
+    `purpose` picks the formats the batch's job reads (shared/formats.py): training or batch scoring."""
     value = _new(path, now) if record is None else dict(record)
     if record is not None and _known(value, blob):
         return None, "duplicate"
     if value["status"] != "collecting":
         value["late_files"] = {**value.get("late_files", {}), blob.file: {**_entry(blob), "at": now}}
         return value, "late"
-    problem = file_problem(blob.file, blob.size)
+    problem = file_problem(blob.file, blob.size, purpose=purpose, folder=_folder(path))
     files, rejected = dict(value["files"]), dict(value["rejected"])
     files.pop(blob.file, None)
     rejected.pop(blob.file, None)
@@ -85,7 +92,8 @@ def add_blob(record: dict[str, Any] | None, path: BatchPath, blob: BlobVersion,
 
 
 def complete(record: dict[str, Any] | None, path: BatchPath, listing: Iterable[BlobVersion], now: float, *,
-             event_id: str, marker: BlobVersion | None = None) -> tuple[dict[str, Any] | None, bool]:
+             event_id: str, marker: BlobVersion | None = None,
+             purpose: Purpose = "training") -> tuple[dict[str, Any] | None, bool]:
     """Freeze the manifest from `listing` and mark the batch complete: (new record or None, transitioned).
 
     Only a record still collecting (or absent: the marker may be the first blob delivered) transitions.
@@ -97,7 +105,7 @@ def complete(record: dict[str, Any] | None, path: BatchPath, listing: Iterable[B
     files: dict[str, Any] = {}
     rejected: dict[str, Any] = {}
     for blob in listing:
-        problem = file_problem(blob.file, blob.size)
+        problem = file_problem(blob.file, blob.size, purpose=purpose, folder=_folder(path))
         if problem:
             rejected[blob.file] = {**_entry(blob), "reason": problem}
         else:

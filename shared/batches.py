@@ -27,12 +27,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.formats import Purpose, format_problem, name_problem
+
 __all__ = [
-    "BatchPath", "DATA_EXTENSIONS", "PathProblem", "asset_path", "data_asset_name", "data_asset_version",
+    "BatchPath", "PathProblem", "asset_path", "data_asset_name", "data_asset_version",
     "file_problem", "job_name", "manifest_digest", "parse_blob_path",
 ]
 
-DATA_EXTENSIONS: tuple[str, ...] = (".csv", ".parquet", ".json", ".jsonl")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 _AML_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$")
 _AML_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$")
@@ -84,13 +85,18 @@ def parse_blob_path(container: str, blob_name: str) -> BatchPath:
     return BatchPath(container, dataset, batch, "/".join(rest))
 
 
-def file_problem(file: str, size: int | None) -> str:
-    """Why a file of a batch is not usable data ("" when it is): zero bytes, or not a readable format."""
-    name = file.rsplit("/", 1)[-1]
-    if name.startswith((".", "_")):
-        return f"{file}: hidden or underscore file, not data"
-    if not name.lower().endswith(DATA_EXTENSIONS):
-        return f"{file}: unreadable format (expected {', '.join(DATA_EXTENSIONS)})"
+def file_problem(file: str, size: int | None, *, purpose: Purpose = "training", folder: str = "") -> str:
+    """Why a file of a batch is not usable data ("" when it is): hidden, a name the job cannot open, a format
+    the `purpose` job does not read (shared/formats.py), or zero bytes. `folder` is `<dataset>/<batch>/`,
+    so the limits apply to the whole blob name."""
+    if any(part.startswith((".", "_")) for part in file.split("/")):  # as train.py skips them (`_temporary/…`)
+        return f"{file}: hidden or underscore file or folder, not data"
+    problem = name_problem(folder + file)
+    if problem:
+        return f"{file if len(file) <= 80 else file[:60] + '…'}: {problem}"
+    problem = format_problem(file, purpose)
+    if problem:
+        return problem
     if size == 0:
         return f"{file}: zero bytes"
     return ""

@@ -72,7 +72,8 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
         won: dict[str, bool] = {}
 
         def finish(value: dict[str, Any] | None) -> dict[str, Any] | None:
-            new, won["it"] = complete(value, path, listing, deps.clock(), event_id=blob.id, marker=version)
+            new, won["it"] = complete(value, path, listing, deps.clock(), event_id=blob.id, marker=version,
+                                      purpose="scoring")
             return new
 
         deps.state.update(key, finish)
@@ -82,10 +83,10 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
     happened: dict[str, str] = {}
 
     def record(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        new, happened["what"] = add_blob(current, path, version, deps.clock())
+        new, happened["what"] = add_blob(current, path, version, deps.clock(), purpose="scoring")
         return new
 
-    deps.state.update(key, record)
+    stored = deps.state.update(key, record)
     what = happened["what"]
     if what == "duplicate":
         return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
@@ -93,7 +94,8 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
         return Outcome("skipped", f"late file: scoring batch {path.batch_id} is already complete; recorded in "
                                   "late_files, not scored (upload new data as a new batch folder)", details)
     if what == "rejected":
-        return Outcome("skipped", f"rejected {path.file}: not a readable data file", details)
+        rejected = (stored.value.get("rejected") or {}).get(path.file, {}) if stored else {}
+        return Outcome("skipped", f"rejected: {rejected.get('reason') or path.file + ': not usable data'}", details)
     return Outcome("acted", f"recorded {path.file} in scoring batch {path.batch_id}", details)
 
 
@@ -256,7 +258,7 @@ def track(deps: Deps) -> Outcome:
             listing = list_batch(deps, path)
             event_id = f"tracker:{int(now)}"
             stored = deps.state.update(record.key, lambda v, p=path, ls=listing, e=event_id: complete(
-                v, p, ls, now, event_id=e)[0])
+                v, p, ls, now, event_id=e, purpose="scoring")[0])
             if stored is not None and stored.value.get("completing_event") == event_id:
                 counts["completed_batches"] += 1
                 status = "complete"

@@ -46,9 +46,11 @@ def test_parse_rejects_with_reason(name: str, why: str) -> None:
 
 
 @pytest.mark.parametrize(("file", "size", "problem"), [
-    ("part-0.csv", 10, ""), ("x/part.PARQUET", 1, ""), ("a.json", 5, ""), ("a.jsonl", 5, ""),
+    ("part-0.csv", 10, ""), ("x/part.PARQUET", 1, ""), ("p.csv.gz", 5, ""), ("p.tsv", 5, ""),
+    ("a.json", 5, "unreadable format for training"), ("a.jsonl", 5, "expected .csv, .csv.gz, .tsv"),
     ("part-0.csv", 0, "zero bytes"), ("notes.txt", 10, "unreadable format"), ("image.png", 10, "unreadable"),
     (".hidden.csv", 10, "hidden"), ("_SUCCESS", 0, "hidden or underscore"), ("part-0.csv", None, ""),
+    ("_temporary/0/part-0.csv", 10, "hidden or underscore"), ("x" * 252 + ".csv", 10, "256 bytes"),
 ])
 def test_file_problem(file: str, size: int | None, problem: str) -> None:
     found = file_problem(file, size)

@@ -106,11 +106,11 @@ def test_schema_difference_named(env: Env) -> None:
 def test_unreadable_and_too_few_rows_are_findings_and_data_is_kept(env: Env) -> None:
     env.train_batch()
     env.score_batch("s1", [("a.csv", _csv(generate(30, seed=3, shift=1.0))),
-                           ("b.json", b"{not json at all\n{\"x\": 1}\n")])
+                           ("b.csv", b"age,sex\n\xff\xfe,1\n")])  # not UTF-8: accepted at arrival, unreadable
     env.clock.advance(60)
     few = drift_check.check(env.deps)
     assert few.status == "skipped" and "fewer than the 100" in few.reason
-    assert [u["file"].rsplit("/", 1)[-1] for u in few.details["unreadable"]] == ["b.json"]
+    assert [u["file"].rsplit("/", 1)[-1] for u in few.details["unreadable"]] == ["b.csv"]
     env.score_batch("s2", [("a.csv", _csv(generate(300, seed=4, shift=1.0)))])
     env.clock.advance(60)
     found = drift_check.check(env.deps)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,19 +168,53 @@ def test_folder_with_only_a_marker_is_bad_input_naming_the_folder(tmp_path: Path
     done = _train(tmp_path, "--data", data, "--label", LABEL, "--task", "classification", "--model-output", "m")
     assert done.returncode == 2
     assert _error_line(done) == (
-        f"train.py: error: no readable data in {data}: expected non-empty .csv, .csv.gz, .tsv, .parquet or .pq files"
+        f"train.py: error: no readable data in {data}: expected non-empty .csv, .csv.gz, .tsv, .tsv.gz, .parquet, .pq, "
+        ".pqt files"
     )
     assert not (tmp_path / "m").exists()
 
 
-def test_missing_label_is_bad_input_naming_the_label_and_the_columns(tmp_path: Path) -> None:
+def test_missing_label_is_bad_input_naming_the_label_the_data_the_columns_and_the_setting(tmp_path: Path) -> None:
     data = tmp_path / "batch"
     write_batch(data, generate(50, seed=1), files=2)
     done = _train(tmp_path, "--data", data, "--label", "outcome", "--task", "classification", "--model-output", "m")
     assert done.returncode == 2
     line = _error_line(done)
-    assert "label column 'outcome' not found" in line
-    assert "age, anaemia" in line and LABEL in line
+    assert line.startswith(f"train.py: error: label column 'outcome' not found in {data}; set REFLEX_LABEL_COLUMN "
+                           "to the column to predict (Reflex passes it as --label); columns are: age, anaemia")
+    assert LABEL in line
+    assert done.stderr.rstrip().splitlines()[-1] == line  # the last line, so the job's failure reason ends with it
+
+
+def test_a_label_spelled_differently_gets_a_suggestion_and_a_wide_table_a_bounded_line(tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(generate(30, seed=2)).rename(columns={LABEL: "death_event"})
+    extra = pd.DataFrame({f"extra_column_with_a_long_name_{i}\nsecond line": [i] * len(frame) for i in range(200)})
+    frame = pd.concat([frame, extra], axis=1)
+    frame.to_csv(tmp_path / "only.csv", index=False)
+    done = _train(tmp_path, "--data", tmp_path / "only.csv", "--label", LABEL, "--task", "classification",
+                  "--model-output", "m")
+    line = _error_line(done)
+    assert f"not found in {tmp_path / 'only.csv'}; did you mean 'death_event'?; set REFLEX_LABEL_COLUMN" in line
+    assert re.search(r"extra_column_with_a_long_name_\d+ second line … and \d+ more$", line), line
+    assert len(line) < 1500
+
+
+def test_the_local_job_s_failure_reason_ends_with_the_error_line(tmp_path: Path) -> None:
+    """local/jobrunner.py keeps the last lines of the script's output as the job's error (the failure reason)."""
+    from local import jobrunner
+
+    data = tmp_path / "inputs"
+    write_batch(data, generate(40, seed=1), files=1)
+    spec = {"kind": "command", "script": str(SCRIPT), "label": "outcome", "task": "classification",
+            "run_id": "r", "experiment_id": "0"}
+    with pytest.raises(RuntimeError) as failed:
+        jobrunner._train(spec, tmp_path, data)
+    reason = str(failed.value)
+    assert reason.startswith("training script exited with code 2: ")
+    tail = reason.rsplit(" | ", 1)[-1]
+    assert tail.startswith("train.py: error: label column 'outcome' not found in ") and "REFLEX_LABEL_COLUMN" in tail
 
 
 def test_unreadable_file_and_non_empty_output_are_bad_input(tmp_path: Path) -> None:

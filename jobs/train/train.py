@@ -9,9 +9,11 @@ Both call it the same way::
 
 Contract with Reflex:
 
-* ``--data`` is a batch folder (an Azure ML ``uri_folder`` mount or download): every ``*.csv``, ``*.csv.gz``,
-  ``*.tsv``, ``*.parquet`` and ``*.pq`` file under it, recursively, in path order. Hidden files, zero-byte files
-  and markers such as ``_SUCCESS`` are ignored; other file types are listed and ignored. A single file works too.
+* ``--data`` is a batch folder (an Azure ML ``uri_folder`` mount or download): every file with an extension of
+  ``DATA_FORMATS`` (CSV, TSV, both also gzipped, Parquet) under it, recursively, in path order. Hidden files,
+  zero-byte files and markers such as ``_SUCCESS`` are ignored; other file types are listed and ignored. A
+  single file works too. Reflex's arrival step accepts exactly these formats (``shared/formats.py``, which
+  tests/test_formats.py keeps equal to ``DATA_FORMATS``).
 * ``--model-output`` always receives the MLflow model (``mlflow.sklearn.save_model``): it is the job's ``model``
   output that Reflex registers as an ``mlflow_model`` from ``azureml://jobs/<job>/outputs/model``.
 * Metrics: classification -> ``auc`` (binary ROC AUC; multiclass one-vs-rest, weighted) and ``accuracy``;
@@ -22,8 +24,9 @@ Contract with Reflex:
   ``model``. The Azure ML tracking server does not implement MLflow 3's logged-models API (it answers 404 on
   ``/api/2.0/mlflow/logged-models``), so when ``log_model`` is refused the saved folder is uploaded as the run's
   ``model`` artifacts instead, which the older endpoints accept.
-* Exit codes: 0 success; 2 bad input (one line on stderr starting with ``train.py: error:``); anything else is a bug
-  or an infrastructure failure and keeps its traceback.
+* Exit codes: 0 success; 2 bad input (one line on stderr starting with ``train.py: error:``, the last line the
+  script writes, so the job's failure reason ends with it); anything else is a bug or an infrastructure failure
+  and keeps its traceback.
 
 Heavy imports (pandas, scikit-learn, MLflow) happen inside the functions that need them, so argument and input
 errors are reported quickly.
@@ -48,7 +51,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("train")
 
 TASKS = ("classification", "regression")
-TABULAR_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+# extension -> reader; the same table as shared/formats.py TRAINING_FORMATS (this file cannot import it)
+DATA_FORMATS = {
+    ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv",
+    ".parquet": "parquet", ".pq": "parquet", ".pqt": "parquet",
+}
+LABEL_SETTING = "REFLEX_LABEL_COLUMN"  # where Reflex takes --label from, named in the error that a label is missing
+MAX_LISTED_COLUMNS = 50
 MIN_ROWS = 10
 MAX_CATEGORIES = 50
 # cloudpickle rather than MLflow 3's default skops: Azure ML's MLflow inference images and older MLflow clients
@@ -64,10 +73,28 @@ class BadInput(Exception):
 
 
 def _kind(path: Path) -> str | None:
+    """The reader of a file by its longest known extension (``x.csv.gz`` is gzipped CSV), or None."""
     name = path.name.lower()
-    if name.endswith(".csv.gz"):
-        return "csv"
-    return TABULAR_SUFFIXES.get(path.suffix.lower())
+    matches = [ext for ext in DATA_FORMATS if name.endswith(ext) and len(name) > len(ext)]
+    return DATA_FORMATS[max(matches, key=len)] if matches else None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` fit for the single ``train.py: error:`` line: no line breaks, bounded."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _columns_text(columns: Sequence[str], budget: int = 1000) -> str:
+    """The column names for a message, as many as fit in ``budget`` characters, then how many more there are."""
+    shown: list[str] = []
+    for column in columns[:MAX_LISTED_COLUMNS]:
+        name = _one_line(str(column), 80)
+        if shown and sum(len(n) + 2 for n in shown) + len(name) > budget:
+            break
+        shown.append(name)
+    more = len(columns) - len(shown)
+    return ", ".join(shown) + (f" … and {more} more" if more > 0 else "")
 
 
 def _skipped(path: Path, root: Path) -> bool:
@@ -98,7 +125,7 @@ def find_data_files(data: Path) -> list[Path]:
     if ignored:
         log.info("ignoring %d non-tabular file(s): %s", len(ignored), ", ".join(ignored[:10]))
     if not files:
-        raise BadInput(f"no readable data in {data}: expected non-empty .csv, .csv.gz, .tsv, .parquet or .pq files")
+        raise BadInput(f"no readable data in {data}: expected non-empty {', '.join(DATA_FORMATS)} files")
     return files
 
 
@@ -109,9 +136,10 @@ def _read_one(path: Path) -> pd.DataFrame:
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
-    except (ValueError, OSError, pd.errors.ParserError) as exc:  # pyarrow errors derive from these
-        raise BadInput(f"cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+        compression = "gzip" if path.name.lower().endswith(".gz") else None
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", compression=compression)
+    except (ValueError, OSError, EOFError, pd.errors.ParserError) as exc:  # pyarrow errors derive from these
+        raise BadInput(f"cannot read {path}: {type(exc).__name__}: {_one_line(str(exc), 200)}") from exc
 
 
 def load_frame(data: Path) -> pd.DataFrame:
@@ -131,6 +159,7 @@ def load_frame(data: Path) -> pd.DataFrame:
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     frame.columns = [str(c) for c in frame.columns]
+    frame.attrs["source"] = str(data if len(files) > 1 or data.is_file() else files[0])  # named in input errors
     if frame.empty:
         raise BadInput(f"no rows in {data} ({len(files)} file(s) read)")
     log.info("read %d rows x %d columns from %d file(s) in %s", len(frame), frame.shape[1], len(files), data)
@@ -140,12 +169,27 @@ def load_frame(data: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------- preparing
 
 
+def label_problem(columns: Sequence[str], label: str, source: str = "") -> str:
+    """The one-line reason a label column is missing ("" when present): where, which columns, what to set."""
+    import difflib
+
+    if label in columns:
+        return ""
+    where = f" in {source}" if source else ""
+    close = difflib.get_close_matches(label, [str(c) for c in columns], n=1, cutoff=0.8) or \
+        [c for c in columns if str(c).lower() == label.lower()]
+    hint = f"; did you mean {str(close[0])!r}?" if close else ""
+    return (f"label column {label!r} not found{where}{hint}; set {LABEL_SETTING} to the column to predict "
+            f"(Reflex passes it as --label); columns are: {_columns_text(list(columns))}")
+
+
 def split_features(frame: pd.DataFrame, label: str, task: str) -> tuple[pd.DataFrame, pd.Series]:
     """Features and target; rows without a target are dropped, datetime columns too (no sensible encoding here)."""
     import pandas as pd
 
-    if label not in frame.columns:
-        raise BadInput(f"label column {label!r} not found; columns are: {', '.join(frame.columns)}")
+    problem = label_problem(list(frame.columns), label, str(frame.attrs.get("source", "")))
+    if problem:
+        raise BadInput(problem)
     frame = frame[frame[label].notna()]
     target = frame[label]
     features = frame.drop(columns=[label])
@@ -384,7 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args)
     except BadInput as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
+        for handler in logging.getLogger().handlers:  # nothing may follow the error line: the job's failure
+            handler.flush()  # reason (the tail of its log) ends with it
+        print(f"train.py: error: {_one_line(str(exc), 2000)}", file=sys.stderr, flush=True)
         return 2
     return 0
 
