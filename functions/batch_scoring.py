@@ -4,8 +4,9 @@ The flow is shared/scoring.py. `on_scoring_blob` is an Event Grid trigger on `Mi
 for the scoring container (subscription `reflex-on-scoring-blob`); it hands the runner the event (url, eTag,
 contentLength, api), never the blob's content (why not a blob trigger: functions/data_arrival.py).
 `batch_tracker` runs on the reconcile schedule to complete quiet batches, retry batches waiting for a champion
-or a deployment and publish the outcome of finished batch jobs; `scheduled_scoring` re-scores the latest batch with the current champion when
-REFLEX_BATCH_SCHEDULE_ENABLED is true. Handlers are registered here, so the CLI can replay their dead letters.
+or a deployment and publish the outcome of finished batch jobs; `scheduled_scoring` re-scores the latest batch
+with the current champion when REFLEX_BATCH_SCHEDULE_ENABLED is true. Handlers are registered here, so the CLI
+can replay their dead letters.
 """
 
 from __future__ import annotations
