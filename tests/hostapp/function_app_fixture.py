@@ -48,7 +48,8 @@ BLOB_SUBSCRIPTIONS = {"on_blob": "%TEST_CONTAINER%"}
 def on_blob(event: func.EventGridEvent) -> None:
     data = event.get_json()
     name = event.subject.removeprefix("/blobServices/default/containers/").replace("/blobs/", "/", 1)
-    _record({"function": "on_blob", "id": event.id, "event_type": event.event_type, "name": name,
+    kind = getattr(event, "event_type", None) or getattr(event, "type", None)  # EventGridEvent or CloudEvent
+    _record({"function": "on_blob", "id": event.id, "event_type": kind, "name": name,
              "url": data["url"], "length": data["contentLength"], "etag": data["eTag"], "api": data["api"],
              "content_type": data["contentType"], "type": type(event).__name__})
     if "FAIL" in name:
