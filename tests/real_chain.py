@@ -122,7 +122,7 @@ class World:
         """Upload `batch` and run the chain `upto` its model "registered", "rolling" (the rollout started) or
         "promoted" (the rollout ended)."""
         raws = self.upload(batch)
-        chain = Chain([r["uri"] for r in raws], f"{self.lake.name}/{batch}")
+        chain = Chain([r["data"]["url"] for r in raws], f"{self.lake.name}/{batch}")
         chain.outcomes = [self.deliver(raw) for raw in raws]
         chain.job = str(chain.outcomes[-1].details["job"])
         run_completed = self.finish(chain.job, auc)
