@@ -196,8 +196,6 @@ def entry_from(reaction: str, event_id: str, payload: Any, outcome: Outcome, *, 
     event_type = ""
     if isinstance(payload, Mapping):
         event_type = str(payload.get("eventType") or payload.get("type") or "")
-        if not event_type and "uri" in payload and "etag" in payload:
-            event_type = "BlobTrigger"
     entry = {
         "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "reaction": reaction, "event_id": event_id, "event_type": event_type,

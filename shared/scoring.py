@@ -56,7 +56,8 @@ def _batch_id(value: Mapping[str, Any]) -> str:
 
 
 def handle_blob(raw: Any, deps: Deps) -> Outcome:
-    """One BlobCreated event of the scoring container (see `locate_blob` for what is skipped): record the blob; on the marker complete the batch and start scoring."""
+    """One BlobCreated event of the scoring container (see `locate_blob` for what is skipped): record the blob;
+    on the marker complete the batch and start scoring."""
     located = locate_blob(raw, deps.settings.scoring_container, "scoring")
     if isinstance(located, Outcome):
         return located
