@@ -2,8 +2,9 @@
 
 Reflex's data arrival (shared/arrival.py) against real Azurite state and a real data container, with the
 behavioural fake platform counting every platform call, side by side with the naive baseline measured in the
-same run on the same deliveries: a plain blob-triggered function that registers data and submits one job per
-blob event. Reflex should submit 1 job with a constant number of platform calls whatever N is.
+same run on the same deliveries (BlobCreated events as the local host builds them, in Microsoft's documented
+shape): a plain function that registers data and submits one job per blob event. Reflex should submit 1 job
+with a constant number of platform calls whatever N is.
 
     python bench/coalescing.py [--sizes 10,100,1000] [--copies 3]
 
@@ -25,7 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared import events, reaction  # noqa: E402
+from local.host.blobs import blob_created_event  # noqa: E402
+from shared import reaction  # noqa: E402
 from shared.deps import Deps  # noqa: E402
 from shared.platform import TrainingRequest  # noqa: E402
 from shared.publish import Publisher  # noqa: E402
@@ -38,9 +40,9 @@ STORAGE = "UseDevelopmentStorage=true"
 
 def upload(container: Any, n: int) -> list[dict[str, Any]]:
     def put(blob: str, data: bytes = b"a,label\n1,0\n") -> dict[str, Any]:
-        props = container.get_blob_client(blob).upload_blob(data, overwrite=True)
-        return {"name": f"{container.container_name}/{blob}", "uri": f"{container.url}/{blob}",
-                "etag": str(props["etag"]).strip('"'), "length": len(data)}
+        client = container.get_blob_client(blob)
+        client.upload_blob(data, overwrite=True)
+        return blob_created_event(client, client.get_blob_properties())
 
     with ThreadPoolExecutor(8) as pool:
         files = list(pool.map(put, [f"sales/batch-{n}/part-{i:05d}.csv" for i in range(n)]))
@@ -52,16 +54,16 @@ def reflex_run(stream: list[dict[str, Any]], deps: Deps) -> float:
 
     start = time.perf_counter()
     for raw in stream:
-        reaction.run("data.arrival", raw, event_id=events.from_blob_delivery(raw).id, deps=deps)
+        reaction.run("data.arrival", raw, event_id=raw["id"], deps=deps)
     return time.perf_counter() - start
 
 
 def naive_run(stream: list[dict[str, Any]], platform: FakePlatform) -> float:
-    """What a plain blob trigger does: each event registers its blob and submits a job for it."""
+    """What a plain blob-event function does: each event registers its blob and submits a job for it."""
     start = time.perf_counter()
     for raw in stream:
-        event_id = events.from_blob_delivery(raw).id
-        platform.register_data(name="sales", version=event_id[-12:], path=raw["uri"], tags={})
+        event_id = raw["id"]
+        platform.register_data(name="sales", version=event_id[-12:], path=raw["data"]["url"], tags={})
         platform.submit_training(TrainingRequest(
             job_name=f"naive-{uuid.uuid4().hex}", experiment_name="reflex", data_name="sales",
             data_version=event_id[-12:], mode="command", task="classification", label_column="label",

@@ -1,10 +1,12 @@
 """Batch scoring triggers: a blob in the scoring container, the scoring schedule and the job tracker. Thin.
 
-The flow is shared/scoring.py. `on_scoring_blob` is an Event Grid-sourced blob trigger that hands the runner
-the blob's name, URI, ETag and length (never its content); `batch_tracker` runs on the reconcile schedule to
-complete quiet batches, retry batches waiting for a champion or a deployment and publish the outcome of
-finished batch jobs; `scheduled_scoring` re-scores the latest batch with the current champion when
-REFLEX_BATCH_SCHEDULE_ENABLED is true. Handlers are registered here, so the CLI can replay their dead letters.
+The flow is shared/scoring.py. `on_scoring_blob` is an Event Grid trigger on `Microsoft.Storage.BlobCreated`
+for the scoring container (subscription `reflex-on-scoring-blob`); it hands the runner the event (url, eTag,
+contentLength, api), never the blob's content (why not a blob trigger: functions/data_arrival.py).
+`batch_tracker` runs on the reconcile schedule to complete quiet batches, retry batches waiting for a champion
+or a deployment and publish the outcome of finished batch jobs; `scheduled_scoring` re-scores the latest batch
+with the current champion when REFLEX_BATCH_SCHEDULE_ENABLED is true. Handlers are registered here, so the CLI
+can replay their dead letters.
 """
 
 from __future__ import annotations
@@ -42,13 +44,11 @@ def handle_scheduled(payload: Any, deps: Deps) -> reaction.Outcome:
     return scoring.scheduled(deps)
 
 
-
 @bp.function_name("on_scoring_blob")
-@bp.blob_trigger(arg_name="blob", path="%REFLEX_SCORING_CONTAINER%/{name}", connection="AzureWebJobsStorage",
-                 source=func.BlobSource.EVENT_GRID)
-def on_scoring_blob(blob: func.InputStream) -> None:
-    raw = events.raw_from_blob_stream(blob)
-    reaction.run("scoring.blob", raw, event_id=events.delivery_id(raw), key=str(raw.get("name", "")))
+@bp.event_grid_trigger(arg_name="event")
+def on_scoring_blob(event: func.EventGridEvent) -> None:
+    raw = events.raw_from_function_event(event)
+    reaction.run("scoring.blob", raw, event_id=raw["id"], key=str(raw.get("subject", "")))
 
 
 @bp.function_name("batch_tracker")

@@ -1,7 +1,13 @@
 """Data arrival triggers: a blob in the data container, and the sweep timer. Thin: the flow is shared/arrival.py.
 
-`on_data_blob` is an Event Grid-sourced blob trigger (Flex Consumption has no polling blob trigger); it hands
-the runner the blob's name, URI, ETag and length, never its content. `sweep_batches` completes quiet batches
+`on_data_blob` is an Event Grid trigger on `Microsoft.Storage.BlobCreated` from the storage account's system
+topic (subscription `reflex-on-data-blob`: subject begins with the data container's path, `data.api` one that
+completes a blob). It hands the runner the event itself: url, eTag, contentLength, contentType, api. It is not
+a blob trigger, on purpose: for a blob trigger the host reads the whole blob and sends its bytes to the worker
+over gRPC (a maintainer in Azure/azure-functions-python-worker#1449: "the file is loaded in by the host and
+passed to the worker ... resulting in OOMs"), and its `Properties.ETag` is an `Azure.ETag` struct that JSON.NET
+serializes as `{}` (Azure/azure-sdk-for-net PR #5469, issue #34410), so no upload would carry its ETag.
+`sweep_batches` completes quiet batches
 (when no completion marker is configured), starts batches waiting for a training slot and releases slots of
 jobs that ended. Both handlers are registered here, so the CLI can replay their dead letters.
 """
@@ -34,13 +40,11 @@ def handle_sweep(payload: Any, deps: Deps) -> reaction.Outcome:
     return arrival.sweep(deps)
 
 
-
 @bp.function_name("on_data_blob")
-@bp.blob_trigger(arg_name="blob", path="%REFLEX_DATA_CONTAINER%/{name}", connection="AzureWebJobsStorage",
-                 source=func.BlobSource.EVENT_GRID)
-def on_data_blob(blob: func.InputStream) -> None:
-    raw = events.raw_from_blob_stream(blob)
-    reaction.run("data.arrival", raw, event_id=events.delivery_id(raw), key=str(raw.get("name", "")))
+@bp.event_grid_trigger(arg_name="event")
+def on_data_blob(event: func.EventGridEvent) -> None:
+    raw = events.raw_from_function_event(event)
+    reaction.run("data.arrival", raw, event_id=raw["id"], key=str(raw.get("subject", "")))
 
 
 @bp.function_name("sweep_batches")

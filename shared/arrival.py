@@ -1,4 +1,4 @@
-"""Data arrival: blob deliveries -> one arrival record per batch -> one data asset version and one training job.
+"""Data arrival: BlobCreated events -> one arrival record per batch -> one data asset version and one training job.
 
 Why this shape: Event Grid delivers at least once and in no particular order, and a dataset of 1000 files is
 1000 events. Each delivery does one compare-and-swap on the batch's record (`shared/arrival_record.py`); a
@@ -89,13 +89,19 @@ def list_batch(deps: Deps, path: BatchPath) -> list[BlobVersion]:
             for b in found if not (marker and b.name[len(prefix):] == marker)]
 
 
-def locate_blob(raw: Any, container: str, role: str) -> tuple[events.BlobDelivery, BatchPath, BlobVersion] | Outcome:
-    """A blob delivery placed in its batch folder, or the skip outcome saying why it has none.
+def locate_blob(raw: Any, container: str, role: str) -> tuple[events.BlobCreated, BatchPath, BlobVersion] | Outcome:
+    """A BlobCreated event placed in its batch folder, or the skip outcome saying why it has none.
 
-    Shared by the data and the scoring containers (`role` names which, in the reason): a blob of another
-    container or outside a `<dataset>/<batch>/` folder is skipped with the path problem, never guessed at.
+    Shared by the data and the scoring containers (`role` names which, in the reason). Skipped, never guessed at:
+    an event whose `data.api` does not complete a blob (the subscription filters these out too; a Data Lake
+    `CreateFile` announces an empty file still being written), a blob of another container, and one outside a
+    `<dataset>/<batch>/` folder.
     """
-    blob = events.blob_delivery(raw)
+    blob = events.blob_created(raw)
+    if not blob.completes_blob:
+        return Outcome("skipped", f"data.api {blob.api!r} does not complete a blob (acted on: "
+                                  f"{', '.join(sorted(events.BLOB_COMPLETING_APIS))}); a later event announces it",
+                       {"blob": blob.url})
     if blob.container != container:
         return Outcome("skipped", f"container {blob.container!r} is not the {role} container {container!r}",
                        {"blob": blob.url})
@@ -107,7 +113,7 @@ def locate_blob(raw: Any, container: str, role: str) -> tuple[events.BlobDeliver
 
 
 def handle_blob(raw: Any, deps: Deps) -> Outcome:
-    """One blob delivery: record it in its batch, complete the batch on its marker, start training once."""
+    """One BlobCreated event: record the blob in its batch, complete the batch on its marker, start training once."""
     located = locate_blob(raw, deps.settings.data_container, "data")
     if isinstance(located, Outcome):
         return located

@@ -3,7 +3,7 @@
 A reaction raises `PermanentError` when retrying cannot help (bad input, a validation or auth failure, a
 resource that is not there): the trigger adapter records it (dead letter, log) and returns, so the event
 does not crash-loop. It raises `TransientError` when the same call may succeed later (throttling, 5xx,
-connection loss): the adapter re-raises so the platform's own redelivery (Event Grid, blob trigger) retries.
+connection loss): the adapter re-raises so the platform's own redelivery (Event Grid, a timer's next tick) retries.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ reaction. Real payloads demand tolerance elsewhere (see ../shared/reference/func
 * Azure ML `data` keys come camelCase (REST spec, real payloads) or PascalCase (doc samples): read them
   case-insensitively;
 * model versions arrive as int or string: always exposed as `str`;
-* blob ETags arrive quoted (`"\\"0x8D…\\""`) or bare: always exposed bare;
+* blob ETags arrive quoted (`"\\"0x8D…\\""`, the Event Grid doc's BlobCreated sample) or bare (the Functions
+  doc's sample): always exposed bare (tests/fixtures/eventgrid/ holds both samples);
 * unknown fields are ignored, and unknown event types parse as a plain `Event`.
 
 `parse` never raises anything but `InvalidEvent`, whatever JSON it is given (a hypothesis test holds it to that).
@@ -16,7 +17,6 @@ reaction. Real payloads demand tolerance elsewhere (see ../shared/reference/func
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,10 +28,9 @@ from shared.errors import PermanentError
 
 __all__ = [
     "InvalidEvent", "Event", "BlobCreated", "RunCompleted", "RunStatusChanged", "ModelRegistered",
-    "ModelDeployed", "DatasetDriftDetected", "parse", "parse_many", "from_function_event", "from_blob_stream",
-    "from_blob_delivery", "blob_delivery", "delivery_id", "raw_from_blob_stream", "raw_from_function_event",
-    "BLOB_CREATED", "RUN_COMPLETED", "RUN_STATUS_CHANGED", "MODEL_REGISTERED", "MODEL_DEPLOYED",
-    "DATASET_DRIFT_DETECTED", "blob_url_parts",
+    "ModelDeployed", "DatasetDriftDetected", "parse", "parse_many", "from_function_event", "blob_created",
+    "raw_from_function_event", "BLOB_CREATED", "BLOB_COMPLETING_APIS", "RUN_COMPLETED", "RUN_STATUS_CHANGED",
+    "MODEL_REGISTERED", "MODEL_DEPLOYED", "DATASET_DRIFT_DETECTED", "blob_subject", "blob_url_parts",
 ]
 
 _AML = "Microsoft.MachineLearningServices."
@@ -41,6 +40,12 @@ RUN_STATUS_CHANGED = _AML + "RunStatusChanged"
 MODEL_REGISTERED = _AML + "ModelRegistered"
 MODEL_DEPLOYED = _AML + "ModelDeployed"
 DATASET_DRIFT_DETECTED = _AML + "DatasetDriftDetected"
+
+# The `data.api` values of a BlobCreated that mean "this blob is complete" (MicrosoftDocs/azure-docs
+# articles/event-grid/event-schema-blob-storage.md: PutBlob, PutBlockList and CopyBlob fire once the block blob is
+# committed; on Data Lake Gen2 only FlushWithClose does, CreateFile fires for an empty file being created).
+BLOB_COMPLETING_APIS: frozenset[str] = frozenset({"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"})
+_SUBJECT_PREFIX = "/blobServices/default/containers/"
 
 
 class InvalidEvent(PermanentError):
@@ -72,21 +77,33 @@ class Event:
 
 @dataclass(frozen=True)
 class BlobCreated(Event):
-    """`Microsoft.Storage.BlobCreated`, or a blob delivered by the blob trigger (same fields)."""
+    """`Microsoft.Storage.BlobCreated` from the storage account's system topic: which blob version exists now.
+
+    Blob intake reads only this (url, eTag, contentLength, contentType, api), never the blob's content: a blob
+    trigger would have the host read the whole blob and push it to the worker, and would hand over an ETag that
+    JSON.NET serializes as `{}` (see functions/data_arrival.py).
+    """
 
     url: str = ""
     container: str = ""
     blob_name: str = ""
     etag: str = ""
     content_length: int | None = None
+    content_type: str = ""
     blob_type: str = "BlockBlob"
     api: str = ""
     sequencer: str = ""
 
     @property
     def key(self) -> str:
-        """Idempotency key of this blob version: the blob's URL and ETag (not the event id)."""
+        """Idempotency key of this blob version: the blob (container/name, as in its URL) and ETag, not the
+        event id, so a redelivered event and a second event for the same version coalesce."""
         return f"{self.container}/{self.blob_name}@{self.etag}"
+
+    @property
+    def completes_blob(self) -> bool:
+        """True when `api` is a call that leaves a complete blob (`BLOB_COMPLETING_APIS`)."""
+        return self.api in BLOB_COMPLETING_APIS
 
 
 @dataclass(frozen=True)
@@ -246,11 +263,15 @@ def blob_url_parts(url: str) -> tuple[str, str]:
     return segments[0], unquote("/".join(segments[1:]))
 
 
+def blob_subject(container: str, blob_name: str) -> str:
+    """The subject a storage account gives a blob's events: `/blobServices/default/containers/<c>/blobs/<name>`."""
+    return f"{_SUBJECT_PREFIX}{container}/blobs/{blob_name}"
+
+
 def _blob_from_subject(subject: str) -> tuple[str, str] | None:
-    prefix = "/blobServices/default/containers/"
-    if not subject.startswith(prefix):
+    if not subject.startswith(_SUBJECT_PREFIX):
         return None
-    container, sep, blob = subject[len(prefix):].partition("/blobs/")
+    container, sep, blob = subject[len(_SUBJECT_PREFIX):].partition("/blobs/")
     return (container, blob) if sep and container and blob else None
 
 
@@ -286,20 +307,26 @@ def _envelope(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _blob_created(env: dict[str, Any], d: _Data) -> BlobCreated:
+    """Container and name come from the subject, which the subscription's `subjectBeginsWith` filter matches (the
+    docs' sample spells its subject container `test-container` but its URL's `testcontainer`); the URL is the
+    fallback for a subject that is not a blob path."""
     url = d.text("url")
-    try:
-        container, blob = blob_url_parts(url)
-    except ValueError:
-        from_subject = _blob_from_subject(env["subject"])
-        if from_subject is None:
-            raise InvalidEvent(f"data.url is not a blob URL: {url[:120]!r}", event_id=env["id"],
-                               field="data.url") from None
-        container, blob = from_subject
+    located = _blob_from_subject(env["subject"])
+    if located is None:
+        try:
+            located = blob_url_parts(url)
+        except ValueError:
+            raise InvalidEvent(f"neither subject {env['subject'][:120]!r} nor data.url {url[:120]!r} names a blob",
+                               event_id=env["id"], field="subject") from None
+    container, blob = located
     length = d.get("contentLength")
     if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
         raise InvalidEvent("data.contentLength must be an integer", event_id=env["id"], field="data.contentLength")
-    return BlobCreated(**env, url=url, container=container, blob_name=blob,
-                       etag=d.text("eTag").strip().strip('"'), content_length=length,
+    etag = d.text("eTag").strip().strip('"')
+    if not etag:
+        raise InvalidEvent("data.eTag is empty", event_id=env["id"], field="data.eTag")
+    return BlobCreated(**env, url=url, container=container, blob_name=blob, etag=etag, content_length=length,
+                       content_type=d.text("contentType", required=False),
                        blob_type=d.text("blobType", required=False, default="BlockBlob"),
                        api=d.text("api", required=False), sequencer=d.text("sequencer", required=False))
 
@@ -412,69 +439,14 @@ def from_function_event(event: Any) -> Event:
     return parse(raw_from_function_event(event))
 
 
-def raw_from_blob_stream(stream: Any) -> dict[str, Any]:
-    """What identifies a blob trigger delivery (not its content: the blob stays in storage)."""
-    props = getattr(stream, "blob_properties", None) or {}
-    props_ci = {str(k).lower(): v for k, v in props.items()} if isinstance(props, Mapping) else {}
-    length = getattr(stream, "length", None)
-    return {"name": getattr(stream, "name", None) or "", "uri": getattr(stream, "uri", None) or "",
-            "etag": str(props_ci.get("etag") or "").strip().strip('"'),
-            "length": length if length is not None else props_ci.get("contentlength")}
-
-
-def from_blob_stream(stream: Any) -> BlobCreated:
-    """Build a `BlobCreated` from the blob trigger's `func.InputStream`; see `from_blob_delivery`."""
-    return from_blob_delivery(raw_from_blob_stream(stream))
-
-
-def blob_delivery(raw: Any) -> BlobCreated:
-    """A blob reaction's payload as a `BlobCreated`: a blob trigger delivery (`raw_from_blob_stream`), or a raw
-    BlobCreated event in either schema (replays, the local host's blobs webhook).
+def blob_created(raw: Any) -> BlobCreated:
+    """A blob reaction's payload (the raw BlobCreated event, either schema, as the trigger or a replay hands it)
+    as a `BlobCreated`.
 
     Raises:
-        InvalidEvent: not an object, another event type, or a delivery without a usable name or ETag.
+        InvalidEvent: not an event object, another event type, or a BlobCreated without a usable url or eTag.
     """
-    if isinstance(raw, Mapping) and ("eventType" in raw or "specversion" in raw):
-        event = parse(raw)
-        if not isinstance(event, BlobCreated):
-            raise InvalidEvent(f"expected {BLOB_CREATED}, got {event.type}", event_id=event.id)
-        return event
-    if not isinstance(raw, Mapping):
-        raise InvalidEvent(f"a blob delivery must be an object, got {type(raw).__name__}")
-    return from_blob_delivery(raw)
-
-
-def delivery_id(raw: Any) -> str:
-    """The event id a blob delivery is logged and dead-lettered under ("" when unusable: the flow says why)."""
-    try:
-        return blob_delivery(raw).id
-    except InvalidEvent:
-        return ""
-
-
-def from_blob_delivery(raw: Mapping[str, Any]) -> BlobCreated:
-    """Build a `BlobCreated` from a blob trigger delivery (`raw_from_blob_stream`; no event id: one is derived).
-
-    The host sets `name` to `container/path` and the blob properties carry its ETag. The derived id hashes
-    URL and ETag, so redeliveries of one blob version share it.
-    """
-    name, uri = str(raw.get("name") or ""), str(raw.get("uri") or "")
-    etag, length = str(raw.get("etag") or ""), raw.get("length")
-    container, _, blob = name.partition("/")
-    if not container or not blob:
-        if not uri:
-            raise InvalidEvent(f"blob trigger input has no usable name or uri (name={name!r})", field="name")
-        try:
-            container, blob = blob_url_parts(uri)
-        except ValueError:
-            raise InvalidEvent(f"blob trigger uri is not a blob URL: {uri!r}", field="uri") from None
-    event_id = "blob-" + hashlib.sha256(f"{uri or name}|{etag}".encode()).hexdigest()[:32]
-    if not etag:
-        raise InvalidEvent(f"blob {container}/{blob} arrived without an ETag", event_id=event_id,
-                           field="blob_properties.ETag")
-    return BlobCreated(id=event_id, type=BLOB_CREATED, source="blob-trigger",
-                       subject=f"/blobServices/default/containers/{container}/blobs/{blob}", time=None,
-                       data=_frozen({"url": uri, "eTag": etag, "contentLength": length}), schema="blob-trigger",
-                       raw=_frozen(dict(raw)), url=uri, container=container, blob_name=blob, etag=etag,
-                       content_length=int(length) if isinstance(length, int) and not isinstance(length, bool)
-                       else None)
+    event = parse(raw)
+    if not isinstance(event, BlobCreated):
+        raise InvalidEvent(f"expected {BLOB_CREATED}, got {event.type}", event_id=event.id, field="eventType")
+    return event

@@ -132,7 +132,7 @@ def _add(refs: dict[str, list[str]], kind: str, values: Iterable[str]) -> None:
 
 
 def _event_refs(payload: Any) -> dict[str, list[str]]:
-    """Refs visible in the triggering event itself (Event Grid / CloudEvents dict or a blob delivery)."""
+    """Refs visible in the triggering event itself (an Event Grid or CloudEvents dict)."""
     refs: dict[str, list[str]] = {}
     if not isinstance(payload, Mapping):
         return refs
@@ -142,8 +142,6 @@ def _event_refs(payload: Any) -> dict[str, list[str]]:
     event_type = str(payload.get("eventType") or payload.get("type") or "")
     if event_type.endswith("BlobCreated") and lowered.get("url"):
         _add(refs, "blob", _strings(lowered["url"]))
-    if "uri" in payload and "etag" in payload:  # blob trigger delivery
-        _add(refs, "blob", _strings(payload.get("uri") or payload.get("name")))
     if event_type.startswith("Microsoft.MachineLearningServices.Run") and lowered.get("runid"):
         _add(refs, "job", _strings(lowered["runid"]))
     if lowered.get("modelname") and lowered.get("modelversion") is not None:
@@ -198,8 +196,6 @@ def entry_from(reaction: str, event_id: str, payload: Any, outcome: Outcome, *, 
     event_type = ""
     if isinstance(payload, Mapping):
         event_type = str(payload.get("eventType") or payload.get("type") or "")
-        if not event_type and "uri" in payload and "etag" in payload:
-            event_type = "BlobTrigger"
     entry = {
         "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "reaction": reaction, "event_id": event_id, "event_type": event_type,

@@ -1,11 +1,12 @@
 """The one place where a reaction's outcome is decided to be acted, skipped, held or dead-lettered.
 
-Every trigger function is a thin adapter: it turns its trigger into the raw payload (the original event dict,
-or the blob's name/URI/ETag) and calls `run(name, payload, …)`. `run` sets the log context, holds the event
-when automation is paused, calls the handler registered for `name`, and maps errors to outcomes:
+Every trigger function is a thin adapter: it turns its trigger into the raw payload (the original event dict:
+BlobCreated, an Azure ML event, or a timer's `{"past_due": ...}`) and calls `run(name, payload, …)`. `run`
+sets the log context, holds the event when automation is paused, calls the handler registered for `name`, and
+maps errors to outcomes:
 
 * `TransientError` -> logged and re-raised, so the platform's own redelivery retries (Event Grid: 30 tries in
-  24 h; blob trigger: 5 tries, then the poison queue);
+  24 h, then the subscription's dead-letter container);
 * `PermanentError` (including `InvalidEvent`) -> dead-lettered with the original payload, the error and the
   time, logged, and the function returns normally: no crash loop;
 * any other exception is a bug: dead-lettered the same way with its type, so it can be replayed once fixed.

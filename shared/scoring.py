@@ -52,11 +52,12 @@ def _batch_id(value: Mapping[str, Any]) -> str:
     return f"{value['container']}/{value['dataset']}/{value['batch']}"
 
 
-# ------------------------------------------------------------------------------------ blob deliveries
+# ------------------------------------------------------------------------------------ BlobCreated events
 
 
 def handle_blob(raw: Any, deps: Deps) -> Outcome:
-    """One blob of the scoring container: record it; on the marker complete the batch and start scoring."""
+    """One BlobCreated event of the scoring container (see `locate_blob` for what is skipped): record the blob;
+    on the marker complete the batch and start scoring."""
     located = locate_blob(raw, deps.settings.scoring_container, "scoring")
     if isinstance(located, Outcome):
         return located

@@ -1,6 +1,6 @@
 """The real reaction chain, driven event by event on Azurite and the fake platform, for the ledger and CLI tests.
 
-upload a batch (files, then the completion marker) -> `data.arrival` per blob delivery -> the platform finishes
+upload a batch (files, then the completion marker) -> `data.arrival` per BlobCreated event -> the platform finishes
 the job and emits RunCompleted -> `registration.run_event` -> the platform emits ModelRegistered ->
 `rollout.model_registered` -> `rollout.reconcile` ticks (healthy metrics) until the rollout ends.
 Every step goes through `shared.reaction.run` with the handlers `functions/*` register, so the ledger holds
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from functions import data_arrival, registration, rollout  # noqa: F401 - importing registers the handlers
-from shared import events, reaction
+from shared import reaction
 from shared.deps import Deps
 from shared.ledger import BlobLedger
 from shared.platform import DeploymentMetrics
@@ -25,6 +25,7 @@ from shared.state import BlobStateStore
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 from tests.rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV
+from tests.timers_support import upload
 
 __all__ = ["CHAIN_ENV", "ENDPOINT", "MODEL", "Chain", "Lake", "World", "make_world"]
 
@@ -35,16 +36,14 @@ TICK = 130.0
 
 
 class Lake:
-    """A real data container on Azurite: uploads blobs and returns what the blob trigger would deliver."""
+    """A real data container on Azurite: uploads blobs and returns the BlobCreated event for each."""
 
     def __init__(self, container: Any) -> None:
         self.container = container
         self.name: str = container.container_name
 
     def put(self, blob: str, data: bytes = b"a,label\n1,0\n") -> dict[str, Any]:
-        props = self.container.get_blob_client(blob).upload_blob(data, overwrite=True)
-        return {"name": f"{self.name}/{blob}", "uri": f"{self.container.url}/{blob}",
-                "etag": str(props["etag"]).strip('"'), "length": len(data)}
+        return upload(self.container, blob, data)
 
     def put_many(self, blobs: list[str]) -> list[dict[str, Any]]:
         with ThreadPoolExecutor(8) as pool:
@@ -74,8 +73,8 @@ class World:
         return reaction.run(name, raw, event_id=event_id, deps=self.deps)
 
     def deliver(self, raw: dict[str, Any]) -> reaction.Outcome:
-        """One blob delivery, as the blob trigger hands it to the runner."""
-        return self.run("data.arrival", raw, events.delivery_id(raw))
+        """One BlobCreated event, as `on_data_blob` hands it to the runner."""
+        return self.run("data.arrival", raw, raw["id"])
 
     def upload(self, batch: str, files: tuple[str, ...] = ("part-0.csv", "part-1.csv")) -> list[dict[str, Any]]:
         """Upload the batch's files, then its completion marker; the deliveries in that order."""
@@ -123,7 +122,7 @@ class World:
         """Upload `batch` and run the chain `upto` its model "registered", "rolling" (the rollout started) or
         "promoted" (the rollout ended)."""
         raws = self.upload(batch)
-        chain = Chain([r["uri"] for r in raws], f"{self.lake.name}/{batch}")
+        chain = Chain([r["data"]["url"] for r in raws], f"{self.lake.name}/{batch}")
         chain.outcomes = [self.deliver(raw) for raw in raws]
         chain.job = str(chain.outcomes[-1].details["job"])
         run_completed = self.finish(chain.job, auc)

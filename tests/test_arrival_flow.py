@@ -14,11 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from azure.functions.blob import InputStream
 from azure.functions.timer import TimerRequest
 
 from functions import data_arrival
-from shared import admission, events, reaction
+from shared import admission, reaction
 from shared.arrival import arrival_key, handle_blob
 from shared.batches import parse_blob_path
 from shared.control import write_control
@@ -41,7 +40,7 @@ def deps_for(lake: Lake, state: StateStore, platform: FakePlatform, clock: Clock
 
 
 def deliver(raw: dict[str, Any], deps: Deps) -> reaction.Outcome:
-    return reaction.run("data.arrival", raw, event_id=events.delivery_id(raw), deps=deps)
+    return reaction.run("data.arrival", raw, event_id=raw["id"], deps=deps)
 
 
 def test_burst_of_1000_blobs_shuffled_three_times_gives_one_job(lake: Lake, blob_state: StateStore,
@@ -108,21 +107,54 @@ def test_concurrent_workers_deliver_one_batch_one_job(lake: Lake, blob_state: St
     assert record and len(record.value["files"]) == 30 and record.value["status"] == "submitted"
 
 
-def test_through_the_decorated_trigger_with_a_real_input_stream(lake: Lake, blob_state: StateStore,
-                                                                fake_platform: FakePlatform, clock: Clock,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_through_the_decorated_trigger_with_the_event_the_worker_builds(lake: Lake, blob_state: StateStore,
+                                                                       fake_platform: FakePlatform, clock: Clock,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`on_data_blob` gets the `func.EventGridEvent` the worker decodes from the webhook body (the library's own
+    converter, as local/host/invoke.py uses it) for each BlobCreated: a batch and its marker train once."""
+    from local.host.invoke import decode_event
+
     deps = deps_for(lake, blob_state, fake_platform, clock)
     monkeypatch.setattr("shared.deps.get_deps", lambda: deps)
     for blob, data in (("ds/b1/part-0.csv", b"a,label\n1,0\n"), ("ds/b1/_SUCCESS", b"")):
-        raw = lake.put(blob, data)
-        stream = InputStream(data=data, name=raw["name"], uri=raw["uri"], length=len(data),
-                             blob_properties={"ETag": f'"{raw["etag"]}"', "ContentLength": len(data)})
-        data_arrival.on_data_blob(stream)
+        event = decode_event(lake.put(blob, data))
+        assert type(event).__name__ == "EventGridEvent"
+        data_arrival.on_data_blob(event)
     assert len(fake_platform.jobs) == 1
     job = next(iter(fake_platform.jobs.values()))
     assert job.tags["reflex.data"] == "ds:b1"
     data_arrival.sweep_batches(TimerRequest(past_due=False))  # nothing to do: runs cleanly
     assert len(fake_platform.jobs) == 1
+
+
+def test_a_blobcreated_that_does_not_complete_a_blob_is_skipped_with_its_reason(
+        lake: Lake, blob_state: StateStore, fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    raw = lake.put("ds/b1/part-0.csv")
+    raw["data"]["api"] = "CreateFile"  # Data Lake Gen2: the file is created, not yet flushed
+    outcome = deliver(raw, deps)
+    assert outcome.status == "skipped" and "'CreateFile' does not complete a blob" in outcome.reason
+    assert blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv"))) is None
+    raw["data"]["api"] = "FlushWithClose"
+    assert deliver(raw, deps).status == "acted"
+
+
+def test_a_redelivered_event_and_a_second_event_for_the_same_version_coalesce(
+        lake: Lake, blob_state: StateStore, fake_platform: FakePlatform, clock: Clock) -> None:
+    """Idempotency is keyed on the blob version (URL + ETag), not the event id."""
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    raw = lake.put("ds/b1/part-0.csv")
+    other = {**raw, "id": "another-event-id", "data": {**raw["data"], "eTag": raw["data"]["eTag"].strip('"')}}
+    assert [deliver(e, deps).status for e in (raw, raw, other)] == ["acted", "duplicate", "duplicate"]
+
+
+def test_a_blobcreated_for_another_container_is_skipped(lake: Lake, blob_state: StateStore,
+                                                        fake_platform: FakePlatform, clock: Clock) -> None:
+    deps = deps_for(lake, blob_state, fake_platform, clock)
+    raw = lake.put("ds/b1/part-0.csv")
+    raw["subject"] = raw["subject"].replace(f"/containers/{lake.name}/", "/containers/elsewhere/")
+    outcome = deliver(raw, deps)
+    assert outcome.status == "skipped" and "'elsewhere' is not the data container" in outcome.reason
 
 
 def test_marker_first_still_trains_on_everything_in_the_folder(lake: Lake, blob_state: StateStore,
@@ -161,12 +193,11 @@ def test_bad_inputs_end_skipped_with_reasons(lake: Lake, blob_state: StateStore,
     assert "zero bytes" in outcomes["ds/b1/empty.csv"].reason
     assert "unreadable format" in outcomes["ds/b1/notes.txt"].reason
     assert {o.status for o in outcomes.values()} == {"skipped"}
-    other = {"name": "elsewhere/ds/b1/p.csv", "uri": "http://127.0.0.1:10000/devstoreaccount1/elsewhere/ds/b1/p.csv",
-             "etag": "0x1", "length": 3}
-    unknown = deliver(other, deps)
-    assert unknown.status == "skipped" and "is not the data container" in unknown.reason
-    no_etag = deliver({"name": f"{lake.name}/ds/b1/p.csv", "uri": "", "etag": "", "length": 1}, deps)
-    assert no_etag.status == "dead-lettered" and "without an ETag" in no_etag.reason
+    # the ETag the blob trigger's Properties carried ({}: azure-sdk-for-net PR #5469): a clear dead letter
+    no_etag = lake.put("ds/b2/p.csv")
+    no_etag["data"]["eTag"] = {}
+    dead = deliver(no_etag, deps)
+    assert dead.status == "dead-lettered" and "data.eTag must be a string, got dict" in dead.reason
     # a batch with only unusable files: completing it ends as skipped, "empty batch", no job
     empty = deliver(lake.put("ds/b1/_SUCCESS", b""), deps)
     assert empty.status == "skipped" and "empty batch" in empty.reason and not fake_platform.jobs
@@ -310,11 +341,10 @@ def test_function_metadata() -> None:
 
     app = func.FunctionApp()
     app.register_functions(data_arrival.bp)
-    functions = {f.get_function_name(): f.get_bindings_dict()["bindings"][0] for f in app.get_functions()}
-    blob = functions["on_data_blob"]
-    assert (blob["type"], blob["path"], blob["connection"], blob["source"]) == (
-        "blobTrigger", "%REFLEX_DATA_CONTAINER%/{name}", "AzureWebJobsStorage", "EventGrid")
-    timer = functions["sweep_batches"]
+    functions = {f.get_function_name(): f.get_bindings_dict()["bindings"] for f in app.get_functions()}
+    [trigger] = functions["on_data_blob"]  # one Event Grid trigger, no blob binding: no content reaches us
+    assert (trigger["type"], trigger["name"]) == ("eventGridTrigger", "event")
+    [timer] = functions["sweep_batches"]
     assert (timer["type"], timer["schedule"], timer["runOnStartup"]) == ("timerTrigger", "%REFLEX_SWEEP_SCHEDULE%",
                                                                          False)
 

@@ -132,8 +132,9 @@ def test_an_endpoint_is_explained_by_the_model_it_serves_now_and_only_that_batch
     assert code == 0 and now["serving"]["model"] == f"{MODEL}:2" and now["lineage"] == lineage(second)
     code, before = cli_json(world.deps, "explain", first.blobs[0])  # forward from b1: not through the endpoint
     assert code == 0 and before["lineage"] == lineage(first)
-    code, alone = cli_json(world.deps, "explain", late["uri"])
-    assert code == 0 and alone["lineage"] == {"blob": [late["uri"]]} and "late file" in alone["entries"][0]["reason"]
+    code, alone = cli_json(world.deps, "explain", late["data"]["url"])
+    assert code == 0 and alone["lineage"] == {"blob": [late["data"]["url"]]}
+    assert "late file" in alone["entries"][0]["reason"]
 
 
 def test_a_sweep_that_starts_two_batches_keeps_their_chains_apart(container_factory: Callable[[str], Any],
@@ -147,7 +148,7 @@ def test_a_sweep_that_starts_two_batches_keeps_their_chains_apart(container_fact
     jobs = {p.data_version: name for name, p in world.platform.job_requests.items()}
     for batch, raws in (("a", a), ("b", b)):
         code, result = cli_json(world.deps, "explain", jobs[batch])
-        assert code == 0 and result["lineage"] == {"blob": [r["uri"] for r in raws],
+        assert code == 0 and result["lineage"] == {"blob": [r["data"]["url"] for r in raws],
                                                    "batch": [f"{world.lake.name}/heart/{batch}"],
                                                    "data": [f"heart:{batch}"], "job": [jobs[batch]]}
 
@@ -218,7 +219,7 @@ def test_a_dead_lettered_run_event_is_replayed_to_completion_once_its_cause_is_f
     assert world.run("rollout.model_registered", model_event, model_event["id"]).status == "acted"
     assert world.roll_out().status == "done"
     code, result = cli_json(deps, "explain", ENDPOINT)
-    assert code == 0 and result["lineage"]["blob"] == [r["uri"] for r in raws]
+    assert code == 0 and result["lineage"]["blob"] == [r["data"]["url"] for r in raws]
     assert result["lineage"]["job"] == [job] and result["lineage"]["model"] == [f"{MODEL}:1"]
     assert [e["status"] for e in result["entries"] if e["reaction"] == "registration.run_event"] == [
         "dead-lettered", "dead-lettered", "acted", "duplicate"]
@@ -316,7 +317,7 @@ def test_pause_holds_every_reaction_and_resume_replays_them_with_nothing_lost(wo
     assert set(platform.models) == {(MODEL, "1"), (MODEL, "2")} and world.rollout().model == MODEL
     assert world.rollout().version == first.model.split(":")[1]
     code, b3 = cli_json(deps, "explain", job3)
-    assert code == 0 and sorted(b3["lineage"]["blob"]) == sorted(raw["uri"] for raw in b3_uploads)
+    assert code == 0 and sorted(b3["lineage"]["blob"]) == sorted(raw["data"]["url"] for raw in b3_uploads)
     notes = {e["reaction"]: e["decision"] for e in deps.ledger.entries() if e["reaction"].startswith("operator.")}
     assert notes["operator.pause"] == {"by": "alice", "why": "bad data upstream"}
     assert notes["operator.resume"] == {"by": "bob", "why": "fixed upstream"}

@@ -38,7 +38,9 @@ class Env:
         files = {}
         for i in range(3):
             raw = upload(self.data, f"patients/{batch}/part-{i}.csv", to_csv_bytes(data[i::3]))
-            files[f"part-{i}.csv"] = {"url": raw["uri"], "etag": raw["etag"], "size": raw["length"]}
+            data_ = raw["data"]
+            files[f"part-{i}.csv"] = {"url": data_["url"], "etag": data_["eTag"].strip('"'),
+                                      "size": data_["contentLength"]}
         key = f"arrivals/{self.data.container_name}/patients/{batch}"
         self.state.create(key, {"container": self.data.container_name, "dataset": "patients", "batch": batch,
                                 "status": "trained", "files": files, "rejected": {}, "completed_at": self.clock(),

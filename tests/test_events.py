@@ -10,7 +10,6 @@ from typing import Any
 
 import azure.functions as func
 import pytest
-from azure.functions.blob import InputStream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from shared import events
 from shared.events import InvalidEvent, parse
 
 EVENTS = Path(__file__).parent / "events"
+EVENTGRID = Path(__file__).parent / "fixtures" / "eventgrid"  # Microsoft's BlobCreated samples, see its README
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -105,15 +105,65 @@ def test_dataset_drift_detected() -> None:
     assert e.start_time == dt.datetime(2019, 7, 4, tzinfo=dt.UTC)
 
 
-def test_blob_created_quoted_etag_and_url_container() -> None:
-    raw = load_event("blob_created.json")
-    e = parse(raw)
-    assert isinstance(e, events.BlobCreated)
-    assert e.etag == "0x8D4BCC2E4835CD0"
-    assert (e.container, e.blob_name) == ("testcontainer", "new-file.txt")  # from the URL, consistently
-    assert e.content_length == 524288 and e.blob_type == "BlockBlob" and e.api == "PutBlockList"
-    raw["data"]["eTag"] = "0x8D4BCC2E4835CD0"  # the unquoted form of the Functions docs
-    assert parse(raw).etag == "0x8D4BCC2E4835CD0"
+def load_sample(name: str) -> dict[str, Any]:
+    [event] = json.loads((EVENTGRID / name).read_text())
+    return event
+
+
+@pytest.mark.parametrize(("name", "schema"), [("blob_created.eventgrid.json", "eventgrid"),
+                                              ("blob_created.cloudevents.json", "cloudevents")])
+def test_documented_blob_created_in_both_schemas(name: str, schema: str) -> None:
+    raw = load_sample(name)
+    e = events.blob_created(raw)
+    assert e.schema == schema and e.id == "831e1650-001e-001b-66ab-eeb76e069631"
+    assert raw["data"]["eTag"] == '"0x8D4BCC2E4835CD0"' and e.etag == "0x8D4BCC2E4835CD0"  # quoted in the sample
+    assert (e.content_length, e.content_type, e.api, e.blob_type) == (524288, "text/plain", "PutBlockList",
+                                                                      "BlockBlob")
+    assert e.url == "https://my-storage-account.blob.core.windows.net/testcontainer/new-file.txt"
+    # the sample's subject says test-container, its URL testcontainer: the subject (what the filter matches) wins
+    assert (e.container, e.blob_name) == ("test-container", "new-file.txt")
+    assert e.completes_blob and e.key == "test-container/new-file.txt@0x8D4BCC2E4835CD0"
+
+
+def test_documented_blob_created_with_a_bare_etag_through_the_workers_event_object() -> None:
+    """The Functions doc's sample has the bare eTag; parsed from the `func.EventGridEvent` the worker builds."""
+    from local.host.invoke import decode_event
+
+    raw = load_sample("blob_created.functions-doc.json")
+    fe = decode_event(raw)
+    assert isinstance(fe, func.EventGridEvent)
+    e = events.blob_created(events.raw_from_function_event(fe))
+    assert (e.etag, e.content_length, e.api, e.blob_name) == ("0x8D562831044DDD0", 2248, "PutBlockList", "blobname.jpg")
+    assert e.key == events.blob_created(raw).key  # same version, same key, whichever way it arrived
+    cloud = events.raw_from_function_event(decode_event(load_sample("blob_created.cloudevents.json")))
+    assert events.blob_created(cloud).etag == "0x8D4BCC2E4835CD0"
+
+
+@pytest.mark.parametrize(("api", "completes"), [("PutBlob", True), ("PutBlockList", True), ("CopyBlob", True),
+                                                ("FlushWithClose", True), ("CreateFile", False),
+                                                ("SftpCreate", False), ("", False)])
+def test_which_apis_complete_a_blob(api: str, completes: bool) -> None:
+    raw = load_sample("blob_created.eventgrid.json")
+    raw["data"]["api"] = api
+    assert events.blob_created(raw).completes_blob is completes
+
+
+def test_blob_created_without_a_usable_etag_or_blob_is_invalid() -> None:
+    raw = load_sample("blob_created.eventgrid.json")
+    raw["data"]["eTag"] = {}  # what the blob trigger's serialized Properties.ETag is
+    with pytest.raises(InvalidEvent, match=r"data\.eTag must be a string"):
+        events.blob_created(raw)
+    raw["data"]["eTag"] = '""'
+    with pytest.raises(InvalidEvent, match=r"data\.eTag is empty"):
+        events.blob_created(raw)
+    raw = load_sample("blob_created.eventgrid.json")
+    raw["subject"], raw["data"]["url"] = "elsewhere", "not a url"
+    with pytest.raises(InvalidEvent, match="names a blob"):
+        events.blob_created(raw)
+    raw = load_sample("blob_created.eventgrid.json")
+    raw["subject"] = ""  # no subject: the URL names the blob
+    assert (events.blob_created(raw).container, events.blob_created(raw).blob_name) == ("testcontainer",
+                                                                                       "new-file.txt")
 
 
 def test_blob_url_parts_azure_and_azurite() -> None:
@@ -152,18 +202,6 @@ def test_from_function_event_eventgrid_and_cloudevent() -> None:
     assert isinstance(e2, events.ModelRegistered) and e2.model_version == "2"
 
 
-def test_from_blob_stream_uses_host_name_format_and_etag() -> None:
-    stream = InputStream(data=b"a,b\n1,2\n", name="reflex-data/ds/b1/part-0.csv",
-                         uri="http://127.0.0.1:10000/devstoreaccount1/reflex-data/ds/b1/part-0.csv", length=8,
-                         blob_properties={"ETag": '"0x1"', "ContentLength": 8})
-    e = events.from_blob_stream(stream)
-    assert (e.container, e.blob_name, e.etag, e.content_length) == ("reflex-data", "ds/b1/part-0.csv", "0x1", 8)
-    again = events.from_blob_stream(stream)
-    assert again.id == e.id and e.id.startswith("blob-")  # redelivery of one version shares the id
-    with pytest.raises(InvalidEvent, match="without an ETag"):
-        events.from_blob_delivery({"name": "c/x.csv", "uri": "", "etag": ""})
-
-
 def test_parse_many_keeps_each_outcome() -> None:
     out = events.parse_many([load_event("run_completed.json"), {"id": 5}])
     assert isinstance(out[0], events.RunCompleted) and isinstance(out[1], InvalidEvent)
@@ -195,14 +233,8 @@ def test_parse_raises_only_invalid_event(raw: Any) -> None:
         pass
 
 
-def test_blob_delivery_accepts_trigger_payloads_and_blobcreated_events_only() -> None:
-    raw = load_event("blob_created.json")
-    assert events.blob_delivery(raw).etag == "0x8D4BCC2E4835CD0"
-    trigger = {"name": "c/ds/b/x.csv", "uri": "", "etag": "0x1", "length": 3}
-    assert events.blob_delivery(trigger).blob_name == "ds/b/x.csv"
-    assert events.delivery_id(trigger) == events.blob_delivery(trigger).id
+def test_blob_created_accepts_blobcreated_events_only() -> None:
     with pytest.raises(InvalidEvent, match=r"expected Microsoft\.Storage\.BlobCreated"):
-        events.blob_delivery(load_event("run_completed.json"))
-    with pytest.raises(InvalidEvent, match="must be an object"):
-        events.blob_delivery(["not", "a", "delivery"])
-    assert events.delivery_id(["bad"]) == ""
+        events.blob_created(load_event("run_completed.json"))
+    with pytest.raises(InvalidEvent, match="must be a JSON object"):
+        events.blob_created(["not", "an", "event"])

@@ -1,7 +1,8 @@
-"""Function metadata as a value: trigger types, paths, connections, Event Grid source and %SETTING% schedules."""
+"""Function metadata as a value: trigger types, %SETTING% schedules, and no function that receives blob content."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -24,14 +25,34 @@ def functions() -> dict[str, Any]:
     return table
 
 
-def test_blob_triggers_use_event_grid_source_and_app_storage(functions: dict[str, Any]) -> None:
-    for name, (kind, spec) in functions.items():
-        if kind != "blobTrigger":
-            continue
-        assert spec["source"] == "EventGrid", name  # Flex Consumption supports only the Event Grid source
-        assert spec["connection"] == "AzureWebJobsStorage", name
-        container = re.fullmatch(r"%([A-Z_]+)%/(.+)", spec["path"])
-        assert container and container.group(1) in SETTINGS and "{name}" in container.group(2), spec["path"]
+def test_no_function_receives_blob_content(functions: dict[str, Any]) -> None:
+    """No blob trigger or blob input binding (the host would read the blob and push its bytes to the worker,
+    Azure/azure-functions-python-worker#1449) and no `InputStream` parameter: blob intake is BlobCreated events."""
+    import azure.functions as func
+
+    import function_app
+
+    for name, (kind, _) in functions.items():
+        assert kind in ("eventGridTrigger", "timerTrigger"), name
+    for f in function_app.app._function_builders:
+        built = f.build()
+        bindings = built.get_bindings_dict()["bindings"]
+        assert not [b for b in bindings if "blob" in str(b["type"]).lower()], built.get_function_name()
+        params = inspect.signature(built.get_user_function()).parameters.values()
+        streams = [p for p in params if p.annotation in (func.InputStream, "func.InputStream")]
+        assert not streams, built.get_function_name()
+
+
+def test_blob_subscriptions_name_event_grid_functions_and_container_settings(functions: dict[str, Any]) -> None:
+    """What the local host delivers BlobCreated to (and infra subscribes): Event Grid triggers, each on a container
+    named by a setting."""
+    from function_app import BLOB_SUBSCRIPTIONS
+
+    assert set(BLOB_SUBSCRIPTIONS) == {"on_data_blob", "on_scoring_blob"}
+    for name, container in BLOB_SUBSCRIPTIONS.items():
+        assert functions[name][0] == "eventGridTrigger", name
+        match = re.fullmatch(r"%([A-Z_]+)%", container)
+        assert match and match.group(1) in SETTINGS, container
 
 
 def test_timers_read_their_schedule_from_a_setting(functions: dict[str, Any]) -> None:
@@ -44,8 +65,8 @@ def test_timers_read_their_schedule_from_a_setting(functions: dict[str, Any]) ->
 
 
 EXPECTED = {
-    "on_data_blob": ("blobTrigger", "%REFLEX_DATA_CONTAINER%/{name}"),
-    "on_scoring_blob": ("blobTrigger", "%REFLEX_SCORING_CONTAINER%/{name}"),
+    "on_data_blob": ("eventGridTrigger", None),
+    "on_scoring_blob": ("eventGridTrigger", None),
     "on_run_event": ("eventGridTrigger", None),
     "on_model_registered": ("eventGridTrigger", None),
     "sweep_batches": ("timerTrigger", "%REFLEX_SWEEP_SCHEDULE%"),
@@ -65,4 +86,4 @@ def test_exactly_the_expected_functions(functions: dict[str, Any]) -> None:
 
 
 def test_only_known_trigger_types(functions: dict[str, Any]) -> None:
-    assert {kind for kind, _ in functions.values()} <= {"blobTrigger", "eventGridTrigger", "timerTrigger"}
+    assert {kind for kind, _ in functions.values()} <= {"eventGridTrigger", "timerTrigger"}

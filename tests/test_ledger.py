@@ -17,8 +17,10 @@ from tests.conftest import Clock, make_deps
 from tests.real_chain import ENDPOINT, MODEL, make_world
 
 DAY = 86_400
-DELIVERY = {"name": "c/d/b/x.csv", "uri": "http://127.0.0.1:10000/devstoreaccount1/c/d/b/x.csv", "etag": "0x1",
-            "length": 10}
+BLOB_URL = "http://127.0.0.1:10000/devstoreaccount1/c/d/b/x.csv"
+DELIVERY = {"id": "e-blob", "eventType": "Microsoft.Storage.BlobCreated", "subject": "/blobServices/default/"
+            "containers/c/blobs/d/b/x.csv", "eventTime": "2024-06-01T00:00:00Z", "dataVersion": "",
+            "data": {"api": "PutBlob", "url": BLOB_URL, "eTag": '"0x1"', "contentLength": 10}}
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def test_refs_come_from_the_triggering_event_when_the_outcome_has_none() -> None
     assert refs_from({}, blob_event) == {"blob": ["https://a/c/x.csv"]}
     assert refs_from({}, run_event) == {"job": ["j9"]}
     assert refs_from({}, model_event) == {"model": ["m:7"]}
-    assert refs_from({}, DELIVERY) == {"blob": [DELIVERY["uri"]]}
+    assert refs_from({}, DELIVERY) == {"blob": [BLOB_URL]}
     assert refs_from({}, "not an event") == {}
 
 
@@ -288,7 +290,7 @@ def test_fit_keeps_small_lines_as_they_are_and_always_fits_big_ones() -> None:
 def test_every_run_appends_exactly_one_entry_held_and_dead_lettered_included(clock: Clock) -> None:
     ledger = MemoryLedger(clock)
     deps = make_deps(state=None, clock=clock, ledger=ledger)
-    reaction.run("data.arrival", {"name": "", "uri": "", "etag": ""}, event_id="bad", deps=deps)
+    reaction.run("data.arrival", {"id": "bad", "eventType": "Microsoft.Storage.BlobCreated"}, event_id="bad", deps=deps)
     from shared.control import write_control
 
     write_control(deps, by="ops", why="t", paused=True)
@@ -296,7 +298,7 @@ def test_every_run_appends_exactly_one_entry_held_and_dead_lettered_included(clo
     entries = list(ledger.entries())
     assert [(e["event_id"], e["status"]) for e in entries] == [("e2", "held"), ("bad", "dead-lettered")]
     assert entries[0]["refs"]["held"] and entries[1]["refs"]["dead_letter"]
-    assert entries[0]["refs"]["blob"] == [DELIVERY["uri"]]  # found from the event itself
+    assert entries[0]["refs"]["blob"] == [BLOB_URL]  # found from the event itself
 
 
 def test_each_real_reaction_records_the_refs_that_link_the_chain(container_factory: Callable[[str], Any],

@@ -32,11 +32,10 @@ def test_index_has_each_trigger_with_resolved_settings(app: func.FunctionApp) ->
     index = build_index(app, ENV)
     assert {name: (e.trigger_type, e.arg_name) for name, e in index.items()} == {
         "on_event": ("eventGridTrigger", "event"),
-        "on_blob": ("blobTrigger", "blob"),
+        "on_blob": ("eventGridTrigger", "event"),
         "on_timer": ("timerTrigger", "timer"),
     }
-    assert index["on_blob"].settings == {"path": "uploads/{name}", "connection": "AzureWebJobsStorage",
-                                         "source": "EventGrid"}
+    assert index["on_blob"].settings == {}
     assert index["on_timer"].settings["schedule"] == "0 */5 * * * *"
     assert index["on_blob"].function_id == "Host.Functions.on_blob"
     assert callable(index["on_event"].func)
@@ -48,14 +47,17 @@ def test_get_functions_is_called_once_per_app(app: func.FunctionApp) -> None:
     with pytest.raises(ValueError, match="unique function name"):
         app.get_functions()
     assert functions_of(app) is first
-    assert build_index(app, {**ENV, "TEST_CONTAINER": "other"})["on_blob"].settings["path"] == "other/{name}"
+    assert build_index(app, {**ENV, "TEST_SCHEDULE": "0 0 * * * *"})["on_timer"].settings["schedule"] == "0 0 * * * *"
 
 
 def test_missing_setting_is_named(app: func.FunctionApp) -> None:
-    with pytest.raises(SettingError, match="TEST_CONTAINER"):
-        build_index(app, {"TEST_SCHEDULE": "0 * * * * *"})
+    from local.host.blobs import subscriptions_for
+
     with pytest.raises(SettingError, match="TEST_SCHEDULE"):
         build_index(app, {"TEST_CONTAINER": "c"})
+    index = build_index(app, {"TEST_SCHEDULE": "0 * * * * *"})
+    with pytest.raises(SettingError, match="TEST_CONTAINER"):  # a blob subscription's container setting
+        subscriptions_for(index, {"on_blob": "%TEST_CONTAINER%"}, {})
 
 
 def test_disabled_function_is_skipped(app: func.FunctionApp) -> None:

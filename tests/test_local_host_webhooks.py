@@ -1,4 +1,4 @@
-"""The local host's HTTP contracts: Event Grid webhook status codes, blobs webhook, admin API, local topic.
+"""The local host's HTTP contracts: Event Grid webhook status codes (BlobCreated too), admin API, local topic.
 
 The host runs in-process on an ephemeral port with the small test app of tests/hostapp; blob cases use a
 unique container on Azurite.
@@ -24,6 +24,7 @@ from local.host.receipts import HOSTS_CONTAINER
 from local.host.runtime import Host
 
 HOSTAPP = Path(__file__).parent / "hostapp"
+FIXTURES = Path(__file__).parent / "fixtures" / "eventgrid"
 CONN = "UseDevelopmentStorage=true"
 
 
@@ -163,42 +164,43 @@ def test_admin_runs_a_timer_now(host: Host, records: list) -> None:
     assert records[0] == {"function": "on_timer", "past_due": False, "type": "TimerRequest", "next": None}
 
 
-def test_admin_runs_a_blob_function_on_container_path(host: Host, records: list,
-                                                      container: ContainerClient) -> None:
-    container.upload_blob("admin/a.csv", b"x,y\n1,2\n", overwrite=True)
-    reply = post(host, "/admin/functions/on_blob", {"input": f"{container.container_name}/admin/a.csv"})
-    assert reply.status_code == 202
+def real_blob_event(name: str, container: ContainerClient, body: bytes = b"x,y\n1,2\n") -> dict[str, Any]:
+    """Microsoft's documented BlobCreated sample (tests/fixtures/eventgrid/), schema as `name` has it, with
+    subject, url, eTag and contentLength rewritten to a blob that is really in Azurite."""
+    [sample] = json.loads((FIXTURES / name).read_text())
+    blob = container.get_blob_client(f"docs/{name}")
+    blob.upload_blob(body, overwrite=True)
+    sample["subject"] = f"/blobServices/default/containers/{container.container_name}/blobs/docs/{name}"
+    sample["data"].update(url=blob.url, eTag=blob.get_blob_properties().etag, contentLength=len(body))
+    return sample
+
+
+@pytest.mark.parametrize(("fixture", "kind"), [("blob_created.eventgrid.json", "EventGridEvent"),
+                                               ("blob_created.cloudevents.json", "CloudEvent")])
+def test_documented_blob_created_reaches_the_function_through_the_eventgrid_webhook(
+        host: Host, records: list, container: ContainerClient, fixture: str, kind: str) -> None:
+    event = real_blob_event(fixture, container)
+    assert post(host, EG + "on_blob", [event], NOTIFY).status_code == 202
+    [got] = records
+    assert got["type"] == kind and got["event_type"] == "Microsoft.Storage.BlobCreated"
+    assert got["name"] == f"{container.container_name}/docs/{fixture}"
+    assert (got["url"], got["etag"], got["length"], got["api"]) == (
+        event["data"]["url"], event["data"]["eTag"], 8, "PutBlockList")
+    # the blob trigger's webhook is gone: nothing real posts there any more
+    assert post(host, "/runtime/webhooks/blobs?functionName=Host.Functions.on_blob", [event], NOTIFY
+                ).status_code == 404
+
+
+def test_admin_runs_a_blob_function_on_an_event(host: Host, records: list, container: ContainerClient) -> None:
+    event = real_blob_event("blob_created.eventgrid.json", container)
+    assert post(host, "/admin/functions/on_blob", {"input": json.dumps(event)}).status_code == 202
     wait_for(lambda: len(records) == 1)
-    got = records[0]
-    assert got["name"] == f"{container.container_name}/admin/a.csv"
-    assert got["body"] == "x,y\n1,2\n" and got["length"] == 8 and got["type"] == "InputStream"
-    assert got["uri"].endswith(f"/{container.container_name}/admin/a.csv")
-    assert got["etag"] == container.get_blob_client("admin/a.csv").get_blob_properties().etag
+    assert records[0]["etag"] == event["data"]["eTag"] and records[0]["type"] == "EventGridEvent"
 
 
 def test_admin_unknown_function_is_404_and_bad_body_400(host: Host) -> None:
     assert post(host, "/admin/functions/nope", {"input": ""}).status_code == 404
     assert post(host, "/admin/functions/on_timer", b"[1]").status_code == 400
-
-
-def test_blobs_webhook_delivers_each_version_once(host: Host, records: list, container: ContainerClient) -> None:
-    blob = container.upload_blob("hook/b.txt", b"hello", overwrite=True)
-    etag = blob.get_blob_properties().etag
-    created = {"id": str(uuid.uuid4()), "subject": f"/blobServices/default/containers/{container.container_name}"
-               "/blobs/hook/b.txt", "eventType": "Microsoft.Storage.BlobCreated",
-               "eventTime": "2024-06-01T12:00:00Z", "dataVersion": "", "metadataVersion": "1",
-               "data": {"api": "PutBlob", "url": blob.url, "eTag": etag.strip('"'), "blobType": "BlockBlob",
-                        "contentLength": 5}}
-    path = "/runtime/webhooks/blobs?functionName=Host.Functions.on_blob"
-    assert post(host, path, [created], NOTIFY).status_code == 202
-    wait_for(lambda: len(records) == 1)
-    assert records[0]["name"] == f"{container.container_name}/hook/b.txt" and records[0]["body"] == "hello"
-    assert post(host, path, [created], NOTIFY).status_code == 202  # redelivered event: receipt says done
-    time.sleep(0.5)
-    assert len(records) == 1
-    assert post(host, path, [{"data": {"eTag": "x"}}], NOTIFY).status_code == 400
-    assert post(host, "/runtime/webhooks/blobs?functionName=Host.Functions.on_event", [created],
-                NOTIFY).status_code == 404
 
 
 def test_host_status(host: Host) -> None:

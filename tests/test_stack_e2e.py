@@ -150,15 +150,17 @@ def _run_completed_event(live: LiveStack, job: str) -> dict[str, Any]:
                                tags=dict(found.tags))
 
 
-def _blob_created(url: str, etag: str) -> dict[str, Any]:
-    return {"id": f"bc-{etag}-{url[-20:]}", "eventType": "Microsoft.Storage.BlobCreated", "subject": url,
-            "eventTime": "2026-11-22T00:00:00Z", "dataVersion": "", "metadataVersion": "1",
-            "data": {"api": "PutBlob", "url": url, "eTag": etag, "blobType": "BlockBlob", "contentLength": 1}}
+def _blob_created(blob: Any) -> dict[str, Any]:
+    """The BlobCreated a storage account publishes for `blob` (Microsoft's documented shape, its real properties)."""
+    from local.host.blobs import blob_created_event
+
+    return blob_created_event(blob, blob.get_blob_properties())
 
 
 def test_every_event_delivered_three_times_does_everything_once(live: LiveStack) -> None:
-    """Blob, RunCompleted and ModelRegistered each arrive 3 more times (webhook + the admin API that skips the
-    host's blob receipts): still one data asset, one job, one model version, one rollout, nothing dead-lettered."""
+    """Blob, RunCompleted and ModelRegistered each arrive 3 more times (the Event Grid webhook, the admin API, and a
+    second event id for the same blob version): still one data asset, one job, one model version, one rollout,
+    nothing dead-lettered."""
     from local import amlevents
 
     settings = live.deps.settings
@@ -166,12 +168,12 @@ def test_every_event_delivered_three_times_does_everything_once(live: LiveStack)
     container = live.deps.platform.blobs.get_container_client(settings.data_container)
     marker = container.get_blob_client("heart/b3x/_SUCCESS")
     for url in [*urls, marker.url]:
-        etag = container.get_blob_client(url.split(f"/{settings.data_container}/", 1)[1]).get_blob_properties().etag
-        for _ in range(3):
-            assert live.post("/runtime/webhooks/blobs?functionName=Host.Functions.on_data_blob",
-                             [_blob_created(url, etag)]) == 202
-            assert live.post("/admin/functions/on_data_blob", {"input": f"{settings.data_container}/"
-                             + url.split(f"/{settings.data_container}/", 1)[1]}) == 202
+        event = _blob_created(container.get_blob_client(url.split(f"/{settings.data_container}/", 1)[1]))
+        for n in range(3):
+            assert live.post("/runtime/webhooks/eventgrid?functionName=on_data_blob", [event]) == 202
+            assert live.post("/admin/functions/on_data_blob", {"input": json.dumps(event)}) == 202
+            assert live.post("/runtime/webhooks/eventgrid?functionName=on_data_blob",
+                             [{**event, "id": f"{event['id']}-{n}"}]) == 202
 
     submitted = wait_for("a training job", lambda: live.published("TrainingSubmitted"))
     job = submitted[0]["data"]["job"]

@@ -1,19 +1,20 @@
-"""Helpers shared by the timer and batch scoring tests: blobs on Azurite as trigger deliveries, a champion."""
+"""Helpers shared by the timer and batch scoring tests: blobs on Azurite as BlobCreated events, a champion."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from local.host.blobs import blob_created_event
 from shared.platform import CHAMPION_TAG, REFLEX_TAG, ModelVersion, TrainingRequest
 from testing.fake_platform import FakePlatform
 
 
 def upload(container: Any, name: str, body: bytes) -> dict[str, Any]:
-    """Write one blob and return the blob trigger's delivery for it (what `raw_from_blob_stream` gives)."""
+    """Write one blob and return the `Microsoft.Storage.BlobCreated` event for it, as the local host builds it
+    (Microsoft's documented shape, from the blob's real properties)."""
     blob = container.get_blob_client(name)
-    props = blob.upload_blob(body, overwrite=True)
-    return {"name": f"{container.container_name}/{name}", "uri": blob.url,
-            "etag": str(props["etag"]).strip('"'), "length": len(body)}
+    blob.upload_blob(body, overwrite=True)
+    return blob_created_event(blob, blob.get_blob_properties())
 
 
 def make_champion(platform: FakePlatform, *, model: str = "reflex-model", version: str = "1",

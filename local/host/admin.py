@@ -1,8 +1,8 @@
 """The host's admin "run now" API: `POST /admin/functions/NAME` with `{"input": "..."}` -> 202.
 
 As with the real host, the request is accepted and the function runs in the background: a timer gets a
-`TimerRequest` with `past_due=False`, a blob trigger reads `input` as `container/path` and gets that blob,
-an Event Grid trigger decodes `input` as one event's JSON, a queue trigger gets `input` as the message body.
+`TimerRequest` with `past_due=False`, an Event Grid trigger (BlobCreated ones included) decodes `input` as one
+event's JSON, a queue trigger gets `input` as the message body.
 Unknown function -> 404; a body that is not `{"input": ...}` JSON -> 400.
 """
 
@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from local.host.blobs import BlobDelivery
 from local.host.eventgrid import Response, lookup
 from local.host.index import FunctionEntry
 from local.host.invoke import Invoker, decode_event, decode_timer
@@ -36,8 +35,7 @@ def _payload(entry: FunctionEntry, text: str) -> Any:
     raise ValueError(f"trigger type {entry.trigger_type!r} cannot be run through the admin API here")
 
 
-def run_now(index: Mapping[str, FunctionEntry], invoker: Invoker, delivery: BlobDelivery, name: str,
-            body: bytes) -> Response:
+def run_now(index: Mapping[str, FunctionEntry], invoker: Invoker, name: str, body: bytes) -> Response:
     entry = lookup(index, name)
     if entry is None:
         return Response(404, {"error": f"no function named {name!r}"})
@@ -46,19 +44,8 @@ def run_now(index: Mapping[str, FunctionEntry], invoker: Invoker, delivery: Blob
         text = request.get("input", "") if isinstance(request, dict) else None
         if not isinstance(text, str):
             raise ValueError('body must be {"input": "<string>"}')
-        if entry.trigger_type == "blobTrigger":
-            invoker.run(_run_blob, delivery, entry, text)
-            return Response(202)
         payload = _payload(entry, text)
     except ValueError as exc:
         return Response(400, {"error": str(exc)})
     invoker.submit(entry, payload, event_id=f"admin-{uuid.uuid4()}")
     return Response(202)
-
-
-def _run_blob(delivery: BlobDelivery, entry: FunctionEntry, blob_path: str) -> bool:
-    try:
-        return delivery.run_now(entry, blob_path)
-    except Exception:
-        logger.exception("admin run of %s on %r failed before the function ran", entry.name, blob_path)
-        return False

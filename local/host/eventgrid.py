@@ -6,9 +6,8 @@
   `Notification` -> decode each element (array or single object) with the worker's converter and run the
   function once per element, in parallel: 202 if all succeeded, 500 if any failed (Event Grid then resends
   the whole batch); missing or other header -> 400.
-`/runtime/webhooks/blobs?functionName=Host.Functions.NAME` (blobs extension, Event Grid-source blob
-  triggers): BlobCreated events -> each blob version is delivered to the blob function through receipts on
-  the host's pool, and the request answers 202 at once, as the real handler does after enqueuing.
+The local BlobCreated feed (blobs.py) delivers through `eventgrid_webhook` too, so blob events reach the
+functions exactly as Event Grid's POSTs do.
 A body that is not JSON gets 400 (the real host answers 500, which only makes Event Grid retry it).
 """
 
@@ -20,11 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from local.host.blobs import BlobDelivery, BlobPath
 from local.host.index import FunctionEntry
 from local.host.invoke import Invoker, decode_event
 
-__all__ = ["Response", "blobs_webhook", "eventgrid_webhook", "lookup"]
+__all__ = ["Response", "eventgrid_webhook", "lookup"]
 
 logger = logging.getLogger("reflex.host")
 _PREFIX = "host.functions."
@@ -86,43 +84,3 @@ def eventgrid_webhook(index: Mapping[str, FunctionEntry], invoker: Invoker, func
     if failed:
         return Response(500, {"error": f"{failed} of {len(jobs)} invocations of {entry.name} failed"})
     return Response(202)
-
-
-def blobs_webhook(index: Mapping[str, FunctionEntry], invoker: Invoker, delivery: BlobDelivery,
-                  function_name: str | None, event_type: str, body: bytes) -> Response:
-    from azure.storage.blob import BlobClient
-
-    entry = lookup(index, function_name)
-    if entry is None or entry.trigger_type != "blobTrigger":
-        return Response(404, {"error": f"no blob trigger function named {function_name!r}"})
-    early = _handshake(event_type, body)
-    if early is not None:
-        return early
-    path = BlobPath.parse(entry.settings["path"])
-    try:
-        targets = []
-        for event in _events(body):
-            data = event.get("data") or {}
-            url, etag = data["url"], data["eTag"]
-            if data.get("blobType", "BlockBlob") != "BlockBlob":
-                raise ValueError(f"blobType {data.get('blobType')!r} is not supported")
-            parsed = BlobClient.from_blob_url(url)
-            targets.append((parsed.container_name, parsed.blob_name, etag))
-    except (ValueError, KeyError, TypeError) as exc:
-        return Response(400, {"error": f"bad BlobCreated body: {exc}"})
-    for container, blob_name, etag in targets:
-        if container != path.container or path.match(blob_name) is None:
-            logger.info("blob %s/%s does not match %s of %s: ignored", container, blob_name,
-                        entry.settings["path"], entry.name)
-            continue
-        invoker.run(_deliver_logged, delivery, entry, container, blob_name, etag)
-    return Response(202)
-
-
-def _deliver_logged(delivery: BlobDelivery, entry: FunctionEntry, container: str, blob_name: str,
-                    etag: str) -> str:
-    try:
-        return delivery.deliver(entry, container, blob_name, etag)
-    except Exception:
-        logger.exception("delivery of %s/%s to %s failed in the host", container, blob_name, entry.name)
-        return "error"

@@ -47,7 +47,7 @@ class FunctionEntry:
 
     @property
     def function_id(self) -> str:
-        """The id the host uses in receipts and poison messages: `Host.Functions.<name>`."""
+        """The id the host uses in receipts: `Host.Functions.<name>`."""
         return f"Host.Functions.{self.name}"
 
 

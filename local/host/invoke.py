@@ -1,7 +1,7 @@
 """Build trigger payloads exactly as the Python worker decodes them, and run user functions safely.
 
 Payloads go through azure.functions' own converters (`get_binding_registry()`), so a function sees the same
-`EventGridEvent`/`CloudEvent`, `TimerRequest` and `InputStream` objects here as under the real host. Every
+`EventGridEvent`/`CloudEvent` and `TimerRequest` objects here as under the real host. Every
 invocation runs inside `shared.log.context(function=..., event_id=...)`; a failure is logged with its
 traceback and reported to the caller, never allowed to stop the host.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from local.host.index import FunctionEntry
 from shared import log
 
-__all__ = ["Invoker", "decode_blob", "decode_event", "decode_timer"]
+__all__ = ["Invoker", "decode_event", "decode_timer"]
 
 logger = logging.getLogger("reflex.host")
 
@@ -52,20 +52,6 @@ def decode_timer(*, past_due: bool, last: datetime | None = None, next_: datetim
                                              trigger_metadata=None)
 
 
-def decode_blob(data: bytes, *, name: str, uri: str, properties: Mapping[str, Any],
-                metadata: Mapping[str, str] | None = None) -> Any:
-    """`azure.functions.blob.InputStream` with `name` = `container/blobpath`, as the host's `BlobTrigger`."""
-    from azure.functions import meta
-
-    trigger_metadata = {
-        "BlobTrigger": meta.Datum(type="string", value=name),
-        "Uri": meta.Datum(type="string", value=uri),
-        "Properties": meta.Datum(type="json", value=json.dumps(dict(properties), default=str)),
-        "Metadata": meta.Datum(type="json", value=json.dumps(dict(metadata or {}))),
-    }
-    return _converter("blobTrigger").decode(meta.Datum(type="bytes", value=data), trigger_metadata=trigger_metadata)
-
-
 class Invoker:
     """Runs user functions in a small thread pool, each inside a log context; failures become `False`."""
 
@@ -90,7 +76,7 @@ class Invoker:
         return self._pool.submit(self.invoke, entry, payload, event_id=event_id)
 
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Run any host task (a blob delivery, …) on the same pool."""
+        """Run any host task on the same pool."""
         return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True) -> None:

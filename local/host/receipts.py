@@ -1,16 +1,20 @@
 """Blob receipts: each blob version (name + ETag) is delivered to a function once, across hosts and restarts.
 
+The local stand-in for one Event Grid subscription's delivery state (Event Grid keeps it in the service): which
+BlobCreated events a function has had, how many attempts failed, and when the next retry is due.
+
 Stored like the real host's: container `azure-webjobs-hosts`, blob
 `blobreceipts/<hostId>/Host.Functions.<function>/<"etag">/<container>/<blob name>` (the quoted ETag before the
 container, as the WebJobs SDK lays them out, so a blob name with slashes stays unambiguous). A receipt is
-created if absent (`If-None-Match: *`), then LEASED for the duration of one attempt, so two pollers (or a
-poller and the blobs webhook) never run the same blob version at once. Receipt metadata:
+created if absent (`If-None-Match: *`), then LEASED for the duration of one attempt, so two pollers (or two
+hosts) never deliver the same blob version at once. Receipt metadata:
 
-    Status   = "Pending" | "Done"
-    Attempts = number of finished attempts (str)
-    Outcome  = "Succeeded" | "Poisoned" (when Done)
+    Status      = "Pending" | "Done"
+    Attempts    = number of finished attempts (str)
+    NextAttempt = epoch seconds before which no retry is made (str; set after a failed attempt)
+    Outcome     = "Succeeded" | "DeadLettered" (when Done)
 
-After `max_attempts` failures the caller writes a poison message and the receipt is marked Done.
+The caller decides retry or dead letter (blobs.py, Event Grid's policy); a dead-lettered receipt is Done.
 """
 
 from __future__ import annotations
@@ -42,16 +46,13 @@ class Claim:
     def succeeded(self) -> None:
         self._finish({"Status": "Done", "Attempts": str(self.attempts + 1), "Outcome": "Succeeded"})
 
-    def failed(self, max_attempts: int) -> bool:
-        """Record a failed attempt; True when the blob is now poison (the caller must enqueue the message)."""
-        attempts = self.attempts + 1
-        if attempts >= max_attempts:
-            return True
-        self._finish({"Status": "Pending", "Attempts": str(attempts)})
-        return False
+    def failed(self, *, next_attempt: float) -> None:
+        """Record a failed attempt; no retry before `next_attempt` (epoch seconds)."""
+        self._finish({"Status": "Pending", "Attempts": str(self.attempts + 1), "NextAttempt": f"{next_attempt:.3f}"})
 
-    def poisoned(self) -> None:
-        self._finish({"Status": "Done", "Attempts": str(self.attempts + 1), "Outcome": "Poisoned"})
+    def dead_lettered(self) -> None:
+        """The last attempt failed and the event went to the dead letter (the caller wrote it): Done."""
+        self._finish({"Status": "Done", "Attempts": str(self.attempts + 1), "Outcome": "DeadLettered"})
 
     def release(self) -> None:
         """Give the lease back without recording an attempt (e.g. the blob changed under us)."""
@@ -77,8 +78,10 @@ class ReceiptStore:
     def name(self, function_id: str, container: str, blob_name: str, etag: str) -> str:
         return f"blobreceipts/{self._host_id}/{function_id}/{quote_etag(etag)}/{container}/{blob_name}"
 
-    def try_claim(self, function_id: str, container: str, blob_name: str, etag: str) -> Claim | str:
-        """Lease the receipt of this version: a Claim, or "done" (delivered or poisoned) / "busy" (leased now)."""
+    def try_claim(self, function_id: str, container: str, blob_name: str, etag: str, *,
+                  now: float | None = None) -> Claim | str:
+        """Lease the receipt of this version: a Claim, or "done" (delivered or dead-lettered) / "busy" (leased
+        now) / "waiting" (a retry is not due before `NextAttempt`; `now` in epoch seconds, None = no wait)."""
         from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
         self._ensure_container()
@@ -101,6 +104,9 @@ class ReceiptStore:
         if metadata.get("Status") == "Done":
             lease.release()
             return "done"
+        if now is not None and float(metadata.get("NextAttempt") or 0) > now:
+            lease.release()
+            return "waiting"
         stop = threading.Event()
         threading.Thread(target=_renew, args=(lease, stop), daemon=True, name="reflex-host-lease").start()
         return Claim(blob=blob, lease=lease, attempts=int(metadata.get("Attempts", "0")), _renewer=stop)

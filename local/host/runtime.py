@@ -1,8 +1,10 @@
-"""The local host's parts wired together: index, invoker pool, blob delivery and poller, timers, HTTP server.
+"""The local host's parts wired together: index, invoker pool, BlobCreated feed and poller, timers, HTTP server.
 
 `Host` owns the threads and stops them together; tests build one in-process on port 0, the CLI in
-`__main__` builds one from flags. Receipts and the poller exist only when the app has blob triggers, so an
-app without them runs without any storage setting.
+`__main__` builds one from flags. Receipts and the poller exist only when there are blob subscriptions
+(function -> container, e.g. the app's `BLOB_SUBSCRIPTIONS`), so an app without them runs without any
+storage setting. The feed delivers through the Event Grid webhook handler, in-process or (feeding a
+`func start` host) over HTTP.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from local.host import storage
-from local.host.blobs import BlobDelivery, BlobPoller
-from local.host.forward import ForwardingDelivery
+from local.host.blobs import (
+    DEAD_LETTER_CONTAINER,
+    EVENT_GRID_RETRY_DELAYS,
+    BlobEventDelivery,
+    BlobPoller,
+    subscriptions_for,
+)
+from local.host.eventgrid import eventgrid_webhook
+from local.host.forward import http_sender
 from local.host.index import FunctionEntry
 from local.host.invoke import Invoker
 from local.host.receipts import ReceiptStore
@@ -43,8 +52,10 @@ class Host:
     def __init__(self, index: Mapping[str, FunctionEntry], *, bind: str = "127.0.0.1", port: int = 7071,
                  host_id: str | None = None, poll_seconds: float = 2.0, timers: bool = True,
                  blob_poll: bool = True, events_log: Path | str | None = None, topic_key: str | None = None,
-                 max_workers: int = 8, max_blob_attempts: int = 5, env: Mapping[str, str] | None = None,
-                 forward_to: str | None = None) -> None:
+                 max_workers: int = 8, max_blob_attempts: int = 30,
+                 blob_retry_delays: tuple[float, ...] = EVENT_GRID_RETRY_DELAYS,
+                 dead_letter_container: str = DEAD_LETTER_CONTAINER, env: Mapping[str, str] | None = None,
+                 forward_to: str | None = None, blob_subscriptions: Mapping[str, str] | None = None) -> None:
         self.index = dict(index)
         # a feeder keeps receipts of its own: the host it feeds may be this machine's local host, same default id
         self.host_id = host_id or (default_host_id(env)[:25] + "-feeder" if forward_to else default_host_id(env))
@@ -53,19 +64,25 @@ class Host:
         self._poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._started = time.monotonic()
-        has_blobs = any(e.trigger_type == "blobTrigger" for e in self.index.values())
-        self.delivery: BlobDelivery | Any = None
+        subscriptions = subscriptions_for(self.index, blob_subscriptions or {}, os.environ if env is None else env)
+        self.delivery: BlobEventDelivery | None = None
         self.poller: BlobPoller | None = None
-        if has_blobs:
+        if subscriptions:
             receipts = ReceiptStore(storage.blob_service(storage.HOST_CONNECTION, env), self.host_id)
-            self.delivery = ForwardingDelivery(receipts, forward_to, env=env) if forward_to else BlobDelivery(
-                self.invoker, receipts, max_attempts=max_blob_attempts, env=env)
+            send = http_sender(forward_to) if forward_to else self._deliver_here
+            self.delivery = BlobEventDelivery(receipts, send, max_attempts=max_blob_attempts,
+                                              retry_delays=blob_retry_delays,
+                                              dead_letter_container=dead_letter_container, env=env)
             if blob_poll:
-                self.poller = BlobPoller(self.index, self.delivery, self.invoker, env=env)
+                self.poller = BlobPoller(subscriptions, self.delivery, env=env)
         # feeding another host: it runs the timers (and every function); this one only feeds and hosts the topic
         self.timers = TimerScheduler(self.index, self.invoker) if timers and not forward_to else None
         self.server = make_server(self, bind, port)
         self._threads: list[threading.Thread] = []
+
+    def _deliver_here(self, function: str, body: bytes) -> int:
+        """In-process: the same handler the HTTP route runs for Event Grid's POSTs."""
+        return eventgrid_webhook(self.index, self.invoker, function, "Notification", body).status
 
     @property
     def url(self) -> str:

@@ -1,7 +1,6 @@
 """HTTP front of the local host: routes the real host's URLs to the handlers (stdlib only).
 
     POST /runtime/webhooks/eventgrid?functionName=NAME         Event Grid trigger (path case-insensitive)
-    POST /runtime/webhooks/blobs?functionName=Host.Functions.NAME   Event Grid-source blob trigger
     POST /admin/functions/NAME   {"input": "..."}              run a non-HTTP function now -> 202
     GET  /admin/host/status                                    health: {"state": "Running", "functions": [...]}
     POST /api/events   (aeg-sas-key)                           local custom topic for outbound Reflex.* events
@@ -63,12 +62,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/runtime/webhooks/eventgrid":
             response = eventgrid.eventgrid_webhook(self.host.index, self.host.invoker, function_name, event_type,
                                                    body)
-        elif path == "/runtime/webhooks/blobs":
-            response = eventgrid.blobs_webhook(self.host.index, self.host.invoker, self.host.delivery,
-                                               function_name, event_type, body)
         elif path.startswith("/admin/functions/"):
             name = unquote(self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
-            response = admin.run_now(self.host.index, self.host.invoker, self.host.delivery, name, body)
+            response = admin.run_now(self.host.index, self.host.invoker, name, body)
         elif path == "/api/events":
             status, payload = self.host.topic.publish({k.lower(): v for k, v in self.headers.items()}, body)
             response = eventgrid.Response(status, payload)

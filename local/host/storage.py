@@ -1,8 +1,8 @@
 """Storage clients for a trigger's `connection`, resolved from app settings the way the host resolves them.
 
-A blob trigger's `connection` names an app setting (default `AzureWebJobsStorage`). The setting holds a
-connection string (Azurite: `UseDevelopmentStorage=true`), or the identity-based form sets
-`<CONN>__blobServiceUri` / `<CONN>__queueServiceUri` instead. Clients are cached per connection.
+A connection names an app setting (default `AzureWebJobsStorage`, the host's receipts and the blob
+subscriptions' storage account). The setting holds a connection string (Azurite: `UseDevelopmentStorage=true`),
+or the identity-based form sets `<CONN>__blobServiceUri` instead. Clients are cached per connection.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from local.host.index import SettingError
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
-    from azure.storage.queue import QueueServiceClient
 
-__all__ = ["HOST_CONNECTION", "blob_service", "queue_service"]
+__all__ = ["HOST_CONNECTION", "blob_service"]
 
 HOST_CONNECTION = "AzureWebJobsStorage"
 
@@ -38,10 +37,6 @@ def blob_service(connection: str = "", env: Mapping[str, str] | None = None) -> 
     return _blob_service(*_lookup(connection, "blob", os.environ if env is None else env))
 
 
-def queue_service(connection: str = "", env: Mapping[str, str] | None = None) -> QueueServiceClient:
-    return _queue_service(*_lookup(connection, "queue", os.environ if env is None else env))
-
-
 @lru_cache(maxsize=8)
 def _blob_service(conn_str: str, uri: str) -> BlobServiceClient:
     from azure.storage.blob import BlobServiceClient
@@ -51,14 +46,3 @@ def _blob_service(conn_str: str, uri: str) -> BlobServiceClient:
     from shared.storage import credential
 
     return BlobServiceClient(uri, credential=credential(os.environ.get("AZURE_CLIENT_ID", "")))
-
-
-@lru_cache(maxsize=8)
-def _queue_service(conn_str: str, uri: str) -> QueueServiceClient:
-    from azure.storage.queue import QueueServiceClient
-
-    if conn_str:
-        return QueueServiceClient.from_connection_string(conn_str)
-    from shared.storage import credential
-
-    return QueueServiceClient(uri, credential=credential(os.environ.get("AZURE_CLIENT_ID", "")))

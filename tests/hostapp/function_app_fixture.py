@@ -2,7 +2,9 @@
 
 Each function records its invocation in `RECORDS` (and, when `HOSTAPP_RECORD_FILE` is set, as a JSON line in
 that file, for a host running in a subprocess). Failures are asked for by the data itself: an event whose
-data has `"fail": true`, a blob whose content starts with `FAIL`, or `HOSTAPP_TIMER_FAIL=1` for the timer.
+data has `"fail": true`, a blob whose name contains `FAIL` (its BlobCreated event fails), or
+`HOSTAPP_TIMER_FAIL=1` for the timer. `on_blob` gets the BlobCreated events of %TEST_CONTAINER%
+(`BLOB_SUBSCRIPTIONS`, as Reflex's function_app declares its own).
 """
 
 from __future__ import annotations
@@ -38,15 +40,20 @@ def on_event(event: func.EventGridEvent) -> None:
         raise RuntimeError(f"asked to fail on event {event.id}")
 
 
-@app.blob_trigger(arg_name="blob", path="%TEST_CONTAINER%/{name}", connection="AzureWebJobsStorage",
-                  source=func.BlobSource.EVENT_GRID)
-def on_blob(blob: func.InputStream) -> None:
-    body = blob.read()
-    _record({"function": "on_blob", "name": blob.name, "uri": blob.uri, "length": blob.length,
-             "etag": (blob.blob_properties or {}).get("ETag"), "body": body.decode("utf-8", "replace"),
-             "type": type(blob).__name__})
-    if body.startswith(b"FAIL"):
-        raise RuntimeError(f"asked to fail on blob {blob.name}")
+BLOB_SUBSCRIPTIONS = {"on_blob": "%TEST_CONTAINER%"}
+
+
+@app.function_name("on_blob")
+@app.event_grid_trigger(arg_name="event")
+def on_blob(event: func.EventGridEvent) -> None:
+    data = event.get_json()
+    name = event.subject.removeprefix("/blobServices/default/containers/").replace("/blobs/", "/", 1)
+    kind = getattr(event, "event_type", None) or getattr(event, "type", None)  # EventGridEvent or CloudEvent
+    _record({"function": "on_blob", "id": event.id, "event_type": kind, "name": name,
+             "url": data["url"], "length": data["contentLength"], "etag": data["eTag"], "api": data["api"],
+             "content_type": data["contentType"], "type": type(event).__name__})
+    if "FAIL" in name:
+        raise RuntimeError(f"asked to fail on blob {name}")
 
 
 @app.timer_trigger(arg_name="timer", schedule="%TEST_SCHEDULE%", run_on_startup=False, use_monitor=False)
