@@ -14,9 +14,10 @@ import azure.functions as func
 REACTIONS: tuple[str, ...] = ("data_arrival", "registration", "rollout", "batch_scoring", "monitoring")
 
 
-# The storage account's BlobCreated subscriptions, as function -> container (a %SETTING%): what infra subscribes
-# in Azure (subject begins with `/blobServices/default/containers/<container>/blobs/`) and what the local host
-# polls Azurite for and delivers to the same functions (local/host/blobs.py). The names are the infra's contract.
+# The storage account's BlobCreated subscriptions, as function -> container (a setting name): what infra
+# subscribes in Azure (subject begins with `/blobServices/default/containers/<container>/blobs/`) and what the
+# local host polls Azurite for and delivers to the same functions (local/host/blobs.py). The names are the infra's
+# contract.
 BLOB_SUBSCRIPTIONS: dict[str, str] = {
     "on_data_blob": "%REFLEX_DATA_CONTAINER%",
     "on_scoring_blob": "%REFLEX_SCORING_CONTAINER%",

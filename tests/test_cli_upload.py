@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
+from local.host.blobs import blob_created_event
 from reflex.upload import BLOCK_BYTES, default_batch_id
 from tests.conftest import AZURITE, ROOT, Clock
 from tests.real_chain import World, make_world
@@ -46,10 +46,10 @@ def stored(container: Any, prefix: str) -> dict[str, Any]:
 
 
 def deliveries(container: Any, prefix: str, marker: str = "_SUCCESS") -> list[dict[str, Any]]:
-    """What the blob trigger hands the arrival reaction for each stored blob, data files first."""
+    """The BlobCreated events the local host builds for each stored blob (as Azure would), data files first."""
     blobs = sorted(container.list_blobs(name_starts_with=prefix), key=lambda b: b.name.endswith(marker))
-    return [{"name": f"{container.container_name}/{b.name}", "uri": f"{container.url}/{quote(b.name)}",
-             "etag": str(b.etag).strip('"'), "length": b.size} for b in blobs]
+    return [blob_created_event(client, client.get_blob_properties())
+            for client in (container.get_blob_client(b.name) for b in blobs)]
 
 
 def test_a_directory_uploads_its_data_files_then_the_marker_and_the_batch_trains_once(
@@ -60,8 +60,9 @@ def test_a_directory_uploads_its_data_files_then_the_marker_and_the_batch_trains
                             "--batch", "b1")
     assert code == 0, result
     assert result["uploaded"] == ["extra.csv", "part-0.csv", "part-1/rows.csv"] and result["unchanged"] == []
-    assert sorted(result["ignored"]) == [".DS_Store: hidden or underscore file, not data",
-                                         "notes.txt: unreadable format (expected .csv, .parquet, .json, .jsonl)"]
+    assert sorted(result["ignored"]) == [".DS_Store: hidden or underscore file or folder, not data",
+                                         "notes.txt: unreadable format for training; expected .csv, .csv.gz, .tsv, "
+                                         ".tsv.gz, .parquet, .pq, .pqt"]
     assert result["marker_status"] == "written" and result["folder"] == f"{world.lake.name}/heart/b1/"
     blobs = stored(world.lake.container, "heart/b1/")
     assert set(blobs) == {"extra.csv", "part-0.csv", "part-1/rows.csv", "_SUCCESS"}
