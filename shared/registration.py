@@ -104,8 +104,12 @@ def _failed(event: events.RunCompleted, job: Job, status: str, deps: Deps) -> Ou
 
 
 def model_output(job: Job) -> str:
-    """The job's model output: AutoML's is `best_model` (AutoML job YAML reference), a command job's `model`."""
-    return "best_model" if job.kind == "automl" or "best_model" in job.outputs else "model"
+    """The job's model output: AutoML's is `best_model` (AutoML job YAML reference), a command job's `model`;
+    the one the job reports wins, the kind decides when it reports neither (then the reason names it)."""
+    for name in ("best_model", "model"):
+        if name in job.outputs:
+            return name
+    return "best_model" if job.kind == "automl" else "model"
 
 
 def _base(deps: Deps) -> dict[str, Any]:
