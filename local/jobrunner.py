@@ -25,7 +25,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_job"]
+from shared.failure import error_line
+
+__all__ = ["JobFailed", "main", "run_job"]
+
+
+class JobFailed(Exception):
+    """The job's own program failed; the message is the reason as is (its error line first, `shared.failure`)."""
 
 
 def _blob_service() -> Any:
@@ -49,8 +55,9 @@ def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
         code = subprocess.call(command, cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if code != 0:
-        tail = (folder / "user_logs.txt").read_text(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"training script exited with code {code}: " + " | ".join(tail))
+        log_path = folder / "user_logs.txt"
+        said = error_line(log_path.read_text(errors="replace"))
+        raise JobFailed(f"{said or 'no output'} (training script exited with code {code}; log: {log_path})")
     _ensure_model_logged(spec, model_dir)
 
 
@@ -97,6 +104,9 @@ def run_job(spec_path: Path) -> str:
             client.log_metric(spec["run_id"], "rows_scored", _batch(spec, data))
         else:
             _train(spec, folder, data)
+    except JobFailed as exc:
+        status, error = "Failed", str(exc)
+        print(error, flush=True)
     except Exception as exc:
         status, error = "Failed", f"{type(exc).__name__}: {exc}"
         traceback.print_exc()

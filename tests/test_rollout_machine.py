@@ -123,7 +123,7 @@ TABLE: list[tuple[str, Rollout, Observation, float, Any]] = [
     ("relative latency ignored without live data", rec(), obs(traffic=split(10),
      new_metrics=DeploymentMetrics(100, 0, 70.0, 60), live_metrics=DeploymentMetrics(0, 0, None, 60)), 1100.0, Wait),
     ("too few requests waits", rec(plan=replace(PLAN, min_requests=500)), obs(traffic=split(10), new_metrics=GOOD),
-     1600.0, Wait("at 10%: 100 requests served, 500 needed before advancing")),
+     1600.0, Wait("at 10%: 100 of 500 requests served, waiting for the rest before advancing")),
     ("too few requests until the deadline", rec(plan=replace(PLAN, min_requests=500)),
      obs(traffic=split(10), new_metrics=GOOD), 10_000.0, RollBack),
     ("no data is not a breach", rec(), obs(traffic=split(10), new_metrics=DeploymentMetrics(0, 0, None, 60)),
