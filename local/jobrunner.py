@@ -27,7 +27,7 @@ from typing import Any
 
 from shared.failure import error_line
 
-__all__ = ["JobFailed", "main", "run_job"]
+__all__ = ["JobFailed", "main", "run_job", "script_failure"]
 
 
 class JobFailed(Exception):
@@ -56,9 +56,16 @@ def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if code != 0:
         log_path = folder / "user_logs.txt"
-        said = error_line(log_path.read_text(errors="replace"))
-        raise JobFailed(f"{said or 'no output'} (training script exited with code {code}; log: {log_path})")
+        raise JobFailed(script_failure(log_path.read_text(errors="replace"), code, log_path))
     _ensure_model_logged(spec, model_dir)
+
+
+def script_failure(output: str, code: int, log_path: Path) -> str:
+    """The job's reason when the training script failed: the line of its output that states the error first
+    (`shared.failure.error_line`: the script's `train.py: error: …`, or the exception a traceback ends with),
+    then the exit code and where the whole log is."""
+    said = error_line(output) or "the training script printed nothing"
+    return f"{said} (training script exited with code {code}; log: {log_path})"
 
 
 def _ensure_model_logged(spec: dict[str, Any], model_dir: Path) -> None:
