@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from local.host import ncrontab
+from shared import ncrontab
 from local.host.index import FunctionEntry
 from local.host.invoke import Invoker, decode_timer
 

@@ -1,9 +1,14 @@
 """NCRONTAB schedules, the six-field cron dialect of Azure Functions timer triggers, in UTC.
 
 The Functions host reads `{second} {minute} {hour} {day} {month} {day-of-week}` (day-of-week 0-6, 0 = Sunday)
-with `*`, `*/n`, lists `a,b`, ranges `a-b` and stepped ranges `a-b/n`. Unlike Vixie cron, NCrontab requires
-the day-of-month AND the day-of-week to match when both are restricted; this parser does the same, so a
-schedule fires locally exactly when it would in Azure.
+with `*`, `*/n`, lists `a,b`, ranges `a-b` and stepped ranges `a-b/n`; months and days of the week may also be
+named (`0 30 9 * Jan Mon`, as in the timer trigger docs): NCrontab (atifaziz/NCrontab,
+NCrontab/CrontabFieldImpl.cs `ParseValue`) takes any case-insensitive prefix of the English name, the first
+match winning. Unlike Vixie cron, NCrontab requires the day-of-month AND the day-of-week to match when both are
+restricted; this parser does the same, so a schedule fires locally exactly when it would in Azure.
+
+One parser for both uses: the local host's timers (local/host/timers.py) and the settings check at start
+(shared/settings.py), so a schedule the settings accept is one the host can run.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ __all__ = ["Schedule", "next_occurrence", "parse"]
 # (name, low, high) of the six fields, in order.
 _FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12),
            ("day-of-week", 0, 6))
+_NAMES = {"month": ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+                    "October", "November", "December"),
+          "day-of-week": ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")}
 _MAX_YEARS = 8  # a schedule with no occurrence in this span (e.g. 30 February) never fires
 
 
@@ -62,6 +70,11 @@ def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
 
 
 def _number(text: str, name: str, low: int, high: int) -> int:
+    if text and text[0].isalpha() and name in _NAMES:
+        for index, full in enumerate(_NAMES[name]):
+            if full.lower().startswith(text.lower()):
+                return low + index
+        raise ValueError(f"{text!r} is not a known name in the {name} field (use {', '.join(_NAMES[name])})")
     if not text.isdigit():
         raise ValueError(f"{text!r} is not a number in the {name} field")
     value = int(text)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from local.host.ncrontab import next_occurrence, parse
+from shared.ncrontab import next_occurrence, parse
 
 
 def utc(*args: int) -> datetime:
@@ -37,6 +37,10 @@ def utc(*args: int) -> datetime:
     ("0 0 12 29 2 *", utc(2024, 3, 1), utc(2028, 2, 29, 12)),
     # day-of-month AND day-of-week must both match (NCrontab, unlike Vixie cron): Friday the 13th
     ("0 0 0 13 * 5", utc(2024, 1, 1), utc(2024, 9, 13)),
+    # named months and days, as in the timer trigger docs' "0 30 9 * Jan Mon" (any case, any prefix of the name)
+    ("0 30 9 * Jan Mon", utc(2024, 6, 1), utc(2025, 1, 6, 9, 30)),
+    ("0 30 9 * * mon-fri", utc(2024, 6, 1, 10, 0, 0), utc(2024, 6, 3, 9, 30)),
+    ("0 0 0 1 MARCH *", utc(2024, 6, 1), utc(2025, 3, 1)),
     # sub-second and naive inputs
     ("* * * * * *", datetime(2024, 6, 1, 12, 0, 0, 900_000), utc(2024, 6, 1, 12, 0, 1)),
 ])
@@ -71,6 +75,8 @@ def test_parsed_field_values() -> None:
     ("0 30-10 * * * *", "backwards"),
     ("0 a * * * *", "not a number"),
     ("0 1,,2 * * * *", "empty"),
+    ("0 0 0 * Foo *", "not a known name"),
+    ("0 0 Mon * * *", "not a number"),           # names only in the month and day-of-week fields
 ])
 def test_invalid_schedules_name_the_problem(schedule: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
