@@ -3,9 +3,10 @@
 Why one place: a Functions app gets its configuration from app settings (environment variables). A setting
 read deep inside a reaction fails late, at the first event that needs it, and the error names nothing. Here
 each setting is declared once (name, parser, default, meaning); `load()` checks all of them at start and
-raises one `SettingsError` that names every missing or malformed setting and says what is expected. The same
-declarations produce the README's settings table (`python -m shared.settings --markdown`) and let the infra
-tests check that the Bicep writes exactly the settings this module reads.
+raises one `SettingsError` that names every missing or malformed setting and says what is expected, including
+combinations that would fail later (shared/settings_checks.py: gate metric against task, smoke request shape).
+The same declarations produce the README's settings table (`python -m shared.settings --markdown`) and let
+the infra tests check that the Bicep writes exactly the settings this module reads.
 
 Connections follow the Functions host's rule: `AzureWebJobsStorage` is a connection string, or the
 identity-based form `AzureWebJobsStorage__blobServiceUri` (+ `__clientId`) with managed identity.
@@ -20,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
+
+from shared.settings_checks import cross_check
 
 __all__ = ["Settings", "SettingsError", "load", "get_settings", "reset_cache", "SPEC", "markdown_table"]
 
@@ -160,9 +163,15 @@ def _endpoint_map(raw: str) -> Mapping[str, str]:
 
 
 def _ncrontab(raw: str) -> str:
+    """Parsed by the parser the local host runs timers with (shared/ncrontab.py), so both agree."""
+    from shared.ncrontab import parse
+
     value = raw.strip()
-    if len(value.split()) != 6:
-        raise ValueError(f"expected a six-field NCRONTAB schedule such as '0 */5 * * * *', got {raw!r}")
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise ValueError(f"expected a six-field NCRONTAB schedule such as '0 */5 * * * *' "
+                         f"({{second}} {{minute}} {{hour}} {{day}} {{month}} {{day-of-week}}): {exc}") from None
     return value
 
 
@@ -417,6 +426,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             problems.append((meta["env"], str(exc)))
     values.update(_storage(env, problems))
+    problems += cross_check(values)
     if not problems and values["mirror_percent"] and not values["mirror_seconds"]:
         problems.append(("REFLEX_MIRROR_SECONDS", "expected a duration > 0 when REFLEX_MIRROR_PERCENT is set"))
     if problems:

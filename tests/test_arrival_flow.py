@@ -352,6 +352,7 @@ def test_function_metadata() -> None:
 def test_automl_mode_carries_the_automl_settings(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
                                                  clock: Clock) -> None:
     deps = deps_for(lake, blob_state, fake_platform, clock, REFLEX_TRAINING_MODE="automl", REFLEX_TASK="regression",
+                    REFLEX_GATE_METRIC="r2_score",
                     REFLEX_LABEL_COLUMN="price", REFLEX_AUTOML_PRIMARY_METRIC="r2_score",
                     REFLEX_AUTOML_TIMEOUT_MINUTES="30", REFLEX_AUTOML_EARLY_STOPPING="false")
     for raw in [lake.put("houses/b1/p.parquet"), lake.put("houses/b1/_SUCCESS", b"")]:
