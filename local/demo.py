@@ -10,6 +10,16 @@ Steps: a sample batch lands -> data asset + training job -> run completed -> mod
 100% -> a prediction for one patient -> a second batch -> the challenger is registered (or skipped with its
 numbers) -> canary, bake, promote (or rollback) -> a scoring batch lands -> batch scoring output written.
 It ends with a summary table and exit code 0, or a non-zero exit naming the step that failed.
+
+Honest verdicts: a step passes only when its goal is met. A rollout expected to promote that is rolled back,
+fails or is superseded, a job that ends other than Completed, a wait that times out: the step is FAILED, the
+demo stops there and exits 1. A step with nothing to do (the challenger did not beat the champion, so there is
+no rollout) is reported as skipped, with the gate's numbers.
+
+Settings: the demo runs with settings of its own (`DEMO_SETTINGS`: its sample data, model, endpoints and a
+plan short enough to watch), passed to the stack as explicit overrides on top of `local.settings.json` and the
+environment; it never writes the user's file. A stack already running with other values is left alone: the
+demo says which differ and stops.
 """
 
 from __future__ import annotations
@@ -22,14 +32,40 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from local.env import local_env
 
-__all__ = ["main"]
+__all__ = ["DEMO_SETTINGS", "StepMissed", "StepSkipped", "Steps", "main", "rollout_outcome"]
+
+# The demo's own settings. Its data: heart-failure records (label DEATH_EVENT, classification, gate on auc); its
+# model and endpoints; a plan short enough to watch (schedules, bake, quiet and retain times, canary judged on
+# 10 requests, which its client sends); guards off, offline (Azurite, the local platform).
+_FROM_EXAMPLE = ("AzureWebJobsStorage", "REFLEX_PLATFORM", "REFLEX_LABEL_COLUMN", "REFLEX_TASK", "REFLEX_TRAINING_MODE",
+                 "REFLEX_MODEL_NAME", "REFLEX_ENDPOINTS", "REFLEX_EXPERIMENT", "REFLEX_GATE_METRIC",
+                 "REFLEX_GATE_DIRECTION", "REFLEX_SMOKE_REQUEST", "REFLEX_BATCH_ENDPOINT", "REFLEX_COMPLETION_MARKER",
+                 "REFLEX_QUIET_SECONDS", "REFLEX_ROLLOUT_STEPS", "REFLEX_BAKE_SECONDS", "REFLEX_RETAIN_SECONDS",
+                 "REFLEX_MIN_REQUESTS", "REFLEX_ROLLOUT_DEADLINE_SECONDS", "REFLEX_SWEEP_SCHEDULE",
+                 "REFLEX_RECONCILE_SCHEDULE")
+DEMO_SETTINGS: dict[str, str] = {
+    **{key: local_env()[key] for key in _FROM_EXAMPLE},
+    "REFLEX_PAUSED": "false", "REFLEX_DRY_RUN": "false", "REFLEX_REQUIRE_APPROVAL": "false",
+    "REFLEX_GATE_MIN_MARGIN": "0", "REFLEX_MIRROR_PERCENT": "0", "REFLEX_MAX_ERROR_RATE": "0.02",
+    "REFLEX_MAX_LATENCY_MS": "1000", "REFLEX_MAX_LATENCY_RATIO": "1.5",
+}
+DEMO_LABEL = "the demo's settings"
+
+
+class StepMissed(Exception):
+    """The step ran to its end and the goal was not met (a rollback where a promotion was expected)."""
+
+
+class StepSkipped(Exception):
+    """The step had nothing to do, for a reason that is not a failure (no challenger to roll out)."""
 
 
 @dataclass
@@ -38,6 +74,68 @@ class Step:
     status: str = "pending"
     seconds: float = 0.0
     detail: str = ""
+
+
+@dataclass
+class Steps:
+    """Runs the demo's steps in order and keeps their verdicts: ok, skipped, or FAILED (which stops the run)."""
+
+    steps: list[Step] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
+
+    def run(self, name: str, action: Callable[[], str]) -> Step:
+        step = Step(name)
+        self.steps.append(step)
+        print(f"\n▶ {name}", flush=True)
+        start = self.clock()
+        try:
+            step.status, step.detail = "ok", action()
+        except StepSkipped as exc:
+            step.status, step.detail = "skipped", str(exc)
+        except StepMissed as exc:
+            step.status, step.detail = "FAILED", str(exc)
+        except Exception as exc:
+            step.status, step.detail = "FAILED", f"{type(exc).__name__}: {exc}"
+        step.seconds = self.clock() - start
+        print(f"  {step.status} ({step.seconds:.0f}s) {step.detail}", flush=True)
+        return step
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    @property
+    def failed(self) -> Step | None:
+        return next((s for s in self.steps if s.status == "FAILED"), None)
+
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def summary(self) -> str:
+        lines = ["=" * 100, f"{'step':46} {'status':7} {'secs':>5}  detail"]
+        lines += [f"{s.name:46} {s.status:7} {s.seconds:5.0f}  {s.detail[:120]}" for s in self.steps]
+        return "\n".join(lines)
+
+
+# what ends a rollout, and whether that end is the goal (a promotion)
+ROLLOUT_ENDS = {"Reflex.RolloutPromoted": True, "Reflex.RolloutRolledBack": False, "Reflex.RolloutFailed": False,
+                "Reflex.RolloutSuperseded": False}
+
+
+def ends_rollout(event: dict[str, Any], model: str, version: str) -> bool:
+    """Whether `event` is the end of the rollout of model:version (its data names both, shared/rollout_flow.py)."""
+    data = event.get("data") or {}
+    return (event.get("eventType") in ROLLOUT_ENDS and str(data.get("model")) == model
+            and str(data.get("version")) == version)
+
+
+def rollout_outcome(events: list[dict[str, Any]], model: str, version: str) -> tuple[bool, str] | None:
+    """(promoted, what happened) from the first event that ends this rollout, or None while it runs."""
+    for event in events:
+        if ends_rollout(event, model, version):
+            kind = str(event["eventType"]).removeprefix("Reflex.")
+            reason = (event.get("data") or {}).get("reason")
+            return ROLLOUT_ENDS[event["eventType"]], kind + (f" ({reason})" if reason else "")
+    return None
 
 
 @dataclass
@@ -141,7 +239,7 @@ class Demo:
         self.settings = self.deps.settings
         self.feed = EventFeed(self.settings.topic_endpoint)
         self.timeout = timeout
-        self.steps: list[Step] = []
+        self.steps = Steps()
         self.facts: dict[str, str] = {}
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         self.batch1, self.batch2, self.score = f"batch-{stamp}-a", f"batch-{stamp}-b", f"score-{stamp}"
@@ -158,21 +256,6 @@ class Demo:
 
         return blob_service(self.settings)
 
-    def step(self, name: str, action: Callable[[], str]) -> None:
-        step = Step(name)
-        self.steps.append(step)
-        print(f"\n▶ {name}", flush=True)
-        start = time.monotonic()
-        try:
-            step.detail = action()
-            step.status = "ok"
-        except Exception as exc:
-            step.status, step.detail = "FAILED", f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            step.seconds = time.monotonic() - start
-            print(f"  {step.status} ({step.seconds:.0f}s) {step.detail}", flush=True)
-
     # ---- the chain
     def land(self, batch: str, rows: int, seed: int) -> str:
         from local.sampledata import generate
@@ -181,23 +264,32 @@ class Demo:
         return f"{rows} rows in {files} files + _SUCCESS -> {self.settings.data_container}/heart/{batch}/"
 
     def training(self, batch: str) -> str:
-        event = self.feed.wait(lambda e: e.get("eventType") == "Reflex.TrainingSubmitted" and _mentions(e, batch),
-                               timeout=self.timeout, what=f"TrainingSubmitted for {batch}", show=_show)
+        event = self.feed.wait(lambda e: e.get("eventType") in ("Reflex.TrainingSubmitted", "Reflex.TrainingFailed")
+                               and _mentions(e, batch), timeout=self.timeout, what=f"TrainingSubmitted for {batch}",
+                               show=_show)
+        if event["eventType"] == "Reflex.TrainingFailed":
+            raise StepMissed(f"training of {batch} failed: {event['data'].get('error', event['data'])}")
         job = str(event["data"].get("job") or event["data"].get("job_name"))
         self.facts[f"job:{batch}"] = job
         return f"data asset {event['data'].get('data', '?')} -> job {job}"
 
     def run_completed(self, batch: str) -> str:
+        """Wait for the job, showing every 10 s how long it has run, its status and its log's last line."""
         job = self.facts[f"job:{batch}"]
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
+        start = time.monotonic()
+        shown = 0.0
+        while (elapsed := time.monotonic() - start) < self.timeout:
             found = self.deps.platform.get_job(job)
             if found is not None and found.terminal:
                 if found.status != "Completed":
-                    raise RuntimeError(f"job {job} ended {found.status}: {found.error}")
+                    raise StepMissed(f"job {job} ended {found.status}: {found.error}")
                 metrics = self.deps.platform.get_job_metrics(job)
-                return f"{job} Completed: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items())
-                                                        if k in ("auc", "accuracy"))
+                return f"{job} Completed in {elapsed:.0f}s: " + ", ".join(
+                    f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k in ("auc", "accuracy", "rmse", "r2"))
+            if elapsed - shown >= 10:
+                shown = elapsed
+                status = found.status if found is not None else "not found yet"
+                print(f"    … {elapsed:4.0f}s  {status:10} {last_log_line(job)[:100]}", flush=True)
             time.sleep(2)
         raise TimeoutError(f"job {job} did not finish within {self.timeout:.0f}s")
 
@@ -209,8 +301,10 @@ class Demo:
         if event["eventType"] == "Reflex.ModelRegistrationSkipped":
             self.facts[f"model:{batch}"] = ""
             decision = event["data"].get("decision") or event["data"]
-            return "challenger skipped: " + json.dumps({k: v for k, v in decision.items()
-                                                        if k in ("metric", "challenger", "champion", "reason")})
+            numbers = json.dumps({k: v for k, v in decision.items() if k in ("metric", "challenger", "champion",
+                                                                            "reason")})
+            self.facts[f"skipped:{batch}"] = f"the gate did not register the challenger {numbers}"
+            return "challenger not registered (a decision, not a failure): " + numbers
         name, _, version = event["subject"].removeprefix("models/").partition(":")
         self.facts[f"model:{batch}"] = f"{name}:{version}"
         return f"registered {name}:{version}"
@@ -218,7 +312,8 @@ class Demo:
     def rollout(self, batch: str) -> str:
         model = self.facts.get(f"model:{batch}", "")
         if not model:
-            return "nothing to roll out (the challenger did not beat the champion)"
+            raise StepSkipped("nothing to roll out: " + self.facts.get(f"skipped:{batch}", "the challenger was "
+                                                                                         "not registered"))
         endpoint = self.settings.endpoint_for(model.partition(":")[0]) or ""
         live = self.deps.platform.get_endpoint(endpoint)
         if live is None or not any(live.traffic.values()):  # nothing serves yet: no client to keep happy
@@ -235,16 +330,16 @@ class Demo:
         return f"{serving}/endpoints/{endpoint}/score"
 
     def _rollout_end(self, model: str) -> str:
-        _, _, version = model.partition(":")
-        event = self.feed.wait(
-            lambda e: e.get("eventType") in ("Reflex.RolloutPromoted", "Reflex.RolloutRolledBack")
-            and _mentions(e, f'"{version}"') and _mentions(e, model.partition(":")[0]),
-            timeout=self.timeout, what=f"the end of the rollout of {model}", show=_show)
-        endpoint = self.deps.platform.get_endpoint(self.settings.endpoint_for(model.partition(":")[0]) or "")
+        """Wait for the rollout's end; a promotion is the goal, anything else (rolled back, failed) misses it."""
+        name, _, version = model.partition(":")
+        event = self.feed.wait(lambda e: ends_rollout(e, name, version), timeout=self.timeout,
+                               what=f"the end of the rollout of {model}", show=_show)
+        promoted, what = rollout_outcome([event], name, version) or (False, "?")
+        endpoint = self.deps.platform.get_endpoint(self.settings.endpoint_for(name) or "")
         traffic = dict(endpoint.traffic) if endpoint else {}
-        reason = event["data"].get("reason")
-        return f"{event['eventType'].removeprefix('Reflex.')}" + (f" ({reason})" if reason else "") + (
-            f": traffic now {traffic}")
+        if not promoted:
+            raise StepMissed(f"{model} was not promoted: {what}; traffic now {traffic}")
+        return f"{what}: traffic now {traffic}"
 
     def predict(self) -> str:
         """One patient record, sent to the endpoint's scoring URL as any client would."""
@@ -271,7 +366,7 @@ class Demo:
                                              "Reflex.BatchScoringSkipped") and _mentions(e, self.score),
             timeout=self.timeout, what=f"batch scoring of {self.score}", show=_show)
         if event["eventType"] != "Reflex.BatchScoringCompleted":
-            raise RuntimeError(f"{event['eventType']}: {json.dumps(event['data'])[:300]}")
+            raise StepMissed(f"{event['eventType']}: {json.dumps(event['data'])[:300]}")
         output = str(event["data"].get("output") or event["data"].get("output_path") or "")
         return f"output {output}"
 
@@ -285,38 +380,51 @@ class Demo:
                   f"({metric} {value}); new models must beat it. `make demo-fresh` starts from an empty one.")
 
     def run(self) -> int:
-        try:
-            self.preface()
-            # a small first batch, then one eight times larger: the challenger should earn its canary
-            self.step("1. a dataset batch lands in Blob Storage", lambda: self.land(self.batch1, 300, 5))
-            self.step("2. data asset + training job submitted", lambda: self.training(self.batch1))
-            self.step("3. training run completes", lambda: self.run_completed(self.batch1))
-            self.step("4. registration gate", lambda: self.gate(self.batch1))
-            self.step("5. safe rollout to the online endpoint", lambda: self.rollout(self.batch1))
-            self.step("6. a prediction for one patient", self.predict)
-            self.step("7. a second, larger batch lands", lambda: self.land(self.batch2, 2400, 4))
-            self.step("8. second training job submitted", lambda: self.training(self.batch2))
-            self.step("9. second run completes", lambda: self.run_completed(self.batch2))
-            self.step("10. challenger vs champion", lambda: self.gate(self.batch2))
-            self.step("11. canary, bake, promote (or rollback)", lambda: self.rollout(self.batch2))
-            self.step("12. batch scoring on new scoring data", self.batch_scoring)
-        except Exception:
-            self.summary()
-            failed = next(s for s in self.steps if s.status == "FAILED")
+        self.preface()
+        # a small first batch, then one eight times larger: the challenger should earn its canary
+        plan: list[tuple[str, Callable[[], str]]] = [
+            ("1. a dataset batch lands in Blob Storage", lambda: self.land(self.batch1, 300, 5)),
+            ("2. data asset + training job submitted", lambda: self.training(self.batch1)),
+            ("3. training run completes", lambda: self.run_completed(self.batch1)),
+            ("4. registration gate", lambda: self.gate(self.batch1)),
+            ("5. safe rollout to the online endpoint", lambda: self.rollout(self.batch1)),
+            ("6. a prediction for one patient", self.predict),
+            ("7. a second, larger batch lands", lambda: self.land(self.batch2, 2400, 4)),
+            ("8. second training job submitted", lambda: self.training(self.batch2)),
+            ("9. second run completes", lambda: self.run_completed(self.batch2)),
+            ("10. challenger vs champion", lambda: self.gate(self.batch2)),
+            ("11. canary, bake, promote", lambda: self.rollout(self.batch2)),
+            ("12. batch scoring on new scoring data", self.batch_scoring),
+        ]
+        for name, action in plan:
+            if self.steps.run(name, action).status == "FAILED":
+                break
+        print("\n" + self.steps.summary())
+        failed = self.steps.failed
+        if failed is not None:
             print(f"\nDEMO FAILED at step '{failed.name}': {failed.detail}", file=sys.stderr)
-            print("Logs: run/current/ (make stop stops the stack)", file=sys.stderr)
-            return 1
-        self.summary()
+            print("Logs: run/current/ (make stop stops the stack); `.venv/bin/python -m reflex status` shows "
+                  "what Reflex recorded", file=sys.stderr)
+            return self.steps.exit_code()
         endpoint = self.settings.endpoint_for(self.settings.model_name)
         print(f"\nnext: the MLflow UI at {self.settings.mlflow_tracking_uri}; `.venv/bin/python -m reflex explain "
               f"{endpoint}` walks back to the uploaded blobs; `.venv/bin/python -m reflex status`; `make stop`.")
         return 0
 
-    def summary(self) -> None:
-        print("\n" + "=" * 100)
-        print(f"{'step':46} {'status':7} {'secs':>5}  detail")
-        for s in self.steps:
-            print(f"{s.name:46} {s.status:7} {s.seconds:5.0f}  {s.detail[:120]}")
+
+def last_log_line(job: str) -> str:
+    """The last non-empty line the local job wrote (`<run>/jobs/<job>/user_logs.txt`), or ''."""
+    from shared.state import key_part
+
+    run_dir = Path(os.environ.get("REFLEX_LOCAL_RUN_DIR") or "run/current")
+    path = run_dir / "jobs" / key_part(job) / "user_logs.txt"
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, path.stat().st_size - 4096))
+            lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,16 +434,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="first forget every earlier run: stop the stack, "
                                                               "drop the MLflow registry and Reflex's containers")
     args = parser.parse_args(argv)
-    for key, value in local_env().items():
-        os.environ.setdefault(key, value)
+    from local import stack
+    from shared.deps import reset_deps
+    from shared.settings import reset_cache
+
     if args.fresh:
-        from local import stack
-
         stack.reset(stack.Stack())
-    if not args.no_stack:
-        from local import stack
-
-        stack.ensure_running()
+    if args.no_stack:
+        running = stack.Stack(overrides=DEMO_SETTINGS, overrides_label=DEMO_LABEL)
+        differ = stack.mismatches(running.recorded() or {}, DEMO_SETTINGS)
+        if differ:
+            raise SystemExit(f"the running stack's settings are not {DEMO_LABEL}: {'; '.join(differ)}")
+    else:
+        running = stack.ensure_running(DEMO_SETTINGS, DEMO_LABEL)
+    os.environ.update(running.env())  # exactly what the stack's components run with
+    reset_cache()
+    reset_deps()
     return Demo(args.timeout).run()
 
 

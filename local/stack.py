@@ -12,7 +12,12 @@ Layout: `<root>/<timestamp>/` holds every log, `pids.json`, the job and deployme
 points at it. Durable data lives beside it and survives restarts: `mlflow.db`, `mlartifacts/`, `azurite/`.
 The root is `run/` for `make stack`; the end-to-end tests and `bench/chain.py` build a `Stack` on a temporary
 root, free ports and their own containers, so they never touch a stack the user has running.
-The environment is local/env.py's (`local.settings.example.json` is generated from the same source).
+
+Settings: `local.settings.json` Values (created from the example when absent), then the environment wins
+(local/env.py `layered_settings`, as `func start` does), then the stack's own (ports, run folder) and any
+explicit overrides (the demo's, a test's). They are validated with shared/settings.py before anything starts:
+a bad setting stops `make stack` with the setting named on the console. The result is written to
+`<run>/settings.json` and every component gets exactly those values, also when restarted.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from local import azurite
-from local.env import PORTS, ROOT, local_env
+from local.env import EXAMPLE_FILE, PORTS, ROOT, Layered, layered_settings, stack_settings
 from local.mlflow_relay import SERVER_ENV, ensure_webhook
 
-__all__ = ["Stack", "ensure_running", "ephemeral", "reset", "start", "stop"]
+__all__ = ["Stack", "ensure_running", "ephemeral", "mismatches", "reset", "start", "stop"]
 
 RUN = ROOT / "run"
 SECRET_ENV = "REFLEX_LOCAL_WEBHOOK_SECRET"
@@ -85,13 +90,20 @@ def _terminate(pid: int, sig: int = signal.SIGTERM, grace: float = 10.0) -> None
 
 @dataclass
 class Stack:
-    """One local stack: where it keeps its files, which ports it uses, which settings differ from local_env()."""
+    """One local stack: where it keeps its files, which ports it uses, where its settings come from.
+
+    `settings_dir` holds `local.settings.json`; `environ` is the environment that wins over it (default: this
+    process's); `overrides` are explicit values on top of both (labelled `overrides_label` in messages).
+    """
 
     root: Path = RUN
     ports: Mapping[str, int] = field(default_factory=lambda: dict(PORTS))
     overrides: Mapping[str, str] = field(default_factory=dict)
     echo: Callable[[str], None] = print
     func: bool = False  # Core Tools runs the functions: start the feeder instead of the local host
+    settings_dir: Path = ROOT
+    environ: Mapping[str, str] | None = None
+    overrides_label: str = "an explicit override"
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -108,10 +120,52 @@ class Stack:
     def pids_file(self) -> Path:
         return self.current / "pids.json"
 
-    def env(self, run_dir: Path | None = None) -> dict[str, str]:
-        """The app settings every component (and a test or bench driving the stack) sees."""
+    @property
+    def _environ(self) -> Mapping[str, str]:
+        return os.environ if self.environ is None else self.environ
+
+    def settings(self, run_dir: Path | None = None) -> Layered:
+        """The file, then the environment, then the stack's own settings, then the explicit overrides."""
         run_dir = run_dir or self.current.resolve()
-        return {**local_env(run_dir=run_dir, ports=self.ports, func=self.func), **self.overrides}
+        own = stack_settings(run_dir=run_dir, ports=self.ports, func=self.func)
+        return (layered_settings(self.settings_dir, self._environ).with_overrides("the stack", own)
+                .with_overrides(self.overrides_label, self.overrides))
+
+    def recorded(self, run_dir: Path | None = None) -> dict[str, str] | None:
+        """The settings a started stack gave its components (`<run>/settings.json`), or None."""
+        path = (run_dir or self.current) / "settings.json"
+        return dict(json.loads(path.read_text())["values"]) if path.is_file() else None
+
+    def env(self, run_dir: Path | None = None) -> dict[str, str]:
+        """The app settings every component (and a test or bench driving the stack) sees: those recorded at
+        start when this stack runs, else those it would start with."""
+        return self.recorded(run_dir) or self.settings(run_dir).values
+
+    def _check(self, layered: Layered) -> None:
+        """Validate before anything starts; a bad setting stops here, named, with where its value came from."""
+        from shared.settings import SettingsError, load
+
+        try:
+            load({**self._environ, **layered.values})
+        except SettingsError as exc:
+            names = list(dict.fromkeys(name for name, _ in exc.problems))
+            raise SystemExit(f"{exc}\n  where the values come from: {layered.origin(names)}\n"
+                             f"  fix them in {layered.path} or in the environment; nothing was started") from None
+
+    def _tell(self, layered: Layered) -> None:
+        """Say where the settings come from, as `func start` names the ones the environment overrides."""
+        made = f" (created from {EXAMPLE_FILE})" if layered.created else ""
+        self.echo(f"settings  {layered.path}{made}")
+        if from_env := layered.from_source("the environment"):
+            self.echo(f"          from the environment: {', '.join(from_env)}")
+        if explicit := layered.from_source(self.overrides_label):
+            self.echo(f"          from {self.overrides_label}: {', '.join(explicit)}")
+        file_values = layered_settings(self.settings_dir, self._environ).values
+        ignored = [k for k in layered.from_source("the stack") if k in file_values and file_values[k] !=
+                   layered.values[k] and k != "REFLEX_LOCAL_RUN_DIR"]
+        for key in ignored:
+            self.echo(f"          note: the stack sets {key}={layered.values[key]} itself (its ports); "
+                      f"{file_values[key]} is not used")
 
     def pids(self) -> dict[str, int]:
         return json.loads(self.pids_file.read_text()) if self.pids_file.exists() else {}
@@ -119,8 +173,9 @@ class Stack:
     def _save(self, pids: Mapping[str, int]) -> None:
         self.pids_file.write_text(json.dumps(dict(pids), indent=2))
 
-    def _process_env(self, run_dir: Path) -> dict[str, str]:
-        env = {**os.environ, **self.env(run_dir), SECRET_ENV: os.environ.get(SECRET_ENV, "local-webhook-secret")}
+    def _process_env(self, run_dir: Path, values: Mapping[str, str] | None = None) -> dict[str, str]:
+        values = self.env(run_dir) if values is None else values
+        env = {**self._environ, **values, SECRET_ENV: self._environ.get(SECRET_ENV, "local-webhook-secret")}
         # MLflow encrypts webhook secrets with this key; without a stable one, a restarted server cannot read
         # the webhook it stored before (every list answers 500). Kept beside mlflow.db, never committed.
         key_file = self.root / "webhook-encryption.key"
@@ -160,18 +215,24 @@ class Stack:
 
     def start(self) -> Path:
         """Start every component, health-checked; on any failure stop what was started. Returns the run folder."""
+        run_dir = self.root.resolve() / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        layered = self.settings(run_dir)
+        self._check(layered)
         if self.pids_file.exists():
             raise SystemExit(f"a stack is already running (see {self.pids_file.resolve()}): run `make stop` first")
         for name in self.components:
             if azurite.is_listening(self.ports[name]):
                 raise SystemExit(f"port {self.ports[name]} ({name}) is already in use: stop whatever listens there")
+        self._tell(layered)
         self.root.mkdir(parents=True, exist_ok=True)
-        run_dir = self.root / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         run_dir.mkdir(parents=True)
         if self.current.is_symlink() or self.current.exists():
             self.current.unlink()
         self.current.symlink_to(run_dir.name)
-        env = self._process_env(run_dir)
+        record = run_dir / "settings.json"
+        record.write_text(json.dumps({"values": layered.values, "sources": layered.sources}, indent=2) + "\n")
+        record.chmod(0o600)
+        env = self._process_env(run_dir, layered.values)
         pids: dict[str, int] = {}
         try:
             if azurite.is_listening(self.ports["blob"]):
@@ -252,9 +313,13 @@ def own_containers(suffix: str) -> dict[str, str]:
 
 
 @contextmanager
-def ephemeral(root: Path, extra: Mapping[str, str] | None = None, *, func: bool = False) -> Iterator[Stack]:
+def ephemeral(root: Path, extra: Mapping[str, str] | None = None, *, func: bool = False,
+              environ: Mapping[str, str] | None = None) -> Iterator[Stack]:
     """A whole stack on `root`, free ports and containers of its own, removed afterwards (tests, benches).
 
+    Its settings are layered as `make stack` layers them, from `<root>/local.settings.json` (created from the
+    example unless the caller wrote one, as a user would) and `environ` (default: this process's), with the
+    containers and `extra` as explicit overrides on top.
     Azurite must already listen (`make test` and the benches start it); its containers are shared with
     whatever else runs, so this stack's are named with a random suffix and deleted when it stops.
     """
@@ -264,7 +329,8 @@ def ephemeral(root: Path, extra: Mapping[str, str] | None = None, *, func: bool 
         raise SystemExit(f"Azurite is not listening on 127.0.0.1:{PORTS['blob']}: start it (make stack / make test)")
     containers = own_containers(uuid.uuid4().hex[:10])
     stack = Stack(root=root, ports={name: free_port() for name in (*COMPONENTS, "feeder")},
-                  overrides={**containers, **(extra or {})}, echo=lambda _: None, func=func)
+                  overrides={**containers, **(extra or {})}, echo=lambda _: None, func=func, settings_dir=root,
+                  environ=environ)
     service = BlobServiceClient.from_connection_string(stack.env(root)["AzureWebJobsStorage"])
     for name in containers.values():
         service.create_container(name)
@@ -306,20 +372,21 @@ def reset(stack: Stack) -> None:
 
 
 def _settings_for_func(stack: Stack) -> None:
-    """`func start` reads local.settings.json: write it when absent, else name the values that differ."""
-    from local.env import settings_file
+    """`func start` reads local.settings.json itself: write the Core Tools variant when absent, else name the
+    values that do not point at this stack's processes (the other values are the user's to choose)."""
+    from local.env import SETTINGS_FILE, settings_file
 
-    path = ROOT / "local.settings.json"
-    wanted = settings_file(func=True)
+    path = stack.settings_dir / SETTINGS_FILE
     if not path.exists():
-        path.write_text(json.dumps(wanted, indent=2) + "\n")
+        path.write_text(json.dumps(settings_file(func=True), indent=2) + "\n")
         stack.echo(f"wrote {path.name} for func (from local/env.py)")
         return
     values = json.loads(path.read_text()).get("Values", {})
-    differ = sorted(k for k, v in wanted["Values"].items() if values.get(k) != v)  # type: ignore[union-attr]
+    own = stack_settings(ports=stack.ports, func=True)
+    differ = sorted(k for k, v in own.items() if values.get(k) != v)
     if differ:
         stack.echo(f"warning: {path.name} differs from this stack's settings in {', '.join(differ)}; "
-                   f"see `python -m local.env --func`")
+                   f"`func start` reads that file: set {', '.join(f'{k}={own[k]}' for k in differ)} there")
 
 
 def start(func: bool = False) -> int:
@@ -334,16 +401,33 @@ def stop() -> int:
     return Stack().stop()
 
 
-def ensure_running() -> None:
-    """Start the stack unless a healthy one is already up (the demo calls this; `make demo` relies on it)."""
-    stack = Stack()
+def ensure_running(overrides: Mapping[str, str] | None = None, label: str = "an explicit override") -> Stack:
+    """Start the stack with `overrides` unless a healthy one is already up; the stack (the demo calls this).
+
+    A running stack is never changed: when its settings differ from `overrides`, SystemExit names them.
+    """
+    wanted = dict(overrides or {})
+    stack = Stack(overrides=wanted, overrides_label=label)
     if stack.healthy():
+        differ = mismatches(stack.recorded() or {}, wanted)
+        if differ:
+            raise SystemExit(f"a stack is running with settings other than {label}: {'; '.join(differ)}.\n"
+                             f"It is left as it is: stop it with `make stop` and run this again, which starts one "
+                             f"with {label} (your local.settings.json is not changed; `make stack` afterwards "
+                             "starts yours again).")
         print("stack: already running")
-        return
+        return stack
     if stack.pids_file.exists():
         print("stack: a previous stack is not healthy; restarting it")
         stack.stop()
     stack.start()
+    return stack
+
+
+def mismatches(recorded: Mapping[str, str], wanted: Mapping[str, str]) -> list[str]:
+    """`NAME is 'x', needs 'y'` for each wanted setting the recorded ones do not hold."""
+    return [f"{k} is {recorded[k]!r}, needs {v!r}" if k in recorded else f"{k} is unset, needs {v!r}"
+            for k, v in wanted.items() if recorded.get(k) != v]
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Reaching the stack from the CLI: the same settings the Functions host uses, and a clear word when a part is down.
 
-Settings: locally the host takes its environment from `local.settings.json` `Values` (falling back here to
-`local.settings.example.json`, which is what `make stack` starts with); values already in the environment win,
-as with the host. In Azure the same app settings are simply exported in the operator's shell.
+Settings: the ones `make stack` gives every component, layered by the same function (local/env.py
+`layered_settings`): `local.settings.json` `Values` (created from `local.settings.example.json` when absent),
+with the environment winning where it holds a non-empty value, as `func start` does. Against Azure the same app
+settings are exported in the operator's shell and win over the file.
 
 Probes: before a command touches storage or the ML platform, one TCP connect (2 s) tells "not running" apart
 from a slow service, so the operator gets "Azurite (storage) at 127.0.0.1:10000 is not reachable: start the
@@ -11,7 +12,6 @@ local stack with `make stack`" instead of a retry loop and a stack trace.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import MutableMapping
@@ -41,18 +41,16 @@ class StackDown(Exception):
         self.part, self.where, self.hint = part, where, hint
 
 
-def load_local_settings(env: MutableMapping[str, str] | None = None, root: Path = ROOT) -> Path | None:
-    """Copy the local settings file's `Values` into `env` where unset; the file used, or None."""
+def load_local_settings(env: MutableMapping[str, str] | None = None, root: Path = ROOT) -> Path:
+    """Layer `<root>/local.settings.json` under `env` (default: the process environment); the file used."""
+    from local.env import layered_settings
+
     target = os.environ if env is None else env
-    for name in ("local.settings.json", "local.settings.example.json"):
-        path = root / name
-        if path.is_file():
-            values = json.loads(path.read_text(encoding="utf-8")).get("Values") or {}
-            for key, value in values.items():
-                if key not in target and value is not None:
-                    target[key] = str(value)
-            return path
-    return None
+    layered = layered_settings(root, target)
+    for key, value in layered.values.items():
+        if not target.get(key):
+            target[key] = value
+    return layered.path
 
 
 def reachable(url: str, timeout: float = 2.0) -> str | None:

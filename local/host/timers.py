@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from shared import ncrontab
 from local.host.index import FunctionEntry
 from local.host.invoke import Invoker, decode_timer
+from shared import ncrontab
 
 __all__ = ["PAST_DUE_SECONDS", "TimerScheduler"]
 
