@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from local.demo import Demo, Steps, StepMissed, StepSkipped, rollout_outcome
+from local.demo import Demo, StepMissed, Steps, StepSkipped, rollout_outcome
 from tests.conftest import make_settings
 
 MODEL = "heart-failure"
