@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -424,7 +425,11 @@ def last_log_line(job: str) -> str:
             lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    return lines[-1] if lines else ""
+    # the message, not the logger's timestamp (`2026-12-01 10:34:33,736 ` or `2026/12/01 10:35:46 `)
+    return _STAMP.sub("", lines[-1]) if lines else ""
+
+
+_STAMP = re.compile(r"^\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)?\s+")
 
 
 def main(argv: list[str] | None = None) -> int:

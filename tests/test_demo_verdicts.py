@@ -106,3 +106,16 @@ def test_steps_stop_counting_as_ok_after_a_miss() -> None:
     assert steps.run("c", missed).status == "FAILED"
     assert steps.failed is not None and steps.failed.name == "c" and steps.exit_code() == 1
     assert "FAILED" in steps.summary() and "label column" in steps.summary()
+
+
+def test_training_progress_shows_the_jobs_last_log_message(tmp_path: Any, monkeypatch: Any) -> None:
+    from local.demo import last_log_line
+    from shared.state import key_part
+
+    monkeypatch.setenv("REFLEX_LOCAL_RUN_DIR", str(tmp_path))
+    assert last_log_line("reflex-train-1") == ""                           # no log yet
+    folder = tmp_path / "jobs" / key_part("reflex-train-1")
+    folder.mkdir(parents=True)
+    (folder / "user_logs.txt").write_text("2026-12-01 10:34:33,736 INFO train: read 300 rows\n"
+                                          "2026/12/01 10:35:46 INFO train: fitting\n\n")
+    assert last_log_line("reflex-train-1") == "INFO train: fitting"
