@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 import uuid
@@ -156,10 +157,10 @@ class Stack:
         """Say where the settings come from, as `func start` names the ones the environment overrides."""
         made = f" (created from {EXAMPLE_FILE})" if layered.created else ""
         self.echo(f"settings  {layered.path}{made}")
-        if from_env := layered.from_source("the environment"):
-            self.echo(f"          from the environment: {', '.join(from_env)}")
-        if explicit := layered.from_source(self.overrides_label):
-            self.echo(f"          from {self.overrides_label}: {', '.join(explicit)}")
+        for label in ("the environment", self.overrides_label):
+            if names := layered.from_source(label):
+                self.echo(textwrap.fill(", ".join(names), 118, initial_indent=f"          from {label}: ",
+                                        subsequent_indent=" " * 12))
         file_values = layered_settings(self.settings_dir, self._environ).values
         ignored = [k for k in layered.from_source("the stack") if k in file_values and file_values[k] !=
                    layered.values[k] and k != "REFLEX_LOCAL_RUN_DIR"]
