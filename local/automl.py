@@ -5,7 +5,8 @@ a stratified split, scored on the held-out part, the best by the primary metric 
 AutoML (no featurization sweep, no ensembling, no early termination policy); the run is tagged
 `reflex.automl=local-search` so nobody mistakes one for the other. It logs the same metrics the command job
 logs (`auc`, `accuracy` or `rmse`, `r2`, plus the AutoML-style primary metric name) and an MLflow model named
-`model` to the active run, so the registration gate and rollout work unchanged.
+`best_model` to the active run: the output name Azure ML AutoML gives its model (`outputs.best_model`, see
+`shared.platform.MODEL_OUTPUTS`), so a Reflex that registered AutoML from `model` fails here as on Azure.
 
     python -m local.automl --data <folder> --label <col> --task classification|regression
         --model-output <folder> [--metrics-output f.json] [--primary-metric AUC_weighted] [--max-trials N]
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow.sklearn
 
     from local.tables import read_folder
+    from shared.platform import model_output
 
     frame = read_folder(args.data)
     model, best, metrics, trials = search(frame, args.label, args.task, primary_metric=args.primary_metric,
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             if primary in metrics:
                 mlflow.log_metric(args.primary_metric, metrics[primary])
             mlflow.log_dict({"trials": trials}, "automl_trials.json")
-            mlflow.sklearn.log_model(model, name="model", input_example=features.head(2),
+            mlflow.sklearn.log_model(model, name=model_output("automl"), input_example=features.head(2),
                                      pip_requirements=requirements)
     return 0
 

@@ -289,7 +289,9 @@ class Endpoints:
                 requests += rec.value["requests"]
                 errors += rec.value["errors"]
                 latency += rec.value["latency_ms_sum"]
-        return DeploymentMetrics(requests, errors, latency / requests if requests else None, window_seconds)
+        # as Azure Monitor serves it: a window without requests has no series ("no data yet"), not zero requests
+        return DeploymentMetrics(requests, errors, latency / requests if requests else None, window_seconds,
+                                 has_data=requests > 0)
 
     def logs(self, endpoint: str, deployment: str, lines: int) -> str:
         dep = self.get_deployment(endpoint, deployment)

@@ -55,18 +55,22 @@ def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
 
 
 def _ensure_model_logged(spec: dict[str, Any], model_dir: Path) -> None:
-    """`runs:/<run>/model` must resolve: log the script's saved model folder if it logged no model itself."""
+    """`runs:/<run>/<output>` must resolve (output `model`, or `best_model` for AutoML, as on Azure ML): log the
+    script's saved model folder if it logged no model itself."""
     from mlflow import MlflowClient
 
+    from shared.platform import model_output
+
+    out = model_output(spec["kind"])
     client = MlflowClient()
     logged = client.search_logged_models(experiment_ids=[spec["experiment_id"]],
-                                         filter_string=f"source_run_id = '{spec['run_id']}' AND name = 'model'")
+                                         filter_string=f"source_run_id = '{spec['run_id']}' AND name = '{out}'")
     if logged:
         return
     if (model_dir / "MLmodel").exists():
-        client.log_artifacts(spec["run_id"], str(model_dir), "model")
+        client.log_artifacts(spec["run_id"], str(model_dir), out)
         return
-    raise RuntimeError("the training script logged no MLflow model named 'model' and wrote none to --model-output")
+    raise RuntimeError(f"the training script logged no MLflow model named {out!r} and wrote none to --model-output")
 
 
 def _batch(spec: dict[str, Any], data: Path) -> int:

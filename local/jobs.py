@@ -19,7 +19,7 @@ from typing import Any
 from local import procs
 from local.mlflow_errors import NotFound, mlflow_errors
 from shared.errors import PermanentError
-from shared.platform import Job
+from shared.platform import Job, model_output
 from shared.state import StateStore, key_part
 
 __all__ = ["Jobs", "JOB_NAME_TAG"]
@@ -118,7 +118,9 @@ class Jobs:
                 status, error = "Failed", "the job process ended without reporting a result"
         outputs = dict(rec.get("outputs") or {})
         if rec["kind"] != "batch" and status == "Completed":
-            outputs.setdefault("model", f"runs:/{rec['run_id']}/model")
+            # the same output name as on Azure ML: `model` for a command job, `best_model` for AutoML
+            out = model_output(rec["kind"])
+            outputs.setdefault(out, f"runs:/{rec['run_id']}/{out}")
         url = f"{self.tracking_uri}/#/experiments/{rec['experiment_id']}/runs/{rec['run_id']}"
         return Job(name, status, outputs=outputs, error=error, url=url, **base)
 

@@ -51,6 +51,7 @@ from shared.platform import (
     ModelVersion,
     QuotaCheck,
     TrainingRequest,
+    cores_needed,
 )
 from shared.state import BlobStateStore, StateStore, key_part
 
@@ -372,7 +373,8 @@ class LocalPlatform:
         if instance_type not in VM_CORES:
             raise PermanentError(f"quota: unknown instance type {instance_type}")
         used = self.endpoints.used_cores(lambda t: VM_CORES.get(t, 0))
-        return QuotaCheck(instance_type, "local", VM_CORES[instance_type] * instance_count, used, self.quota_cores)
+        return QuotaCheck(instance_type, "local", cores_needed(VM_CORES[instance_type], instance_count), used,
+                          self.quota_cores)
 
     # ------------------------------------------------------------------ batch endpoints
     def begin_ensure_batch_deployment(self, spec: BatchDeploymentSpec) -> None:

@@ -63,6 +63,9 @@ from shared.platform import (
     ModelVersion,
     QuotaCheck,
     TrainingRequest,
+    cores_needed,
+    job_output_uri,
+    model_output,
     traffic_problems,
 )
 
@@ -71,7 +74,7 @@ if TYPE_CHECKING:
 
     from shared.settings import Settings
 
-__all__ = ["AzureMLPlatform", "TRAIN_COMMAND", "ML_SCOPE", "ARM_SCOPE"]
+__all__ = ["AzureMLPlatform", "TRAIN_COMMAND", "ML_SCOPE", "ARM_SCOPE", "metrics_from_monitor"]
 
 log = logging.getLogger("reflex.azureml")
 T = TypeVar("T")
@@ -95,6 +98,22 @@ def _already_exists(exc: BaseException) -> bool:
         return True
     return (isinstance(exc, HttpResponseError) and exc.status_code == 400
             and "already exists" in str(exc.message or exc).lower())
+
+
+_NAME_TAKEN = re.compile(r"already an endpoint with this name|unique (with)?in a region", re.IGNORECASE)
+
+
+def _name_taken(exc: BaseException) -> bool:
+    """The service's "name is taken in this region" answer (400, the text in the error's details)."""
+    return bool(_NAME_TAKEN.search(str(exc)))
+
+
+def _require_reflex_owned(entity: Any, what: str, setting: str) -> None:
+    """Reflex acts only on endpoints it created (tag `reflex.managed=true`): never redefine someone else's."""
+    if (getattr(entity, "tags", None) or {}).get(REFLEX_TAG) != "true":
+        raise PermanentError(f"{what} exists in this workspace but Reflex did not create it (no {REFLEX_TAG}=true "
+                             f"tag); Reflex never redefines an endpoint it does not own. Set {setting} to a name of "
+                             "Reflex's own, or tag the endpoint if it really is Reflex's")
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -218,6 +237,9 @@ class AzureMLPlatform:
                           target_column_name=r.label_column, primary_metric=r.primary_metric, tags=tags)
             job.set_limits(timeout_minutes=r.timeout_minutes, max_trials=r.max_trials,
                            enable_early_termination=r.early_stopping)
+            # declared so the job reports it (`outputs.best_model`, type mlflow_model, AutoML job YAML reference).
+            # Set after construction: the builder's `outputs=` keyword sends jobOutputType uri_folder (1.35.2).
+            job.outputs = {model_output("automl"): Output(type="mlflow_model")}
             return job
         if r.mode != "command":
             raise PermanentError(f"{what}: unknown training mode {r.mode!r}")
@@ -234,7 +256,7 @@ class AzureMLPlatform:
         return command(name=r.job_name, experiment_name=r.experiment_name, display_name=r.display_name or None,
                        command=TRAIN_COMMAND.replace("LABEL", r.label_column).replace("TASK", r.task),
                        inputs={"data": Input(type=self.data_type, path=data)},
-                       outputs={"model": Output(type="mlflow_model")},
+                       outputs={model_output("command"): Output(type="mlflow_model")},
                        environment=r.environment, compute=r.compute, code=code, tags=tags,
                        timeout=r.timeout_minutes * 60)
 
@@ -257,7 +279,7 @@ class AzureMLPlatform:
         outputs = {}
         for key, out in (getattr(j, "outputs", None) or {}).items():
             path = getattr(out, "path", None)
-            outputs[key] = str(path) if path else f"azureml://jobs/{j.name}/outputs/{key}"
+            outputs[key] = str(path) if path else job_output_uri(j.name, key)
         error = ""
         if _status(j.status) in ("Failed", "NotResponding"):
             error = str(getattr(j, "error", "") or getattr(j, "status_message", "") or "")
@@ -327,7 +349,7 @@ class AzureMLPlatform:
 
         if not version:
             raise PermanentError(f"model {name}: version must be explicit (auto-increment races)")
-        path = f"azureml://jobs/{job_name}/outputs/{output_name}"
+        path = job_output_uri(job_name, output_name)   # the output folder is the MLflow model
         model = Model(name=name, version=version, path=path, type="mlflow_model",
                       tags={**tags, REFLEX_TAG: "true"}, properties=dict(properties or {}),
                       description=description or None)
@@ -406,18 +428,45 @@ class AzureMLPlatform:
         return None if read is None else self._endpoint(*read)
 
     def begin_create_endpoint(self, name: str, *, tags: Mapping[str, str] | None = None) -> None:
-        """Create only when absent: re-sending an existing endpoint would reset its traffic."""
+        """Create only when absent: re-sending an existing endpoint would reset its traffic.
+
+        An endpoint Reflex did not create (no `reflex.managed` tag) is never taken over, and a name the region
+        already gives to another workspace is a `PermanentError` naming `REFLEX_ENDPOINTS` (`_claim_name`).
+        """
         from azure.ai.ml.entities import ManagedOnlineEndpoint
 
         what = f"endpoint {name}"
-        if self._call(what, lambda: self.ml.online_endpoints.get(name), absent=True) is not None:
+        get = lambda: self.ml.online_endpoints.get(name)  # noqa: E731
+        existing = self._call(what, get, absent=True)
+        if existing is not None:
+            _require_reflex_owned(existing, what, "REFLEX_ENDPOINTS")
             return
         ep = ManagedOnlineEndpoint(name=name, auth_mode="key", tags={**(tags or {}), REFLEX_TAG: "true"})
         try:
             self.ml.online_endpoints.begin_create_or_update(ep)
         except Exception as exc:
-            if not _already_exists(exc):
-                raise map_azure_error(exc, what) from exc
+            self._claim_name(exc, what, get, "REFLEX_ENDPOINTS")
+
+    def _claim_name(self, exc: Exception, what: str, get: Callable[[], Any], setting: str) -> None:
+        """A create answered "already exists": success only if the endpoint is now Reflex's own in this workspace.
+
+        Endpoint names are unique per Azure region (a batch endpoint's name is its invocation host), so the answer
+        may mean another workspace holds the name. The service says so with 400 "There is already an endpoint with
+        this name, Endpoint name needs to be unique within a region" (Azure/azureml-examples#1931,
+        Azure/mlops-project-template#29; fixture tests/fixtures/aml-rest/errors/endpoint-name-taken.json): the GET
+        that follows answers 404 here. Either way the name is not ours, and the fix is another name.
+        """
+        if not (_already_exists(exc) or _name_taken(exc)):
+            raise map_azure_error(exc, what) from exc
+        found = self._call(what, get, absent=True)
+        if found is None:
+            raise PermanentError(
+                f"{what}: the name is taken in this Azure region by an endpoint of another workspace (endpoint "
+                f"names are unique per region). Set {setting} to a name of your own (infra derives one from the "
+                f"deployment's resource token). Service answer: {str(getattr(exc, 'message', '') or exc)[:300]}"
+            ) from exc
+        _require_reflex_owned(found, what, setting)
+        log.info("%s was created meanwhile by another Reflex call: taking it as done", what)
 
     def begin_create_deployment(self, endpoint: str, deployment: str, *, model: str, instance_type: str,
                                 instance_count: int, tags: Mapping[str, str] | None = None) -> None:
@@ -533,10 +582,15 @@ class AzureMLPlatform:
 
     def get_deployment_metrics(self, endpoint: str, deployment: str, *,
                                window_seconds: int) -> DeploymentMetrics:
-        """Azure Monitor, on the endpoint resource, filtered to one deployment.
+        """Azure Monitor, on the endpoint resource, filtered to one deployment; see `metrics_from_monitor`.
 
-        Requests and errors: `RequestsPerMinute` (Total) split by `statusCodeClass`; errors are the 5xx class.
-        Latency: `RequestLatency` (Average, milliseconds). Two queries, as the dimensions differ.
+        Metric names, aggregations and dimensions as the supported-metrics page lists them for
+        Microsoft.MachineLearningServices/workspaces/onlineEndpoints (MicrosoftDocs/azure-monitor-docs
+        articles/azure-monitor/reference/supported-metrics/microsoft-machinelearningservices-workspaces-
+        onlineendpoints-metrics.md @ 0e7def83): `RequestsPerMinute` (Count, aggregation Average; dimensions
+        deployment, statusCode, statusCodeClass, modelStatusCode) and `RequestLatency` (Milliseconds, Average;
+        dimension deployment). There is no Total: asking for it returns no value, which read as zero requests.
+        Two queries, as the dimensions differ.
         """
         from azure.monitor.query import MetricAggregationType
 
@@ -547,23 +601,16 @@ class AzureMLPlatform:
         client = self._metrics()
         counts = self._call(what, lambda: client.query_resource(
             resource, metric_names=["RequestsPerMinute"], timespan=span, granularity=timedelta(minutes=1),
-            aggregations=[MetricAggregationType.TOTAL], filter=f"deployment eq '{dep}' and statusCodeClass eq '*'"))
+            aggregations=[MetricAggregationType.AVERAGE, MetricAggregationType.COUNT],
+            filter=f"deployment eq '{dep}' and statusCodeClass eq '*'"))
         latency = self._call(what, lambda: client.query_resource(
             resource, metric_names=["RequestLatency"], timespan=span, granularity=timedelta(minutes=1),
             aggregations=[MetricAggregationType.AVERAGE], filter=f"deployment eq '{dep}'"))
-        requests = errors = 0
-        for metric in counts.metrics:
-            for series in metric.timeseries:
-                total = sum(p.total or 0 for p in series.data)
-                requests += int(total)
-                if str(series.metadata_values.get("statuscodeclass", series.metadata_values.get(
-                        "statusCodeClass", ""))).startswith("5"):
-                    errors += int(total)
-        points = [p.average for m in latency.metrics for s in m.timeseries for p in s.data if p.average is not None]
-        return DeploymentMetrics(requests, errors, sum(points) / len(points) if points else None, window_seconds)
+        return metrics_from_monitor(counts, latency, window_seconds)
 
     def check_quota(self, instance_type: str, instance_count: int) -> QuotaCheck:
-        """Cores of the VM family free in the workspace's region (usage API) vs what the deployment needs."""
+        """Cores of the VM family free in the workspace's region (usage API) vs what the deployment needs, with the
+        20% Azure ML reserves for upgrades (`shared.platform.cores_needed`)."""
         location, _ = self._workspace_info()
         what = f"quota for {instance_type}"
         sizes = self._call(what, lambda: list(self.ml.compute.list_sizes(location=location))) or []
@@ -581,7 +628,7 @@ class AzureMLPlatform:
         usage = next((u for u in usages if usage_name(u) == family), None)
         used = int(_field(usage, "current_value", "currentValue") or 0) if usage else 0
         limit = int(_field(usage, "limit") or 0) if usage else 0
-        return QuotaCheck(instance_type, family, cores * instance_count, used, limit)
+        return QuotaCheck(instance_type, family, cores_needed(cores, instance_count), used, limit)
 
     # ------------------------------------------------------------------ batch endpoints
     def begin_ensure_batch_deployment(self, spec: BatchDeploymentSpec) -> None:
@@ -593,12 +640,18 @@ class AzureMLPlatform:
         from azure.ai.ml.entities import BatchEndpoint, ModelBatchDeployment, ModelBatchDeploymentSettings
 
         what = f"batch endpoint {spec.endpoint}"
-        ep = self._call(what, lambda: self.ml.batch_endpoints.get(spec.endpoint), absent=True)
-        if ep is None:
-            poller = self._call(what, lambda: self.ml.batch_endpoints.begin_create_or_update(
-                BatchEndpoint(name=spec.endpoint, tags={REFLEX_TAG: "true"})))
-            ep = self._call(what, lambda: self.ml.batch_endpoints.get(spec.endpoint), absent=True) \
-                if poller is not None and poller.done() else None
+        get = lambda: self.ml.batch_endpoints.get(spec.endpoint)  # noqa: E731
+        ep = self._call(what, get, absent=True)
+        if ep is not None:
+            _require_reflex_owned(ep, what, "REFLEX_BATCH_ENDPOINT")
+        else:
+            try:
+                poller = self.ml.batch_endpoints.begin_create_or_update(
+                    BatchEndpoint(name=spec.endpoint, tags={REFLEX_TAG: "true"}))
+            except Exception as exc:
+                self._claim_name(exc, what, get, "REFLEX_BATCH_ENDPOINT")
+                return
+            ep = self._call(what, get, absent=True) if poller is not None and poller.done() else None
         if ep is None or _status(ep.provisioning_state) != "Succeeded":
             return
         current = self.get_batch_deployment(spec.endpoint, spec.deployment)
@@ -673,6 +726,40 @@ class AzureMLPlatform:
 
         found = self._call(f"model {name} (latest version)", latest, absent=True)
         return None if found is None else self._model(found)
+
+
+def _dimension(series: Any, name: str) -> str:
+    """A series' dimension value; Azure Monitor returns dimension names lower-cased (`"blobtype"` in the REST
+    example GetMetric.json), so the name is matched without case."""
+    values = getattr(series, "metadata_values", None) or {}
+    return str(next((v for k, v in values.items() if str(k).lower() == name.lower()), "") or "")
+
+
+def metrics_from_monitor(counts: Any, latency: Any, window_seconds: int) -> DeploymentMetrics:
+    """Requests, 5xx errors and mean latency from two azure-monitor-query `MetricsQueryResult`s.
+
+    A point of `RequestsPerMinute` at PT1M grain carries `average` (requests per minute over the minute's
+    samples) and `count` (how many samples); their product is the minute's requests (the Total the metric does not
+    offer). A point with no `average` is a minute without samples (the REST example answers `count: 0` and no
+    average). No point with a value in any series is "no data yet" (`has_data` False), never zero requests: Azure
+    Monitor ingests with a delay, and a canary that serves traffic shows none for its first minutes.
+    """
+    requests = errors = 0.0
+    seen = False
+    for metric in getattr(counts, "metrics", None) or []:
+        for series in metric.timeseries or []:
+            values = [(p.average, p.count) for p in series.data or [] if p.average is not None]
+            if not values:
+                continue
+            seen = True
+            n = sum(avg * (cnt if cnt else 1) for avg, cnt in values)
+            requests += n
+            if _dimension(series, "statusCodeClass").startswith("5"):
+                errors += n
+    points = [p.average for m in getattr(latency, "metrics", None) or [] for s in m.timeseries or []
+              for p in s.data or [] if p.average is not None]
+    return DeploymentMetrics(round(requests), round(errors), sum(points) / len(points) if points else None,
+                             window_seconds, has_data=seen)
 
 
 @contextmanager

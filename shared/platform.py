@@ -19,6 +19,7 @@ Rules every implementation follows (they encode the Azure ML traps in ../shared/
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
     "Endpoint", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck", "TrainingRequest",
-    "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "get_platform", "serving_states",
-    "traffic_problems",
+    "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed", "get_platform",
+    "job_output_uri", "model_output", "serving_states", "traffic_problems",
 ]
 
 CHAMPION_TAG = "reflex.champion"   # "true" on the model version that serves production
@@ -44,6 +45,38 @@ SUCCEEDED = "Succeeded"
 # instance count or image changes and during platform maintenance, and keeps serving meanwhile.
 TRANSITIONAL = frozenset({"Creating", "Updating", "Scaling"})
 SERVING_TRANSITIONS = frozenset({"Updating", "Scaling"})
+
+# The output that holds the trained MLflow model, by job kind. A command job names its own outputs (TRAIN_COMMAND
+# in shared/azureml.py writes `model`); an AutoML job's is fixed by the service: `outputs.best_model`, "Type of best
+# model. AutoML allows only mlflow models" (AutoML job YAML reference, MicrosoftDocs/azure-docs
+# articles/machine-learning/reference-automl-nlp-cli-text-classification.md, "Best model output configuration";
+# azureml-examples pipelines consume `classification_node.outputs.best_model`).
+MODEL_OUTPUTS = {"command": "model", "automl": "best_model"}
+
+# "Azure Machine Learning reserves 20% extra compute resources for performing upgrades. For example, if you request
+# 10 instances in a deployment, you must have a quota for 12." (how-to-manage-quotas, "Azure Machine Learning online
+# endpoints and batch endpoints", footnote 4; MicrosoftDocs/azure-ai-docs articles/machine-learning/
+# how-to-manage-quotas.md). Some VM SKUs are exempt; Reflex reserves for all (the safe side: never start a rollout
+# whose upgrade would fail on quota).
+UPGRADE_RESERVE = 0.2
+
+
+def model_output(kind: str) -> str:
+    """The name of the output a job of `kind` ("command" | "automl") writes its MLflow model to."""
+    return MODEL_OUTPUTS.get(kind, MODEL_OUTPUTS["command"])
+
+
+def job_output_uri(job: str, output: str, path: str = "") -> str:
+    """`azureml://jobs/<job>/outputs/<output>/paths/<path>`: the documented job-output URI (how-to-manage-models,
+    "A path from an Azure Machine Learning job"; azure-ai-ml 1.35.2 `constants._common.JOB_URI_FORMAT`). The empty
+    path is the output folder itself, where an `mlflow_model` output keeps its MLmodel file."""
+    return f"azureml://jobs/{job}/outputs/{output}/paths/{path}"
+
+
+def cores_needed(cores_per_instance: int, instance_count: int) -> int:
+    """Quota a deployment of `instance_count` VMs needs, with Azure ML's upgrade reserve (whole instances, rounded
+    up): 10 x 4 cores -> 48 (the doc's 12 instances), 1 x 4 cores -> 8."""
+    return cores_per_instance * math.ceil(round(instance_count * (1 + UPGRADE_RESERVE), 6))
 
 
 @dataclass(frozen=True)
@@ -159,12 +192,17 @@ class InvokeResult:
 
 @dataclass(frozen=True)
 class DeploymentMetrics:
-    """Request count, errors and average latency of one deployment over a window."""
+    """Request count, errors and average latency of one deployment over a window.
+
+    `has_data` False: the platform reported nothing for the window (Azure Monitor returns no series, or only points
+    without values, until its first sample arrives). That is "no data yet", not "zero requests".
+    """
 
     requests: int
     errors: int
     latency_ms: float | None
     window_seconds: int
+    has_data: bool = True
 
     @property
     def error_rate(self) -> float:

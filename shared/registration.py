@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from shared import events, gate
 from shared.arrival import mark_job_finished
 from shared.errors import PermanentError, TransientError
-from shared.platform import APPROVAL_TAG, REFLEX_TAG, Job, ModelVersion
+from shared.platform import APPROVAL_TAG, REFLEX_TAG, Job, ModelVersion, model_output
 from shared.reaction import Outcome
 from shared.state import key_part
 
@@ -168,7 +168,8 @@ def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     properties = {f"{METRIC_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()
                   if gate.metric_value(metrics, k) is not None}
     properties["reflex.gate"] = decision.reason
-    registered = deps.platform.register_model(name=model, version=version, job_name=job.name, output_name="model",
+    registered = deps.platform.register_model(name=model, version=version, job_name=job.name,
+                                              output_name=model_output(job.kind),
                                               tags=tags, properties=properties,
                                               description=f"trained by {job.name}: {decision.reason}")
     details.update(version=registered.version, approval=decision.approval or "none")

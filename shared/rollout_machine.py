@@ -445,6 +445,10 @@ def _bake(r: Rollout, o: Observation, now: float) -> Action:
         return Wait(f"baking at {where} until {int(r.phase_started_at + duration)}")
     served = o.new_metrics.requests if o.new_metrics else 0
     if served < r.plan.min_requests:
+        if o.new_metrics is not None and not o.new_metrics.has_data:
+            # Azure Monitor has no series for the deployment yet (ingestion lags): unknown, not zero requests
+            return Wait(f"at {where}: no metrics data yet for {r.deployment} (Azure Monitor has reported no "
+                        f"requests so far); {r.plan.min_requests} requests needed before advancing")
         return Wait(f"at {where}: {served} requests served, {r.plan.min_requests} needed before advancing")
     if r.status == "mirroring":
         return _when_settled(SetTraffic(split_traffic(r.previous_traffic, r.deployment, steps[0]), {}, "baking", 0),

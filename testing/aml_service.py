@@ -106,13 +106,15 @@ class AmlService:
             rsps.add_callback(method, re.compile(r"https?://.*"), callback=self._handle)
 
     def fail(self, method: str, path_regex: str, status: int, *, times: int = 1, code: str = "",
-             message: str = "", headers: Mapping[str, str] | None = None) -> None:
-        """Answer the next `times` matching requests with `status` and an ARM error body."""
-        body = {"error": {"code": code or {429: "TooManyRequests", 503: "ServiceUnavailable", 409: "Conflict",
-                                          401: "InvalidAuthenticationToken", 403: "AuthorizationFailed",
-                                          400: "UserError", 404: "ResourceNotFound"}.get(status, "Error"),
-                          "message": message or f"injected {status}"}}
-        self._faults.append(_Fault(method, re.compile(path_regex), status, dict(headers or {}), body, times))
+             message: str = "", headers: Mapping[str, str] | None = None,
+             body: Mapping[str, Any] | None = None) -> None:
+        """Answer the next `times` matching requests with `status` and an ARM error body (or `body` verbatim)."""
+        if body is None:
+            body = {"error": {"code": code or {429: "TooManyRequests", 503: "ServiceUnavailable", 409: "Conflict",
+                                              401: "InvalidAuthenticationToken", 403: "AuthorizationFailed",
+                                              400: "UserError", 404: "ResourceNotFound"}.get(status, "Error"),
+                              "message": message or f"injected {status}"}}
+        self._faults.append(_Fault(method, re.compile(path_regex), status, dict(headers or {}), dict(body), times))
 
     def calls(self, since: int = 0) -> list[tuple[str, str]]:
         """(method, path without the workspace prefix) of the requests recorded after index `since`."""
@@ -509,24 +511,32 @@ class AmlService:
                                         "data": {"metrics": metrics, "params": [], "tags": []}}})
 
     def _metrics(self, rec: Recorded) -> tuple[int, dict[str, str], str]:
+        """Azure Monitor's Metrics - List answer, in the shape of the published example (tests/fixtures/
+        azure-monitor/GetMetric.json): dimension names lower-cased in `metadatavalues`, a point per minute with
+        `average` and `count`, a minute without samples as `count: 0` and no `average`, and no series at all for a
+        dimension value that has no samples (what a canary with no ingested traffic yet gets)."""
         resource = rec.path.split("/providers/Microsoft.Insights/metrics")[0]
         endpoint = resource.rsplit("/", 1)[-1]
         flt = rec.query.get("$filter", [""])[0]
         dep = (re.search(r"deployment eq '([^']+)'", flt) or [None, ""])[1]
         names = rec.query.get("metricnames", [""])[0].split(",")
         data = self.monitor.get((endpoint, dep), {})
+        quiet = {"timeStamp": "2024-01-01T00:00:00Z", "count": 0.0}
         value = []
         for metric in names:
             if metric == "RequestsPerMinute":
-                series = [{"metadatavalues": [{"name": {"value": "deployment"}, "value": dep},
-                                              {"name": {"value": "statusCodeClass"}, "value": cls}],
-                           "data": [{"timeStamp": "2024-01-01T00:00:00Z", "total": float(n)}]}
+                series = [{"metadatavalues": [{"name": {"value": "deployment", "localizedValue": "deployment"},
+                                               "value": dep},
+                                              {"name": {"value": "statuscodeclass",
+                                                        "localizedValue": "statusCodeClass"}, "value": cls}],
+                           "data": [quiet, {"timeStamp": "2024-01-01T00:01:00Z", "average": float(n), "count": 1.0}]}
                           for cls, n in data.get("requests_by_class", {}).items()]
             else:
                 avg = data.get("latency_ms")
-                series = [{"metadatavalues": [{"name": {"value": "deployment"}, "value": dep}],
-                           "data": [{"timeStamp": "2024-01-01T00:00:00Z",
-                                     **({"average": float(avg)} if avg is not None else {})}]}]
+                point = {"timeStamp": "2024-01-01T00:01:00Z", "average": float(avg), "count": 1.0} \
+                    if avg is not None else quiet
+                series = [{"metadatavalues": [{"name": {"value": "deployment", "localizedValue": "deployment"},
+                                               "value": dep}], "data": [point]}]
             value.append({"id": f"{resource}/providers/Microsoft.Insights/metrics/{metric}",
                           "type": "Microsoft.Insights/metrics", "name": {"value": metric, "localizedValue": metric},
                           "unit": "Count" if metric == "RequestsPerMinute" else "Milliseconds",

@@ -43,6 +43,9 @@ from shared.platform import (
     ModelVersion,
     QuotaCheck,
     TrainingRequest,
+    cores_needed,
+    job_output_uri,
+    model_output,
     traffic_problems,
 )
 
@@ -129,7 +132,9 @@ class FakePlatform:
                    outputs: Mapping[str, str] | None = None, error: str = "") -> Job:
         """End a job as the service would, and emit the event Azure ML would send."""
         job = self.jobs[name]
-        default_outputs = {"model": f"azureml://jobs/{name}/outputs/model"} if job.kind != "batch" else {}
+        # the output the service reports for the job's kind: `model` (command) or `best_model` (AutoML)
+        default_outputs = {model_output(job.kind): job_output_uri(name, model_output(job.kind))} \
+            if job.kind != "batch" else {}
         job = replace(job, status=status, error=error,
                       outputs=dict(outputs if outputs is not None else (job.outputs or default_outputs)))
         self.jobs[name] = job
@@ -229,7 +234,7 @@ class FakePlatform:
             raise PermanentError(f"model {name}:{version}: job {job_name} has not completed")
         if output_name not in job.outputs:
             raise PermanentError(f"model {name}:{version}: job {job_name} has no output {output_name!r}")
-        path = f"azureml://jobs/{job_name}/outputs/{output_name}"
+        path = job_output_uri(job_name, output_name)
         existing = self.models.get((name, version))
         if existing is not None:
             if existing.path != path:
@@ -370,8 +375,9 @@ class FakePlatform:
                                window_seconds: int) -> DeploymentMetrics:
         self._call("get_deployment_metrics")
         found = self.metrics.get((endpoint, deployment))
-        return replace(found, window_seconds=window_seconds) if found else DeploymentMetrics(0, 0, None,
-                                                                                              window_seconds)
+        if found:
+            return replace(found, window_seconds=window_seconds)
+        return DeploymentMetrics(0, 0, None, window_seconds, has_data=False)   # Azure Monitor: no series yet
 
     def check_quota(self, instance_type: str, instance_count: int) -> QuotaCheck:
         self._call("check_quota")
@@ -381,7 +387,8 @@ class FakePlatform:
         used = sum(VM_SIZES[d.instance_type][0] * d.instance_count
                    for ep in self.endpoints.values() for d, _ in ep.deployments.values()
                    if VM_SIZES.get(d.instance_type, (0, ""))[1] == family)
-        return QuotaCheck(instance_type, family, cores * instance_count, used, self.quota_limits.get(family, 0))
+        return QuotaCheck(instance_type, family, cores_needed(cores, instance_count), used,
+                          self.quota_limits.get(family, 0))
 
     # ------------------------------------------------------------------ batch endpoints
     def begin_ensure_batch_deployment(self, spec: BatchDeploymentSpec) -> None:
