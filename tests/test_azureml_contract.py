@@ -11,10 +11,14 @@ import json
 
 import pytest
 from aml_harness import FailingCredential, FakeCredential, azure_platform
+from azure.ai.ml.constants._common import JOB_URI_FORMAT
 
 from shared.errors import PermanentError, TransientError
-from shared.platform import BatchDeploymentSpec, TrainingRequest
-from testing.aml_service import AmlService, fixture
+from shared.platform import BatchDeploymentSpec, TrainingRequest, model_output
+from testing.aml_service import FIXTURES, AmlService, fixture
+
+FIXTURE_DIR = FIXTURES.parent
+MONITOR = FIXTURES.parent.parent / "azure-monitor"
 
 REQ = TrainingRequest(job_name="train-3f9a1c2b7d4e", experiment_name="reflex", data_name="sales",
                       data_version="7", mode="command", task="classification", label_column="churned",
@@ -117,7 +121,7 @@ def test_get_job_and_metrics_from_the_workspace_mlflow_server(svc: AmlService) -
         p.get_job_metrics(REQ.job_name)
         with pytest.raises(PermanentError, match="not found"):
             p.get_job_metrics("unknown-job")
-    assert job.status == "Completed" and job.terminal and job.outputs["model"].endswith("/outputs/model")
+    assert job.status == "Completed" and job.terminal and job.outputs["model"] == f"azureml://jobs/{REQ.job_name}/outputs/model/paths/"
     assert metrics == {"auc": 0.91, "loss": 0.2}
     mlflow = (f"{svc.location}.api.azureml.ms/mlflow/v1.0{svc.ws_path}/api/2.0/mlflow/runs/get")
     assert svc.calls(start) == [("GET", f"/jobs/{REQ.job_name}"), ("GET", ""), ("GET", mlflow), ("GET", mlflow),
@@ -156,7 +160,8 @@ def test_register_model_with_explicit_version(svc: AmlService) -> None:
     assert svc.calls(start) == [("GET", "/models/churn/versions"), ("PUT", "/models/churn/versions/4")]
     props = svc.requests[start + 1].body["properties"]
     assert props["modelType"] == "mlflow_model"
-    assert props["modelUri"] == f"azureml://jobs/{REQ.job_name}/outputs/model"
+    # the documented job-output form, which the SDK's own JOB_URI_REGEX_FORMAT and JOB_URI_FORMAT describe
+    assert props["modelUri"] == JOB_URI_FORMAT.format(REQ.job_name, "model", "")
     assert props["properties"] == {"auc": "0.91"} and props["tags"]["reflex.managed"] == "true"
     assert model.ref == "churn:4" and model.job_name == REQ.job_name
 
@@ -175,7 +180,7 @@ def test_model_tags_update_puts_the_same_version_back(svc: AmlService) -> None:
                                     ("PUT", "/models/churn/versions/1")]
     put = svc.requests[start + 2].body["properties"]
     assert put["tags"] == {"reflex.managed": "true", "reflex.champion": "true"}
-    assert put["modelUri"] == f"azureml://jobs/{REQ.job_name}/outputs/model"
+    assert put["modelUri"] == f"azureml://jobs/{REQ.job_name}/outputs/model/paths/"
     assert updated.tags["reflex.champion"] == "true" and champion is not None and champion.version == "1"
 
 
@@ -310,7 +315,7 @@ def test_delete_refused_under_traffic_and_allowed_at_zero(svc: AmlService) -> No
 
 def test_logs_metrics_and_quota(svc: AmlService) -> None:
     svc.monitor[("churn-ep", "green")] = {"requests_by_class": {"2xx": 95, "4xx": 3, "5xx": 2}, "latency_ms": 40.0}
-    svc.usages["standardDSv2Family"] = (56, 64)
+    svc.usages["standardDSv2Family"] = (52, 64)
     with azure_platform(svc) as p:
         _serving(svc, p, "green")
         start = len(svc.requests)
@@ -328,10 +333,12 @@ def test_logs_metrics_and_quota(svc: AmlService) -> None:
     assert len(metric_requests) == 2
     assert metric_requests[0].path == svc.ws_path + "/onlineEndpoints/churn-ep/providers/Microsoft.Insights/metrics"
     assert metric_requests[0].query["metricnames"] == ["RequestsPerMinute"]
+    assert metric_requests[0].query["aggregation"] == ["Average,Count"]     # the page lists no Total
     assert metric_requests[0].query["$filter"] == ["deployment eq 'green' and statusCodeClass eq '*'"]
     assert metric_requests[1].query["metricnames"] == ["RequestLatency"]
     assert (metrics.requests, metrics.errors, metrics.latency_ms) == (100, 2, 40.0)
-    assert (quota.family, quota.needed, quota.used, quota.limit, quota.ok) == ("standardDSv2Family", 8, 56, 64, True)
+    # 2 x 4 cores plus the 20% upgrade reserve, in whole instances: 3 x 4 = 12 cores
+    assert (quota.family, quota.needed, quota.used, quota.limit, quota.ok) == ("standardDSv2Family", 12, 52, 64, True)
     loc = f"/subscriptions/{svc.subscription}/providers/Microsoft.MachineLearningServices/locations/{svc.location}"
     assert ("GET", f"{loc}/vmSizes") in calls and ("GET", f"{loc}/usages") in calls
 
@@ -406,15 +413,77 @@ def test_404_is_absent(svc: AmlService) -> None:
     assert all(m == "GET" for m, _ in svc.calls())
 
 
-def test_409_already_exists_is_idempotent_success(svc: AmlService) -> None:
-    svc.fail("PUT", r"/onlineEndpoints/churn-ep$", 409, message="Endpoint churn-ep already exists.")
+def test_409_already_exists_is_idempotent_success_when_reflex_created_it_meanwhile(svc: AmlService) -> None:
+    """Another Reflex call created the endpoint between our GET and PUT: the re-read finds it, tagged, here."""
     with azure_platform(svc) as p:
         p.begin_create_endpoint("churn-ep")
+        svc.fail("GET", r"/onlineEndpoints/churn-ep$", 404)       # our first read raced the other creation
+        svc.fail("PUT", r"/onlineEndpoints/churn-ep$", 409, message="Endpoint churn-ep already exists.")
+        start = len(svc.requests)
+        p.begin_create_endpoint("churn-ep")
+        again = svc.calls(start)
+        # read (404), PUT (409 "already exists"), read again: found here, tagged Reflex's: success
+        assert again.count(("GET", "/onlineEndpoints/churn-ep")) == 2 and ("PUT", "/onlineEndpoints/churn-ep") in again
         _completed_job(svc, p)
         p.register_model(name="churn", version="1", job_name=REQ.job_name, tags={})
         svc.fail("PUT", r"/models/churn/versions/1$", 409, message="Model version already exists")
         model = p.register_model(name="churn", version="1", job_name=REQ.job_name, tags={})
     assert model.ref == "churn:1" and svc.calls()[-1] == ("GET", "/models/churn/versions/1")
+
+
+def _name_taken() -> dict:
+    return json.loads((FIXTURE_DIR / "errors" / "endpoint-name-taken.json").read_text())
+
+
+@pytest.mark.parametrize("taken", ["region", "conflict"])
+def test_online_endpoint_name_taken_in_the_region_is_permanent_and_names_the_setting(svc: AmlService,
+                                                                                      taken: str) -> None:
+    """Names are unique per region: the service's 400 (fixture), or a 409 "already exists" with nothing of that
+    name in this workspace, is never success."""
+    if taken == "region":
+        answer = _name_taken()
+        svc.fail("PUT", r"/onlineEndpoints/shared-ep$", answer["status"], body=answer["body"])
+    else:
+        svc.fail("PUT", r"/onlineEndpoints/shared-ep$", 409, message="Endpoint shared-ep already exists.")
+    with azure_platform(svc) as p, pytest.raises(PermanentError, match="REFLEX_ENDPOINTS") as caught:
+        p.begin_create_endpoint("shared-ep")
+    assert "unique per region" in str(caught.value)
+    assert svc.calls() == [("GET", "/onlineEndpoints/shared-ep"), ("GET", ""), ("PUT", "/onlineEndpoints/shared-ep"),
+                           ("GET", "/onlineEndpoints/shared-ep")]
+
+
+def test_batch_endpoint_name_taken_in_the_region_is_permanent_and_names_the_setting(svc: AmlService) -> None:
+    answer = _name_taken()
+    svc.fail("PUT", r"/batchEndpoints/shared-batch$", answer["status"], body=answer["body"])
+    spec = BatchDeploymentSpec(endpoint="shared-batch", deployment="v1", model="churn:1", compute="batch-cluster")
+    with azure_platform(svc) as p, pytest.raises(PermanentError, match="REFLEX_BATCH_ENDPOINT"):
+        p.begin_ensure_batch_deployment(spec)
+    assert not any(path.startswith("/batchEndpoints/shared-batch/deployments") for _, path in svc.calls())
+
+
+def test_endpoints_reflex_did_not_create_are_never_redefined(svc: AmlService) -> None:
+    with azure_platform(svc) as p:
+        p.begin_create_endpoint("theirs")
+        p.begin_ensure_batch_deployment(BatchDeploymentSpec("their-batch", "v1", "churn:1", "batch-cluster"))
+        for key in ("/onlineendpoints/theirs", "/batchendpoints/their-batch"):
+            svc.resources[key]["tags"] = {"owner": "someone else"}
+        start = len(svc.requests)
+        with pytest.raises(PermanentError, match="REFLEX_ENDPOINTS"):
+            p.begin_create_endpoint("theirs")
+        with pytest.raises(PermanentError, match="REFLEX_BATCH_ENDPOINT"):
+            p.begin_ensure_batch_deployment(BatchDeploymentSpec("their-batch", "v1", "churn:1", "batch-cluster"))
+    assert {m for m, _ in svc.calls(start)} == {"GET"}         # read, refused: nothing written
+
+
+def test_no_operation_writes_a_compute(svc: AmlService) -> None:
+    """Computes are named, never created or redefined: a compute Reflex did not create stays as it is."""
+    spec = BatchDeploymentSpec("churn-batch", "v1", "churn:1", "batch-cluster")
+    with azure_platform(svc) as p:
+        _serving(svc, p, "blue")
+        p.submit_training(dataclasses.replace(REQ, job_name="automl-1", mode="automl"))
+        for _ in range(3):
+            p.begin_ensure_batch_deployment(spec)
+    assert not [c for c in svc.calls() if "/computes" in c[1].lower() and c[0] != "GET"]
 
 
 def test_429_with_retry_after_is_transient_with_the_server_hint(svc: AmlService) -> None:
@@ -466,3 +535,58 @@ def test_tokens_are_asked_for_the_right_audiences(svc: AmlService) -> None:
         p.submit_training(REQ)
         p.get_job_metrics(REQ.job_name)
     assert set(cred.scopes) == {"https://management.azure.com/.default"}
+
+
+# ------------------------------------------------------------------ AutoML output
+def test_automl_job_declares_best_model_and_is_registered_from_it(svc: AmlService) -> None:
+    """AutoML's model is `outputs.best_model` (type mlflow_model, AutoML job YAML reference), not `model`."""
+    request = dataclasses.replace(REQ, mode="automl")
+    with azure_platform(svc, data_type="mltable") as p:
+        p.submit_training(request)
+        outputs = _body(svc)["properties"]["outputs"]
+        svc.finish_job(REQ.job_name)
+        job = p.get_job(REQ.job_name)
+        model = p.register_model(name="churn", version="1", job_name=job.name, output_name=model_output(job.kind),
+                                 tags={})
+    assert outputs == {"best_model": {"jobOutputType": "mlflow_model"}}
+    assert job.kind == "automl" and set(job.outputs) == {"best_model"}
+    assert _body(svc)["properties"]["modelUri"] == f"azureml://jobs/{REQ.job_name}/outputs/best_model/paths/"
+    assert model.job_name == REQ.job_name
+
+
+# ------------------------------------------------------------------ Azure Monitor
+def test_published_metrics_example_reads_through_the_real_client(svc: AmlService) -> None:
+    """The REST example (tests/fixtures/azure-monitor/GetMetric.json), parsed by azure-monitor-query: a minute
+    of `count: 0` without `average` adds nothing, a point adds average x count."""
+    published = json.loads((MONITOR / "GetMetric.json").read_text())["responses"]["200"]["body"]
+    svc.monitor_answers["RequestsPerMinute"] = published
+    with azure_platform(svc) as p:
+        metrics = p.get_deployment_metrics("churn-ep", "green", window_seconds=600)
+    assert (metrics.requests, metrics.errors, metrics.has_data) == (245, 0, True)
+
+
+def test_a_missing_series_is_no_data_yet_not_zero_requests(svc: AmlService) -> None:
+    published = json.loads((MONITOR / "GetMetric.json").read_text())["responses"]["200"]["body"]
+    for series in published["value"][0]["timeseries"]:           # every minute without samples
+        series["data"] = [{"timeStamp": d["timeStamp"], "count": 0.0} for d in series["data"]]
+    with azure_platform(svc) as p:
+        nothing = p.get_deployment_metrics("churn-ep", "green", window_seconds=600)   # no series at all
+        svc.monitor_answers["RequestsPerMinute"] = published
+        empty = p.get_deployment_metrics("churn-ep", "green", window_seconds=600)     # series, no values
+        svc.monitor_answers.clear()
+        svc.monitor[("churn-ep", "green")] = {"requests_by_class": {"2xx": 7}, "latency_ms": 12.0}
+        some = p.get_deployment_metrics("churn-ep", "green", window_seconds=600)
+    assert (nothing.requests, nothing.has_data, nothing.latency_ms) == (0, False, None)
+    assert (empty.requests, empty.has_data) == (0, False)
+    assert (some.requests, some.errors, some.has_data, some.latency_ms) == (7, 0, True, 12.0)
+
+
+# ------------------------------------------------------------------ quota
+@pytest.mark.parametrize("used, ok", [(16, True), (17, False), (24, False)])
+def test_quota_keeps_the_20_percent_upgrade_reserve(svc: AmlService, used: int, ok: bool) -> None:
+    """"if you request 10 instances in a deployment, you must have a quota for 12" (how-to-manage-quotas):
+    10 x Standard_DS3_v2 (4 cores) needs 48 cores, so 40 free cores (exactly 10 instances) is not enough."""
+    svc.usages["standardDSv2Family"] = (used, 64)
+    with azure_platform(svc) as p:
+        quota = p.check_quota("Standard_DS3_v2", 10)
+    assert (quota.needed, quota.ok) == (48, ok)
