@@ -108,9 +108,10 @@ def _champion_metrics(champion: ModelVersion, metric: str, deps: Deps) -> Mappin
 def _decide(event: events.RunCompleted, job: Job, deps: Deps) -> gate.GateDecision:
     s = deps.settings
     base = {"metric": s.gate_metric, "direction": s.gate_direction, "margin": s.gate_min_margin}
-    if "model" not in job.outputs:
+    output = model_output(job.kind)   # `model` for a command job, `best_model` for AutoML (shared.platform)
+    if output not in job.outputs:
         have = ", ".join(sorted(job.outputs)) or "none"
-        return gate.GateDecision(False, f"run {job.name} has no model output 'model' (outputs: {have})",
+        return gate.GateDecision(False, f"run {job.name} has no model output {output!r} (outputs: {have})",
                                  challenger=None, champion=None, **base)
     metrics = deps.platform.get_job_metrics(job.name)
     champion = deps.platform.find_champion(s.model_name)

@@ -135,7 +135,7 @@ def test_models_versions_champion_and_tags(backend: Backend) -> None:
     assert p.get_model("churn", "1") is None and p.list_models("churn") == [] and p.find_champion("churn") is None
     _trained(backend, version="1")
     again = p.register_model(name="churn", version="1", job_name=REQ.job_name, tags={})
-    assert again.ref == "churn:1" and again.path.endswith(f"/jobs/{REQ.job_name}/outputs/model")
+    assert again.ref == "churn:1" and again.path.endswith(f"/jobs/{REQ.job_name}/outputs/model/paths/")
     p.register_model(name="churn", version="2", job_name=REQ.job_name, tags={"reflex.approval": "pending"})
     with pytest.raises(PermanentError):
         p.register_model(name="churn", version="", job_name=REQ.job_name, tags={})
@@ -221,8 +221,11 @@ def test_logs_metrics_quota(backend: Backend) -> None:
     backend.set_metrics("churn-ep", "green", 200, 4, 35.0)
     m = p.get_deployment_metrics("churn-ep", "green", window_seconds=300)
     assert (m.requests, m.errors, m.latency_ms, m.window_seconds, m.error_rate) == (200, 4, 35.0, 300, 0.02)
-    q = p.check_quota("Standard_DS3_v2", 3)
-    assert (q.family, q.needed, q.limit) == ("standardDSv2Family", 12, 64) and q.ok
+    assert m.has_data
+    quiet = p.get_deployment_metrics("churn-ep", "blue", window_seconds=300)   # nothing reported: no data yet
+    assert (quiet.requests, quiet.has_data, quiet.latency_ms) == (0, False, None)
+    q = p.check_quota("Standard_DS3_v2", 3)   # 3 instances + the 20% upgrade reserve = 4 x 4 cores
+    assert (q.family, q.needed, q.limit) == ("standardDSv2Family", 16, 64) and q.ok
     assert not p.check_quota("Standard_DS4_v2", 9).ok
     with pytest.raises(PermanentError):
         p.check_quota("Standard_Unknown", 1)

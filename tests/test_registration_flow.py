@@ -18,11 +18,11 @@ from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 
 
-def submit(fake: FakePlatform, name: str, *, reflex: bool = True, batch: str = "") -> str:
+def submit(fake: FakePlatform, name: str, *, reflex: bool = True, batch: str = "", mode: str = "command") -> str:
     fake.register_data(name="ds", version="b1", path="azureml://datastores/reflexdata/paths/ds/b1/", tags={})
     tags = {REFLEX_TAG: "true", "reflex.data": "ds:b1", "reflex.batch": batch} if reflex else {"team": "other"}
     fake.submit_training(TrainingRequest(job_name=name, experiment_name="reflex", data_name="ds", data_version="b1",
-                                         mode="command", task="classification", label_column="label",
+                                         mode=mode, task="classification", label_column="label",
                                          compute="cpu-cluster", environment="azureml:reflex-train:1", tags=tags))
     return name
 
@@ -64,6 +64,18 @@ def test_no_champion_registers_once_with_lineage_and_metrics(deps: Deps, fake_pl
     assert float(model.properties["reflex.metric.accuracy"]) == 0.75
     assert [t for t, _ in sent(deps)] == ["Reflex.ModelRegistered"]
     assert fake_platform.events[-1]["eventType"].endswith("ModelRegistered")  # what AML itself would emit
+
+
+def test_automl_run_is_registered_from_best_model(deps: Deps, fake_platform: FakePlatform) -> None:
+    """An AutoML job's model output is `best_model` (the fake reports what the service does): registration uses
+    it, and a run that only had `model` would not be an AutoML run's output at all."""
+    job = submit(fake_platform, "reflex-train-automl", mode="automl")
+    fake_platform.finish_job(job, metrics={"auc": 0.8})
+    assert set(fake_platform.jobs[job].outputs) == {"best_model"}
+    outcomes = deliver3(fake_platform, deps)
+    assert [o.status for o in outcomes] == ["acted", "duplicate", "duplicate"]
+    [model] = fake_platform.models.values()
+    assert model.path == f"azureml://jobs/{job}/outputs/best_model/paths/" and model.job_name == job
 
 
 def test_better_model_gets_the_next_version(deps: Deps, fake_platform: FakePlatform) -> None:
