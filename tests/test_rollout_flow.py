@@ -233,7 +233,8 @@ def test_quota_failure_leaves_the_live_deployment_untouched(world: World) -> Non
     outcome = deliver(world, register_model(world.fp, "2"))
     record = world.record()
     assert outcome.status == "acted" and record.status == "failed"
-    assert "needs 4 standardDSv2Family cores; 4 of 6 are in use, 2 free" in record.reason
+    # 1 x 4 cores plus the 20% upgrade reserve Azure ML keeps (whole instances): 8 cores
+    assert "needs 8 standardDSv2Family cores; 4 of 6 are in use, 2 free" in record.reason
     assert world.fp.traffic_updates == [] and world.fp.get_deployment(ENDPOINT, V2) is None
     assert world.fp.get_endpoint(ENDPOINT).traffic == {"blue": 100}  # type: ignore[union-attr]
     assert "Reflex.RolloutFailed" in sent(world)
