@@ -8,8 +8,14 @@ logs (`auc`, `accuracy` or `rmse`, `r2`, plus the AutoML-style primary metric na
 `best_model` to the active run: the output name Azure ML AutoML gives its model (`outputs.best_model`, see
 `shared.platform.MODEL_OUTPUTS`), so a Reflex that registered AutoML from `model` fails here as on Azure.
 
-    python -m local.automl --data <folder> --label <col> --task classification|regression
-        --model-output <folder> [--metrics-output f.json] [--primary-metric AUC_weighted] [--max-trials N]
+It takes what an Azure ML AutoML job takes (shared/azureml.py builds that job): `training_data`, an `mltable`
+folder read through its `MLTable` file (shared/mltable.py writes it; without one this fails, as Azure's job does),
+`target_column_name`, the task, `primary_metric` and the limits `max_trials`, `timeout_minutes` and
+`enable_early_termination` (recorded: three candidates leave no room for an early-termination policy).
+
+    python -m local.automl --training-data <mltable folder> --target-column-name <col>
+        --task classification|regression --model-output <folder> [--metrics-output f.json]
+        [--primary-metric AUC_weighted] [--max-trials N] [--timeout-minutes M] [--enable-early-termination B]
 """
 
 from __future__ import annotations
@@ -86,28 +92,49 @@ def search(frame: Any, label: str, task: str, *, primary_metric: str = "AUC_weig
     return final, best["name"], best["metrics"], [{k: t[k] for k in ("name", "metrics")} for t in trials]
 
 
+def read_mltable(folder: Path) -> Any:
+    """The rows an `mltable` input holds: the files its MLTable file lists, read by its transformation."""
+    import pandas as pd
+
+    from shared.mltable import MLTABLE, parse
+
+    table = folder / MLTABLE
+    if not table.is_file():
+        raise ValueError(f"training_data {folder} is not an MLTable folder: it has no {MLTABLE} file (Azure ML "
+                         "AutoML takes mltable data only and fails at run time the same way)")
+    files, reader = parse(table.read_text())
+    read = {"read_delimited": pd.read_csv, "read_parquet": pd.read_parquet,
+            "read_json_lines": lambda p: pd.read_json(p, lines=True)}[reader]
+    frames = [read(folder / f) for f in files]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        raise ValueError(f"no rows in the files {folder / MLTABLE} lists")
+    return pd.concat(frames, ignore_index=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--label", required=True)
+    parser.add_argument("--training-data", required=True, type=Path, help="an mltable folder (with MLTable)")
+    parser.add_argument("--target-column-name", required=True)
     parser.add_argument("--task", choices=("classification", "regression"), default="classification")
     parser.add_argument("--model-output", required=True, type=Path)
     parser.add_argument("--metrics-output", type=Path)
     parser.add_argument("--primary-metric", default="AUC_weighted")
     parser.add_argument("--max-trials", type=int, default=3)
     parser.add_argument("--timeout-minutes", type=float, default=10.0)
+    parser.add_argument("--enable-early-termination", choices=("true", "false"), default="true")
     args = parser.parse_args(argv)
+    label = args.target_column_name
 
     import mlflow
     import mlflow.sklearn
 
-    from local.tables import read_folder
     from shared.platform import model_output
 
-    frame = read_folder(args.data)
-    model, best, metrics, trials = search(frame, args.label, args.task, primary_metric=args.primary_metric,
+    frame = read_mltable(args.training_data)
+    model, best, metrics, trials = search(frame, label, args.task, primary_metric=args.primary_metric,
                                           max_trials=args.max_trials, timeout_seconds=args.timeout_minutes * 60)
-    features = frame.drop(columns=[args.label]).select_dtypes("number")
+    features = frame.drop(columns=[label]).select_dtypes("number")
     requirements = [f"scikit-learn=={__import__('sklearn').__version__}", "pandas", "mlflow"]  # no slow inference
     mlflow.sklearn.save_model(model, str(args.model_output), input_example=features.head(2),
                               pip_requirements=requirements)
@@ -116,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"best": best, "metrics": metrics, "trials": trials}))
     if os.environ.get("MLFLOW_TRACKING_URI"):
         with mlflow.start_run():
-            mlflow.set_tags({"reflex.automl": "local-search", "reflex.automl.best": best})
+            mlflow.set_tags({"reflex.automl": "local-search", "reflex.automl.best": best,
+                             "reflex.automl.early_termination": args.enable_early_termination})
             mlflow.log_metrics(metrics)
             primary = PRIMARY.get(args.primary_metric.lower(), ("auc", True))[0]
             if primary in metrics:

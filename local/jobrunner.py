@@ -36,14 +36,17 @@ def _blob_service() -> Any:
 
 def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
     model_dir = folder / "model_output"
-    if spec["kind"] == "automl":
-        command = [sys.executable, "-m", "local.automl", "--primary-metric", spec.get("primary_metric", "AUC_weighted"),
+    if spec["kind"] == "automl":   # AutoML's inputs (shared/azureml.py builds the same job on Azure ML)
+        command = [sys.executable, "-m", "local.automl", "--training-data", str(data),
+                   "--target-column-name", spec["label"],
+                   "--primary-metric", spec.get("primary_metric", "AUC_weighted"),
                    "--max-trials", str(spec.get("max_trials", 3)),
-                   "--timeout-minutes", str(spec.get("timeout_minutes", 10))]
+                   "--timeout-minutes", str(spec.get("timeout_minutes", 10)),
+                   "--enable-early-termination", str(spec.get("early_stopping", True)).lower()]
     else:
-        command = [sys.executable, spec["script"]]
-    command += ["--data", str(data), "--label", spec["label"], "--task", spec["task"],
-                "--model-output", str(model_dir), "--metrics-output", str(folder / "metrics.json")]
+        command = [sys.executable, spec["script"], "--data", str(data), "--label", spec["label"]]
+    command += ["--task", spec["task"], "--model-output", str(model_dir),
+                "--metrics-output", str(folder / "metrics.json")]
     env = {**os.environ, "MLFLOW_RUN_ID": spec["run_id"], "MLFLOW_EXPERIMENT_ID": spec["experiment_id"]}
     with open(folder / "user_logs.txt", "ab") as log:
         code = subprocess.call(command, cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,

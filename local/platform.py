@@ -175,6 +175,7 @@ class LocalPlatform:
         spec = {"input": {"container": container, "prefix": prefix}, "label": request.label_column,
                 "task": request.task, "script": str(self.train_script), "primary_metric": request.primary_metric,
                 "max_trials": min(request.max_trials, 3), "timeout_minutes": request.timeout_minutes,
+                "early_stopping": request.early_stopping,
                 "data": f"azureml:{asset.name}:{asset.version}"}
         tags = {**request.tags, "reflex.data_asset": f"{asset.name}:{asset.version}"}
         if request.mode == "automl":

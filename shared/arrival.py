@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from shared import admission, events
+from shared import admission, events, mltable
 from shared.arrival_record import BlobVersion, add_blob, complete, set_status
 from shared.batches import (
     BatchPath,
@@ -122,6 +122,9 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
     marker = deps.settings.completion_marker
     if marker and path.file == marker:
         return _on_marker(key, path, version, blob.id, deps)
+    if path.file == mltable.MLTABLE:
+        return Outcome("skipped", "Reflex's own MLTable file for AutoML (shared/mltable.py), not data",
+                       {"blob": blob.url, "batch": path.batch_id})
     # lineage: a blob that is (or will be) trained on links to its batch; a late or rejected one does not
     details = {"blob": blob.url, "batch": path.batch_id, "file": path.file, "record": key}
     not_trained = {"blob": blob.url, "file": path.file, "record": key}
@@ -308,6 +311,7 @@ def _submit(key: str, token: str, value: dict[str, Any], event_id: str, deps: De
     job, data = value["job"], value["data"]
     request = _training_request(value, key, event_id, deps)
     try:
+        mltable.for_batch(deps.settings, value)   # AutoML reads an mltable asset: its MLTable file first
         deps.platform.register_data(name=data["name"], version=data["version"], path=data["path"],
                                     tags=dict(request.tags),
                                     description=f"batch {details['batch']} ({len(value['files'])} files)")

@@ -21,7 +21,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared import admission
+from shared import admission, mltable
 from shared.arrival_record import set_status
 from shared.batches import asset_path, data_asset_name, data_asset_version, job_name, manifest_digest
 from shared.errors import PermanentError
@@ -108,6 +108,7 @@ def start_training_for_batch(deps: Deps, batch_key: str, *, trigger: str, event_
     tags = {**request.tags, "reflex.trigger": trigger, "reflex.parent": retrain or f"retrain:{batch_key}"}
     request = dataclasses.replace(request, tags=tags, display_name=f"{request.display_name} ({trigger})")
     try:
+        mltable.for_batch(deps.settings, value)   # AutoML reads an mltable asset: its MLTable file first
         deps.platform.register_data(name=data["name"], version=data["version"], path=data["path"], tags=tags,
                                     description=f"batch {batch_id}")
         deps.platform.submit_training(request)

@@ -25,6 +25,7 @@ from conftest import make_settings
 
 from local import amlevents
 from local.platform import LocalPlatform
+from shared import mltable
 from shared.errors import PermanentError
 from shared.platform import CHAMPION_TAG, BatchDeploymentSpec, MLPlatform, TrainingRequest
 
@@ -147,6 +148,7 @@ def env(mlflow_server: str, receiver: Receiver, blob_service: Any, tmp_path_fact
         blob_service.create_container(name)
     data = blob_service.get_container_client(settings.data_container)
     data.upload_blob("heart/b1/part-0.csv", _csv(200, 1))
+    data.upload_blob("heart/b1/MLTable", mltable.document(["part-0.csv"]).encode())   # AutoML reads mltable data
     data.upload_blob("heart/b1/_SUCCESS", b"")
     scoring = blob_service.get_container_client(settings.scoring_container)
     scoring.upload_blob("heart/s1/rows.csv", _csv(25, 2))
@@ -167,7 +169,7 @@ def env(mlflow_server: str, receiver: Receiver, blob_service: Any, tmp_path_fact
     state = BlobStateStore(blob_service.get_container_client(settings.state_container))
     platform = LocalPlatform(settings, state=state, blob_service=blob_service,
                              client=MlflowClient(mlflow_server, mlflow_server), run_dir=run_dir,
-                             train_script=script, quota_cores=12)
+                             train_script=script, quota_cores=16)
     yield {"platform": platform, "settings": settings, "receiver": receiver, "blobs": blob_service, "shared": {}}
     for name in containers.values():
         try:
@@ -226,6 +228,7 @@ def test_training_jobs_run_to_completion_and_emit_events(env: dict[str, Any]) ->
     assert done.status == "Completed", done.error
     assert done_automl.status == "Completed", done_automl.error
     assert done.outputs["model"].startswith("runs:/") and done.tags["reflex.trigger"] == "test"
+    assert set(done_automl.outputs) == {"best_model"}          # AutoML's output name, as on Azure ML
     metrics = p.get_job_metrics("job-command-1")
     assert 0.5 < metrics["auc"] <= 1.0 and "accuracy" in metrics
     assert "auc" in p.get_job_metrics("job-automl-1")
@@ -264,7 +267,9 @@ def test_models_register_with_explicit_versions_and_champion_tags(env: dict[str,
                           properties={"auc": "0.9"})
     assert (m1.version, m1.job_name, m1.properties["auc"]) == ("1", "job-command-1", "0.9")
     assert p.register_model(name=name, version="1", job_name="job-command-1", tags={}) == m1  # idempotent
-    m2 = p.register_model(name=name, version="2", job_name="job-automl-1", tags={})
+    with pytest.raises(PermanentError, match="no output 'model'"):   # AutoML's model is best_model
+        p.register_model(name=name, version="2", job_name="job-automl-1", tags={})
+    m2 = p.register_model(name=name, version="2", job_name="job-automl-1", output_name="best_model", tags={})
     assert [m.version for m in p.list_models(name)] == ["1", "2"]
     assert p.find_champion(name) is None
     p.update_model_tags(name, "1", set_tags={CHAMPION_TAG: "true"})
@@ -335,7 +340,8 @@ def test_online_endpoint_deploy_route_mirror_metrics_delete(env: dict[str, Any])
     assert _wait_deployment(p, ep, "blue").succeeded and _wait_deployment(p, ep, "green").succeeded
     assert "Succeeded" in p.get_deployment_logs(ep, "blue")
     quota = p.check_quota("Standard_DS3_v2", 1)
-    assert (quota.used, quota.needed, quota.limit, quota.ok) == (8, 4, 12, True)
+    # 1 x 4 cores plus the 20% upgrade reserve (whole instances): 8 of the 8 free
+    assert (quota.used, quota.needed, quota.limit, quota.ok) == (8, 8, 16, True)
     assert not p.check_quota("Standard_DS3_v2", 2).ok
 
     with pytest.raises(PermanentError, match="routes no traffic"):
