@@ -17,7 +17,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from functions import data_arrival
-from shared import admission, reaction
+from shared import admission, mltable, reaction
 from shared.arrival import arrival_key, handle_blob
 from shared.batches import parse_blob_path
 from shared.control import write_control
@@ -361,3 +361,11 @@ def test_automl_mode_carries_the_automl_settings(lake: Lake, blob_state: StateSt
     assert (request.mode, request.task, request.label_column, request.primary_metric, request.timeout_minutes,
             request.early_stopping) == ("automl", "regression", "price", "r2_score", 30, False)
     assert (request.compute, request.environment) == ("cpu-cluster", "azureml:reflex-train:1")
+    # the mltable asset's folder holds the documented MLTable file listing the frozen manifest (shared/mltable.py)
+    table = lake.container.download_blob("houses/b1/MLTable").readall().decode()
+    assert mltable.parse(table) == (["./p.parquet"], "read_parquet")
+    # its own BlobCreated is skipped, not taken for a late data file
+    again = deliver(lake.put("houses/b1/MLTable", table.encode()), deps)
+    assert again.status == "skipped" and "MLTable" in again.reason
+    record = blob_state.get(arrival_key(parse_blob_path(lake.container.container_name, "houses/b1/p.parquet")))
+    assert "MLTable" not in (record.value.get("late_files") or {}) and "MLTable" not in record.value["files"]
