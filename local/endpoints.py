@@ -31,7 +31,16 @@ from typing import Any
 
 from local import procs
 from shared.errors import PermanentError
-from shared.platform import SUCCEEDED, Deployment, DeploymentMetrics, Endpoint, InvokeResult, traffic_problems
+from shared.platform import (
+    REFLEX_TAG,
+    SUCCEEDED,
+    Deployment,
+    DeploymentMetrics,
+    Endpoint,
+    InvokeResult,
+    require_reflex_owned,
+    traffic_problems,
+)
 from shared.state import StateStore, key_part
 
 __all__ = ["Endpoints", "load_model", "provision_from_env", "predict"]
@@ -135,8 +144,13 @@ class Endpoints:
 
     # ------------------------------------------------------------------ writing
     def create_endpoint(self, name: str, tags: Mapping[str, str] | None) -> None:
-        self.state.create(_ep_key(name), {"name": name, "tags": dict(tags or {}), "traffic": {}, "mirror": {},
-                                          "deployments": {}, "created": self.clock()})
+        """Create when absent (tagged `reflex.managed`, as on Azure ML); an existing one must be Reflex's."""
+        found = self.state.create(_ep_key(name), {"name": name, "tags": {**(tags or {}), REFLEX_TAG: "true"},
+                                                  "traffic": {}, "mirror": {}, "deployments": {},
+                                                  "created": self.clock()})
+        existing = self._record(name) if found is None else None
+        if existing is not None:
+            require_reflex_owned(existing.get("tags"), f"endpoint {name}", "REFLEX_ENDPOINTS")
 
     def create_deployment(self, endpoint: str, deployment: str, *, model: str, instance_type: str,
                           instance_count: int, tags: Mapping[str, str] | None) -> None:

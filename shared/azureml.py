@@ -66,6 +66,7 @@ from shared.platform import (
     cores_needed,
     job_output_uri,
     model_output,
+    require_reflex_owned,
     traffic_problems,
 )
 
@@ -106,14 +107,6 @@ _NAME_TAKEN = re.compile(r"already an endpoint with this name|unique (with)?in a
 def _name_taken(exc: BaseException) -> bool:
     """The service's "name is taken in this region" answer (400, the text in the error's details)."""
     return bool(_NAME_TAKEN.search(str(exc)))
-
-
-def _require_reflex_owned(entity: Any, what: str, setting: str) -> None:
-    """Reflex acts only on endpoints it created (tag `reflex.managed=true`): never redefine someone else's."""
-    if (getattr(entity, "tags", None) or {}).get(REFLEX_TAG) != "true":
-        raise PermanentError(f"{what} exists in this workspace but Reflex did not create it (no {REFLEX_TAG}=true "
-                             f"tag); Reflex never redefines an endpoint it does not own. Set {setting} to a name of "
-                             "Reflex's own, or tag the endpoint if it really is Reflex's")
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -439,7 +432,7 @@ class AzureMLPlatform:
         get = lambda: self.ml.online_endpoints.get(name)  # noqa: E731
         existing = self._call(what, get, absent=True)
         if existing is not None:
-            _require_reflex_owned(existing, what, "REFLEX_ENDPOINTS")
+            require_reflex_owned(existing.tags, what, "REFLEX_ENDPOINTS")
             return
         ep = ManagedOnlineEndpoint(name=name, auth_mode="key", tags={**(tags or {}), REFLEX_TAG: "true"})
         try:
@@ -465,7 +458,7 @@ class AzureMLPlatform:
                 f"names are unique per region). Set {setting} to a name of your own (infra derives one from the "
                 f"deployment's resource token). Service answer: {str(getattr(exc, 'message', '') or exc)[:300]}"
             ) from exc
-        _require_reflex_owned(found, what, setting)
+        require_reflex_owned(found.tags, what, setting)
         log.info("%s was created meanwhile by another Reflex call: taking it as done", what)
 
     def begin_create_deployment(self, endpoint: str, deployment: str, *, model: str, instance_type: str,
@@ -643,7 +636,7 @@ class AzureMLPlatform:
         get = lambda: self.ml.batch_endpoints.get(spec.endpoint)  # noqa: E731
         ep = self._call(what, get, absent=True)
         if ep is not None:
-            _require_reflex_owned(ep, what, "REFLEX_BATCH_ENDPOINT")
+            require_reflex_owned(ep.tags, what, "REFLEX_BATCH_ENDPOINT")
         else:
             try:
                 poller = self.ml.batch_endpoints.begin_create_or_update(

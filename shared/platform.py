@@ -31,7 +31,7 @@ __all__ = [
     "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
     "Endpoint", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck", "TrainingRequest",
     "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed", "get_platform",
-    "job_output_uri", "model_output", "serving_states", "traffic_problems",
+    "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
 ]
 
 CHAMPION_TAG = "reflex.champion"   # "true" on the model version that serves production
@@ -71,6 +71,20 @@ def job_output_uri(job: str, output: str, path: str = "") -> str:
     "A path from an Azure Machine Learning job"; azure-ai-ml 1.35.2 `constants._common.JOB_URI_FORMAT`). The empty
     path is the output folder itself, where an `mlflow_model` output keeps its MLmodel file."""
     return f"azureml://jobs/{job}/outputs/{output}/paths/{path}"
+
+
+def require_reflex_owned(tags: Mapping[str, str] | None, what: str, setting: str) -> None:
+    """Reflex acts only on endpoints it created (tag `reflex.managed=true`): never redefine someone else's.
+
+    Every implementation tags what it creates and refuses an existing endpoint without the tag, naming the setting
+    that picks another name (`REFLEX_ENDPOINTS`, `REFLEX_BATCH_ENDPOINT`).
+    """
+    from shared.errors import PermanentError
+
+    if (tags or {}).get(REFLEX_TAG) != "true":
+        raise PermanentError(f"{what} exists in this workspace but Reflex did not create it (no {REFLEX_TAG}=true "
+                             f"tag); Reflex never redefines an endpoint it does not own. Set {setting} to a name of "
+                             "Reflex's own, or tag the endpoint if it really is Reflex's")
 
 
 def cores_needed(cores_per_instance: int, instance_count: int) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 from shared.errors import PermanentError, ReflexError
 from shared.platform import (
     CHAMPION_TAG,
+    REFLEX_TAG,
     SERVING_TRANSITIONS,
     SUCCEEDED,
     BatchDeploymentSpec,
@@ -46,6 +47,7 @@ from shared.platform import (
     cores_needed,
     job_output_uri,
     model_output,
+    require_reflex_owned,
     traffic_problems,
 )
 
@@ -292,8 +294,10 @@ class FakePlatform:
 
     def begin_create_endpoint(self, name: str, *, tags: Mapping[str, str] | None = None) -> None:
         self._call("begin_create_endpoint")
-        if name not in self.endpoints:
-            self.endpoints[name] = _Endpoint(name, dict(tags or {}), self._pending())
+        if name in self.endpoints:   # as on Azure ML: an endpoint Reflex did not create is never taken over
+            require_reflex_owned(self.endpoints[name].tags, f"endpoint {name}", "REFLEX_ENDPOINTS")
+            return
+        self.endpoints[name] = _Endpoint(name, {**(tags or {}), REFLEX_TAG: "true"}, self._pending())
 
     def _endpoint(self, name: str, what: str) -> _Endpoint:
         ep = self.endpoints.get(name)
@@ -396,7 +400,9 @@ class FakePlatform:
         name, _, version = spec.model.partition(":")
         if (name, version) not in self.models:
             raise PermanentError(f"batch deployment {spec.deployment}: model {spec.model} does not exist")
-        ep = self.batch_endpoints.setdefault(spec.endpoint, _Endpoint(spec.endpoint, {}, self._pending()))
+        ep = self.batch_endpoints.setdefault(spec.endpoint, _Endpoint(spec.endpoint, {REFLEX_TAG: "true"},
+                                                                      self._pending()))
+        require_reflex_owned(ep.tags, f"batch endpoint {spec.endpoint}", "REFLEX_BATCH_ENDPOINT")
         if self._state(ep.pending) != SUCCEEDED:
             return   # as on Azure ML: the deployment is begun by a later call, once the endpoint exists
         existing = ep.deployments.get(spec.deployment)

@@ -52,6 +52,13 @@ class Backend:
             self.svc.monitor[(endpoint, deployment)] = {
                 "requests_by_class": {"2xx": requests - errors, "5xx": errors}, "latency_ms": latency}
 
+    def disown_endpoint(self, name: str) -> None:
+        """Someone else's endpoint of that name in the workspace: no `reflex.managed` tag."""
+        if self.kind == "fake":
+            self.fake.endpoints[name].tags = {"owner": "someone else"}
+        else:
+            self.svc.resources[f"/onlineEndpoints/{name}".lower()]["tags"] = {"owner": "someone else"}
+
     def throttle_next_job_read(self, retry_after: float) -> None:
         if self.kind == "fake":
             self.fake.inject("get_job", TransientError("job: service answered 429", retry_after))
@@ -210,6 +217,16 @@ def test_traffic_waits_for_provisioning(make_backend: Any, clock: Clock) -> None
     clock.advance(121)
     assert b.platform.get_deployment("churn-ep", "blue").succeeded
     assert b.platform.set_traffic("churn-ep", {"blue": 100}).traffic == {"blue": 100}
+
+
+def test_an_endpoint_reflex_did_not_create_is_never_redefined(backend: Backend) -> None:
+    p = backend.platform
+    p.begin_create_endpoint("churn-ep")
+    p.begin_create_endpoint("churn-ep")                               # Reflex's own: idempotent
+    assert p.get_endpoint("churn-ep").tags.get("reflex.managed") == "true"
+    backend.disown_endpoint("churn-ep")
+    with pytest.raises(PermanentError, match="REFLEX_ENDPOINTS"):
+        p.begin_create_endpoint("churn-ep")
 
 
 def test_logs_metrics_quota(backend: Backend) -> None:
