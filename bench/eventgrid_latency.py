@@ -15,7 +15,8 @@ Reactions (the code the Event Grid triggers run, with the Azure ML adapter):
   the AML part of `shared.arrival._submit`; listing the batch in Storage is not an AML round trip and not counted);
 * `registration`: RunCompleted -> gate + registration (`shared.registration.handle_run_event`, the real handler);
 * `rollout`: ModelRegistered -> the rollout's first step (`shared.rollout_reactions.handle_model_registered`,
-  the real handler: the first step creates the endpoint and returns; the reconciler does the rest).
+  the real handler) on an endpoint whose live deployment serves the previous model: the first step reads the
+  model, the endpoint and the quota and begins the new deployment, then returns; the reconciler does the rest.
 
 Baseline, in the same run: the same reaction in the same process once warm (imports, client and token done), so
 the cold-start share is visible; and `aml_requests`, the HTTP requests the reaction sends (the latency multiplier).
@@ -88,7 +89,8 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
     LROConfigurations.POLL_INTERVAL = 3600       # Reflex never waits on a poller; a left-over poller thread sleeps
     settings = load({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "REFLEX_PLATFORM": "azureml",
                      "AZUREML_SUBSCRIPTION_ID": svc.subscription, "AZUREML_RESOURCE_GROUP": svc.resource_group,
-                     "AZUREML_WORKSPACE": svc.workspace})
+                     "AZUREML_WORKSPACE": svc.workspace,
+                     "REFLEX_SMOKE_REQUEST": '{"input_data": {"columns": ["x"], "data": [[1]]}}'})
     deps = Deps(settings=settings, state=MemoryStateStore(), publisher=Publisher(),
                 platform_factory=lambda: platform, clock=time.time)
     data = "azureml://datastores/reflexdata/paths/sales/b1/"
@@ -113,6 +115,13 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
             return lambda: registration.handle_run_event(event, deps)
         outcome = registration.handle_run_event(event, deps)
         version = outcome.details["model_version"]
+        endpoint = settings.endpoint_for(settings.model_name)
+        if platform.get_endpoint(endpoint) is None:   # the usual case: a live deployment serves the champion
+            platform.begin_create_endpoint(endpoint)
+            platform.begin_create_deployment(endpoint, "live", model=f"{settings.model_name}:{version}",
+                                             instance_type="Standard_DS3_v2", instance_count=1)
+            platform.set_traffic(endpoint, {"live": 100})
+            return prepare(n + 10)                        # a newer model to roll out beside it
         registered = amlevents.model_registered(name=settings.model_name, version=version, tags={})
         return lambda: rollout_reactions.handle_model_registered(registered, deps)
 
@@ -124,14 +133,17 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
         outcome = react()
         took = time.perf_counter() - t0
         delay["s"] = 0.0
-        status = getattr(outcome, "status", "acted")
-        runs.append({"reaction_s": took, "requests": len(svc.requests) - before, "status": status})
+        status = f"{getattr(outcome, 'status', 'acted')}: {getattr(outcome, 'reason', '')}"[:160]
+        if reaction == "rollout":
+            status += " | " + str((getattr(outcome, "details", {}) or {}).get("reason", ""))[:200]
+        runs.append({"reaction_s": took, "requests": len(svc.requests) - before, "status": status,
+                     "calls": [f"{m} {path[-60:]}" for m, path in svc.calls(before)]})
     rsps.stop()
     cold = runs[0]
     return {"reaction": reaction, "latency_s": latency, "app_import_s": app_s, "client_s": client_s,
             "cold_s": app_s + client_s + cold["reaction_s"], "cold_reaction_s": cold["reaction_s"],
             "warm_s": runs[1]["reaction_s"], "requests": cold["requests"], "warm_requests": runs[1]["requests"],
-            "status": cold["status"]}
+            "status": cold["status"], "calls": cold["calls"]}
 
 
 def main() -> None:

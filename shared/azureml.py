@@ -27,6 +27,17 @@ The traps, and what this module does about each (each has a contract test in tes
   keep polling in a daemon thread; its interval is the client's `polling_interval` (settable, so tests and
   the benchmark never sleep).
 
+* endpoint names are unique per Azure region: an "already exists" (or "There is already an endpoint with this
+  name") answer to a create is success only when the endpoint is then found here, tagged `reflex.managed`; an
+  existing endpoint without the tag is never redefined. Both are `PermanentError`s naming `REFLEX_ENDPOINTS` /
+  `REFLEX_BATCH_ENDPOINT`. Computes are only ever named, never created or changed;
+* AutoML's model output is `best_model` (`model_output`), declared on the job after construction (the builder's
+  `outputs=` keyword loses the type); models register from `azureml://jobs/<job>/outputs/<output>/paths/`
+  (`job_output_uri`, the SDK's JOB_URI_FORMAT);
+* Azure Monitor serves `RequestsPerMinute` with Average (and Count), not Total; a missing series is "no data yet"
+  (`metrics_from_monitor`), never zero requests;
+* quota keeps the 20% Azure ML reserves for upgrades (`cores_needed`).
+
 Errors are mapped once, in `_call`: 404 -> the protocol's "absent" (`None`) where the protocol says so,
 "already exists" -> idempotent success, 408/429/5xx/connection -> `TransientError(retry_after)`, auth and
 validation -> `PermanentError` naming the resource (`shared.errors.map_azure_error`).
