@@ -594,7 +594,9 @@ class AzureMLPlatform:
         onlineendpoints-metrics.md @ 0e7def83): `RequestsPerMinute` (Count, aggregation Average; dimensions
         deployment, statusCode, statusCodeClass, modelStatusCode) and `RequestLatency` (Milliseconds, Average;
         dimension deployment). There is no Total: asking for it returns no value, which read as zero requests.
-        Two queries, as the dimensions differ.
+        Only the listed Average is asked for (an older revision of the page also listed Count; the current one
+        does not), so the query cannot be refused for an unsupported aggregation. Two queries, as the dimensions
+        differ.
         """
         from azure.monitor.query import MetricAggregationType
 
@@ -605,7 +607,7 @@ class AzureMLPlatform:
         client = self._metrics()
         counts = self._call(what, lambda: client.query_resource(
             resource, metric_names=["RequestsPerMinute"], timespan=span, granularity=timedelta(minutes=1),
-            aggregations=[MetricAggregationType.AVERAGE, MetricAggregationType.COUNT],
+            aggregations=[MetricAggregationType.AVERAGE],
             filter=f"deployment eq '{dep}' and statusCodeClass eq '*'"))
         latency = self._call(what, lambda: client.query_resource(
             resource, metric_names=["RequestLatency"], timespan=span, granularity=timedelta(minutes=1),
@@ -742,11 +744,13 @@ def _dimension(series: Any, name: str) -> str:
 def metrics_from_monitor(counts: Any, latency: Any, window_seconds: int) -> DeploymentMetrics:
     """Requests, 5xx errors and mean latency from two azure-monitor-query `MetricsQueryResult`s.
 
-    A point of `RequestsPerMinute` at PT1M grain carries `average` (requests per minute over the minute's
-    samples) and `count` (how many samples); their product is the minute's requests (the Total the metric does not
-    offer). A point with no `average` is a minute without samples (the REST example answers `count: 0` and no
-    average). No point with a value in any series is "no data yet" (`has_data` False), never zero requests: Azure
-    Monitor ingests with a delay, and a canary that serves traffic shows none for its first minutes.
+    A point of `RequestsPerMinute` at PT1M grain carries `average`: "the number of requests sent to online
+    endpoint within a minute", i.e. that minute's requests. Where the answer also carries `count` (samples in the
+    point, as the REST example does when asked for it), average x count is the sum of the samples (the Total the
+    metric does not offer); without it a point is one sample. A point with no `average` is a minute without
+    samples (the REST example answers `count: 0` and no average). No point with a value in any series is "no data
+    yet" (`has_data` False), never zero requests: Azure Monitor ingests with a delay, and a canary that serves
+    traffic shows none for its first minutes.
     """
     requests = errors = 0.0
     seen = False

@@ -333,7 +333,7 @@ def test_logs_metrics_and_quota(svc: AmlService) -> None:
     assert len(metric_requests) == 2
     assert metric_requests[0].path == svc.ws_path + "/onlineEndpoints/churn-ep/providers/Microsoft.Insights/metrics"
     assert metric_requests[0].query["metricnames"] == ["RequestsPerMinute"]
-    assert metric_requests[0].query["aggregation"] == ["Average,Count"]     # the page lists no Total
+    assert metric_requests[0].query["aggregation"] == ["Average"]     # what the page lists: no Total
     assert metric_requests[0].query["$filter"] == ["deployment eq 'green' and statusCodeClass eq '*'"]
     assert metric_requests[1].query["metricnames"] == ["RequestLatency"]
     assert (metrics.requests, metrics.errors, metrics.latency_ms) == (100, 2, 40.0)
