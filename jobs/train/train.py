@@ -5,7 +5,8 @@ so the repo's ``shared/`` is not importable) and, in the local stack, as a subpr
 Both call it the same way::
 
     python train.py --data <folder> --label <column> --task classification|regression \\
-        --model-output <folder> [--metrics-output <file.json>] [--seed N] [--test-size 0.2]
+        --model-output <folder> [--metrics-output <file.json>] [--seed N] [--test-size 0.2] \\
+        [--champion-model models:/<name>/<version>]
 
 Contract with Reflex:
 
@@ -19,6 +20,10 @@ Contract with Reflex:
 * Metrics: classification -> ``auc`` (binary ROC AUC; multiclass one-vs-rest, weighted) and ``accuracy``;
   regression -> ``rmse`` and ``r2``; both -> ``n_train``, ``n_test``. Written as a flat JSON object to
   ``--metrics-output`` and logged to MLflow.
+* ``--champion-model``: the current champion (any MLflow model URI; Reflex passes ``models:/<name>/<version>``)
+  is scored on the same holdout rows with the same arithmetic, as ``champion.<metric>`` plus ``champion.failed``
+  (1 when it cannot predict these rows; the reason is the run's ``reflex.champion_error`` tag). The gate compares
+  ``<metric>`` with ``champion.<metric>``: both numbers come from the same ``n_test`` rows.
 * MLflow tracking is used when a run is active, or ``MLFLOW_TRACKING_URI`` / ``MLFLOW_RUN_ID`` is set (Azure ML
   sets both for the job's own run; ``mlflow.start_run()`` attaches to it). The model is logged under the name
   ``model``. The Azure ML tracking server does not implement MLflow 3's logged-models API (it answers 404 on
@@ -261,12 +266,14 @@ def _prepare_categoricals(features: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------- training
 
 
-def train(
+def holdout_split(
     features: pd.DataFrame, target: pd.Series, *, task: str, seed: int, test_size: float
-) -> tuple[Pipeline, dict[str, float]]:
-    """Fit on a holdout split (stratified when every class allows it) and measure on the held-out rows."""
-    import numpy as np
-    from sklearn import metrics
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
+    """(x_train, x_test, y_train, y_test): seeded, stratified when every class allows it.
+
+    One function for the training job and the evaluation job (evaluate.py), so a batch's holdout is the same rows
+    wherever it is reproduced.
+    """
     from sklearn.model_selection import train_test_split
 
     stratify = None
@@ -275,30 +282,116 @@ def train(
         n_test = math.ceil(len(target) * test_size)
         if counts.min() >= 2 and n_test >= len(counts):
             stratify = target
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, target, test_size=test_size, random_state=seed, stratify=stratify
-    )
+    return train_test_split(features, target, test_size=test_size, random_state=seed, stratify=stratify)
+
+
+def measure(task: str, y_true: pd.Series, predicted: Any, probabilities: Any = None,
+            classes: Sequence[Any] | None = None) -> dict[str, float]:
+    """The gate's metrics of one model's predictions on some rows; the same arithmetic for every model scored.
+
+    Classification: `accuracy`, and `auc` from class probabilities (binary ROC AUC; multiclass one-vs-rest,
+    weighted); a model that gives labels only is ranked by its labels (binary). Regression: `rmse`, `r2`.
+    """
+    import numpy as np
+    from sklearn import metrics
+
+    if task != "classification":
+        scores = {"rmse": float(np.sqrt(metrics.mean_squared_error(y_true, predicted)))}
+        scores["r2"] = float(metrics.r2_score(y_true, predicted)) if len(y_true) >= 2 else float("nan")
+        return scores
+    scores = {"accuracy": float(metrics.accuracy_score(y_true, predicted))}
+    present = set(y_true.unique())
+    if len(present) < 2:
+        log.warning("the evaluation rows hold one class only; auc is undefined and not reported")
+    elif probabilities is not None and classes is not None and len(classes) == 2:
+        scores["auc"] = float(metrics.roc_auc_score(y_true == classes[1], probabilities[:, 1]))
+    elif probabilities is not None and classes is not None:
+        scores["auc"] = float(
+            metrics.roc_auc_score(y_true, probabilities, multi_class="ovr", average="weighted", labels=classes)
+        )
+    elif len(present) == 2:
+        positive = sorted(present, key=str)[1]
+        scores["auc"] = float(metrics.roc_auc_score(y_true == positive, np.asarray(predicted) == positive))
+    return scores
+
+
+def train(
+    features: pd.DataFrame, target: pd.Series, *, task: str, seed: int, test_size: float
+) -> tuple[Pipeline, dict[str, float]]:
+    """Fit on a holdout split (stratified when every class allows it) and measure on the held-out rows."""
+    pipeline, scores, _ = train_with_holdout(features, target, task=task, seed=seed, test_size=test_size)
+    return pipeline, scores
+
+
+def train_with_holdout(
+    features: pd.DataFrame, target: pd.Series, *, task: str, seed: int, test_size: float
+) -> tuple[Pipeline, dict[str, float], tuple[pd.DataFrame, pd.Series]]:
+    """`train`, also returning the held-out rows (x_test, y_test), which the champion is scored on."""
+    x_train, x_test, y_train, y_test = holdout_split(features, target, task=task, seed=seed, test_size=test_size)
     pipeline = build_pipeline(features, task, seed)
     pipeline.fit(x_train, y_train)
     scores: dict[str, float] = {"n_train": float(len(x_train)), "n_test": float(len(x_test))}
-    if task == "classification":
-        classes = pipeline.classes_
-        probabilities = pipeline.predict_proba(x_test)
-        scores["accuracy"] = float(metrics.accuracy_score(y_test, pipeline.predict(x_test)))
-        present = set(y_test.unique())
-        if len(present) < 2:
-            log.warning("the test split holds one class only; auc is undefined and not reported")
-        elif len(classes) == 2:
-            scores["auc"] = float(metrics.roc_auc_score(y_test == classes[1], probabilities[:, 1]))
-        else:
-            scores["auc"] = float(
-                metrics.roc_auc_score(y_test, probabilities, multi_class="ovr", average="weighted", labels=classes)
-            )
-    else:
-        predictions = pipeline.predict(x_test)
-        scores["rmse"] = float(np.sqrt(metrics.mean_squared_error(y_test, predictions)))
-        scores["r2"] = float(metrics.r2_score(y_test, predictions)) if len(y_test) >= 2 else float("nan")
-    return pipeline, scores
+    probabilities = pipeline.predict_proba(x_test) if task == "classification" else None
+    classes = list(pipeline.classes_) if task == "classification" else None
+    scores.update(measure(task, y_test, pipeline.predict(x_test), probabilities, classes))
+    return pipeline, scores, (x_test, y_test)
+
+
+# ---------------------------------------------------------------------------------------------------- champion
+
+
+class ModelUnusable(Exception):
+    """A model loads or predicts in a way that cannot be scored on these rows (missing packages, other columns)."""
+
+
+def predictions_of(model_uri: str, rows: pd.DataFrame, task: str) -> tuple[Any, Any, list[Any] | None]:
+    """(predictions, class probabilities or None, classes or None) of the MLflow model at `model_uri`.
+
+    `model_uri` is anything MLflow loads: `models:/<name>/<version>` (the local MLflow registry, and Azure ML's
+    MLflow-compatible registry inside a job, where azureml-mlflow sets the tracking and registry URI), `runs:/…`,
+    or a folder (an Azure ML `mlflow_model` input). A scikit-learn model is loaded with its flavor, so its class
+    probabilities rank rows for `auc` exactly as the challenger's do; any other MLflow model through pyfunc.
+
+    Raises:
+        ModelUnusable: the model needs packages that are absent, or cannot predict these rows.
+    """
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    from mlflow.models import get_model_info
+
+    try:
+        flavors = get_model_info(model_uri).flavors
+        model = mlflow.sklearn.load_model(model_uri) if "sklearn" in flavors else mlflow.pyfunc.load_model(model_uri)
+    except ImportError as exc:
+        raise ModelUnusable(f"cannot load {model_uri}: {type(exc).__name__}: {exc}") from exc
+    try:
+        if "sklearn" in flavors and task == "classification" and hasattr(model, "predict_proba"):
+            return model.predict(rows), model.predict_proba(rows), list(model.classes_)
+        predicted = model.predict(rows)
+    except Exception as exc:  # the model's own code: wrong columns, types, anything it raises on these rows
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ModelUnusable(f"{model_uri} cannot predict these rows: {type(exc).__name__}: {first}") from exc
+    if hasattr(predicted, "to_numpy"):
+        predicted = predicted.to_numpy()
+    if getattr(predicted, "ndim", 1) > 1:
+        predicted = predicted[:, 0]
+    return predicted, None, None
+
+
+def score_model(model_uri: str, rows: pd.DataFrame, target: pd.Series, task: str,
+                prefix: str) -> tuple[dict[str, float], str]:
+    """`<prefix><metric>` of the model on the rows and `<prefix>failed` (0 or 1); the reason when it failed."""
+    try:
+        predicted, probabilities, classes = predictions_of(model_uri, rows, task)
+    except ModelUnusable as exc:
+        log.warning("%s", exc)
+        return {f"{prefix}failed": 1.0}, str(exc)
+    scores = measure(task, target, predicted, probabilities, classes)
+    log.info("%s scored on %d rows: %s", model_uri, len(rows), json.dumps(scores, sort_keys=True))
+    return {**{f"{prefix}{k}": v for k, v in scores.items()}, f"{prefix}failed": 0.0}, ""
+
+
+CHAMPION_PREFIX = "champion."  # the champion's metrics on this run's holdout; read by Reflex's gate
 
 
 # ---------------------------------------------------------------------------------------------------- saving
@@ -341,6 +434,7 @@ def log_to_mlflow(
     model_dir: Path,
     scores: dict[str, float],
     params: dict[str, Any],
+    tags: dict[str, str] | None = None,
 ) -> str:
     """Log params, metrics and the model to the active (or environment-provided) run; returns the run id."""
     import mlflow
@@ -351,6 +445,8 @@ def log_to_mlflow(
     run = mlflow.start_run() if started else mlflow.active_run()
     try:
         mlflow.log_params(params)
+        if tags:
+            mlflow.set_tags(tags)
         mlflow.log_metrics({k: v for k, v in scores.items() if math.isfinite(v)})
         try:
             mlflow.sklearn.log_model(
@@ -383,6 +479,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics-output", type=Path, help="file for the metrics as JSON")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--test-size", type=float, default=0.2)
+    parser.add_argument("--champion-model", default="",
+                        help="MLflow model URI of the current champion (models:/<name>/<version>): scored on this "
+                             "run's holdout rows as champion.<metric>, so the gate compares like with like")
     args = parser.parse_args(argv)
     if not 0.0 < args.test_size < 1.0:
         parser.error(f"--test-size must be between 0 and 1, got {args.test_size}")
@@ -400,7 +499,13 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     features = _prepare_categoricals(features)
     if args.model_output.exists() and any(args.model_output.iterdir()):
         raise BadInput(f"model output folder {args.model_output} is not empty")
-    pipeline, scores = train(features, target, task=args.task, seed=args.seed, test_size=args.test_size)
+    pipeline, scores, (x_test, y_test) = train_with_holdout(
+        features, target, task=args.task, seed=args.seed, test_size=args.test_size
+    )
+    champion_error = ""
+    if args.champion_model:
+        champion, champion_error = score_model(args.champion_model, x_test, y_test, args.task, CHAMPION_PREFIX)
+        scores.update(champion)
     log.info("metrics: %s", json.dumps(scores, sort_keys=True))
     signature = save_model(pipeline, features, args.model_output)
     if args.metrics_output:
@@ -415,8 +520,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "estimator": type(pipeline.named_steps["model"]).__name__,
             "n_features": features.shape[1],
         }
+        tags = {}
+        if args.champion_model:
+            params["champion_model"] = args.champion_model
+            if champion_error:
+                tags["reflex.champion_error"] = champion_error[:4000]
         run_id = log_to_mlflow(
-            pipeline, features, signature=signature, model_dir=args.model_output, scores=scores, params=params
+            pipeline, features, signature=signature, model_dir=args.model_output, scores=scores, params=params,
+            tags=tags,
         )
         log.info("logged to MLflow run %s", run_id)
     return scores
