@@ -9,9 +9,11 @@ local host, retrying, and records on the run whether delivery succeeded (`reflex
     python -m local.jobrunner <job folder>/spec.json        (written by local/jobs.py)
     python -m local.jobrunner provision <endpoint> <deployment>   (written by local/endpoints.py)
 
-spec.json: {"kind": "command"|"automl"|"batch", "job_name", "experiment_name", "run_id", "tags",
+spec.json: {"kind": "command"|"automl"|"batch"|"evaluate", "job_name", "experiment_name", "run_id", "tags",
 "input": {"container", "prefix"}, "label", "task", "script", "primary_metric", "max_trials",
-"timeout_minutes", "model" ("name:version", batch), "output": {"container", "prefix"} (batch), "host_url"}.
+"timeout_minutes", "champion_model" (command: MLflow URI scored on the holdout), "models" ({role: MLflow URI},
+evaluate), "holdout" (evaluate), "model" ("name:version", batch), "output": {"container", "prefix"} (batch),
+"host_url"}.
 The storage connection and tracking URI come from the environment (AzureWebJobsStorage, MLFLOW_TRACKING_URI).
 """
 
@@ -34,6 +36,28 @@ def _blob_service() -> Any:
     return BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])  # noqa: SIM112 - the host's name
 
 
+def _run_script(command: list[str], spec: dict[str, Any], folder: Path, what: str) -> None:
+    """The user's script as the job's child process, with the MLflow run active; its output in user_logs.txt."""
+    env = {**os.environ, "MLFLOW_RUN_ID": spec["run_id"], "MLFLOW_EXPERIMENT_ID": spec["experiment_id"]}
+    with open(folder / "user_logs.txt", "ab") as log:
+        code = subprocess.call(command, cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if code != 0:
+        tail = (folder / "user_logs.txt").read_text(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{what} exited with code {code}: " + " | ".join(tail))
+
+
+def _evaluate(spec: dict[str, Any], folder: Path, data: Path) -> None:
+    """jobs/train/evaluate.py on the downloaded data, one `--model role=uri` per model."""
+    command = [sys.executable, spec["script"], "--data", str(data), "--label", spec["label"], "--task", spec["task"],
+               "--metrics-output", str(folder / "metrics.json")]
+    for role, uri in spec["models"].items():
+        command += ["--model", f"{role}={uri}"]
+    if spec.get("holdout"):
+        command.append("--holdout")
+    _run_script(command, spec, folder, "evaluation script")
+
+
 def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
     model_dir = folder / "model_output"
     if spec["kind"] == "automl":   # AutoML's inputs (shared/azureml.py builds the same job on Azure ML)
@@ -44,16 +68,13 @@ def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
                    "--timeout-minutes", str(spec.get("timeout_minutes", 10)),
                    "--enable-early-termination", str(spec.get("early_stopping", True)).lower()]
     else:
-        command = [sys.executable, spec["script"], "--data", str(data), "--label", spec["label"]]
+        command = [sys.executable, spec["script"]]
+        if spec.get("champion_model"):
+            command += ["--champion-model", spec["champion_model"]]
+        command += ["--data", str(data), "--label", spec["label"]]
     command += ["--task", spec["task"], "--model-output", str(model_dir),
                 "--metrics-output", str(folder / "metrics.json")]
-    env = {**os.environ, "MLFLOW_RUN_ID": spec["run_id"], "MLFLOW_EXPERIMENT_ID": spec["experiment_id"]}
-    with open(folder / "user_logs.txt", "ab") as log:
-        code = subprocess.call(command, cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    if code != 0:
-        tail = (folder / "user_logs.txt").read_text(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"training script exited with code {code}: " + " | ".join(tail))
+    _run_script(command, spec, folder, "training script")
     _ensure_model_logged(spec, model_dir)
 
 
@@ -102,6 +123,8 @@ def run_job(spec_path: Path) -> str:
         client.log_param(spec["run_id"], "input_files", len(files))
         if spec["kind"] == "batch":
             client.log_metric(spec["run_id"], "rows_scored", _batch(spec, data))
+        elif spec["kind"] == "evaluate":
+            _evaluate(spec, folder, data)
         else:
             _train(spec, folder, data)
     except Exception as exc:

@@ -99,7 +99,8 @@ class Jobs:
         rec = self.record(name)
         if rec is None:
             return None
-        base = {"kind": rec["kind"], "experiment_name": rec["experiment_name"], "tags": dict(rec["tags"])}
+        kind = "command" if rec["kind"] == "evaluate" else rec["kind"]  # an evaluation is a command job in Azure
+        base = {"kind": kind, "experiment_name": rec["experiment_name"], "tags": dict(rec["tags"])}
         if not rec.get("run_id"):
             if self.clock() - rec["created"] < 120:
                 return Job(name, "NotStarted", **base)
@@ -117,7 +118,7 @@ class Jobs:
             if status in ("Running", "Queued"):
                 status, error = "Failed", "the job process ended without reporting a result"
         outputs = dict(rec.get("outputs") or {})
-        if rec["kind"] != "batch" and status == "Completed":
+        if rec["kind"] not in ("batch", "evaluate") and status == "Completed":
             # the same output name as on Azure ML: `model` for a command job, `best_model` for AutoML
             out = model_output(rec["kind"])
             outputs.setdefault(out, f"runs:/{rec['run_id']}/{out}")

@@ -46,6 +46,7 @@ from shared.platform import (
     Deployment,
     DeploymentMetrics,
     Endpoint,
+    EvaluationRequest,
     InvokeResult,
     Job,
     ModelVersion,
@@ -177,11 +178,49 @@ class LocalPlatform:
                 "max_trials": min(request.max_trials, 3), "timeout_minutes": request.timeout_minutes,
                 "early_stopping": request.early_stopping,
                 "data": f"azureml:{asset.name}:{asset.version}"}
+        if request.champion_model and request.mode == "command":  # AutoML in Azure runs no script of ours
+            spec["champion_model"] = self._model_uri(request.champion_model.join(("azureml:", "")),
+                                                     f"job {request.job_name}")
         tags = {**request.tags, "reflex.data_asset": f"{asset.name}:{asset.version}"}
         if request.mode == "automl":
             tags["reflex.automl"] = "local-search"
         return self.jobs.submit(request.job_name, kind=request.mode, experiment_name=request.experiment_name,
                                 tags=tags, spec=spec)
+
+    def _model_uri(self, ref: str, what: str) -> str:
+        """The MLflow URI of an Azure ML model input: `azureml:<name>:<version>` -> `models:/<name>/<version>`,
+        `azureml://jobs/<job>/outputs/<output>` -> that job's output (`runs:/<run>/<output>`)."""
+        if ref.startswith("azureml://jobs/"):
+            job_name, _, output = ref[len("azureml://jobs/"):].partition("/outputs/")
+            job = self.jobs.get(job_name)
+            if job is None or output not in job.outputs:
+                raise PermanentError(f"{what}: {ref} does not exist")
+            return job.outputs[output]
+        _, name, version = [*ref.split(":"), "", ""][:3]
+        if not ref.startswith("azureml:") or self.get_model(name, version) is None:
+            raise PermanentError(f"{what}: model {ref} does not exist")
+        return f"models:/{name}/{version}"
+
+    def submit_evaluation(self, request: EvaluationRequest) -> Job:
+        """jobs/train/evaluate.py beside the training script, on the data asset, as a local job."""
+        what = f"job {request.job_name}"
+        existing = self.jobs.get(request.job_name)
+        if existing is not None:
+            return existing
+        asset = self.get_data(request.data_name, request.data_version)
+        if asset is None:
+            raise PermanentError(f"{what}: data asset {request.data_name}:{request.data_version} does not exist")
+        script = self.train_script.parent / "evaluate.py"
+        if not script.exists():
+            raise PermanentError(f"{what}: evaluation script {script} does not exist")
+        container, prefix = resolve(asset.path, self.stores)
+        spec = {"input": {"container": container, "prefix": prefix}, "label": request.label_column,
+                "task": request.task, "script": str(script), "holdout": request.holdout,
+                "models": {role: self._model_uri(ref, what) for role, ref in request.models.items()},
+                "data": f"azureml:{asset.name}:{asset.version}"}
+        return self.jobs.submit(request.job_name, kind="evaluate", experiment_name=request.experiment_name,
+                                tags={**request.tags, "reflex.data_asset": f"{asset.name}:{asset.version}"},
+                                spec=spec)
 
     def get_job(self, name: str) -> Job | None:
         return self.jobs.get(name)

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
-    "Endpoint", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck", "TrainingRequest",
-    "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed", "get_platform",
-    "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
+    "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck",
+    "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed",
+    "get_platform", "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
 ]
 
 CHAMPION_TAG = "reflex.champion"   # "true" on the model version that serves production
@@ -123,6 +123,31 @@ class TrainingRequest:
     timeout_minutes: int = 60
     max_trials: int = 20
     early_stopping: bool = True
+    champion_model: str = ""     # "<name>:<version>" the command job scores on its own holdout ("" = none)
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """Score MLflow models on the same rows (jobs/train/evaluate.py as a command job); `job_name` is the key.
+
+    `models` maps a role ("challenger", "champion") to `azureml:<name>:<version>` (a registered model) or
+    `azureml://jobs/<job>/outputs/<output>` (a job's model output, e.g. AutoML's `best_model`): the forms Azure
+    ML takes as an `mlflow_model` input. `holdout`: score the batch's holdout split (train.py's), else all rows.
+    """
+
+    job_name: str
+    experiment_name: str
+    data_name: str
+    data_version: str
+    task: str
+    label_column: str
+    compute: str
+    environment: str
+    models: Mapping[str, str]
+    holdout: bool = True
+    tags: Mapping[str, str] = field(default_factory=dict)
+    display_name: str = ""
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -299,6 +324,8 @@ class MLPlatform(Protocol):
     def get_data(self, name: str, version: str) -> DataAsset | None: ...
 
     def submit_training(self, request: TrainingRequest) -> Job: ...
+
+    def submit_evaluation(self, request: EvaluationRequest) -> Job: ...
 
     def get_job(self, name: str) -> Job | None: ...
 

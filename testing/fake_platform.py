@@ -39,6 +39,7 @@ from shared.platform import (
     Deployment,
     DeploymentMetrics,
     Endpoint,
+    EvaluationRequest,
     InvokeResult,
     Job,
     ModelVersion,
@@ -99,6 +100,7 @@ class FakePlatform:
         self.data: dict[tuple[str, str], DataAsset] = {}
         self.jobs: dict[str, Job] = {}
         self.job_requests: dict[str, TrainingRequest] = {}
+        self.evaluation_requests: dict[str, EvaluationRequest] = {}
         self.job_metrics: dict[str, dict[str, float]] = {}
         self.models: dict[tuple[str, str], ModelVersion] = {}
         self.endpoints: dict[str, _Endpoint] = {}
@@ -137,6 +139,8 @@ class FakePlatform:
         # the output the service reports for the job's kind: `model` (command) or `best_model` (AutoML)
         default_outputs = {model_output(job.kind): job_output_uri(name, model_output(job.kind))} \
             if job.kind != "batch" else {}
+        if name in self.evaluation_requests:
+            default_outputs = {}  # an evaluation job produces metrics only
         job = replace(job, status=status, error=error,
                       outputs=dict(outputs if outputs is not None else (job.outputs or default_outputs)))
         self.jobs[name] = job
@@ -212,6 +216,37 @@ class FakePlatform:
                   tags=dict(request.tags), url=f"https://ml.fake/jobs/{request.job_name}")
         self.jobs[request.job_name] = job
         self.job_requests[request.job_name] = request
+        return job
+
+    def _model_input(self, what: str, ref: str) -> None:
+        """An evaluation's model must exist, in the forms Azure ML takes as an `mlflow_model` input."""
+        job_output = re.fullmatch(r"azureml://jobs/([^/]+)/outputs/([^/]+)", ref)
+        if job_output:
+            job = self.jobs.get(job_output.group(1))
+            if job is None or job_output.group(2) not in job.outputs:
+                raise PermanentError(f"{what}: {ref} does not exist")
+            return
+        registered = re.fullmatch(r"azureml:([^:]+):([^:]+)", ref)
+        if registered is None or (registered.group(1), registered.group(2)) not in self.models:
+            raise PermanentError(f"{what}: model {ref} does not exist")
+
+    def submit_evaluation(self, request: EvaluationRequest) -> Job:
+        self._call("submit_evaluation")
+        what = f"job {request.job_name}"
+        if request.job_name != request.job_name.lower() or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,254}",
+                                                                             request.job_name):
+            raise PermanentError(f"{what}: names must be lower-case letters, digits, - and _")
+        if (request.data_name, request.data_version) not in self.data:
+            raise PermanentError(f"{what}: data asset {request.data_name}:{request.data_version} does not exist")
+        existing = self.jobs.get(request.job_name)
+        if existing is not None:
+            return existing
+        for ref in request.models.values():
+            self._model_input(what, ref)
+        job = Job(request.job_name, "Queued", kind="command", experiment_name=request.experiment_name,
+                  tags=dict(request.tags), url=f"https://ml.fake/jobs/{request.job_name}")
+        self.jobs[request.job_name] = job
+        self.evaluation_requests[request.job_name] = request
         return job
 
     def get_job(self, name: str) -> Job | None:
