@@ -69,6 +69,7 @@ from shared.platform import (
     Deployment,
     DeploymentMetrics,
     Endpoint,
+    EvaluationRequest,
     InvokeResult,
     Job,
     ModelVersion,
@@ -257,10 +258,13 @@ class AzureMLPlatform:
                 raise PermanentError(f"{what}: code must be a registered code asset (azureml:<name>:<version>); a "
                                      "local folder would be uploaded on every submission")
             code = f"{self.scope}/codes/{m.group(1)}/versions/{m.group(2)}"   # the SDK takes a short form as a path
+        inputs = {"data": Input(type=self.data_type, path=data)}
+        text = TRAIN_COMMAND.replace("LABEL", r.label_column).replace("TASK", r.task)
+        if r.champion_model:  # scored on the run's own holdout: the gate compares both on the same rows
+            inputs["champion"] = Input(type="mlflow_model", path=f"azureml:{r.champion_model}")
+            text += " --champion-model ${{inputs.champion}}"
         return command(name=r.job_name, experiment_name=r.experiment_name, display_name=r.display_name or None,
-                       command=TRAIN_COMMAND.replace("LABEL", r.label_column).replace("TASK", r.task),
-                       inputs={"data": Input(type=self.data_type, path=data)},
-                       outputs={model_output("command"): Output(type="mlflow_model")},
+                       command=text, inputs=inputs, outputs={model_output("command"): Output(type="mlflow_model")},
                        environment=r.environment, compute=r.compute, code=code, tags=tags,
                        timeout=r.timeout_minutes * 60)
 
@@ -274,6 +278,45 @@ class AzureMLPlatform:
                 raise map_azure_error(exc, what) from exc
             log.info("%s already exists: returning it", what)
             created = self._call(what, lambda: self.ml.jobs.get(request.job_name))
+        return self._job(created)
+
+    def submit_evaluation(self, request: EvaluationRequest) -> Job:
+        """jobs/train/evaluate.py as a command job: each model an `mlflow_model` input (a registered version
+        `azureml:<name>:<version>` or a job output `azureml://jobs/<job>/outputs/<output>`, the path forms of
+        Azure/azureml-examples cli/jobs/basics/hello-model-as-output.yml), mounted as a folder MLflow loads."""
+        from azure.ai.ml import Input, command
+
+        r = request
+        what = f"job {r.job_name}"
+        if r.job_name != r.job_name.lower() or not _NAME_RE.fullmatch(r.job_name):
+            raise PermanentError(f"{what}: names must be lower-case letters, digits, - and _")
+        if not _PINNED_ENV_RE.fullmatch(r.environment or ""):
+            raise PermanentError(f"{what}: environment must be pinned (azureml:<name>:<version>), "
+                                 f"got {r.environment!r}")
+        inputs = {"data": Input(type=self.data_type, path=f"azureml:{r.data_name}:{r.data_version}")}
+        text = f"python evaluate.py --data ${{{{inputs.data}}}} --label {r.label_column} --task {r.task}"
+        for role, ref in r.models.items():
+            if not re.fullmatch(r"[a-z_]+", role):
+                raise PermanentError(f"{what}: model role {role!r} must be lower-case letters")
+            inputs[role] = Input(type="mlflow_model", path=ref)
+            text += f" --model {role}=${{{{inputs.{role}}}}}"
+        if r.holdout:
+            text += " --holdout"
+        code = None
+        if r.code:
+            m = re.fullmatch(r"azureml:([A-Za-z0-9_.-]+):([A-Za-z0-9_.-]+)", r.code)
+            if not m:
+                raise PermanentError(f"{what}: code must be a registered code asset (azureml:<name>:<version>)")
+            code = f"{self.scope}/codes/{m.group(1)}/versions/{m.group(2)}"
+        job = command(name=r.job_name, experiment_name=r.experiment_name, display_name=r.display_name or None,
+                      command=text, inputs=inputs, environment=r.environment, compute=r.compute, code=code,
+                      tags={**r.tags, REFLEX_TAG: "true"})
+        try:
+            created = self.ml.jobs.create_or_update(job)
+        except Exception as exc:
+            if not _already_exists(exc):
+                raise map_azure_error(exc, what) from exc
+            created = self._call(what, lambda: self.ml.jobs.get(r.job_name))
         return self._job(created)
 
     @staticmethod
