@@ -201,13 +201,19 @@ def _training_request(value: Mapping[str, Any], key: str, event_id: str, deps: D
     trigger = f"blob:{value['container']}/{value['dataset']}/{value['batch']}"
     tags = {REFLEX_TAG: "true", "reflex.trigger": trigger, "reflex.event_id": event_id,
             "reflex.data": f"{data['name']}:{data['version']}", "reflex.batch": key, "reflex.parent": f"arrival:{key}"}
+    champion = ""
+    if s.training_mode == "command" and not s.eval_data:
+        # the job scores the champion on its own holdout, so the gate compares both on the same rows
+        found = deps.platform.find_champion(s.model_name)
+        champion = found.ref if found else ""
+        tags["reflex.eval.champion"] = champion or "none"
     return TrainingRequest(
         job_name=value["job"], experiment_name=s.experiment_name, data_name=data["name"],
         data_version=data["version"], mode=s.training_mode, task=s.task, label_column=s.label_column,
         compute=s.training_compute, environment=s.training_environment, tags=tags,
         display_name=f"{value['dataset']}/{value['batch']}", code=s.training_code,
         primary_metric=s.automl_primary_metric, timeout_minutes=s.automl_timeout_minutes,
-        max_trials=s.automl_max_trials, early_stopping=s.automl_early_stopping)
+        max_trials=s.automl_max_trials, early_stopping=s.automl_early_stopping, champion_model=champion)
 
 
 STARTABLE = ("complete", "waiting", "starting")

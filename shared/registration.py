@@ -12,13 +12,18 @@ recorded metric) and makes the side effects happen once:
   register the same version (Azure ML answers a repeated name+version+path with the existing model);
 * the record's final status (`registered` | `skipped`) is written by compare-and-swap, and only the writer
   that made the transition publishes `Reflex.ModelRegistered` / `Reflex.ModelRegistrationSkipped`;
-* the metric values are stored on the model as properties `reflex.metric.<name>`, so a later gate reads the
-  champion's number from the model instead of recomputing it;
+* champion and challenger are compared on the same rows (shared/gate.py): the command job scores the champion it
+  was given (`reflex.eval.champion` tag, `champion.<metric>` metrics) on its own holdout; when it could not (AutoML,
+  a champion that changed meanwhile, a fixed evaluation set) the gate submits an evaluation job
+  (shared/evaluation.py), records `evaluating`, and decides when that job's run event arrives. A champion's
+  stored numbers are never compared: they come from other rows. The metric values are still stored on the
+  model as properties `reflex.metric.<name>` (for people, and the gate's reason as `reflex.gate`);
 * a failed or canceled run publishes `Reflex.TrainingFailed` once (a claim) and closes its arrival record.
 
 Record `registrations/jobs/<job>`::
 
-    {"job", "status": "registering" | "registered" | "skipped" | "dry-run", "version", "decision": {...},
+    {"job", "status": "evaluating" | "registering" | "registered" | "skipped" | "dry-run", "version",
+     "decision": {... "rows": {"source", "data", "count", "job", "note"}}, "evaluation": {"job", "champion"},
      "event_id", "by": <token of the invocation that decided>}
 """
 
@@ -27,9 +32,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from shared import events, gate
+from shared import evaluation, events, gate, outside_models
 from shared.arrival import mark_job_finished
 from shared.errors import PermanentError, TransientError
 from shared.platform import APPROVAL_TAG, REFLEX_TAG, Job, ModelVersion, model_output
@@ -39,11 +45,12 @@ from shared.state import key_part
 if TYPE_CHECKING:
     from shared.deps import Deps
 
-__all__ = ["METRIC_PREFIX", "handle_run_event", "job_key"]
+__all__ = ["METRIC_PREFIX", "SCORED_TAG", "handle_run_event", "job_key", "model_output"]
 
 log = logging.getLogger("reflex.registration")
 
 METRIC_PREFIX = "reflex.metric."
+SCORED_TAG = "reflex.eval.champion"   # on a training job: the champion (name:version) it scores on its holdout
 FAILED_STATES = frozenset({"failed", "canceled", "notresponding"})
 
 
@@ -67,7 +74,11 @@ def handle_run_event(raw: Any, deps: Deps) -> Outcome:
     if isinstance(event, events.RunStatusChanged):
         if event.run_status.lower() not in FAILED_STATES:
             return Outcome("skipped", f"run status {event.run_status!r} needs no reaction", {"job": job.name})
+        if evaluation.is_evaluation(job):
+            return _evaluated(event, job, deps)
         return _failed(event, job, event.run_status, deps)
+    if evaluation.is_evaluation(job) and (job.status == "Completed" or job.status.lower() in FAILED_STATES):
+        return _evaluated(event, job, deps)
     if job.status.lower() in FAILED_STATES:
         return _failed(event, job, job.status, deps)
     if job.status != "Completed":
@@ -92,32 +103,110 @@ def _failed(event: events.RunCompleted, job: Job, status: str, deps: Deps) -> Ou
     return Outcome("acted", f"training failed: {reason}", details)
 
 
-def _champion_metrics(champion: ModelVersion, metric: str, deps: Deps) -> Mapping[str, Any]:
-    """The champion's recorded metrics: properties set at registration, then tags, then its job's metrics."""
-    for source in (champion.properties, champion.tags):
-        if f"{METRIC_PREFIX}{metric}" in source:
-            return {metric: source[f"{METRIC_PREFIX}{metric}"]}
-    if champion.job_name:
-        try:
-            return deps.platform.get_job_metrics(champion.job_name)
-        except PermanentError as exc:
-            log.warning("champion %s: its job's metrics are unavailable: %s", champion.ref, exc)
-    return {}
+def _model_output(job: Job) -> str:
+    """The job's model output: AutoML's is `best_model` (AutoML job YAML reference), a command job's `model`
+    (`shared.platform.model_output`); a job whose kind is unknown but reports `best_model` is AutoML's."""
+    return "best_model" if "best_model" in job.outputs else model_output(job.kind)
 
 
-def _decide(event: events.RunCompleted, job: Job, deps: Deps) -> gate.GateDecision:
+def _base(deps: Deps) -> dict[str, Any]:
     s = deps.settings
-    base = {"metric": s.gate_metric, "direction": s.gate_direction, "margin": s.gate_min_margin}
-    output = model_output(job.kind)   # `model` for a command job, `best_model` for AutoML (shared.platform)
+    return {"metric": s.gate_metric, "direction": s.gate_direction, "margin": s.gate_min_margin,
+            "approval": s.require_approval}
+
+
+def _holdout_rows(job: Job, metrics: Mapping[str, Any]) -> gate.Rows:
+    count = gate.metric_value(metrics, "n_test")
+    return gate.Rows("holdout", job.tags.get("reflex.data", ""), None if count is None else int(count), job=job.name)
+
+
+def _decide(job: Job, deps: Deps) -> gate.GateDecision | ModelVersion | None:
+    """The decision when the job's own numbers allow one; else what an evaluation job must score it against:
+    the champion (`ModelVersion`), or None for the challenger alone (AutoML or an evaluation set, no champion).
+    """
+    s = deps.settings
+    output = _model_output(job)
     if output not in job.outputs:
         have = ", ".join(sorted(job.outputs)) or "none"
         return gate.GateDecision(False, f"run {job.name} has no model output {output!r} (outputs: {have})",
-                                 challenger=None, champion=None, **base)
-    metrics = deps.platform.get_job_metrics(job.name)
+                                 s.gate_metric, s.gate_direction, s.gate_min_margin, None, None)
     champion = deps.platform.find_champion(s.model_name)
-    return gate.decide(metrics, None if champion is None else _champion_metrics(champion, s.gate_metric, deps),
-                       approval=s.require_approval, champion_version="" if champion is None else champion.version,
-                       **base)
+    if job.kind == "automl" or s.eval_data:
+        return champion  # scored by an evaluation job, on its rows, with our arithmetic
+    metrics = deps.platform.get_job_metrics(job.name)
+    rows = _holdout_rows(job, metrics)
+    if champion is None:
+        return gate.decide(metrics, None, rows=rows, **_base(deps))
+    prefix = gate.CHAMPION_PREFIX
+    scored_here = job.tags.get(SCORED_TAG) == champion.ref and (
+        f"{prefix}{s.gate_metric}" in metrics or f"{prefix}failed" in metrics)
+    if not scored_here:
+        return champion
+    failed = gate.metric_value(metrics, f"{prefix}failed") == 1.0
+    theirs = {s.gate_metric: metrics[f"{prefix}{s.gate_metric}"]} if f"{prefix}{s.gate_metric}" in metrics else {}
+    return gate.decide(metrics, theirs, rows=rows, champion_version=champion.version,
+                       champion_error="it cannot predict them (see the run's reflex.champion_error tag)"
+                       if failed else "", **_base(deps))
+
+
+def _evaluate(event: events.RunCompleted, job: Job, champion: ModelVersion | None, key: str,
+              deps: Deps) -> Outcome:
+    """Submit the evaluation job that scores challenger and champion on the same rows; record `evaluating`."""
+    from shared.control import read_control
+
+    s = deps.settings
+    output = _model_output(job)
+    models = {"challenger": f"azureml://jobs/{job.name}/outputs/{output}"}
+    if champion is not None:
+        models["champion"] = f"azureml:{champion.ref}"
+    champ = champion.ref if champion else "none"
+    details: dict[str, Any] = {"job": job.name, "model": s.model_name, "champion": champ,
+                               "data": job.tags.get("reflex.data", ""), "event_id": event.id}
+    try:
+        plan = evaluation.rows_plan(deps, job.tags.get("reflex.data", ""), in_sample=job.kind == "automl")
+    except PermanentError as exc:
+        decision = gate.GateDecision(False, str(exc), s.gate_metric, s.gate_direction, s.gate_min_margin, None, None)
+        return _conclude(event, job, decision, deps)
+    if read_control(deps).dry_run:
+        return Outcome("dry-run", f"would evaluate {job.name} against the champion {champ} on {plan.source} "
+                                  f"{plan.data}", details)
+    evaluated = evaluation.submit(deps, purpose="gate", parent=job.name, models=models, plan=plan,
+                                  tags={SCORED_TAG: champ, "reflex.data": job.tags.get("reflex.data", ""),
+                                        "reflex.batch": job.tags.get("reflex.batch", "")})
+    details.update(evaluation=evaluated.name, rows={"source": plan.source, "data": plan.data, "note": plan.note})
+    deps.state.update(key, lambda v: None if v and v.get("status") in ("registered", "skipped") else {
+        **(v or {}), "job": job.name, "status": "evaluating", "event_id": event.id,
+        "evaluation": {"job": evaluated.name, "champion": champ, "source": plan.source, "data": plan.data}})
+    return Outcome("acted", f"evaluating {job.name} against the champion {champ} on the same rows ({plan.source} "
+                            f"{plan.data}): evaluation job {evaluated.name}", details)
+
+
+def _evaluated(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
+    """An evaluation job ended: decide the gate (or the outside model's evaluation) on its numbers."""
+    if job.tags.get("reflex.purpose") == "outside":
+        return outside_models.evaluated(deps, job, event_id=event.id)
+    training = deps.platform.get_job(job.tags.get("reflex.parent", ""))
+    if training is None:
+        return Outcome("skipped", f"evaluation {job.name}: its training job {job.tags.get('reflex.parent')} is gone",
+                       {"job": job.name})
+    s = deps.settings
+    if job.status != "Completed":
+        reason = f"evaluation job {job.name} {job.status.lower()}" + (f": {job.error}" if job.error else "")
+        decision = gate.GateDecision(False, reason, s.gate_metric, s.gate_direction, s.gate_min_margin, None, None)
+        return _conclude(event, training, decision, deps)
+    champion = deps.platform.find_champion(s.model_name)
+    if (champion.ref if champion else "none") != job.tags.get(SCORED_TAG, ""):
+        return _evaluate(event, training, champion, job_key(training.name), deps)  # crowned meanwhile: again
+    found = evaluation.outcome_of(job, deps.platform.get_job_metrics(job.name), metric=s.gate_metric)
+    if found["challenger_error"]:
+        decision = gate.GateDecision(False, f"the challenger {found['challenger_error']}", s.gate_metric,
+                                     s.gate_direction, s.gate_min_margin, None, None,
+                                     rows=asdict(found["rows"]))
+    else:
+        decision = gate.decide(found["challenger"], found["champion"], rows=found["rows"],
+                               champion_version=champion.version if champion else "",
+                               champion_error=found["champion_error"], **_base(deps))
+    return _conclude(event, training, decision, deps)
 
 
 def _finish(key: str, status: str, token: str, fields: Mapping[str, Any], deps: Deps) -> bool:
@@ -133,18 +222,32 @@ def _finish(key: str, status: str, token: str, fields: Mapping[str, Any], deps: 
 
 
 def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
+    key = job_key(job.name)
+    existing = deps.state.get(key)
+    if existing is not None and existing.value.get("status") in ("registered", "skipped"):
+        return _duplicate(job, existing.value, deps)
+    mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "trained", "run completed",
+                      parent=job.tags.get("reflex.parent", ""))
+    decided = _decide(job, deps)
+    if not isinstance(decided, gate.GateDecision):
+        return _evaluate(event, job, decided, key, deps)
+    return _conclude(event, job, decided, deps)
+
+
+def _duplicate(job: Job, v: Mapping[str, Any], deps: Deps) -> Outcome:
+    return Outcome("duplicate", f"run {job.name} already {v['status']}: {v.get('decision', {}).get('reason', '')}",
+                   {"job": job.name, "version": v.get("version", ""), "model": deps.settings.model_name,
+                    "model_version": v.get("version", "")})
+
+
+def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision, deps: Deps) -> Outcome:
+    """Act on a decision for the training `job`: register once, or record and publish why not, once."""
     from shared.control import read_control
 
     key = job_key(job.name)
     existing = deps.state.get(key)
     if existing is not None and existing.value.get("status") in ("registered", "skipped"):
-        v = existing.value
-        return Outcome("duplicate", f"run {job.name} already {v['status']}: {v.get('decision', {}).get('reason', '')}",
-                       {"job": job.name, "version": v.get("version", ""), "model": deps.settings.model_name,
-                        "model_version": v.get("version", "")})
-    mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "trained", "run completed",
-                      parent=job.tags.get("reflex.parent", ""))
-    decision = _decide(event, job, deps)
+        return _duplicate(job, existing.value, deps)
     model = deps.settings.model_name
     details: dict[str, Any] = {"job": job.name, "model": model, "decision": decision.as_dict(),
                                "data": job.tags.get("reflex.data", ""), "event_id": event.id}
@@ -160,18 +263,17 @@ def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
             deps.publisher.publish("ModelRegistrationSkipped", job.name, details)
         return Outcome("skipped", decision.reason, details)
     version = _version(key, job.name, model, deps)
-    metrics = {} if decision.challenger is None else deps.platform.get_job_metrics(job.name)
+    metrics = deps.platform.get_job_metrics(job.name)
     tags = {REFLEX_TAG: "true", "reflex.trigger": f"run:{job.name}", "reflex.event_id": event.id,
             "reflex.data": job.tags.get("reflex.data", ""), "reflex.parent": job.name,
             "reflex.batch": job.tags.get("reflex.batch", "")}
     if decision.approval:
         tags[APPROVAL_TAG] = decision.approval
     properties = {f"{METRIC_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()
-                  if gate.metric_value(metrics, k) is not None}
+                  if gate.metric_value(metrics, k) is not None and "." not in k}
     properties["reflex.gate"] = decision.reason
     registered = deps.platform.register_model(name=model, version=version, job_name=job.name,
-                                              output_name=model_output(job.kind),
-                                              tags=tags, properties=properties,
+                                              output_name=_model_output(job), tags=tags, properties=properties,
                                               description=f"trained by {job.name}: {decision.reason}")
     details.update(version=registered.version, approval=decision.approval or "none")
     if _finish(key, "registered", token, {"job": job.name, "version": version, "decision": decision.as_dict(),

@@ -187,6 +187,14 @@ def _json_object(raw: str) -> Mapping[str, Any] | None:
     return value
 
 
+def _folder(raw: str) -> str:
+    """Empty, or `<dataset>/<folder>`: two plain path segments."""
+    value = raw.strip().strip("/")
+    if value and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._=+-]{0,127}/[A-Za-z0-9_][A-Za-z0-9._=+-]{0,127}", value):
+        raise ValueError(f"expected <dataset>/<folder> (two plain path segments), got {raw!r}")
+    return value
+
+
 def _url(raw: str) -> str:
     value = raw.strip()
     if value and not re.match(r"^https?://", value):
@@ -285,6 +293,12 @@ class Settings:
                                 "The challenger must beat the champion by more than this.")
     require_approval: bool = _s("REFLEX_REQUIRE_APPROVAL", _bool, "false",
                                 "Register with reflex.approval=pending; roll out only once set to approved.")
+    eval_data: str = _s("REFLEX_EVAL_DATA", _folder, "",
+                        "A fixed evaluation set `<dataset>/<folder>` in REFLEX_DATA_CONTAINER on which the gate "
+                        "scores challenger and champion (empty: the challenger's holdout rows).")
+    trust_outside_models: bool = _s("REFLEX_TRUST_OUTSIDE_MODELS", _bool, "false",
+                                    "Roll out a model registered outside Reflex without evaluating it against the "
+                                    "champion (per model: tag `reflex.trusted=true`).")
 
     # --- guards
     paused: bool = _s("REFLEX_PAUSED", _bool, "false",
