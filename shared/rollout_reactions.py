@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared import events
+from shared import events, outside_models
 from shared.control import read_control
 from shared.errors import PermanentError, TransientError
 from shared.reaction import Outcome
@@ -65,6 +65,9 @@ def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
     if model.type != "mlflow_model":
         return Outcome("skipped", f"model {name}:{version} is a {model.type}, not an MLflow model: "
                                   "Reflex deploys MLflow models without scoring code", {"model": model.ref})
+    held = outside_models.admit(deps, model, endpoint, event.id)  # a person's model: evaluated before rollout
+    if held is not None:
+        return held
     if read_control(deps).dry_run:
         return Outcome("dry-run", f"would roll out {model.ref} on {endpoint}", {"endpoint": endpoint})
     verdict = register(deps, endpoint, name, version, event.id, retry_of=_retry_of(event))
@@ -119,8 +122,22 @@ def _force_rollback(deps: Deps, key: str, reason: str) -> dict[str, Any]:
         return {"error": reason}
 
 
+def _start_evaluated(deps: Deps) -> None:
+    """Outside models that passed their evaluation since the last tick: their rollout starts now."""
+    for ready in outside_models.take_ready(deps):
+        try:
+            register(deps, ready["endpoint"], ready["model"], ready["version"], ready.get("event_id", ""))
+        except Exception:
+            log.exception("rollout of %s:%s after its evaluation: not started; retried next tick", ready["model"],
+                          ready["version"])
+            continue
+        deps.state.delete(ready["key"])
+
+
 def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
     dry_run = read_control(deps).dry_run
+    if not dry_run:
+        _start_evaluated(deps)
     results = {record.key: _advance(deps, record.key, dry_run) for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
     # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
