@@ -162,6 +162,12 @@ def _evaluate(event: events.RunCompleted, job: Job, champion: ModelVersion | Non
     champ = champion.ref if champion else "none"
     details: dict[str, Any] = {"job": job.name, "model": s.model_name, "champion": champ,
                                "data": job.tags.get("reflex.data", ""), "event_id": event.id}
+    current = deps.state.get(key)
+    pending = (current.value.get("evaluation") or {}) if current and current.value.get("status") == "evaluating" \
+        else {}
+    if pending.get("champion") == champ:
+        return Outcome("duplicate", f"{job.name} is being evaluated against the champion {champ}: evaluation job "
+                                    f"{pending.get('job')}", {**details, "evaluation": pending.get("job")})
     try:
         plan = evaluation.rows_plan(deps, job.tags.get("reflex.data", ""), in_sample=job.kind == "automl")
     except PermanentError as exc:

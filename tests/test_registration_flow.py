@@ -12,18 +12,23 @@ from functions import registration as registration_fn
 from shared import admission, reaction
 from shared.deps import Deps
 from shared.platform import APPROVAL_TAG, CHAMPION_TAG, REFLEX_TAG, TrainingRequest
-from shared.registration import job_key
+from shared.registration import SCORED_TAG, job_key
 from shared.state import StateStore
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 
 
-def submit(fake: FakePlatform, name: str, *, reflex: bool = True, batch: str = "", mode: str = "command") -> str:
+def submit(fake: FakePlatform, name: str, *, reflex: bool = True, batch: str = "", scored: str | None = None,
+           mode: str = "command") -> str:
+    """A training job as data arrival submits it: command jobs name the champion they score (`scored`)."""
     fake.register_data(name="ds", version="b1", path="azureml://datastores/reflexdata/paths/ds/b1/", tags={})
     tags = {REFLEX_TAG: "true", "reflex.data": "ds:b1", "reflex.batch": batch} if reflex else {"team": "other"}
+    if scored is not None:
+        tags[SCORED_TAG] = scored
     fake.submit_training(TrainingRequest(job_name=name, experiment_name="reflex", data_name="ds", data_version="b1",
                                          mode=mode, task="classification", label_column="label",
-                                         compute="cpu-cluster", environment="azureml:reflex-train:1", tags=tags))
+                                         compute="cpu-cluster", environment="azureml:reflex-train:1", tags=tags,
+                                         champion_model="" if not scored or scored == "none" else scored))
     return name
 
 
@@ -80,22 +85,24 @@ def test_automl_run_is_registered_from_best_model(deps: Deps, fake_platform: Fak
 
 def test_better_model_gets_the_next_version(deps: Deps, fake_platform: FakePlatform) -> None:
     champion(fake_platform, 0.80, version="4")
-    job = submit(fake_platform, "reflex-train-2")
-    fake_platform.finish_job(job, metrics={"auc": 0.85})
+    job = submit(fake_platform, "reflex-train-2", scored="reflex-model:4")
+    fake_platform.finish_job(job, metrics={"auc": 0.85, "champion.auc": 0.80, "n_test": 50})
     assert deliver3(fake_platform, deps)[0].status == "acted"
     assert ("reflex-model", "5") in fake_platform.models
     [(kind, data)] = sent(deps)
     assert kind == "Reflex.ModelRegistered" and data["decision"]["champion"] == 0.8
     assert data["decision"]["challenger"] == 0.85 and data["version"] == "5"
+    assert data["decision"]["rows"] == {"source": "holdout", "data": "ds:b1", "count": 50, "job": job, "note": ""}
+    assert "champion.auc" not in str(fake_platform.models[("reflex-model", "5")].properties)
 
 
 def test_worse_model_is_skipped_with_the_numbers_once(deps: Deps, fake_platform: FakePlatform) -> None:
     champion(fake_platform, 0.90)
-    job = submit(fake_platform, "reflex-train-3")
-    fake_platform.finish_job(job, metrics={"auc": 0.85})
+    job = submit(fake_platform, "reflex-train-3", scored="reflex-model:1")
+    fake_platform.finish_job(job, metrics={"auc": 0.85, "champion.auc": 0.9, "n_test": 40})
     outcomes = deliver3(fake_platform, deps)
     assert [o.status for o in outcomes] == ["skipped", "duplicate", "duplicate"]
-    assert "auc 0.85 does not beat the champion 0.9" in outcomes[0].reason
+    assert "auc 0.85 does not beat the champion 0.9 (max, margin 0) on 40 rows of holdout ds:b1" in outcomes[0].reason
     assert fake_platform.calls["register_model"] == 1  # the champion's only
     [(kind, data)] = sent(deps)
     assert kind == "Reflex.ModelRegistrationSkipped"
@@ -108,7 +115,8 @@ def test_within_margin_is_skipped(blob_state: StateStore, fake_platform: FakePla
     deps = make_deps(make_settings(REFLEX_GATE_MIN_MARGIN="0.02"), state=blob_state, platform=fake_platform,
                      clock=clock)
     champion(fake_platform, 0.80)
-    fake_platform.finish_job(submit(fake_platform, "reflex-train-4"), metrics={"auc": 0.81})
+    fake_platform.finish_job(submit(fake_platform, "reflex-train-4", scored="reflex-model:1"),
+                             metrics={"auc": 0.81, "champion.auc": 0.80})
     assert deliver3(fake_platform, deps)[0].status == "skipped"
 
 
@@ -215,7 +223,9 @@ def test_the_whole_chain_with_every_event_delivered_three_times(container_factor
         for raw in [*files, lake.put(f"ds/{batch}/_SUCCESS", b"")] * 3:
             deliver(raw, deps)
         job = fake_platform.jobs[list(fake_platform.jobs)[-1]].name
-        fake_platform.finish_job(job, metrics={"auc": auc})
+        assert fake_platform.jobs[job].tags[SCORED_TAG] == ("none" if batch == "b1" else "reflex-model:1")
+        assert fake_platform.job_requests[job].champion_model == ("" if batch == "b1" else "reflex-model:1")
+        fake_platform.finish_job(job, metrics={"auc": auc, "champion.auc": 0.8})
         deliver3(fake_platform, deps)
         if batch == "b1":  # the rollout would crown it; here the test does
             fake_platform.update_model_tags("reflex-model", "1", set_tags={CHAMPION_TAG: "true"})
