@@ -19,14 +19,14 @@ ROLLOUT_ENV = {"REFLEX_SMOKE_REQUEST": SMOKE, "REFLEX_BAKE_SECONDS": "600", "REF
 def register_model(fp: FakePlatform, version: str, *, name: str = MODEL,
                    tags: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Register `name:version` through a completed job (as the gate does); returns the ModelRegistered event."""
-    from shared.platform import TrainingRequest
+    from shared.platform import REFLEX_TAG, TrainingRequest
 
     fp.register_data(name="d", version=version, path=f"azureml://datastores/x/paths/{version}/", tags={})
     job = f"job-{name}-{version}".lower()
     fp.submit_training(TrainingRequest(job, "reflex", "d", version, "command", "classification", "label", "cpu",
                                        "azureml:env:1"))
     fp.finish_job(job, metrics={"auc": 0.9})
-    fp.register_model(name=name, version=version, job_name=job, tags=dict(tags or {}))
+    fp.register_model(name=name, version=version, job_name=job, tags={REFLEX_TAG: "true", **(tags or {})})
     return fp.events[-1]
 
 
