@@ -79,7 +79,7 @@ def test_a_champion_crowned_while_the_challenger_trained_is_scored_by_an_evaluat
     outcomes = deliver3(fake_platform, deps)
     assert [o.status for o in outcomes] == ["skipped", "duplicate", "duplicate"]
     assert outcomes[0].reason == ("auc 0.93 does not beat the champion 0.95 (max, margin 0) on 30 rows of batch "
-                                  f"holdout ds:b1")
+                                  "holdout ds:b1")
     record = deps.state.get(job_key(job)).value  # type: ignore[union-attr]
     assert record["decision"]["rows"]["job"] == name and record["decision"]["champion_version"] == "1"
     assert [t for t, _ in sent(deps)] == ["Reflex.ModelRegistrationSkipped"]
