@@ -8,6 +8,12 @@ Why this shape (the arithmetic is shared/drift.py; this module only finds and st
   `azureml://datastores/<data datastore>/paths/<dataset>/<batch>/` folder) through `ProfileBuilder`, label
   column excluded, and stores it next to the outputs as `baselines/<model>/<version>.json` in
   REFLEX_OUTPUT_CONTAINER (create-if-absent: two racing timers keep one). Later checks read that blob.
+  A champion without that lineage (a model registered from a notebook) gets its baseline from the first window
+  of scoring data instead: the check collects REFLEX_DRIFT_MIN_ROWS rows, stores them as the baseline, and
+  compares later windows with it. Where a baseline came from is stored with it (blob metadata
+  `reflex_baseline_source` = `training data` | `first scoring window`, plus `reflex_baseline_detail`) and
+  reported by every check as `baseline_source` / `baseline_detail`, and in the record `drift/<model>`
+  (`baseline: {"model", "source", "detail"}`) for `status`.
 * Recent data. Scoring batches (records `scoring/...`, see shared/scoring.py) completed since the last
   check, plus, when REFLEX_DATA_COLLECTOR_PATH = `<container>/<prefix>` is set, request-log blobs under it
   modified since then (JSON lines of `{"data": [...]}`). Files stream through shared/tabular.py, a chunk at a
@@ -39,12 +45,17 @@ if TYPE_CHECKING:
     from shared.deps import Deps
     from shared.platform import ModelVersion
 
-__all__ = ["baseline_blob", "check", "ensure_baseline", "recent_since", "recent_sources", "scheduled_retrain",
-           "training_files"]
+__all__ = ["NoLineage", "SOURCE_SCORING", "SOURCE_TRAINING", "baseline_blob", "check", "ensure_baseline",
+           "recent_since", "recent_sources", "scheduled_retrain", "training_files"]
 
 log = logging.getLogger("reflex.drift")
 
 Source = tuple[str, str]  # (container, blob name)
+SOURCE_TRAINING, SOURCE_SCORING = "training data", "first scoring window"
+
+
+class NoLineage(PermanentError):
+    """The champion's lineage leads to no training batch (e.g. a model registered from a notebook)."""
 
 
 def baseline_blob(model: str, version: str) -> str:
@@ -108,22 +119,63 @@ def training_files(deps: Deps, champion: ModelVersion) -> list[Source]:
         marker = deps.settings.completion_marker
         return [(deps.settings.data_container, b.name) for b in _list(deps, deps.settings.data_container, folder)
                 if not b.name.rsplit("/", 1)[-1].startswith(("_", ".")) and b.name.rsplit("/", 1)[-1] != marker]
-    raise PermanentError(f"champion {champion.ref}: no training batch found through its lineage (job "
+    raise NoLineage(f"champion {champion.ref}: no training batch found through its lineage (job "
                          f"{champion.job_name or '-'}: reflex.batch={batch_key or '-'}, reflex.data={data or '-'})")
 
 
-def ensure_baseline(deps: Deps, champion: ModelVersion) -> tuple[Profile, bool]:
-    """The champion's stored baseline, built and stored on first use: (profile, built now)."""
-    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+def _stored_baseline(deps: Deps, champion: ModelVersion) -> tuple[Profile, dict[str, str]] | None:
+    """The champion's stored baseline and where it came from, or None when there is none yet."""
+    from azure.core.exceptions import ResourceNotFoundError
 
-    container = _container(deps, deps.settings.output_container)
-    blob = container.get_blob_client(baseline_blob(champion.name, champion.version))
+    blob = _container(deps, deps.settings.output_container).get_blob_client(
+        baseline_blob(champion.name, champion.version))
     try:
-        return Profile.from_json(blob.download_blob().readall()), False
+        downloader = blob.download_blob()
+        metadata = dict(downloader.properties.metadata or {})
+        profile = Profile.from_json(downloader.readall())
     except ResourceNotFoundError:
-        pass
+        return None
     except Exception as exc:
         raise map_azure_error(exc, f"baseline of {champion.ref}") from exc
+    return profile, {"source": metadata.get("reflex_baseline_source", SOURCE_TRAINING),
+                     "detail": metadata.get("reflex_baseline_detail", "")}
+
+
+def _store_baseline(deps: Deps, champion: ModelVersion, profile: Profile,
+                    source: dict[str, str]) -> tuple[Profile, dict[str, str], bool]:
+    """Store create-if-absent; (profile, source, stored by us). A racing check's baseline wins for both."""
+    from azure.core.exceptions import ResourceExistsError
+
+    container = _container(deps, deps.settings.output_container)
+    try:
+        container.create_container()
+    except ResourceExistsError:
+        pass
+    except Exception as exc:
+        raise map_azure_error(exc, f"container {deps.settings.output_container}") from exc
+    blob = container.get_blob_client(baseline_blob(champion.name, champion.version))
+    metadata = {"reflex_baseline_source": source["source"],
+                "reflex_baseline_detail": source["detail"].encode("ascii", "replace").decode()[:1000]}
+    try:
+        blob.upload_blob(profile.to_json().encode(), overwrite=False, metadata=metadata)
+    except ResourceExistsError:  # another check stored it first: use theirs, so both compare alike
+        stored = _stored_baseline(deps, champion)
+        if stored is not None:
+            return stored[0], stored[1], False
+    except Exception as exc:
+        raise map_azure_error(exc, f"storing the baseline of {champion.ref}") from exc
+    return profile, source, True
+
+
+def ensure_baseline(deps: Deps, champion: ModelVersion) -> tuple[Profile, bool, dict[str, str]]:
+    """The champion's stored baseline, built from its training batch on first use: (profile, built now, source).
+
+    Raises:
+        NoLineage: no baseline is stored and no lineage leads to a training batch.
+    """
+    stored = _stored_baseline(deps, champion)
+    if stored is not None:
+        return stored[0], False, stored[1]
     sources = training_files(deps, champion)
     unreadable: list[dict[str, str]] = []
     builder = ProfileBuilder(label=deps.settings.label_column)
@@ -132,20 +184,38 @@ def ensure_baseline(deps: Deps, champion: ModelVersion) -> tuple[Profile, bool]:
     if profile.rows == 0:
         raise PermanentError(f"champion {champion.ref}: its training batch has no readable rows "
                              f"({len(sources)} files, unreadable: {unreadable})")
-    try:
-        container.create_container()
-    except ResourceExistsError:
-        pass
-    except Exception as exc:
-        raise map_azure_error(exc, f"container {deps.settings.output_container}") from exc
-    try:
-        blob.upload_blob(profile.to_json().encode(), overwrite=False)
-    except ResourceExistsError:  # another check stored it first: use theirs, so both compare alike
-        return Profile.from_json(blob.download_blob().readall()), False
-    except Exception as exc:
-        raise map_azure_error(exc, f"storing the baseline of {champion.ref}") from exc
-    log.info("drift: stored baseline of %s (%d rows, %d files)", champion.ref, profile.rows, len(sources))
-    return profile, True
+    folders = sorted({name.rsplit("/", 1)[0] for _, name in sources})
+    source = {"source": SOURCE_TRAINING, "detail": f"{len(sources)} files of {', '.join(folders)}"}
+    profile, source, built = _store_baseline(deps, champion, profile, source)
+    if built:
+        log.info("drift: stored baseline of %s (%d rows, %d files)", champion.ref, profile.rows, len(sources))
+    return profile, built, source
+
+
+def _baseline_from_scoring(deps: Deps, champion: ModelVersion, state_key: str, since: float, now: float,
+                           lineage: str) -> Outcome:
+    """No lineage: the first window of scoring data with enough rows becomes the champion's baseline."""
+    s = deps.settings
+    sources, batches = recent_sources(deps, since, now)
+    details: dict[str, Any] = {"model": champion.ref, "since": since, "batches": batches, "files": len(sources),
+                               "baseline_source": SOURCE_SCORING, "baseline_detail": "", "lineage": lineage}
+    why = f"{champion.ref} has no training lineage ({lineage}); its baseline is the first window of scoring data"
+    if not sources:
+        return Outcome("skipped", f"{why}: waiting for scoring data", details)
+    unreadable: list[dict[str, str]] = []
+    builder = ProfileBuilder(label=s.label_column)
+    builder.update(_rows(deps, sources, unreadable))
+    profile = builder.finish()
+    details["unreadable"] = unreadable
+    if profile.rows < s.drift_min_rows:
+        return Outcome("skipped", f"{why}: {profile.rows} of {s.drift_min_rows} rows so far "
+                                  f"(REFLEX_DRIFT_MIN_ROWS); the data is kept for the next check", details)
+    detail = f"{profile.rows} rows of {len(batches)} scoring batch(es) and logs since {since:.0f}, until {now:.0f}"
+    profile, source, built = _store_baseline(deps, champion, profile, {"source": SOURCE_SCORING, "detail": detail})
+    details.update(baseline_source=source["source"], baseline_detail=source["detail"], baseline_built=built)
+    deps.state.update(state_key, lambda v: {**(v or {}), "checked_until": now,
+                                            "baseline": {"model": champion.ref, **source}})
+    return Outcome("skipped", f"{why}: built from {profile.rows} rows; later windows are compared with it", details)
 
 
 # ------------------------------------------------------------------------------------ recent data
@@ -189,17 +259,22 @@ def check(deps: Deps) -> Outcome:
     champion = deps.platform.find_champion(s.model_name)
     if champion is None:
         return Outcome("skipped", f"no champion yet for model {s.model_name}: nothing to compare against")
-    try:
-        baseline, built = ensure_baseline(deps, champion)
-    except PermanentError as exc:
-        return Outcome("skipped", f"no baseline: {exc}", {"model": champion.ref})
     now = deps.clock()
     state_key = f"drift/{key_part(s.model_name)}"
     stored = deps.state.get(state_key)
     since = recent_since((stored.value if stored else {}).get("checked_until"), now, s.drift_window_seconds)
+    try:
+        baseline, built, source = ensure_baseline(deps, champion)
+    except NoLineage as exc:
+        return _baseline_from_scoring(deps, champion, state_key, since, now, str(exc).split(": ", 1)[-1])
+    except PermanentError as exc:
+        return Outcome("skipped", f"no baseline: {exc}", {"model": champion.ref})
+    if (stored.value if stored else {}).get("baseline", {}).get("model") != champion.ref:
+        deps.state.update(state_key, lambda v: {**(v or {}), "baseline": {"model": champion.ref, **source}})
     sources, batches = recent_sources(deps, since, now)
     details: dict[str, Any] = {"model": champion.ref, "since": since, "batches": batches, "files": len(sources),
-                               "baseline_built": built, "resumed_retrains": len(resumed)}
+                               "baseline_built": built, "baseline_source": source["source"],
+                               "baseline_detail": source["detail"], "resumed_retrains": len(resumed)}
     if not sources:
         return Outcome("skipped", "no new inference data since the last check", details)
     unreadable: list[dict[str, str]] = []
