@@ -210,7 +210,8 @@ class LocalPlatform:
         asset = self.get_data(request.data_name, request.data_version)
         if asset is None:
             raise PermanentError(f"{what}: data asset {request.data_name}:{request.data_version} does not exist")
-        script = self.train_script.parent / "evaluate.py"
+        script = self.train_script.parent / "evaluate.py"  # beside a custom training script, else Reflex's
+        script = script if script.exists() else ROOT / "jobs" / "train" / "evaluate.py"
         if not script.exists():
             raise PermanentError(f"{what}: evaluation script {script} does not exist")
         container, prefix = resolve(asset.path, self.stores)

@@ -27,7 +27,7 @@ from local import amlevents
 from local.platform import LocalPlatform
 from shared import mltable
 from shared.errors import PermanentError
-from shared.platform import CHAMPION_TAG, BatchDeploymentSpec, MLPlatform, TrainingRequest
+from shared.platform import CHAMPION_TAG, BatchDeploymentSpec, EvaluationRequest, MLPlatform, TrainingRequest
 
 pytestmark = pytest.mark.azurite
 
@@ -282,6 +282,31 @@ def test_models_register_with_explicit_versions_and_champion_tags(env: dict[str,
     registered = [e for e in env["receiver"].events("on_model_registered") if e["data"]["modelName"] == name]
     assert sorted(e["data"]["modelVersion"] for e in registered) == ["1", "2"]
     assert registered[0]["subject"] == f"models/{name}:1" and registered[0]["data"]["modelProperties"]["auc"] == "0.9"
+
+
+def test_an_evaluation_job_scores_a_job_output_and_a_registered_model_on_the_same_rows(env: dict[str, Any]) -> None:
+    """jobs/train/evaluate.py as a local job: the challenger from a job's output, the champion from the registry
+    (`models:/<name>/<version>`), both on the batch's holdout rows; RunCompleted as for any job."""
+    p: LocalPlatform = env["platform"]
+    name = env["shared"]["model"]  # registered by the test above: v2 came from job-automl-1
+    request = EvaluationRequest(
+        job_name="job-eval-1", experiment_name="reflex-test", data_name="heart", data_version="1",
+        task="classification", label_column="DEATH_EVENT", compute="local", environment="azureml:env:1",
+        models={"challenger": "azureml://jobs/job-command-1/outputs/model", "champion": f"azureml:{name}:2"},
+        tags={"reflex.managed": "true", "reflex.kind": "evaluation"})
+    with pytest.raises(PermanentError, match="does not exist"):
+        p.submit_evaluation(EvaluationRequest(**{**request.__dict__, "job_name": "job-eval-x",
+                                                 "models": {"champion": f"azureml:{name}:9"}}))
+    job = p.submit_evaluation(request)
+    assert p.submit_evaluation(request).name == job.name == "job-eval-1"  # idempotent by name
+    done = _wait_job(p, "job-eval-1")
+    assert done.status == "Completed", done.error
+    assert done.kind == "command" and "model" not in done.outputs and done.tags["reflex.kind"] == "evaluation"
+    metrics = p.get_job_metrics("job-eval-1")
+    assert metrics["eval.rows"] == 40  # the holdout of 200 rows, as train.py splits it
+    assert 0.5 < metrics["challenger.auc"] <= 1.0 and 0.5 < metrics["champion.auc"] <= 1.0
+    assert metrics["challenger.failed"] == metrics["champion.failed"] == 0
+    assert env["receiver"].wait_for("on_run_event", "job-eval-1")["eventType"].endswith("RunCompleted")
 
 
 def test_concurrent_registrations_of_one_version_by_its_job_all_return_it(env: dict[str, Any]) -> None:
