@@ -104,9 +104,13 @@ def _failed(event: events.RunCompleted, job: Job, status: str, deps: Deps) -> Ou
 
 
 def _model_output(job: Job) -> str:
-    """The job's model output: AutoML's is `best_model` (AutoML job YAML reference), a command job's `model`
-    (`shared.platform.model_output`); a job whose kind is unknown but reports `best_model` is AutoML's."""
-    return "best_model" if "best_model" in job.outputs else model_output(job.kind)
+    """The job's model output: AutoML's is `best_model` (AutoML job YAML reference), a command job's `model`;
+    the one the job reports wins, the kind decides when it reports neither (`shared.platform.model_output`; then
+    the reason names it)."""
+    for name in ("best_model", "model"):
+        if name in job.outputs:
+            return name
+    return model_output(job.kind)
 
 
 def _base(deps: Deps) -> dict[str, Any]:

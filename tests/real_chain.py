@@ -84,8 +84,17 @@ class World:
         return next(e for e in reversed(self.platform.events) if e["eventType"].endswith(kind))
 
     def finish(self, job: str, auc: float) -> dict[str, Any]:
-        """The platform ends the job; the RunCompleted event Azure ML would send."""
-        self.platform.finish_job(job, metrics={"auc": auc})
+        """The platform ends the job; the RunCompleted event Azure ML would send.
+
+        The job logs the champion it was given (tag `reflex.eval.champion`) as train.py does, scored on the same
+        rows: here the champion's own auc (the gate then compares like with like)."""
+        metrics = {"auc": auc, "n_test": 40.0}
+        scored = self.platform.jobs[job].tags.get("reflex.eval.champion", "none")
+        if scored != "none":
+            name, _, version = scored.partition(":")
+            champion_job = self.platform.models[(name, version)].job_name
+            metrics.update({"champion.auc": self.platform.job_metrics[champion_job]["auc"], "champion.failed": 0.0})
+        self.platform.finish_job(job, metrics=metrics)
         return self.last_event("RunCompleted")
 
     def tick(self) -> reaction.Outcome:
