@@ -73,7 +73,7 @@ def _serving(live: LiveStack, version: str) -> bool:
     return _traffic(live) == {_deployment_of(live, version): 100} and _rollout(live).get("status") == "promoted"
 
 
-def _register_by_hand(live: LiveStack, seed: int) -> str:
+def _register_by_hand(live: LiveStack, seed: int, *, tags: dict[str, str] | None = None) -> str:
     """A person trains a model and registers it in MLflow (no Reflex involved): the registry webhook must
     reach the host and start a rollout, as Azure ML's ModelRegistered event does."""
     import mlflow
@@ -92,7 +92,7 @@ def _register_by_hand(live: LiveStack, seed: int) -> str:
     mlflow.set_experiment("by-hand")
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", input_example=features.head(2))
-    return str(mlflow.register_model(info.model_uri, MODEL).version)
+    return str(mlflow.register_model(info.model_uri, MODEL, tags=tags).version)
 
 
 def _no_dead_letters(live: LiveStack) -> list[dict[str, Any]]:
@@ -201,11 +201,12 @@ def test_every_event_delivered_three_times_does_everything_once(live: LiveStack)
 
 # ------------------------------------------------------------------------------------------------ host crash
 def test_host_killed_mid_rollout_resumes_and_promotes(live: LiveStack) -> None:
-    """A person registers v1 then v2 in MLflow; the host is SIGKILLed while v2 bakes at 10% and restarted:
-    the persisted rollout goes on from where it was and v2 ends at 100% (v1 at 0%), nothing lost."""
+    """A person registers v1 then v2 in MLflow (v2 tagged reflex.trusted=true: rolled out without evaluation, per
+    the outside-model policy); the host is SIGKILLed while v2 bakes at 10% and restarted: the persisted rollout
+    goes on from where it was and v2 ends at 100% (v1 at 0%), nothing lost."""
     v1 = _register_by_hand(live, seed=1)
     wait_for("v1 serving all traffic", lambda: _serving(live, v1), timeout=120)
-    v2 = _register_by_hand(live, seed=2)
+    v2 = _register_by_hand(live, seed=2, tags={"reflex.trusted": "true"})
     new = _deployment_of(live, v2)
     wait_for("v2 at 10%", lambda: _traffic(live).get(new) == 10, timeout=120, every=0.2)
 
@@ -220,6 +221,47 @@ def test_host_killed_mid_rollout_resumes_and_promotes(live: LiveStack) -> None:
     assert rollout["version"] == v2 and rollout["status"] == "promoted"
     champion = live.deps.platform.find_champion(MODEL)
     assert champion is not None and champion.version == v2
+    assert _no_dead_letters(live) == []
+
+
+# ------------------------------------------------------------------------------------------------ outside models
+def _records(live: LiveStack, prefix: str, done: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [dict(r.value) for r in live.deps.state.records(prefix) if r.value.get("status") in done]
+
+
+def test_a_notebook_model_follows_the_outside_model_policy_and_never_blocks_retraining(live: LiveStack) -> None:
+    """A person registers v1 from a notebook (no champion yet: it rolls out). A Reflex batch trains a challenger
+    whose job scores that champion on the challenger's own holdout (it used to be refused forever: "the champion
+    has no 'auc'"). Then a second notebook model is evaluated against the champion on the same rows by a local
+    evaluation job before any rollout, and the verdict, with both numbers and the rows, decides."""
+    from shared.outside_models import EVALUATION_TAG
+
+    v1 = _register_by_hand(live, seed=1)
+    wait_for("v1 serving all traffic", lambda: _serving(live, v1), timeout=120)
+    _upload(live, "b1", rows=600, seed=3)
+    wait_for("the gate's decision", lambda: _records(live, "registrations/jobs/", ("registered", "skipped")),
+             timeout=300)
+    [gated] = _records(live, "registrations/jobs/", ("registered", "skipped"))
+    decision = gated["decision"]
+    assert decision["champion_version"] == v1 and decision["champion"] is not None, decision
+    assert decision["rows"]["source"] == "holdout" and decision["rows"]["count"] == 120
+    if gated["status"] == "registered":
+        wait_for("the challenger serving", lambda: _serving(live, gated["version"]), timeout=180)
+    champion = live.deps.platform.find_champion(MODEL)
+    assert champion is not None
+
+    v3 = _register_by_hand(live, seed=4)
+    wait_for("the outside model's verdict", lambda: _records(live, "evaluations/outside/", ("passed", "failed")),
+             timeout=300)
+    [verdict] = _records(live, "evaluations/outside/", ("passed", "failed"))
+    assert (verdict["version"], verdict["champion"]) == (v3, champion.ref)
+    assert verdict["decision"]["rows"]["count"] and verdict["decision"]["challenger"] is not None
+    model = live.deps.platform.get_model(MODEL, v3)
+    assert model is not None and model.tags[EVALUATION_TAG] == verdict["status"]
+    if verdict["status"] == "passed":
+        wait_for("the outside model serving", lambda: _serving(live, v3), timeout=180)
+    else:
+        assert _traffic(live) == {_deployment_of(live, champion.version): 100}
     assert _no_dead_letters(live) == []
 
 
