@@ -199,6 +199,9 @@ def _evaluated(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     if training is None:
         return Outcome("skipped", f"evaluation {job.name}: its training job {job.tags.get('reflex.parent')} is gone",
                        {"job": job.name})
+    concluded = deps.state.get(job_key(training.name))
+    if concluded is not None and concluded.value.get("status") in ("registered", "skipped"):
+        return _duplicate(training, concluded.value, deps)  # a late redelivery: decided already
     s = deps.settings
     if job.status != "Completed":
         reason = f"evaluation job {job.name} {job.status.lower()}" + (f": {job.error}" if job.error else "")

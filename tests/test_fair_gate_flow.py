@@ -83,6 +83,10 @@ def test_a_champion_crowned_while_the_challenger_trained_is_scored_by_an_evaluat
     record = deps.state.get(job_key(job)).value  # type: ignore[union-attr]
     assert record["decision"]["rows"]["job"] == name and record["decision"]["champion_version"] == "1"
     assert [t for t, _ in sent(deps)] == ["Reflex.ModelRegistrationSkipped"]
+    # a late redelivery after another champion was crowned: decided already, no second evaluation
+    fake_platform.update_model_tags("reflex-model", "1", remove=(CHAMPION_TAG,))
+    late = reaction.run("registration.run_event", fake_platform.events[-1], deps=deps)
+    assert late.status == "duplicate" and len(fake_platform.evaluation_requests) == 1
 
 
 def test_automl_is_evaluated_by_our_script_and_registered_from_best_model(
