@@ -107,7 +107,9 @@ def test_automl_is_evaluated_by_our_script_and_registered_from_best_model(
     assert outcome.status == "acted" and "auc 0.88 beats the champion 0.8" in outcome.reason
     assert "in-sample for the challenger" in outcome.reason
     model = fake_platform.models[("reflex-model", "2")]
-    assert model.path == f"azureml://jobs/{job}/outputs/best_model"
+    # the documented job-output URI of AutoML's output (shared.platform.job_output_uri)
+    assert model.path == f"azureml://jobs/{job}/outputs/best_model/paths/" and model.job_name == job
+    assert set(fake_platform.jobs[job].outputs) == {"best_model"}  # what the service reports for AutoML
 
 
 def test_a_fixed_evaluation_set_scores_both_models_on_its_rows(

@@ -71,18 +71,6 @@ def test_no_champion_registers_once_with_lineage_and_metrics(deps: Deps, fake_pl
     assert fake_platform.events[-1]["eventType"].endswith("ModelRegistered")  # what AML itself would emit
 
 
-def test_automl_run_is_registered_from_best_model(deps: Deps, fake_platform: FakePlatform) -> None:
-    """An AutoML job's model output is `best_model` (the fake reports what the service does): registration uses
-    it, and a run that only had `model` would not be an AutoML run's output at all."""
-    job = submit(fake_platform, "reflex-train-automl", mode="automl")
-    fake_platform.finish_job(job, metrics={"auc": 0.8})
-    assert set(fake_platform.jobs[job].outputs) == {"best_model"}
-    outcomes = deliver3(fake_platform, deps)
-    assert [o.status for o in outcomes] == ["acted", "duplicate", "duplicate"]
-    [model] = fake_platform.models.values()
-    assert model.path == f"azureml://jobs/{job}/outputs/best_model/paths/" and model.job_name == job
-
-
 def test_better_model_gets_the_next_version(deps: Deps, fake_platform: FakePlatform) -> None:
     champion(fake_platform, 0.80, version="4")
     job = submit(fake_platform, "reflex-train-2", scored="reflex-model:4")
