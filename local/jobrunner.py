@@ -27,7 +27,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_job"]
+from shared.failure import error_line
+
+__all__ = ["JobFailed", "main", "run_job"]
+
+
+class JobFailed(Exception):
+    """The job's own program failed; the message is the reason as is (its error line first, `shared.failure`)."""
 
 
 def _blob_service() -> Any:
@@ -43,8 +49,9 @@ def _run_script(command: list[str], spec: dict[str, Any], folder: Path, what: st
         code = subprocess.call(command, cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if code != 0:
-        tail = (folder / "user_logs.txt").read_text(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"{what} exited with code {code}: " + " | ".join(tail))
+        log_path = folder / "user_logs.txt"
+        said = error_line(log_path.read_text(errors="replace"))
+        raise JobFailed(f"{said or 'no output'} ({what} exited with code {code}; log: {log_path})")
 
 
 def _evaluate(spec: dict[str, Any], folder: Path, data: Path) -> None:
@@ -127,6 +134,9 @@ def run_job(spec_path: Path) -> str:
             _evaluate(spec, folder, data)
         else:
             _train(spec, folder, data)
+    except JobFailed as exc:
+        status, error = "Failed", str(exc)
+        print(error, flush=True)
     except Exception as exc:
         status, error = "Failed", f"{type(exc).__name__}: {exc}"
         traceback.print_exc()

@@ -119,5 +119,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Local online endpoints over HTTP")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from shared.log import configure_process
+
+    configure_process()  # INFO to serving.log, without the Azure SDK's HTTP line per storage call
     serve(args.port, secret=os.environ.get("REFLEX_LOCAL_WEBHOOK_SECRET", "local-webhook-secret"))

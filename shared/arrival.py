@@ -157,7 +157,10 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
         reason = stored.value["rejected"][path.file]["reason"] if stored else what
         return Outcome("skipped", f"rejected: {reason}", not_trained)
     count = len(stored.value["files"]) if stored else 0
-    return Outcome("acted", f"recorded {path.file} in batch {path.batch_id} ({count} files, collecting)", details)
+    waits = (f"waiting for {marker}" if marker else
+             f"complete once no file arrives for {deps.settings.quiet_seconds} s")
+    return Outcome("acted", f"recorded {path.file} in batch {path.batch_id} ({count} files, collecting; {waits})",
+                   details)
 
 
 def _reopen_after_fix(key: str, deps: Deps) -> Record | None:

@@ -60,6 +60,19 @@ follows a group only as a whole, so two batches started by the same sweep never 
 A model or data ref is "name:version": a bare name (a registration that registered nothing) is no ref.
 Everything else in `details` is kept as `decision` (the inputs and result of the pure decision). A nested
 `details["decision"]` mapping is used as is. Values are stringified when they are not JSON.
+
+Scoring is kept apart from training. Batch scoring reactions (`scoring.*`) use the same keys for their own
+things (the scoring batch, the batch job, its output folder), but those are not training data, jobs or
+deployments: in their lines `blob`, `batch` and `job` become `scoring_blob`, `scoring_batch` and `scoring_job`,
+`output` becomes `scoring_output`, `model` stays `model` (the champion that scored), and the batch endpoint and
+deployment stay in `decision` (`SCOPES`). The chain order puts them after the model they use, so walking back
+from a scoring batch reaches the model that scored it and that model's training data, and walking forward from
+a model reaches what it scored, never mixing the two kinds of batch.
+
+What a run did to each item, and what an item waits for: a run that handled several items puts one mapping per
+item in `details` (the reconciler: `{<record>: {"action", "status", "reason", "waiting", <refs>}}`), kept in
+`decision`; `items(entry)` pairs each with its refs, so `explain` shows, for the chain asked about, that item's
+action, status and reason, and a wait's reason (`waiting`) rather than the run's summary.
 """
 
 from __future__ import annotations
@@ -78,8 +91,8 @@ if TYPE_CHECKING:
     from shared.reaction import Outcome
     from shared.settings import Settings
 
-__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "REF_KINDS", "BlobLedger", "Ledger", "MemoryLedger", "entry_from", "fit",
-           "group_matches", "matches", "ref_groups", "refs_from"]
+__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "REF_KINDS", "SCOPES", "BlobLedger", "Ledger", "MemoryLedger", "entry_from",
+           "fit", "group_matches", "items", "matches", "ref_groups", "refs_from", "scope_of"]
 
 PREFIX = "ledger/"
 SUFFIX = ".jsonl"
@@ -92,7 +105,8 @@ _SMALL = 256  # a decision value (as JSON) or a string field at most this long s
 _KEPT = ("at", "reaction", "event_id", "event_type", "status", "reason")
 
 # upstream -> downstream: the order of the chain (explain walks back against it and forward along it)
-REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "rollout", "deployment", "endpoint")
+REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "scoring_blob", "scoring_batch", "scoring_job",
+                              "scoring_output", "rollout", "deployment", "endpoint")
 _OTHER_REFS = ("dead_letter", "held")
 
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -104,12 +118,36 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "endpoint": ("endpoint", "endpoint_name"),
     "deployment": ("deployment", "deployment_name", "new_deployment"),
     "rollout": ("rollout", "rollout_id", "rollout_key"),
+    "scoring_blob": ("scoring_blob",),
+    "scoring_batch": ("scoring_batch",),
+    "scoring_job": ("scoring_job",),
+    "scoring_output": ("scoring_output",),
     "dead_letter": ("dead_letter",),
     "held": ("held",),
 }
 _PAIRS = {"data": ("data_name", "data_version"), "model": ("model_name", "model_version")}
 _CONSUMED = {alias for names in _ALIASES.values() for alias in names} | {
     name for pair in _PAIRS.values() for name in pair} | {"links"}
+
+# reaction-name prefix -> what each ref kind of its lines becomes (kinds not named stay in `decision`)
+SCOPES: dict[str, Mapping[str, str]] = {
+    "scoring.": {"blob": "scoring_blob", "batch": "scoring_batch", "job": "scoring_job", "output": "scoring_output",
+                 "model": "model", "scoring_blob": "scoring_blob", "scoring_batch": "scoring_batch",
+                 "scoring_job": "scoring_job", "scoring_output": "scoring_output"},
+}
+
+
+def scope_of(reaction: str) -> Mapping[str, str] | None:
+    """How the refs of `reaction`'s lines are renamed (see the module docstring), or None: taken as they are."""
+    return next((scope for prefix, scope in SCOPES.items() if reaction.startswith(prefix)), None)
+
+
+def _consumed(scope: Mapping[str, str] | None) -> set[str]:
+    """The `details` keys that become refs (and so leave `decision`) under `scope`."""
+    if scope is None:
+        return _CONSUMED
+    kept = {alias for kind, names in _ALIASES.items() if kind not in scope for alias in names}
+    return (_CONSUMED - kept) | {"output"}
 
 
 def _strings(value: Any) -> list[str]:
@@ -149,8 +187,27 @@ def _event_refs(payload: Any) -> dict[str, list[str]]:
     return refs
 
 
-def refs_from(details: Mapping[str, Any], payload: Any = None) -> dict[str, list[str]]:
-    """The ids an outcome touched, by kind (see the module docstring for the accepted keys)."""
+def refs_from(details: Mapping[str, Any], payload: Any = None, *,
+              scope: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """The ids an outcome touched, by kind (see the module docstring for the accepted keys); `scope`
+    (`scope_of(reaction)`) renames them for a reaction whose things are not training's."""
+    refs = _scoped(_refs_from(details, payload), scope)
+    if scope is not None and "output" in details:
+        _add(refs, scope["output"], _strings(details["output"]))
+    return {k: v for k, v in refs.items() if v}
+
+
+def _scoped(refs: dict[str, list[str]], scope: Mapping[str, str] | None) -> dict[str, list[str]]:
+    if scope is None:
+        return refs
+    scoped: dict[str, list[str]] = {}
+    for kind, values in refs.items():
+        if kind in scope:
+            _add(scoped, scope[kind], values)
+    return scoped
+
+
+def _refs_from(details: Mapping[str, Any], payload: Any) -> dict[str, list[str]]:
     refs = _event_refs(payload)
     for kind, aliases in _ALIASES.items():
         for alias in aliases:
@@ -169,11 +226,11 @@ def refs_from(details: Mapping[str, Any], payload: Any = None) -> dict[str, list
     return {k: v for k, v in refs.items() if v}
 
 
-def _links(details: Mapping[str, Any]) -> list[dict[str, list[str]]]:
+def _links(details: Mapping[str, Any], scope: Mapping[str, str] | None) -> list[dict[str, list[str]]]:
     links = details.get("links")
     if not isinstance(links, Iterable) or isinstance(links, (str, Mapping)):
         return []
-    groups = [refs_from(link) for link in links if isinstance(link, Mapping)]
+    groups = [refs_from(link, scope=scope) for link in links if isinstance(link, Mapping)]
     return [g for g in groups if g]
 
 
@@ -183,6 +240,22 @@ def ref_groups(entry: Mapping[str, Any]) -> list[Mapping[str, list[str]]]:
     return [entry.get("refs") or {}, *(g for g in (links if isinstance(links, list) else ()) if isinstance(g, Mapping))]
 
 
+def items(entry: Mapping[str, Any]) -> list[tuple[dict[str, list[str]], Mapping[str, Any]]]:
+    """The per-item mappings of a run that handled several (its `decision` values that name refs), each with
+    its refs, read with the entry's scope: what the run did to each item (see the module docstring)."""
+    decision = entry.get("decision")
+    if not isinstance(decision, Mapping):
+        return []
+    scope = scope_of(str(entry.get("reaction") or ""))
+    found = []
+    for item in decision.values():
+        if isinstance(item, Mapping):
+            refs = refs_from(item, scope=scope)
+            if refs:
+                found.append((refs, item))
+    return found
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -190,9 +263,11 @@ def _jsonable(value: Any) -> Any:
 def entry_from(reaction: str, event_id: str, payload: Any, outcome: Outcome, *, at: float) -> dict[str, Any]:
     """The ledger line for one reaction run (pure: no I/O)."""
     details = dict(outcome.details or {})
+    scope = scope_of(reaction)
     decision = details.get("decision")
     if not isinstance(decision, Mapping):
-        decision = {k: v for k, v in details.items() if k not in _CONSUMED}
+        consumed = _consumed(scope)
+        decision = {k: v for k, v in details.items() if k not in consumed}
     event_type = ""
     if isinstance(payload, Mapping):
         event_type = str(payload.get("eventType") or payload.get("type") or "")
@@ -200,9 +275,9 @@ def entry_from(reaction: str, event_id: str, payload: Any, outcome: Outcome, *, 
         "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "reaction": reaction, "event_id": event_id, "event_type": event_type,
         "status": outcome.status, "reason": outcome.reason,
-        "refs": refs_from(details, payload), "decision": _jsonable(dict(decision)),
+        "refs": refs_from(details, payload, scope=scope), "decision": _jsonable(dict(decision)),
     }
-    links = _links(details)
+    links = _links(details, scope)
     if links:
         entry["links"] = links
     return entry

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.platform import SUCCEEDED, TRANSITIONAL, DeploymentMetrics, QuotaCheck
@@ -268,6 +269,11 @@ def _metrics_evidence(o: Observation) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ decide
+def _utc(epoch: float) -> str:
+    """A moment as operators read it in a wait reason: `2026-12-01T12:05:00Z`."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def decide(r: Rollout, o: Observation, now: float) -> Action:
     """The one next action for rollout `r` given what was observed. See the module docstring for the states."""
     if r.terminal:
@@ -442,14 +448,15 @@ def _bake(r: Rollout, o: Observation, now: float) -> Action:
         return RollBack(f"at {where}: {breach}", _metrics_evidence(o))
     duration = r.plan.mirror_seconds if r.status == "mirroring" else r.plan.bake_seconds
     if now - r.phase_started_at < duration:
-        return Wait(f"baking at {where} until {int(r.phase_started_at + duration)}")
+        return Wait(f"baking at {where} until {_utc(r.phase_started_at + duration)}")
     served = o.new_metrics.requests if o.new_metrics else 0
     if served < r.plan.min_requests:
         if o.new_metrics is not None and not o.new_metrics.has_data:
             # Azure Monitor has no series for the deployment yet (ingestion lags): unknown, not zero requests
             return Wait(f"at {where}: no metrics data yet for {r.deployment} (Azure Monitor has reported no "
                         f"requests so far); {r.plan.min_requests} requests needed before advancing")
-        return Wait(f"at {where}: {served} requests served, {r.plan.min_requests} needed before advancing")
+        return Wait(f"at {where}: {served} of {r.plan.min_requests} requests served, waiting for the rest "
+                    "before advancing")
     if r.status == "mirroring":
         return _when_settled(SetTraffic(split_traffic(r.previous_traffic, r.deployment, steps[0]), {}, "baking", 0),
                              r, o)
@@ -476,7 +483,7 @@ def _retire(r: Rollout, o: Observation, now: float) -> Action:
         deleting = [n for n in olds if o.deployments.get(n) == "Deleting"]
         return Wait(f"deleting {', '.join(deleting)}") if deleting else _delete_when_settled(r, olds, o)
     if now - r.phase_started_at < r.plan.retain_seconds:
-        return Wait(f"keeping {', '.join(olds)} at 0% until {int(r.phase_started_at + r.plan.retain_seconds)}")
+        return Wait(f"keeping {', '.join(olds)} at 0% until {_utc(r.phase_started_at + r.plan.retain_seconds)}")
     return _delete_when_settled(r, olds, o)
 
 

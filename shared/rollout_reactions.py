@@ -17,7 +17,7 @@ from shared.errors import PermanentError, TransientError
 from shared.reaction import Outcome
 from shared.rollout_discovery import discover
 from shared.rollout_flow import PREFIX, drive, register, roll_back, rollout_key, summary
-from shared.rollout_machine import RollBack, Rollout
+from shared.rollout_machine import RollBack, Rollout, Wait
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -104,7 +104,10 @@ def _advance(deps: Deps, key: str, dry_run: bool) -> dict[str, Any]:
     if not steps:
         return {}
     last = steps[-1]
-    return {"action": last.action.name if last.executed else f"would {last.action.name}", **summary(last.rollout)}
+    result = {"action": last.action.name if last.executed else f"would {last.action.name}", **summary(last.rollout)}
+    if isinstance(last.action, Wait):  # what it waits for, in the ledger line and the outcome (explain, status)
+        result["waiting"] = last.action.reason
+    return result
 
 
 def _force_rollback(deps: Deps, key: str, reason: str) -> dict[str, Any]:
@@ -154,5 +157,7 @@ def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
         return Outcome("skipped", f"no unfinished rollout{news}", details if found else {})
     acted = [k for k, v in moved.items() if v.get("action") not in (None, "Wait")]
     if not acted and not started:
-        return Outcome("skipped", f"{len(moved)} rollout(s) waiting{news}", details)
+        waits = "; ".join(f"{v.get('endpoint', k)}: {v['waiting']}" for k, v in moved.items() if v.get("waiting"))
+        return Outcome("skipped", f"{len(moved)} rollout(s) waiting" + (f": {waits}" if waits else "") + news,
+                       details)
     return Outcome("acted", f"advanced {len(acted)} of {len(moved)} unfinished rollout(s){news}", details)

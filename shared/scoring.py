@@ -249,6 +249,7 @@ def track(deps: Deps) -> Outcome:
     """Timer: complete quiet scoring batches (no marker configured) and advance every open record."""
     now = deps.clock()
     counts = {"completed_batches": 0, "advanced": 0, "failed": 0}
+    items: dict[str, dict[str, Any]] = {}  # per record: what this tick did to it or what it waits for (ledger)
     champion: Any = ...
     for record in deps.state.records(f"scoring/{key_part(deps.settings.scoring_container)}/"):
         value = record.value
@@ -277,9 +278,17 @@ def track(deps: Deps) -> Outcome:
             log.warning("tracker could not advance %s: %s", record.key, exc)
             continue
         counts["advanced"] += outcome.status == "acted"
+        items[record.key] = {"status": outcome.status, "reason": outcome.reason,
+                             **{k: outcome.details[k] for k in _ITEM_REFS if outcome.details.get(k)}}
     acted = counts["completed_batches"] or counts["advanced"]
+    # one lineage group per batch (shared/ledger.py `links`), so batches advanced by one tick never join chains
+    links = [{k: v for k, v in item.items() if k in _ITEM_REFS} for item in items.values()]
     return Outcome("acted" if acted else "skipped",
-                   f"tracker: {counts['completed_batches']} batch(es) completed, {counts['advanced']} advanced", counts)
+                   f"tracker: {counts['completed_batches']} batch(es) completed, {counts['advanced']} advanced",
+                   {**counts, **items, "links": links})
+
+
+_ITEM_REFS = ("batch", "job", "model", "output")
 
 
 def scheduled(deps: Deps) -> Outcome:

@@ -123,7 +123,7 @@ TABLE: list[tuple[str, Rollout, Observation, float, Any]] = [
     ("relative latency ignored without live data", rec(), obs(traffic=split(10),
      new_metrics=DeploymentMetrics(100, 0, 70.0, 60), live_metrics=DeploymentMetrics(0, 0, None, 60)), 1100.0, Wait),
     ("too few requests waits", rec(plan=replace(PLAN, min_requests=500)), obs(traffic=split(10), new_metrics=GOOD),
-     1600.0, Wait("at 10%: 100 requests served, 500 needed before advancing")),
+     1600.0, Wait("at 10%: 100 of 500 requests served, waiting for the rest before advancing")),
     ("no metrics series yet says so, not zero requests", rec(plan=replace(PLAN, min_requests=500)),
      obs(traffic=split(10), new_metrics=DeploymentMetrics(0, 0, None, 600, has_data=False)), 1600.0,
      Wait("at 10%: no metrics data yet for new (Azure Monitor has reported no requests so far); 500 "
