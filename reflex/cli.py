@@ -28,10 +28,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from reflex.explain import detect_kinds, walk
-from reflex.stack import StackDown, load_local_settings, probe_platform, probe_storage, reachable
+from reflex.explain import PRIORITY, detect_kinds, reason_for, walk
+from reflex.records import chain_records
+from reflex.stack import StackDown, load_local_settings, probe_platform, probe_storage
 from shared import reaction
-from shared.arrival_record import OPEN_STATUSES
 from shared.control import read_control, write_control
 from shared.errors import ReflexError, TransientError
 from shared.ledger import MemoryLedger
@@ -104,77 +104,12 @@ def _short(text: Any, limit: int = 80) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-def _first(value: Mapping[str, Any], *names: str) -> Any:
-    return next((value[n] for n in names if value.get(n) not in (None, "")), "")
-
-
 # ------------------------------------------------------------------------------------------------ status
-def _step(rollout: Mapping[str, Any]) -> str:
-    """Where a rollout is: "phase 1 (50%)" from the rollout record's phase and plan, or its `step` field."""
-    if "phase" in rollout:
-        steps = (rollout.get("plan") or {}).get("steps") or ()
-        phase = int(rollout.get("phase") or 0)
-        if phase < 0:
-            return "mirror"
-        return f"phase {phase}" + (f" ({steps[phase]}%)" if 0 <= phase < len(steps) else "")
-    return str(_first(rollout, "step", "step_index", "percent"))
-
-
 def cmd_status(args: argparse.Namespace, deps: Deps, out: Output) -> int:
-    control = read_control(deps)
-    result: dict[str, Any] = {"automation": {"paused": control.paused, "dry_run": control.dry_run,
-                                             "by": control.by, "why": control.why, "at": control.at,
-                                             "source": control.source}}
-    out.text(f"automation: {'PAUSED' if control.paused else 'running'}"
-             f"{', DRY-RUN' if control.dry_run else ''} (source: {control.source}"
-             f"{f', by {control.by}: {control.why}' if control.by else ''})")
+    from reflex import status
 
-    endpoints = []
-    for model, name in sorted(deps.settings.endpoints.items(), key=lambda kv: kv[1]):
-        endpoint = deps.platform.get_endpoint(name)
-        deployments = [] if endpoint is None else [
-            {"name": d.name, "model": d.model, "state": d.state, "traffic": endpoint.traffic.get(d.name, 0),
-             "mirror": endpoint.mirror.get(d.name, 0)} for d in endpoint.deployments]
-        endpoints.append({"endpoint": name, "serves": model, "state": endpoint.state if endpoint else "absent",
-                          "deployments": deployments})
-    result["endpoints"] = endpoints
-    out.text("\nendpoints:")
-    out.table([(e["endpoint"], e["state"], d["name"], d["model"], d["state"], f"{d['traffic']}%",
-                f"{d['mirror']}%" if d["mirror"] else "") for e in endpoints for d in e["deployments"] or [{}]]
-              if any(e["deployments"] for e in endpoints) else
-              [(e["endpoint"], e["state"], "-", e["serves"], "", "", "") for e in endpoints],
-              ("ENDPOINT", "STATE", "DEPLOYMENT", "MODEL", "DEP.STATE", "TRAFFIC", "MIRROR"))
-
-    rollouts = [{"key": r.key, **r.value} for r in deps.state.records("rollouts/")]
-    result["rollouts"] = rollouts
-    out.text("\nrollouts:")
-    out.table([(r["key"].removeprefix("rollouts/"), _first(r, "status", "state"), _step(r),
-                f"{r.get('model')}:{r['version']}" if r.get("version") else _first(r, "model", "model_ref"),
-                _first(r, "deployment", "new_deployment", "green"),
-                "operator rollback requested" if r.get("operator_rollback") else "") for r in rollouts],
-              ("ENDPOINT", "STATUS", "STEP", "MODEL", "DEPLOYMENT", "NOTE"))
-
-    pending = [{"key": r.key, **r.value} for r in deps.state.records("arrivals/")  # not trained yet
-               if r.value.get("status") in OPEN_STATUSES - {"submitted"}]
-    result["pending_batches"] = pending
-    out.text("\npending batches:")
-    out.table([(p["key"].removeprefix("arrivals/"), _first(p, "status", "state"),
-                len(p.get("files") or ())) for p in pending], ("BATCH", "STATUS", "FILES"))
-
-    letters = deps.state.dead_letters()
-    held = deps.state.keys("held/")
-    result["dead_letters"] = len(letters)
-    result["held"] = len(held)
-    result["recent_failures"] = [{"key": r.key, "reaction": r.value.get("reaction"), "at": r.value.get("at"),
-                                  "error": r.value.get("error")} for r in letters[-5:]]
-    out.text(f"\nrecent failures ({len(letters)} dead-lettered, {len(held)} held while paused):")
-    out.table([(f["at"], f["reaction"], _short(f["error"], 70)) for f in result["recent_failures"]],
-              ("AT", "REACTION", "ERROR"))
-    if deps.settings.platform == "local":
-        host_problem = reachable(deps.settings.local_host_url, timeout=1.0)
-        result["local_host"] = {"url": deps.settings.local_host_url, "up": host_problem is None}
-        out.text(f"\nlocal host {deps.settings.local_host_url}: "
-                 f"{'up' if host_problem is None else 'not running (start the stack with `make stack`)'}")
+    result = status.gather(deps)
+    status.render(result, out)
     out.result(result)
     return OK
 
@@ -217,14 +152,20 @@ def _tags_fallback(deps: Deps, chain_refs: dict[str, list[str]]) -> dict[str, di
     return tags
 
 
-def _reason(entry: Mapping[str, Any], refs: Mapping[str, list[str]]) -> str:
-    """The entry's reason; for a run that advanced several rollouts, the step it took in this chain's."""
-    models = set(refs.get("model", ()))
-    for item in (entry.get("decision") or {}).values():
-        if isinstance(item, Mapping) and item.get("model") in models and item.get("action"):
-            return f"{item['action']} -> {item.get('status', '')}" + (f": {item['reason']}" if item.get("reason")
-                                                                      else "")
-    return str(entry.get("reason") or "")
+def _history_rows(entries: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """The history table: each entry with its whole reason for this chain; a run of identical lines (a wait seen
+    by every tick) is one row saying how many and until when."""
+    rows: list[list[Any]] = []
+    for e in entries:
+        row = [e.get("at"), e.get("reaction"), e.get("status"), _short(e.get("event_id"), 24), e["chain_reason"]]
+        last = rows[-1] if rows else None
+        if last is not None and last[1:3] == row[1:3] and last[4] == row[4] and not row[3] and not last[3]:
+            last[5] += 1
+            last[6] = row[0]
+            continue
+        rows.append([*row, 1, row[0]])
+    return [(at, reaction, status, event, reason + (f" (x{n}, the last at {until})" if n > 1 else ""))
+            for at, reaction, status, event, reason, n, until in rows]
 
 
 def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
@@ -251,8 +192,11 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
                          "(try --days)")
     refs = chain.ordered_refs()
     tags = _tags_fallback(deps, refs)
-    result = {"id": value, "kind": kind, "serving": serving, "lineage": refs, "tags": tags,
-              "entries": chain.entries}
+    for entry in chain.entries:
+        entry["chain_reason"] = reason_for(entry, refs)
+    now = chain_records(deps.state, refs, deps.settings, deps.clock())
+    result = {"id": value, "kind": kind, "serving": serving, "lineage": refs, "tags": tags, "now": now,
+              "failures": [r for r in now if r["failed"]], "entries": chain.entries}
     out.text(f"{kind} {value}" + (f": serving {serving['model']} on deployment {serving['deployment']} "
                                   f"(traffic {serving['traffic']})" if serving else ""))
     out.text("\nlineage (triggering data first):")
@@ -261,9 +205,12 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
         out.text("\nAzure ML lineage tags:")
         out.table([(asset, ", ".join(f"{k}={v}" for k, v in sorted(t.items()))) for asset, t in tags.items()],
                   ("ASSET", "TAGS"))
+    if now:
+        out.text("\nnow (batches, scoring batches and rollouts of this chain; whole reasons):")
+        out.table([(r["kind"], r["id"], r["status"] + (" (FAILED)" if r["failed"] else ""), r["detail"])
+                   for r in now], ("KIND", "ID", "STATUS", "DETAIL"))
     out.text("\nhistory (oldest first):")
-    out.table([(e.get("at"), e.get("reaction"), e.get("status"), _short(e.get("event_id"), 24),
-                _short(_reason(e, refs), 60)) for e in chain.entries], ("AT", "REACTION", "STATUS", "EVENT", "REASON"))
+    out.table(_history_rows(chain.entries), ("AT", "REACTION", "STATUS", "EVENT", "REASON"))
     out.result(result)
     return OK
 
@@ -551,9 +498,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", parents=[common], help="endpoints, rollouts, pending batches, failures, pause state")
     p = sub.add_parser("explain", parents=[common], help="the chain behind and after an id")
-    p.add_argument("id", help="endpoint, model:version, job name, blob URL, batch, deployment or event id")
-    p.add_argument("--kind", choices=("endpoint", "model", "job", "deployment", "rollout", "data", "batch",
-                                      "blob", "event"), help="how to read the id when it is ambiguous")
+    p.add_argument("id", help="endpoint, model:version, job name, blob URL, batch, deployment, scoring batch, "
+                              "scoring job or event id")
+    p.add_argument("--kind", choices=PRIORITY, help="how to read the id when it is ambiguous")
     p.add_argument("--days", type=int, default=30, help="how many days of ledger to read (default 30)")
     sub.add_parser("dead-letters", parents=[common], help="dead-lettered events with their errors")
     p = sub.add_parser("replay", parents=[common], help="feed dead-lettered events back through their reaction")

@@ -17,12 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.ledger import REF_KINDS, group_matches, matches, ref_groups
+from shared.ledger import REF_KINDS, group_matches, items, matches, ref_groups
 
-__all__ = ["Chain", "PRIORITY", "detect_kinds", "walk"]
+__all__ = ["Chain", "PRIORITY", "detect_kinds", "reason_for", "walk"]
 
-# which kind an ambiguous id is taken as, when the ledger knows it under several
-PRIORITY: tuple[str, ...] = ("endpoint", "model", "job", "deployment", "rollout", "data", "batch", "blob", "event")
+# which kind an ambiguous id is taken as, when the ledger knows it under several (a scoring job is also seen by
+# the registration gate as a run, which it skips: the scoring kinds come first)
+PRIORITY: tuple[str, ...] = ("endpoint", "model", "scoring_job", "job", "deployment", "rollout", "data",
+                             "scoring_batch", "batch", "scoring_output", "scoring_blob", "blob", "event")
+_SHARED_KINDS = ("endpoint", "model")  # ids many items of one run share: they pick an item only when nothing else does
 _MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[0-9]+$")
 
 
@@ -50,11 +53,35 @@ def detect_kinds(entries: Sequence[Mapping[str, Any]], value: str, *, endpoints:
     if value in endpoints:
         found.add("endpoint")
     if value.startswith(("http://", "https://")):
-        found &= {"blob"}
-        found.add("blob")
+        found &= {"blob", "scoring_blob"}
+        found |= set() if found else {"blob"}
     elif _MODEL_REF.match(value) and not found:
         found.add("model")
     return [k for k in PRIORITY if k in found]
+
+
+def reason_for(entry: Mapping[str, Any], refs: Mapping[str, Sequence[str]]) -> str:
+    """The entry's reason, whole; for a run that handled several items (the reconciler, the scoring tracker),
+    what it did to this chain's item: its action and status, and what it waits for or why it ended."""
+    best: tuple[int, Mapping[str, Any]] | None = None
+    for item_refs, item in items(entry):
+        shared = specific = 0
+        for kind, values in item_refs.items():
+            if set(values) & set(refs.get(kind, ())):
+                if kind in _SHARED_KINDS:
+                    shared += 1
+                else:
+                    specific += 1
+        rank = 2 if specific else 1 if shared else 0
+        if rank and (best is None or rank > best[0]):
+            best = (rank, item)
+    if best is None:
+        return str(entry.get("reason") or "")
+    item = best[1]
+    why = str(item.get("waiting") or item.get("reason") or "")
+    if item.get("action"):
+        return f"{item['action']} -> {item.get('status', '')}" + (f": {why}" if why else "")
+    return why or str(item.get("status") or entry.get("reason") or "")
 
 
 def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:

@@ -1,0 +1,141 @@
+"""`python -m reflex status`: the switches, the endpoints, every unfinished piece of work with what it waits for,
+and every failure with its reason.
+
+Failures come from where each reaction leaves them: a training job that failed or could not be submitted (its
+arrival or retraining record), a scoring job or batch deployment that failed (its scoring record), a rollout
+rolled back or failed (its rollout record, with the reason and the evidence), and the dead letters (events that
+could not be handled at all). Waits are the unfinished records, each with what it waits for
+(`reflex.records.waiting_for`, `rollout_note`). All of it is read from the state records in one parallel pass
+(`reflex.records.read`); the platform is asked only for the configured endpoints' traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from reflex.records import FAILED, KINDS, OPEN, failure, newest_first, read, rollout_note, waiting_for, when
+from reflex.stack import reachable
+from shared.control import read_control
+
+if TYPE_CHECKING:
+    from shared.deps import Deps
+
+__all__ = ["SHOWN_FAILURES", "gather", "render"]
+
+SHOWN_FAILURES = 15  # in the text output; --json has them all
+
+
+class Out(Protocol):
+    def text(self, line: str = "") -> None: ...
+    def table(self, rows: Sequence[Sequence[Any]], headers: Sequence[str], *, indent: str = "  ") -> None: ...
+
+
+def _epoch(iso: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _step(rollout: Mapping[str, Any]) -> str:
+    """Where a rollout is: "phase 1 (50%)" from the rollout record's phase and plan, or its `step` field."""
+    if "phase" in rollout:
+        steps = (rollout.get("plan") or {}).get("steps") or ()
+        phase = int(rollout.get("phase") or 0)
+        if phase < 0:
+            return "mirror"
+        return f"phase {phase}" + (f" ({steps[phase]}%)" if 0 <= phase < len(steps) else "")
+    return str(rollout.get("step") or "")
+
+
+def _endpoints(deps: Deps) -> list[dict[str, Any]]:
+    endpoints = []
+    for model, name in sorted(deps.settings.endpoints.items(), key=lambda kv: kv[1]):
+        endpoint = deps.platform.get_endpoint(name)
+        deployments = [] if endpoint is None else [
+            {"name": d.name, "model": d.model, "state": d.state, "traffic": endpoint.traffic.get(d.name, 0),
+             "mirror": endpoint.mirror.get(d.name, 0)} for d in endpoint.deployments]
+        endpoints.append({"endpoint": name, "serves": model, "state": endpoint.state if endpoint else "absent",
+                          "deployments": deployments})
+    return endpoints
+
+
+def gather(deps: Deps) -> dict[str, Any]:
+    """Everything `status` shows, as JSON-ready data."""
+    now = deps.clock()
+    control = read_control(deps)
+    result: dict[str, Any] = {"automation": {"paused": control.paused, "dry_run": control.dry_run,
+                                             "by": control.by, "why": control.why, "at": control.at,
+                                             "source": control.source}}
+    result["endpoints"] = _endpoints(deps)
+    records = read(deps.state, [*KINDS, "deadletters/"])
+    rollouts = [{"key": r.key, **r.value, "note": rollout_note(r.value, now)}
+                for r in records["rollouts/"] if r.key.count("/") == 1]  # rollouts/<endpoint>: the live records
+    result["rollouts"] = rollouts
+    pending, failures = [], []
+    for prefix, kind in KINDS.items():
+        for record in records[prefix]:
+            if kind != "rollout" and record.value.get("status") in OPEN[kind]:
+                pending.append({"key": record.key, "kind": kind, **record.value,
+                                "waiting_for": waiting_for(kind, record.value, deps.settings, now)})
+            if record.value.get("status") in FAILED[kind] and (kind != "rollout" or record.key.count("/") == 1):
+                found = failure(kind, record.key, record.value)
+                if found:
+                    failures.append(found)
+    letters = records["deadletters/"]
+    for letter in letters:
+        v = letter.value
+        failures.append({"kind": "dead letter", "id": letter.key.removeprefix("deadletters/"),
+                         "record": letter.key, "status": "dead-lettered", "reaction": v.get("reaction"),
+                         "event_id": v.get("event_id"), "reason": f"{v.get('reaction')}: {v.get('error')}",
+                         "at": _epoch(v.get("at"))})
+    result["pending_batches"] = pending
+    result["failures"] = newest_first(failures)
+    held = deps.state.keys("held/")
+    result["dead_letters"] = len(letters)
+    result["held"] = len(held)
+    result["recent_failures"] = [{"key": r.key, "reaction": r.value.get("reaction"), "at": r.value.get("at"),
+                                  "error": r.value.get("error")} for r in letters[-5:]]
+    if deps.settings.platform == "local":
+        host_problem = reachable(deps.settings.local_host_url, timeout=1.0)
+        result["local_host"] = {"url": deps.settings.local_host_url, "up": host_problem is None}
+    result["now"] = now
+    return result
+
+
+def render(result: Mapping[str, Any], out: Out) -> None:
+    """The human form of `gather`'s result."""
+    now = float(result["now"])
+    control = result["automation"]
+    by = f", by {control['by']}: {control['why']}" if control["by"] else ""
+    out.text(f"automation: {'PAUSED' if control['paused'] else 'running'}"
+             f"{', DRY-RUN' if control['dry_run'] else ''} (source: {control['source']}{by})")
+    endpoints = result["endpoints"]
+    out.text("\nendpoints:")
+    out.table([(e["endpoint"], e["state"], d["name"], d["model"], d["state"], f"{d['traffic']}%",
+                f"{d['mirror']}%" if d["mirror"] else "") for e in endpoints for d in e["deployments"]]
+              if any(e["deployments"] for e in endpoints) else
+              [(e["endpoint"], e["state"], "-", e["serves"], "", "", "") for e in endpoints],
+              ("ENDPOINT", "STATE", "DEPLOYMENT", "MODEL", "DEP.STATE", "TRAFFIC", "MIRROR"))
+    out.text("\nrollouts:")
+    out.table([(r["key"].removeprefix("rollouts/"), r.get("status", ""), _step(r),
+                f"{r.get('model')}:{r['version']}" if r.get("version") else r.get("model", ""),
+                r.get("deployment", ""), r["note"]) for r in result["rollouts"]],
+              ("ENDPOINT", "STATUS", "STEP", "MODEL", "DEPLOYMENT", "NOTE"))
+    out.text("\nunfinished batches:")
+    out.table([(p["kind"], p["key"].split("/", 1)[-1], p.get("status", ""), len(p.get("files") or ()),
+                p["waiting_for"]) for p in result["pending_batches"]],
+              ("KIND", "BATCH", "STATUS", "FILES", "WAITING FOR"))
+    failures = result["failures"]
+    out.text(f"\nfailures, newest first ({result['dead_letters']} dead-lettered, {result['held']} held while "
+             "paused):")
+    out.table([(when(f["at"], now), f["kind"], f["id"], f.get("job") or f.get("model") or "", f["reason"])
+               for f in failures[:SHOWN_FAILURES]], ("AT", "KIND", "ID", "JOB/MODEL", "REASON"))
+    if len(failures) > SHOWN_FAILURES:
+        out.text(f"  … and {len(failures) - SHOWN_FAILURES} older (all of them with --json)")
+    if "local_host" in result:
+        host = result["local_host"]
+        out.text(f"\nlocal host {host['url']}: "
+                 f"{'up' if host['up'] else 'not running (start the stack with `make stack`)'}")
