@@ -29,7 +29,7 @@ from typing import Any
 
 from shared.failure import error_line
 
-__all__ = ["JobFailed", "main", "run_job"]
+__all__ = ["JobFailed", "main", "run_job", "script_failure"]
 
 
 class JobFailed(Exception):
@@ -50,8 +50,7 @@ def _run_script(command: list[str], spec: dict[str, Any], folder: Path, what: st
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if code != 0:
         log_path = folder / "user_logs.txt"
-        said = error_line(log_path.read_text(errors="replace"))
-        raise JobFailed(f"{said or 'no output'} ({what} exited with code {code}; log: {log_path})")
+        raise JobFailed(script_failure(log_path.read_text(errors="replace"), code, log_path, what))
 
 
 def _evaluate(spec: dict[str, Any], folder: Path, data: Path) -> None:
@@ -83,6 +82,14 @@ def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
                 "--metrics-output", str(folder / "metrics.json")]
     _run_script(command, spec, folder, "training script")
     _ensure_model_logged(spec, model_dir)
+
+
+def script_failure(output: str, code: int, log_path: Path, what: str = "training script") -> str:
+    """The job's reason when the user's script failed: the line of its output that states the error first
+    (`shared.failure.error_line`: the script's `train.py: error: …`, or the exception a traceback ends with),
+    then the exit code and where the whole log is."""
+    said = error_line(output) or f"the {what} printed nothing"
+    return f"{said} ({what} exited with code {code}; log: {log_path})"
 
 
 def _ensure_model_logged(spec: dict[str, Any], model_dir: Path) -> None:

@@ -44,7 +44,8 @@ event is still findable by its blob/job/model). Reactions SHOULD put, in `Outcom
 (a string, or a list of strings; aliases in parentheses are accepted too):
 
     blob        blob URL(s) the work came from            (blob_url, blobs)
-    batch       "<container>/<dataset>/<batch>"            (batch_id, arrival)
+    batch       "<container>/<dataset>/<batch>"            (batch_id, arrival; its arrival record key
+                                                            `arrivals/<container>/<dataset>/<batch>` is read as it)
     data        data asset "name:version"                  (data_asset; or data_name + data_version)
     job         Azure ML job name                          (job_name, run_id)
     model       model "name:version"                       (model_ref; or model_name + model_version)
@@ -108,6 +109,7 @@ _KEPT = ("at", "reaction", "event_id", "event_type", "status", "reason")
 REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "scoring_blob", "scoring_batch", "scoring_job",
                               "scoring_output", "rollout", "deployment", "endpoint")
 _OTHER_REFS = ("dead_letter", "held")
+_ARRIVAL_PREFIX = "arrivals/"  # shared/arrival.py `arrival_key`: arrivals/<container>/<dataset>/<batch>
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "blob": ("blob", "blob_url", "blobs"),
@@ -223,6 +225,9 @@ def _refs_from(details: Mapping[str, Any], payload: Any) -> dict[str, list[str]]
             _add(refs, kind, [f"{name}:{version}"])
     for kind in _PAIRS:  # a bare name is no ref: it would join every version's chain
         refs[kind] = [v for v in refs.get(kind, ()) if ":" in v]
+    if refs.get("batch"):  # a batch named by its arrival record's key (the `reflex.batch` tag) is that batch
+        batches = refs.pop("batch")
+        _add(refs, "batch", [b.removeprefix(_ARRIVAL_PREFIX) for b in batches])
     return {k: v for k, v in refs.items() if v}
 
 

@@ -250,7 +250,9 @@ def test_failed_job_reports_failed_and_emits_status_changed(env: dict[str, Any],
     p.register_data(name="bad", version="1", path=f"azureml://datastores/{s.data_datastore}/paths/bad/b1/", tags={})
     p.submit_training(_request("job-bad-1", data_name="bad"))
     job = _wait_job(p, "job-bad-1")
-    assert job.status == "Failed" and "exited with code" in job.error
+    # the reason starts with the line the script's traceback ends with, not a frame or log line before it
+    assert job.status == "Failed" and job.error.startswith("KeyError: \"['DEATH_EVENT'] not found"), job.error
+    assert "exited with code 1" in job.error
     changed = env["receiver"].wait_for("on_run_event", "job-bad-1")
     assert changed["eventType"].endswith("RunStatusChanged") and changed["data"]["runStatus"] == "failed"
 

@@ -1,0 +1,298 @@
+"""Every failure and every wait where the operator looks: `status`, `explain` and the ledger, after real reactions.
+
+The chain runs on Azurite state and ledger and the fake platform (tests/real_chain.py): a training job fails with
+the reason the local platform gives for a real `train.py` failure, a batch waits for its marker, a rollout waits
+for requests and is then rolled back, a scoring job fails and another writes its output. Each is then looked at
+only through the CLI, as text and as --json. The closed pipe and the SDK's HTTP logging are checked in
+subprocesses, as a user meets them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from functions import batch_scoring  # noqa: F401 - importing registers the scoring handlers
+from local.jobrunner import script_failure
+from reflex.cli import main
+from shared import events
+from shared.failure import error_line
+from shared.platform import DeploymentMetrics
+from tests.conftest import AZURITE, ROOT, Clock
+from tests.real_chain import ENDPOINT, HEALTHY, Lake, World, make_world
+
+
+def cli(world: World, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), deps=world.deps, stdout=out), out.getvalue()
+
+
+def cli_json(world: World, *argv: str) -> tuple[int, dict[str, Any]]:
+    code, text = cli(world, "--json", *argv)
+    return code, json.loads(text)
+
+
+def hhmm(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M UTC")
+
+
+@pytest.fixture
+def world(container_factory: Callable[[str], Any], clock: Clock) -> World:
+    return make_world(container_factory, clock, REFLEX_LOCAL_HOST_URL="http://127.0.0.1:1")
+
+
+# ------------------------------------------------------------------------------------ the error line
+@pytest.fixture(scope="module")
+def train_failure(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """What the local platform reports for a real `jobs/train/train.py` run on data without the label column:
+    the script's own output, turned into the job's reason by the job runner (local/jobrunner.py)."""
+    folder = tmp_path_factory.mktemp("train-failure")
+    (folder / "data").mkdir()
+    (folder / "data" / "part-0.csv").write_text("age,sex\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    run = subprocess.run([sys.executable, "jobs/train/train.py", "--data", str(folder / "data"), "--label", "target",
+                          "--task", "classification", "--model-output", str(folder / "model")], cwd=ROOT,
+                         capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""}, timeout=300)
+    assert run.returncode == 2, run.stderr
+    return script_failure(run.stdout + run.stderr, run.returncode, folder / "user_logs.txt")
+
+
+def test_a_failed_training_script_is_reported_by_its_error_line(train_failure: str) -> None:
+    assert train_failure.startswith("train.py: error: label column 'target' not found; columns are: age, sex")
+    assert "(training script exited with code 2; log: " in train_failure
+
+
+@pytest.mark.parametrize(("output", "line"), [
+    ("INFO mlflow: tracking\nusage: train.py [-h] --data DATA\ntrain.py: error: the following arguments are "
+     "required: --label\n", "train.py: error: the following arguments are required: --label"),
+    ("2026 INFO loading\nTraceback (most recent call last):\n  File \"x.py\", line 3, in <module>\n    f()\n"
+     "pandas.errors.ParserError: Error tokenizing data. C error: Expected 2 fields in line 3, saw 3\n"
+     "2026 WARNING mlflow: run ended\n",
+     "pandas.errors.ParserError: Error tokenizing data. C error: Expected 2 fields in line 3, saw 3"),
+    ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nKeyboardInterrupt\n",
+     "KeyboardInterrupt"),
+    ("step 1\nstep 2: model upload failed with status 500\nstep 3: cleaning up\n",
+     "step 2: model upload failed with status 500"),
+    ("one\ntwo\n\n", "two"),
+    ("", ""),
+])
+def test_error_line_picks_the_line_that_states_the_error(output: str, line: str) -> None:
+    assert error_line(output) == line
+
+
+# ------------------------------------------------------------------------------ training: failed, waiting
+def test_a_failed_training_job_and_a_batch_waiting_for_its_marker_show_in_status_and_explain(
+        world: World, train_failure: str) -> None:
+    raws = world.upload("heart/b1")
+    outcomes = [world.deliver(raw) for raw in raws]
+    job = str(outcomes[-1].details["job"])
+    world.platform.finish_job(job, "Failed", error=train_failure)
+    changed = world.last_event("RunStatusChanged")
+    assert world.run("registration.run_event", changed, changed["id"]).status == "acted"
+    waiting = world.deliver(world.lake.put("heart/b2/part-0.csv"))
+    assert waiting.reason.endswith("(1 files, collecting; waiting for _SUCCESS)")  # the ledger line says why
+    batch, since = f"{world.lake.name}/heart/b1", hhmm(world.clock())
+
+    code, result = cli_json(world, "status")
+    assert code == 0
+    [failed] = result["failures"]
+    assert (failed["kind"], failed["id"], failed["job"]) == ("training", batch, job)
+    assert failed["reason"] == f"job failed: {train_failure}"  # whole: the error line first, nothing cut
+    [pending] = result["pending_batches"]
+    assert pending["kind"] == "training" and pending["key"] == f"arrivals/{world.lake.name}/heart/b2"
+    assert pending["waiting_for"] == f"waiting for _SUCCESS since {since} (1 file(s), the last at {since})"
+    code, text = cli(world, "status")
+    assert code == 0 and f"job failed: {train_failure}" in text and pending["waiting_for"] in text
+    assert "(none)" not in text.split("failures, newest first", 1)[1]
+
+    code, explained = cli_json(world, "explain", job)
+    assert code == 0 and explained["kind"] == "job"
+    assert explained["lineage"] == {"blob": [r["uri"] for r in raws], "batch": [batch], "data": ["heart:b1"],
+                                    "job": [job]}  # the gate names the batch by its record key: the same batch
+    [now] = explained["failures"]
+    assert (now["kind"], now["id"], now["status"], now["detail"]) == ("training", batch, "failed",
+                                                                       f"job failed: {train_failure}")
+    [gate] = [e for e in explained["entries"] if e["reaction"] == "registration.run_event"]
+    assert gate["chain_reason"] == f"training failed: job failed: {train_failure}"
+    code, text = cli(world, "explain", job)
+    assert code == 0 and f"training failed: job failed: {train_failure}" in text
+    assert f"failed (FAILED)  job failed: {train_failure}" in text
+
+
+# ------------------------------------------------------------------------- rollout: waiting, rolled back
+def reconcile(world: World, new: DeploymentMetrics, *, advance: float) -> Any:
+    """One reconcile tick `advance` seconds on, the new deployment reporting `new`, the live one healthy."""
+    world.clock.advance(advance)
+    rollout = world.rollout()
+    assert rollout is not None
+    world.platform.metrics[(ENDPOINT, rollout.deployment)] = new
+    if rollout.previous:
+        world.platform.metrics[(ENDPOINT, rollout.previous)] = HEALTHY
+    return world.run("rollout.reconcile", {"past_due": False}, "")
+
+
+def test_a_rollout_waiting_for_requests_then_rolled_back_shows_why_everywhere(
+        container_factory: Callable[[str], Any], clock: Clock) -> None:
+    world = make_world(container_factory, clock, REFLEX_LOCAL_HOST_URL="http://127.0.0.1:1",
+                       REFLEX_MIN_REQUESTS="10")
+    world.chain("heart/b1")
+    second = world.chain("heart/b2", auc=0.95, upto="rolling")
+    rollout = world.roll_until_split()
+    wait = "at 10%: 1 of 10 requests served, waiting for the rest before advancing"
+    tick = reconcile(world, DeploymentMetrics(1, 0, 40.0, 300), advance=400)  # bake time over, 1 request in
+    assert tick.status == "skipped" and tick.reason == f"1 rollout(s) waiting: {ENDPOINT}: {wait}"
+    line = next(iter(world.deps.ledger.entries()))
+    assert line["reaction"] == "rollout.reconcile" and line["reason"] == tick.reason
+    assert [item["waiting"] for item in line["decision"].values()] == [wait]
+
+    code, result = cli_json(world, "status")
+    [record] = result["rollouts"]
+    assert code == 0 and record["note"] == f"{wait} (since {hhmm(clock())})"
+    code, text = cli(world, "status")
+    assert code == 0 and record["note"] in text
+    code, explained = cli_json(world, "explain", second.model)
+    assert code == 0 and explained["entries"][-1]["chain_reason"] == f"Wait -> baking: {wait}"
+    [now] = [r for r in explained["now"] if r["kind"] == "rollout"]
+    assert now["status"] == "baking" and now["detail"] == record["note"] and not explained["failures"]
+
+    tick = reconcile(world, DeploymentMetrics(40, 20, 40.0, 300), advance=130)  # half of them fail
+    assert tick.status == "acted" and world.rollout().status == "rolled_back"
+    reason = world.rollout().reason
+    assert reason == "at 10%: error rate 0.500 (20/40) exceeds 0.020"
+    code, result = cli_json(world, "status")
+    [failed] = result["failures"]
+    assert code == 0 and (failed["kind"], failed["id"], failed["status"], failed["reason"]) == (
+        "rollout", f"{ENDPOINT}/{second.model}", "rolled_back", reason)
+    assert failed["evidence"]["new"]["errors"] == 20 and result["rollouts"][0]["note"] == reason
+    code, text = cli(world, "status")
+    assert code == 0 and reason in text
+    code, explained = cli_json(world, "explain", f"{ENDPOINT}/{second.model}")
+    assert code == 0 and explained["failures"][0]["detail"] == reason
+    assert explained["entries"][-1]["chain_reason"] == f"RollBack -> rolled_back: {reason}"
+    assert rollout.deployment in explained["lineage"]["deployment"]
+
+
+# ------------------------------------------------------------------------------ scoring: failed, output
+def test_scoring_failures_and_outputs_show_and_scoring_data_stays_apart_from_training_data(
+        container_factory: Callable[[str], Any], clock: Clock) -> None:
+    score = Lake(container_factory("score"))
+    world = make_world(container_factory, clock, REFLEX_LOCAL_HOST_URL="http://127.0.0.1:1",
+                       REFLEX_SCORING_CONTAINER=score.name)
+    trained = world.chain("heart/b1")
+    uploads = {b: [score.put(f"patients/{b}/part-0.csv"), score.put(f"patients/{b}/_SUCCESS", b"")]
+               for b in ("s1", "s2")}
+    for raws in uploads.values():
+        for raw in raws:
+            world.run("scoring.blob", raw, events.delivery_id(raw))
+    jobs: dict[str, str] = {}
+    for _ in range(10):  # the tracker waits for the batch deployment, then submits both batch jobs
+        clock.advance(130)
+        world.run("scoring.track", {"past_due": False}, "")
+        jobs = {j.tags["reflex.batch"].rsplit("/", 1)[-1]: n for n, j in world.platform.jobs.items()
+                if j.kind == "batch"}
+        if len(jobs) == 2:
+            break
+    assert set(jobs) == {"s1", "s2"}
+    error = "ValueError: the scoring batch lacks columns the model needs: age, sex"
+    world.platform.finish_job(jobs["s1"], "Completed")
+    world.platform.finish_job(jobs["s2"], "Failed", error=error)
+    clock.advance(130)
+    world.run("scoring.track", {"past_due": False}, "")
+    s1, s2 = (f"{score.name}/patients/{b}" for b in ("s1", "s2"))
+
+    code, result = cli_json(world, "status")
+    [failed] = result["failures"]
+    assert code == 0 and (failed["kind"], failed["id"], failed["job"], failed["model"]) == (
+        "scoring", s2, jobs["s2"], trained.model)
+    assert failed["reason"] == f"batch job Failed: {error}" and failed["output"]
+    assert result["pending_batches"] == []
+    code, text = cli(world, "status")
+    assert code == 0 and f"batch job Failed: {error}" in text
+
+    code, explained = cli_json(world, "explain", s2)
+    assert code == 0 and explained["kind"] == "scoring_batch"
+    lineage = explained["lineage"]
+    assert lineage["scoring_blob"] == [r["uri"] for r in uploads["s2"]] and lineage["scoring_batch"] == [s2]
+    assert lineage["scoring_job"] == [jobs["s2"]] and lineage["model"] == [trained.model]
+    assert lineage["batch"] == [trained.batch] and set(lineage["blob"]) == set(trained.blobs)  # its training
+    assert explained["failures"][0]["detail"] == f"batch job Failed: {error}"
+    assert any(e["chain_reason"] == f"BatchScoringFailed: batch job Failed: {error}" for e in explained["entries"])
+    code, text = cli(world, "explain", s2)
+    assert code == 0 and f"BatchScoringFailed: batch job Failed: {error}" in text
+
+    code, explained = cli_json(world, "explain", s1)
+    output = world.platform.jobs[jobs["s1"]].outputs["score"]
+    assert code == 0 and explained["lineage"]["scoring_output"] == [output]
+    [now] = [r for r in explained["now"] if r["kind"] == "scoring"]
+    assert now["status"] == "completed" and now["detail"] == f"batch job completed; output {output}"
+    assert [r["status"] for r in explained["now"] if r["kind"] == "training"] == ["trained"]  # its model's batch
+
+    code, explained = cli_json(world, "explain", trained.model)  # forward from the model: what it scored, apart
+    assert code == 0 and explained["lineage"]["batch"] == [trained.batch]
+    assert set(explained["lineage"]["blob"]) == set(trained.blobs)
+    assert set(explained["lineage"]["scoring_batch"]) == {s1, s2}
+    assert set(explained["lineage"]["scoring_job"]) == set(jobs.values())
+
+
+# ----------------------------------------------------------------------------- the CLI as a user runs it
+def _cli_env(state_container: str) -> dict[str, str]:
+    return {**os.environ, "AzureWebJobsStorage": AZURITE, "REFLEX_STATE_CONTAINER": state_container,
+            "REFLEX_PLATFORM": "local", "PYTHONPATH": str(ROOT)}
+
+
+def test_output_into_a_closed_pipe_ends_quietly(container_factory: Callable[[str], Any]) -> None:
+    """`python -m reflex dead-letters | head`, with the reader gone before the first line is written."""
+    state = container_factory("state")
+    for n in range(3):
+        state.upload_blob(f"deadletters/20261201/1200000{n}-t.x-ev{n}", json.dumps(
+            {"reaction": "t.x", "event_id": f"ev{n}", "at": "2026-12-01T12:00:00Z", "error": "boom" * 50,
+             "error_type": "PermanentError", "payload": {}, "context": {}}))
+    read, write = os.pipe()
+    os.close(read)  # the reader has exited
+    try:
+        run = subprocess.run([sys.executable, "-m", "reflex", "dead-letters"], cwd=ROOT, stdout=write,
+                             stderr=subprocess.PIPE, text=True, env=_cli_env(state.container_name), timeout=120)
+    finally:
+        os.close(write)
+    assert run.returncode == 141 and run.stderr == "", run.stderr  # 128 + SIGPIPE; no traceback, no message
+    ok = subprocess.run([sys.executable, "-m", "reflex", "dead-letters"], cwd=ROOT, capture_output=True, text=True,
+                        env=_cli_env(state.container_name), timeout=120)
+    assert ok.returncode == 0 and "3 dead-lettered event(s)" in ok.stdout  # the same command, read to its end
+
+
+LOGGING_PROBE = """
+import logging, sys
+from azure.storage.blob import BlobServiceClient
+from shared.log import configure_process
+if sys.argv[1] == "configured":
+    configure_process()
+else:
+    logging.basicConfig(level=logging.INFO)
+client = BlobServiceClient.from_connection_string(sys.argv[2])
+client.get_container_client(sys.argv[3]).exists()
+logging.getLogger("reflex.local.serving").info("a line of our own")
+"""
+
+
+def test_local_process_logs_keep_their_lines_without_the_sdk_http_lines(
+        container_factory: Callable[[str], Any]) -> None:
+    container = container_factory("state").container_name
+
+    def stderr(mode: str) -> str:
+        run = subprocess.run([sys.executable, "-c", LOGGING_PROBE, mode, AZURITE, container], cwd=ROOT,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    plain = stderr("plain")  # what the scoring server's log got: one request and one response block per call
+    assert "azure.core.pipeline.policies.http_logging_policy" in plain and "Request URL" in plain
+    configured = stderr("configured")
+    assert "a line of our own" in configured and "http_logging_policy" not in configured
+    assert "Request URL" not in configured
