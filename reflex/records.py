@@ -42,17 +42,25 @@ OPEN: dict[str, frozenset[str]] = {
 _READERS = 8
 
 
-def read(state: StateStore, prefixes: Sequence[str]) -> dict[str, list[Record]]:
-    """The records under each prefix (records deleted meanwhile left out): one listing per prefix, then the
-    reads in parallel, so the time `status` takes does not add up record by record."""
+def read(state: StateStore, prefixes: Sequence[str], *,
+         newest: Mapping[str, int] | None = None) -> tuple[dict[str, list[Record]], dict[str, int]]:
+    """The records under each prefix (records deleted meanwhile left out), and how many keys each prefix has.
+
+    One listing per prefix, then the reads in parallel (Azure SDK clients are thread-safe: "Client instance
+    methods are thread-safe", https://azure.github.io/azure-sdk/python_design.html#thread-safety), so the time
+    `status` takes does not add up record by record. `newest` limits a prefix whose keys sort by time (the dead
+    letters) to its last n records (0: none, only the count): their count is all `status` needs of the others."""
+    limits = dict(newest or {})
     with ThreadPoolExecutor(min(_READERS, max(1, len(prefixes)))) as pool:
-        keys = dict(zip(prefixes, pool.map(state.keys, prefixes), strict=True))
+        listed = dict(zip(prefixes, pool.map(state.keys, prefixes), strict=True))
+    counts = {p: len(listed[p]) for p in prefixes}
+    keys = {p: listed[p][max(0, len(listed[p]) - limits[p]):] if p in limits else listed[p] for p in prefixes}
     wanted = [k for p in prefixes for k in keys[p]]
     found: dict[str, Record | None] = {}
     if wanted:
         with ThreadPoolExecutor(min(_READERS, len(wanted))) as pool:
             found = dict(zip(wanted, pool.map(state.get, wanted), strict=True))
-    return {p: [r for r in (found[k] for k in keys[p]) if r is not None] for p in prefixes}
+    return {p: [r for r in (found[k] for k in keys[p]) if r is not None] for p in prefixes}, counts
 
 
 def when(epoch: Any, now: float) -> str:

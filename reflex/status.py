@@ -70,7 +70,8 @@ def gather(deps: Deps) -> dict[str, Any]:
                                              "by": control.by, "why": control.why, "at": control.at,
                                              "source": control.source}}
     result["endpoints"] = _endpoints(deps)
-    records = read(deps.state, [*KINDS, "deadletters/"])
+    records, counts = read(deps.state, [*KINDS, "deadletters/", "held/"],
+                           newest={"deadletters/": SHOWN_FAILURES, "held/": 0})
     rollouts = [{"key": r.key, **r.value, "note": rollout_note(r.value, now)}
                 for r in records["rollouts/"] if r.key.count("/") == 1]  # rollouts/<endpoint>: the live records
     result["rollouts"] = rollouts
@@ -93,9 +94,8 @@ def gather(deps: Deps) -> dict[str, Any]:
                          "at": _epoch(v.get("at"))})
     result["pending_batches"] = pending
     result["failures"] = newest_first(failures)
-    held = deps.state.keys("held/")
-    result["dead_letters"] = len(letters)
-    result["held"] = len(held)
+    result["dead_letters"] = counts["deadletters/"]  # all of them: `dead-letters` lists them
+    result["held"] = counts["held/"]
     result["recent_failures"] = [{"key": r.key, "reaction": r.value.get("reaction"), "at": r.value.get("at"),
                                   "error": r.value.get("error")} for r in letters[-5:]]
     if deps.settings.platform == "local":
@@ -129,8 +129,8 @@ def render(result: Mapping[str, Any], out: Out) -> None:
                 p["waiting_for"]) for p in result["pending_batches"]],
               ("KIND", "BATCH", "STATUS", "FILES", "WAITING FOR"))
     failures = result["failures"]
-    out.text(f"\nfailures, newest first ({result['dead_letters']} dead-lettered, {result['held']} held while "
-             "paused):")
+    out.text(f"\nfailures, newest first ({result['dead_letters']} dead-lettered: `dead-letters` lists them; "
+             f"{result['held']} held while paused):")
     out.table([(when(f["at"], now), f["kind"], f["id"], f.get("job") or f.get("model") or "", f["reason"])
                for f in failures[:SHOWN_FAILURES]], ("AT", "KIND", "ID", "JOB/MODEL", "REASON"))
     if len(failures) > SHOWN_FAILURES:
