@@ -13,9 +13,11 @@ import signal
 import sys
 
 from reflex.cli import main
+from shared.log import quiet_sdk_loggers
 
 
 def run() -> int:
+    quiet_sdk_loggers()  # the CLI's output is its answer, never the Azure SDK's HTTP lines
     try:
         code = main()
         sys.stdout.flush()
