@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared import reaction
-from shared.ledger import MAX_BLOCKS, BlobLedger, MemoryLedger, entry_from, fit, matches, refs_from
+from shared.ledger import MAX_BLOCKS, BlobLedger, MemoryLedger, entry_from, fit, items, matches, refs_from
 from shared.rollout_flow import rollout_id
 from shared.state import BlobStateStore
 from tests.conftest import Clock, make_deps
@@ -77,6 +77,40 @@ def test_links_are_groups_of_refs_found_by_matches_but_kept_apart() -> None:
     assert entry["refs"] == {} and entry["decision"] == {"started": 2}
     assert entry["links"] == [{"batch": ["c/d/a"], "data": ["d:a"], "job": ["ja"]}, {"batch": ["c/d/b"], "job": ["jb"]}]
     assert matches(entry, "job", "jb") and matches(entry, "batch", "c/d/a") and not matches(entry, "job", "jc")
+
+
+def test_scoring_lines_name_scoring_things_apart_from_training_ones() -> None:
+    """The same detail keys in a `scoring.*` line are the scoring batch, job and output; the batch endpoint and
+    deployment stay in the decision; the model is the model that scored."""
+    tracked = reaction.Outcome("acted", "BatchScoringFailed: batch job Failed", {
+        "batch": "score/p/s1", "job": "reflex-score-1", "model": "m:2", "output": "azureml://o/1/",
+        "endpoint": "reflex-batch", "deployment": "m-2", "record": "scoring/score/p/s1"})
+    entry = entry_from("scoring.track", "", {"past_due": False}, tracked, at=0.0)
+    assert entry["refs"] == {"scoring_batch": ["score/p/s1"], "scoring_job": ["reflex-score-1"], "model": ["m:2"],
+                             "scoring_output": ["azureml://o/1/"]}
+    assert entry["decision"] == {"endpoint": "reflex-batch", "deployment": "m-2", "record": "scoring/score/p/s1"}
+    delivered = entry_from("scoring.blob", "e1", DELIVERY, reaction.Outcome("acted", "recorded", {"batch": "c/d/b"}),
+                           at=0.0)
+    assert delivered["refs"] == {"scoring_blob": [DELIVERY["uri"]], "scoring_batch": ["c/d/b"]}
+    training = entry_from("data.arrival", "e1", DELIVERY, reaction.Outcome("acted", "recorded", {
+        "batch": "c/d/b", "output": "x"}), at=0.0)
+    assert training["refs"] == {"blob": [DELIVERY["uri"]], "batch": ["c/d/b"]} and training["decision"] == {
+        "output": "x"}
+
+
+def test_a_batch_named_by_its_arrival_record_key_is_that_batch() -> None:
+    assert refs_from({"batch": "arrivals/c/d/b1", "batch_id": "c/d/b1"}) == {"batch": ["c/d/b1"]}
+
+
+def test_items_pair_each_item_of_a_run_with_its_refs_in_the_run_s_scope() -> None:
+    tick = reaction.Outcome("skipped", "tracker", {
+        "advanced": 0, "scoring/a": {"status": "skipped", "reason": "batch job j1 is Queued", "batch": "s/d/a",
+                                     "job": "j1", "model": "m:1"},
+        "links": [{"batch": "s/d/a", "job": "j1", "model": "m:1"}]})
+    entry = entry_from("scoring.track", "", {}, tick, at=0.0)
+    [(refs, item)] = items(entry)
+    assert refs == {"scoring_batch": ["s/d/a"], "scoring_job": ["j1"], "model": ["m:1"]}
+    assert item["reason"] == "batch job j1 is Queued" and entry["links"] == [refs]
 
 
 def test_blob_urls_match_their_container_path_tail() -> None:

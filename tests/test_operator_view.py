@@ -23,10 +23,13 @@ import pytest
 from functions import batch_scoring  # noqa: F401 - importing registers the scoring handlers
 from local.jobrunner import script_failure
 from reflex.cli import main
-from shared import events
+from reflex.explain import reason_for
+from reflex.records import rollout_note, waiting_for
+from shared import events, reaction
 from shared.failure import error_line
+from shared.ledger import entry_from
 from shared.platform import DeploymentMetrics
-from tests.conftest import AZURITE, ROOT, Clock
+from tests.conftest import AZURITE, ROOT, Clock, make_settings
 from tests.real_chain import ENDPOINT, HEALTHY, Lake, World, make_world
 
 
@@ -296,3 +299,76 @@ def test_local_process_logs_keep_their_lines_without_the_sdk_http_lines(
     configured = stderr("configured")
     assert "a line of our own" in configured and "http_logging_policy" not in configured
     assert "Request URL" not in configured
+
+
+# ------------------------------------------------------------------------------- the words, pure
+def test_explain_picks_the_chain_s_own_item_of_a_run_that_handled_several() -> None:
+    tick = reaction.Outcome("acted", "tracker: 0 batch(es) completed, 1 advanced", {
+        "scoring/a": {"status": "skipped", "reason": "batch job ja is Running", "batch": "s/d/a", "job": "ja",
+                      "model": "m:1"},
+        "scoring/b": {"status": "acted", "reason": "BatchScoringFailed: batch job Failed: boom", "batch": "s/d/b",
+                      "job": "jb", "model": "m:1"}})
+    entry = entry_from("scoring.track", "", {}, tick, at=0.0)
+    both_share_the_model = {"model": ["m:1"], "scoring_batch": ["s/d/b"]}
+    assert reason_for(entry, both_share_the_model) == "BatchScoringFailed: batch job Failed: boom"
+    assert reason_for(entry, {"model": ["m:1"], "scoring_batch": ["s/d/a"]}) == "batch job ja is Running"
+    assert reason_for(entry, {"model": ["m:9"]}) == tick.reason  # not this chain's: the run's own reason
+    reconcile = entry_from("rollout.reconcile", "", {}, reaction.Outcome("skipped", "1 rollout(s) waiting", {
+        "rollouts/ep": {"action": "Wait", "status": "baking", "model": "m:2", "endpoint": "ep", "reason": "",
+                        "waiting": "at 10%: 1 of 10 requests served, waiting for the rest before advancing"}}),
+        at=0.0)
+    assert reason_for(reconcile, {"model": ["m:2"], "endpoint": ["ep"]}) == (
+        "Wait -> baking: at 10%: 1 of 10 requests served, waiting for the rest before advancing")
+
+
+NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+
+
+@pytest.mark.parametrize(("kind", "value", "env", "said"), [
+    ("training", {"status": "collecting", "files": {"a": {}}, "first_seen": NOW - 600, "last_seen": NOW - 60},
+     {"REFLEX_COMPLETION_MARKER": ""},
+     "waiting until 22:17 UTC: complete once no file arrives for 300 s (1 file(s), the last at 22:12 UTC)"),
+    ("training", {"status": "collecting", "files": {}, "first_seen": NOW - 900, "last_seen": NOW - 400},
+     {"REFLEX_COMPLETION_MARKER": ""}, "quiet since 22:06 UTC: the next sweep completes it (0 file(s))"),
+    ("training", {"status": "collecting", "files": {}, "first_seen": NOW - 86_400, "last_seen": NOW - 86_400}, {},
+     "waiting for _SUCCESS since 2023-11-13 22:13 UTC (0 file(s), the last at 2023-11-13 22:13 UTC)"),
+    ("training", {"status": "waiting", "reason": "no training slot: 2 of 2 running",
+                  "history": [[NOW - 120, "waiting", "x"]]}, {}, "no training slot: 2 of 2 running (since 22:11 UTC)"),
+    ("training", {"status": "starting", "lease": {"until": NOW + 60}}, {},
+     "being started by a worker (lease until 22:14 UTC)"),
+    ("training", {"status": "starting", "lease": {"until": NOW - 1}}, {},
+     "its start was interrupted: the next sweep starts it again"),
+    ("training", {"status": "submitted", "job": "j1", "submitted_at": NOW - 60}, {},
+     "training job j1 running since 22:12 UTC"),
+    ("training", {"status": "dry-run", "history": [[NOW, "dry-run", "x"]]}, {},
+     "not trained: it completed during dry-run (22:13 UTC); nothing was submitted"),
+    ("scoring", {"status": "complete", "history": [[NOW, "complete", "marker arrived"]]}, {},
+     "complete since 22:13 UTC: the next tracker tick starts it"),
+    ("scoring", {"status": "deploying", "deployment": "m-1", "history": [[NOW, "deploying", "x"]]}, {},
+     "waiting for batch deployment m-1 (since 22:13 UTC)"),
+    ("scoring", {"status": "no-champion", "reason": "no champion yet for model m: kept, scored once one exists",
+                 "history": [[NOW, "no-champion", "x"]]}, {},
+     "no champion yet for model m: kept, scored once one exists (since 22:13 UTC)"),
+    ("scoring", {"status": "completed"}, {}, ""),
+])
+def test_what_an_unfinished_batch_waits_for(kind: str, value: dict[str, Any], env: dict[str, str],
+                                             said: str) -> None:
+    assert waiting_for(kind, value, make_settings(**env), NOW) == said
+
+
+@pytest.mark.parametrize(("value", "note"), [
+    ({"status": "baking", "history": [{"at": NOW - 60, "action": "Wait", "detail": "at 10%: 1 of 10 requests served"}]},
+     "at 10%: 1 of 10 requests served (since 22:12 UTC)"),
+    ({"status": "baking", "phase_started_at": NOW, "plan": {"bake_seconds": 600},
+      "history": [{"at": NOW, "action": "SetTraffic", "detail": "traffic {...}"}]}, "baking until 22:23 UTC"),
+    ({"status": "creating", "history": [{"at": NOW, "action": "CreateDeployment", "detail": "green beside blue"}]},
+     "CreateDeployment: green beside blue (22:13 UTC)"),
+    ({"status": "rolled_back", "reason": "smoke test failed: HTTP 500", "history": []},
+     "smoke test failed: HTTP 500"),
+    ({"status": "baking", "queued": {"model": "m", "version": "3"}, "operator_rollback": True,
+      "history": [{"at": NOW, "action": "Wait", "detail": "baking at 10% until 2023-11-14T22:23:20Z"}]},
+     "operator rollback requested; superseded by m:3 (queued); baking at 10% until 2023-11-14T22:23:20Z "
+     "(since 22:13 UTC)"),
+])
+def test_what_a_rollout_waits_for_or_why_it_ended(value: dict[str, Any], note: str) -> None:
+    assert rollout_note(value, NOW) == note
