@@ -176,7 +176,8 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
         raise UsageError(f"the ledger is empty for the last {args.days} day(s): no reaction has run (or try --days)")
     if not kinds:
         raise UsageError(f"{value!r}: no ledger entry in the last {args.days} day(s) mentions it as an endpoint, "
-                         "model (name:version), job, deployment, batch, blob URL or event id (try --days)")
+                         "model (name:version), job, deployment, batch, blob URL, scoring batch, scoring job or "
+                         "event id (try --days)")
     kind = kinds[0]
     serving: dict[str, Any] = {}
     if kind == "endpoint":
