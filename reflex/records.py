@@ -26,11 +26,12 @@ __all__ = ["FAILED", "KINDS", "failure", "read", "record_time", "rollout_note", 
 # record prefix -> the kind of work it holds
 KINDS: dict[str, str] = {"arrivals/": "training", "retrains/": "retraining", "scoring/": "scoring",
                          "rollouts/": "rollout"}
-# statuses that mean the work failed, per kind (a rollout's `superseded` is no failure: a newer model won)
+# statuses that mean the work failed, per kind (a rollout's `superseded` is no failure: a newer model won; a
+# `skipped` batch had no usable file, so nothing was trained or scored on what was uploaded)
 FAILED: dict[str, frozenset[str]] = {
-    "training": frozenset({"failed", "submit-failed"}),
+    "training": frozenset({"failed", "submit-failed", "skipped"}),
     "retraining": frozenset({"failed"}),
-    "scoring": frozenset({"failed"}),
+    "scoring": frozenset({"failed", "skipped"}),
     "rollout": frozenset({"failed", "rolled_back"}),
 }
 # statuses of unfinished work, per kind (what `waiting_for` explains)
@@ -101,6 +102,10 @@ def failure(kind: str, key: str, value: Mapping[str, Any]) -> dict[str, Any] | N
     if status not in FAILED.get(kind, ()):
         return None
     reason = str(value.get("reason") or "") or f"{kind} {status} (no reason recorded)"
+    rejected = [str(r.get("reason") or name) for name, r in sorted((value.get("rejected") or {}).items())
+                if isinstance(r, Mapping)]
+    if status == "skipped" and rejected:  # which files, and why each was refused (shared/batches.file_problem)
+        reason += ": " + "; ".join(rejected)
     found: dict[str, Any] = {"kind": kind, "record": key, "status": status, "reason": reason,
                              "at": record_time(value)}
     if kind == "rollout":

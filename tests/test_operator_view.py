@@ -372,3 +372,15 @@ def test_what_an_unfinished_batch_waits_for(kind: str, value: dict[str, Any], en
 ])
 def test_what_a_rollout_waits_for_or_why_it_ended(value: dict[str, Any], note: str) -> None:
     assert rollout_note(value, NOW) == note
+
+
+def test_a_batch_with_no_usable_file_is_a_failure_naming_each_refused_file(world: World) -> None:
+    raws = [world.lake.put("heart/b1/part-0.csv", b""), world.lake.put("heart/b1/notes.txt"),
+            world.lake.put("heart/b1/_SUCCESS", b"")]
+    assert [world.deliver(raw).status for raw in raws][-1] == "skipped"
+    code, result = cli_json(world, "status")
+    [failed] = result["failures"]
+    assert code == 0 and (failed["kind"], failed["id"], failed["status"]) == (
+        "training", f"{world.lake.name}/heart/b1", "skipped")
+    assert failed["reason"].startswith("empty batch: no usable file (2 rejected): notes.txt: unreadable format")
+    assert failed["reason"].endswith("; part-0.csv: zero bytes")
