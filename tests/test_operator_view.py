@@ -14,14 +14,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from functions import batch_scoring  # noqa: F401 - importing registers the scoring handlers
 from local.jobrunner import script_failure
+from local.sampledata import LABEL, generate, to_csv_bytes
 from reflex.cli import main
 from reflex.explain import reason_for
 from reflex.records import rollout_note, waiting_for
@@ -31,6 +33,7 @@ from shared.ledger import entry_from
 from shared.platform import DeploymentMetrics
 from tests.conftest import AZURITE, ROOT, Clock, make_settings
 from tests.real_chain import ENDPOINT, HEALTHY, Lake, World, make_world
+from tests.stack_support import LiveStack, live_stack, wait_for
 
 
 def cli(world: World, *argv: str) -> tuple[int, str]:
@@ -384,3 +387,32 @@ def test_a_batch_with_no_usable_file_is_a_failure_naming_each_refused_file(world
         "training", f"{world.lake.name}/heart/b1", "skipped")
     assert failed["reason"].startswith("empty batch: no usable file (2 rejected): notes.txt: unreadable format")
     assert failed["reason"].endswith("; part-0.csv: zero bytes")
+
+
+# ------------------------------------------------------------------------------ on the local stack
+@pytest.fixture
+def live(tmp_path: Path, blob_service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveStack]:
+    yield from live_stack(tmp_path / "run", monkeypatch.setenv)  # blob_service: fails clearly without Azurite
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(600)
+def test_on_the_stack_a_batch_without_the_label_fails_and_status_and_explain_say_why(live: LiveStack) -> None:
+    """Real processes: the host starts training, the job runner runs jobs/train/train.py, which refuses the
+    data; the failure reaches `status` and `explain` with the script's own error line first."""
+    container = live.deps.platform.blobs.get_container_client(live.deps.settings.data_container)
+    rows = [{k: v for k, v in row.items() if k != LABEL} for row in generate(60, seed=3)]
+    container.upload_blob("heart/nolabel/part-0.csv", to_csv_bytes(rows))
+    container.upload_blob("heart/nolabel/_SUCCESS", b"")
+    failed = wait_for("TrainingFailed", lambda: live.published("TrainingFailed"), timeout=300)
+    job = failed[0]["data"]["job"]
+
+    out = io.StringIO()
+    assert main(["--json", "status"], deps=live.deps, stdout=out) == 0
+    [failure] = [f for f in json.loads(out.getvalue())["failures"] if f["kind"] == "training"]
+    assert failure["job"] == job and failure["id"].endswith("/heart/nolabel")
+    assert failure["reason"].startswith(f"job failed: train.py: error: label column '{LABEL}' not found"), failure
+    assert "(training script exited with code 2; log: " in failure["reason"]
+    out = io.StringIO()
+    assert main(["explain", job], deps=live.deps, stdout=out) == 0
+    assert f"training failed: {failure['reason']}" in out.getvalue()
