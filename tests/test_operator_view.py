@@ -279,6 +279,10 @@ from azure.storage.blob import BlobServiceClient
 from shared.log import configure_process
 if sys.argv[1] == "configured":
     configure_process()
+elif sys.argv[1] == "reactions":  # a process whose root logs INFO (the Functions worker), then the reactions' setup
+    logging.basicConfig(level=logging.INFO)
+    from shared import log
+    log.configure()
 else:
     logging.basicConfig(level=logging.INFO)
 client = BlobServiceClient.from_connection_string(sys.argv[2])
@@ -299,9 +303,10 @@ def test_local_process_logs_keep_their_lines_without_the_sdk_http_lines(
 
     plain = stderr("plain")  # what the scoring server's log got: one request and one response block per call
     assert "azure.core.pipeline.policies.http_logging_policy" in plain and "Request URL" in plain
-    configured = stderr("configured")
-    assert "a line of our own" in configured and "http_logging_policy" not in configured
-    assert "Request URL" not in configured
+    for mode in ("configured", "reactions"):  # the scoring server's setup; the host's, the CLI's and the worker's
+        configured = stderr(mode)
+        assert "a line of our own" in configured and "http_logging_policy" not in configured, mode
+        assert "Request URL" not in configured, mode
 
 
 # ------------------------------------------------------------------------------- the words, pure
