@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from shared.settings import Settings
     from shared.state import Record, StateStore
 
-__all__ = ["FAILED", "KINDS", "failure", "read", "record_time", "rollout_note", "waiting_for", "when"]
+__all__ = ["FAILED", "KINDS", "OPEN", "chain_records", "failure", "newest_first", "read", "record_time", "rollout_note",
+           "waiting_for", "when"]
 
 # record prefix -> the kind of work it holds
 KINDS: dict[str, str] = {"arrivals/": "training", "retrains/": "retraining", "scoring/": "scoring",
