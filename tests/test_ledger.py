@@ -91,10 +91,10 @@ def test_scoring_lines_name_scoring_things_apart_from_training_ones() -> None:
     assert entry["decision"] == {"endpoint": "reflex-batch", "deployment": "m-2", "record": "scoring/score/p/s1"}
     delivered = entry_from("scoring.blob", "e1", DELIVERY, reaction.Outcome("acted", "recorded", {"batch": "c/d/b"}),
                            at=0.0)
-    assert delivered["refs"] == {"scoring_blob": [DELIVERY["uri"]], "scoring_batch": ["c/d/b"]}
+    assert delivered["refs"] == {"scoring_blob": [BLOB_URL], "scoring_batch": ["c/d/b"]}
     training = entry_from("data.arrival", "e1", DELIVERY, reaction.Outcome("acted", "recorded", {
         "batch": "c/d/b", "output": "x"}), at=0.0)
-    assert training["refs"] == {"blob": [DELIVERY["uri"]], "batch": ["c/d/b"]} and training["decision"] == {
+    assert training["refs"] == {"blob": [BLOB_URL], "batch": ["c/d/b"]} and training["decision"] == {
         "output": "x"}
 
 

@@ -27,7 +27,7 @@ from local.sampledata import LABEL, generate, to_csv_bytes
 from reflex.cli import main
 from reflex.explain import reason_for
 from reflex.records import rollout_note, waiting_for
-from shared import events, reaction
+from shared import reaction
 from shared.failure import error_line
 from shared.ledger import entry_from
 from shared.platform import DeploymentMetrics
@@ -71,7 +71,8 @@ def train_failure(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_a_failed_training_script_is_reported_by_its_error_line(train_failure: str) -> None:
-    assert train_failure.startswith("train.py: error: label column 'target' not found; columns are: age, sex")
+    assert train_failure.startswith("train.py: error: label column 'target' not found in ")
+    assert "set REFLEX_LABEL_COLUMN" in train_failure and "columns are: age, sex" in train_failure
     assert "(training script exited with code 2; log: " in train_failure
 
 
@@ -120,7 +121,7 @@ def test_a_failed_training_job_and_a_batch_waiting_for_its_marker_show_in_status
 
     code, explained = cli_json(world, "explain", job)
     assert code == 0 and explained["kind"] == "job"
-    assert explained["lineage"] == {"blob": [r["uri"] for r in raws], "batch": [batch], "data": ["heart:b1"],
+    assert explained["lineage"] == {"blob": [r["data"]["url"] for r in raws], "batch": [batch], "data": ["heart:b1"],
                                     "job": [job]}  # the gate names the batch by its record key: the same batch
     [now] = explained["failures"]
     assert (now["kind"], now["id"], now["status"], now["detail"]) == ("training", batch, "failed",
@@ -196,7 +197,7 @@ def test_scoring_failures_and_outputs_show_and_scoring_data_stays_apart_from_tra
                for b in ("s1", "s2")}
     for raws in uploads.values():
         for raw in raws:
-            world.run("scoring.blob", raw, events.delivery_id(raw))
+            world.run("scoring.blob", raw, raw["id"])
     jobs: dict[str, str] = {}
     for _ in range(10):  # the tracker waits for the batch deployment, then submits both batch jobs
         clock.advance(130)
@@ -225,7 +226,7 @@ def test_scoring_failures_and_outputs_show_and_scoring_data_stays_apart_from_tra
     code, explained = cli_json(world, "explain", s2)
     assert code == 0 and explained["kind"] == "scoring_batch"
     lineage = explained["lineage"]
-    assert lineage["scoring_blob"] == [r["uri"] for r in uploads["s2"]] and lineage["scoring_batch"] == [s2]
+    assert lineage["scoring_blob"] == [r["data"]["url"] for r in uploads["s2"]] and lineage["scoring_batch"] == [s2]
     assert lineage["scoring_job"] == [jobs["s2"]] and lineage["model"] == [trained.model]
     assert lineage["batch"] == [trained.batch] and set(lineage["blob"]) == set(trained.blobs)  # its training
     assert explained["failures"][0]["detail"] == f"batch job Failed: {error}"

@@ -202,19 +202,19 @@ def test_a_label_spelled_differently_gets_a_suggestion_and_a_wide_table_a_bounde
 
 
 def test_the_local_job_s_failure_reason_ends_with_the_error_line(tmp_path: Path) -> None:
-    """local/jobrunner.py keeps the last lines of the script's output as the job's error (the failure reason)."""
+    """local/jobrunner.py makes the script's error line the job's reason (first, whole), then the exit code."""
     from local import jobrunner
 
     data = tmp_path / "inputs"
     write_batch(data, generate(40, seed=1), files=1)
     spec = {"kind": "command", "script": str(SCRIPT), "label": "outcome", "task": "classification",
             "run_id": "r", "experiment_id": "0"}
-    with pytest.raises(RuntimeError) as failed:
+    with pytest.raises(jobrunner.JobFailed) as failed:
         jobrunner._train(spec, tmp_path, data)
     reason = str(failed.value)
-    assert reason.startswith("training script exited with code 2: ")
-    tail = reason.rsplit(" | ", 1)[-1]
-    assert tail.startswith("train.py: error: label column 'outcome' not found in ") and "REFLEX_LABEL_COLUMN" in tail
+    assert reason.startswith("train.py: error: label column 'outcome' not found in ")
+    assert "REFLEX_LABEL_COLUMN" in reason
+    assert "(training script exited with code 2; log: " in reason
 
 
 def test_unreadable_file_and_non_empty_output_are_bad_input(tmp_path: Path) -> None:
