@@ -95,7 +95,7 @@ T = TypeVar("T")
 ARM_SCOPE = "https://management.azure.com/.default"
 ML_SCOPE = "https://ml.azure.com/.default"
 # What the command job runs; the code asset (or the environment image) carries jobs/train/train.py.
-TRAIN_COMMAND = ("python train.py --data ${{inputs.data}} --label-column LABEL --task TASK "
+TRAIN_COMMAND = ("python train.py --data ${{inputs.data}} --label LABEL --task TASK "
                  "--model-output ${{outputs.model}}")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,254}")
 _PINNED_ENV_RE = re.compile(r"azureml:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+|azureml://registries/[^/]+/environments/"

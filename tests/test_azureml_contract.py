@@ -58,9 +58,33 @@ def test_training_submission_costs_two_requests_with_a_pinned_environment(svc: A
     assert props["inputs"]["data"] == {"jobInputType": "uri_folder", "uri": svc.ws_path + "/data/sales/versions/7"}
     assert props["outputs"]["model"]["jobOutputType"] == "mlflow_model"
     assert "${{inputs.data}}" in props["command"] and "${{outputs.model}}" in props["command"]
-    assert "--label-column churned" in props["command"] and "codeId" not in props
+    assert "--label churned" in props["command"] and "codeId" not in props
     assert props["tags"] == {"reflex.trigger": "blob", "reflex.managed": "true"}
     assert job.name == REQ.job_name and job.status == "NotStarted" and job.kind == "command"
+
+
+def test_the_command_the_job_runs_is_one_train_py_accepts(svc: AmlService) -> None:
+    """The command Azure ML runs (inputs and outputs resolved to paths) parses with train.py's own parser: a flag
+    train.py does not know would fail every job at its first line, which no local run would show."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs" / "train"))
+    try:
+        import train
+    finally:
+        sys.path.pop(0)
+    with azure_platform(svc) as p:
+        p.register_data(name="sales", version="7", path=DATA, tags={})
+        p.submit_training(REQ)
+    command = _body(svc)["properties"]["command"]
+    argv = shlex.split(command.replace("${{inputs.data}}", "/mnt/data").replace("${{outputs.model}}", "/mnt/model")
+                       .replace("${{inputs.champion}}", "/mnt/champion"))
+    assert argv[:2] == ["python", "train.py"]
+    args = train.parse_args(argv[2:])
+    assert (args.label, args.task, str(args.data), str(args.model_output)) == (
+        REQ.label_column, REQ.task, "/mnt/data", "/mnt/model")
 
 
 def test_code_asset_is_referenced_not_uploaded(svc: AmlService) -> None:
