@@ -37,8 +37,10 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from sklearn.tree import DecisionTreeClassifier
 
     root = tmp_path_factory.mktemp("registry")
-    previous = mlflow.get_tracking_uri()
+    # both URIs: an earlier test in the same process may have pointed the registry at a server now stopped
+    previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
     try:
         experiment = mlflow.create_experiment("scoring-input", artifact_location=(root / "artifacts").as_uri())
         frame = pd.DataFrame(generate(120, seed=5))
@@ -52,6 +54,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"{name}:1"
     finally:
         mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous_registry)
 
 
 @pytest.fixture
