@@ -7,10 +7,12 @@ loaded as `models:/<name>/<version>`, the URI form MLflow's registry serves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,22 @@ def _run(script: Path, cwd: Path, uri: str, *args: str | Path) -> subprocess.Com
                           text=True, timeout=300)
 
 
+@contextlib.contextmanager
+def mlflow_at(uri: str) -> Iterator[None]:
+    """Tracking and registry both at `uri`, then back: an earlier test in the same process may have pointed the
+    registry at a server that has stopped since (the registry URI does not follow the tracking URI once set)."""
+    import mlflow
+
+    previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous_registry)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A champion trained on 304 rows and registered as heart:1; a challenger trained on 96 rows scoring it."""
@@ -42,13 +60,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     done = _run(TRAIN, root, uri, "--data", big, "--label", LABEL, "--task", "classification",
                 "--model-output", root / "m1", "--metrics-output", root / "m1.json")
     assert done.returncode == 0, done.stderr
-    mlflow.set_tracking_uri(uri)
-    try:
+    with mlflow_at(uri):
         client = mlflow.MlflowClient()
         [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
         version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "heart")
-    finally:
-        mlflow.set_tracking_uri(None)
     assert str(version.version) == "1"
     challenger = _run(TRAIN, root, uri, "--data", small, "--label", LABEL, "--task", "classification",
                       "--model-output", root / "m2", "--metrics-output", root / "m2.json",
@@ -69,13 +84,10 @@ def test_the_challengers_job_scores_the_champion_on_the_same_holdout_rows(world:
     assert metrics["champion.failed"] == 0 and 0.5 < metrics["champion.auc"] <= 1.0
     assert metrics["champion.auc"] != own["auc"]  # its own number came from other rows; this one from these 24
     assert "models:/heart/1 scored on 24 rows" in done.stderr
-    mlflow.set_tracking_uri(str(world["uri"]))
-    try:
+    with mlflow_at(str(world["uri"])):
         client = mlflow.MlflowClient()
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   filter_string="params.champion_model = 'models:/heart/1'")
-    finally:
-        mlflow.set_tracking_uri(None)
     [run] = runs
     assert run.data.metrics["champion.auc"] == pytest.approx(metrics["champion.auc"])  # what the gate reads
 
