@@ -73,8 +73,12 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 180.0
 
 
 def live_stack(root: Path, setenv: Callable[[str, str], None],
-               extra: Mapping[str, str] | None = None, *, func: bool = False) -> Iterator[LiveStack]:
-    """A stack of this test's own (`local.stack.ephemeral`), its settings seen by this process too."""
+               extra: Mapping[str, str] | None = None, *, func: bool = False,
+               environ: Mapping[str, str] | None = None) -> Iterator[LiveStack]:
+    """A stack of this test's own (`local.stack.ephemeral`), its settings seen by this process too.
+
+    Settings are layered as `make stack` does: `<root>/local.settings.json` (a test may write one first, as a
+    user would), then `environ` (default: this process's environment), then the quick plan and `extra`."""
     from shared.deps import get_deps, reset_deps
     from shared.settings import reset_cache
 
@@ -83,7 +87,7 @@ def live_stack(root: Path, setenv: Callable[[str, str], None],
     # by latency noise (that judgement is tested on the fake platform): ratio 10.
     quick = {"REFLEX_BAKE_SECONDS": "4", "REFLEX_RECONCILE_SCHEDULE": "*/2 * * * * *", "REFLEX_MIN_REQUESTS": "0",
              "REFLEX_MAX_LATENCY_RATIO": "10", "REFLEX_MAX_LATENCY_MS": "10000"}
-    with ephemeral(root, {**quick, **(extra or {})}, func=func) as stack:
+    with ephemeral(root, {**quick, **(extra or {})}, func=func, environ=environ) as stack:
         env = stack.env()
         for key, value in env.items():
             setenv(key, value)

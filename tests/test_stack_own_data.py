@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack_support import LiveStack, wait_for
+from tests.stack_support import LiveStack, live_stack, wait_for
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.stack]
 
@@ -29,9 +29,6 @@ USER_SETTINGS = {"REFLEX_MODEL_NAME": MODEL, "REFLEX_ENDPOINTS": f"{MODEL}={ENDP
 @pytest.fixture
 def live(tmp_path: Path, blob_service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveStack]:
     from local.env import ROOT
-    from local.stack import ephemeral
-    from shared.deps import get_deps, reset_deps
-    from shared.settings import reset_cache
 
     root = tmp_path / "run"
     root.mkdir()
@@ -40,19 +37,7 @@ def live(tmp_path: Path, blob_service: Any, monkeypatch: pytest.MonkeyPatch) -> 
     (root / "local.settings.json").write_text(json.dumps(settings, indent=2))
     # the process environment wins over the file (as func start does): keep this test's own REFLEX_* out of it
     environ = {k: v for k, v in os.environ.items() if not k.startswith("REFLEX_")}
-    quick = {"REFLEX_BAKE_SECONDS": "4", "REFLEX_RECONCILE_SCHEDULE": "*/2 * * * * *", "REFLEX_MIN_REQUESTS": "0",
-             "REFLEX_MAX_LATENCY_RATIO": "10", "REFLEX_MAX_LATENCY_MS": "10000"}
-    with ephemeral(root, quick, environ=environ) as stack:
-        env = stack.env()
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        reset_cache()
-        reset_deps()
-        try:
-            yield LiveStack(stack, env, get_deps())
-        finally:
-            reset_cache()
-            reset_deps()
+    yield from live_stack(root, monkeypatch.setenv, environ=environ)
 
 
 def cli(live: LiveStack, *argv: str) -> tuple[int, dict[str, Any]]:
