@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from aml_harness import azure_platform  # noqa: E402
 
-from shared.platform import BatchDeploymentSpec, TrainingRequest  # noqa: E402
+from shared.core.platform import BatchDeploymentSpec, TrainingRequest  # noqa: E402
 from testing.aml_service import AmlService  # noqa: E402
 
 DATA = "azureml://datastores/reflexdata/paths/sales/b1/"

@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000, help="rows to batch-score")
     args = parser.parse_args(argv)
-    from shared.deps import get_deps, reset_deps
-    from shared.settings import reset_cache
+    from shared.core.deps import get_deps, reset_deps
+    from shared.core.settings import reset_cache
 
     with tempfile.TemporaryDirectory(prefix="reflex-bench-") as tmp, ephemeral(Path(tmp) / "run") as stack:
         os.environ.update(stack.env())

@@ -1,6 +1,6 @@
 """Coalescing bench: a burst of N blobs (each event delivered 3 times, shuffled) -> how many jobs and Azure ML calls?
 
-Reflex's data arrival (shared/arrival.py) against real Azurite state and a real data container, with the
+Reflex's data arrival (shared/arrival/flow.py) against real Azurite state and a real data container, with the
 behavioural fake platform counting every platform call, side by side with the naive baseline measured in the
 same run on the same deliveries (BlobCreated events as the local host builds them, in Microsoft's documented
 shape): a plain function that registers data and submits one job per blob event. Reflex should submit 1 job
@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from local.host.blobs import blob_created_event  # noqa: E402
-from shared import reaction  # noqa: E402
-from shared.deps import Deps  # noqa: E402
-from shared.platform import TrainingRequest  # noqa: E402
-from shared.publish import Publisher  # noqa: E402
-from shared.settings import load  # noqa: E402
-from shared.state import BlobStateStore  # noqa: E402
+from shared.core import reaction  # noqa: E402
+from shared.core.deps import Deps  # noqa: E402
+from shared.core.platform import TrainingRequest  # noqa: E402
+from shared.core.publish import Publisher  # noqa: E402
+from shared.core.settings import load  # noqa: E402
+from shared.core.state import BlobStateStore  # noqa: E402
 from testing.fake_platform import FakePlatform  # noqa: E402
 
 STORAGE = "UseDevelopmentStorage=true"
@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     from azure.storage.blob import BlobServiceClient
 
-    from shared.log import configure
+    from shared.core.log import configure
 
     configure()
     logging.getLogger("reflex").setLevel(logging.WARNING)

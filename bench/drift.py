@@ -1,4 +1,4 @@
-"""Drift check throughput and memory: streaming CSV -> PSI (shared.drift) vs the naive pandas way, same run.
+"""Drift check throughput and memory: streaming CSV -> PSI (shared.monitoring.drift) vs the naive pandas way, same run.
 
 Why: the drift timer runs on a Functions worker; it must stay within a small memory budget whatever the size
 of the recent data. This bench generates a training set and a drifted "recent" set (10 numeric + 2
@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.drift import Profile, ProfileBuilder, compare, psi  # noqa: E402
-from shared.tabular import iter_csv_rows  # noqa: E402
+from shared.batches.tabular import iter_csv_rows  # noqa: E402
+from shared.monitoring.drift import Profile, ProfileBuilder, compare, psi  # noqa: E402
 
 CHUNK = 4 * 1024 * 1024
 THRESHOLD = 0.25

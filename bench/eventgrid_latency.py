@@ -12,9 +12,9 @@ part to the reconciler. This measures it: each case runs in a fresh Python proce
 
 Reactions (the code the Event Grid triggers run, with the Azure ML adapter):
 * `arrival`: BlobCreated of a batch's last file -> data asset + training job (`register_data` + `submit_training`,
-  the AML part of `shared.arrival._submit`; listing the batch in Storage is not an AML round trip and not counted);
-* `registration`: RunCompleted -> gate + registration (`shared.registration.handle_run_event`, the real handler);
-* `rollout`: ModelRegistered -> the rollout's first step (`shared.rollout_reactions.handle_model_registered`,
+  the AML part of `shared.arrival.flow._submit`; listing the batch in Storage is not an AML round trip and not counted);
+* `registration`: RunCompleted -> gate + registration (`shared.registration.flow.handle_run_event`, the real handler);
+* `rollout`: ModelRegistered -> the rollout's first step (`shared.rollout.reactions.handle_model_registered`,
   the real handler) on an endpoint whose live deployment serves the previous model: the first step reads the
   model, the endpoint and the quota and begins the new deployment, then returns; the reconciler does the rest.
 
@@ -57,13 +57,14 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
     from aml_harness import FakeCredential
 
     from local import amlevents
-    from shared import registration, rollout_reactions
     from shared.azureml import AzureMLPlatform
-    from shared.deps import Deps
-    from shared.platform import REFLEX_TAG, TrainingRequest
-    from shared.publish import Publisher
-    from shared.settings import load
-    from shared.state import MemoryStateStore
+    from shared.core.deps import Deps
+    from shared.core.platform import REFLEX_TAG, TrainingRequest
+    from shared.core.publish import Publisher
+    from shared.core.settings import load
+    from shared.core.state import MemoryStateStore
+    from shared.registration import flow as registration
+    from shared.rollout import reactions as rollout_reactions
     from testing.aml_service import AmlService
 
     svc = AmlService()

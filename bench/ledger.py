@@ -1,6 +1,6 @@
 """Ledger bench: what does rolling a day's append blob over into parts cost, writing and reading?
 
-The lineage ledger (shared/ledger.py) on Azurite, side by side with a baseline measured in the same run:
+The lineage ledger (shared/core/ledger.py) on Azurite, side by side with a baseline measured in the same run:
 - appends/s: `BlobLedger.append` (one `append_block` per line; parts of `--limit` blocks, so it rolls over
   several times) against a bare `append_block` loop on one pre-created append blob, the same lines; once from
   one thread, once from `--threads` threads (each its own BlobLedger, like separate workers). Every line is
@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.ledger import MAX_BLOCKS, BlobLedger  # noqa: E402
+from shared.core.ledger import MAX_BLOCKS, BlobLedger  # noqa: E402
 
 STORAGE = "UseDevelopmentStorage=true"
 NOW = 1_700_000_000.0  # 2023-11-14

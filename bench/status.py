@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT)]
 from azure.storage.blob import BlobServiceClient  # noqa: E402
 
 from reflex import status  # noqa: E402
-from shared.state import BlobStateStore  # noqa: E402
+from shared.core.state import BlobStateStore  # noqa: E402
 from tests.conftest import AZURITE, Clock, make_deps, make_settings  # noqa: E402
 
 ROUNDS = 5

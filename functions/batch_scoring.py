@@ -1,6 +1,6 @@
 """Batch scoring triggers: a blob in the scoring container, the scoring schedule and the job tracker. Thin.
 
-The flow is shared/scoring.py. `on_scoring_blob` is an Event Grid trigger on `Microsoft.Storage.BlobCreated`
+The flow is shared/scoring/flow.py. `on_scoring_blob` is an Event Grid trigger on `Microsoft.Storage.BlobCreated`
 for the scoring container (subscription `reflex-on-scoring-blob`); it hands the runner the event (url, eTag,
 contentLength, api), never the blob's content (why not a blob trigger: functions/data_arrival.py).
 `batch_tracker` runs on the reconcile schedule to complete quiet batches, retry batches waiting for a champion
@@ -15,31 +15,31 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction
+from shared.core import events, reaction
 
 if TYPE_CHECKING:
-    from shared.deps import Deps
+    from shared.core.deps import Deps
 
 bp = func.Blueprint()
 
 
 @reaction.handler("scoring.blob")
 def handle_scoring_blob(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import scoring
+    from shared.scoring import flow as scoring
 
     return scoring.handle_blob(payload, deps)
 
 
 @reaction.handler("scoring.track")
 def handle_track(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import scoring
+    from shared.scoring import flow as scoring
 
     return scoring.track(deps)
 
 
 @reaction.handler("scoring.scheduled")
 def handle_scheduled(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import scoring
+    from shared.scoring import flow as scoring
 
     return scoring.scheduled(deps)
 

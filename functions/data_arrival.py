@@ -1,4 +1,4 @@
-"""Data arrival triggers: a blob in the data container, and the sweep timer. Thin: the flow is shared/arrival.py.
+"""Data arrival triggers: a blob in the data container, and the sweep timer. Thin: the flow is shared/arrival/flow.py.
 
 `on_data_blob` is an Event Grid trigger on `Microsoft.Storage.BlobCreated` from the storage account's system
 topic (subscription `reflex-on-data-blob`: subject begins with the data container's path, `data.api` one that
@@ -18,24 +18,24 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction
+from shared.core import events, reaction
 
 if TYPE_CHECKING:
-    from shared.deps import Deps
+    from shared.core.deps import Deps
 
 bp = func.Blueprint()
 
 
 @reaction.handler("data.arrival")
 def handle_arrival(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import arrival
+    from shared.arrival import flow as arrival
 
     return arrival.handle_blob(payload, deps)
 
 
 @reaction.handler("data.sweep")
 def handle_sweep(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import arrival
+    from shared.arrival import flow as arrival
 
     return arrival.sweep(deps)
 

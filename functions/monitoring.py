@@ -1,5 +1,6 @@
-"""Monitoring timers: health check, drift check and scheduled retraining. Thin: the flows are shared/health.py,
-shared/drift_check.py and shared/retrain.py. Handlers are registered here so the CLI can replay them."""
+"""Monitoring timers: health check, drift check and scheduled retraining. Thin: the flows are
+shared/monitoring/health.py, shared/monitoring/drift_check.py and shared/monitoring/retrain.py. Handlers are
+registered here so the CLI can replay them."""
 
 from __future__ import annotations
 
@@ -7,31 +8,31 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import reaction
+from shared.core import reaction
 
 if TYPE_CHECKING:
-    from shared.deps import Deps
+    from shared.core.deps import Deps
 
 bp = func.Blueprint()
 
 
 @reaction.handler("monitoring.health")
 def handle_health(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import health
+    from shared.monitoring import health
 
     return health.check(deps)
 
 
 @reaction.handler("monitoring.drift")
 def handle_drift(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import drift_check
+    from shared.monitoring import drift_check
 
     return drift_check.check(deps)
 
 
 @reaction.handler("monitoring.retrain")
 def handle_retrain(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import drift_check
+    from shared.monitoring import drift_check
 
     return drift_check.scheduled_retrain(deps)
 

@@ -1,5 +1,5 @@
 """Registration gate trigger: Azure ML `RunCompleted` and `RunStatusChanged` (Event Grid). The flow is
-shared/registration.py; the handler is registered here so the CLI can replay its dead letters."""
+shared/registration/flow.py; the handler is registered here so the CLI can replay its dead letters."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction
+from shared.core import events, reaction
 
 if TYPE_CHECKING:
-    from shared.deps import Deps
+    from shared.core.deps import Deps
 
 bp = func.Blueprint()
 
 
 @reaction.handler("registration.run_event")
 def handle_run_event(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import registration
+    from shared.registration import flow as registration
 
     return registration.handle_run_event(payload, deps)
 

@@ -1,6 +1,6 @@
 """Rollout triggers: `on_model_registered` (Event Grid: Azure ML's ModelRegistered, or Reflex's own) and the
 `reconcile` timer that advances every unfinished rollout one step. Thin: the reactions are
-shared/rollout_reactions.py, imported on first use so a cold start does not pay for the rollout machinery.
+shared/rollout/reactions.py, imported on first use so a cold start does not pay for the rollout machinery.
 """
 
 from __future__ import annotations
@@ -9,24 +9,24 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction
+from shared.core import events, reaction
 
 if TYPE_CHECKING:
-    from shared.deps import Deps
+    from shared.core.deps import Deps
 
 bp = func.Blueprint()
 
 
 @reaction.handler("rollout.model_registered")
 def handle_model_registered(raw: Any, deps: Deps) -> reaction.Outcome:
-    from shared import rollout_reactions
+    from shared.rollout import reactions as rollout_reactions
 
     return rollout_reactions.handle_model_registered(raw, deps)
 
 
 @reaction.handler("rollout.reconcile")
 def handle_reconcile(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared import rollout_reactions
+    from shared.rollout import reactions as rollout_reactions
 
     return rollout_reactions.handle_reconcile(payload, deps)
 

@@ -6,10 +6,11 @@ AutoML (no featurization sweep, no ensembling, no early termination policy); the
 `reflex.automl=local-search` so nobody mistakes one for the other. It logs the same metrics the command job
 logs (`auc`, `accuracy` or `rmse`, `r2`, plus the AutoML-style primary metric name) and an MLflow model named
 `best_model` to the active run: the output name Azure ML AutoML gives its model (`outputs.best_model`, see
-`shared.platform.MODEL_OUTPUTS`), so a Reflex that registered AutoML from `model` fails here as on Azure.
+`shared.core.platform.MODEL_OUTPUTS`), so a Reflex that registered AutoML from `model` fails here as on Azure.
 
 It takes what an Azure ML AutoML job takes (shared/azureml.py builds that job): `training_data`, an `mltable`
-folder read through its `MLTable` file (shared/mltable.py writes it; without one this fails, as Azure's job does),
+folder read through its `MLTable` file (shared/batches/mltable.py writes it; without one this fails, as Azure's
+job does),
 `target_column_name`, the task, `primary_metric` and the limits `max_trials`, `timeout_minutes` and
 `enable_early_termination` (recorded: three candidates leave no room for an early-termination policy).
 
@@ -96,7 +97,7 @@ def read_mltable(folder: Path) -> Any:
     """The rows an `mltable` input holds: the files its MLTable file lists, read by its transformation."""
     import pandas as pd
 
-    from shared.mltable import MLTABLE, parse
+    from shared.batches.mltable import MLTABLE, parse
 
     table = folder / MLTABLE
     if not table.is_file():
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     import mlflow.sklearn
 
-    from shared.platform import model_output
+    from shared.core.platform import model_output
 
     frame = read_mltable(args.training_data)
     model, best, metrics, trials = search(frame, label, args.task, primary_metric=args.primary_metric,

@@ -5,10 +5,10 @@ the rows to `predictions.csv` in the job's output folder; the service refuses an
 Locally the job runner downloads the input from Azurite and this writes the output to the output container,
 create-only, so a reused output path fails the job instead of overwriting an earlier result.
 
-Which files: those the Azure ML MLflow batch driver reads (shared/formats.py SCORING_FORMATS, directly in the
+Which files: those the Azure ML MLflow batch driver reads (shared/batches/formats.py SCORING_FORMATS, directly in the
 folder). Each is predicted on its own, as the driver calls `predict` once per file; a file that lacks a column
 of the model's signature fails the job, naming the file, the missing and the unexpected columns
-(shared/model_input.py), before anything is written.
+(shared/scoring/model_input.py), before anything is written.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def score_folder(*, model: str, data: Path, service: Any, output: dict[str, str]
 
     from local.blobs import upload_file
     from local.tables import read_table, table_files
-    from shared.formats import describe
-    from shared.model_input import column_problem
+    from shared.batches.formats import describe
+    from shared.scoring.model_input import column_problem
 
     name, _, version = model.partition(":")
     loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")

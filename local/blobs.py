@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.errors import PermanentError, map_azure_error
+from shared.core.errors import PermanentError, map_azure_error
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
 
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
 __all__ = ["datastores", "resolve", "download_folder", "folder_has_blobs", "upload_file"]
 

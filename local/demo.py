@@ -123,7 +123,7 @@ ROLLOUT_ENDS = {"Reflex.RolloutPromoted": True, "Reflex.RolloutRolledBack": Fals
 
 
 def ends_rollout(event: dict[str, Any], model: str, version: str) -> bool:
-    """Whether `event` is the end of the rollout of model:version (its data names both, shared/rollout_flow.py)."""
+    """Whether `event` is the end of the rollout of model:version (its data names both, shared/rollout/flow.py)."""
     data = event.get("data") or {}
     return (event.get("eventType") in ROLLOUT_ENDS and str(data.get("model")) == model
             and str(data.get("version")) == version)
@@ -234,7 +234,7 @@ class ClientTraffic:
 
 class Demo:
     def __init__(self, timeout: float, deps: Any = None) -> None:
-        from shared.deps import get_deps
+        from shared.core.deps import get_deps
 
         self.deps = deps or get_deps()
         self.settings = self.deps.settings
@@ -253,7 +253,7 @@ class Demo:
                 c.create_container()
 
     def _blob_service(self) -> Any:
-        from shared.storage import blob_service
+        from shared.adapters.storage import blob_service
 
         return blob_service(self.settings)
 
@@ -415,7 +415,7 @@ class Demo:
 
 def last_log_line(job: str) -> str:
     """The last non-empty line the local job wrote (`<run>/jobs/<job>/user_logs.txt`), or ''."""
-    from shared.state import key_part
+    from shared.core.state import key_part
 
     run_dir = Path(os.environ.get("REFLEX_LOCAL_RUN_DIR") or "run/current")
     path = run_dir / "jobs" / key_part(job) / "user_logs.txt"
@@ -440,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                                                               "drop the MLflow registry and Reflex's containers")
     args = parser.parse_args(argv)
     from local import stack
-    from shared.deps import reset_deps
-    from shared.settings import reset_cache
+    from shared.core.deps import reset_deps
+    from shared.core.settings import reset_cache
 
     if args.fresh:
         stack.reset(stack.Stack())

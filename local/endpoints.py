@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from local import procs
-from shared.errors import PermanentError
-from shared.platform import (
+from shared.core.errors import PermanentError
+from shared.core.platform import (
     REFLEX_TAG,
     SUCCEEDED,
     Deployment,
@@ -41,7 +41,7 @@ from shared.platform import (
     require_reflex_owned,
     traffic_problems,
 )
-from shared.state import StateStore, key_part
+from shared.core.state import StateStore, key_part
 
 __all__ = ["Endpoints", "load_model", "provision_from_env", "predict"]
 
@@ -66,14 +66,14 @@ def load_model(model: str) -> Any:
 
 
 def predict(model: str, body: Any) -> list[Any]:
-    """Predictions for a request body in one of `shared.model_input.ACCEPTED_SHAPES`.
+    """Predictions for a request body in one of `shared.scoring.model_input.ACCEPTED_SHAPES`.
 
     Raises ValueError (a 400 for the caller) for another shape, naming it and listing the accepted ones
     (`RequestShapeError`), or for rows that lack columns the model needs, naming the missing and unexpected ones.
     """
     import pandas as pd
 
-    from shared.model_input import column_problem, parse_request
+    from shared.scoring.model_input import column_problem, parse_request
 
     request = parse_request(body)
     frame = pd.DataFrame(request.rows, columns=request.columns)
@@ -268,7 +268,7 @@ class Endpoints:
         except Exception:  # scored below as the 500 the counters must see
             log.warning("model %s of %s/%s does not load", dep.model, endpoint, dep.name)
         started = time.perf_counter()
-        from shared.model_input import ACCEPTED_SHAPES, RequestShapeError
+        from shared.scoring.model_input import ACCEPTED_SHAPES, RequestShapeError
 
         try:
             result = InvokeResult(200, json.dumps(predict(dep.model, body)), 0.0)
@@ -345,7 +345,7 @@ def provision_from_env(endpoint: str, deployment: str) -> int:
     """Child process: load the deployment's model, then record Succeeded or Failed (same generation only)."""
     from azure.storage.blob import BlobServiceClient
 
-    from shared.state import BlobStateStore
+    from shared.core.state import BlobStateStore
 
     service = BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])  # noqa: SIM112 - the host's name
     store = BlobStateStore(service.get_container_client(os.environ["REFLEX_STATE_CONTAINER"]))

@@ -27,13 +27,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from shared.failure import error_line
+from shared.core.failure import error_line
 
 __all__ = ["JobFailed", "main", "run_job", "script_failure"]
 
 
 class JobFailed(Exception):
-    """The job's own program failed; the message is the reason as is (its error line first, `shared.failure`)."""
+    """The job's own program failed; the message is the reason as is (its error line first, `shared.core.failure`)."""
 
 
 def _blob_service() -> Any:
@@ -86,7 +86,7 @@ def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
 
 def script_failure(output: str, code: int, log_path: Path, what: str = "training script") -> str:
     """The job's reason when the user's script failed: the line of its output that states the error first
-    (`shared.failure.error_line`: the script's `train.py: error: …`, or the exception a traceback ends with),
+    (`shared.core.failure.error_line`: the script's `train.py: error: …`, or the exception a traceback ends with),
     then the exit code and where the whole log is."""
     said = error_line(output) or f"the {what} printed nothing"
     return f"{said} ({what} exited with code {code}; log: {log_path})"
@@ -97,7 +97,7 @@ def _ensure_model_logged(spec: dict[str, Any], model_dir: Path) -> None:
     script's saved model folder if it logged no model itself."""
     from mlflow import MlflowClient
 
-    from shared.platform import model_output
+    from shared.core.platform import model_output
 
     out = model_output(spec["kind"])
     client = MlflowClient()

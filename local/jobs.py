@@ -18,9 +18,9 @@ from typing import Any
 
 from local import procs
 from local.mlflow_errors import NotFound, mlflow_errors
-from shared.errors import PermanentError
-from shared.platform import Job, model_output
-from shared.state import StateStore, key_part
+from shared.core.errors import PermanentError
+from shared.core.platform import Job, model_output
+from shared.core.state import StateStore, key_part
 
 __all__ = ["Jobs", "JOB_NAME_TAG"]
 

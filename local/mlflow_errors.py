@@ -1,4 +1,4 @@
-"""MLflow and HTTP failures mapped onto Reflex's retry intent, as shared/errors.py does for azure-core.
+"""MLflow and HTTP failures mapped onto Reflex's retry intent, as shared/core/errors.py does for azure-core.
 
 `RESOURCE_DOES_NOT_EXIST` becomes `NotFound` (callers turn it into `None`, the protocol's "not there");
 throttling, server errors and connection loss become `TransientError`; everything else (invalid parameters,
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.errors import PermanentError, ReflexError, TransientError
+from shared.core.errors import PermanentError, ReflexError, TransientError
 
 __all__ = ["NotFound", "mlflow_errors", "TRANSIENT_CODES"]
 

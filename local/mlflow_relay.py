@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from local import amlevents
-from shared.platform import REFLEX_TAG
+from shared.core.platform import REFLEX_TAG
 
 __all__ = ["WEBHOOK_NAME", "verify", "to_event", "ensure_webhook", "SERVER_ENV"]
 

@@ -1,4 +1,4 @@
-"""`LocalPlatform`: the MLflow-backed implementation of `shared.platform.MLPlatform` for running offline.
+"""`LocalPlatform`: the MLflow-backed implementation of `shared.core.platform.MLPlatform` for running offline.
 
 Why MLflow: Azure ML has no emulator, and MLflow is the real thing Azure ML itself speaks for tracking and
 models. The mapping, part by part:
@@ -37,8 +37,8 @@ from local.endpoints import Endpoints
 from local.env import ROOT
 from local.jobs import JOB_NAME_TAG, Jobs
 from local.mlflow_errors import NotFound, mlflow_errors
-from shared.errors import PermanentError, TransientError
-from shared.platform import (
+from shared.core.errors import PermanentError, TransientError
+from shared.core.platform import (
     CHAMPION_TAG,
     SUCCEEDED,
     BatchDeploymentSpec,
@@ -54,10 +54,10 @@ from shared.platform import (
     TrainingRequest,
     cores_needed,
 )
-from shared.state import BlobStateStore, StateStore, key_part
+from shared.core.state import BlobStateStore, StateStore, key_part
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
 __all__ = ["LocalPlatform", "PROPERTY_PREFIX", "VM_CORES"]
 
@@ -107,7 +107,7 @@ class LocalPlatform:
         import mlflow
         from mlflow import MlflowClient
 
-        from shared.storage import blob_service
+        from shared.adapters.storage import blob_service
 
         if not settings.mlflow_tracking_uri:
             raise PermanentError("local platform: MLFLOW_TRACKING_URI is not set (start the stack: make stack)")

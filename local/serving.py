@@ -4,7 +4,7 @@
     POST /endpoints/<name>/score      body as Azure ML takes it, {"input_data": {"columns", "index", "data"}}, or
                                       {"data": [{…}]}; header `azureml-model-deployment` picks a deployment.
                                       Any other shape is a 400 that names it and lists the accepted ones
-                                      (shared/model_input.py), as is a row without a column the model needs.
+                                      (shared/scoring/model_input.py), as is a row without a column the model needs.
     POST /mlflow/webhooks             MLflow registry webhook -> ModelRegistered to the local host
     POST /models/warm                 body {"model": "name:version"}: load it now (the provisioner calls this)
     GET  /health
@@ -32,7 +32,7 @@ _SCORE = re.compile(r"^/endpoints/([A-Za-z0-9-]+)/score/?$")
 
 def make_handler(platform: Any, secret: str) -> type[BaseHTTPRequestHandler]:
     from local import amlevents, mlflow_relay
-    from shared.errors import PermanentError
+    from shared.core.errors import PermanentError
 
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
@@ -60,7 +60,7 @@ def make_handler(platform: Any, secret: str) -> type[BaseHTTPRequestHandler]:
             self._reply(404, json.dumps({"error": f"no route {self.path}"}))
 
         def _score(self, endpoint: str, raw: bytes) -> None:
-            from shared.model_input import ACCEPTED_SHAPES
+            from shared.scoring.model_input import ACCEPTED_SHAPES
 
             try:
                 body = json.loads(raw or b"{}")
@@ -107,7 +107,7 @@ def make_handler(platform: Any, secret: str) -> type[BaseHTTPRequestHandler]:
 
 def serve(port: int, *, secret: str) -> None:
     from local.platform import LocalPlatform
-    from shared.settings import load
+    from shared.core.settings import load
 
     platform = LocalPlatform.from_settings(load())
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(platform, secret))
@@ -119,7 +119,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Local online endpoints over HTTP")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args()
-    from shared.log import configure_process
+    from shared.core.log import configure_process
 
     configure_process()  # INFO to serving.log, without the Azure SDK's HTTP line per storage call
     serve(args.port, secret=os.environ.get("REFLEX_LOCAL_WEBHOOK_SECRET", "local-webhook-secret"))

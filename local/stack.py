@@ -15,7 +15,7 @@ root, free ports and their own containers, so they never touch a stack the user 
 
 Settings: `local.settings.json` Values (created from the example when absent), then the environment wins
 (local/env.py `layered_settings`, as `func start` does), then the stack's own (ports, run folder) and any
-explicit overrides (the demo's, a test's). They are validated with shared/settings.py before anything starts:
+explicit overrides (the demo's, a test's). They are validated with shared/core/settings.py before anything starts:
 a bad setting stops `make stack` with the setting named on the console. The result is written to
 `<run>/settings.json` and every component gets exactly those values, also when restarted.
 """
@@ -144,7 +144,7 @@ class Stack:
 
     def _check(self, layered: Layered) -> None:
         """Validate before anything starts; a bad setting stops here, named, with where its value came from."""
-        from shared.settings import SettingsError, load
+        from shared.core.settings import SettingsError, load
 
         try:
             load({**self._environ, **layered.values})

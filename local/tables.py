@@ -1,4 +1,4 @@
-"""Read a downloaded data folder into one DataFrame, choosing files by the formats of shared/formats.py.
+"""Read a downloaded data folder into one DataFrame, choosing files by the formats of shared/batches/formats.py.
 
 Shared by the local AutoML search (training: every readable file at any depth, as train.py reads a batch) and
 local batch scoring (scoring: only the files directly in the folder, as Azure ML's MLflow batch driver reads
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.formats import Purpose, data_format
+from shared.batches.formats import Purpose, data_format
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -13,7 +13,7 @@ import signal
 import sys
 
 from reflex.cli import main
-from shared.log import quiet_sdk_loggers
+from shared.core.log import quiet_sdk_loggers
 
 
 def run() -> int:

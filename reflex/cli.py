@@ -11,7 +11,7 @@
     python -m reflex [--json] rollout MODEL:VERSION [--why TEXT] [--by NAME]
     python -m reflex [--json] train BATCH [--why TEXT] [--by NAME]
 
-It works through the same functions the triggers use (`shared.reaction.run`, the state store, the ledger,
+It works through the same functions the triggers use (`shared.core.reaction.run`, the state store, the ledger,
 the platform protocol), so a replay is exactly a redelivery (idempotency still applies) and a rollback goes
 through the rollout machinery. Exit codes: 0 done, 1 the operation did not (fully) succeed, 2 bad input or
 unknown id, 3 a part of the stack is not running (the message names it and how to start it).
@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from reflex.explain import PRIORITY, detect_kinds, reason_for, walk
 from reflex.records import chain_records
 from reflex.stack import StackDown, load_local_settings, probe_platform, probe_storage
-from shared import reaction
-from shared.control import read_control, write_control
-from shared.errors import ReflexError, TransientError
-from shared.ledger import MemoryLedger
+from shared.core import reaction
+from shared.core.control import read_control, write_control
+from shared.core.errors import ReflexError, TransientError
+from shared.core.ledger import MemoryLedger
 
 if TYPE_CHECKING:
-    from shared.deps import Deps
-    from shared.ledger import Ledger
+    from shared.core.deps import Deps
+    from shared.core.ledger import Ledger
 
 __all__ = ["main"]
 
@@ -351,7 +351,7 @@ def cmd_dry_run(args: argparse.Namespace, deps: Deps, out: Output) -> int:
 
 # ------------------------------------------------------------------------------------------- rollback
 def cmd_rollback(args: argparse.Namespace, deps: Deps, out: Output) -> int:
-    from shared.rollout_flow import operator_rollback
+    from shared.rollout.flow import operator_rollback
 
     by = _operator(args)
     endpoint = args.endpoint
@@ -423,7 +423,7 @@ _ATTEMPT_SAYS = {"acted": "started: ", "duplicate": "already started (duplicate 
 
 
 def cmd_rollout(args: argparse.Namespace, deps: Deps, out: Output) -> int:
-    from shared.rollout_retry import plan_attempt
+    from shared.rollout.retry import plan_attempt
 
     model, version = _model_version(args.model)
     by = _operator(args)
@@ -458,7 +458,7 @@ def _automation_refusal(deps: Deps, what: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace, deps: Deps, out: Output) -> int:
-    from shared.batch_retry import batch_key, train_again
+    from shared.arrival.retry import batch_key, train_again
 
     try:
         key = batch_key(deps, args.batch)
@@ -548,8 +548,8 @@ def _action_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _real_deps(command: str) -> Deps:
-    from shared.deps import get_deps
-    from shared.settings import get_settings
+    from shared.core.deps import get_deps
+    from shared.core.settings import get_settings
 
     load_local_settings()
     settings = get_settings()

@@ -1,9 +1,9 @@
 """Walk the ledger from any id to the chain it belongs to: back to the triggering data, forward to its effects.
 
 Pure over a list of ledger entries (newest first, as `Ledger.entries` yields them), so it is tested without
-storage. The chain's order is `shared.ledger.REF_KINDS` (blob -> batch -> data -> job -> model -> rollout ->
+storage. The chain's order is `shared.core.ledger.REF_KINDS` (blob -> batch -> data -> job -> model -> rollout ->
 deployment -> endpoint). Walking back from an id follows the refs of earlier kinds found in the entries that
-mention it; walking forward follows later kinds. An entry's refs come in groups (`shared.ledger.ref_groups`:
+mention it; walking forward follows later kinds. An entry's refs come in groups (`shared.core.ledger.ref_groups`:
 its own refs, and one group per item of a run that handled several, such as a sweep starting two batches);
 only the group that mentions the id is followed, so such a run does not join the chains of its items. An
 endpoint is shared by every model it ever served, so it is never walked through: explaining an endpoint starts
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.ledger import REF_KINDS, group_matches, items, matches, ref_groups
+from shared.core.ledger import REF_KINDS, group_matches, items, matches, ref_groups
 
 __all__ = ["Chain", "PRIORITY", "detect_kinds", "reason_for", "walk"]
 

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
-    from shared.state import Record, StateStore
+    from shared.core.settings import Settings
+    from shared.core.state import Record, StateStore
 
 __all__ = ["FAILED", "KINDS", "OPEN", "chain_records", "failure", "newest_first", "read", "record_time", "rollout_note",
            "waiting_for", "when"]
@@ -193,7 +193,7 @@ def newest_first(found: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def _keys_of(refs: Mapping[str, Sequence[str]]) -> list[tuple[str, str, str]]:
     """(kind, id, state key) of the records behind a chain's refs: its training and scoring batches, its
     rollouts (`rollouts/<endpoint>`: only while it still holds that rollout, checked by the caller)."""
-    from shared.state import key_part
+    from shared.core.state import key_part
 
     found = []
     for kind, prefix, ref in (("training", "arrivals", "batch"), ("scoring", "scoring", "scoring_batch")):

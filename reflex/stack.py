@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
 __all__ = ["StackDown", "load_local_settings", "probe_platform", "probe_storage", "reachable"]
 
@@ -66,7 +66,7 @@ def reachable(url: str, timeout: float = 2.0) -> str | None:
 
 
 def probe_storage(settings: Settings) -> None:
-    from shared.storage import blob_service
+    from shared.adapters.storage import blob_service
 
     url = blob_service(settings).url
     problem = reachable(url)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from reflex.records import FAILED, KINDS, OPEN, failure, newest_first, read, rollout_note, waiting_for, when
 from reflex.stack import reachable
-from shared.control import read_control
+from shared.core.control import read_control
 
 if TYPE_CHECKING:
-    from shared.deps import Deps
+    from shared.core.deps import Deps
 
 __all__ = ["SHOWN_FAILURES", "gather", "render"]
 

@@ -1,6 +1,6 @@
 """`python -m reflex upload`: put the files of one batch where Reflex picks them up, then its completion marker.
 
-A batch is the folder `<container>/<dataset>/<batch>/` (shared/batches.py). Data arrival trains on a batch once
+A batch is the folder `<container>/<dataset>/<batch>/` (shared/batches/paths.py). Data arrival trains on a batch once
 its marker (`REFLEX_COMPLETION_MARKER`) lands, listing the folder at that moment, so the order matters: every
 file first, the marker only after all of them were stored. A failure leaves the marker unwritten, the batch
 incomplete (nothing trains on half a batch), and the command says how to finish it: run it again with the same
@@ -30,13 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import PathProblem, file_problem, parse_blob_path
-from shared.errors import ReflexError, map_azure_error
+from shared.batches.paths import PathProblem, file_problem, parse_blob_path
+from shared.core.errors import ReflexError, map_azure_error
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
 __all__ = ["BLOCK_BYTES", "BadUpload", "LocalFile", "UploadFailed", "UploadReport", "default_batch_id",
            "plan_files", "upload_batch"]
@@ -92,7 +92,7 @@ class UploadReport:
 def default_batch_id(now: float) -> str:
     """A batch id that sorts by time and differs between two runs: UTC time to the millisecond.
 
-    Safe as a folder name and as an Azure ML data asset version (shared/batches.py), e.g. 20260314T101502417Z.
+    Safe as a folder name and as an Azure ML data asset version (shared/batches/paths.py), e.g. 20260314T101502417Z.
     """
     moment = datetime.fromtimestamp(now, UTC)
     return moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z"
@@ -191,7 +191,7 @@ def upload_batch(settings: Settings, files: Iterable[LocalFile], *, dataset: str
     """
     from azure.storage.blob import ContentSettings
 
-    from shared.storage import blob_service
+    from shared.adapters.storage import blob_service
 
     container_name = settings.scoring_container if scoring else settings.data_container
     try:

@@ -1,4 +1,4 @@
-"""The one Azure ML client module: `AzureMLPlatform` implements `shared.platform.MLPlatform` with azure-ai-ml.
+"""The one Azure ML client module: `AzureMLPlatform` implements `shared.core.platform.MLPlatform` with azure-ai-ml.
 
 Why one module: azure-ai-ml costs ~1.6 s and ~100 MiB to import, has traps that silently do the wrong thing
 (../shared/reference/azure-ai-ml.md), and its errors need one translation. So nothing else in the app imports
@@ -40,7 +40,7 @@ The traps, and what this module does about each (each has a contract test in tes
 
 Errors are mapped once, in `_call`: 404 -> the protocol's "absent" (`None`) where the protocol says so,
 "already exists" -> idempotent success, 408/429/5xx/connection -> `TransientError(retry_after)`, auth and
-validation -> `PermanentError` naming the resource (`shared.errors.map_azure_error`).
+validation -> `PermanentError` naming the resource (`shared.core.errors.map_azure_error`).
 
 Job metrics come from the workspace's MLflow tracking server (azure-ai-ml has no metrics API) through one REST
 call (`runs/get`) with the same credential, so neither mlflow nor azureml-mlflow is imported here. Deployment
@@ -60,8 +60,8 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.errors import PermanentError, TransientError, map_azure_error, retry_after_seconds
-from shared.platform import (
+from shared.core.errors import PermanentError, TransientError, map_azure_error, retry_after_seconds
+from shared.core.platform import (
     CHAMPION_TAG,
     REFLEX_TAG,
     BatchDeploymentSpec,
@@ -85,7 +85,7 @@ from shared.platform import (
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
 __all__ = ["AzureMLPlatform", "TRAIN_COMMAND", "ML_SCOPE", "ARM_SCOPE", "metrics_from_monitor"]
 
@@ -659,7 +659,7 @@ class AzureMLPlatform:
 
     def check_quota(self, instance_type: str, instance_count: int) -> QuotaCheck:
         """Cores of the VM family free in the workspace's region (usage API) vs what the deployment needs, with the
-        20% Azure ML reserves for upgrades (`shared.platform.cores_needed`)."""
+        20% Azure ML reserves for upgrades (`shared.core.platform.cores_needed`)."""
         location, _ = self._workspace_info()
         what = f"quota for {instance_type}"
         sizes = self._call(what, lambda: list(self.ml.compute.list_sizes(location=location))) or []
@@ -837,7 +837,7 @@ def _retry_after(headers: Mapping[str, str]) -> float:
 @lru_cache(maxsize=4)
 def _cached_platform(subscription: str, resource_group: str, workspace: str, client_id: str,
                      data_type: str) -> AzureMLPlatform:
-    from shared.storage import credential
+    from shared.adapters.storage import credential
 
     cred = credential(client_id)
     platform = AzureMLPlatform.connect(cred, subscription_id=subscription, resource_group=resource_group,

@@ -1,4 +1,4 @@
-"""A behavioural fake of `shared.platform.MLPlatform` for flow tests and benchmarks.
+"""A behavioural fake of `shared.core.platform.MLPlatform` for flow tests and benchmarks.
 
 Why not a mock: a MagicMock lets any call "succeed", so a flow could do nothing and still pass. This fake keeps
 state (assets, versions, jobs, endpoints, traffic), enforces the same invariants and raises the same errors as
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import PermanentError, ReflexError
-from shared.platform import (
+from shared.core.errors import PermanentError, ReflexError
+from shared.core.platform import (
     CHAMPION_TAG,
     REFLEX_TAG,
     SERVING_TRANSITIONS,

@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from shared.deps import Deps  # noqa: E402
-from shared.publish import Publisher  # noqa: E402
-from shared.settings import Settings, load  # noqa: E402
-from shared.state import BlobStateStore, MemoryStateStore, StateStore  # noqa: E402
+from shared.core.deps import Deps  # noqa: E402
+from shared.core.publish import Publisher  # noqa: E402
+from shared.core.settings import Settings, load  # noqa: E402
+from shared.core.state import BlobStateStore, MemoryStateStore, StateStore  # noqa: E402
 from testing.fake_platform import FakePlatform  # noqa: E402
 
 AZURITE = os.environ.get("REFLEX_TEST_STORAGE", "UseDevelopmentStorage=true")

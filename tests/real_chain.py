@@ -3,7 +3,7 @@
 upload a batch (files, then the completion marker) -> `data.arrival` per BlobCreated event -> the platform finishes
 the job and emits RunCompleted -> `registration.run_event` -> the platform emits ModelRegistered ->
 `rollout.model_registered` -> `rollout.reconcile` ticks (healthy metrics) until the rollout ends.
-Every step goes through `shared.reaction.run` with the handlers `functions/*` register, so the ledger holds
+Every step goes through `shared.core.reaction.run` with the handlers `functions/*` register, so the ledger holds
 exactly what the deployed app writes. The flows' own behaviour is tested in tests/test_*_flow.py.
 """
 
@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from functions import data_arrival, registration, rollout  # noqa: F401 - importing registers the handlers
-from shared import reaction
-from shared.deps import Deps
-from shared.ledger import BlobLedger
-from shared.platform import DeploymentMetrics
-from shared.rollout_flow import rollout_key
-from shared.rollout_machine import Rollout
-from shared.state import BlobStateStore
+from shared.core import reaction
+from shared.core.deps import Deps
+from shared.core.ledger import BlobLedger
+from shared.core.platform import DeploymentMetrics
+from shared.core.state import BlobStateStore
+from shared.rollout.flow import rollout_key
+from shared.rollout.machine import Rollout
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 from tests.rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV

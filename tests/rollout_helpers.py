@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.platform import serving_states, traffic_problems
+from shared.core.platform import serving_states, traffic_problems
 from testing.fake_platform import FakePlatform
 
 MODEL = "reflex-model"
@@ -19,7 +19,7 @@ ROLLOUT_ENV = {"REFLEX_SMOKE_REQUEST": SMOKE, "REFLEX_BAKE_SECONDS": "600", "REF
 def register_model(fp: FakePlatform, version: str, *, name: str = MODEL,
                    tags: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Register `name:version` through a completed job (as the gate does); returns the ModelRegistered event."""
-    from shared.platform import REFLEX_TAG, TrainingRequest
+    from shared.core.platform import REFLEX_TAG, TrainingRequest
 
     fp.register_data(name="d", version=version, path=f"azureml://datastores/x/paths/{version}/", tags={})
     job = f"job-{name}-{version}".lower()

@@ -79,8 +79,8 @@ def live_stack(root: Path, setenv: Callable[[str, str], None],
 
     Settings are layered as `make stack` does: `<root>/local.settings.json` (a test may write one first, as a
     user would), then `environ` (default: this process's environment), then the quick plan and `extra`."""
-    from shared.deps import get_deps, reset_deps
-    from shared.settings import reset_cache
+    from shared.core.deps import get_deps, reset_deps
+    from shared.core.settings import reset_cache
 
     # the demo's plan, faster: bake 4 s instead of 10, the reconciler every 2 s instead of 5. Models registered
     # by hand get no client traffic, so no minimum of requests; and a busy CI machine must not decide a canary

@@ -17,13 +17,14 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from functions import data_arrival
-from shared import admission, mltable, reaction
-from shared.arrival import arrival_key, handle_blob
-from shared.batches import parse_blob_path
-from shared.control import write_control
-from shared.deps import Deps
-from shared.platform import REFLEX_TAG
-from shared.state import StateStore
+from shared.arrival.flow import arrival_key, handle_blob
+from shared.batches import admission, mltable
+from shared.batches.paths import parse_blob_path
+from shared.core import reaction
+from shared.core.control import write_control
+from shared.core.deps import Deps
+from shared.core.platform import REFLEX_TAG
+from shared.core.state import StateStore
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 from tests.real_chain import Lake
@@ -115,7 +116,7 @@ def test_through_the_decorated_trigger_with_the_event_the_worker_builds(lake: La
     from local.host.invoke import decode_event
 
     deps = deps_for(lake, blob_state, fake_platform, clock)
-    monkeypatch.setattr("shared.deps.get_deps", lambda: deps)
+    monkeypatch.setattr("shared.core.deps.get_deps", lambda: deps)
     for blob, data in (("ds/b1/part-0.csv", b"a,label\n1,0\n"), ("ds/b1/_SUCCESS", b"")):
         event = decode_event(lake.put(blob, data))
         assert type(event).__name__ == "EventGridEvent"
@@ -281,7 +282,7 @@ def test_paused_holds_deliveries_for_replay(lake: Lake, blob_state: StateStore, 
 
 def test_platform_rejection_is_recorded_and_dead_lettered_once(lake: Lake, blob_state: StateStore,
                                                                fake_platform: FakePlatform, clock: Clock) -> None:
-    from shared.errors import PermanentError
+    from shared.core.errors import PermanentError
 
     deps = deps_for(lake, blob_state, fake_platform, clock)
     fake_platform.inject("submit_training", PermanentError("job x: compute cpu-cluster does not exist"))
@@ -309,7 +310,7 @@ def test_platform_rejection_is_recorded_and_dead_lettered_once(lake: Lake, blob_
 
 def test_transient_platform_error_is_retried_by_redelivery(lake: Lake, blob_state: StateStore,
                                                            fake_platform: FakePlatform, clock: Clock) -> None:
-    from shared.errors import TransientError
+    from shared.core.errors import TransientError
 
     deps = deps_for(lake, blob_state, fake_platform, clock)
     fake_platform.inject("submit_training", TransientError("throttled", 5))
@@ -361,7 +362,8 @@ def test_automl_mode_carries_the_automl_settings(lake: Lake, blob_state: StateSt
     assert (request.mode, request.task, request.label_column, request.primary_metric, request.timeout_minutes,
             request.early_stopping) == ("automl", "regression", "price", "r2_score", 30, False)
     assert (request.compute, request.environment) == ("cpu-cluster", "azureml:reflex-train:1")
-    # the mltable asset's folder holds the documented MLTable file listing the frozen manifest (shared/mltable.py)
+    # the mltable asset's folder holds the documented MLTable file listing the frozen manifest
+    # (shared/batches/mltable.py)
     table = lake.container.download_blob("houses/b1/MLTable").readall().decode()
     assert mltable.parse(table) == (["./p.parquet"], "read_parquet")
     # its own BlobCreated is skipped, not taken for a late data file

@@ -13,8 +13,8 @@ import pytest
 from aml_harness import FailingCredential, FakeCredential, azure_platform
 from azure.ai.ml.constants._common import JOB_URI_FORMAT
 
-from shared.errors import PermanentError, TransientError
-from shared.platform import BatchDeploymentSpec, TrainingRequest, model_output
+from shared.core.errors import PermanentError, TransientError
+from shared.core.platform import BatchDeploymentSpec, TrainingRequest, model_output
 from testing.aml_service import FIXTURES, AmlService, fixture
 
 FIXTURE_DIR = FIXTURES.parent

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from local.sampledata import generate, to_csv_bytes
-from shared import scoring
-from shared.scoring_rules import deployment_name, instance_count, output_path, scoring_job_name
-from shared.state import BlobStateStore
+from shared.core.state import BlobStateStore
+from shared.scoring import flow as scoring
+from shared.scoring.rules import deployment_name, instance_count, output_path, scoring_job_name
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 from tests.timers_support import make_champion, upload
@@ -183,7 +183,7 @@ def test_names_are_deterministic_and_sizing() -> None:
 
 def test_registration_gate_skips_batch_scoring_jobs(
         scoring_container: Any, blob_state: BlobStateStore, fake_platform: FakePlatform, clock: Clock) -> None:
-    from shared import registration
+    from shared.registration import flow as registration
 
     deps = _deps(scoring_container, blob_state, fake_platform, clock)
     make_champion(fake_platform)

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import admission
-from shared.arrival_record import BlobVersion, add_blob, complete
-from shared.batches import (
+from shared.batches import admission
+from shared.batches.paths import (
     PathProblem,
     asset_path,
     data_asset_name,
@@ -20,6 +19,7 @@ from shared.batches import (
     manifest_digest,
     parse_blob_path,
 )
+from shared.batches.record import BlobVersion, add_blob, complete
 
 AML_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 AML_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$")

@@ -22,10 +22,10 @@ import requests
 from local.host.index import build_index, load_app
 from local.host.invoke import decode_event
 from local.host.runtime import Host
-from shared.arrival import arrival_key
-from shared.batches import parse_blob_path
-from shared.ledger import BlobLedger
-from shared.state import BlobStateStore
+from shared.arrival.flow import arrival_key
+from shared.batches.paths import parse_blob_path
+from shared.core.ledger import BlobLedger
+from shared.core.state import BlobStateStore
 from testing.fake_platform import FakePlatform
 from tests.conftest import AZURITE, ROOT, Clock, make_deps, make_settings
 
@@ -56,7 +56,7 @@ def host(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
     clock = Clock(time.time())  # the CLI looks back 30 days from now
     deps = make_deps(settings, state=BlobStateStore(env["_state"]), platform=FakePlatform(clock=clock),
                      clock=clock, ledger=BlobLedger(env["_state"], clock))
-    monkeypatch.setattr("shared.deps.get_deps", lambda: deps)
+    monkeypatch.setattr("shared.core.deps.get_deps", lambda: deps)
     _, app = load_app("function_app", ROOT)
     app.functions_bindings = None  # get_functions() is not idempotent (python-worker#1867)
     plain = {k: v for k, v in env.items() if isinstance(v, str)}
@@ -104,12 +104,12 @@ def test_on_scoring_blob_takes_the_event_the_worker_builds(container_factory: Ca
     scoring = container_factory("scoring")
     clock = Clock()
     deps = make_deps(make_settings(REFLEX_SCORING_CONTAINER=scoring.container_name), clock=clock)
-    monkeypatch.setattr("shared.deps.get_deps", lambda: deps)
+    monkeypatch.setattr("shared.core.deps.get_deps", lambda: deps)
     body = b"age\n60\n"
     blob = scoring.get_blob_client("patients/b1/part-0.csv")
     blob.upload_blob(body)
     batch_scoring.on_scoring_blob(decode_event(documented_event_for(blob, body)))
-    from shared.scoring import scoring_key
+    from shared.scoring.flow import scoring_key
 
     record = deps.state.get(scoring_key(parse_blob_path(scoring.container_name, "patients/b1/part-0.csv")))
     assert record is not None and list(record.value["files"]) == ["part-0.csv"]

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from reflex.cli import main
-from shared import reaction
-from shared.deps import Deps, reset_deps
-from shared.errors import PermanentError
-from shared.ledger import REF_KINDS, BlobLedger
-from shared.settings import reset_cache
+from shared.core import reaction
+from shared.core.deps import Deps, reset_deps
+from shared.core.errors import PermanentError
+from shared.core.ledger import REF_KINDS, BlobLedger
+from shared.core.settings import reset_cache
 from tests.conftest import Clock, make_deps, make_settings
 from tests.real_chain import ENDPOINT, MODEL, Chain, World, make_world
 

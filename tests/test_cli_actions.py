@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from shared.batch_retry import train_again
-from shared.errors import PermanentError
-from shared.platform import InvokeResult
-from shared.rollout_plan import deployment_name
-from shared.smoke import find_smoke_request
-from shared.smoke_row import column_kinds, first_rows, pick_row, request_from_row
+from shared.arrival.retry import train_again
+from shared.core.errors import PermanentError
+from shared.core.platform import InvokeResult
+from shared.rollout.plan import deployment_name
+from shared.rollout.smoke import find_smoke_request
+from shared.rollout.smoke_row import column_kinds, first_rows, pick_row, request_from_row
 from tests.conftest import Clock
 from tests.real_chain import ENDPOINT, MODEL, World, make_world
 from tests.test_cli import cli, cli_json
@@ -73,7 +73,7 @@ def test_the_same_attempt_requested_twice_starts_once(world: World) -> None:
     world.platform.inject("begin_create_endpoint", PermanentError("AuthorizationFailed: no role to create endpoints"))
     world.run("rollout.model_registered", registered, registered["id"])
     assert world.rollout().status == "failed"
-    from shared.rollout_retry import plan_attempt
+    from shared.rollout.retry import plan_attempt
 
     a, b = (plan_attempt(world.deps, MODEL, "1", by=who, why="retry") for who in ("ann", "bob"))
     assert a.event["id"] == b.event["id"]  # the same request, whoever sends it
@@ -254,7 +254,7 @@ def test_the_smoke_row_passes_a_real_mlflow_models_input_schema(tmp_path: Any) -
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
-    from shared.tabular import read_rows
+    from shared.batches.tabular import read_rows
 
     data = b"age,platelets,sex,target\n63,265000,1,1\n45,263358.03,0,0\n50,,1,0\n70,150000.5,0,1\n"
     frame = pd.read_csv(io.BytesIO(data)).dropna()

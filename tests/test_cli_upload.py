@@ -202,7 +202,7 @@ def test_in_azure_the_account_url_from_the_settings_is_reached_with_the_signed_i
     uploads in blocks of BLOCK_BYTES so that progress is reported per block."""
     from azure.identity import DefaultAzureCredential
 
-    from shared.storage import blob_service
+    from shared.adapters.storage import blob_service
     from tests.conftest import make_settings
 
     url = "https://reflexdata.blob.core.windows.net"

@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("azure.ai.ml", "mlflow", "sklearn", "pandas", "numpy", "pyarrow", "azure.monitor")
 # the reactions' flows load when their first event arrives, not at indexing: a cold start that handles one blob
 # does not pay for the rollout machinery, drift statistics or the health rules
-FLOWS = ("shared.arrival", "shared.registration", "shared.rollout_flow", "shared.rollout_machine", "shared.scoring",
-         "shared.drift", "shared.drift_check", "shared.health", "shared.tabular")
+FLOWS = ("shared.arrival.flow", "shared.registration.flow", "shared.rollout.flow", "shared.rollout.machine",
+         "shared.scoring.flow", "shared.monitoring.drift", "shared.monitoring.drift_check",
+         "shared.monitoring.health", "shared.batches.tabular")
 
 
 def test_function_app_import_loads_no_heavy_module_and_no_flow() -> None:

@@ -13,7 +13,7 @@ MODEL = "heart-failure"
 
 
 def _event(kind: str, version: str, **data: Any) -> dict[str, Any]:
-    """A `Reflex.Rollout*` event as shared/rollout_flow.py publishes it."""
+    """A `Reflex.Rollout*` event as shared/rollout/flow.py publishes it."""
     return {"id": f"{kind}-{version}-{len(data)}", "eventType": f"Reflex.{kind}",
             "subject": f"endpoints/heart-failure-ep/rollouts/{MODEL}:{version}",
             "data": {"endpoint": "heart-failure-ep", "model": MODEL, "version": version, **data}}
@@ -110,7 +110,7 @@ def test_steps_stop_counting_as_ok_after_a_miss() -> None:
 
 def test_training_progress_shows_the_jobs_last_log_message(tmp_path: Any, monkeypatch: Any) -> None:
     from local.demo import last_log_line
-    from shared.state import key_part
+    from shared.core.state import key_part
 
     monkeypatch.setenv("REFLEX_LOCAL_RUN_DIR", str(tmp_path))
     assert last_log_line("reflex-train-1") == ""                           # no log yet

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.drift import (
+from shared.batches.tabular import iter_csv_rows
+from shared.core.errors import PermanentError
+from shared.monitoring.drift import (
     CategoricalFeature,
     InvalidProfile,
     NumericFeature,
@@ -21,8 +23,6 @@ from shared.drift import (
     profile_rows,
     psi,
 )
-from shared.errors import PermanentError
-from shared.tabular import iter_csv_rows
 
 # ---------------------------------------------------------------- PSI
 
@@ -286,9 +286,9 @@ def test_request_log_values_of_any_json_type_profile_and_compare() -> None:
 def test_docstring_examples_hold() -> None:
     import doctest
 
-    import shared.drift
-    import shared.tabular
+    import shared.batches.tabular
+    import shared.monitoring.drift
 
-    for module in (shared.drift, shared.tabular):
+    for module in (shared.monitoring.drift, shared.batches.tabular):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

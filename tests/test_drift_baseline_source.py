@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from local.sampledata import generate
-from shared import drift_check
-from shared.state import BlobStateStore
+from shared.core.state import BlobStateStore
+from shared.monitoring import drift_check
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock
 from tests.test_drift_flow import Env, _csv

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from local.sampledata import generate, to_csv_bytes
-from shared import drift_check, registration, retrain, scoring
-from shared.batches import manifest_digest
-from shared.state import BlobStateStore
+from shared.batches.paths import manifest_digest
+from shared.core.state import BlobStateStore
+from shared.monitoring import drift_check, retrain
+from shared.registration import flow as registration
+from shared.scoring import flow as scoring
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 from tests.timers_support import make_champion, upload

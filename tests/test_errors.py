@@ -11,7 +11,7 @@ from azure.core.exceptions import (
 )
 from azure.core.rest import HttpRequest
 
-from shared.errors import PermanentError, TransientError, map_azure_error
+from shared.core.errors import PermanentError, TransientError, map_azure_error
 
 
 class _Response:

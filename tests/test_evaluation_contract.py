@@ -16,8 +16,8 @@ import dataclasses
 import pytest
 from aml_harness import azure_platform
 
-from shared.errors import PermanentError
-from shared.platform import EvaluationRequest, TrainingRequest
+from shared.core.errors import PermanentError
+from shared.core.platform import EvaluationRequest, TrainingRequest
 from testing.aml_service import AmlService
 
 REQ = TrainingRequest(job_name="train-3f9a1c2b7d4e", experiment_name="reflex", data_name="sales",

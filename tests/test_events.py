@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import events
-from shared.events import InvalidEvent, parse
+from shared.core import events
+from shared.core.events import InvalidEvent, parse
 
 EVENTS = Path(__file__).parent / "events"
 EVENTGRID = Path(__file__).parent / "fixtures" / "eventgrid"  # Microsoft's BlobCreated samples, see its README

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from functions import rollout as _rollout_handlers  # noqa: F401 - registers the rollout reactions
-from shared import reaction
-from shared.deps import Deps
-from shared.outside_models import EVALUATION_TAG, READY_PREFIX, record_key
-from shared.platform import CHAMPION_TAG, REFLEX_TAG
-from shared.registration import job_key
-from shared.rollout_flow import PREFIX
-from shared.state import StateStore
+from shared.core import reaction
+from shared.core.deps import Deps
+from shared.core.platform import CHAMPION_TAG, REFLEX_TAG
+from shared.core.state import StateStore
+from shared.registration.flow import job_key
+from shared.registration.outside_models import EVALUATION_TAG, READY_PREFIX, record_key
+from shared.rollout.flow import PREFIX
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 from tests.test_registration_flow import champion, deliver3, submit
@@ -107,7 +107,7 @@ def test_automl_is_evaluated_by_our_script_and_registered_from_best_model(
     assert outcome.status == "acted" and "auc 0.88 beats the champion 0.8" in outcome.reason
     assert "in-sample for the challenger" in outcome.reason
     model = fake_platform.models[("reflex-model", "2")]
-    # the documented job-output URI of AutoML's output (shared.platform.job_output_uri)
+    # the documented job-output URI of AutoML's output (shared.core.platform.job_output_uri)
     assert model.path == f"azureml://jobs/{job}/outputs/best_model/paths/" and model.job_name == job
     assert set(fake_platform.jobs[job].outputs) == {"best_model"}  # what the service reports for AutoML
 

@@ -18,9 +18,7 @@ import pytest
 
 from local.sampledata import LABEL, generate
 from local.tables import table_files
-from shared.arrival_record import BlobVersion, add_blob
-from shared.batches import BatchPath, file_problem
-from shared.formats import (
+from shared.batches.formats import (
     MAX_BLOB_NAME,
     MAX_SEGMENT_BYTES,
     SCORING_FORMATS,
@@ -28,6 +26,8 @@ from shared.formats import (
     data_format,
     name_problem,
 )
+from shared.batches.paths import BatchPath, file_problem
+from shared.batches.record import BlobVersion, add_blob
 from tests.test_train import SCRIPT, _load_script
 
 FIXTURES = Path(__file__).parent / "fixtures" / "aml-batch"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import SPEC
+from shared.core.settings import SPEC
 
 SETTINGS = {f.metadata["env"] for f in SPEC}
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from shared.gate import GateDecision, Rows, decide
+from shared.registration.gate import GateDecision, Rows, decide
 
 CASES = [
     # id, challenger, champion, metric, direction, margin, approval, register, approval_tag, reason part

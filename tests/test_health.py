@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
-from shared import arrival, health, reaction, scoring
-from shared.platform import REFLEX_TAG, Job, TrainingRequest
-from shared.rollout_machine import Observation, Rollout, advance, decide
-from shared.rollout_plan import Plan
-from shared.state import BlobStateStore, MemoryStateStore
+from shared.arrival import flow as arrival
+from shared.core import reaction
+from shared.core.platform import REFLEX_TAG, Job, TrainingRequest
+from shared.core.state import BlobStateStore, MemoryStateStore
+from shared.monitoring import health
+from shared.rollout.machine import Observation, Rollout, advance, decide
+from shared.rollout.plan import Plan
+from shared.scoring import flow as scoring
 from testing.fake_platform import FakePlatform, _Pending
 from tests.conftest import Clock, make_deps, make_settings
 from tests.real_chain import Lake

@@ -4,7 +4,7 @@ Why: nothing here can deploy to Azure, so the Bicep is checked the way a reviewe
 `.bicep` file must parse with pycep (the parser checkov uses); checkov must report no failed check, and each
 skip must carry its reason; the role assignments, Event Grid topics and subscriptions, and the Flex Consumption
 app are asserted from the parsed templates; and the app settings the Bicep writes must be exactly those
-shared/settings.py reads, plus the host's own identity-based storage connection.
+shared/core/settings.py reads, plus the host's own identity-based storage connection.
 
 checkov lives in its own virtual environment (`make tools` creates .venv-tools) because its pinned
 dependencies would downgrade packages the app needs; the test fails, not skips, when it is missing.
@@ -25,14 +25,14 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from shared.settings import SPEC, load
+from shared.core.settings import SPEC, load
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 APP = INFRA / "app"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
-# Settings the Functions host reads for itself (not declared in shared/settings.py).
+# Settings the Functions host reads for itself (not declared in shared/core/settings.py).
 HOST_SETTINGS = {
     "AzureWebJobsStorage__blobServiceUri",
     "AzureWebJobsStorage__credential",
@@ -50,7 +50,7 @@ MUST_WRITE = {
     "REFLEX_MODEL_NAME", "REFLEX_ENDPOINTS", "REFLEX_BATCH_ENDPOINT",
 }
 # App settings whose values main.bicep derives from the deployment's resource token instead of taking
-# shared/settings.py's defaults: endpoint names are unique per region, a compute name per region's computes.
+# shared/core/settings.py's defaults: endpoint names are unique per region, a compute name per region's computes.
 DERIVED = {"REFLEX_ENDPOINTS", "REFLEX_BATCH_ENDPOINT", "REFLEX_TRAINING_COMPUTE", "REFLEX_BATCH_COMPUTE"}
 
 ROLE_NAMES = {
@@ -320,7 +320,7 @@ def test_default_endpoint_and_compute_names_contain_the_resource_token() -> None
     online, batch = _main_var("onlineEndpointName"), _main_var("batchEndpointName")
     assert "${resourceToken}" in online and "${resourceToken}" in batch and online != batch
     token = "abcdefghijk12"  # uniqueString() is 13 lower-case letters and digits
-    from shared.settings import _ENDPOINT_RE
+    from shared.core.settings import _ENDPOINT_RE
     for name in (online, batch):
         assert _ENDPOINT_RE.fullmatch(name.replace("${resourceToken}", token)), name
     cluster = _main_var("clusterName")

@@ -38,7 +38,7 @@ def test_no_module_but_shared_azureml_imports_azure_ai_ml() -> None:
 
 
 def test_importing_shared_azureml_does_not_import_the_sdk() -> None:
-    code = ("import sys; import shared.azureml, shared.platform; "
+    code = ("import sys; import shared.azureml, shared.core.platform; "
             "bad = sorted(m for m in sys.modules if m.startswith(('azure.ai.ml', 'mlflow', 'azure.monitor')));"
             "print(bad); raise SystemExit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

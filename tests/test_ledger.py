@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from shared import reaction
-from shared.ledger import MAX_BLOCKS, BlobLedger, MemoryLedger, entry_from, fit, items, matches, refs_from
-from shared.rollout_flow import rollout_id
-from shared.state import BlobStateStore
+from shared.core import reaction
+from shared.core.ledger import MAX_BLOCKS, BlobLedger, MemoryLedger, entry_from, fit, items, matches, refs_from
+from shared.core.state import BlobStateStore
+from shared.rollout.flow import rollout_id
 from tests.conftest import Clock, make_deps
 from tests.real_chain import ENDPOINT, MODEL, make_world
 
@@ -267,7 +267,7 @@ def test_concurrent_writers_across_part_boundaries_lose_nothing_and_write_nothin
         assert [i for i in ids if i.startswith(f"{w}-")] == [f"{w}-{i:02d}" for i in reversed(range(per_writer))]
     blocks = _blocks(container)
     # parts are numbered without gaps, and no writer left a part before it held `limit` blocks (racing writers
-    # may add blocks past it: the limit below the service's 50,000 is a target, see shared/ledger.py)
+    # may add blocks past it: the limit below the service's 50,000 is a target, see shared/core/ledger.py)
     parts = [blocks[f"ledger/2023-11-14.{n}.jsonl" if n else "ledger/2023-11-14.jsonl"] for n in range(len(blocks))]
     assert len(parts) >= 2 and sum(parts) == total
     assert all(count >= limit for count in parts[:-1]) and parts[-1] >= 1, parts
@@ -325,7 +325,7 @@ def test_every_run_appends_exactly_one_entry_held_and_dead_lettered_included(clo
     ledger = MemoryLedger(clock)
     deps = make_deps(state=None, clock=clock, ledger=ledger)
     reaction.run("data.arrival", {"id": "bad", "eventType": "Microsoft.Storage.BlobCreated"}, event_id="bad", deps=deps)
-    from shared.control import write_control
+    from shared.core.control import write_control
 
     write_control(deps, by="ops", why="t", paused=True)
     reaction.run("data.arrival", DELIVERY, event_id="e2", deps=deps)

@@ -25,9 +25,9 @@ from conftest import make_settings
 
 from local import amlevents
 from local.platform import LocalPlatform
-from shared import mltable
-from shared.errors import PermanentError
-from shared.platform import CHAMPION_TAG, BatchDeploymentSpec, EvaluationRequest, MLPlatform, TrainingRequest
+from shared.batches import mltable
+from shared.core.errors import PermanentError
+from shared.core.platform import CHAMPION_TAG, BatchDeploymentSpec, EvaluationRequest, MLPlatform, TrainingRequest
 
 pytestmark = pytest.mark.azurite
 
@@ -164,7 +164,7 @@ def env(mlflow_server: str, receiver: Receiver, blob_service: Any, tmp_path_fact
     mlflow.set_registry_uri(mlflow_server)
     from mlflow import MlflowClient
 
-    from shared.state import BlobStateStore
+    from shared.core.state import BlobStateStore
 
     state = BlobStateStore(blob_service.get_container_client(settings.state_container))
     platform = LocalPlatform(settings, state=state, blob_service=blob_service,
@@ -316,7 +316,7 @@ def test_concurrent_registrations_of_one_version_by_its_job_all_return_it(env: d
     error, retried as Event Grid redelivers, is allowed; a permanent one, which dead-letters, is not)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from shared.errors import TransientError
+    from shared.core.errors import TransientError
 
     p: LocalPlatform = env["platform"]
     name = f"race-{uuid.uuid4().hex[:6]}"
@@ -458,7 +458,7 @@ def test_settings_example_matches_local_env() -> None:
 
     assert json.loads((ROOT / "local.settings.example.json").read_text()) == settings_file()
     from local.env import local_env
-    from shared.settings import load
+    from shared.core.settings import load
 
     settings = load(local_env())
     assert settings.platform == "local" and settings.label_column == "DEATH_EVENT"

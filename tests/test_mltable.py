@@ -11,8 +11,8 @@ import yaml
 from azure.ai.ml.entities._data.mltable_metadata import MLTableMetadata
 
 from local.automl import read_mltable
-from shared import mltable
-from shared.errors import PermanentError
+from shared.batches import mltable
+from shared.core.errors import PermanentError
 
 
 @pytest.mark.parametrize("files, reader", [(["part-1.csv", "sub/part 2.csv"], "read_delimited"),

@@ -20,14 +20,14 @@ from aml_harness import azure_platform
 from conftest import Clock, make_deps, make_settings
 from rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV, live_endpoint, register_model
 
-from shared import rollout_reactions
-from shared.control import write_control
-from shared.deps import Deps
-from shared.platform import MLPlatform, TrainingRequest
-from shared.rollout_discovery import MEMO_PREFIX, discovery_event
-from shared.rollout_flow import rollout_key
-from shared.rollout_machine import Rollout
-from shared.state import MemoryStateStore
+from shared.core.control import write_control
+from shared.core.deps import Deps
+from shared.core.platform import MLPlatform, TrainingRequest
+from shared.core.state import MemoryStateStore
+from shared.rollout import reactions as rollout_reactions
+from shared.rollout.discovery import MEMO_PREFIX, discovery_event
+from shared.rollout.flow import rollout_key
+from shared.rollout.machine import Rollout
 from testing.aml_service import AmlService
 from testing.fake_platform import FakePlatform
 
@@ -99,7 +99,7 @@ def test_azure_asks_for_the_latest_version_in_one_request_ordered_by_creation() 
 
 
 def test_azure_latest_model_maps_throttling_like_every_other_call() -> None:
-    from shared.errors import TransientError
+    from shared.core.errors import TransientError
 
     svc = AmlService()
     svc.fail("GET", r"/models/churn/versions$", 429, headers={"Retry-After": "7"})
@@ -230,7 +230,7 @@ def test_a_dry_run_discovery_is_handled_again_once_dry_run_is_off() -> None:
 
 
 def test_one_models_failure_does_not_hide_another_models_new_version() -> None:
-    from shared.errors import TransientError
+    from shared.core.errors import TransientError
 
     fp = FakePlatform()
     deps = _deps(fp, **TWO_SERVED)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.ncrontab import next_occurrence, parse
+from shared.core.ncrontab import next_occurrence, parse
 
 
 def utc(*args: int) -> datetime:

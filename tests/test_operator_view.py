@@ -27,10 +27,10 @@ from local.sampledata import LABEL, generate, to_csv_bytes
 from reflex.cli import main
 from reflex.explain import reason_for
 from reflex.records import rollout_note, waiting_for
-from shared import reaction
-from shared.failure import error_line
-from shared.ledger import entry_from
-from shared.platform import DeploymentMetrics
+from shared.core import reaction
+from shared.core.failure import error_line
+from shared.core.ledger import entry_from
+from shared.core.platform import DeploymentMetrics
 from tests.conftest import AZURITE, ROOT, Clock, make_settings
 from tests.real_chain import ENDPOINT, HEALTHY, Lake, World, make_world
 from tests.stack_support import LiveStack, live_stack, wait_for
@@ -277,12 +277,12 @@ def test_output_into_a_closed_pipe_ends_quietly(container_factory: Callable[[str
 LOGGING_PROBE = """
 import logging, sys
 from azure.storage.blob import BlobServiceClient
-from shared.log import configure_process
+from shared.core.log import configure_process
 if sys.argv[1] == "configured":
     configure_process()
 elif sys.argv[1] == "reactions":  # a process whose root logs INFO (the Functions worker), then the reactions' setup
     logging.basicConfig(level=logging.INFO)
-    from shared import log
+    from shared.core import log
     log.configure()
 else:
     logging.basicConfig(level=logging.INFO)

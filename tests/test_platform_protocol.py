@@ -1,6 +1,6 @@
 """ONE protocol suite, run against the behavioural fake and the Azure ML adapter (real SDK, HTTP intercepted).
 
-Whatever the flows may observe through `shared.platform.MLPlatform` is asserted here for both, so the fake the
+Whatever the flows may observe through `shared.core.platform.MLPlatform` is asserted here for both, so the fake the
 flow tests use cannot drift from the adapter that runs in Azure. Behaviour only one side can show (the fake's
 test controls, the adapter's wire shape) lives in tests/test_azureml_contract.py.
 """
@@ -16,8 +16,8 @@ import pytest
 from aml_harness import azure_platform
 from conftest import Clock
 
-from shared.errors import PermanentError, TransientError
-from shared.platform import CHAMPION_TAG, BatchDeploymentSpec, DeploymentMetrics, MLPlatform, TrainingRequest
+from shared.core.errors import PermanentError, TransientError
+from shared.core.platform import CHAMPION_TAG, BatchDeploymentSpec, DeploymentMetrics, MLPlatform, TrainingRequest
 from testing.aml_service import AmlService
 from testing.fake_platform import FakePlatform
 

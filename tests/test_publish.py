@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.publish import Publisher
+from shared.core.publish import Publisher
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from shared import reaction
-from shared.control import read_control, write_control
-from shared.errors import PermanentError, TransientError
-from shared.events import InvalidEvent, parse
+from shared.core import reaction
+from shared.core.control import read_control, write_control
+from shared.core.errors import PermanentError, TransientError
+from shared.core.events import InvalidEvent, parse
 from tests.conftest import make_deps, make_settings
 
 
@@ -106,7 +106,7 @@ def test_ledger_sink_sees_every_outcome_and_cannot_break_a_reaction() -> None:
 
 
 def test_control_is_read_once_per_window_not_per_event() -> None:
-    from shared.state import MemoryStateStore
+    from shared.core.state import MemoryStateStore
 
     class CountingStore(MemoryStateStore):
         reads = 0
@@ -126,8 +126,8 @@ def test_control_is_read_once_per_window_not_per_event() -> None:
 
 def test_control_flipped_by_another_process_applies_after_the_window(
         blob_state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import control
-    from shared.state import BlobStateStore
+    from shared.core import control
+    from shared.core.state import BlobStateStore
 
     worker = make_deps(state=blob_state)
     operator = make_deps(state=BlobStateStore(blob_state._container))

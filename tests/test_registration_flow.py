@@ -9,11 +9,12 @@ import pytest
 from azure.functions import EventGridEvent
 
 from functions import registration as registration_fn
-from shared import admission, reaction
-from shared.deps import Deps
-from shared.platform import APPROVAL_TAG, CHAMPION_TAG, REFLEX_TAG, TrainingRequest
-from shared.registration import SCORED_TAG, job_key
-from shared.state import StateStore
+from shared.batches import admission
+from shared.core import reaction
+from shared.core.deps import Deps
+from shared.core.platform import APPROVAL_TAG, CHAMPION_TAG, REFLEX_TAG, TrainingRequest
+from shared.core.state import StateStore
+from shared.registration.flow import SCORED_TAG, job_key
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 
@@ -186,7 +187,7 @@ def test_dry_run_decides_and_registers_nothing(blob_state: StateStore, fake_plat
 
 def test_through_the_decorated_event_grid_trigger(deps: Deps, fake_platform: FakePlatform,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shared.deps.get_deps", lambda: deps)
+    monkeypatch.setattr("shared.core.deps.get_deps", lambda: deps)
     fake_platform.finish_job(submit(fake_platform, "reflex-train-11"), metrics={"auc": 0.9})
     raw = fake_platform.events[-1]
     event = EventGridEvent(id=raw["id"], data=raw["data"], topic=raw["topic"], subject=raw["subject"],
@@ -199,8 +200,8 @@ def test_through_the_decorated_event_grid_trigger(deps: Deps, fake_platform: Fak
 def test_the_whole_chain_with_every_event_delivered_three_times(container_factory: Any, blob_state: StateStore,
                                                                 fake_platform: FakePlatform, clock: Clock) -> None:
     """A completed batch -> data asset + job -> RunCompleted -> registered model; then a worse batch -> skipped."""
-    from shared.arrival import arrival_key
-    from shared.batches import parse_blob_path
+    from shared.arrival.flow import arrival_key
+    from shared.batches.paths import parse_blob_path
     from tests.test_arrival_flow import Lake, deliver
 
     lake = Lake(container_factory("data"))

@@ -19,16 +19,16 @@ from conftest import Clock, make_deps, make_settings
 from rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV, invariant_problems, live_endpoint, register_model
 
 import functions.rollout as rollout_fn
-from shared import deps as deps_module
-from shared import reaction
-from shared.deps import Deps
-from shared.errors import PermanentError
-from shared.platform import CHAMPION_TAG, DeploymentMetrics, InvokeResult
-from shared.reaction import Outcome
-from shared.rollout_flow import rollout_key
-from shared.rollout_machine import Rollout
-from shared.rollout_plan import deployment_name
-from shared.state import BlobStateStore, StateStore
+from shared.core import deps as deps_module
+from shared.core import reaction
+from shared.core.deps import Deps
+from shared.core.errors import PermanentError
+from shared.core.platform import CHAMPION_TAG, DeploymentMetrics, InvokeResult
+from shared.core.reaction import Outcome
+from shared.core.state import BlobStateStore, StateStore
+from shared.rollout.flow import rollout_key
+from shared.rollout.machine import Rollout
+from shared.rollout.plan import deployment_name
 from testing.fake_platform import FakePlatform
 
 pytestmark = pytest.mark.azurite
@@ -263,7 +263,7 @@ def test_smoke_request_from_the_state_container_or_a_clear_failure_then_a_new_at
     """A model without lineage (registered outside Reflex) and no smoke request: the rollout fails at once,
     saying why and what to do; once the owner writes the request, a new attempt rolls that same version out,
     while a redelivery of its registration stays a duplicate."""
-    from shared.rollout_retry import plan_attempt
+    from shared.rollout.retry import plan_attempt
 
     world.env["REFLEX_SMOKE_REQUEST"] = ""
     world.current["deps"] = world.deps()  # type: ignore[attr-defined]
@@ -462,7 +462,7 @@ def test_function_metadata() -> None:
 
 
 def test_dry_run_decides_and_acts_on_nothing(world: World) -> None:
-    from shared.control import write_control
+    from shared.core.control import write_control
 
     live_endpoint(world.fp)
     deliver(world, register_model(world.fp, "2"))
@@ -477,7 +477,7 @@ def test_dry_run_decides_and_acts_on_nothing(world: World) -> None:
 def test_health_remediates_an_overdue_canary_through_the_rollout_machinery(world: World) -> None:
     """REFLEX_HEALTH_REMEDIATE: a canary the reconciler left past its deadline (say its timer stopped) is rolled
     back by the health timer with the machine's own roll_back: previous split in one update, record closed."""
-    from shared import health
+    from shared.monitoring import health
 
     to_canary_step(world, 0)
     assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 90, V2: 10}  # type: ignore[union-attr]

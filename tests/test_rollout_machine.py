@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.platform import DeploymentMetrics, QuotaCheck
-from shared.rollout_machine import (
+from shared.core.platform import DeploymentMetrics, QuotaCheck
+from shared.rollout.machine import (
     ROLLBACK_SETTLE_SECONDS,
     Begin,
     CreateDeployment,
@@ -30,7 +30,7 @@ from shared.rollout_machine import (
     rollback_hold,
     rolling_back,
 )
-from shared.rollout_plan import Plan, deployment_name, restore_traffic, split_traffic, version_key
+from shared.rollout.plan import Plan, deployment_name, restore_traffic, split_traffic, version_key
 
 S = "Succeeded"
 NEW = "new"
@@ -411,7 +411,7 @@ def test_traffic_arithmetic() -> None:
 ])
 def test_metrics_are_judged_on_enough_requests(requests: int, errors: int, latency: float, min_requests: int,
                                                breach: str) -> None:
-    from shared.rollout_machine import metrics_breach
+    from shared.rollout.machine import metrics_breach
 
     plan = Plan(min_requests=min_requests, max_error_rate=0.02, max_latency_ratio=1.5, max_latency_ms=1000.0)
     found = metrics_breach(plan, DeploymentMetrics(requests, errors, latency, 60),

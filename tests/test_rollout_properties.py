@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV, invariant_problems, live_endpoint, register_model
 
 import functions.rollout  # noqa: F401  (registers the handlers)
-from shared import reaction
-from shared.errors import PermanentError, TransientError
-from shared.platform import DeploymentMetrics, InvokeResult
-from shared.rollout_flow import rollout_key
-from shared.rollout_machine import Finish, Observation, RollBack, Rollout, decide
-from shared.rollout_plan import Plan, deployment_name, split_traffic
-from shared.state import MemoryStateStore
+from shared.core import reaction
+from shared.core.errors import PermanentError, TransientError
+from shared.core.platform import DeploymentMetrics, InvokeResult
+from shared.core.state import MemoryStateStore
+from shared.rollout.flow import rollout_key
+from shared.rollout.machine import Finish, Observation, RollBack, Rollout, decide
+from shared.rollout.plan import Plan, deployment_name, split_traffic
 from testing.fake_platform import FakePlatform
 
 OPS = ["get_endpoint", "set_traffic", "begin_create_deployment", "begin_create_endpoint", "invoke",

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from local.sampledata import FEATURES, LABEL, generate, patient_record
-from shared.model_input import ACCEPTED_SHAPES, AZURE_SHAPE, RequestShapeError, column_problem, parse_request
-from shared.state import BlobStateStore
+from shared.core.state import BlobStateStore
+from shared.scoring.model_input import ACCEPTED_SHAPES, AZURE_SHAPE, RequestShapeError, column_problem, parse_request
 
 FIXTURES = Path(__file__).parent / "fixtures" / "aml-online"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import settings as settings_mod
-from shared.settings import SettingsError, load
+from shared.core import settings as settings_mod
+from shared.core.settings import SettingsError, load
 
 AZURE = {"AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
          "AZUREML_SUBSCRIPTION_ID": "sub", "AZUREML_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE": "ws"}
@@ -78,13 +78,13 @@ def test_settings_are_read_only() -> None:
 
 def test_readme_table_lists_every_setting() -> None:
     table = settings_mod.markdown_table()
-    text = (Path(settings_mod.__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(settings_mod.__file__).resolve().parents[2] / "README.md").read_text()
     for f in settings_mod.SPEC:
         assert f"`{f.metadata['env']}`" in table
         assert f"`{f.metadata['env']}`" in text, f"README lacks {f.metadata['env']}"
 
 
-# ------------------------------------------------------------------ cross-checks (shared/settings_checks.py)
+# ------------------------------------------------------------------ cross-checks (shared/core/settings_checks.py)
 LOCAL = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "REFLEX_PLATFORM": "local",
          "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
 
@@ -143,7 +143,7 @@ def test_primary_metric_lookup_is_the_sdks(value: str) -> None:
     from azure.ai.ml._utils.utils import camel_to_snake
     from azure.ai.ml.automl import ClassificationPrimaryMetrics, RegressionPrimaryMetrics
 
-    from shared.settings_checks import AUTOML_PRIMARY_METRICS, automl_metric_key
+    from shared.core.settings_checks import AUTOML_PRIMARY_METRICS, automl_metric_key
 
     assert automl_metric_key(value) == camel_to_snake(value).upper()
     for task, enum in (("classification", ClassificationPrimaryMetrics), ("regression", RegressionPrimaryMetrics)):
@@ -178,7 +178,7 @@ def test_smoke_request_shape(body: str, ok: bool) -> None:
     ("0 */5 * * *", False),
 ])
 def test_schedules_are_parsed_by_the_hosts_parser(schedule: str, ok: bool) -> None:
-    from shared.ncrontab import parse
+    from shared.core.ncrontab import parse
 
     problems = _problems(REFLEX_HEALTH_SCHEDULE=schedule)
     assert (problems == {}) is ok

@@ -35,8 +35,8 @@ def cli(live: LiveStack, *argv: str) -> tuple[int, dict[str, Any]]:
 def test_uploaded_with_reflex_upload_trained_and_smoke_tested_with_its_own_row(live: LiveStack,
                                                                                 tmp_path: Path) -> None:
     from local.sampledata import generate, to_csv_bytes
-    from shared.rollout_flow import rollout_key
-    from shared.rollout_plan import deployment_name
+    from shared.rollout.flow import rollout_key
+    from shared.rollout.plan import deployment_name
 
     folder = tmp_path / "heart"
     folder.mkdir()

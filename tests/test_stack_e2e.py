@@ -57,13 +57,13 @@ def _traffic(live: LiveStack) -> dict[str, int]:
 
 
 def _deployment_of(live: LiveStack, version: str) -> str:
-    from shared.rollout_plan import deployment_name
+    from shared.rollout.plan import deployment_name
 
     return deployment_name(MODEL, version)
 
 
 def _rollout(live: LiveStack) -> dict[str, Any]:
-    from shared.rollout_flow import rollout_key
+    from shared.rollout.flow import rollout_key
 
     record = live.deps.state.get(rollout_key(ENDPOINT))
     return dict(record.value) if record else {}
@@ -234,7 +234,7 @@ def test_a_notebook_model_follows_the_outside_model_policy_and_never_blocks_retr
     whose job scores that champion on the challenger's own holdout (it used to be refused forever: "the champion
     has no 'auc'"). Then a second notebook model is evaluated against the champion on the same rows by a local
     evaluation job before any rollout, and the verdict, with both numbers and the rows, decides."""
-    from shared.outside_models import EVALUATION_TAG
+    from shared.registration.outside_models import EVALUATION_TAG
 
     v1 = _register_by_hand(live, seed=1)
     wait_for("v1 serving all traffic", lambda: _serving(live, v1), timeout=120)

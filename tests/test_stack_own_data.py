@@ -63,7 +63,7 @@ def generated(n: int, seed: int) -> list[dict[str, Any]]:
 
 def test_a_users_own_regression_data_is_trained_gated_rolled_out_served_and_a_broken_batch_fails_in_status(
         live: LiveStack, tmp_path: Path) -> None:
-    from shared.rollout_flow import rollout_key
+    from shared.rollout.flow import rollout_key
 
     assert live.deps.settings.label_column == LABEL and live.deps.settings.task == "regression"
     first = tmp_path / "first"

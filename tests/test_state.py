@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.state import Conflict, MemoryStateStore, StateStore, key_part
+from shared.core.state import Conflict, MemoryStateStore, StateStore, key_part
 
 
 @pytest.fixture(params=["azurite", "memory"])
@@ -144,7 +144,7 @@ def test_records_skip_deleted_between_list_and_read() -> None:
 
 
 def test_blob_state_container_is_created_once(container_factory: Callable[[str], Any]) -> None:
-    from shared.state import BlobStateStore
+    from shared.core.state import BlobStateStore
 
     container = container_factory("ensure")
     container.delete_container()

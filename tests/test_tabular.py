@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import PermanentError
-from shared.tabular import (
+from shared.batches.tabular import (
     UnreadableData,
     is_missing,
     iter_csv_rows,
@@ -24,6 +23,7 @@ from shared.tabular import (
     reader_for,
     to_number,
 )
+from shared.core.errors import PermanentError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,7 +200,7 @@ def test_is_missing() -> None:
 
 
 def test_importing_the_readers_and_drift_stays_light() -> None:
-    code = ("import sys, shared.tabular, shared.drift; "
+    code = ("import sys, shared.batches.tabular, shared.monitoring.drift; "
             "heavy = [m for m in ('pandas', 'numpy', 'pyarrow') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

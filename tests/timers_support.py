@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from local.host.blobs import blob_created_event
-from shared.platform import CHAMPION_TAG, REFLEX_TAG, ModelVersion, TrainingRequest
+from shared.core.platform import CHAMPION_TAG, REFLEX_TAG, ModelVersion, TrainingRequest
 from testing.fake_platform import FakePlatform
 
 

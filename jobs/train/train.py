@@ -13,7 +13,7 @@ Contract with Reflex:
 * ``--data`` is a batch folder (an Azure ML ``uri_folder`` mount or download): every file with an extension of
   ``DATA_FORMATS`` (CSV, TSV, both also gzipped, Parquet) under it, recursively, in path order. Hidden files,
   zero-byte files and markers such as ``_SUCCESS`` are ignored; other file types are listed and ignored. A
-  single file works too. Reflex's arrival step accepts exactly these formats (``shared/formats.py``, which
+  single file works too. Reflex's arrival step accepts exactly these formats (``shared/batches/formats.py``, which
   tests/test_formats.py keeps equal to ``DATA_FORMATS``).
 * ``--model-output`` always receives the MLflow model (``mlflow.sklearn.save_model``): it is the job's ``model``
   output that Reflex registers as an ``mlflow_model`` from ``azureml://jobs/<job>/outputs/model``.
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("train")
 
 TASKS = ("classification", "regression")
-# extension -> reader; the same table as shared/formats.py TRAINING_FORMATS (this file cannot import it)
+# extension -> reader; the same table as shared/batches/formats.py TRAINING_FORMATS (this file cannot import it)
 DATA_FORMATS = {
     ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv",
     ".parquet": "parquet", ".pq": "parquet", ".pqt": "parquet",

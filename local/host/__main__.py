@@ -27,7 +27,7 @@ from pathlib import Path
 
 from local.host.index import build_index, load_app, load_local_settings
 from local.host.runtime import Host
-from shared import log
+from shared.core import log
 
 
 def _parser() -> argparse.ArgumentParser:

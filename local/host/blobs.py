@@ -35,7 +35,7 @@ from typing import Any
 from local.host import storage
 from local.host.index import FunctionEntry, resolve_settings
 from local.host.receipts import HOSTS_CONTAINER, Claim, ReceiptStore
-from shared.events import BLOB_CREATED, blob_subject
+from shared.core.events import BLOB_CREATED, blob_subject
 
 __all__ = ["DEAD_LETTER_CONTAINER", "EVENT_GRID_RETRY_DELAYS", "BlobEventDelivery", "BlobPoller",
            "BlobSubscription", "Sender", "blob_created_event", "subscriptions_for"]

@@ -2,7 +2,7 @@
 
 Payloads go through azure.functions' own converters (`get_binding_registry()`), so a function sees the same
 `EventGridEvent`/`CloudEvent` and `TimerRequest` objects here as under the real host. Every
-invocation runs inside `shared.log.context(function=..., event_id=...)`; a failure is logged with its
+invocation runs inside `shared.core.log.context(function=..., event_id=...)`; a failure is logged with its
 traceback and reported to the caller, never allowed to stop the host.
 """
 
@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from local.host.index import FunctionEntry
-from shared import log
+from shared.core import log
 
 __all__ = ["Invoker", "decode_event", "decode_timer"]
 

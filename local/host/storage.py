@@ -43,6 +43,6 @@ def _blob_service(conn_str: str, uri: str) -> BlobServiceClient:
 
     if conn_str:
         return BlobServiceClient.from_connection_string(conn_str)
-    from shared.storage import credential
+    from shared.adapters.storage import credential
 
     return BlobServiceClient(uri, credential=credential(os.environ.get("AZURE_CLIENT_ID", "")))

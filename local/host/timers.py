@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from local.host.index import FunctionEntry
 from local.host.invoke import Invoker, decode_timer
-from shared import ncrontab
+from shared.core import ncrontab
 
 __all__ = ["PAST_DUE_SECONDS", "TimerScheduler"]
 

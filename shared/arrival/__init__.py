@@ -1,0 +1,1 @@
+"""The data-arrival reaction: BlobCreated events -> one arrival record per batch -> one training job."""

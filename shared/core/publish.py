@@ -1,0 +1,90 @@
+"""Outbound `Reflex.*` events, so people and other systems can subscribe to what Reflex did.
+
+Published to a custom Event Grid topic (`REFLEX_EVENTGRID_TOPIC_ENDPOINT`) in the Event Grid schema, with the
+managed identity in Azure or an access key locally (`REFLEX_EVENTGRID_TOPIC_KEY`). With no topic configured it
+says so once in the log and does nothing else: publishing is a notification, never a reason to fail a reaction
+that already acted. Every published event is also handed to the optional `sink` (the ledger, tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.core.errors import map_azure_error
+
+__all__ = ["OutboundEvent", "Publisher"]
+
+log = logging.getLogger("reflex.publish")
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    """One `Reflex.*` event: `type` without the prefix is added by `Publisher.publish`."""
+
+    type: str
+    subject: str
+    data: Mapping[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def as_eventgrid(self) -> dict[str, Any]:
+        return {"id": self.id, "eventType": self.type, "subject": self.subject, "data": dict(self.data),
+                "eventTime": self.time, "dataVersion": "1"}
+
+
+class Publisher:
+    """Publishes `Reflex.*` events; the client is built lazily on the first event."""
+
+    def __init__(self, endpoint: str = "", *, key: str = "", client_id: str = "",
+                 sink: Callable[[OutboundEvent], None] | None = None, client: Any = None) -> None:
+        self._endpoint = endpoint
+        self._key = key
+        self._client_id = client_id
+        self._client = client
+        self._sink = sink
+        self._warned = False
+        self.sent: list[OutboundEvent] = []  # what this publisher handed on, in order (bounded below)
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, sink: Callable[[OutboundEvent], None] | None = None) -> Publisher:
+        return cls(settings.topic_endpoint, key=settings.topic_key, client_id=settings.client_id, sink=sink)
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from azure.eventgrid import EventGridPublisherClient
+
+            if self._key:
+                from azure.core.credentials import AzureKeyCredential
+
+                credential: Any = AzureKeyCredential(self._key)
+            else:
+                from shared.adapters.storage import credential as default_credential
+
+                credential = default_credential(self._client_id)
+            self._client = EventGridPublisherClient(self._endpoint, credential)
+        return self._client
+
+    def publish(self, event_type: str, subject: str, data: Mapping[str, Any]) -> OutboundEvent:
+        """Publish `Reflex.<event_type>`; failures are logged with context, never raised to the reaction."""
+        full_type = event_type if event_type.startswith("Reflex.") else f"Reflex.{event_type}"
+        event = OutboundEvent(full_type, subject, data)
+        self.sent.append(event)
+        del self.sent[:-1000]
+        if self._sink is not None:
+            self._sink(event)
+        if not self._endpoint:
+            if not self._warned:
+                log.info("REFLEX_EVENTGRID_TOPIC_ENDPOINT is not set: Reflex.* events are not published")
+                self._warned = True
+            return event
+        try:
+            self._get_client().send([event.as_eventgrid()])
+        except Exception as exc:
+            err = map_azure_error(exc, f"event topic {self._endpoint}")
+            log.warning("could not publish %s for %s: %s", full_type, subject, err)
+        return event

@@ -1,0 +1,325 @@
+"""Durable records in the app's own Blob Storage: idempotency claims, CAS-updated records, dead letters.
+
+Why blobs: the Functions app already has a storage account, and Blob Storage gives the two primitives
+exactly-once reactions need without another service:
+
+* create-if-absent (`If-None-Match: *`): `claim(key)` has exactly one winner however many workers race;
+* compare-and-swap (`If-Match: <etag>`): `update(key, fn)` re-reads and re-applies `fn` when it loses a race,
+  so a concurrent write is never overwritten.
+
+Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
+
+    claims/<reaction>/<key>          {"at": iso-time, ...}        who claimed what, first writer wins
+    arrivals/<container>/<dataset>/<batch>   arrival record (manifest, status)   see shared/arrival/flow.py
+    rollouts/<endpoint>              rollout record (plan, step, status)          see shared/rollout.py
+    deadletters/<yyyymmdd>/<time>-<id>  {"reaction", "event_id", "error", "error_type", "payload", "at"}
+
+`StateStore` holds the logic over five small storage hooks; `BlobStateStore` implements them on
+azure-storage-blob, `MemoryStateStore` in memory with the same semantics (conflicts included) for unit tests
+and benchmarks of pure logic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.core.errors import TransientError, map_azure_error
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+    from shared.core.settings import Settings
+
+__all__ = ["BlobStateStore", "Conflict", "MemoryStateStore", "Record", "StateStore", "key_part", "utcnow_iso"]
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9._=@:+~-]+(?:/[A-Za-z0-9._=@:+~-]+)*$")
+
+
+class Conflict(TransientError):
+    """A compare-and-swap or create lost its race too many times; the caller's redelivery retries."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=1.0)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored record: its key, its JSON value and the ETag that a later replace must match."""
+
+    key: str
+    value: dict[str, Any]
+    etag: str
+
+
+def utcnow_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def key_part(text: str, *, limit: int = 120) -> str:
+    """A blob-name-safe key segment for `text`: kept readable when it is safe, else a stable hash suffix."""
+    cleaned = re.sub(r"[^A-Za-z0-9._=@:+-]", "_", text)[:limit] or "_"
+    if cleaned == text:
+        return text
+    return f"{cleaned}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def _check_key(key: str) -> str:
+    if len(key) > 1000 or not _SAFE_KEY.fullmatch(key):
+        raise ValueError(f"unsafe state key {key!r}: build segments with key_part()")
+    return key
+
+
+class StateStore(ABC):
+    """Claims, records and dead letters over five storage hooks. Values are JSON objects."""
+
+    # ---- hooks: bodies are bytes, etags opaque strings
+    @abstractmethod
+    def _create(self, key: str, body: bytes) -> str | None:
+        """Write only if absent; the new etag, or None when the key already exists."""
+
+    @abstractmethod
+    def _read(self, key: str) -> tuple[bytes, str] | None:
+        """Body and etag, or None when absent."""
+
+    @abstractmethod
+    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
+        """Write only if the stored etag still equals `etag`; the new etag, or None on mismatch/absence."""
+
+    @abstractmethod
+    def _delete(self, key: str, etag: str | None) -> bool:
+        """Delete (only at `etag` when given); False when absent or the etag no longer matches."""
+
+    @abstractmethod
+    def _keys(self, prefix: str) -> Iterator[str]:
+        """Keys under `prefix`, in name order."""
+
+    # ---- logic
+    @staticmethod
+    def _encode(value: Mapping[str, Any]) -> bytes:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+    def claim(self, key: str, value: Mapping[str, Any] | None = None) -> bool:
+        """Create-if-absent: True for exactly one caller per key, False for every later one."""
+        body = dict(value or {})
+        body.setdefault("at", utcnow_iso())
+        return self._create(_check_key(key), self._encode(body)) is not None
+
+    def get(self, key: str) -> Record | None:
+        found = self._read(_check_key(key))
+        if found is None:
+            return None
+        body, etag = found
+        return Record(key, json.loads(body), etag)
+
+    def create(self, key: str, value: Mapping[str, Any]) -> Record | None:
+        """Write a new record; None when one already exists (the caller reads it instead)."""
+        etag = self._create(_check_key(key), self._encode(value))
+        return None if etag is None else Record(key, dict(value), etag)
+
+    def replace(self, record: Record, value: Mapping[str, Any]) -> Record:
+        """Compare-and-swap against `record.etag`.
+
+        Raises:
+            Conflict: someone else wrote the record since it was read (re-read and decide again).
+        """
+        etag = self._replace(record.key, self._encode(value), record.etag)
+        if etag is None:
+            raise Conflict(f"state record {record.key} changed since it was read")
+        return Record(record.key, dict(value), etag)
+
+    def update(self, key: str, change: Callable[[dict[str, Any] | None], Mapping[str, Any] | None], *,
+               attempts: int = 8) -> Record | None:
+        """Apply `change(current_value_or_None)` atomically, retrying on lost races.
+
+        `change` returns the new value, or None to leave the record as it is (then the current record is
+        returned). It may run several times, so it must be pure.
+
+        Raises:
+            Conflict: the race was lost `attempts` times in a row.
+        """
+        _check_key(key)
+        for attempt in range(attempts):
+            current = self.get(key)
+            new = change(None if current is None else dict(current.value))
+            if new is None:
+                return current
+            if current is None:
+                created = self.create(key, new)
+                if created is not None:
+                    return created
+            else:
+                try:
+                    return self.replace(current, new)
+                except Conflict:
+                    pass
+            time.sleep(min(0.05 * (2**attempt), 0.5) * (0.5 + uuid.uuid4().int % 100 / 100))
+        raise Conflict(f"state record {key}: lost {attempts} compare-and-swap races in a row")
+
+    def delete(self, key: str, etag: str | None = None) -> bool:
+        return self._delete(_check_key(key), etag)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return list(self._keys(prefix))
+
+    def records(self, prefix: str = "") -> Iterator[Record]:
+        """Every record under `prefix` (for the timers that sweep); records deleted meanwhile are skipped."""
+        for key in self._keys(prefix):
+            record = self.get(key)
+            if record is not None:
+                yield record
+
+    def dead_letter(self, reaction: str, payload: Any, error: BaseException | str, *, event_id: str = "",
+                    context: Mapping[str, Any] | None = None) -> str:
+        """Keep an event that could not be handled, with its original payload, the error and the time."""
+        now = datetime.now(UTC)
+        ident = key_part(event_id or uuid.uuid4().hex, limit=60)
+        key = f"deadletters/{now:%Y%m%d}/{now:%H%M%S%f}-{reaction}-{ident}"
+        body = {
+            "reaction": reaction, "event_id": event_id, "at": utcnow_iso(),
+            "error": str(error), "error_type": type(error).__name__ if isinstance(error, BaseException) else "",
+            "payload": payload, "context": dict(context or {}),
+        }
+        if self._create(key, self._encode(body)) is None:  # same microsecond and id: keep both
+            key = f"{key}-{uuid.uuid4().hex[:8]}"
+            self._create(key, self._encode(body))
+        return key
+
+    def dead_letters(self) -> list[Record]:
+        return list(self.records("deadletters/"))
+
+
+class MemoryStateStore(StateStore):
+    """In-process store with the blob store's semantics (create-if-absent, etag CAS), thread-safe."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes, str]] = {}
+        self._lock = threading.Lock()
+
+    def _create(self, key: str, body: bytes) -> str | None:
+        with self._lock:
+            if key in self._data:
+                return None
+            etag = uuid.uuid4().hex
+            self._data[key] = (body, etag)
+            return etag
+
+    def _read(self, key: str) -> tuple[bytes, str] | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
+        with self._lock:
+            current = self._data.get(key)
+            if current is None or current[1] != etag:
+                return None
+            new = uuid.uuid4().hex
+            self._data[key] = (body, new)
+            return new
+
+    def _delete(self, key: str, etag: str | None) -> bool:
+        with self._lock:
+            current = self._data.get(key)
+            if current is None or (etag is not None and current[1] != etag):
+                return False
+            del self._data[key]
+            return True
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        with self._lock:
+            keys = sorted(k for k in self._data if k.startswith(prefix))
+        return iter(keys)
+
+
+class BlobStateStore(StateStore):
+    """Records as JSON blobs; conditional headers make claims and updates atomic across workers."""
+
+    def __init__(self, container: ContainerClient) -> None:
+        self._container = container
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BlobStateStore:
+        from shared.adapters.storage import blob_service
+
+        container = blob_service(settings).get_container_client(settings.state_container)
+        store = cls(container)
+        store.ensure()
+        return store
+
+    def ensure(self) -> None:
+        """Create the container if it is missing (idempotent)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._container.create_container()
+        except ResourceExistsError:
+            pass
+        except Exception as exc:
+            raise map_azure_error(exc, f"state container {self._container.container_name}") from exc
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        try:
+            return fn()
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            raise
+        except Exception as exc:
+            raise map_azure_error(exc, f"state {what}") from exc
+
+    def _create(self, key: str, body: bytes) -> str | None:
+        from azure.core.exceptions import ResourceExistsError
+
+        blob = self._container.get_blob_client(key)
+        try:
+            props = self._call(key, lambda: blob.upload_blob(body, overwrite=False))
+        except ResourceExistsError:
+            return None
+        return props["etag"]
+
+    def _read(self, key: str) -> tuple[bytes, str] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self._container.get_blob_client(key)
+        try:
+            downloader = self._call(key, blob.download_blob)
+        except ResourceNotFoundError:
+            return None
+        return downloader.readall(), downloader.properties.etag
+
+    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        blob = self._container.get_blob_client(key)
+        try:
+            props = self._call(key, lambda: blob.upload_blob(
+                body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified))
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        return props["etag"]
+
+    def _delete(self, key: str, etag: str | None) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        blob = self._container.get_blob_client(key)
+        kwargs: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        try:
+            self._call(key, lambda: blob.delete_blob(**kwargs))
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        return iter([b.name for b in self._call(prefix or "list", lambda: list(
+            self._container.list_blobs(name_starts_with=prefix or None)))])

@@ -1,0 +1,1 @@
+"""The monitoring timers: health (failures Azure ML never announces), data drift and scheduled retraining."""

@@ -1,0 +1,2 @@
+"""The registration reaction: a finished training run -> a registered model if it beats the champion on
+the same rows (the gate), or the reason why not."""

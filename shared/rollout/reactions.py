@@ -1,0 +1,164 @@
+"""The rollout reactions: a model registration starts (or supersedes) a rollout; the reconciler advances each.
+
+The decisions are shared/rollout/machine.py's and the side effects shared/rollout/flow.py's; this module turns
+a trigger's payload into calls of them and one Outcome, so functions/rollout.py stays a thin trigger module
+that imports this only when a rollout event or tick actually arrives (cold start).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from shared.core import events
+from shared.core.control import read_control
+from shared.core.errors import PermanentError, TransientError
+from shared.core.reaction import Outcome
+from shared.registration import outside_models
+from shared.rollout.discovery import discover
+from shared.rollout.flow import PREFIX, drive, register, roll_back, rollout_key, summary
+from shared.rollout.machine import RollBack, Rollout, Wait
+
+if TYPE_CHECKING:
+    from shared.core.deps import Deps
+
+__all__ = ["handle_model_registered", "handle_reconcile"]
+
+log = logging.getLogger("reflex.rollout")
+
+REFLEX_MODEL_REGISTERED = "Reflex.ModelRegistered"
+
+
+def _retry_of(event: events.Event) -> str:
+    """The attempt an operator's new rollout attempt follows (`data.retryOf` of Reflex's own event), or ""."""
+    if event.type != REFLEX_MODEL_REGISTERED:
+        return ""
+    value = {str(k).lower(): v for k, v in event.data.items()}.get("retryof")
+    return value if isinstance(value, str) else ""
+
+
+def _model_ref(event: events.Event) -> tuple[str, str] | None:
+    if isinstance(event, events.ModelRegistered):
+        return event.model_name, event.model_version
+    if event.type == REFLEX_MODEL_REGISTERED:
+        data: Mapping[str, Any] = {str(k).lower(): v for k, v in event.data.items()}
+        name, version = data.get("modelname") or data.get("model"), data.get("modelversion") or data.get("version")
+        if not isinstance(name, str) or not name or isinstance(version, bool) or not isinstance(version, (str, int)):
+            raise events.InvalidEvent("data.modelName and data.modelVersion are required", event_id=event.id,
+                                      field="data.modelName")
+        return name, str(version)
+    return None
+
+
+def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
+    event = events.parse(raw)
+    ref = _model_ref(event)
+    if ref is None:
+        return Outcome("skipped", f"not a model registration: {event.type}")
+    name, version = ref
+    endpoint = deps.settings.endpoint_for(name)
+    if endpoint is None:
+        return Outcome("skipped", f"model {name} has no endpoint configured (REFLEX_ENDPOINTS)", {"model": name})
+    model = deps.platform.get_model(name, version)
+    if model is None:
+        raise PermanentError(f"model {name}:{version} is not registered on the platform")
+    if model.type != "mlflow_model":
+        return Outcome("skipped", f"model {name}:{version} is a {model.type}, not an MLflow model: "
+                                  "Reflex deploys MLflow models without scoring code", {"model": model.ref})
+    held = outside_models.admit(deps, model, endpoint, event.id)  # a person's model: evaluated before rollout
+    if held is not None:
+        return held
+    if read_control(deps).dry_run:
+        return Outcome("dry-run", f"would roll out {model.ref} on {endpoint}", {"endpoint": endpoint})
+    verdict = register(deps, endpoint, name, version, event.id, retry_of=_retry_of(event))
+    if verdict == "duplicate":
+        return Outcome("duplicate", f"{model.ref} is already being or has been rolled out on {endpoint}")
+    if verdict == "older":
+        return Outcome("skipped", f"{model.ref} is older than the version already rolled out on {endpoint}")
+    key = rollout_key(endpoint)
+    try:
+        drive(deps, key)
+    except TransientError as exc:  # the record exists: the reconciler takes it from here
+        log.warning("first step of %s on %s deferred to the reconciler: %s", model.ref, endpoint, exc)
+    record = deps.state.get(key)
+    r = Rollout.from_dict(record.value) if record else None
+    details = summary(r) if r else {}
+    if r is not None and r.ref == model.ref and r.status == "pending" and r.history \
+            and "awaiting approval" in str(r.history[-1].get("detail", "")):
+        return Outcome("skipped", f"{model.ref} is awaiting approval; the reconciler starts it once "
+                                  "reflex.approval=approved", details)
+    what = "superseded the running rollout; " if verdict == "supersede" else ""
+    return Outcome("acted", f"{what}rollout of {model.ref} on {endpoint}: {r.status if r else '?'}", details)
+
+
+def _advance(deps: Deps, key: str, dry_run: bool) -> dict[str, Any]:
+    """One rollout's step, isolated: its failure is logged and recorded, never blocks the others."""
+    try:
+        steps = drive(deps, key, dry_run=dry_run)
+    except TransientError as exc:
+        log.warning("rollout %s: transient failure, retried next tick: %s", key, exc)
+        return {"error": str(exc)}
+    except Exception as exc:
+        log.exception("rollout %s: step failed; rolling it back", key)
+        return _force_rollback(deps, key, f"{type(exc).__name__}: {exc}")
+    if not steps:
+        return {}
+    last = steps[-1]
+    result = {"action": last.action.name if last.executed else f"would {last.action.name}", **summary(last.rollout)}
+    if isinstance(last.action, Wait):  # what it waits for, in the ledger line and the outcome (explain, status)
+        result["waiting"] = last.action.reason
+    return result
+
+
+def _force_rollback(deps: Deps, key: str, reason: str) -> dict[str, Any]:
+    try:
+        record = deps.state.get(key)
+        if record is None:
+            return {"error": reason}
+        r = Rollout.from_dict(record.value)
+        if r.terminal:
+            return {"error": reason}
+        after = roll_back(deps, record, r, RollBack(f"step failed: {reason}", {"error": reason}), deps.clock())
+        return {"action": "RollBack", **summary(after)}
+    except Exception:
+        log.exception("rollout %s: could not roll back after a failed step; it stays for the next tick", key)
+        return {"error": reason}
+
+
+def _start_evaluated(deps: Deps) -> None:
+    """Outside models that passed their evaluation since the last tick: their rollout starts now."""
+    for ready in outside_models.take_ready(deps):
+        try:
+            register(deps, ready["endpoint"], ready["model"], ready["version"], ready.get("event_id", ""))
+        except Exception:
+            log.exception("rollout of %s:%s after its evaluation: not started; retried next tick", ready["model"],
+                          ready["version"])
+            continue
+        deps.state.delete(ready["key"])
+
+
+def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
+    dry_run = read_control(deps).dry_run
+    if not dry_run:
+        _start_evaluated(deps)
+    results = {record.key: _advance(deps, record.key, dry_run) for record in deps.state.records(PREFIX)}
+    moved = {k: v for k, v in results.items() if v}
+    # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
+    found = discover(deps, handle_model_registered)
+    # one lineage group per rollout (shared/core/ledger.py `links`): endpoints advanced together stay unrelated
+    details = {**moved, "links": [v for v in [*moved.values(), *found.values()] if v.get("rollout")]}
+    if found:
+        details["discovered"] = found
+    news = f"; found {len(found)} unannounced registration(s)" if found else ""
+    if dry_run:
+        return Outcome("dry-run", f"{len(moved)} rollout(s) would advance{news}", details)
+    started = [m for m, v in found.items() if v.get("outcome") == "acted"]
+    if not moved and not started:
+        return Outcome("skipped", f"no unfinished rollout{news}", details if found else {})
+    acted = [k for k, v in moved.items() if v.get("action") not in (None, "Wait")]
+    if not acted and not started:
+        waits = "; ".join(f"{v.get('endpoint', k)}: {v['waiting']}" for k, v in moved.items() if v.get("waiting"))
+        return Outcome("skipped", f"{len(moved)} rollout(s) waiting" + (f": {waits}" if waits else "") + news,
+                       details)
+    return Outcome("acted", f"advanced {len(acted)} of {len(moved)} unfinished rollout(s){news}", details)
