@@ -2,7 +2,8 @@
 
 Why a job: a score means something only next to another score measured on the same rows
 (shared/registration/gate.py). The command-mode training job scores the champion on its own holdout
-(jobs/train/train.py `--champion-model`). An evaluation job (jobs/train/evaluate.py, a command job in every mode) does it when the training job cannot:
+(jobs/train/train.py `--champion-model`). An evaluation job (jobs/train/evaluate.py, a command job in every
+mode) does it when the training job cannot:
 
 * AutoML mode: Azure ML AutoML runs no script of ours, and its metrics are computed by its own code, so the
   challenger (its `best_model` output) and the champion are both scored by evaluate.py;
