@@ -5,43 +5,18 @@ for the scoring container (subscription `reflex-on-scoring-blob`); it hands the 
 contentLength, api), never the blob's content (why not a blob trigger: functions/data_arrival.py).
 `batch_tracker` runs on the reconcile schedule to complete quiet batches, retry batches waiting for a champion
 or a deployment and publish the outcome of finished batch jobs; `scheduled_scoring` re-scores the latest batch
-with the current champion when REFLEX_BATCH_SCHEDULE_ENABLED is true. Handlers are registered here, so the CLI
-can replay their dead letters.
+with the current champion when REFLEX_BATCH_SCHEDULE_ENABLED is true. The named handlers are in
+shared/handlers.py (the CLI replays through them too).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import azure.functions as func
 
+from shared import handlers  # noqa: F401  (registers the named handlers `reaction.run` calls)
 from shared.core import events, reaction
 
-if TYPE_CHECKING:
-    from shared.core.deps import Deps
-
 bp = func.Blueprint()
-
-
-@reaction.handler("scoring.blob")
-def handle_scoring_blob(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.scoring import flow as scoring
-
-    return scoring.handle_blob(payload, deps)
-
-
-@reaction.handler("scoring.track")
-def handle_track(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.scoring import flow as scoring
-
-    return scoring.track(deps)
-
-
-@reaction.handler("scoring.scheduled")
-def handle_scheduled(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.scoring import flow as scoring
-
-    return scoring.scheduled(deps)
 
 
 @bp.function_name("on_scoring_blob")

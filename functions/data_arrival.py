@@ -9,35 +9,17 @@ passed to the worker ... resulting in OOMs"), and its `Properties.ETag` is an `A
 serializes as `{}` (Azure/azure-sdk-for-net PR #5469, issue #34410), so no upload would carry its ETag.
 `sweep_batches` completes quiet batches
 (when no completion marker is configured), starts batches waiting for a training slot and releases slots of
-jobs that ended. Both handlers are registered here, so the CLI can replay their dead letters.
+jobs that ended. The named handlers are in shared/handlers.py (the CLI replays through them too).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import azure.functions as func
 
+from shared import handlers  # noqa: F401  (registers the named handlers `reaction.run` calls)
 from shared.core import events, reaction
 
-if TYPE_CHECKING:
-    from shared.core.deps import Deps
-
 bp = func.Blueprint()
-
-
-@reaction.handler("data.arrival")
-def handle_arrival(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.arrival import flow as arrival
-
-    return arrival.handle_blob(payload, deps)
-
-
-@reaction.handler("data.sweep")
-def handle_sweep(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.arrival import flow as arrival
-
-    return arrival.sweep(deps)
 
 
 @bp.function_name("on_data_blob")

@@ -1,40 +1,15 @@
 """Monitoring timers: health check, drift check and scheduled retraining. Thin: the flows are
-shared/monitoring/health.py, shared/monitoring/drift_check.py and shared/monitoring/retrain.py. Handlers are
-registered here so the CLI can replay them."""
+shared/monitoring/health.py, shared/monitoring/drift_check.py and shared/monitoring/retrain.py. The
+named handlers are in shared/handlers.py."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import azure.functions as func
 
+from shared import handlers  # noqa: F401  (registers the named handlers `reaction.run` calls)
 from shared.core import reaction
 
-if TYPE_CHECKING:
-    from shared.core.deps import Deps
-
 bp = func.Blueprint()
-
-
-@reaction.handler("monitoring.health")
-def handle_health(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.monitoring import health
-
-    return health.check(deps)
-
-
-@reaction.handler("monitoring.drift")
-def handle_drift(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.monitoring import drift_check
-
-    return drift_check.check(deps)
-
-
-@reaction.handler("monitoring.retrain")
-def handle_retrain(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.monitoring import drift_check
-
-    return drift_check.scheduled_retrain(deps)
 
 
 @bp.function_name("health_check")

@@ -5,30 +5,12 @@ shared/rollout/reactions.py, imported on first use so a cold start does not pay 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import azure.functions as func
 
+from shared import handlers  # noqa: F401  (registers the named handlers `reaction.run` calls)
 from shared.core import events, reaction
 
-if TYPE_CHECKING:
-    from shared.core.deps import Deps
-
 bp = func.Blueprint()
-
-
-@reaction.handler("rollout.model_registered")
-def handle_model_registered(raw: Any, deps: Deps) -> reaction.Outcome:
-    from shared.rollout import reactions as rollout_reactions
-
-    return rollout_reactions.handle_model_registered(raw, deps)
-
-
-@reaction.handler("rollout.reconcile")
-def handle_reconcile(payload: Any, deps: Deps) -> reaction.Outcome:
-    from shared.rollout import reactions as rollout_reactions
-
-    return rollout_reactions.handle_reconcile(payload, deps)
 
 
 @bp.function_name("on_model_registered")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import importlib
 import json
 import os
 import sys
@@ -92,11 +91,8 @@ def _operator(args: argparse.Namespace) -> str:
 
 
 def _load_handlers() -> None:
-    """Import every reaction module so its handlers are registered (replay needs them)."""
-    import functions
-
-    for name in functions.REACTIONS:
-        importlib.import_module(f"functions.{name}")
+    """Register every reaction's named handler (replay needs them): shared/handlers.py, not the trigger modules."""
+    import shared.handlers  # noqa: F401
 
 
 def _short(text: Any, limit: int = 80) -> str:

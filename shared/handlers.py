@@ -1,0 +1,49 @@
+"""Every reaction's named handler, in one table: what `reaction.run(name, …)` calls for a trigger and what the CLI
+replays for a dead letter or a held event.
+
+Why a table here and not decorators in `functions/`: the CLI must replay through exactly the code path a trigger
+uses without importing the trigger modules (they import azure.functions and describe the Functions app, not the
+reactions), and a newcomer should find "which code runs for `rollout.reconcile`" in one place. Each entry names the
+flow function by module path and is imported on first call, so importing this module (and `function_app`) loads
+no flow code (tests/test_cold_start.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from shared.core import reaction
+
+if TYPE_CHECKING:
+    from shared.core.deps import Deps
+
+# reaction name -> (flow module, function, whether the function takes the trigger's payload before deps)
+TABLE: dict[str, tuple[str, str, bool]] = {
+    "data.arrival": ("shared.arrival.flow", "handle_blob", True),
+    "data.sweep": ("shared.arrival.flow", "sweep", False),
+    "registration.run_event": ("shared.registration.flow", "handle_run_event", True),
+    "rollout.model_registered": ("shared.rollout.reactions", "handle_model_registered", True),
+    "rollout.reconcile": ("shared.rollout.reactions", "handle_reconcile", True),
+    "scoring.blob": ("shared.scoring.flow", "handle_blob", True),
+    "scoring.track": ("shared.scoring.flow", "track", False),
+    "scoring.scheduled": ("shared.scoring.flow", "scheduled", False),
+    "monitoring.health": ("shared.monitoring.health", "check", False),
+    "monitoring.drift": ("shared.monitoring.drift_check", "check", False),
+    "monitoring.retrain": ("shared.monitoring.drift_check", "scheduled_retrain", False),
+}
+
+
+def _lazy(module: str, function: str, takes_payload: bool) -> reaction.Handler:
+    def call(payload: Any, deps: Deps) -> reaction.Outcome:
+        flow = getattr(importlib.import_module(module), function)
+        result: reaction.Outcome = flow(payload, deps) if takes_payload else flow(deps)
+        return result
+
+    call.__name__ = call.__qualname__ = function
+    call.__doc__ = f"{module}.{function}, imported on first call."
+    return call
+
+
+for _name, (_module, _function, _takes_payload) in TABLE.items():
+    reaction.handler(_name)(_lazy(_module, _function, _takes_payload))
