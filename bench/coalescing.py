@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from local.host.blobs import blob_created_event  # noqa: E402
+from shared.adapters.storage import blob_service  # noqa: E402
 from shared.core import reaction  # noqa: E402
 from shared.core.deps import Deps  # noqa: E402
 from shared.core.platform import TrainingRequest  # noqa: E402
@@ -103,7 +104,7 @@ def main() -> None:
                              "MLFLOW_TRACKING_URI": "http://127.0.0.1:5999",
                              "REFLEX_DATA_CONTAINER": data.container_name})
             deps = Deps(settings=settings, state=BlobStateStore(state), publisher=Publisher(),
-                        platform_factory=lambda p=platform: p)
+                        platform_factory=lambda p=platform: p, blob_factory=lambda s=settings: blob_service(s))
             seconds = reflex_run(stream, deps)
             naive = FakePlatform()
             naive_seconds = naive_run(stream, naive)

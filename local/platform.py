@@ -119,7 +119,8 @@ class LocalPlatform:
         client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
         run_dir = Path(os.environ.get("REFLEX_LOCAL_RUN_DIR") or ROOT / "run" / "current").resolve()
         script = os.environ.get("REFLEX_LOCAL_TRAIN_SCRIPT")
-        return cls(settings, state=BlobStateStore.from_settings(settings), blob_service=blob_service(settings),
+        service = blob_service(settings)
+        return cls(settings, state=BlobStateStore.from_service(service, settings), blob_service=service,
                    client=client, run_dir=run_dir,
                    serving_url=os.environ.get("REFLEX_LOCAL_SERVING_URL", "http://127.0.0.1:5001"),
                    quota_cores=int(os.environ.get("REFLEX_LOCAL_QUOTA_CORES", "64")),

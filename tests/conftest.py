@@ -100,5 +100,8 @@ def make_deps(settings: Settings | None = None, *, state: StateStore | None = No
               ledger: Any = None) -> Deps:
     settings = settings or make_settings()
     platform = platform or FakePlatform()
+    from shared.adapters.storage import blob_service
+
     return Deps(settings=settings, state=state or MemoryStateStore(), publisher=Publisher(),
-                platform_factory=lambda: platform, clock=clock or Clock(), ledger=ledger)
+                platform_factory=lambda: platform, clock=clock or Clock(), ledger=ledger,
+                blob_factory=lambda: blob_service(settings))

@@ -76,9 +76,7 @@ def arrival_key(path: BatchPath) -> str:
 
 def list_batch(deps: Deps, path: BatchPath) -> list[BlobVersion]:
     """Every blob of the batch folder as storage holds it now (one paged list call), marker excluded."""
-    from shared.adapters.storage import blob_service
-
-    container = blob_service(deps.settings).get_container_client(path.container)
+    container = deps.blobs.get_container_client(path.container)
     prefix = f"{path.dataset}/{path.batch}/"
     marker = deps.settings.completion_marker
     try:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shared.core.ledger import Ledger
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from shared.core.settings import Settings
     from shared.core.state import StateStore
 
-__all__ = ["Deps", "get_deps", "reset_deps"]
+__all__ = ["Deps", "get_deps", "get_platform", "reset_deps"]
 
 
 @dataclass
@@ -32,25 +32,51 @@ class Deps:
     platform_factory: Callable[[], MLPlatform] = field(repr=False)
     clock: Callable[[], float] = time.time
     ledger: Ledger | None = None  # where every reaction run is recorded (shared/core/ledger.py); None: not recorded
+    # the app's Blob Storage (a BlobServiceClient), for flows that list or write data blobs; None: a test without it
+    blob_factory: Callable[[], Any] | None = field(default=None, repr=False)
 
     @cached_property
     def platform(self) -> MLPlatform:
         return self.platform_factory()
 
+    @cached_property
+    def blobs(self) -> Any:
+        """The app's BlobServiceClient (shared/adapters/storage.py), built on first use."""
+        if self.blob_factory is None:
+            raise RuntimeError("these deps have no blob storage (pass blob_factory)")
+        return self.blob_factory()
+
 
 @lru_cache(maxsize=1)
 def get_deps() -> Deps:
     """The worker's dependencies from app settings (validated here, once)."""
+    from shared.adapters.storage import blob_service, credential
     from shared.core.ledger import BlobLedger
-    from shared.core.platform import get_platform
     from shared.core.publish import Publisher
     from shared.core.settings import get_settings
     from shared.core.state import BlobStateStore
 
     settings = get_settings()
-    return Deps(settings=settings, state=BlobStateStore.from_settings(settings),
-                publisher=Publisher.from_settings(settings), platform_factory=lambda: get_platform(settings),
-                ledger=BlobLedger.from_settings(settings, time.time))
+    service = blob_service(settings)
+    return Deps(settings=settings, state=BlobStateStore.from_service(service, settings),
+                publisher=Publisher.from_settings(settings, credential=lambda: credential(settings.client_id)),
+                platform_factory=lambda: get_platform(settings),
+                ledger=BlobLedger.from_service(service, settings, time.time), blob_factory=lambda: service)
+
+
+def get_platform(settings: Settings) -> MLPlatform:
+    """The adapter named by `REFLEX_PLATFORM`, imported only now (azure.ai.ml and MLflow are heavy).
+
+    This factory is the one place the core reaches up to an adapter (the import-linter contracts in pyproject.toml
+    name it as their only exception): the reactions see the `MLPlatform` protocol, never an implementation.
+    """
+    if settings.platform == "azureml":
+        from shared.azureml import AzureMLPlatform
+
+        return AzureMLPlatform.from_settings(settings)
+    from local.platform import LocalPlatform
+
+    return LocalPlatform.from_settings(settings)
 
 
 def reset_deps() -> None:

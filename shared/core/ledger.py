@@ -506,10 +506,9 @@ class BlobLedger(Ledger):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> BlobLedger:
-        from shared.adapters.storage import blob_service
-
-        return cls(blob_service(settings).get_container_client(settings.state_container), clock)
+    def from_service(cls, service: Any, settings: Settings, clock: Callable[[], float]) -> BlobLedger:
+        """The ledger in `REFLEX_STATE_CONTAINER` of `service` (a BlobServiceClient: shared/core/deps.py builds it)."""
+        return cls(service.get_container_client(settings.state_container), clock)
 
     def append(self, entry: Mapping[str, Any]) -> None:
         from azure.core import MatchConditions

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from shared.core.settings import Settings
+    pass
 
 __all__ = [
     "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
     "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck",
     "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed",
-    "get_platform", "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
+    "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
 ]
 
 CHAMPION_TAG = "reflex.champion"   # "true" on the model version that serves production
@@ -382,13 +382,3 @@ class MLPlatform(Protocol):
     def invoke_batch(self, endpoint: str, deployment: str, *, input_path: str, output_path: str,
                      job_name: str, tags: Mapping[str, str] | None = None) -> Job: ...
 
-
-def get_platform(settings: Settings) -> MLPlatform:
-    """The adapter named by `REFLEX_PLATFORM`, imported only now (azure.ai.ml and MLflow are heavy)."""
-    if settings.platform == "azureml":
-        from shared.azureml import AzureMLPlatform
-
-        return AzureMLPlatform.from_settings(settings)
-    from local.platform import LocalPlatform
-
-    return LocalPlatform.from_settings(settings)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.core.errors import map_azure_error
+from shared.core.errors import PermanentError, map_azure_error
 
 __all__ = ["OutboundEvent", "Publisher"]
 
@@ -41,8 +41,10 @@ class Publisher:
     """Publishes `Reflex.*` events; the client is built lazily on the first event."""
 
     def __init__(self, endpoint: str = "", *, key: str = "", client_id: str = "",
-                 sink: Callable[[OutboundEvent], None] | None = None, client: Any = None) -> None:
+                 sink: Callable[[OutboundEvent], None] | None = None, client: Any = None,
+                 credential: Callable[[], Any] | None = None) -> None:
         self._endpoint = endpoint
+        self._credential = credential
         self._key = key
         self._client_id = client_id
         self._client = client
@@ -51,8 +53,12 @@ class Publisher:
         self.sent: list[OutboundEvent] = []  # what this publisher handed on, in order (bounded below)
 
     @classmethod
-    def from_settings(cls, settings: Any, *, sink: Callable[[OutboundEvent], None] | None = None) -> Publisher:
-        return cls(settings.topic_endpoint, key=settings.topic_key, client_id=settings.client_id, sink=sink)
+    def from_settings(cls, settings: Any, *, sink: Callable[[OutboundEvent], None] | None = None,
+                      credential: Callable[[], Any] | None = None) -> Publisher:
+        """`credential` builds the Entra ID credential used when no topic key is set (shared/core/deps.py passes the
+        storage adapter's, the same managed identity the app's storage uses)."""
+        return cls(settings.topic_endpoint, key=settings.topic_key, client_id=settings.client_id, sink=sink,
+                   credential=credential)
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -62,10 +68,11 @@ class Publisher:
                 from azure.core.credentials import AzureKeyCredential
 
                 credential: Any = AzureKeyCredential(self._key)
+            elif self._credential is not None:
+                credential = self._credential()
             else:
-                from shared.adapters.storage import credential as default_credential
-
-                credential = default_credential(self._client_id)
+                raise PermanentError("publishing to the Reflex topic needs REFLEX_EVENTGRID_TOPIC_KEY or a credential "
+                                     "(the worker's deps pass the managed identity's)")
             self._client = EventGridPublisherClient(self._endpoint, credential)
         return self._client
 

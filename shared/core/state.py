@@ -247,11 +247,10 @@ class BlobStateStore(StateStore):
         self._container = container
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BlobStateStore:
-        from shared.adapters.storage import blob_service
-
-        container = blob_service(settings).get_container_client(settings.state_container)
-        store = cls(container)
+    def from_service(cls, service: Any, settings: Settings) -> BlobStateStore:
+        """The store in `REFLEX_STATE_CONTAINER` of `service` (a BlobServiceClient: shared/core/deps.py builds it),
+        its container created if missing."""
+        store = cls(service.get_container_client(settings.state_container))
         store.ensure()
         return store
 
