@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test demo demo-fresh stack stack-func stop lint bench setup clean
+.PHONY: test check demo demo-fresh stack stack-func stop lint bench setup clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -22,6 +22,11 @@ test: setup tools
 
 lint: setup
 	$(PY) -m ruff check .
+
+# the checks CI runs before the tests: lint, the layer contracts (pyproject.toml [tool.importlinter]) and types
+check: lint
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # every bench, each ending with one `RESULT <bench> ...` line; the storage ones need Azurite (started if absent)
 bench: setup

@@ -82,7 +82,7 @@ def search(frame: Any, label: str, task: str, *, primary_metric: str = "AUC_weig
     metric, higher = PRIMARY.get(primary_metric.lower(), ("auc", True) if task == "classification" else ("rmse", False))
     stratify = y if task == "classification" and y.value_counts().min() >= 2 else None
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=stratify)
-    started, trials = time.monotonic(), []
+    started, trials = time.monotonic(), list[dict[str, Any]]()
     for name, estimator in _candidates(task)[:max(1, max_trials)]:
         if trials and time.monotonic() - started > timeout_seconds:
             break

@@ -218,7 +218,7 @@ def cmd_dead_letters(args: argparse.Namespace, deps: Deps, out: Output) -> int:
                                                             "payload", "context")}}
                for r in deps.state.dead_letters()]
     out.text(f"{len(letters)} dead-lettered event(s)")
-    out.table([(d["id"].removeprefix("deadletters/"), d["reaction"], _short(d["event_id"], 24), d["error_type"],
+    out.table([(str(d["id"]).removeprefix("deadletters/"), d["reaction"], _short(d["event_id"], 24), d["error_type"],
                 _short(d["error"], 70)) for d in letters], ("ID", "REACTION", "EVENT", "ERROR TYPE", "ERROR"))
     out.result({"dead_letters": letters})
     return OK

@@ -488,7 +488,7 @@ class AmlService:
     def _batch_invoke(self, rec: Recorded, endpoint: str) -> tuple[int, dict[str, str], str]:
         props = rec.body["properties"]
         name = props.get("name") or uuid.uuid4().hex
-        body = {"id": self._arm_id(f"/jobs/{name}"), "name": name,
+        body: dict[str, Any] = {"id": self._arm_id(f"/jobs/{name}"), "name": name,
                 "type": "Microsoft.MachineLearningServices/workspaces/jobs",
                 "properties": {**props, "status": "Queued", "jobType": "Pipeline",
                                "experimentName": (props.get("properties") or {}).get("experimentName", endpoint)}}
@@ -519,7 +519,8 @@ class AmlService:
         resource = rec.path.split("/providers/Microsoft.Insights/metrics")[0]
         endpoint = resource.rsplit("/", 1)[-1]
         flt = rec.query.get("$filter", [""])[0]
-        dep = (re.search(r"deployment eq '([^']+)'", flt) or [None, ""])[1]
+        found = re.search(r"deployment eq '([^']+)'", flt)
+        dep = found[1] if found else ""
         names = rec.query.get("metricnames", [""])[0].split(",")
         if names[0] in self.monitor_answers:
             return self._json(200, self.monitor_answers[names[0]])

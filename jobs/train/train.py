@@ -443,6 +443,7 @@ def log_to_mlflow(
 
     started = mlflow.active_run() is None
     run = mlflow.start_run() if started else mlflow.active_run()
+    assert run is not None  # mlflow.active_run() was checked just above
     try:
         mlflow.log_params(params)
         if tags:

@@ -87,7 +87,8 @@ class Host:
     @property
     def url(self) -> str:
         bind, port = self.server.server_address[:2]
-        return f"http://{bind}:{port}"
+        host = bind.decode() if isinstance(bind, bytes) else bind
+        return f"http://{host}:{port}"
 
     def start(self) -> Host:
         self._spawn("reflex-host-http", self.server.serve_forever)

@@ -57,7 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = self._route()
         body = self._body()
         event_type = self.headers.get("aeg-event-type", "")
-        function_name = (query.get("functionname") or [None])[0]
+        names = query.get("functionname")
+        function_name = names[0] if names else None
         started = time.monotonic()
         if path == "/runtime/webhooks/eventgrid":
             response = eventgrid.eventgrid_webhook(self.host.index, self.host.invoker, function_name, event_type,

@@ -8,9 +8,10 @@ Azure, the identity-based form `AzureWebJobsStorage__blobServiceUri` with the us
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
     from azure.storage.blob import BlobServiceClient
 
     from shared.core.settings import Settings
@@ -19,7 +20,7 @@ __all__ = ["blob_service", "credential"]
 
 
 @lru_cache(maxsize=4)
-def credential(client_id: str = "") -> object:
+def credential(client_id: str = "") -> TokenCredential:
     """`DefaultAzureCredential`, honouring a user-assigned identity's client id; one per worker."""
     from azure.identity import DefaultAzureCredential
 
@@ -40,7 +41,7 @@ def blob_service(settings: Settings, *, block_bytes: int = 0) -> BlobServiceClie
 def _blob_service(connection: str, blob_uri: str, client_id: str, block_bytes: int = 0) -> BlobServiceClient:
     from azure.storage.blob import BlobServiceClient
 
-    config = {"max_single_put_size": block_bytes, "max_block_size": block_bytes} if block_bytes else {}
+    config: dict[str, Any] = {"max_single_put_size": block_bytes, "max_block_size": block_bytes} if block_bytes else {}
     if connection:
         return BlobServiceClient.from_connection_string(connection, **config)
     return BlobServiceClient(blob_uri, credential=credential(client_id), **config)

@@ -34,8 +34,9 @@ MLTABLE = "MLTable"
 SCHEMA = "https://azuremlschemas.azureedge.net/latest/MLTable.schema.json"
 _READERS = {".csv": "read_delimited", ".parquet": "read_parquet", ".json": "read_json_lines",
             ".jsonl": "read_json_lines"}
-_OPTIONS = {"read_delimited": {"delimiter": ",", "header": "all_files_same_headers", "encoding": "utf8"},
-            "read_parquet": {"include_path_column": False}, "read_json_lines": {"encoding": "utf8"}}
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "read_delimited": {"delimiter": ",", "header": "all_files_same_headers", "encoding": "utf8"},
+    "read_parquet": {"include_path_column": False}, "read_json_lines": {"encoding": "utf8"}}
 
 
 def _reader(files: list[str]) -> str:

@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from shared.core.errors import PermanentError
 
@@ -109,7 +109,7 @@ def _chunks(source: Source, size: int = CHUNK_BYTES) -> Iterator[bytes]:
                 return
             yield bytes(chunk)
     else:
-        for chunk in source:  # type: ignore[union-attr]
+        for chunk in source:
             if chunk:
                 yield bytes(chunk)
 
@@ -297,12 +297,12 @@ def _seekable(source: Source) -> IO[bytes]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(source)
     if hasattr(source, "read") and hasattr(source, "seek") and getattr(source, "seekable", lambda: False)():
-        return _NoClose(source)  # type: ignore[arg-type]
+        return cast(IO[bytes], _NoClose(cast(IO[bytes], source)))
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 - returned, closed by caller
     for chunk in _chunks(source):
         spool.write(chunk)
     spool.seek(0)
-    return spool  # type: ignore[return-value]
+    return spool
 
 
 class _NoClose(io.BufferedIOBase):
@@ -313,7 +313,7 @@ class _NoClose(io.BufferedIOBase):
         self._raw = raw
 
     def read(self, size: int | None = -1) -> bytes:
-        return self._raw.read(size)
+        return self._raw.read(-1 if size is None else size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._raw.seek(offset, whence)

@@ -43,7 +43,7 @@ def retry_after_seconds(exc: BaseException, default: float = 10.0) -> float:
     return default
 
 
-def _short(text: str, limit: int = 300) -> str:
+def _short(text: object, limit: int = 300) -> str:
     """Service payloads can be long and may echo request data: keep the log line short."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -543,7 +543,7 @@ class BlobLedger(Ledger):
                     part, created = self._advance(day, part), False  # another worker filled it: retry on the next
                     continue
                 count = result.get("blob_committed_block_count")
-                if count is not None and int(count) >= self.max_blocks:
+                if isinstance(count, (int, str)) and int(count) >= self.max_blocks:
                     self._advance(day, part)  # this line filled it: the next entry goes to the next part
                 return
         except Exception as exc:

@@ -35,7 +35,7 @@ def current_context() -> dict[str, str]:
 
 
 @contextmanager
-def context(**fields: str) -> Iterator[None]:
+def context(**fields: str | None) -> Iterator[None]:
     """Attach `fields` (function, event_id, key, …) to every log record inside the block."""
     merged = {**current_context(), **{k: str(v) for k, v in fields.items() if v is not None}}
     token = _context.set(merged)

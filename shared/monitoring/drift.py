@@ -480,7 +480,7 @@ class _NumericTally:
         for value in values:
             if value.__class__ is str:  # fast path for CSV text
                 try:
-                    number = float(value)  # type: ignore[arg-type]
+                    number = float(value)
                 except ValueError:
                     self._add_other(value)
                     continue
@@ -518,7 +518,7 @@ class _CategoricalTally:
         counts, index = self.counts, self.index
         for value in values:
             if value.__class__ is str:
-                token = value.strip()  # type: ignore[union-attr]
+                token = value.strip()
                 position = index.get(token)
                 if position is not None:  # a known category (missing tokens never become categories)
                     counts[position] += 1

@@ -112,7 +112,7 @@ def decide(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None, *,
     if direction not in ("max", "min"):
         raise ValueError(f"direction must be max or min, got {direction!r}")
     ours = metric_value(challenger, metric)
-    base = {"metric": metric, "direction": direction, "margin": margin, "challenger": ours,
+    base: dict[str, Any] = {"metric": metric, "direction": direction, "margin": margin, "challenger": ours,
             "champion_version": champion_version, "rows": asdict(rows) if rows else {}}
     on = f" on {rows.describe()}" if rows else ""
     pending = "pending" if approval else ""
