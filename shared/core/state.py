@@ -137,16 +137,34 @@ class StateStore(ABC):
             raise Conflict(f"state record {record.key} changed since it was read")
         return Record(record.key, dict(value), etag)
 
+    # CAS backoff (#18: 16-32 writers on one record gave up after 8 tries). Every lost race means another
+    # writer's update landed, so N writers of one update each finish within N attempts; the default covers
+    # 32 such writers with room. Between attempts: exponential backoff with "equal jitter" (half the step
+    # fixed, half random, so writers that lost together spread out), capped, the worst case about 17 s of
+    # sleeping, inside Event Grid's 30 s. `sleep` and `random` are attributes so tests inject them.
+    cas_attempts = 40
+    cas_base_delay = 0.01
+    cas_max_delay = 0.5
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+    random: Callable[[], float] = staticmethod(lambda: uuid.uuid4().int % 10_000 / 10_000)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after losing race number `attempt` (0-based): within [step/2, step], step doubling
+        from `cas_base_delay` up to `cas_max_delay`."""
+        step = min(self.cas_max_delay, self.cas_base_delay * 2 ** min(attempt, 30))
+        return step / 2 + self.random() * step / 2
+
     def update(self, key: str, change: Callable[[dict[str, Any] | None], Mapping[str, Any] | None], *,
-               attempts: int = 8) -> Record | None:
-        """Apply `change(current_value_or_None)` atomically, retrying on lost races.
+               attempts: int | None = None) -> Record | None:
+        """Apply `change(current_value_or_None)` atomically, retrying on lost races with a jittered backoff.
 
         `change` returns the new value, or None to leave the record as it is (then the current record is
         returned). It may run several times, so it must be pure.
 
         Raises:
-            Conflict: the race was lost `attempts` times in a row.
+            Conflict: the race was lost `attempts` (default `cas_attempts`) times in a row.
         """
+        attempts = self.cas_attempts if attempts is None else attempts
         _check_key(key)
         for attempt in range(attempts):
             current = self.get(key)
@@ -162,7 +180,8 @@ class StateStore(ABC):
                     return self.replace(current, new)
                 except Conflict:
                     pass
-            time.sleep(min(0.05 * (2**attempt), 0.5) * (0.5 + uuid.uuid4().int % 100 / 100))
+            if attempt + 1 < attempts:
+                self.sleep(self.backoff(attempt))
         raise Conflict(f"state record {key}: lost {attempts} compare-and-swap races in a row")
 
     def delete(self, key: str, etag: str | None = None) -> bool:

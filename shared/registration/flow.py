@@ -6,12 +6,19 @@ recorded metric) and makes the side effects happen once:
 
 * Reflex's own jobs are recognised by the `reflex.managed=true` tag on the job as the platform reports it
   (not only the event's runTags); any other job is skipped with that reason;
-* the model version is explicit: allocated from a per-model counter (`registrations/models/<model>`, CAS,
-  never below the highest existing version + 1) and stored in the job's record
-  (`registrations/jobs/<job>`) before registering, so a redelivery reuses it and two racing deliveries
-  register the same version (Azure ML answers a repeated name+version+path with the existing model);
+* the model version is explicit and claimed per job before anything is registered: the platform's own
+  numbering is read back (the highest existing version + 1, never a counter of Reflex's that copies of an
+  event could move), and that number is claimed for the job (`registrations/versions/<model>/<n>`,
+  create-if-absent, the job in it), then stored in the job's record (`registrations/jobs/<job>`). Copies of the
+  job's event, however many race, find their own job's claim and reuse it; another job's claim on a version not
+  registered yet makes a later job wait (a transient retry) rather than leave a gap MLflow cannot fill (it
+  numbers versions itself, one after the other); a claim held past `VERSION_LEASE_SECONDS` (its holder
+  crashed) is taken over. An attempt that ends without registering (a permanent refusal, a decision to skip)
+  releases its claim, so nothing blocks the next job (#18). Azure ML answers a repeated
+  name+version+path with the existing model;
 * the record's final status (`registered` | `skipped`) is written by compare-and-swap, and only the writer
-  that made the transition publishes `Reflex.ModelRegistered` / `Reflex.ModelRegistrationSkipped`;
+  that made the transition publishes `Reflex.ModelRegistered` / `Reflex.ModelRegistrationSkipped` and answers
+  `acted` (or `skipped`); every concurrent copy answers `duplicate`, so the ledger has one outcome per run;
 * champion and challenger are compared on the same rows (shared/registration/gate.py): the command job scores the
   champion it was given (`reflex.eval.champion` tag, `champion.<metric>` metrics) on its own holdout; when it could
   not (AutoML, a champion that changed meanwhile, a fixed evaluation set) the gate submits an evaluation job
@@ -40,7 +47,7 @@ from shared.core import events
 from shared.core.errors import PermanentError, TransientError
 from shared.core.platform import APPROVAL_TAG, REFLEX_TAG, Job, ModelVersion, model_output
 from shared.core.reaction import Outcome
-from shared.core.state import key_part
+from shared.core.state import Conflict, key_part
 from shared.registration import evaluation, gate, outside_models
 
 if TYPE_CHECKING:
@@ -53,6 +60,9 @@ log = logging.getLogger("reflex.registration")
 METRIC_PREFIX = "reflex.metric."
 SCORED_TAG = "reflex.eval.champion"   # on a training job: the champion (name:version) it scores on its holdout
 FAILED_STATES = frozenset({"failed", "canceled", "notresponding"})
+# how long a job's claim on a version number holds while that version is not registered: past it, the holder
+# is taken to have crashed between claiming and registering, and the next job takes the number over
+VERSION_LEASE_SECONDS = 300.0
 
 
 def job_key(job: str) -> str:
@@ -185,9 +195,19 @@ def _evaluate(event: events.RunCompleted, job: Job, champion: ModelVersion | Non
                                   tags={SCORED_TAG: champ, "reflex.data": job.tags.get("reflex.data", ""),
                                         "reflex.batch": job.tags.get("reflex.batch", "")})
     details.update(evaluation=evaluated.name, rows={"source": plan.source, "data": plan.data, "note": plan.note})
-    deps.state.update(key, lambda v: None if v and v.get("status") in ("registered", "skipped") else {
-        **(v or {}), "job": job.name, "status": "evaluating", "event_id": event.id,
-        "evaluation": {"job": evaluated.name, "champion": champ, "source": plan.source, "data": plan.data}})
+    token = uuid.uuid4().hex
+
+    def record(v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v and (v.get("status") in ("registered", "skipped") or (
+                v.get("status") == "evaluating" and (v.get("evaluation") or {}).get("job") == evaluated.name)):
+            return None  # decided meanwhile, or a racing copy recorded this very evaluation
+        return {**(v or {}), "job": job.name, "status": "evaluating", "event_id": event.id, "by": token,
+                "evaluation": {"job": evaluated.name, "champion": champ, "source": plan.source, "data": plan.data}}
+
+    stored = deps.state.update(key, record)
+    if stored is None or stored.value.get("by") != token:
+        return Outcome("duplicate", f"{job.name} is being evaluated against the champion {champ}: evaluation job "
+                                    f"{evaluated.name}", {**details, "evaluation": evaluated.name})
     return Outcome("acted", f"evaluating {job.name} against the champion {champ} on the same rows ({plan.source} "
                             f"{plan.data}): evaluation job {evaluated.name}", details)
 
@@ -272,9 +292,12 @@ def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision,
         return Outcome("dry-run", f"{'would register' if decision.register else 'would skip'}: {decision.reason}",
                        details)
     if not decision.register:
-        if _finish(key, "skipped", token, {"job": job.name, "decision": decision.as_dict(), "event_id": event.id},
-                   deps):
-            deps.publisher.publish("ModelRegistrationSkipped", job.name, details)
+        if not _finish(key, "skipped", token, {"job": job.name, "decision": decision.as_dict(),
+                                               "event_id": event.id}, deps):
+            return _duplicate(job, _current(key, deps), deps)
+        # a version an earlier attempt claimed (it decided otherwise then) must not hold up the next job
+        _release(model, str((_current(key, deps)).get("version") or ""), job.name, deps)
+        deps.publisher.publish("ModelRegistrationSkipped", job.name, details)
         return Outcome("skipped", decision.reason, details)
     version = _version(key, job.name, model, deps)
     metrics = deps.platform.get_job_metrics(job.name)
@@ -286,33 +309,102 @@ def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision,
     properties = {f"{METRIC_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()
                   if gate.metric_value(metrics, k) is not None and "." not in k}
     properties["reflex.gate"] = decision.reason
-    registered = deps.platform.register_model(name=model, version=version, job_name=job.name,
-                                              output_name=_model_output(job), tags=tags, properties=properties,
-                                              description=f"trained by {job.name}: {decision.reason}")
+    try:
+        registered = deps.platform.register_model(name=model, version=version, job_name=job.name,
+                                                  output_name=_model_output(job), tags=tags, properties=properties,
+                                                  description=f"trained by {job.name}: {decision.reason}")
+    except PermanentError:
+        # refused for good: the number goes back, so the next job (or this one, replayed) is not blocked by it
+        _release(model, version, job.name, deps)
+        deps.state.update(key, lambda v: {**v, "version": ""} if v and v.get("version") == version
+                          and v.get("status") == "registering" else None)
+        raise
     details.update(version=registered.version, approval=decision.approval or "none")
-    if _finish(key, "registered", token, {"job": job.name, "version": version, "decision": decision.as_dict(),
-                                          "event_id": event.id}, deps):
-        deps.publisher.publish("ModelRegistered", f"models/{model}:{version}", details)
+    if not _finish(key, "registered", token, {"job": job.name, "version": version, "decision": decision.as_dict(),
+                                              "event_id": event.id}, deps):
+        return _duplicate(job, _current(key, deps), deps)  # a racing copy made the transition and published
+    deps.publisher.publish("ModelRegistered", f"models/{model}:{version}", details)
     return Outcome("acted", f"registered {model}:{version}: {decision.reason}",
                    {**details, "model_version": registered.version})  # the ledger's model ref is name:version
 
 
+def _current(key: str, deps: Deps) -> dict[str, Any]:
+    found = deps.state.get(key)
+    return dict(found.value) if found else {}
+
+
+def version_key(model: str, version: str) -> str:
+    """The claim on `model:version` for one job (`{"job", "since"}`), created before the job registers it."""
+    return f"registrations/versions/{key_part(model)}/{key_part(version)}"
+
+
 def _version(key: str, job: str, model: str, deps: Deps) -> str:
-    """The explicit version for this job's model: stored in its record, else allocated from the model's counter."""
+    """The explicit version for this job's model: the one its record holds while the job's claim on it stands,
+    else the next number the platform would give (read back, never predicted from a counter), claimed for
+    this job first. Racing copies of one job's event all end with the same number.
+
+    Raises:
+        TransientError: the next number is claimed by another job whose registration is under way.
+    """
     current = deps.state.get(key)
-    if current is not None and current.value.get("version"):
-        return str(current.value["version"])
-    existing = [int(m.version) for m in deps.platform.list_models(model) if m.version.isdigit()]
-    floor = max(existing, default=0) + 1
-    allocated: dict[str, int] = {}
-
-    def take(value: dict[str, Any] | None) -> dict[str, Any]:
-        allocated["v"] = max(int((value or {}).get("next", 1)), floor)
-        return {"model": model, "next": allocated["v"] + 1}
-
-    deps.state.update(f"registrations/models/{key_part(model)}", take)
+    held = str((current.value if current else {}).get("version") or "")
+    if held:
+        claim = deps.state.get(version_key(model, held))
+        if claim is None or claim.value.get("job") == job:
+            return held
+        # the claim was taken over (this job was presumed crashed): forget the number, take the next one
+        deps.state.update(key, lambda v: {**v, "version": ""} if v and v.get("version") == held else None)
+    numbers = {int(m.version) for m in deps.platform.list_models(model) if m.version.isdigit()}
+    candidate = max(numbers, default=0) + 1
+    while True:
+        got = _claim_version(model, candidate, job, numbers, deps)
+        if got is not None:
+            break
+        candidate += 1
     stored = deps.state.update(key, lambda v: None if v and v.get("version") else {
-        **(v or {}), "job": job, "status": "registering", "version": str(allocated["v"])})
-    if stored is None or not stored.value.get("version"):
-        raise TransientError(f"registration record {key} has no version yet")
-    return str(stored.value["version"])
+        **(v or {}), "job": job, "status": "registering", "version": str(candidate)})
+    version = str((stored.value if stored else {}).get("version") or "")
+    if not version:
+        raise TransientError(f"registration record {key} has no version yet", retry_after=5.0)
+    if version != str(candidate):  # a racing copy stored another number first: hand this one back
+        _release(model, str(candidate), job, deps)
+    return version
+
+
+def _claim_version(model: str, number: int, job: str, registered: set[int], deps: Deps) -> int | None:
+    """`number` once this job holds its claim; None when it is registered already (try the next one)."""
+    if number in registered:
+        return None
+    key = version_key(model, str(number))
+    now = deps.clock()
+    if deps.state.claim(key, {"job": job, "since": now}):
+        return number
+    claim = deps.state.get(key)
+    if claim is None:  # released just now: claim it again
+        return _claim_version(model, number, job, registered, deps)
+    holder = str(claim.value.get("job") or "")
+    if holder == job:
+        return number
+    if deps.platform.get_model(model, str(number)) is not None:
+        registered.add(number)
+        return None
+    if now - float(claim.value.get("since") or 0) <= VERSION_LEASE_SECONDS:
+        raise TransientError(f"model {model}:{number} is claimed by job {holder}, whose registration is under way; "
+                             f"job {job} takes the next number after it", retry_after=10.0)
+    try:
+        deps.state.replace(claim, {"job": job, "since": now, "took_over_from": holder})
+    except Conflict as exc:
+        raise TransientError(f"model {model}:{number}: another job took over the stale claim of {holder}",
+                             retry_after=1.0) from exc
+    log.warning("model %s:%s: took over the claim of job %s (held %.0f s, never registered)", model, number, holder,
+                now - float(claim.value.get("since") or 0))
+    return number
+
+
+def _release(model: str, version: str, job: str, deps: Deps) -> None:
+    """Hand back this job's claim on `model:version` (only while this job holds it and it is not registered)."""
+    if not version:
+        return
+    claim = deps.state.get(version_key(model, version))
+    if claim is not None and claim.value.get("job") == job and deps.platform.get_model(model, version) is None:
+        deps.state.delete(claim.key, claim.etag)
