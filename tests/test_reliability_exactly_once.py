@@ -15,8 +15,9 @@ import pytest
 
 from shared.core import reaction
 from shared.core.deps import Deps
-from shared.core.errors import TransientError
+from shared.core.errors import PermanentError, TransientError
 from shared.core.state import BlobStateStore, Conflict, MemoryStateStore, StateStore
+from shared.registration.flow import VERSION_LEASE_SECONDS, version_key
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 from tests.test_registration_flow import submit
@@ -129,3 +130,43 @@ def test_backoff_steps_double_up_to_the_cap() -> None:
     assert [store.backoff(a) for a in range(8)] == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5]
     store.random = lambda: 0.0  # type: ignore[method-assign]
     assert store.backoff(0) == 0.005 and store.backoff(20) == 0.25
+
+
+def _finished(fake: FakePlatform, name: str, auc: float = 0.8) -> dict[str, Any]:
+    submit(fake, name)
+    fake.finish_job(name, metrics={"auc": auc, "n_test": 40})
+    return fake.events[-1]
+
+
+def test_a_refused_registration_leaves_nothing_that_blocks_the_next_job(deps: Deps,
+                                                                       fake_platform: FakePlatform) -> None:
+    first = _finished(fake_platform, "reflex-train-refused")
+    fake_platform.inject("register_model", PermanentError("model reflex-model: the registry refused it"))
+    assert reaction.run("registration.run_event", first, event_id=first["id"], deps=deps).status == \
+        "dead-lettered"
+    assert deps.state.get(version_key("reflex-model", "1")) is None  # the number went back
+    nxt = _finished(fake_platform, "reflex-train-after-refusal")
+    assert deliver_until_answered(nxt, deps).status == "acted"
+    assert ("reflex-model", "1") in fake_platform.models  # the next job got the number, no gap
+
+
+def test_a_transient_failure_keeps_the_number_for_the_retry(deps: Deps, fake_platform: FakePlatform) -> None:
+    event = _finished(fake_platform, "reflex-train-throttled")
+    fake_platform.inject("register_model", TransientError("throttled", retry_after=1.0), times=2)
+    outcomes = [deliver_until_answered(event, deps) for _ in range(2)]
+    assert [o.status for o in outcomes] == ["acted", "duplicate"]
+    assert list(fake_platform.models) == [("reflex-model", "1")]
+
+
+def test_a_live_claim_of_another_job_makes_the_next_wait_and_a_stale_one_is_taken_over(
+        deps: Deps, fake_platform: FakePlatform, clock: Clock) -> None:
+    # job A claimed 1 and crashed before registering (its claim is all that is left)
+    deps.state.claim(version_key("reflex-model", "1"), {"job": "reflex-train-crashed", "since": clock()})
+    event = _finished(fake_platform, "reflex-train-next")
+    with pytest.raises(TransientError, match="claimed by job reflex-train-crashed"):
+        reaction.run("registration.run_event", event, event_id=event["id"], deps=deps)
+    clock.advance(VERSION_LEASE_SECONDS + 1)
+    assert deliver_until_answered(event, deps).status == "acted"
+    assert list(fake_platform.models) == [("reflex-model", "1")]
+    stored = deps.state.get(version_key("reflex-model", "1"))
+    assert stored is not None and stored.value["job"] == "reflex-train-next"
