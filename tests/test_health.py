@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import shared.handlers  # noqa: F401 - the named handlers the sweep hands unheard jobs to
 from shared.arrival import flow as arrival
 from shared.core import reaction
 from shared.core.platform import REFLEX_TAG, Job, TrainingRequest
@@ -295,22 +296,42 @@ def test_failed_training_is_reported_once_by_its_event_or_else_by_health(
     event = fake_platform.events[-1]
     health.check(deps)
     clock.advance(300)
-    arrival.sweep(deps)  # finds the ended job first and closes its record (it publishes nothing itself)
+    # the sweep finds the ended job first and hands it to the reaction its event runs (#18: it used to close
+    # the record silently, leaving health the only one to report it)
+    arrival.sweep(deps)
     (record,) = blob_state.records("arrivals/")
     assert record.value["status"] == "failed"
-    if event_arrives:  # late, but within the grace
-        reaction.run("registration.run_event", event, event_id=event["id"], deps=deps)
+    if event_arrives:  # late: a duplicate
+        late = reaction.run("registration.run_event", event, event_id=event["id"], deps=deps)
+        assert late.status == "duplicate"
     for _ in range(3):
         clock.advance(600)
         health.check(deps)
     failed = [e for e in deps.publisher.sent if e.type == "Reflex.TrainingFailed"]
-    if event_arrives:
-        assert len(failed) == 1 and not _health_findings(deps)
-        assert blob_state.keys("health/ended/") == []  # handled: the end mark is not kept
-    else:  # before, the sweep's silent close hid it from health too: reported by no one
-        (finding,) = _health_findings(deps)
-        assert not failed and finding.data["evidence"]["job"] == job
-        assert finding.data["evidence"]["status"] == "Failed"
+    assert len(failed) == 1 and not _health_findings(deps)  # reported once, by the reaction, either way
+    assert blob_state.keys("health/ended/") == []  # handled: the end mark is not kept
+
+
+def test_a_training_job_the_sweep_could_not_hand_over_is_reported_by_health(
+        container_factory: Callable[[str], Any], blob_state: BlobStateStore, fake_platform: FakePlatform,
+        clock: Clock) -> None:
+    """The backstop: an arrival record closed as `failed` with no TrainingFailed claim (e.g. written by an
+    earlier version's sweep) is still found by health after the grace."""
+    lake = Lake(container_factory("data"))
+    deps = make_deps(make_settings(REFLEX_DATA_CONTAINER=lake.name), state=blob_state, platform=fake_platform,
+                     clock=clock)
+    for raw in (lake.put("sales/b1/part-0.csv"), lake.put("sales/b1/_SUCCESS", b"")):
+        arrival.handle_blob(raw, deps)
+    (job,) = [name for name, j in fake_platform.jobs.items() if j.tags.get(REFLEX_TAG) == "true"]
+    fake_platform.finish_job(job, "Failed", error="label column missing")
+    (record,) = blob_state.records("arrivals/")
+    arrival.mark_job_finished(deps, job, record.key, "failed", "job Failed (sweep)")
+    health.check(deps)
+    for _ in range(3):
+        clock.advance(600)
+        health.check(deps)
+    (finding,) = _health_findings(deps)
+    assert finding.data["evidence"]["job"] == job and finding.data["evidence"]["status"] == "Failed"
 
 
 def test_finding_id_depends_on_state_not_time() -> None:

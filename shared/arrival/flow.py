@@ -355,7 +355,15 @@ def mark_job_finished(deps: Deps, job: str, batch_key: str, status: str, reason:
 
 
 def _refresh_running(deps: Deps) -> int:
-    """Release slots whose job ended (or was never created) without an event reaching us."""
+    """Handle jobs that ended (or were never created) without an event reaching us, and release their slots.
+
+    A job that ended is handed to the reaction its own event runs (`shared.core.unheard`: the gate for a
+    Completed job, TrainingFailed for a failed one), never closed here: closing a Completed job's batch as
+    `trained` without the gate lost its model (#18). That reaction releases the slot and closes the records;
+    what it leaves open (it skipped the job, or dead-lettered it) is closed here with its reason. A reaction
+    that fails for a transient reason leaves the slot taken: the next sweep tries again."""
+    from shared.core import unheard
+
     record = deps.state.get(admission.ADMISSION_KEY)
     released = 0
     for job, info in dict((record.value if record else {}).get("running") or {}).items():
@@ -364,9 +372,24 @@ def _refresh_running(deps: Deps) -> int:
             mark_job_finished(deps, job, str(info.get("batch", "")), "failed", "job not found on the platform")
             released += 1
         elif found is not None and found.terminal:
+            try:
+                outcome = unheard.handle(deps, found)
+            except TransientError as exc:
+                log.warning("sweep: job %s ended unheard; its reaction will be retried: %s", job, exc)
+                continue
+            if outcome.status == "held":
+                continue  # paused: the job's reaction runs on resume, its slot stays taken until then
             status = "trained" if found.status == "Completed" else "failed"
-            mark_job_finished(deps, job, str(info.get("batch", "")), status, f"job {found.status} (sweep)")
+            mark_job_finished(deps, job, str(info.get("batch", "")), status,
+                              f"job {found.status}, found by the sweep: {outcome.status}: {outcome.reason}")
             released += 1
+    for name in unheard.awaited_evaluations(deps):  # the gate waits for these; they hold no slot
+        evaluated = deps.platform.get_job(name)
+        if evaluated is not None and evaluated.terminal:
+            try:
+                unheard.handle(deps, evaluated)
+            except TransientError as exc:
+                log.warning("sweep: evaluation job %s ended unheard; its reaction will be retried: %s", name, exc)
     return released
 
 

@@ -260,12 +260,24 @@ def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     existing = deps.state.get(key)
     if existing is not None and existing.value.get("status") in ("registered", "skipped"):
         return _duplicate(job, existing.value, deps)
+    # The slot and the batch record close once the gate has an outcome, not before: a gate that fails for a
+    # transient reason keeps the job in its slot, where the sweep finds it again if no redelivery comes (#18).
+    try:
+        decided = _decide(job, deps)
+        outcome = _evaluate(event, job, decided, key, deps) if not isinstance(decided, gate.GateDecision) \
+            else _conclude(event, job, decided, deps)
+    except TransientError:
+        raise
+    except BaseException:
+        _trained(job, deps)  # dead-lettered: the job did train; its slot must not stay taken
+        raise
+    _trained(job, deps)
+    return outcome
+
+
+def _trained(job: Job, deps: Deps) -> None:
     mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "trained", "run completed",
                       parent=job.tags.get("reflex.parent", ""))
-    decided = _decide(job, deps)
-    if not isinstance(decided, gate.GateDecision):
-        return _evaluate(event, job, decided, key, deps)
-    return _conclude(event, job, decided, deps)
 
 
 def _duplicate(job: Job, v: Mapping[str, Any], deps: Deps) -> Outcome:
