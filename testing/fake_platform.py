@@ -133,15 +133,16 @@ class FakePlatform:
                                                     pending.outcome))
 
     def finish_job(self, name: str, status: str = "Completed", *, metrics: Mapping[str, float] | None = None,
-                   outputs: Mapping[str, str] | None = None, error: str = "") -> Job:
-        """End a job as the service would, and emit the event Azure ML would send."""
+                   outputs: Mapping[str, str] | None = None, error: str = "", failure: str = "") -> Job:
+        """End a job as the service would, and emit the event Azure ML would send; `failure` is why a failed
+        job failed as the service classifies it (`shared.core.platform.FAILURE_*`)."""
         job = self.jobs[name]
         # the output the service reports for the job's kind: `model` (command) or `best_model` (AutoML)
         default_outputs = {model_output(job.kind): job_output_uri(name, model_output(job.kind))} \
             if job.kind != "batch" else {}
         if name in self.evaluation_requests:
             default_outputs = {}  # an evaluation job produces metrics only
-        job = replace(job, status=status, error=error,
+        job = replace(job, status=status, error=error, failure=failure,
                       outputs=dict(outputs if outputs is not None else (job.outputs or default_outputs)))
         self.jobs[name] = job
         if metrics is not None:

@@ -238,6 +238,8 @@ def _lease(key: str, token: str, now: float, deps: Deps) -> dict[str, Any] | Non
         lease = value.get("lease") or {}
         if value["status"] == "starting" and float(lease.get("until", 0)) > now:
             return None
+        if float(value.get("not_before") or 0) > now:
+            return None  # a retry after a transient failure waits out its backoff (shared/arrival/retry.py)
         return {**value, "status": "starting", "lease": {"token": token, "until": now + CLAIM_LEASE_SECONDS}}
 
     stored = deps.state.update(key, take)
@@ -412,6 +414,8 @@ def sweep(deps: Deps) -> Outcome:
             if stored is not None and stored.value.get("completing_event") == event_id:
                 completed += 1
                 waiting.append((now, record.key))
+        elif float(value.get("not_before") or 0) > now:
+            continue  # a retry waiting out its backoff: not due, and it must not hold up the batches behind it
         elif status in ("waiting", "complete") or (
                 status == "starting" and float((value.get("lease") or {}).get("until", 0)) <= now):
             waiting.append((float(value.get("completed_at") or 0), record.key))

@@ -15,6 +15,15 @@ Two operators asking at once: one CAS wins the new attempt, the other is told it
 Refused, with the reason: a batch still collecting (not complete), being started or training, already trained
 (a new batch folder is the way to train on new data; scheduled retraining covers the same data), or one with no
 usable file.
+
+The same new attempt, without an operator, for a job that failed for a transient reason (`retry_transient`,
+#18.3): the platform or a dependency was down, throttled or answered 5xx, as the platform reports the job's
+failure (`Job.failure`). The record goes from `submitted` straight to `waiting` as the next attempt, with its
+job name already the new attempt's (so nothing that closes the failed job can close the retry) and a
+`not_before` time: 2, 4, 8 … minutes after the failure, at most an hour (`retry_delay`), at most
+REFLEX_TRAINING_RETRIES times per batch. The sweep starts it once that time has passed, through the same
+admission and submission. A failure in the user's script or data, or one the platform does not classify, is
+never retried this way.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from shared.arrival.flow import arrival_key, start_batch
+from shared.arrival.flow import arrival_key, attempt_job_name, start_batch
+from shared.batches import admission
 from shared.batches.paths import BatchPath
 from shared.batches.record import set_status
 from shared.core.reaction import Outcome
@@ -30,9 +40,16 @@ from shared.core.reaction import Outcome
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["REOPENABLE", "batch_key", "reopen", "train_again"]
+__all__ = ["REOPENABLE", "batch_key", "reopen", "retry_delay", "retry_transient", "train_again"]
 
 REOPENABLE = ("dry-run", "failed", "submit-failed")
+RETRY_BASE_SECONDS = 120.0    # a dependency down for a while (a restart, a throttling window) is back by then
+RETRY_MAX_SECONDS = 3600.0
+
+
+def retry_delay(retries_so_far: int) -> float:
+    """Seconds before the next attempt after `retries_so_far` earlier transient retries: 120, 240, 480 … 3600."""
+    return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(retries_so_far, 20))
 
 
 def batch_key(deps: Deps, text: str) -> str:
@@ -109,3 +126,51 @@ def train_again(deps: Deps, key: str, *, by: str, why: str) -> Outcome:
     return Outcome(outcome.status, f"attempt {attempt} of batch {batch}: {outcome.reason}",
                    {**outcome.details, "attempt": attempt, "previous": value.get("status"),
                     "previous_job": value.get("job", ""), "previous_reason": value.get("reason", "")})
+
+
+def retry_transient(deps: Deps, job: str, key: str, why: str) -> Outcome | None:
+    """Schedule the next attempt of the batch at `key`, whose job `job` failed for a transient reason `why`.
+
+    Returns "acted" (scheduled) or "duplicate" (a copy of the failure already scheduled it), or None when it
+    is not retried: retries are off or used up, or `key` is not a batch record running `job`; then the caller
+    reports the failure as final.
+    """
+    if not key.startswith("arrivals/"):
+        return None
+    limit = deps.settings.training_retries
+    now = deps.clock()
+    token = uuid.uuid4().hex
+
+    def change(value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None or value.get("status") != "submitted" or value.get("job") != job:
+            return None
+        done = int(value.get("transient_retries") or 0)
+        if done >= limit:
+            return None
+        attempt = int(value.get("attempt") or 1) + 1
+        at = now + retry_delay(done)
+        nxt = {**value, "attempt": attempt}
+        batch = f"{value['container']}/{value['dataset']}/{value['batch']}"
+        reason = (f"job {job} failed for a transient reason ({why}); attempt {attempt} (retry {done + 1} of "
+                  f"{limit}) starts after {_utc(at)}")
+        return set_status({**nxt, "lease": None}, "waiting", now, allowed_from=("submitted",), reason=reason,
+                          job=attempt_job_name(batch, nxt), previous_job=job, transient_retries=done + 1,
+                          not_before=at, retried_by=token)
+
+    stored = deps.state.update(key, change)
+    value = stored.value if stored else {}
+    if value.get("previous_job") != job:
+        return None  # not retried: the caller reports the failure as final
+    details = {"batch": key, "job": job, "next_job": value.get("job", ""), "attempt": value.get("attempt"),
+               "not_before": value.get("not_before"), "retry": value.get("transient_retries")}
+    if value.get("retried_by") != token:
+        return Outcome("duplicate", f"job {job}: its retry is already scheduled ({value.get('reason', '')})",
+                       details)
+    deps.state.update(admission.ADMISSION_KEY, lambda v: admission.release(v, {job}, now))
+    return Outcome("acted", str(value.get("reason")), details)
+
+
+def _utc(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
-    "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
+    "CHAMPION_TAG", "APPROVAL_TAG", "FAILURE_TRANSIENT", "FAILURE_USER", "TERMINAL_JOB_STATES", "DataAsset",
+    "Deployment", "DeploymentMetrics",
     "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck",
     "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed",
     "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
@@ -39,6 +40,11 @@ APPROVAL_TAG = "reflex.approval"   # "pending" | "approved" | "rejected"
 REFLEX_TAG = "reflex.managed"      # "true" on every asset and job Reflex creates
 
 TERMINAL_JOB_STATES = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
+# Why a job failed, as the platform reports it (`Job.failure`, #18.3): a transient cause (the platform or a
+# dependency unreachable, throttled, 5xx) is trained again; the user's script or data is not; "" is unknown
+# (not retried: retrying what may be the user's failure burns compute for nothing).
+FAILURE_TRANSIENT = "transient"
+FAILURE_USER = "user"
 SUCCEEDED = "Succeeded"
 # Provisioning states that pass by themselves (azure-ai-ml `DeploymentProvisioningState` and
 # `EndpointProvisioningState`; endpoints have no Scaling). A deployment goes Updating or Scaling when its traffic,
@@ -162,6 +168,7 @@ class Job:
     outputs: Mapping[str, str] = field(default_factory=dict)  # output name -> URI
     error: str = ""
     url: str = ""
+    failure: str = ""            # FAILURE_TRANSIENT | FAILURE_USER | "" (unknown), for a failed job
 
     @property
     def terminal(self) -> bool:

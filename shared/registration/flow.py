@@ -45,7 +45,15 @@ from typing import TYPE_CHECKING, Any
 from shared.arrival.flow import mark_job_finished
 from shared.core import events
 from shared.core.errors import PermanentError, TransientError
-from shared.core.platform import APPROVAL_TAG, REFLEX_TAG, Job, ModelVersion, model_output
+from shared.core.platform import (
+    APPROVAL_TAG,
+    FAILURE_TRANSIENT,
+    FAILURE_USER,
+    REFLEX_TAG,
+    Job,
+    ModelVersion,
+    model_output,
+)
 from shared.core.reaction import Outcome
 from shared.core.state import Conflict, key_part
 from shared.registration import evaluation, gate, outside_models
@@ -99,19 +107,43 @@ def handle_run_event(raw: Any, deps: Deps) -> Outcome:
 
 
 def _failed(event: events.RunCompleted, job: Job, status: str, deps: Deps) -> Outcome:
+    """A failed training job: trained again when it failed for a transient reason and retries remain
+    (shared/arrival/retry.py `retry_transient`), else TrainingFailed once, with why it is not retried."""
+    from shared.arrival.retry import retry_transient
     from shared.core.control import read_control
 
     reason = f"job {status.lower()}" + (f": {job.error}" if job.error else "")
+    batch = job.tags.get("reflex.batch", "")
+    if job.failure == FAILURE_TRANSIENT and not read_control(deps).dry_run:
+        retried = retry_transient(deps, job.name, batch, job.error or status.lower())
+        if retried is not None:
+            return Outcome(retried.status, retried.reason, {**retried.details, "batch": batch, "event_id": event.id})
+    not_retried = _not_retried(job, status, deps)
     mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "failed", reason,
                       parent=job.tags.get("reflex.parent", ""))
     details = {"job": job.name, "status": status.lower(), "error": job.error, "batch": job.tags.get("reflex.batch", ""),
                "data": job.tags.get("reflex.data", ""), "event_id": event.id, "url": job.url}
+    if not_retried:
+        details["not_retried"] = not_retried.strip(" ()")
     if read_control(deps).dry_run:
         return Outcome("dry-run", f"would publish TrainingFailed for {job.name}", details)
     if not deps.state.claim(f"claims/training-failed/{key_part(job.name)}", {"event_id": event.id}):
         return Outcome("duplicate", f"TrainingFailed already published for {job.name}", details)
     deps.publisher.publish("TrainingFailed", job.name, details)
-    return Outcome("acted", f"training failed: {reason}", details)
+    return Outcome("acted", f"training failed: {reason}{not_retried}", details)
+
+
+def _not_retried(job: Job, status: str, deps: Deps) -> str:
+    """Why a failed job is not trained again, for its reason (the operator reads it in `status`)."""
+    if status.lower() != "failed":
+        return ""  # canceled (by a person) or not responding: nothing Reflex should second-guess
+    if job.failure == FAILURE_TRANSIENT:
+        n = deps.settings.training_retries
+        return (f" (a transient failure, not retried: REFLEX_TRAINING_RETRIES={n} used up)" if n else
+                " (a transient failure, not retried: REFLEX_TRAINING_RETRIES=0)")
+    if job.failure == FAILURE_USER:
+        return " (a failure in the training script or its data: not retried)"
+    return ""  # the platform did not say why: not retried, as before; `python -m reflex train` tries again
 
 
 def _model_output(job: Job) -> str:
