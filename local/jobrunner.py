@@ -6,6 +6,18 @@ Azurite (Azure ML's download mode), runs the user's script as a child with the M
 when nobody hears the event — and then emits the Azure ML event (`RunCompleted` / `RunStatusChanged`) to the
 local host, retrying, and records on the run whether delivery succeeded (`reflex.event_delivered`).
 
+What outlives an outage (#18): the result is written to `result.json` in the job folder first (status, error,
+and why it failed: `failure`), then told to MLflow with retries for up to `FINISH_PATIENCE_SECONDS`, so MLflow
+down for a while at the end no longer kills the runner with the run left RUNNING; if MLflow stays away,
+`local/jobs.py` reads the result from the folder. Delivery of the event is left to the timer when the host
+is down: `amlevents.deliver` tries for a few seconds, and the data sweep finds a job that ended unheard and
+runs the same reaction (shared/core/unheard.py), as it does for Azure ML's events.
+
+Why a job failed (`failure`, what `Job.failure` reports): `transient` when a dependency was down (MLflow or
+storage unreachable, a 5xx or 429 from either; the user's script exiting with EX_TEMPFAIL, 75, from
+sysexits.h, says the same), `user` for the user's script or data (any other non-zero exit, an input with no
+file, no model logged), "" when the runner itself broke in another way.
+
     python -m local.jobrunner <job folder>/spec.json        (written by local/jobs.py)
     python -m local.jobrunner provision <endpoint> <deployment>   (written by local/endpoints.py)
 
@@ -23,17 +35,66 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shared.core.failure import error_line
 
-__all__ = ["JobFailed", "main", "run_job", "script_failure"]
+__all__ = ["EX_TEMPFAIL", "FINISH_PATIENCE_SECONDS", "JobFailed", "failure_of", "main", "run_job", "script_failure"]
+
+EX_TEMPFAIL = 75   # sysexits.h: "temporary failure, the user is invited to retry"
+FINISH_PATIENCE_SECONDS = 600.0
+
+# What the last line of a script's traceback names when the script failed because a dependency did not answer:
+# the exception types of requests/urllib3 (MLflow's client), azure-core (storage) and the OS.
+_TRANSIENT_MARKS = ("requests.exceptions.ConnectionError", "requests.exceptions.Timeout", "urllib3.exceptions.",
+                    "ConnectionRefusedError", "ConnectionResetError", "azure.core.exceptions.ServiceRequestError",
+                    "azure.core.exceptions.ServiceResponseError", "TEMPORARILY_UNAVAILABLE",
+                    "Max retries exceeded with url")
 
 
 class JobFailed(Exception):
-    """The job's own program failed; the message is the reason as is (its error line first, `shared.core.failure`)."""
+    """The job's own program failed; the message is the reason as is (its error line first, `shared.core.failure`).
+
+    `failure`: `user` (the script or its data), or `transient` when the script says a dependency was down."""
+
+    def __init__(self, message: str, failure: str = "user") -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
+def failure_of(exc: BaseException) -> str:
+    """Why the job failed, for `Job.failure`: transient (a dependency down), user (script or data), "" (other).
+
+    The exception and what caused it are looked at (MLflow's client raises `MlflowException("API request to …
+    failed with exception …")` while handling the requests error, mlflow/utils/rest_utils.py `http_request`)."""
+    if isinstance(exc, JobFailed):
+        return exc.failure
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            break
+        if _transient(seen):
+            return "transient"
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status_code", None)
+    if isinstance(status, int) and (status == 429 or status >= 500):
+        return True
+    if getattr(exc, "error_code", "") == "TEMPORARILY_UNAVAILABLE":
+        return True
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__}
+    return bool(names & {"requests.exceptions.ConnectionError", "requests.exceptions.Timeout",
+                         "azure.core.exceptions.ServiceRequestError", "azure.core.exceptions.ServiceResponseError"}) \
+        or any(n.startswith("urllib3.exceptions.") for n in names)
 
 
 def _blob_service() -> Any:
@@ -50,7 +111,10 @@ def _run_script(command: list[str], spec: dict[str, Any], folder: Path, what: st
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if code != 0:
         log_path = folder / "user_logs.txt"
-        raise JobFailed(script_failure(log_path.read_text(errors="replace"), code, log_path, what))
+        output = log_path.read_text(errors="replace")
+        said = error_line(output) or ""
+        transient = code == EX_TEMPFAIL or any(mark in said for mark in _TRANSIENT_MARKS)
+        raise JobFailed(script_failure(output, code, log_path, what), "transient" if transient else "user")
 
 
 def _evaluate(spec: dict[str, Any], folder: Path, data: Path) -> None:
@@ -108,7 +172,7 @@ def _ensure_model_logged(spec: dict[str, Any], model_dir: Path) -> None:
     if (model_dir / "MLmodel").exists():
         client.log_artifacts(spec["run_id"], str(model_dir), out)
         return
-    raise RuntimeError(f"the training script logged no MLflow model named {out!r} and wrote none to --model-output")
+    raise JobFailed(f"the training script logged no MLflow model named {out!r} and wrote none to --model-output")
 
 
 def _batch(spec: dict[str, Any], data: Path) -> int:
@@ -128,12 +192,12 @@ def run_job(spec_path: Path) -> str:
     spec = json.loads(spec_path.read_text())
     folder = spec_path.parent
     client = MlflowClient()
-    status, error = "Completed", ""
+    status, error, failure = "Completed", "", ""
     try:
         data = folder / "inputs"
         files = download_folder(_blob_service(), spec["input"]["container"], spec["input"]["prefix"], data)
         if not files:
-            raise RuntimeError(f"input {spec['input']['container']}/{spec['input']['prefix']} has no files")
+            raise JobFailed(f"input {spec['input']['container']}/{spec['input']['prefix']} has no files")
         client.log_param(spec["run_id"], "input_files", len(files))
         if spec["kind"] == "batch":
             client.log_metric(spec["run_id"], "rows_scored", _batch(spec, data))
@@ -142,26 +206,46 @@ def run_job(spec_path: Path) -> str:
         else:
             _train(spec, folder, data)
     except JobFailed as exc:
-        status, error = "Failed", str(exc)
+        status, error, failure = "Failed", str(exc), exc.failure
         print(error, flush=True)
     except Exception as exc:
-        status, error = "Failed", f"{type(exc).__name__}: {exc}"
+        status, error, failure = "Failed", f"{type(exc).__name__}: {exc}", failure_of(exc)
         traceback.print_exc()
+    # the result first where nothing can be down (local/jobs.py reads it if MLflow never hears it), then MLflow
+    (folder / "result.json").write_text(json.dumps({"status": status, "error": error, "failure": failure}))
     try:
         if (folder / "user_logs.txt").exists():
             client.log_artifact(spec["run_id"], str(folder / "user_logs.txt"))
     except Exception:
         traceback.print_exc()
-    if error:
-        client.set_tag(spec["run_id"], "reflex.error", error[:4000])
-    client.set_terminated(spec["run_id"], "FINISHED" if status == "Completed" else "FAILED")
-    (folder / "result.json").write_text(json.dumps({"status": status, "error": error}))
+    tags = {"reflex.error": error[:4000], "reflex.failure": failure} if error else {}
+    _patiently(lambda: [client.set_tag(spec["run_id"], k, v) for k, v in tags.items()], "tag the run")
+    _patiently(lambda: client.set_terminated(spec["run_id"], "FINISHED" if status == "Completed" else "FAILED"),
+               "end the run")
     event = amlevents.run_event(job_name=spec["job_name"], experiment_name=spec["experiment_name"], status=status,
                                 tags=spec.get("tags", {}), run_type="batch" if spec["kind"] == "batch" else None)
     delivered = amlevents.deliver(spec["host_url"], "on_run_event", event)
     client.set_tag(spec["run_id"], "reflex.event_delivered", str(delivered).lower())
     print(f"job {spec['job_name']}: {status}{' - ' + error if error else ''}; event delivered: {delivered}", flush=True)
     return status
+
+
+def _patiently(call: Callable[[], Any], what: str, *, patience: float = FINISH_PATIENCE_SECONDS,
+               sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> bool:
+    """`call()` until it succeeds or `patience` seconds have passed (MLflow restarting, briefly down), waiting 1,
+    2, 4 … 30 s between tries; False when it never did (the result stays in result.json)."""
+    deadline, wait = clock() + patience, 1.0
+    while True:
+        try:
+            call()
+            return True
+        except Exception as exc:
+            if clock() + wait > deadline:
+                print(f"could not {what} in MLflow for {patience:.0f} s: {exc}", flush=True)
+                return False
+            print(f"could not {what} in MLflow ({exc}); trying again in {wait:.0f} s", flush=True)
+            sleep(wait)
+            wait = min(wait * 2, 30.0)
 
 
 def main(argv: list[str]) -> int:

@@ -112,18 +112,34 @@ class Jobs:
             return Job(name, "Failed", error=f"MLflow run {rec['run_id']} is gone", **base)
         status = _STATUS.get(run.info.status, run.info.status.title())
         error = run.data.tags.get("reflex.error", "")
+        failure = run.data.tags.get("reflex.failure", "")
         if status in ("Running", "Queued") and not procs.alive(rec.get("pid"), "local.jobrunner"):
             run = self.client.get_run(rec["run_id"])  # the runner may have finished just now
             status = _STATUS.get(run.info.status, run.info.status.title())
             if status in ("Running", "Queued"):
-                status, error = "Failed", "the job process ended without reporting a result"
+                status, error, failure = self._result(rec)
         outputs = dict(rec.get("outputs") or {})
         if rec["kind"] not in ("batch", "evaluate") and status == "Completed":
             # the same output name as on Azure ML: `model` for a command job, `best_model` for AutoML
             out = model_output(rec["kind"])
             outputs.setdefault(out, f"runs:/{rec['run_id']}/{out}")
         url = f"{self.tracking_uri}/#/experiments/{rec['experiment_id']}/runs/{rec['run_id']}"
-        return Job(name, status, outputs=outputs, error=error, url=url, **base)
+        return Job(name, status, outputs=outputs, error=error, url=url, failure=failure if status == "Failed" else "",
+                   **base)
+
+    @staticmethod
+    def _result(rec: Mapping[str, Any]) -> tuple[str, str, str]:
+        """Status, error and failure of a job whose runner ended while MLflow still says it runs: what the runner
+        wrote to `result.json` before telling MLflow (MLflow was down then, local/jobrunner.py), else a failure
+        of the job's machinery, not of the user's script: transient, so the batch is trained again (#18.3)."""
+        path = Path(str(rec.get("folder") or "")) / "result.json"
+        try:
+            found = json.loads(path.read_text()) if rec.get("folder") else None
+        except (OSError, ValueError):
+            found = None
+        if isinstance(found, dict) and found.get("status") in ("Completed", "Failed"):
+            return str(found["status"]), str(found.get("error") or ""), str(found.get("failure") or "")
+        return "Failed", "the job process ended without reporting a result", "transient"
 
     def metrics(self, name: str) -> Mapping[str, float]:
         rec = self.record(name)
