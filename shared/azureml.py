@@ -56,13 +56,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.core.errors import PermanentError, TransientError, map_azure_error, retry_after_seconds
+from shared.core.errors import PermanentError, ReflexError, TransientError, map_azure_error, retry_after_seconds
 from shared.core.platform import (
     CHAMPION_TAG,
+    FAILURE_TRANSIENT,
+    FAILURE_USER,
     REFLEX_TAG,
     BatchDeploymentSpec,
     DataAsset,
@@ -90,6 +93,13 @@ if TYPE_CHECKING:
 __all__ = ["AzureMLPlatform", "TRAIN_COMMAND", "ML_SCOPE", "ARM_SCOPE", "metrics_from_monitor"]
 
 log = logging.getLogger("reflex.azureml")
+
+# Run history's root error codes (azure-ai-ml _restclient/runhistory/models/_models_py3.py `RootError.code`:
+# "ServiceError, UserError, ValidationError, AzureStorageError, TransientError, RequestThrottled"): the service,
+# storage, a transient fault or throttling is retried (#18.3); the user's job or its inputs are not.
+_FAILURE_BY_CODE = {"ServiceError": FAILURE_TRANSIENT, "TransientError": FAILURE_TRANSIENT,
+                    "RequestThrottled": FAILURE_TRANSIENT, "AzureStorageError": FAILURE_TRANSIENT,
+                    "UserError": FAILURE_USER, "ValidationError": FAILURE_USER}
 T = TypeVar("T")
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -335,7 +345,30 @@ class AzureMLPlatform:
 
     def get_job(self, name: str) -> Job | None:
         found = self._call(f"job {name}", lambda: self.ml.jobs.get(name), absent=True)
-        return None if found is None else self._job(found)
+        if found is None:
+            return None
+        job = self._job(found)
+        if job.status == "Failed":
+            failure, said = self._run_error(name)
+            job = replace(job, failure=failure, error=job.error or said)
+        return job
+
+    def _run_error(self, name: str) -> tuple[str, str]:
+        """Why a failed job failed, from run history's `RunDetails.error` (what the SDK itself prints for a failed
+        job: azure-ai-ml operations/_job_ops_helper.py `stream_logs_until_completion`, read through
+        `GET {api}/history/v1.0{workspace}/runs/{run}/details`, _restclient/runhistory/operations/_runs_operations.py
+        `get_details`): its root error's `code` classified (`_FAILURE_BY_CODE`) and "code: message". Best effort:
+        when run history does not answer, ("", "") and the failure is not retried (tests/fixtures/aml-runhistory)."""
+        _, base = self._workspace_info()
+        url = f"{base.split('/mlflow/', 1)[0]}/history/v1.0{self.scope}/runs/{name}/details"
+        try:
+            details = self._get_json(f"run details of job {name}", url, scope=ARM_SCOPE)
+        except ReflexError as exc:
+            log.warning("job %s failed; run history did not say why: %s", name, exc)
+            return "", ""
+        root = ((details.get("error") or {}).get("error") or {}) if isinstance(details, dict) else {}
+        code, message = str(root.get("code") or ""), str(root.get("message") or "")
+        return _FAILURE_BY_CODE.get(code, ""), (f"{code}: {message}" if code and message else message or code)
 
     def _workspace_info(self) -> tuple[str, str]:
         """(location, MLflow REST base) of the workspace: one GET per worker."""

@@ -85,6 +85,7 @@ class AmlService:
     ready_at: dict[str, tuple[float, str]] = field(default_factory=dict)
     failing_deployments: set[str] = field(default_factory=set)
     mlflow_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    run_details: dict[str, dict[str, Any]] = field(default_factory=dict)
     monitor: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     monitor_answers: dict[str, dict[str, Any]] = field(default_factory=dict)   # metric name -> verbatim body
     usages: dict[str, tuple[int, int]] = field(default_factory=lambda: {
@@ -176,6 +177,8 @@ class AmlService:
             return self._scoring(rec, host.split(".")[0])
         if host.endswith(".api.azureml.ms") and "/mlflow/" in rec.path:
             return self._mlflow(rec)
+        if host.endswith(".api.azureml.ms") and rec.path.startswith("/history/v1.0/"):
+            return self._run_details(rec)
         import requests
 
         raise requests.exceptions.ConnectionError(f"cannot connect to {host} (no such host in the stand-in)")
@@ -290,11 +293,25 @@ class AmlService:
         self.resources[key] = body
         return self._json(201, body)
 
-    def finish_job(self, name: str, status: str = "Completed", *, metrics: Mapping[str, float] | None = None) -> None:
-        """End a job as the service would (tests drive time, as with the fake)."""
+    def finish_job(self, name: str, status: str = "Completed", *, metrics: Mapping[str, float] | None = None,
+                   run_details: Mapping[str, Any] | None = None) -> None:
+        """End a job as the service would (tests drive time, as with the fake); `run_details` is what run history
+        answers for it (tests/fixtures/aml-runhistory: a failed job's `RunDetails`, with its error)."""
         self.resources[f"/jobs/{name}".lower()]["properties"]["status"] = status
         if metrics is not None:
             self.mlflow_metrics[name] = dict(metrics)
+        if run_details is not None:
+            self.run_details[name] = {**copy.deepcopy(dict(run_details)), "runId": name, "status": status}
+
+    def _run_details(self, rec: Recorded) -> tuple[int, dict[str, str], str]:
+        """Run history's `GET /history/v1.0<workspace>/runs/<run>/details` (azure-ai-ml _restclient/runhistory
+        operations `get_details`)."""
+        m = re.fullmatch(rf"/history/v1\.0{re.escape(self.ws_path)}/runs/([^/]+)/details", rec.path, re.IGNORECASE)
+        if not m or f"/jobs/{m.group(1)}".lower() not in self.resources:
+            return self._json(404, {"error": {"code": "UserError", "message": f"no run at {rec.path}"}})
+        name = m.group(1)
+        status = self.resources[f"/jobs/{name}".lower()]["properties"]["status"]
+        return self._json(200, self.run_details.get(name) or {"runId": name, "status": status})
 
     # ------------------------------------------------------------------ models
     def _model_version(self, rec: Recorded, rel: str, name: str, version: str) -> tuple[int, dict[str, str], str]:

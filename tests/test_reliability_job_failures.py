@@ -109,3 +109,43 @@ def test_a_runner_that_ended_while_mlflow_was_down_is_read_from_its_folder(
     if written is not None:
         (tmp_path / "result.json").write_text(json.dumps(written))
     assert Jobs._result({"folder": str(tmp_path)}) == expected
+
+
+# ---------------------------------------------------------------- Azure ML: the real SDK at the HTTP boundary
+RUNHISTORY = Path(__file__).parent / "fixtures" / "aml-runhistory"
+
+
+@pytest.mark.parametrize(("fixture_name", "failure", "code"), [
+    ("user-error.json", "user", "UserError"), ("service-error.json", "transient", "ServiceError")])
+def test_azure_ml_says_why_a_job_failed_from_run_history(fixture_name: str, failure: str, code: str) -> None:
+    from aml_harness import azure_platform
+
+    from testing.aml_service import AmlService
+    from tests.test_azureml_contract import REQ
+
+    svc = AmlService()
+    details = json.loads((RUNHISTORY / fixture_name).read_text())
+    with azure_platform(svc) as p:
+        p.submit_training(REQ)
+        svc.finish_job(REQ.job_name, "Failed", run_details=details)
+        start = len(svc.requests)
+        job = p.get_job(REQ.job_name)
+    assert job is not None and job.status == "Failed" and job.failure == failure
+    assert job.error == f"{code}: {details['error']['error']['message']}"
+    history = f"{svc.location}.api.azureml.ms/history/v1.0{svc.ws_path}/runs/{REQ.job_name}/details"
+    assert ("GET", history) in svc.calls(start)
+
+
+def test_azure_ml_without_run_history_reports_the_failure_unclassified() -> None:
+    from aml_harness import azure_platform
+
+    from testing.aml_service import AmlService
+    from tests.test_azureml_contract import REQ
+
+    svc = AmlService()
+    with azure_platform(svc) as p:
+        p.submit_training(REQ)
+        svc.finish_job(REQ.job_name, "Failed")
+        svc.fail("GET", r"^/history/", 503, times=5)
+        job = p.get_job(REQ.job_name)
+    assert job is not None and job.status == "Failed" and job.failure == ""   # not retried: unknown
