@@ -64,8 +64,15 @@ def deliver(host_url: str, function_name: str, event: Mapping[str, Any], *, atte
             backoff: float = 0.5, timeout: float = 10.0) -> bool:
     """POST one event (as Event Grid does: a JSON array) to the host; True once a 2xx answer arrives.
 
-    Retries connection failures and 5xx with exponential backoff; a 4xx is final (the host rejected it).
-    Never raises: the caller records whether delivery succeeded (the reconciler also polls job status).
+    Retries connection failures and 5xx with exponential backoff for a few seconds; a 4xx is final (the host
+    rejected it). Never raises: the caller records whether delivery succeeded.
+
+    Deliberately short, and not Event Grid's schedule (learn.microsoft.com/azure/event-grid/delivery-and-retry:
+    10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h up to 24 h): a job runner or a
+    platform thread kept alive for a day to deliver one event would outlive the stack it belongs to. What
+    Event Grid's retries achieve is left to the timers instead (#18): the data sweep finds a job that ended
+    without its event reaching Reflex and runs the same reaction on the event built from the job
+    (shared/core/unheard.py), and the batch tracker polls scoring jobs; a late delivery is then a duplicate.
     """
     url = f"{host_url.rstrip('/')}/runtime/webhooks/eventgrid?functionName={function_name}"
     body = json.dumps([dict(event)]).encode()
