@@ -1,5 +1,5 @@
 """#18 item 3: a batch whose job failed for a transient reason (a dependency down, throttled, 5xx, as the
-platform reports the job's failure) is trained again with backoff, up to REFLEX_TRAINING_RETRIES; a failure
+platform reports the job's failure) is trained again with backoff, up to REFLEX_TRANSIENT_RETRIES; a failure
 in the user's script or data is not, and says why. Real Azurite state and data container, the behavioural
 fake platform, an injected clock (no sleeping)."""
 
@@ -48,7 +48,7 @@ def fail(fake: FakePlatform, job: str, deps: Deps, *, failure: str, error: str, 
 
 def test_a_transient_failure_is_trained_again_after_a_growing_wait_up_to_the_limit(
         lake: Lake, blob_state: StateStore, fake_platform: FakePlatform, clock: Clock) -> None:
-    deps = deps_with(lake, blob_state, fake_platform, clock, REFLEX_TRAINING_RETRIES="2")
+    deps = deps_with(lake, blob_state, fake_platform, clock, REFLEX_TRANSIENT_RETRIES="2")
     first = land_batch(lake, deps)
     outcomes = fail(fake_platform, first, deps, failure=FAILURE_TRANSIENT, copies=3,
                     error="MLflow at http://127.0.0.1:5000 unreachable: connection refused")
@@ -73,7 +73,7 @@ def test_a_transient_failure_is_trained_again_after_a_growing_wait_up_to_the_lim
     third = record(lake, deps)["job"]
     assert third not in (first, second)
     [final] = fail(fake_platform, third, deps, failure=FAILURE_TRANSIENT, error="throttled (429)")
-    assert final.status == "acted" and "REFLEX_TRAINING_RETRIES=2 used up" in final.reason
+    assert final.status == "acted" and "REFLEX_TRANSIENT_RETRIES=2 used up" in final.reason
     assert record(lake, deps)["status"] == "failed" and sent(deps).count("Reflex.TrainingFailed") == 1
     assert len(fake_platform.jobs) == 3 and running(deps) == {}
 
@@ -96,10 +96,10 @@ def test_a_failure_in_the_users_script_or_data_is_not_retried_and_says_why(
 
 def test_retries_off_reports_the_transient_failure_as_final(
         lake: Lake, blob_state: StateStore, fake_platform: FakePlatform, clock: Clock) -> None:
-    deps = deps_with(lake, blob_state, fake_platform, clock, REFLEX_TRAINING_RETRIES="0")
+    deps = deps_with(lake, blob_state, fake_platform, clock, REFLEX_TRANSIENT_RETRIES="0")
     job = land_batch(lake, deps)
     [outcome] = fail(fake_platform, job, deps, failure=FAILURE_TRANSIENT, error="connection refused")
-    assert "REFLEX_TRAINING_RETRIES=0" in outcome.reason and record(lake, deps)["status"] == "failed"
+    assert "REFLEX_TRANSIENT_RETRIES=0" in outcome.reason and record(lake, deps)["status"] == "failed"
 
 
 def test_a_transient_failure_found_by_the_sweep_is_retried_the_same_way(
@@ -130,3 +130,60 @@ def test_a_retry_waiting_out_its_backoff_does_not_hold_up_later_batches(
 
 def test_retry_delay_doubles_and_is_capped() -> None:
     assert [retry_delay(n) for n in range(7)] == [120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0, 3600.0]
+
+
+# ---------------------------------------------------------------- batch scoring: the same rule, the tracker's timer
+def test_a_scoring_job_that_failed_for_a_transient_reason_is_submitted_again_after_a_backoff(
+        container_factory: Callable[[str], Any], blob_state: StateStore, fake_platform: FakePlatform,
+        clock: Clock) -> None:
+    from shared.scoring import flow as scoring
+    from tests.test_batch_scoring import _batch, _deps, _published
+    from tests.timers_support import make_champion
+
+    container = container_factory("score")
+    deps = _deps(container, blob_state, fake_platform, clock, REFLEX_TRANSIENT_RETRIES="1")
+    make_champion(fake_platform)
+    for raw in _batch(container, "p", "b1"):
+        scoring.handle_blob(raw, deps)
+    (first,) = [j.name for j in fake_platform.jobs.values() if j.kind == "batch"]
+    [record] = blob_state.records(f"scoring/{container.container_name}/")
+    first_output = record.value["output"]
+    fake_platform.finish_job(first, "Failed", error="storage answered 503", failure=FAILURE_TRANSIENT)
+    scoring.track(deps)
+    scoring.track(deps)   # the backoff holds: nothing submitted yet, nothing published
+    [record] = blob_state.records(f"scoring/{container.container_name}/")
+    assert record.value["status"] == "deploying" and record.value["previous_job"] == first
+    assert [j.name for j in fake_platform.jobs.values() if j.kind == "batch"] == [first]
+    assert not _published(deps, "BatchScoringFailed")
+    clock.advance(retry_delay(0))
+    scoring.track(deps)
+    second = [j.name for j in fake_platform.jobs.values() if j.kind == "batch" and j.name != first]
+    assert len(second) == 1
+    [record] = blob_state.records(f"scoring/{container.container_name}/")
+    assert record.value["status"] == "submitted" and record.value["job"] == second[0]
+    assert record.value["output"] != first_output   # each attempt writes to a fresh folder
+    fake_platform.finish_job(second[0], "Failed", error="throttled", failure=FAILURE_TRANSIENT)
+    scoring.track(deps)
+    (failed,) = _published(deps, "BatchScoringFailed")
+    assert "REFLEX_TRANSIENT_RETRIES=1 used up" in failed.data["reason"]
+
+
+def test_a_scoring_job_that_failed_on_its_data_is_not_retried(
+        container_factory: Callable[[str], Any], blob_state: StateStore, fake_platform: FakePlatform,
+        clock: Clock) -> None:
+    from shared.scoring import flow as scoring
+    from tests.test_batch_scoring import _batch, _deps, _published
+    from tests.timers_support import make_champion
+
+    container = container_factory("score")
+    deps = _deps(container, blob_state, fake_platform, clock)
+    make_champion(fake_platform)
+    for raw in _batch(container, "p", "b1"):
+        scoring.handle_blob(raw, deps)
+    (job,) = [j.name for j in fake_platform.jobs.values() if j.kind == "batch"]
+    fake_platform.finish_job(job, "Failed", error="column 'age' missing", failure=FAILURE_USER)
+    clock.advance(86_400)
+    scoring.track(deps)
+    (failed,) = _published(deps, "BatchScoringFailed")
+    assert "not retried" in failed.data["reason"] and len([j for j in fake_platform.jobs.values()
+                                                           if j.kind == "batch"]) == 1

@@ -21,7 +21,7 @@ The same new attempt, without an operator, for a job that failed for a transient
 failure (`Job.failure`). The record goes from `submitted` straight to `waiting` as the next attempt, with its
 job name already the new attempt's (so nothing that closes the failed job can close the retry) and a
 `not_before` time: 2, 4, 8 … minutes after the failure, at most an hour (`retry_delay`), at most
-REFLEX_TRAINING_RETRIES times per batch. The sweep starts it once that time has passed, through the same
+REFLEX_TRANSIENT_RETRIES times per batch. The sweep starts it once that time has passed, through the same
 admission and submission. A failure in the user's script or data, or one the platform does not classify, is
 never retried this way.
 """
@@ -40,7 +40,7 @@ from shared.core.reaction import Outcome
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["REOPENABLE", "batch_key", "reopen", "retry_delay", "retry_transient", "train_again"]
+__all__ = ["REOPENABLE", "batch_key", "reopen", "retry_delay", "retry_transient", "train_again", "utc_text"]
 
 REOPENABLE = ("dry-run", "failed", "submit-failed")
 RETRY_BASE_SECONDS = 120.0    # a dependency down for a while (a restart, a throttling window) is back by then
@@ -137,7 +137,7 @@ def retry_transient(deps: Deps, job: str, key: str, why: str) -> Outcome | None:
     """
     if not key.startswith("arrivals/"):
         return None
-    limit = deps.settings.training_retries
+    limit = deps.settings.transient_retries
     now = deps.clock()
     token = uuid.uuid4().hex
 
@@ -152,7 +152,7 @@ def retry_transient(deps: Deps, job: str, key: str, why: str) -> Outcome | None:
         nxt = {**value, "attempt": attempt}
         batch = f"{value['container']}/{value['dataset']}/{value['batch']}"
         reason = (f"job {job} failed for a transient reason ({why}); attempt {attempt} (retry {done + 1} of "
-                  f"{limit}) starts after {_utc(at)}")
+                  f"{limit}) starts after {utc_text(at)}")
         return set_status({**nxt, "lease": None}, "waiting", now, allowed_from=("submitted",), reason=reason,
                           job=attempt_job_name(batch, nxt), previous_job=job, transient_retries=done + 1,
                           not_before=at, retried_by=token)
@@ -170,7 +170,7 @@ def retry_transient(deps: Deps, job: str, key: str, why: str) -> Outcome | None:
     return Outcome("acted", str(value.get("reason")), details)
 
 
-def _utc(epoch: float) -> str:
+def utc_text(epoch: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

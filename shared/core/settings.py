@@ -283,11 +283,12 @@ class Settings:
                                       "Reflex training jobs running at once; later batches wait for the sweep.")
     daily_training_cap: int = _s("REFLEX_DAILY_TRAINING_CAP", _int_range(0, 10_000), "0",
                                  "Training jobs per UTC day at most (0: no cap).")
-    training_retries: int = _s("REFLEX_TRAINING_RETRIES", _int_range(0, 20), "3",
-                               "Times a batch whose training job failed for a transient reason (the platform or a "
-                               "dependency unreachable, throttled, 5xx) is trained again, each after a longer wait "
-                               "(2, 4, 8 … minutes, at most an hour); 0: never. A failure in the training script "
-                               "or the data is never retried.")
+    transient_retries: int = _s(
+        "REFLEX_TRANSIENT_RETRIES", _int_range(0, 20), "3",
+        "Times a training or scoring batch whose job failed for a transient reason (the platform or a dependency "
+        "unreachable, throttled, 5xx, as the platform reports the job's failure) is run again, each after a longer "
+        "wait (2, 4, 8 … minutes, at most an hour); 0: never. A failure in the user's script or data is never "
+        "retried.")
 
     # --- registration gate
     gate_metric: str = _s("REFLEX_GATE_METRIC", _text, "auc",

@@ -138,9 +138,9 @@ def _not_retried(job: Job, status: str, deps: Deps) -> str:
     if status.lower() != "failed":
         return ""  # canceled (by a person) or not responding: nothing Reflex should second-guess
     if job.failure == FAILURE_TRANSIENT:
-        n = deps.settings.training_retries
-        return (f" (a transient failure, not retried: REFLEX_TRAINING_RETRIES={n} used up)" if n else
-                " (a transient failure, not retried: REFLEX_TRAINING_RETRIES=0)")
+        n = deps.settings.transient_retries
+        return (f" (a transient failure, not retried: REFLEX_TRANSIENT_RETRIES={n} used up)" if n else
+                " (a transient failure, not retried: REFLEX_TRANSIENT_RETRIES=0)")
     if job.failure == FAILURE_USER:
         return " (a failure in the training script or its data: not retried)"
     return ""  # the platform did not say why: not retried, as before; `python -m reflex train` tries again

@@ -10,6 +10,8 @@ but under its own prefix `scoring/<container>/<dataset>/<batch>` so the training
     deploying --deployment Succeeded--> submitted  (invoke_batch, idempotent by job name)
     deploying --deployment Failed--> failed        (BatchScoringFailed)
     submitted --job terminal--> completed | failed (BatchScoringCompleted / BatchScoringFailed, once: CAS winner)
+    submitted --job failed, transient--> deploying (a new job name and output folder, after a backoff, at most
+                                                    REFLEX_TRANSIENT_RETRIES times: `_retry_transient`, #18.3)
     complete with no usable file --> skipped      (BatchScoringSkipped with the rejected files)
 
 The tracker (`track`, on the reconcile schedule) completes quiet batches and advances every open record, so
@@ -21,14 +23,16 @@ champion changed since it was scored: a new job name and a new output folder, th
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.arrival.flow import list_batch, locate_blob
+from shared.arrival.retry import retry_delay, utc_text
 from shared.batches.paths import BatchPath
 from shared.batches.record import add_blob, complete, set_status
 from shared.core.errors import PermanentError, ReflexError, TransientError
-from shared.core.platform import REFLEX_TAG, BatchDeploymentSpec
+from shared.core.platform import FAILURE_TRANSIENT, FAILURE_USER, REFLEX_TAG, BatchDeploymentSpec
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
 from shared.scoring.rules import deployment_name, input_path, instance_count, output_path, scoring_job_name
@@ -170,6 +174,8 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
             return Outcome("duplicate", f"scoring batch {batch_id} moved on meanwhile", details)
     details.update({k: value.get(k) for k in ("model", "deployment", "endpoint", "job", "input", "output")})
     if value["status"] == "deploying":
+        if float(value.get("not_before") or 0) > now:
+            return Outcome("skipped", str(value.get("reason") or "a retry waits out its backoff"), details)
         if dry_run:
             return Outcome("dry-run", f"would submit {value['job']}", details)
         return _submit(deps, key, value, details)
@@ -217,8 +223,47 @@ def _track_job(deps: Deps, key: str, value: dict[str, Any], details: dict[str, A
     details = {**details, "status": job.status, "url": job.url, "output": job.outputs.get("score", value["output"])}
     if job.status == "Completed":
         return _finish(deps, key, "completed", "batch job completed", details)
-    return _finish(deps, key, "failed", f"batch job {job.status}" + (f": {job.error}" if job.error else ""),
-                   details, stage="job")
+    reason = f"batch job {job.status}" + (f": {job.error}" if job.error else "")
+    if job.status == "Failed" and job.failure == FAILURE_TRANSIENT:
+        retried = _retry_transient(deps, key, value["job"], job.error or "failed")
+        if retried is not None:
+            return Outcome(retried[0], retried[1], details)
+        reason += f" (a transient failure, not retried: REFLEX_TRANSIENT_RETRIES={deps.settings.transient_retries}" \
+                  + (" used up)" if deps.settings.transient_retries else ")")
+    elif job.status == "Failed" and job.failure == FAILURE_USER:
+        reason += " (a failure in the scoring data or the model: not retried)"
+    return _finish(deps, key, "failed", reason, details, stage="job")
+
+
+def _retry_transient(deps: Deps, key: str, job: str, why: str) -> tuple[str, str] | None:
+    """Back to `deploying` with a new job name and output folder, not before a backoff (the same schedule as
+    training's, shared/arrival/retry.py `retry_delay`); (status, reason) of the outcome, or None when retries
+    are used up or off. Only the compare-and-swap winner answers "acted"."""
+    limit = deps.settings.transient_retries
+    now = deps.clock()
+    token = uuid.uuid4().hex
+
+    def change(v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None or v.get("status") != "submitted" or v.get("job") != job:
+            return None
+        done = int(v.get("transient_retries") or 0)
+        if done >= limit:
+            return None
+        nxt = scoring_job_name(_batch_id(v), v["files"], f"{v['model']}|retry-{done + 1}")
+        at = now + retry_delay(done)
+        reason = (f"batch job {job} failed for a transient reason ({why}); job {nxt} (retry {done + 1} of {limit}) "
+                  f"is submitted after {utc_text(at)}")
+        return set_status(v, "deploying", now, allowed_from=("submitted",), reason=reason, job=nxt,
+                          output=output_path(deps.settings.output_datastore, v["dataset"], v["batch"], nxt),
+                          previous_job=job, transient_retries=done + 1, not_before=at, retried_by=token)
+
+    stored = deps.state.update(key, change)
+    value = stored.value if stored else {}
+    if value.get("previous_job") != job:
+        return None
+    if value.get("retried_by") != token:
+        return "duplicate", f"batch job {job}: its retry is already scheduled"
+    return "acted", str(value.get("reason"))
 
 
 def _finish(deps: Deps, key: str, status: str, reason: str, details: dict[str, Any], *, stage: str = "") -> Outcome:
