@@ -12,6 +12,8 @@
 //                    a cluster of Reflex's own at 0 nodes,                          app/ml.bicep
 //                    datastores, training environment, the workspace system topic
 //   roles            least-privilege data roles                                     app/rbac.bicep, app/ml.bicep
+//   alerts           action group (when an email is given), log search alert rules,  app/alerts.bicep
+//                    and the Reflex workbook (app/workbook.json)
 targetScope = 'subscription'
 
 @minLength(1)
@@ -62,6 +64,9 @@ param trainingImage string = 'mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04
 param trainingCodeName string = 'reflex-train-code'
 param trainingCodeVersion string = '1'
 
+@description('Email address alerts go to (azd env set REFLEX_ALERT_EMAIL ...); empty: no action group, the alerts only show in Azure Monitor.')
+param alertEmail string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -109,6 +114,19 @@ module monitoring 'app/monitoring.bicep' = {
     appInsightsName: 'appi-${resourceToken}'
     location: location
     tags: tags
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    appInsightsName: monitoring.outputs.appInsightsName
+    alertEmail: alertEmail
+    namePrefix: 'reflex-${resourceToken}'
   }
 }
 
@@ -260,3 +278,5 @@ output REFLEX_SCORING_CONTAINER string = scoringContainerName
 output REFLEX_DEADLETTER_CONTAINER string = deadLetterContainerName
 output REFLEX_TRAINING_CODE_NAME string = trainingCodeName
 output REFLEX_TRAINING_CODE_VERSION string = trainingCodeVersion
+output AZURE_APPINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+output REFLEX_WORKBOOK_ID string = alerts.outputs.workbookId
