@@ -43,11 +43,13 @@ class OutboundEvent:
 
 def _dimensions(event: OutboundEvent) -> dict[str, str]:
     """The published event as log fields; its explain id from the ids in its data (a rollout's `model` and
-    `version` name the model "name:version"), else the event id of the run that published it."""
+    `version` name the model "name:version"; a health finding's are in its `evidence`), else the event id of the
+    run that published it."""
     from shared.ledger import refs_from
     from shared.log import current_context, explain_id
 
-    ids = dict(event.data)
+    evidence = event.data.get("evidence")
+    ids = {**(evidence if isinstance(evidence, Mapping) else {}), **event.data}
     if "version" in ids and "model_version" not in ids:
         ids["model_version"] = ids["version"]
     try:

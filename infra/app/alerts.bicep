@@ -82,16 +82,16 @@ traces
   {
     name: 'rollout-past-deadline'
     displayName: 'Reflex: a rollout was stuck past its deadline'
-    description: 'A rollout did not finish before its deadline (REFLEX_ROLLOUT_DEADLINE_SECONDS): it was rolled back, or could not start, while a deployment kept provisioning or no metrics came. The reason dimension says where it was stuck. ${explainHint}'
+    description: 'A rollout did not finish before its deadline (REFLEX_ROLLOUT_DEADLINE_SECONDS): the reconciler rolled it back or could not start it while a deployment kept provisioning or no metrics came, or the health timer found it still open past the deadline (the reconcile timer stopped, or keeps failing). The reason dimension says where it was stuck. ${explainHint}'
     severity: 1
     windowSize: 'PT10M'
     evaluationFrequency: 'PT5M'
     query: '''
 traces
-| where tostring(customDimensions.reflex_event) in ("Reflex.RolloutRolledBack", "Reflex.RolloutFailed")
+| where tostring(customDimensions.reflex_event) in ("Reflex.RolloutRolledBack", "Reflex.RolloutFailed", "Reflex.HealthCheckFailed")
 | extend data = parse_json(tostring(customDimensions.reflex_data))
-| where tostring(data.reason) has "deadline"
-| project timestamp, explain_id = tostring(customDimensions.explain_id), endpoint = tostring(data.endpoint), reason = substring(tostring(data.reason), 0, 200)
+| where tostring(data.kind) == "rollout-overdue" or (tostring(customDimensions.reflex_event) != "Reflex.HealthCheckFailed" and tostring(data.reason) has "deadline")
+| project timestamp, explain_id = tostring(customDimensions.explain_id), endpoint = coalesce(tostring(data.endpoint), tostring(data.evidence.endpoint)), reason = substring(coalesce(tostring(data.summary), tostring(data.reason)), 0, 200)
 '''
     dimensions: ['explain_id', 'endpoint', 'reason']
     metricMeasureColumn: ''
