@@ -215,9 +215,16 @@ def workbook_queries() -> dict[str, str]:
             if item["type"] == 3 and item["content"].get("queryType") == 0}
 
 
+def readme_queries() -> dict[str, str]:
+    """The README's "From an alert to the chain" query, as a reader would paste it."""
+    blocks = re.findall(r"```kusto\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks, "README.md shows no kusto query"
+    return {f"README {i}": "\n".join(line.strip() for line in b.splitlines()) for i, b in enumerate(blocks)}
+
+
 def all_queries() -> dict[str, str]:
     return {**{f"rule {r['name']}": r["query"] for r in rules()},
-            **{f"workbook {n}": q for n, q in workbook_queries().items()}}
+            **{f"workbook {n}": q for n, q in workbook_queries().items()}, **readme_queries()}
 
 
 def test_the_alert_rules_are_the_five_of_issue_19() -> None:
