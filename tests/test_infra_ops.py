@@ -151,7 +151,7 @@ def published_types() -> set[str]:
     a literal argument, or the literals of what the variable passed was assigned in that function (`kind = ... if
     ... else "BatchScoringFailed"`)."""
     types: set[str] = set()
-    for path in SHARED.glob("*.py"):
+    for path in SHARED.rglob("*.py"):
         for fn in ast.walk(ast.parse(path.read_text())):
             if not isinstance(fn, ast.FunctionDef):
                 continue
@@ -178,7 +178,7 @@ def data_keys() -> set[str]:
     """Keys an event's data can carry: keyword names and literal dict keys in the modules that publish (a superset:
     the point is that a field the queries read is one some publisher writes)."""
     keys: set[str] = set()
-    for path in SHARED.glob("*.py"):
+    for path in SHARED.rglob("*.py"):
         text = path.read_text()
         if "publish(" not in text:
             continue
