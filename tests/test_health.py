@@ -282,17 +282,23 @@ def test_failed_batch_job_is_the_trackers_to_report_health_only_if_it_does_not(
             "record": f"scoring/{container.container_name}/patients/b1", "url": fake_platform.jobs[job].url}
 
 
+def _failed_training_job(container_factory: Callable[[str], Any], state: BlobStateStore, fake: FakePlatform,
+                         clock: Clock) -> tuple[Any, str]:
+    """A batch trained by the arrival flow whose job then failed on its data (its event left undelivered)."""
+    lake = Lake(container_factory("data"))
+    deps = make_deps(make_settings(REFLEX_DATA_CONTAINER=lake.name), state=state, platform=fake, clock=clock)
+    for raw in (lake.put("sales/b1/part-0.csv"), lake.put("sales/b1/_SUCCESS", b"")):
+        arrival.handle_blob(raw, deps)
+    (job,) = [name for name, j in fake.jobs.items() if j.tags.get(REFLEX_TAG) == "true"]
+    fake.finish_job(job, "Failed", error="label column missing")
+    return deps, job
+
+
 @pytest.mark.parametrize("event_arrives", [True, False])
 def test_failed_training_is_reported_once_by_its_event_or_else_by_health(
         container_factory: Callable[[str], Any], blob_state: BlobStateStore, fake_platform: FakePlatform,
         clock: Clock, event_arrives: bool) -> None:
-    lake = Lake(container_factory("data"))
-    deps = make_deps(make_settings(REFLEX_DATA_CONTAINER=lake.name), state=blob_state, platform=fake_platform,
-                     clock=clock)
-    for raw in (lake.put("sales/b1/part-0.csv"), lake.put("sales/b1/_SUCCESS", b"")):
-        arrival.handle_blob(raw, deps)
-    (job,) = [name for name, j in fake_platform.jobs.items() if j.tags.get(REFLEX_TAG) == "true"]
-    fake_platform.finish_job(job, "Failed", error="label column missing")
+    deps, job = _failed_training_job(container_factory, blob_state, fake_platform, clock)
     event = fake_platform.events[-1]
     health.check(deps)
     clock.advance(300)
@@ -309,6 +315,7 @@ def test_failed_training_is_reported_once_by_its_event_or_else_by_health(
         health.check(deps)
     failed = [e for e in deps.publisher.sent if e.type == "Reflex.TrainingFailed"]
     assert len(failed) == 1 and not _health_findings(deps)  # reported once, by the reaction, either way
+    assert failed[0].data["job"] == job and "label column missing" in failed[0].data["error"]
     assert blob_state.keys("health/ended/") == []  # handled: the end mark is not kept
 
 
@@ -317,13 +324,7 @@ def test_a_training_job_the_sweep_could_not_hand_over_is_reported_by_health(
         clock: Clock) -> None:
     """The backstop: an arrival record closed as `failed` with no TrainingFailed claim (e.g. written by an
     earlier version's sweep) is still found by health after the grace."""
-    lake = Lake(container_factory("data"))
-    deps = make_deps(make_settings(REFLEX_DATA_CONTAINER=lake.name), state=blob_state, platform=fake_platform,
-                     clock=clock)
-    for raw in (lake.put("sales/b1/part-0.csv"), lake.put("sales/b1/_SUCCESS", b"")):
-        arrival.handle_blob(raw, deps)
-    (job,) = [name for name, j in fake_platform.jobs.items() if j.tags.get(REFLEX_TAG) == "true"]
-    fake_platform.finish_job(job, "Failed", error="label column missing")
+    deps, job = _failed_training_job(container_factory, blob_state, fake_platform, clock)
     (record,) = blob_state.records("arrivals/")
     arrival.mark_job_finished(deps, job, record.key, "failed", "job Failed (sweep)")
     health.check(deps)

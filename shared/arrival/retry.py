@@ -29,6 +29,7 @@ never retried this way.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from shared.arrival.flow import arrival_key, attempt_job_name, start_batch
@@ -40,7 +41,8 @@ from shared.core.reaction import Outcome
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["REOPENABLE", "batch_key", "reopen", "retry_delay", "retry_transient", "train_again", "utc_text"]
+__all__ = ["REOPENABLE", "batch_key", "reopen", "retry_delay", "retry_transient", "schedule_retry", "train_again",
+           "utc_text"]
 
 REOPENABLE = ("dry-run", "failed", "submit-failed")
 RETRY_BASE_SECONDS = 120.0    # a dependency down for a while (a restart, a throttling window) is back by then
@@ -138,6 +140,41 @@ def retry_transient(deps: Deps, job: str, key: str, why: str) -> Outcome | None:
     if not key.startswith("arrivals/"):
         return None
     limit = deps.settings.transient_retries
+
+    def attempt(value: dict[str, Any], retry: int, at: float) -> dict[str, Any] | None:
+        nxt = {**value, "attempt": int(value.get("attempt") or 1) + 1, "lease": None}
+        batch = f"{value['container']}/{value['dataset']}/{value['batch']}"
+        reason = (f"job {job} failed for a transient reason ({why}); attempt {nxt['attempt']} (retry {retry} of "
+                  f"{limit}) starts after {utc_text(at)}")
+        return set_status(nxt, "waiting", deps.clock(), allowed_from=("submitted",), reason=reason,
+                          job=attempt_job_name(batch, nxt))
+
+    scheduled = schedule_retry(deps, key, job, attempt)
+    if scheduled is None:
+        return None  # not retried: the caller reports the failure as final
+    value, won = scheduled
+    details = {"batch": key, "job": job, "next_job": value.get("job", ""), "attempt": value.get("attempt"),
+               "not_before": value.get("not_before"), "retry": value.get("transient_retries")}
+    if not won:
+        return Outcome("duplicate", f"job {job}: its retry is already scheduled ({value.get('reason', '')})",
+                       details)
+    now = deps.clock()
+    deps.state.update(admission.ADMISSION_KEY, lambda v: admission.release(v, {job}, now))
+    return Outcome("acted", str(value.get("reason")), details)
+
+
+def schedule_retry(deps: Deps, key: str, job: str,
+                   build: Callable[[dict[str, Any], int, float], dict[str, Any] | None]
+                   ) -> tuple[dict[str, Any], bool] | None:
+    """One compare-and-swap moving the record at `key`, still `submitted` with `job`, to its next attempt after
+    a transient failure of `job`: `build(record, retry number, not-before time)` gives the new record, to which
+    the retry's bookkeeping is added (`previous_job`, `transient_retries`, `not_before`). Shared by training
+    batches and scoring batches.
+
+    Returns (the record, whether this call moved it: False for a copy that found it moved), or None when the
+    record is not retried (REFLEX_TRANSIENT_RETRIES used up or 0, or it no longer runs `job`).
+    """
+    limit = deps.settings.transient_retries
     now = deps.clock()
     token = uuid.uuid4().hex
 
@@ -145,29 +182,16 @@ def retry_transient(deps: Deps, job: str, key: str, why: str) -> Outcome | None:
         if value is None or value.get("status") != "submitted" or value.get("job") != job:
             return None
         done = int(value.get("transient_retries") or 0)
-        if done >= limit:
-            return None
-        attempt = int(value.get("attempt") or 1) + 1
         at = now + retry_delay(done)
-        nxt = {**value, "attempt": attempt}
-        batch = f"{value['container']}/{value['dataset']}/{value['batch']}"
-        reason = (f"job {job} failed for a transient reason ({why}); attempt {attempt} (retry {done + 1} of "
-                  f"{limit}) starts after {utc_text(at)}")
-        return set_status({**nxt, "lease": None}, "waiting", now, allowed_from=("submitted",), reason=reason,
-                          job=attempt_job_name(batch, nxt), previous_job=job, transient_retries=done + 1,
-                          not_before=at, retried_by=token)
+        new = build(value, done + 1, at) if done < limit else None
+        return None if new is None else {**new, "previous_job": job, "transient_retries": done + 1,
+                                         "not_before": at, "retried_by": token}
 
     stored = deps.state.update(key, change)
     value = stored.value if stored else {}
     if value.get("previous_job") != job:
-        return None  # not retried: the caller reports the failure as final
-    details = {"batch": key, "job": job, "next_job": value.get("job", ""), "attempt": value.get("attempt"),
-               "not_before": value.get("not_before"), "retry": value.get("transient_retries")}
-    if value.get("retried_by") != token:
-        return Outcome("duplicate", f"job {job}: its retry is already scheduled ({value.get('reason', '')})",
-                       details)
-    deps.state.update(admission.ADMISSION_KEY, lambda v: admission.release(v, {job}, now))
-    return Outcome("acted", str(value.get("reason")), details)
+        return None
+    return value, value.get("retried_by") == token
 
 
 def utc_text(epoch: float) -> str:

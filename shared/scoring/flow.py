@@ -23,12 +23,11 @@ champion changed since it was scored: a new job name and a new output folder, th
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.arrival.flow import list_batch, locate_blob
-from shared.arrival.retry import retry_delay, utc_text
+from shared.arrival.retry import schedule_retry, utc_text
 from shared.batches.paths import BatchPath
 from shared.batches.record import add_blob, complete, set_status
 from shared.core.errors import PermanentError, ReflexError, TransientError
@@ -240,30 +239,20 @@ def _retry_transient(deps: Deps, key: str, job: str, why: str) -> tuple[str, str
     training's, shared/arrival/retry.py `retry_delay`); (status, reason) of the outcome, or None when retries
     are used up or off. Only the compare-and-swap winner answers "acted"."""
     limit = deps.settings.transient_retries
-    now = deps.clock()
-    token = uuid.uuid4().hex
 
-    def change(v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is None or v.get("status") != "submitted" or v.get("job") != job:
-            return None
-        done = int(v.get("transient_retries") or 0)
-        if done >= limit:
-            return None
-        nxt = scoring_job_name(_batch_id(v), v["files"], f"{v['model']}|retry-{done + 1}")
-        at = now + retry_delay(done)
-        reason = (f"batch job {job} failed for a transient reason ({why}); job {nxt} (retry {done + 1} of {limit}) "
+    def resubmit(v: dict[str, Any], retry: int, at: float) -> dict[str, Any] | None:
+        nxt = scoring_job_name(_batch_id(v), v["files"], f"{v['model']}|retry-{retry}")
+        reason = (f"batch job {job} failed for a transient reason ({why}); job {nxt} (retry {retry} of {limit}) "
                   f"is submitted after {utc_text(at)}")
-        return set_status(v, "deploying", now, allowed_from=("submitted",), reason=reason, job=nxt,
-                          output=output_path(deps.settings.output_datastore, v["dataset"], v["batch"], nxt),
-                          previous_job=job, transient_retries=done + 1, not_before=at, retried_by=token)
+        return set_status(v, "deploying", deps.clock(), allowed_from=("submitted",), reason=reason, job=nxt,
+                          output=output_path(deps.settings.output_datastore, v["dataset"], v["batch"], nxt))
 
-    stored = deps.state.update(key, change)
-    value = stored.value if stored else {}
-    if value.get("previous_job") != job:
+    scheduled = schedule_retry(deps, key, job, resubmit)
+    if scheduled is None:
         return None
-    if value.get("retried_by") != token:
-        return "duplicate", f"batch job {job}: its retry is already scheduled"
-    return "acted", str(value.get("reason"))
+    value, won = scheduled
+    return ("acted", str(value.get("reason"))) if won else (
+        "duplicate", f"batch job {job}: its retry is already scheduled")
 
 
 def _finish(deps: Deps, key: str, status: str, reason: str, details: dict[str, Any], *, stage: str = "") -> Outcome:
