@@ -149,6 +149,8 @@ def waiting_for(kind: str, value: Mapping[str, Any], settings: Settings, now: fl
         reason = str(value.get("reason") or "")
         return (f"{reason} (since {since})" if reason else f"{status} since {since}").strip()
     if status == "deploying":
+        if float(value.get("not_before") or 0) > now:  # a retry after a transient failure (shared/scoring/flow.py)
+            return f"{value.get('reason', '')} (since {since})"
         return f"waiting for batch deployment {value.get('deployment', '?')} (since {since})"
     if status == "submitted":
         job = value.get("job") or "?"

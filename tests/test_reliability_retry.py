@@ -187,3 +187,15 @@ def test_a_scoring_job_that_failed_on_its_data_is_not_retried(
     (failed,) = _published(deps, "BatchScoringFailed")
     assert "not retried" in failed.data["reason"] and len([j for j in fake_platform.jobs.values()
                                                            if j.kind == "batch"]) == 1
+
+
+def test_status_says_what_a_retry_waits_for(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
+                                            clock: Clock) -> None:
+    from reflex.records import waiting_for
+
+    deps = deps_with(lake, blob_state, fake_platform, clock)
+    job = land_batch(lake, deps)
+    fail(fake_platform, job, deps, failure=FAILURE_TRANSIENT, error="connection refused")
+    text = waiting_for("training", record(lake, deps), deps.settings, clock())
+    assert f"job {job} failed for a transient reason (connection refused)" in text
+    assert "attempt 2 (retry 1 of 3) starts after" in text
