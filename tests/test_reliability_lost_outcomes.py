@@ -165,9 +165,11 @@ def test_an_evaluation_job_whose_event_was_lost_concludes_the_gate_from_the_swee
     fake_platform.finish_job(name, metrics={"challenger.auc": 0.95, "challenger.failed": 0, "champion.auc": 0.9,
                                             "champion.failed": 0, "eval.rows": 30})
     lost = fake_platform.events.pop()
+    assert len(deps.state.keys(unheard.AWAITED)) == 1   # the gate's marker: what the sweep looks for
     reaction.run("data.sweep", {}, deps=deps)
     assert ("reflex-model", "2") in fake_platform.models
     assert deps.state.get(job_key(job)).value["status"] == "registered"  # type: ignore[union-attr]
     assert reaction.run("registration.run_event", lost, event_id=lost["id"], deps=deps).status == "duplicate"
     reaction.run("data.sweep", {}, deps=deps)
     assert fake_platform.calls["register_model"] == 2 and sent(deps).count("Reflex.ModelRegistered") == 1
+    assert deps.state.keys(unheard.AWAITED) == []   # decided: the marker is dropped

@@ -24,17 +24,23 @@ from typing import TYPE_CHECKING, Any
 
 from shared.core import events
 from shared.core.platform import Job
+from shared.core.state import key_part
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
     from shared.core.reaction import Outcome
 
-__all__ = ["GATE_RECORDS", "RUN_REACTION", "awaited_evaluations", "handle", "run_event"]
+__all__ = ["AWAITED", "RUN_REACTION", "awaited_evaluations", "awaiting_key", "handle", "run_event"]
 
 RUN_REACTION = "registration.run_event"
-# the gate's records (shared/registration/flow.py `job_key`): one still `evaluating` waits for the run event of
-# its evaluation job, which is not in a training slot, so the sweep looks here for it
-GATE_RECORDS = "registrations/jobs/"
+# Evaluation jobs a gate waits for (its record `registrations/jobs/<job>` is `evaluating`): they hold no training
+# slot, so the gate leaves a marker here while it waits (shared/registration/flow.py) and the sweep lists only
+# these, not every gate record ever written.
+AWAITED = "registrations/awaiting/"
+
+
+def awaiting_key(evaluation_job: str) -> str:
+    return f"{AWAITED}{key_part(evaluation_job)}"
 
 
 def run_event(job: Job, *, topic: str = "") -> dict[str, Any]:
@@ -67,6 +73,14 @@ def handle(deps: Deps, job: Job) -> Outcome:
 
 
 def awaited_evaluations(deps: Deps) -> list[str]:
-    """The evaluation jobs gate records still wait for (status `evaluating`), oldest record first."""
-    return [str(r.value["evaluation"]["job"]) for r in deps.state.records(GATE_RECORDS)
-            if r.value.get("status") == "evaluating" and (r.value.get("evaluation") or {}).get("job")]
+    """The evaluation jobs gates still wait for; a marker whose gate record moved on is dropped."""
+    found: list[str] = []
+    for marker in deps.state.records(AWAITED):
+        gate = deps.state.get(str(marker.value.get("record") or ""))
+        waiting = gate is not None and gate.value.get("status") == "evaluating" and \
+            (gate.value.get("evaluation") or {}).get("job") == marker.value.get("job")
+        if waiting:
+            found.append(str(marker.value["job"]))
+        else:
+            deps.state.delete(marker.key, marker.etag)
+    return found

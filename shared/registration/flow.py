@@ -43,7 +43,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from shared.arrival.flow import mark_job_finished
-from shared.core import events
+from shared.core import events, unheard
 from shared.core.errors import PermanentError, TransientError
 from shared.core.platform import (
     APPROVAL_TAG,
@@ -240,6 +240,8 @@ def _evaluate(event: events.RunCompleted, job: Job, champion: ModelVersion | Non
     if stored is None or stored.value.get("by") != token:
         return Outcome("duplicate", f"{job.name} is being evaluated against the champion {champ}: evaluation job "
                                     f"{evaluated.name}", {**details, "evaluation": evaluated.name})
+    # the sweep finds the evaluation job through this marker if its run event never comes (shared/core/unheard.py)
+    deps.state.claim(unheard.awaiting_key(evaluated.name), {"job": evaluated.name, "record": key})
     return Outcome("acted", f"evaluating {job.name} against the champion {champ} on the same rows ({plan.source} "
                             f"{plan.data}): evaluation job {evaluated.name}", details)
 
