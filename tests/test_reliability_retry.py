@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import shared.handlers  # noqa: F401 - the named handlers the sweep and the events run
-from shared.arrival.retry import retry_delay
 from shared.batches import admission
+from shared.batches.retries import retry_delay
 from shared.core import reaction
 from shared.core.deps import Deps
 from shared.core.platform import FAILURE_TRANSIENT, FAILURE_USER

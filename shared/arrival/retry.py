@@ -20,7 +20,7 @@ The same new attempt, without an operator, for a job that failed for a transient
 #18.3): the platform or a dependency was down, throttled or answered 5xx, as the platform reports the job's
 failure (`Job.failure`). The record goes from `submitted` straight to `waiting` as the next attempt, with its
 job name already the new attempt's (so nothing that closes the failed job can close the retry) and a
-`not_before` time: 2, 4, 8 … minutes after the failure, at most an hour (`retry_delay`), at most
+`not_before` time: 2, 4, 8 … minutes after the failure, at most an hour (shared/batches/retries.py), at most
 REFLEX_TRANSIENT_RETRIES times per batch. The sweep starts it once that time has passed, through the same
 admission and submission. A failure in the user's script or data, or one the platform does not classify, is
 never retried this way.
@@ -29,31 +29,21 @@ never retried this way.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from shared.arrival.flow import arrival_key, attempt_job_name, start_batch
 from shared.batches import admission
 from shared.batches.paths import BatchPath
 from shared.batches.record import set_status
+from shared.batches.retries import schedule_retry, utc_text
 from shared.core.reaction import Outcome
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["REOPENABLE", "batch_key", "reopen", "retry_delay", "retry_transient", "schedule_retry", "train_again",
-           "utc_text"]
+__all__ = ["REOPENABLE", "batch_key", "reopen", "retry_transient", "train_again"]
 
 REOPENABLE = ("dry-run", "failed", "submit-failed")
-RETRY_BASE_SECONDS = 120.0    # a dependency down for a while (a restart, a throttling window) is back by then
-RETRY_MAX_SECONDS = 3600.0
-
-
-def retry_delay(retries_so_far: int) -> float:
-    """Seconds before the next attempt after `retries_so_far` earlier transient retries: 120, 240, 480 … 3600."""
-    return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(retries_so_far, 20))
-
-
 def batch_key(deps: Deps, text: str) -> str:
     """The arrival record key of BATCH as an operator writes it: `arrivals/<container>/<dataset>/<batch>`,
     `<container>/<dataset>/<batch>` (as `status` and `explain` show it) or `<dataset>/<batch>` (data container)."""
@@ -161,40 +151,3 @@ def retry_transient(deps: Deps, job: str, key: str, why: str) -> Outcome | None:
     now = deps.clock()
     deps.state.update(admission.ADMISSION_KEY, lambda v: admission.release(v, {job}, now))
     return Outcome("acted", str(value.get("reason")), details)
-
-
-def schedule_retry(deps: Deps, key: str, job: str,
-                   build: Callable[[dict[str, Any], int, float], dict[str, Any] | None]
-                   ) -> tuple[dict[str, Any], bool] | None:
-    """One compare-and-swap moving the record at `key`, still `submitted` with `job`, to its next attempt after
-    a transient failure of `job`: `build(record, retry number, not-before time)` gives the new record, to which
-    the retry's bookkeeping is added (`previous_job`, `transient_retries`, `not_before`). Shared by training
-    batches and scoring batches.
-
-    Returns (the record, whether this call moved it: False for a copy that found it moved), or None when the
-    record is not retried (REFLEX_TRANSIENT_RETRIES used up or 0, or it no longer runs `job`).
-    """
-    limit = deps.settings.transient_retries
-    now = deps.clock()
-    token = uuid.uuid4().hex
-
-    def change(value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None or value.get("status") != "submitted" or value.get("job") != job:
-            return None
-        done = int(value.get("transient_retries") or 0)
-        at = now + retry_delay(done)
-        new = build(value, done + 1, at) if done < limit else None
-        return None if new is None else {**new, "previous_job": job, "transient_retries": done + 1,
-                                         "not_before": at, "retried_by": token}
-
-    stored = deps.state.update(key, change)
-    value = stored.value if stored else {}
-    if value.get("previous_job") != job:
-        return None
-    return value, value.get("retried_by") == token
-
-
-def utc_text(epoch: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.arrival.flow import list_batch, locate_blob
-from shared.arrival.retry import schedule_retry, utc_text
 from shared.batches.paths import BatchPath
 from shared.batches.record import add_blob, complete, set_status
+from shared.batches.retries import schedule_retry, utc_text
 from shared.core.errors import PermanentError, ReflexError, TransientError
 from shared.core.platform import FAILURE_TRANSIENT, FAILURE_USER, REFLEX_TAG, BatchDeploymentSpec
 from shared.core.reaction import Outcome
