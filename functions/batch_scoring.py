@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction
+from shared import reaction
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -47,8 +47,7 @@ def handle_scheduled(payload: Any, deps: Deps) -> reaction.Outcome:
 @bp.function_name("on_scoring_blob")
 @bp.event_grid_trigger(arg_name="event")
 def on_scoring_blob(event: func.EventGridEvent) -> None:
-    raw = events.raw_from_function_event(event)
-    reaction.run("scoring.blob", raw, event_id=raw["id"], key=str(raw.get("subject", "")))
+    reaction.run_event("scoring.blob", event)
 
 
 @bp.function_name("batch_tracker")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction
+from shared import reaction
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -43,8 +43,7 @@ def handle_sweep(payload: Any, deps: Deps) -> reaction.Outcome:
 @bp.function_name("on_data_blob")
 @bp.event_grid_trigger(arg_name="event")
 def on_data_blob(event: func.EventGridEvent) -> None:
-    raw = events.raw_from_function_event(event)
-    reaction.run("data.arrival", raw, event_id=raw["id"], key=str(raw.get("subject", "")))
+    reaction.run_event("data.arrival", event)
 
 
 @bp.function_name("sweep_batches")

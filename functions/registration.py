@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction
+from shared import reaction
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -25,5 +25,4 @@ def handle_run_event(payload: Any, deps: Deps) -> reaction.Outcome:
 @bp.function_name("on_run_event")
 @bp.event_grid_trigger(arg_name="event")
 def on_run_event(event: func.EventGridEvent) -> None:
-    raw = events.raw_from_function_event(event)
-    reaction.run("registration.run_event", raw, event_id=raw["id"], key=str(raw.get("subject", "")))
+    reaction.run_event("registration.run_event", event)

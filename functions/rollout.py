@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared import events, reaction
+from shared import reaction
 
 if TYPE_CHECKING:
     from shared.deps import Deps
@@ -34,8 +34,7 @@ def handle_reconcile(payload: Any, deps: Deps) -> reaction.Outcome:
 @bp.function_name("on_model_registered")
 @bp.event_grid_trigger(arg_name="event")
 def on_model_registered(event: func.EventGridEvent) -> None:
-    raw = events.raw_from_function_event(event)
-    reaction.run("rollout.model_registered", raw, event_id=raw["id"])
+    reaction.run_event("rollout.model_registered", event, keyed=False)
 
 
 @bp.function_name("reconcile")
