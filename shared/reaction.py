@@ -175,7 +175,8 @@ def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None,
             raise
         except ReflexError as exc:
             outcome = _dead_letter(name, payload, exc, safe_text(exc), event_id, deps)
-            log.error("%s as %s: %s", outcome.status, outcome.details["dead_letter"], outcome.reason)
+            log.log(logging.ERROR if outcome.status == "dead-lettered" else logging.INFO, "%s as %s: %s",
+                    outcome.status, outcome.details["dead_letter"], outcome.reason)
         except Exception as exc:
             log.error("unexpected %s; dead-lettered for replay once fixed: %s", type(exc).__name__, safe_text(exc),
                       exc_info=not isinstance(exc, RecursionError))
