@@ -79,7 +79,8 @@ def set_ledger_sink(sink: Callable[[str, str, Any, Outcome, Deps], None] | None)
 
 def _hold(name: str, payload: Any, event_id: str, deps: Deps) -> Outcome:
     key = f"held/{name}/{key_part(event_id or 'timer', limit=100)}"
-    deps.state.create(key, {"reaction": name, "event_id": event_id, "payload": payload})
+    deps.state.create(key, {"reaction": name, "event_id": event_id,
+                            "payload": safe_json(payload, limit=_PAYLOAD_TEXT_LIMIT)})
     return Outcome("held", "automation is paused: kept for replay on resume", {"held": key})
 
 

@@ -163,3 +163,23 @@ def test_a_replay_that_fails_again_gets_a_new_letter_and_the_claim_follows(blob_
     later = reaction.run("rollout.model_registered", event, event_id="int:17", deps=deps)
     assert later.status == "duplicate" and later.details["dead_letter"] == again.details["dead_letter"]
     assert [r.key for r in blob_state.dead_letters()] == [again.details["dead_letter"]]
+
+
+def test_a_null_etag_is_one_dead_letter_naming_the_field_and_receipts_refuse_it(host: tuple[Any, Any],
+                                                                               env: dict[str, Any]) -> None:
+    from local.host.receipts import quote_etag
+
+    running, deps = host
+    body = b"age,DEATH_EVENT\n60,1\n"
+    blob = env["_data"].get_blob_client("heart/b2/part-0.csv")
+    blob.upload_blob(body)
+    event = documented_event_for(blob, body)
+    event["data"]["eTag"] = None
+    for _ in range(2):
+        assert _post(running, "on_data_blob", [event]).status_code == 202
+    [letter] = _letters(deps, event["id"])
+    assert "data.eTag" in letter.value["error"]
+    assert quote_etag("0x8D") == quote_etag('"0x8D"') == '"0x8D"'
+    for missing in (None, "", '""'):
+        with pytest.raises(ValueError, match="needs the blob's ETag"):
+            quote_etag(missing)  # before: AttributeError on None, and '""' named a receipt for no version
