@@ -8,7 +8,8 @@ maps errors to outcomes:
 * `TransientError` -> logged and re-raised, so the platform's own redelivery retries (Event Grid: 30 tries in
   24 h, then the subscription's dead-letter container);
 * `PermanentError` (including `InvalidEvent`) -> dead-lettered with the original payload, the error and the
-  time, logged, and the function returns normally: no crash loop;
+  time, logged, and the function returns normally: no crash loop. Exactly one dead letter per reaction and
+  event id: a redelivery (or a concurrent copy) that fails again is a `duplicate` of it (`_dead_letter`);
 * any other exception is a bug: dead-lettered the same way with its type, so it can be replayed once fixed.
 
 Handlers are registered by name (`@handler("data.arrival")`) so the CLI can replay a dead letter or a held
