@@ -23,8 +23,9 @@ would be a 500 from the real host), `lost` (an input that reached a function and
 an event id of the redelivery phase with none), `duplicate_acted` (event ids with more than one `acted` outcome
 in the redelivery phase), `conflicts` (CAS `Conflict`s given up, left to redelivery), `extra_letters` (dead letters
 beyond one per reaction and event id), `undecodable` (inputs the worker's converter rejects before any Reflex
-code: the local host answers 400, the real host 500; see local/host/eventgrid.py). Baseline in the same run: the
-unmutated seeds through the same path (`seeds_5xx` must be 0 on any code).
+code) and `http_5xx_undecodable` (the HTTP answers to those: 500, from the real host as from the local one, see
+local/host/eventgrid.py; counted apart from `http_5xx` because no Reflex code can run on them). Baseline in the
+same run: the unmutated seeds through the same path (`seeds_5xx` must be 0 on any code).
 
 Run: `.venv/bin/python bench/faults.py [--inputs 10000] [--http 600] [--redeliver 300] [--seed 18]`.
 Ends with one `RESULT faults ...` line.
@@ -267,7 +268,9 @@ def over_http(settings: Any, env: dict[str, str], state: Any, inputs: list[dict[
                 tally.add("inputs", len(batch))
                 tally.add("http_requests")
                 tally.add(f"http_{status}")
-                if status >= 500 or status == 0:
+                if status >= 500 and "bad Event Grid body" in reply.text:
+                    tally.add("http_5xx_undecodable")  # the worker's converter refused it, as the real host's does
+                elif status >= 500 or status == 0:
                     tally.add("http_5xx")
 
 
@@ -342,12 +345,13 @@ def main() -> int:
             container.delete_container()
     c = tally.counts
     raised = " ".join(f"{k}={v}" for k, v in sorted(c.items()) if k.startswith(("raised:", "http_")) and
-                      k not in ("http_5xx", "http_requests"))
+                      k not in ("http_5xx", "http_requests", "http_5xx_undecodable"))
     print(f"in process: {args.inputs} inputs in {in_process_s:.1f} s; over HTTP: {c['http_requests']} requests; "
           f"redelivered: {args.redeliver} events x3 from 6 threads; {raised}")
     print(f"RESULT faults inputs={c['inputs']} http_5xx={c['http_5xx']} lost={c['lost']} "
           f"duplicate_acted={c['duplicate_acted']} conflicts={c['conflicts']} extra_letters={c['extra_letters']} "
-          f"undecodable={c['undecodable']} transient={c['transient']} seeds={baseline.counts['inputs']} "
+          f"undecodable={c['undecodable']} http_5xx_undecodable={c['http_5xx_undecodable']} "
+          f"transient={c['transient']} seeds={baseline.counts['inputs']} "
           f"seeds_5xx={baseline.counts['http_5xx']}")
     return 0 if c["http_5xx"] == 0 and c["lost"] == 0 else 1
 

@@ -14,11 +14,13 @@
   event in an array costs the good ones nothing.
 The local BlobCreated feed (blobs.py) delivers through `eventgrid_webhook` too, so blob events reach the
 functions exactly as Event Grid's POSTs do.
-Input the worker itself cannot decode gets 400, where the real host answers 500 (which only makes Event Grid
-retry it for 24 hours; a 400 is dead-lettered by Event Grid at once): a body that is not JSON or is nested deeper
-than the decoder's recursion limit (a JSON array ~1,000 deep raised RecursionError, #18), and an element that the
-worker's converter rejects (not an object, an `eventTime` that is not a time). The decodable elements of such a
-body still run, each once, before the 400 names the others.
+Input the worker itself cannot decode gets 500, as from the real host (its invocation fails before any Reflex
+code runs; Event Grid retries it on its schedule, then dead-letters it to the subscription's dead-letter
+container): a body that is not JSON or is nested deeper than the decoder's recursion limit (a JSON array ~1,000
+deep raised RecursionError, #18), and an element that the worker's converter rejects (not an object, an
+`eventTime` that is not a time). The decodable elements of such a body still run, each once, before the 500
+names the others. The local host does not soften this to a 400: a stand-in that answers better than the real
+host would hide the difference (README "How it is built").
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def eventgrid_webhook(index: Mapping[str, FunctionEntry], invoker: Invoker, func
     try:
         elements = _elements(body)
     except ValueError as exc:
-        return Response(400, {"error": f"bad Event Grid body: {exc}"})
+        return Response(500, {"error": f"bad Event Grid body: {exc}"})
     jobs, rejected = [], []
     for position, element in enumerate(elements):
         try:
@@ -122,6 +124,6 @@ def eventgrid_webhook(index: Mapping[str, FunctionEntry], invoker: Invoker, func
     if rejected:
         logger.warning("%s: %d of %d events could not be decoded: %s", entry.name, len(rejected), len(elements),
                        "; ".join(rejected[:5]))
-        return Response(400, {"error": f"bad Event Grid body: {len(rejected)} of {len(elements)} events could not "
+        return Response(500, {"error": f"bad Event Grid body: {len(rejected)} of {len(elements)} events could not "
                                        f"be decoded ({'; '.join(rejected[:5])})"})
     return Response(202)
