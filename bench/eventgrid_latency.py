@@ -58,7 +58,7 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
 
     from local import amlevents
     from shared import registration, rollout_reactions
-    from shared.azureml import AzureMLPlatform
+    from shared.adapters.azureml import AzureMLPlatform
     from shared.deps import Deps
     from shared.platform import REFLEX_TAG, TrainingRequest
     from shared.publish import Publisher
