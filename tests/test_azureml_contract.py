@@ -317,7 +317,7 @@ def test_invoke_sets_the_deployment_header_per_call(svc: AmlService) -> None:
     assert scoring[0].body == {"data": [[1, 2]]}
     assert [json.loads(x.body)["deployment"] for x in (a, b, c)] == ["green", "blue", "green"]
     assert ("POST", "/onlineEndpoints/churn-ep/listKeys") in svc.calls(start)
-    assert len(svc.requests) - start == 3 + 3     # endpoint GET + get_keys (GET, listKeys) once, then one POST each
+    assert len(svc.requests) - start == 2 + 3     # endpoint GET + listKeys once, then one POST per call
 
 
 def test_delete_refused_under_traffic_and_allowed_at_zero(svc: AmlService) -> None:

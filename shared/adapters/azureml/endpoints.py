@@ -153,12 +153,17 @@ class OnlineEndpointsMixin(PlatformBase):
         """(scoring URI, key header; "" for Entra ID tokens, which the pipeline's token policy adds), cached."""
         if refresh or endpoint not in self._scoring:
             what = f"endpoint {endpoint}"
-            ep = self._endpoint_entity(endpoint)
+            seen = self._seen.get(endpoint)   # the tick's read, when there is one (not consumed: nothing is written)
+            fresh = seen is not None and not refresh and 0 <= self.clock() - seen[0] <= READ_REUSE_S
+            ep = seen[1] if fresh and seen is not None else self._endpoint_entity(endpoint)
             if ep is None:
                 raise PermanentError(f"invoke: {what} does not exist")
             auth = ""
-            if str(ep.auth_mode or "key").lower() != "aad_token":
-                keys = self._call(what, lambda: self.ml.online_endpoints.get_keys(endpoint))
+            mode = str(ep.auth_mode or "key").lower()
+            if mode != "aad_token":
+                # the SDK's get_keys GETs the endpoint again only to learn its auth mode, which is known here
+                ops: Any = self.ml.online_endpoints
+                keys = self._call(what, lambda: ops._get_online_credentials(endpoint, mode))
                 auth = f"Bearer {getattr(keys, 'primary_key', None) or getattr(keys, 'access_token', '')}"
             self._scoring[endpoint] = (ep.scoring_uri, auth)
         return self._scoring[endpoint]
