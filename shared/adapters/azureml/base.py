@@ -110,6 +110,18 @@ class PlatformBase:
                 return None
             raise map_azure_error(exc, resource) from exc
 
+    def _create_or_existing(self, what: str, create: Callable[[], T], get: Callable[[], T]) -> T:
+        """Create; an "already exists" answer (a redelivery, a race) returns the existing entity instead."""
+        try:
+            return create()
+        except Exception as exc:
+            if not already_exists(exc):
+                raise map_azure_error(exc, what) from exc
+            log.info("%s already exists: returning it", what)
+            found = self._call(what, get)
+            assert found is not None
+            return found
+
     def _workspace_info(self) -> tuple[str, str]:
         """(location, MLflow REST base) of the workspace: one GET per worker."""
         if self._workspace is None:

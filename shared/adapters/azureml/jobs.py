@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shared.adapters.azureml.base import ARM_SCOPE, PlatformBase, already_exists, status
-from shared.errors import PermanentError, map_azure_error
+from shared.adapters.azureml.base import ARM_SCOPE, PlatformBase, status
+from shared.errors import PermanentError
 from shared.platform import (
     REFLEX_TAG,
     DataAsset,
@@ -122,14 +122,8 @@ class JobsMixin(PlatformBase):
     def submit_training(self, request: TrainingRequest) -> Job:
         job = self._training_job(request)
         what = f"job {request.job_name}"
-        try:
-            created = self.ml.jobs.create_or_update(job)
-        except Exception as exc:
-            if not already_exists(exc):
-                raise map_azure_error(exc, what) from exc
-            log.info("%s already exists: returning it", what)
-            created = self._call(what, lambda: self.ml.jobs.get(request.job_name))
-        return job_view(created)
+        return job_view(self._create_or_existing(what, lambda: self.ml.jobs.create_or_update(job),
+                                                 lambda: self.ml.jobs.get(request.job_name)))
 
     def submit_evaluation(self, request: EvaluationRequest) -> Job:
         """jobs/train/evaluate.py as a command job: each model an `mlflow_model` input (a registered version
@@ -162,13 +156,8 @@ class JobsMixin(PlatformBase):
         job = command(name=r.job_name, experiment_name=r.experiment_name, display_name=r.display_name or None,
                       command=text, inputs=inputs, environment=r.environment, compute=r.compute, code=code,
                       tags={**r.tags, REFLEX_TAG: "true"})
-        try:
-            created = self.ml.jobs.create_or_update(job)
-        except Exception as exc:
-            if not already_exists(exc):
-                raise map_azure_error(exc, what) from exc
-            created = self._call(what, lambda: self.ml.jobs.get(r.job_name))
-        return job_view(created)
+        return job_view(self._create_or_existing(what, lambda: self.ml.jobs.create_or_update(job),
+                                                 lambda: self.ml.jobs.get(r.job_name)))
 
     def get_job(self, name: str) -> Job | None:
         found = self._call(f"job {name}", lambda: self.ml.jobs.get(name), absent=True)

@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from shared.adapters.azureml.base import PlatformBase, already_exists, status
-from shared.errors import PermanentError, map_azure_error
+from shared.adapters.azureml.base import PlatformBase, status
+from shared.errors import PermanentError
 from shared.platform import CHAMPION_TAG, REFLEX_TAG, ModelVersion, job_output_uri
 
 __all__ = ["ModelsMixin"]
@@ -33,12 +33,8 @@ class ModelsMixin(PlatformBase):
                       tags={**tags, REFLEX_TAG: "true"}, properties=dict(properties or {}),
                       description=description or None)
         what = f"model {name}:{version}"
-        try:
-            created = self.ml.models.create_or_update(model)
-        except Exception as exc:
-            if not already_exists(exc):
-                raise map_azure_error(exc, what) from exc
-            created = self._call(what, lambda: self.ml.models.get(name, version=version))
+        created = self._create_or_existing(what, lambda: self.ml.models.create_or_update(model),
+                                           lambda: self.ml.models.get(name, version=version))
         return self._model(created, job_name)
 
     @staticmethod
