@@ -378,9 +378,9 @@ def test_workbook_answers_the_questions_of_issue_19() -> None:
 
 
 def test_canary_metrics_are_the_ones_each_rollout_step_is_gated_on() -> None:
-    """shared/azureml.py queries RequestsPerMinute and RequestLatency on the endpoint, filtered by deployment
-    (names from the supported-metrics page it cites): the workbook charts the same, split by deployment."""
-    source = (SHARED / "azureml.py").read_text()
+    """shared/adapters/azureml/monitor.py queries RequestsPerMinute and RequestLatency on the endpoint, filtered by
+    deployment (names from the supported-metrics page it cites): the workbook charts the same, split by deployment."""
+    source = (SHARED / "adapters" / "azureml" / "monitor.py").read_text()
     gated = set(re.findall(r'metric_names=\["(\w+)"\]', source))
     assert gated == {"RequestsPerMinute", "RequestLatency"}
     charted = set()

@@ -1,7 +1,7 @@
 """The small protocol the reactions need from an ML platform, with frozen value types.
 
 Why a protocol: the flows decide and act through these few operations only, so the same flow code runs on
-Azure ML (`shared/azureml.py`), on the offline MLflow stack (`local/platform.py`) and against the behavioural
+Azure ML (`shared/adapters/azureml/`), on the offline MLflow stack (`local/platform.py`) and against the behavioural
 fake the tests use (`testing/fake_platform.py`). One protocol test suite runs against all of them, so they
 cannot drift apart.
 
@@ -47,9 +47,9 @@ TRANSITIONAL = frozenset({"Creating", "Updating", "Scaling"})
 SERVING_TRANSITIONS = frozenset({"Updating", "Scaling"})
 
 # The output that holds the trained MLflow model, by job kind. A command job names its own outputs (TRAIN_COMMAND
-# in shared/azureml.py writes `model`); an AutoML job's is fixed by the service: `outputs.best_model`, "Type of best
-# model. AutoML allows only mlflow models" (AutoML job YAML reference, MicrosoftDocs/azure-docs
-# articles/machine-learning/reference-automl-nlp-cli-text-classification.md, "Best model output configuration";
+# in shared/adapters/azureml/jobs.py writes `model`); an AutoML job's is fixed by the service:
+# `outputs.best_model`, "Type of best model. AutoML allows only mlflow models" (AutoML job YAML reference,
+# MicrosoftDocs/azure-docs articles/machine-learning/reference-automl-nlp-cli-text-classification.md, "Best model output configuration";
 # azureml-examples pipelines consume `classification_node.outputs.best_model`).
 MODEL_OUTPUTS = {"command": "model", "automl": "best_model"}
 

@@ -125,7 +125,14 @@ def _holdout_rows(job: Job, metrics: Mapping[str, Any]) -> gate.Rows:
     return gate.Rows("holdout", job.tags.get("reflex.data", ""), None if count is None else int(count), job=job.name)
 
 
-def _decide(job: Job, deps: Deps) -> gate.GateDecision | ModelVersion | None:
+def _run_metrics(deps: Deps, job: Job, memo: dict[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The run's metrics, fetched once per event however many steps read them (#17.3)."""
+    if job.name not in memo:
+        memo[job.name] = deps.platform.get_job_metrics(job.name)
+    return memo[job.name]
+
+
+def _decide(job: Job, deps: Deps, memo: dict[str, Mapping[str, Any]]) -> gate.GateDecision | ModelVersion | None:
     """The decision when the job's own numbers allow one; else what an evaluation job must score it against:
     the champion (`ModelVersion`), or None for the challenger alone (AutoML or an evaluation set, no champion).
     """
@@ -138,7 +145,7 @@ def _decide(job: Job, deps: Deps) -> gate.GateDecision | ModelVersion | None:
     champion = deps.platform.find_champion(s.model_name)
     if job.kind == "automl" or s.eval_data:
         return champion  # scored by an evaluation job, on its rows, with our arithmetic
-    metrics = deps.platform.get_job_metrics(job.name)
+    metrics = _run_metrics(deps, job, memo)
     rows = _holdout_rows(job, metrics)
     if champion is None:
         return gate.decide(metrics, None, rows=rows, **_base(deps))
@@ -242,10 +249,11 @@ def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
         return _duplicate(job, existing.value, deps)
     mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "trained", "run completed",
                       parent=job.tags.get("reflex.parent", ""))
-    decided = _decide(job, deps)
+    memo: dict[str, Mapping[str, Any]] = {}
+    decided = _decide(job, deps, memo)
     if not isinstance(decided, gate.GateDecision):
         return _evaluate(event, job, decided, key, deps)
-    return _conclude(event, job, decided, deps)
+    return _conclude(event, job, decided, deps, memo)
 
 
 def _duplicate(job: Job, v: Mapping[str, Any], deps: Deps) -> Outcome:
@@ -254,7 +262,8 @@ def _duplicate(job: Job, v: Mapping[str, Any], deps: Deps) -> Outcome:
                     "model_version": v.get("version", "")})
 
 
-def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision, deps: Deps) -> Outcome:
+def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision, deps: Deps,
+              memo: dict[str, Mapping[str, Any]] | None = None) -> Outcome:
     """Act on a decision for the training `job`: register once, or record and publish why not, once."""
     from shared.core.control import read_control
 
@@ -277,7 +286,7 @@ def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision,
             deps.publisher.publish("ModelRegistrationSkipped", job.name, details)
         return Outcome("skipped", decision.reason, details)
     version = _version(key, job.name, model, deps)
-    metrics = deps.platform.get_job_metrics(job.name)
+    metrics = _run_metrics(deps, job, {} if memo is None else memo)
     tags = {REFLEX_TAG: "true", "reflex.trigger": f"run:{job.name}", "reflex.event_id": event.id,
             "reflex.data": job.tags.get("reflex.data", ""), "reflex.parent": job.name,
             "reflex.batch": job.tags.get("reflex.batch", "")}

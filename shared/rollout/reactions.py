@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from shared.core import events
 from shared.core.control import read_control
 from shared.core.errors import PermanentError, TransientError
+from shared.core.platform import APPROVAL_TAG
 from shared.core.reaction import Outcome
 from shared.registration import outside_models
 from shared.rollout.discovery import discover
@@ -76,20 +77,17 @@ def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
         return Outcome("duplicate", f"{model.ref} is already being or has been rolled out on {endpoint}")
     if verdict == "older":
         return Outcome("skipped", f"{model.ref} is older than the version already rolled out on {endpoint}")
-    key = rollout_key(endpoint)
-    try:
-        drive(deps, key)
-    except TransientError as exc:  # the record exists: the reconciler takes it from here
-        log.warning("first step of %s on %s deferred to the reconciler: %s", model.ref, endpoint, exc)
-    record = deps.state.get(key)
+    # Event Grid waits 30 s for this to return (#14.7): the rollout is recorded (CAS) and its first step, which
+    # reads the endpoint and quota and begins a deployment, is the reconciler's on its next tick.
+    record = deps.state.get(rollout_key(endpoint))
     r = Rollout.from_dict(record.value) if record else None
     details = summary(r) if r else {}
-    if r is not None and r.ref == model.ref and r.status == "pending" and r.history \
-            and "awaiting approval" in str(r.history[-1].get("detail", "")):
+    if verdict == "start" and model.tags.get(APPROVAL_TAG) == "pending":   # what the first step would wait for
         return Outcome("skipped", f"{model.ref} is awaiting approval; the reconciler starts it once "
                                   "reflex.approval=approved", details)
     what = "superseded the running rollout; " if verdict == "supersede" else ""
-    return Outcome("acted", f"{what}rollout of {model.ref} on {endpoint}: {r.status if r else '?'}", details)
+    return Outcome("acted", f"{what}rollout of {model.ref} on {endpoint}: {r.status if r else '?'} (the reconciler "
+                            "takes its steps)", details)
 
 
 def _advance(deps: Deps, key: str, dry_run: bool) -> dict[str, Any]:
@@ -146,6 +144,13 @@ def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
     moved = {k: v for k, v in results.items() if v}
     # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
     found = discover(deps, handle_model_registered)
+    if not dry_run:  # a rollout discovery just recorded takes its first step in this same tick
+        for v in found.values():
+            key = rollout_key(v["endpoint"]) if v.get("outcome") == "acted" and v.get("endpoint") else ""
+            if key and key not in moved:
+                stepped = _advance(deps, key, dry_run)
+                if stepped:
+                    moved[key] = stepped
     # one lineage group per rollout (shared/core/ledger.py `links`): endpoints advanced together stay unrelated
     details = {**moved, "links": [v for v in [*moved.values(), *found.values()] if v.get("rollout")]}
     if found:
