@@ -49,8 +49,8 @@ SERVING_TRANSITIONS = frozenset({"Updating", "Scaling"})
 # The output that holds the trained MLflow model, by job kind. A command job names its own outputs (TRAIN_COMMAND
 # in shared/adapters/azureml/jobs.py writes `model`); an AutoML job's is fixed by the service:
 # `outputs.best_model`, "Type of best model. AutoML allows only mlflow models" (AutoML job YAML reference,
-# MicrosoftDocs/azure-docs articles/machine-learning/reference-automl-nlp-cli-text-classification.md, "Best model output configuration";
-# azureml-examples pipelines consume `classification_node.outputs.best_model`).
+# MicrosoftDocs/azure-docs articles/machine-learning/reference-automl-nlp-cli-text-classification.md, "Best model
+# output configuration"; azureml-examples pipelines consume `classification_node.outputs.best_model`).
 MODEL_OUTPUTS = {"command": "model", "automl": "best_model"}
 
 # "Azure Machine Learning reserves 20% extra compute resources for performing upgrades. For example, if you request
