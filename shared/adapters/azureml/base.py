@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from shared.adapters.azureml.http import DataPlane
 from shared.core.errors import PermanentError, map_azure_error
@@ -101,6 +101,12 @@ class PlatformBase:
                 f"Microsoft.MachineLearningServices/workspaces/{self.ml.workspace_name}")
 
     # ------------------------------------------------------------------ error mapping
+    @overload
+    def _call(self, resource: str, fn: Callable[[], T], *, absent: Literal[False] = False) -> T: ...
+
+    @overload
+    def _call(self, resource: str, fn: Callable[[], T], *, absent: bool) -> T | None: ...
+
     def _call(self, resource: str, fn: Callable[[], T], *, absent: bool = False) -> T | None:
         """Run one SDK call; 404 -> None when `absent`, everything else mapped by `map_azure_error`."""
         try:
