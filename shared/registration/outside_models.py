@@ -27,6 +27,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from shared.batches.latest import latest_batch
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, Job, ModelVersion
 from shared.core.reaction import Outcome
@@ -61,8 +62,6 @@ def _training_data(deps: Deps, champion: ModelVersion) -> str:
         data = str(job.tags.get("reflex.data", "")) if job else ""
     if data:
         return data
-    from shared.monitoring.retrain import latest_batch
-
     latest = latest_batch(deps)
     asset = (latest[1].get("data") or {}) if latest else {}
     return f"{asset['name']}:{asset['version']}" if asset.get("name") and asset.get("version") else ""
