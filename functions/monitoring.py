@@ -1,6 +1,7 @@
 """Monitoring timers: health check, drift check and scheduled retraining. Thin: the flows are
-shared/monitoring/health.py, shared/monitoring/drift_check.py and shared/monitoring/retrain.py. Handlers are
-registered here so the CLI can replay them."""
+shared/monitoring/health.py, shared/monitoring/drift_check.py and shared/monitoring/retrain.py. The health check
+also runs the rollout's own check of its records (shared/rollout/health.py), handed to it here, as reactions do
+not import each other. Handlers are registered here so the CLI can replay them."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ bp = func.Blueprint()
 @reaction.handler("monitoring.health")
 def handle_health(payload: Any, deps: Deps) -> reaction.Outcome:
     from shared.monitoring import health
+    from shared.rollout import health as rollout_health
 
-    return health.check(deps)
+    return health.check(deps, [rollout_health])
 
 
 @reaction.handler("monitoring.drift")

@@ -1,6 +1,8 @@
 """Rollout triggers: `on_model_registered` (Event Grid: Azure ML's ModelRegistered, or Reflex's own) and the
 `reconcile` timer that advances every unfinished rollout one step. Thin: the reactions are
-shared/rollout/reactions.py, imported on first use so a cold start does not pay for the rollout machinery.
+shared/rollout/reactions.py, imported on first use so a cold start does not pay for the rollout machinery. The
+policy for models registered outside Reflex (shared/registration/outside_models.py: evaluated before rollout) is
+handed to them here, as reactions do not import each other.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ bp = func.Blueprint()
 
 @reaction.handler("rollout.model_registered")
 def handle_model_registered(raw: Any, deps: Deps) -> reaction.Outcome:
+    from shared.registration import outside_models
     from shared.rollout import reactions as rollout_reactions
 
-    return rollout_reactions.handle_model_registered(raw, deps)
+    return rollout_reactions.handle_model_registered(raw, deps, outside_models)
 
 
 @reaction.handler("rollout.reconcile")
 def handle_reconcile(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared.registration import outside_models
     from shared.rollout import reactions as rollout_reactions
 
-    return rollout_reactions.handle_reconcile(payload, deps)
+    return rollout_reactions.handle_reconcile(payload, deps, outside_models)
 
 
 @bp.function_name("on_model_registered")

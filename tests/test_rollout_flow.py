@@ -477,18 +477,18 @@ def test_dry_run_decides_and_acts_on_nothing(world: World) -> None:
 def test_health_remediates_an_overdue_canary_through_the_rollout_machinery(world: World) -> None:
     """REFLEX_HEALTH_REMEDIATE: a canary the reconciler left past its deadline (say its timer stopped) is rolled
     back by the health timer with the machine's own roll_back: previous split in one update, record closed."""
-    from shared.monitoring import health
+    from functions.monitoring import handle_health
 
     to_canary_step(world, 0)
     assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 90, V2: 10}  # type: ignore[union-attr]
     world.clock.advance(world.record().deadline - world.clock() + 700)  # past the deadline and the grace
     world.env.update(REFLEX_HEALTH_REMEDIATE="true", REFLEX_HEALTH_GRACE_SECONDS="600")
     deps = world.deps()
-    outcome = health.check(deps)
+    outcome = handle_health({"past_due": False}, deps)
     assert outcome.status == "acted" and outcome.details["remediated"]
     assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 100}  # type: ignore[union-attr]
     assert world.fp.get_deployment(ENDPOINT, V2) is None  # REFLEX_DELETE_ON_ROLLBACK=true, as the reconciler
     assert world.record().status == "rolled_back" and "health" in world.record().reason
     findings = [e for e in deps.publisher.sent if e.type == "Reflex.HealthCheckFailed"]  # type: ignore[attr-defined]
     assert len(findings) == 1 and findings[0].data["remediation"].startswith("rollback through the rollout")
-    assert health.check(world.deps()).details["remediated"] == []  # done once
+    assert handle_health({"past_due": False}, world.deps()).details["remediated"] == []  # done once

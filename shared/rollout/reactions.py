@@ -7,27 +7,37 @@ that imports this only when a rollout event or tick actually arrives (cold start
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core import events
 from shared.core.control import read_control
 from shared.core.errors import PermanentError, TransientError
 from shared.core.reaction import Outcome
-from shared.registration import outside_models
 from shared.rollout.discovery import discover
 from shared.rollout.flow import PREFIX, drive, register, roll_back, rollout_key, summary
 from shared.rollout.machine import RollBack, Rollout, Wait
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
+    from shared.core.platform import ModelVersion
 
-__all__ = ["handle_model_registered", "handle_reconcile"]
+__all__ = ["OutsideModels", "handle_model_registered", "handle_reconcile"]
 
 log = logging.getLogger("reflex.rollout")
 
 REFLEX_MODEL_REGISTERED = "Reflex.ModelRegistered"
+
+
+class OutsideModels(Protocol):
+    """The policy for models registered outside Reflex, as the rollout needs it: shared/registration/outside_models.py,
+    handed in by functions/rollout.py (reactions do not import each other)."""
+
+    def admit(self, deps: Deps, model: ModelVersion, endpoint: str, event_id: str) -> Outcome | None: ...
+
+    def take_ready(self, deps: Deps) -> list[dict[str, Any]]: ...
 
 
 def _retry_of(event: events.Event) -> str:
@@ -51,7 +61,7 @@ def _model_ref(event: events.Event) -> tuple[str, str] | None:
     return None
 
 
-def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
+def handle_model_registered(raw: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     event = events.parse(raw)
     ref = _model_ref(event)
     if ref is None:
@@ -66,7 +76,7 @@ def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
     if model.type != "mlflow_model":
         return Outcome("skipped", f"model {name}:{version} is a {model.type}, not an MLflow model: "
                                   "Reflex deploys MLflow models without scoring code", {"model": model.ref})
-    held = outside_models.admit(deps, model, endpoint, event.id)  # a person's model: evaluated before rollout
+    held = outside.admit(deps, model, endpoint, event.id)  # a person's model: evaluated before rollout
     if held is not None:
         return held
     if read_control(deps).dry_run:
@@ -84,8 +94,7 @@ def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
     record = deps.state.get(key)
     r = Rollout.from_dict(record.value) if record else None
     details = summary(r) if r else {}
-    if r is not None and r.ref == model.ref and r.status == "pending" and r.history \
-            and "awaiting approval" in str(r.history[-1].get("detail", "")):
+    if r is not None and r.ref == model.ref and r.status == "pending" and r.awaiting_approval:
         return Outcome("skipped", f"{model.ref} is awaiting approval; the reconciler starts it once "
                                   "reflex.approval=approved", details)
     what = "superseded the running rollout; " if verdict == "supersede" else ""
@@ -126,9 +135,9 @@ def _force_rollback(deps: Deps, key: str, reason: str) -> dict[str, Any]:
         return {"error": reason}
 
 
-def _start_evaluated(deps: Deps) -> None:
+def _start_evaluated(deps: Deps, outside: OutsideModels) -> None:
     """Outside models that passed their evaluation since the last tick: their rollout starts now."""
-    for ready in outside_models.take_ready(deps):
+    for ready in outside.take_ready(deps):
         try:
             register(deps, ready["endpoint"], ready["model"], ready["version"], ready.get("event_id", ""))
         except Exception:
@@ -138,14 +147,14 @@ def _start_evaluated(deps: Deps) -> None:
         deps.state.delete(ready["key"])
 
 
-def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
+def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     dry_run = read_control(deps).dry_run
     if not dry_run:
-        _start_evaluated(deps)
+        _start_evaluated(deps, outside)
     results = {record.key: _advance(deps, record.key, dry_run) for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
     # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
-    found = discover(deps, handle_model_registered)
+    found = discover(deps, functools.partial(handle_model_registered, outside=outside))
     # one lineage group per rollout (shared/core/ledger.py `links`): endpoints advanced together stay unrelated
     details = {**moved, "links": [v for v in [*moved.values(), *found.values()] if v.get("rollout")]}
     if found:
