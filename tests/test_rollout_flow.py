@@ -15,7 +15,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
-from conftest import Clock, make_deps, make_settings
+from conftest import Clock, OutcomeLedger, make_deps, make_settings
 from rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV, invariant_problems, live_endpoint, register_model
 
 import functions.rollout as rollout_fn
@@ -77,12 +77,13 @@ def grid_event(raw: dict[str, Any]) -> func.EventGridEvent:
 
 def deliver(w: World, raw: dict[str, Any]) -> Outcome:
     """Deliver through the decorated Event Grid function, and return the outcome the runner recorded."""
-    outcomes: list[Outcome] = []
-    reaction.set_ledger_sink(lambda name, eid, payload, outcome, deps: outcomes.append(outcome))
+    deps = w.current["deps"]  # type: ignore[attr-defined]
+    before, deps.ledger = deps.ledger, OutcomeLedger(w.clock)
     try:
         rollout_fn.on_model_registered(grid_event(raw))
+        outcomes = [outcome for _, outcome in deps.ledger.outcomes]
     finally:
-        reaction.set_ledger_sink(None)
+        deps.ledger = before
     assert invariant_problems(w.fp) == []
     return outcomes[-1]
 

@@ -292,7 +292,7 @@ def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision,
     details.update(version=registered.version, approval=decision.approval or "none")
     if _finish(key, "registered", token, {"job": job.name, "version": version, "decision": decision.as_dict(),
                                           "event_id": event.id}, deps):
-        deps.publisher.publish("ModelRegistered", f"models/{model}:{version}", details)
+        deps.publisher.publish(*events.ReflexModelRegistered.outbound(model, version, details))
     return Outcome("acted", f"registered {model}:{version}: {decision.reason}",
                    {**details, "model_version": registered.version})  # the ledger's model ref is name:version
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.core.errors import PermanentError, TransientError
+from shared.core.events import REFLEX_MODEL_REGISTERED
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
 from shared.rollout.flow import rollout_key
@@ -34,7 +35,6 @@ __all__ = ["discover", "discovery_event", "MEMO_PREFIX"]
 log = logging.getLogger("reflex.rollout")
 
 MEMO_PREFIX = "discovered/models/"
-REFLEX_MODEL_REGISTERED = "Reflex.ModelRegistered"
 
 
 def discovery_event(model: str, version: str, when: datetime | None = None) -> dict[str, Any]:

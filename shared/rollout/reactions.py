@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core import events
@@ -28,9 +27,6 @@ __all__ = ["OutsideModels", "handle_model_registered", "handle_reconcile"]
 
 log = logging.getLogger("reflex.rollout")
 
-REFLEX_MODEL_REGISTERED = "Reflex.ModelRegistered"
-
-
 class OutsideModels(Protocol):
     """The policy for models registered outside Reflex, as the rollout needs it: shared/registration/outside_models.py,
     handed in by functions/rollout.py (reactions do not import each other)."""
@@ -40,33 +36,11 @@ class OutsideModels(Protocol):
     def take_ready(self, deps: Deps) -> list[dict[str, Any]]: ...
 
 
-def _retry_of(event: events.Event) -> str:
-    """The attempt an operator's new rollout attempt follows (`data.retryOf` of Reflex's own event), or ""."""
-    if event.type != REFLEX_MODEL_REGISTERED:
-        return ""
-    value = {str(k).lower(): v for k, v in event.data.items()}.get("retryof")
-    return value if isinstance(value, str) else ""
-
-
-def _model_ref(event: events.Event) -> tuple[str, str] | None:
-    if isinstance(event, events.ModelRegistered):
-        return event.model_name, event.model_version
-    if event.type == REFLEX_MODEL_REGISTERED:
-        data: Mapping[str, Any] = {str(k).lower(): v for k, v in event.data.items()}
-        name, version = data.get("modelname") or data.get("model"), data.get("modelversion") or data.get("version")
-        if not isinstance(name, str) or not name or isinstance(version, bool) or not isinstance(version, (str, int)):
-            raise events.InvalidEvent("data.modelName and data.modelVersion are required", event_id=event.id,
-                                      field="data.modelName")
-        return name, str(version)
-    return None
-
-
 def handle_model_registered(raw: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     event = events.parse(raw)
-    ref = _model_ref(event)
-    if ref is None:
+    if not isinstance(event, events.ModelRegistered):  # Azure ML's, or Reflex's own (events.ReflexModelRegistered)
         return Outcome("skipped", f"not a model registration: {event.type}")
-    name, version = ref
+    name, version = event.model_name, event.model_version
     endpoint = deps.settings.endpoint_for(name)
     if endpoint is None:
         return Outcome("skipped", f"model {name} has no endpoint configured (REFLEX_ENDPOINTS)", {"model": name})
@@ -81,7 +55,8 @@ def handle_model_registered(raw: Any, deps: Deps, outside: OutsideModels) -> Out
         return held
     if read_control(deps).dry_run:
         return Outcome("dry-run", f"would roll out {model.ref} on {endpoint}", {"endpoint": endpoint})
-    verdict = register(deps, endpoint, name, version, event.id, retry_of=_retry_of(event))
+    retry_of = event.retry_of if isinstance(event, events.ReflexModelRegistered) else ""
+    verdict = register(deps, endpoint, name, version, event.id, retry_of=retry_of)
     if verdict == "duplicate":
         return Outcome("duplicate", f"{model.ref} is already being or has been rolled out on {endpoint}")
     if verdict == "older":
