@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.core.findings import Finding
 from shared.rollout.flow import PREFIX, operator_rollback
-from shared.rollout.machine import ACTIVE, TERMINAL, Rollout
+from shared.rollout.machine import ACTIVE, TERMINAL, Rollout, read
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -36,11 +36,10 @@ kinds = frozenset({"rollout-overdue"})
 
 
 def _read(key: str, value: Mapping[str, Any]) -> Rollout | None:
-    try:
-        return Rollout.from_dict(value)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        log.warning("health: %s is not a readable rollout record (%s: %s)", key, type(exc).__name__, exc)
-        return None
+    r = read(value)
+    if r is None:
+        log.warning("health: %s is not a readable rollout record", key)
+    return r
 
 
 def rollout_due(value: Mapping[str, Any], default_seconds: int) -> float | None:

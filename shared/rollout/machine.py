@@ -45,7 +45,7 @@ from shared.rollout.plan import Plan, split_traffic, version_key
 __all__ = [
     "ACTIVE", "TERMINAL", "ROLLBACK_SETTLE_SECONDS", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
     "DeleteDeployment", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
-    "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach", "rollback_hold",
+    "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach", "read", "rollback_hold", "rolling_back",
 ]
 
 TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded"})  # the statuses a rollout ends in (the only set)
@@ -123,6 +123,15 @@ class Rollout:
             awaiting_approval=bool(v["awaiting_approval"]) if "awaiting_approval" in v else (
                 v.get("status", "pending") == "pending" and _approval_wait(history)),
         )
+
+
+def read(value: Mapping[str, Any]) -> Rollout | None:
+    """The rollout record `value`, or None when it is not one (for readers that report rather than act: the
+    health check, `python -m reflex status`; the reconciler lets `Rollout.from_dict` raise)."""
+    try:
+        return Rollout.from_dict(value)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _approval_wait(history: tuple[Mapping[str, Any], ...]) -> bool:
