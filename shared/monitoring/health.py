@@ -110,8 +110,8 @@ class EndedJob:
     status: str = ""
     seen_at: float | None = None
 
-    @classmethod
-    def key(cls, job: str) -> str:
+    @staticmethod
+    def key_of(job: str) -> str:
         return f"health/ended/{key_part(job)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
     """How long ago health first saw `job` ended badly (0 the first time: remembered in `health/ended/<job>`)."""
     if job is None or job.status not in FAILED_JOB_STATES:
         return 0.0
-    key = EndedJob.key(job.name)
+    key = EndedJob.key_of(job.name)
     seen = deps.state.get(key)
     if seen is None:
         seen = deps.state.create(key, EndedJob(job.name, job.status, now).to_dict()) or deps.state.get(key)

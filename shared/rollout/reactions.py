@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core import events
@@ -23,9 +24,25 @@ if TYPE_CHECKING:
     from shared.core.deps import Deps
     from shared.core.platform import ModelVersion
 
-__all__ = ["OutsideModels", "handle_model_registered", "handle_reconcile"]
+__all__ = ["OutsideModels", "ReadyModel", "handle_model_registered", "handle_reconcile"]
 
 log = logging.getLogger("reflex.rollout")
+
+class ReadyModel(Protocol):
+    """An outside model that passed its evaluation (`shared.registration.records.ReadyToRoll`); `key`: its record,
+    deleted once the rollout is recorded."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+
 
 class OutsideModels(Protocol):
     """The policy for models registered outside Reflex, as the rollout needs it: shared/registration/outside_models.py,
@@ -33,7 +50,7 @@ class OutsideModels(Protocol):
 
     def admit(self, deps: Deps, model: ModelVersion, endpoint: str, event_id: str) -> Outcome | None: ...
 
-    def take_ready(self, deps: Deps) -> list[dict[str, Any]]: ...
+    def take_ready(self, deps: Deps) -> Sequence[ReadyModel]: ...
 
 
 def handle_model_registered(raw: Any, deps: Deps, outside: OutsideModels) -> Outcome:
@@ -114,12 +131,12 @@ def _start_evaluated(deps: Deps, outside: OutsideModels) -> None:
     """Outside models that passed their evaluation since the last tick: their rollout starts now."""
     for ready in outside.take_ready(deps):
         try:
-            register(deps, ready["endpoint"], ready["model"], ready["version"], ready.get("event_id", ""))
+            register(deps, ready.endpoint, ready.model, ready.version, ready.event_id)
         except Exception:
-            log.exception("rollout of %s:%s after its evaluation: not started; retried next tick", ready["model"],
-                          ready["version"])
+            log.exception("rollout of %s:%s after its evaluation: not started; retried next tick", ready.model,
+                          ready.version)
             continue
-        deps.state.delete(ready["key"])
+        deps.state.delete(ready.key)
 
 
 def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcome:
