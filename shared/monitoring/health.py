@@ -32,20 +32,20 @@ repair is not re-published.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from shared.core.errors import ReflexError
 from shared.core.findings import Finding, HealthCheck, Reported
 from shared.core.platform import TERMINAL_JOB_STATES, Endpoint, Job, serving_states, traffic_problems
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
+from shared.monitoring.records import EndedJob
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["EndedJob", "Finding", "check", "job_finding", "traffic_finding"]
+__all__ = ["Finding", "check", "job_finding", "traffic_finding"]
 
 log = logging.getLogger("reflex.health")
 
@@ -102,27 +102,6 @@ def _endpoint_findings(deps: Deps) -> Iterable[Finding]:
                 yield found
 
 
-@dataclass(frozen=True)
-class EndedJob:
-    """Record `health/ended/<job>`: when health first saw `job` ended badly (the platform reports no end time)."""
-
-    job: str
-    status: str = ""
-    seen_at: float | None = None
-
-    @staticmethod
-    def key_of(job: str) -> str:
-        return f"health/ended/{key_part(job)}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"job": self.job, "status": self.status, "seen_at": self.seen_at}
-
-    @classmethod
-    def from_dict(cls, value: Mapping[str, Any]) -> EndedJob:
-        seen = value.get("seen_at")
-        return cls(str(value.get("job", "")), str(value.get("status", "")), None if seen is None else float(seen))
-
-
 # (kind, record prefix, record statuses in which the job may be unhandled)
 _JOB_SOURCES = (("training", "arrivals/", ("submitted", "failed")), ("training", "retrains/", ("submitted",)),
                 ("batch-scoring", "scoring/", ("submitted",)))
@@ -135,7 +114,8 @@ def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
     key = EndedJob.key_of(job.name)
     seen = deps.state.get(key)
     if seen is None:
-        seen = deps.state.create(key, EndedJob(job.name, job.status, now).to_dict()) or deps.state.get(key)
+        seen = deps.state.create(key, EndedJob(job=job.name, status=job.status, seen_at=now).to_dict()) or (
+            deps.state.get(key))
     at = EndedJob.from_dict(seen.value).seen_at if seen else None
     return now - (now if at is None else at)
 

@@ -2,9 +2,9 @@
 
 Why types: these records are written by one reaction and read by others (the rollout reconciler takes the
 outside models that passed their evaluation; the stack test and operators read the gate's decisions), so their
-fields are declared once here. Each type reads a stored value with `from_dict` and writes it with `to_dict`;
-keys it does not know are kept in `extra` and written back unchanged (the one place for them), and `to_dict`
-leaves out what is unset, so the stored JSON is what earlier versions wrote.
+fields are declared once here. Each type reads a stored value with `from_dict` and writes it with `to_dict`
+(`shared.core.typed_record.TypedRecord`: keys it does not know are kept in `extra` and written back unchanged, the
+one place for them, and what is unset is left out, so the stored JSON is what earlier versions wrote).
 
 * `Registration`, `registrations/jobs/<job>`: the gate's decision for one training job (shared/registration/flow.py);
 * `VersionCounter`, `registrations/models/<model>`: the next model version to allocate;
@@ -16,54 +16,19 @@ leaves out what is unset, so the stored JSON is what earlier versions wrote.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Self
+from dataclasses import dataclass, field
+from typing import Any
 
 from shared.core.state import key_part
+from shared.core.typed_record import TypedRecord
 
 __all__ = ["FINAL", "OutsideEvaluation", "ReadyToRoll", "Registration", "VersionCounter"]
 
 FINAL = frozenset({"registered", "skipped"})  # a registration that is decided for good
 
 
-def _typed(kind: str, value: Any) -> Any:
-    """A stored value as its field declares it (versions are always strings, whatever was stored)."""
-    if kind == "str":
-        return str(value)
-    if kind == "int":
-        return int(value)
-    if kind.startswith("Mapping") and not isinstance(value, Mapping):
-        raise TypeError(f"expected an object, got {type(value).__name__}")
-    return value
-
-
 @dataclass(frozen=True)
-class _Record:
-    """`from_dict` / `to_dict` over the dataclass fields; unknown keys in `extra`, unset fields left out."""
-
-    extra: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
-
-    @classmethod
-    def from_dict(cls, value: Mapping[str, Any]) -> Self:
-        """Raises TypeError or ValueError for a field of the wrong type (not such a record)."""
-        types = {f.name: f.type for f in fields(cls) if f.name != "extra"}
-        known = {k: _typed(str(types[k]), v) for k, v in value.items() if k in types and v is not None}
-        return cls(**known, extra={k: v for k, v in value.items() if k not in types})
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.extra)
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "extra" and value not in (None, "", {}):
-                out[f.name] = dict(value) if isinstance(value, Mapping) else value
-        return out
-
-    def but(self, **changes: Any) -> Self:
-        return replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class Registration(_Record):
+class Registration(TypedRecord):
     """The gate's decision for training job `job`.
 
     status: evaluating | registering | registered | skipped | dry-run; `version` is allocated before registering
@@ -89,7 +54,7 @@ class Registration(_Record):
 
 
 @dataclass(frozen=True)
-class VersionCounter(_Record):
+class VersionCounter(TypedRecord):
     """The next version `next` to allocate for `model` (never below the highest existing version + 1)."""
 
     model: str = ""
@@ -101,7 +66,7 @@ class VersionCounter(_Record):
 
 
 @dataclass(frozen=True)
-class OutsideEvaluation(_Record):
+class OutsideEvaluation(TypedRecord):
     """A model version registered outside Reflex: `status` evaluating | passed | failed against `champion` by
     evaluation `job` on `rows` ({"source", "data"}); `decision` and `reason` once concluded; `by` the CAS token
     of the invocation that concluded it; `event_id` the registration event, for the rollout it may start."""
@@ -124,7 +89,7 @@ class OutsideEvaluation(_Record):
 
 
 @dataclass(frozen=True)
-class ReadyToRoll(_Record):
+class ReadyToRoll(TypedRecord):
     """An outside model that passed: the rollout reconciler starts its rollout on `endpoint`, then deletes this
     record (`key`, where it was read from; not stored)."""
 
