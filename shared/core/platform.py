@@ -28,10 +28,11 @@ if TYPE_CHECKING:
     from shared.core.settings import Settings
 
 __all__ = [
-    "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
-    "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck",
-    "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed",
-    "get_platform", "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
+    "CHAMPION_TAG", "APPROVAL_TAG", "REFLEX_TAG", "SUCCEEDED", "TERMINAL_JOB_STATES", "DataAsset", "Deployment",
+    "DeploymentMetrics", "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion",
+    "QuotaCheck", "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE",
+    "cores_needed", "get_platform", "job_output_uri", "model_output", "require_reflex_owned", "serving_states",
+    "traffic_problems",
 ]
 
 CHAMPION_TAG = "reflex.champion"   # "true" on the model version that serves production
