@@ -114,11 +114,11 @@ def evaluated(deps: Deps, job: Job, *, event_id: str) -> Outcome:
     """The evaluation job of an outside model ended: passed (the reconciler rolls it out) or failed, once."""
     name, _, version = job.tags.get("reflex.parent", "").partition(":")
     key = record_key(name, version)
-    found = deps.state.get(key)
-    if found is None:
+    record = deps.state.get(key)
+    if record is None:
         return Outcome("skipped", f"evaluation {job.name}: no evaluation record for {name}:{version}",
                        {"job": job.name})
-    current = OutsideEvaluation.from_dict(found.value)
+    current = OutsideEvaluation.from_dict(record.value)
     if current.status != "evaluating":
         return Outcome("duplicate", f"{name}:{version} already {current.status}: {current.reason}", {"job": job.name})
     s = deps.settings

@@ -527,18 +527,19 @@ def _note(r: Rollout, now: float, action: Action, status: str, detail: str) -> t
 def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | None = None) -> Rollout:
     """The record after `action` was executed at `now` (`result`: the smoke test's outcome for SmokeTest)."""
     if isinstance(action, Wait):
-        clock = {"phase_started_at": now} if action.restart_clock else {}
+        clock: dict[str, Any] = {"phase_started_at": now} if action.restart_clock else {}
         last = r.history[-1] if r.history else {}
         if last.get("action") == "Wait" and last.get("detail") == action.reason[:500]:
             return replace(r, **clock, awaiting_approval=action.approval)
         return replace(r, **clock, awaiting_approval=action.approval,
                        history=_note(r, now, action, r.status, action.reason))
     r = replace(r, awaiting_approval=False)
-    start = {}
+    start: dict[str, Any] = {}
     if r.status == "pending" and not isinstance(action, Finish):
         start = {"started_at": now, "deadline": now + r.plan.deadline_seconds}
     if isinstance(action, (Begin, CreateDeployment)):
-        prev = {"previous": action.previous, "previous_traffic": dict(action.previous_traffic)} if start else {}
+        prev: dict[str, Any] = {"previous": action.previous, "previous_traffic": dict(action.previous_traffic)} \
+            if start else {}
         detail = f"{r.deployment} ({r.plan.instance_count} x {r.plan.instance_type}) beside {action.previous}"
         return replace(r, status="creating", **start, **prev,
                        history=_note(r, now, action, "creating", detail))
