@@ -67,6 +67,7 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
     from shared.core.settings import load
     from shared.core.state import MemoryStateStore
     from shared.registration import flow as registration
+    from shared.registration import outside_models
     from shared.rollout import reactions as rollout_reactions
     from testing.aml_service import AmlService
 
@@ -149,7 +150,7 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
             platform.set_traffic(endpoint, {"live": 100})
             return prepare(n + 10)                        # a newer model to roll out beside it
         registered = amlevents.model_registered(name=settings.model_name, version=version, tags={})
-        return lambda: rollout_reactions.handle_model_registered(registered, deps)
+        return lambda: rollout_reactions.handle_model_registered(registered, deps, outside_models)
 
     runs = []
     for n in (1, 2):          # 1: cold (first AML reaction of this worker), 2: warm

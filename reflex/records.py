@@ -5,7 +5,8 @@ Why from the records: each reaction keeps its unit of work in one record (`arriv
 status, its reason and a history of `[epoch, status, reason]` (rollouts: `{"at", "action", "status",
 "detail"}`). So a failed job, a rolled-back rollout and what an unfinished batch waits for are all there, at the
 cost of reading those records; no platform call is needed. Pure functions over record values, plus `read` that
-fetches the records of several prefixes at once.
+fetches the records of several prefixes at once. Rollout records are read as `shared.rollout.machine.Rollout`
+(its `from_dict` is the one reader of their keys); a record it refuses is shown as unreadable.
 
 Times are UTC, as `12:03 UTC` (with the date when it is not today).
 """
@@ -16,6 +17,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from shared.rollout.machine import TERMINAL, Rollout
+from shared.rollout.machine import read as read_rollout
 
 if TYPE_CHECKING:
     from shared.core.settings import Settings
@@ -110,9 +114,12 @@ def failure(kind: str, key: str, value: Mapping[str, Any]) -> dict[str, Any] | N
     found: dict[str, Any] = {"kind": kind, "record": key, "status": status, "reason": reason,
                              "at": record_time(value)}
     if kind == "rollout":
-        found.update(id=f"{value.get('endpoint', key.rsplit('/', 1)[-1])}/{value.get('model')}:{value.get('version')}",
-                     model=f"{value.get('model')}:{value.get('version')}", deployment=value.get("deployment", ""),
-                     endpoint=value.get("endpoint", ""), evidence=value.get("evidence") or {})
+        rollout = read_rollout(value)
+        if rollout is None:
+            found.update(id=key.removeprefix("rollouts/"), reason=f"unreadable rollout record: {reason}")
+        else:
+            found.update(id=f"{rollout.endpoint or key.rsplit('/', 1)[-1]}/{rollout.ref}", model=rollout.ref,
+                         deployment=rollout.deployment, endpoint=rollout.endpoint, evidence=dict(rollout.evidence))
     elif kind == "retraining":
         found.update(id=key.removeprefix("retrains/"), batch=str(value.get("batch", "")).removeprefix("arrivals/"),
                      job=value.get("job", ""), trigger=value.get("trigger", ""))
@@ -159,28 +166,23 @@ def waiting_for(kind: str, value: Mapping[str, Any], settings: Settings, now: fl
     return ""
 
 
-def rollout_note(value: Mapping[str, Any], now: float) -> str:
-    """What an unfinished rollout waits for (its last Wait, since when), or why a finished one ended."""
+def rollout_note(r: Rollout | None, now: float) -> str:
+    """What an unfinished rollout waits for (its last Wait, since when), or why a finished one ended (None: the
+    record is not a rollout, `shared.rollout.machine.read`)."""
+    if r is None:
+        return "unreadable rollout record"
     notes = []
-    if value.get("operator_rollback"):
-        notes.append("operator rollback requested")
-    status = str(value.get("status") or "")
-    history = [h for h in value.get("history") or () if isinstance(h, Mapping)]
+    history = [h for h in r.history if isinstance(h, Mapping)]
     last = history[-1] if history else {}
-    queued = value.get("queued") or {}
-    if queued:
-        notes.append(f"superseded by {queued.get('model')}:{queued.get('version')} (queued)")
-    if status in ("done", "rolled_back", "failed", "superseded"):
-        if value.get("reason"):
-            notes.append(str(value["reason"]))
+    if r.queued:
+        notes.append(f"superseded by {r.queued.get('model')}:{r.queued.get('version')} (queued)")
+    if r.status in TERMINAL:
+        notes.append(r.reason)
     elif last.get("action") == "Wait":
         notes.append(f"{last.get('detail', '')} (since {when(last.get('at'), now)})")
-    elif status in ("baking", "mirroring"):
-        plan = value.get("plan") or {}
-        seconds = plan.get("mirror_seconds" if status == "mirroring" else "bake_seconds")
-        started = value.get("phase_started_at")
-        if seconds is not None and started is not None:
-            notes.append(f"baking until {when(float(started) + float(seconds), now)}")
+    elif r.status in ("baking", "mirroring"):
+        seconds = r.plan.mirror_seconds if r.status == "mirroring" else r.plan.bake_seconds
+        notes.append(f"baking until {when(r.phase_started_at + seconds, now)}")
     elif last:
         notes.append(f"{last.get('action', '')}: {last.get('detail', '')} ({when(last.get('at'), now)})")
     return "; ".join(n for n in notes if n)
@@ -220,14 +222,15 @@ def chain_records(state: StateStore, refs: Mapping[str, Sequence[str]], settings
         if record is None:
             continue
         value = record.value
-        if kind == "rollout" and ident.partition("/")[2] != f"{value.get('model')}:{value.get('version')}":
+        rollout = read_rollout(value) if kind == "rollout" else None
+        if kind == "rollout" and (rollout is None or ident.partition("/")[2] != rollout.ref):
             continue  # the endpoint's record holds a later rollout now
         status = str(value.get("status") or "")
         found = failure(kind, key, value)
         if found:
             detail = found["reason"]
         elif kind == "rollout":
-            detail = rollout_note(value, now)
+            detail = rollout_note(rollout, now)
         elif status in OPEN.get(kind, ()):
             detail = waiting_for(kind, value, settings, now)
         else:

@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from shared.core.deps import Deps  # noqa: E402
+from shared.core.ledger import MemoryLedger  # noqa: E402
 from shared.core.publish import Publisher  # noqa: E402
 from shared.core.settings import Settings, load  # noqa: E402
 from shared.core.state import BlobStateStore, MemoryStateStore, StateStore  # noqa: E402
@@ -93,6 +94,19 @@ def blob_state(container_factory: Callable[[str], Any]) -> BlobStateStore:
 @pytest.fixture
 def fake_platform(clock: Clock) -> FakePlatform:
     return FakePlatform(clock=clock)
+
+
+class OutcomeLedger(MemoryLedger):
+    """A ledger that also keeps each run's `Outcome` as the runner recorded it (`Deps.ledger`), for tests that
+    check how a delivery through a trigger function ended."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__(clock)
+        self.outcomes: list[tuple[str, Any]] = []
+
+    def record(self, reaction: str, event_id: str, payload: Any, outcome: Any, deps: Deps) -> dict[str, Any]:
+        self.outcomes.append((reaction, outcome))
+        return super().record(reaction, event_id, payload, outcome, deps)
 
 
 def make_deps(settings: Settings | None = None, *, state: StateStore | None = None,

@@ -365,7 +365,6 @@ def test_online_endpoint_deploy_route_mirror_metrics_delete(env: dict[str, Any])
     with pytest.raises(PermanentError, match="state is Creating"):
         p.set_traffic(ep, {"blue": 100})
     assert _wait_deployment(p, ep, "blue").succeeded and _wait_deployment(p, ep, "green").succeeded
-    assert "Succeeded" in p.get_deployment_logs(ep, "blue")
     quota = p.check_quota("Standard_DS3_v2", 1)
     # 1 x 4 cores plus the 20% upgrade reserve (whole instances): 8 of the 8 free
     assert (quota.used, quota.needed, quota.limit, quota.ok) == (8, 8, 16, True)
@@ -413,7 +412,6 @@ def test_failed_provisioning_is_reported(env: dict[str, Any]) -> None:
     p.begin_create_deployment(ep, "broken", model=f"{name}:3", instance_type="Standard_DS2_v2", instance_count=1)
     dep = _wait_deployment(p, ep, "broken")
     assert dep.state == "Failed"
-    assert "could not be loaded" in p.get_deployment_logs(ep, "broken")
 
 
 def test_batch_scoring_writes_a_fresh_output_and_refuses_to_overwrite(env: dict[str, Any]) -> None:

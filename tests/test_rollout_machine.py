@@ -64,9 +64,9 @@ def split(p: int) -> dict[str, int]:
 TABLE: list[tuple[str, Rollout, Observation, float, Any]] = [
     # ---- pending: approval, smoke configuration, endpoint, quota
     ("approval pending waits", rec("pending"), obs(approval="pending", deployments={"blue": S}), 5.0,
-     Wait("awaiting approval: set tag reflex.approval=approved to start the rollout")),
+     Wait("awaiting approval: set tag reflex.approval=approved to start the rollout", approval=True)),
     ("approval waits up to the plan's timeout", rec("pending"), obs(approval="pending"), 50_000.0,
-     Wait("awaiting approval: set tag reflex.approval=approved to start the rollout")),
+     Wait("awaiting approval: set tag reflex.approval=approved to start the rollout", approval=True)),
     ("approval wait is bounded", rec("pending"), obs(approval="pending"), 50_001.0, Finish),
     ("rejected model fails", rec("pending"), obs(approval="rejected"), 5.0, Finish),
     ("model deleted meanwhile", rec("pending"), obs(model_found=False), 5.0, Finish),

@@ -28,10 +28,11 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
-    "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
-    "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck",
-    "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed",
-    "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
+    "CHAMPION_TAG", "APPROVAL_TAG", "REFLEX_TAG", "SUCCEEDED", "TERMINAL_JOB_STATES", "DataAsset", "Deployment",
+    "DeploymentMetrics", "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion",
+    "QuotaCheck", "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE",
+    "cores_needed", "job_output_uri", "model_output", "require_reflex_owned", "serving_states",
+    "traffic_problems",
 ]
 
 CHAMPION_TAG = "reflex.champion"   # "true" on the model version that serves production
@@ -366,8 +367,6 @@ class MLPlatform(Protocol):
     def invoke(self, endpoint: str, deployment: str, body: Mapping[str, Any]) -> InvokeResult: ...
 
     def begin_delete_deployment(self, endpoint: str, deployment: str) -> None: ...
-
-    def get_deployment_logs(self, endpoint: str, deployment: str, *, lines: int = 100) -> str: ...
 
     def get_deployment_metrics(self, endpoint: str, deployment: str, *,
                                window_seconds: int) -> DeploymentMetrics: ...

@@ -11,7 +11,16 @@ Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
 
     claims/<reaction>/<key>          {"at": iso-time, ...}        who claimed what, first writer wins
     arrivals/<container>/<dataset>/<batch>   arrival record (manifest, status)   see shared/arrival/flow.py
-    rollouts/<endpoint>              rollout record (plan, step, status)          see shared/rollout.py
+    rollouts/<endpoint>              rollout record (plan, step, status)          shared/rollout/machine.py Rollout
+    registrations/jobs/<job>         the gate's decision for a training job      shared/registration/records.py
+    registrations/models/<model>     the next model version to allocate          (Registration, VersionCounter,
+    evaluations/outside/<m>/<v>      a model registered outside Reflex           OutsideEvaluation,
+    evaluations/ready/<m>/<v>        ... that passed, for the reconciler         ReadyToRoll)
+    discovered/models/<model>        newest version the reconciler handled       shared/rollout/discovery.py Handled
+    drift/<model>                    where the drift check stands                shared/monitoring/records.py
+    claims/drift/<model>/<window>    DriftDetected went out for the window       (DriftState, DriftReported,
+    health/ended/<job>               when health first saw a job end badly       EndedJob)
+    claims/health/<finding>          a health finding was published              shared/core/findings.py Reported
     deadletters/<yyyymmdd>/<time>-<id>  {"reaction", "event_id", "error", "error_type", "payload", "at"}
 
 `StateStore` holds the logic over five small storage hooks; `BlobStateStore` implements them on

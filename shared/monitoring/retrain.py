@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.batches import admission, mltable
+from shared.batches.latest import latest_batch
 from shared.batches.paths import asset_path, data_asset_name, data_asset_version, job_name, manifest_digest
 from shared.batches.record import set_status
 from shared.core.errors import PermanentError
@@ -31,14 +32,12 @@ from shared.core.state import key_part
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["WINDOW_SECONDS", "latest_batch", "request_retrain", "resume_retrains", "retrain_job_name",
+__all__ = ["WINDOW_SECONDS", "request_retrain", "resume_retrains", "retrain_job_name",
            "retrain_key", "start_training_for_batch", "window_id"]
 
 log = logging.getLogger("reflex.retrain")
 
 WINDOW_SECONDS = 86_400
-# arrival statuses whose manifest is frozen and non-empty enough to train on again
-RETRAINABLE = frozenset({"trained", "submitted", "complete", "waiting", "failed"})
 
 
 def window_id(now: float, seconds: int = WINDOW_SECONDS) -> str:
@@ -54,20 +53,6 @@ def retrain_key(model: str, window: str) -> str:
 def retrain_job_name(batch_id: str, files: dict[str, Any], trigger: str) -> str:
     """Deterministic, and different from the batch's first training job (whose digest has no trigger)."""
     return job_name(batch_id, f"{manifest_digest(files)}|{trigger}")
-
-
-def latest_batch(deps: Deps) -> tuple[str, dict[str, Any]] | None:
-    """The most recently completed training batch with usable files: (arrival key, record), or None."""
-    best: tuple[float, str, dict[str, Any]] | None = None
-    prefix = f"arrivals/{key_part(deps.settings.data_container)}/"
-    for record in deps.state.records(prefix):
-        value = record.value
-        if value.get("status") not in RETRAINABLE or not value.get("files"):
-            continue
-        at = float(value.get("completed_at") or 0)
-        if best is None or (at, record.key) > (best[0], best[1]):
-            best = (at, record.key, value)
-    return None if best is None else (best[1], best[2])
 
 
 def start_training_for_batch(deps: Deps, batch_key: str, *, trigger: str, event_id: str,

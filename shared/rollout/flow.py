@@ -32,6 +32,7 @@ from shared.core.platform import (
     serving_states,
     traffic_problems,
 )
+from shared.core.scoring_request import expected_rows
 from shared.core.state import Record, key_part
 from shared.rollout.machine import (
     ACTIVE,
@@ -56,7 +57,7 @@ from shared.rollout.machine import (
     rolling_back,
 )
 from shared.rollout.plan import Plan, deployment_name, restore_traffic
-from shared.rollout.smoke import check_response, expected_rows, find_smoke_request
+from shared.rollout.smoke import check_response, find_smoke_request
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
