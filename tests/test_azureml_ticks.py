@@ -21,6 +21,7 @@ from rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV
 from local import amlevents
 from shared.core.platform import REFLEX_TAG, TrainingRequest
 from shared.registration import flow as registration
+from shared.registration import outside_models
 from shared.rollout import reactions as rollout_reactions
 from shared.rollout.flow import drive, rollout_key
 from testing.aml_service import AmlService
@@ -78,7 +79,7 @@ def test_rollout_start_reads_only_the_model_and_every_tick_stays_within_the_naiv
 
         start = len(svc.requests)
         event = amlevents.model_registered(name=MODEL, version="2", tags={})
-        started = rollout_reactions.handle_model_registered(event, deps)
+        started = rollout_reactions.handle_model_registered(event, deps, outside_models)
         assert started.status == "acted", started
         assert _split(svc, start) == ([("GET", f"/models/{MODEL}/versions/2")], 0)
 

@@ -194,7 +194,8 @@ def test_a_version_the_event_already_started_is_not_touched_by_the_tick() -> Non
     deps = _deps(fp)
     event = register_model(fp, "2")
     assert rollout_reactions.handle_model_registered(event, deps, outside_models).status == "acted"
-    rollout_reactions.handle_reconcile({"past_due": False}, deps)   # the first step (the event only records it)
+    # the first step (the event only records it)
+    rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     fp.calls.clear()
     outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     assert "discovered" not in outcome.details
