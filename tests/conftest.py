@@ -1,4 +1,10 @@
-"""Shared fixtures: real Azurite storage (unique containers per test), settings, the fake platform, a clock."""
+"""Shared fixtures: real Azurite storage (unique containers per test), settings, the fake platform, a clock.
+
+Every test starts from the same process state, whatever ran before it (`process_state_restored`, autouse):
+the environment, MLflow's process-wide tracking and registry URIs, and the settings and dependency caches
+built from them. Tests pass alone and in any order (`make test` runs them in a random order, see the
+Makefile); a module fixture that sets such state itself restores it with `process_state()`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,62 @@ BASE_ENV = {
 def make_settings(**overrides: str) -> Settings:
     """Settings for tests: the local platform with Azurite, plus `REFLEX_…` overrides by env name."""
     return load({**BASE_ENV, **overrides})
+
+
+def _mlflow_uris() -> tuple[object, object] | None:
+    """MLflow's process-wide URIs as `set_tracking_uri` / `set_registry_uri` keep them (module globals in
+    mlflow/tracking/_tracking_service/utils.py and mlflow/tracking/_model_registry/utils.py, mlflow 3.x; both
+    setters also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ). None while mlflow is not
+    imported: this must not import it (tests/test_cold_start.py)."""
+    if "mlflow" not in sys.modules:
+        return None
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    return tracking._tracking_uri, registry._registry_uri
+
+
+def _set_mlflow_uris(saved: tuple[object, object] | None) -> None:
+    if "mlflow" not in sys.modules:
+        return
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    tracking_uri, registry_uri = saved or (None, None)
+    if tracking._tracking_uri != tracking_uri:
+        tracking._tracking_uri = tracking_uri
+        from mlflow.tracing.provider import reset  # the tracer keeps the URI it exported to (set_tracking_uri)
+
+        reset()
+    registry._registry_uri = registry_uri
+
+
+@contextmanager
+def process_state() -> Iterator[None]:
+    """Restore on exit what code under test may change process-wide: os.environ, MLflow's tracking and registry
+    URIs (LocalPlatform sets both, so does a test pointing MLflow at its own store), and the settings and
+    dependency caches (`get_settings`, `get_deps`) that were built from them."""
+    from shared.deps import reset_deps
+    from shared.settings import reset_cache
+
+    environ = dict(os.environ)
+    uris = _mlflow_uris()
+    try:
+        yield
+    finally:
+        if dict(os.environ) != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        _set_mlflow_uris(uris)
+        reset_cache()
+        reset_deps()
+
+
+@pytest.fixture(autouse=True)
+def process_state_restored() -> Iterator[None]:
+    """No test sees what an earlier one left behind (see the module docstring)."""
+    with process_state():
+        yield
 
 
 class Clock:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import make_settings, process_state
 
-from local import amlevents
+from local import amlevents, procs
 from local.platform import LocalPlatform
+from local.stack import mlflow_server_args, mlflow_server_env
 from shared import mltable
 from shared.errors import PermanentError
 from shared.platform import CHAMPION_TAG, BatchDeploymentSpec, EvaluationRequest, MLPlatform, TrainingRequest
@@ -104,28 +104,33 @@ def _csv(rows: int, seed: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """MLflow's server as the stack runs it (local.stack: job execution off), ready when /health answers.
+
+    The start waits for readiness within procs.START_TIMEOUT (MLflow took over 60 s on a loaded machine), and the
+    server's whole process group is stopped afterwards, also when the start or a test fails."""
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        cwd=root, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    try:
+        proc = procs.start_server(mlflow_server_args(root, port), env=mlflow_server_env(os.environ),
+                                  log_path=root / "server.log", ready=lambda: _answers(f"{url}/health"),
+                                  what="MLflow server", cwd=root)
+    except procs.StartFailed as exc:
+        pytest.fail(f"{exc}:\n{(root / 'server.log').read_text()[-2000:]}")
+    try:
+        yield url
+    finally:
+        procs.stop_group(proc.pid)
+
+
+def _answers(url: str) -> bool:
     import urllib.request
 
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"MLflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -155,22 +160,21 @@ def env(mlflow_server: str, receiver: Receiver, blob_service: Any, tmp_path_fact
     run_dir = tmp_path_factory.mktemp("run")
     script = run_dir / "train.py"
     script.write_text(TRAIN_SCRIPT)
-    import os
-
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     import mlflow
-
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_registry_uri(mlflow_server)
     from mlflow import MlflowClient
 
     from shared.state import BlobStateStore
 
-    state = BlobStateStore(blob_service.get_container_client(settings.state_container))
-    platform = LocalPlatform(settings, state=state, blob_service=blob_service,
-                             client=MlflowClient(mlflow_server, mlflow_server), run_dir=run_dir,
-                             train_script=script, quota_cores=16)
-    yield {"platform": platform, "settings": settings, "receiver": receiver, "blobs": blob_service, "shared": {}}
+    with process_state():  # MLflow points at this module's server process-wide, as in LocalPlatform.from_settings
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        mlflow.set_tracking_uri(mlflow_server)
+        mlflow.set_registry_uri(mlflow_server)
+        state = BlobStateStore(blob_service.get_container_client(settings.state_container))
+        platform = LocalPlatform(settings, state=state, blob_service=blob_service,
+                                 client=MlflowClient(mlflow_server, mlflow_server), run_dir=run_dir,
+                                 train_script=script, quota_cores=16)
+        yield {"platform": platform, "settings": settings, "receiver": receiver, "blobs": blob_service,
+               "shared": {}}
     for name in containers.values():
         try:
             blob_service.delete_container(name)
