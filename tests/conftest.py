@@ -9,6 +9,7 @@ Makefile); a module fixture that sets such state itself restores it with `proces
 from __future__ import annotations
 
 import os
+import random
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +36,55 @@ BASE_ENV = {
     "REFLEX_PLATFORM": "local",
     "MLFLOW_TRACKING_URI": "http://127.0.0.1:5999",
 }
+
+
+SHUFFLE_SEED = pytest.StashKey[int]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shuffle", default="", metavar="SEED|random",
+                     help="run the tests in an order shuffled by SEED ('random': a new seed, shown in the header). "
+                          "Modules, classes within them and tests within those are shuffled; a module's or class's "
+                          "tests stay together, so their fixtures are still made once.")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    value = config.getoption("--shuffle")
+    if value:
+        config.stash[SHUFFLE_SEED] = random.SystemRandom().randrange(1, 10**6) if value == "random" else int(value)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.stash.get(SHUFFLE_SEED, None)
+    return None if seed is None else f"shuffled order: seed {seed} (the same order again: --shuffle={seed})"
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if (header := pytest_report_header(config)) is not None:  # also under -q, which hides the header
+        terminalreporter.write_line(header)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Shuffle by `--shuffle` (see pytest_addoption): order dependence shows up as a failure with its seed."""
+    seed = config.stash.get(SHUFFLE_SEED, None)
+    if seed is None:
+        return
+    rnd = random.Random(seed)
+    modules: dict[str, dict[str, list[pytest.Item]]] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        owner = getattr(item, "cls", None)
+        modules.setdefault(module, {}).setdefault(owner.__qualname__ if owner else "", []).append(item)
+    order = list(modules.values())
+    rnd.shuffle(order)
+    shuffled: list[pytest.Item] = []
+    for groups in order:
+        buckets = list(groups.values())
+        rnd.shuffle(buckets)
+        for bucket in buckets:
+            rnd.shuffle(bucket)
+            shuffled.extend(bucket)
+    items[:] = shuffled
 
 
 def make_settings(**overrides: str) -> Settings:
