@@ -24,7 +24,7 @@ from pathlib import Path
 
 from local.env import ROOT
 
-__all__ = ["START_TIMEOUT", "alive", "group_pids", "spawn", "start_server", "stop_group"]
+__all__ = ["START_TIMEOUT", "alive", "exists", "group_pids", "spawn", "start_server", "stop_group"]
 
 # How long a server may take to become ready. A bound for a broken start, not an expectation: the wait ends as
 # soon as the server answers. MLflow's server took over 60 s to start on a loaded 2-core machine (issue #18).
@@ -87,17 +87,14 @@ def start_server(args: list[str], *, env: Mapping[str, str], log_path: Path, rea
     return proc
 
 
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
+def exists(pid: int) -> bool:
+    """Whether a process `pid` exists (a zombie too: see `alive` for one that runs)."""
+    return _signal0(os.kill, pid)
 
 
-def _group_alive(pgid: int) -> bool:
+def _signal0(kill: Callable[[int, int], None], target: int) -> bool:
     try:
-        os.killpg(pgid, 0)
+        kill(target, 0)
     except OSError:
         return False
     return True
@@ -119,10 +116,10 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, grace: float = 10.0) -> None
         except OSError:
             return
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and (_exists(pid) or (kill is os.killpg and _group_alive(pid))):
+    while time.monotonic() < deadline and (exists(pid) or (kill is os.killpg and _signal0(os.killpg, pid))):
         _reap(pid)
         time.sleep(0.1)
-    if kill is os.killpg or _exists(pid):  # a lone pid that is gone may have been reused: leave it
+    if kill is os.killpg or exists(pid):  # a lone pid that is gone may have been reused: leave it
         try:
             kill(pid, signal.SIGKILL)
         except OSError:

@@ -57,14 +57,6 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def mlflow_server_args(root: Path, port: int) -> list[str]:
     """`python -m mlflow server …` as Reflex runs it: SQLite registry, proxied artifacts, one worker, loopback."""
     return ["-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
@@ -266,7 +258,7 @@ class Stack:
     def restart(self, name: str) -> None:
         """Start one component again in the same run folder (after `kill` or a crash)."""
         pids = self.pids()
-        if name in pids and _alive(pids[name]):
+        if name in pids and procs.exists(pids[name]):
             procs.stop_group(pids[name])
         run_dir = self.current.resolve()
         pids[name] = self._launch(name, run_dir, self._process_env(run_dir)).pid
@@ -283,7 +275,7 @@ class Stack:
             self.echo(f"no stack is running ({self.pids_file} is absent)")
             return 0
         for name, pid in reversed(list(self.pids().items())):
-            if not _alive(pid):
+            if not procs.exists(pid):
                 self.echo(f"{name:9} pid {pid} already gone")
                 continue
             procs.stop_group(pid)
