@@ -124,7 +124,22 @@ def stop_group(pid: int, sig: int = signal.SIGTERM, grace: float = 10.0) -> None
             kill(pid, signal.SIGKILL)
         except OSError:
             pass
+    settle = time.monotonic() + grace  # SIGKILL is delivered asynchronously: return once the group is gone
+    while time.monotonic() < settle and kill is os.killpg and _signal0(os.killpg, pid) and not _only_zombies(pid):
+        _reap(pid)
+        time.sleep(0.05)
     _reap(pid)
+
+
+def _only_zombies(pgid: int) -> bool:
+    """Whether every process left in group `pgid` has exited (zombies wait for a parent that may not be us)."""
+    states = []
+    for member in group_pids(pgid):
+        try:
+            states.append(Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            continue
+    return all(state in ("Z", "X") for state in states)
 
 
 def _reap(pid: int) -> None:
