@@ -268,6 +268,13 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
     noise (a cold first request, the smoke test), not a regression. Before that many are in, it breaches only
     when the outcome is already certain: when the thresholds would be exceeded even if every request still
     missing were instant and succeeded (errors / min_requests, latency sum / min_requests).
+
+    Latency is judged against the live deployment over the same window (`max_latency_ratio`): both serve the
+    same requests on the same kind of machine at the same time, so a slow moment (a loaded host, a busy region)
+    slows both and is not the new model's fault. `max_latency_ms` is only a backstop, for a canary without a
+    live deployment to compare with (the first model, the last step where the live one serves nothing) or one
+    both too slow to keep; its default is Azure ML's own request timeout (azure-ai-ml
+    `OnlineRequestSettings.request_timeout_ms`, 5000 ms), beyond which requests fail anyway.
     """
     if new is None or new.requests <= 0:
         return ""
@@ -279,13 +286,22 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
     if new.latency_ms is not None:
         latency = new.latency_ms * new.requests / sample
         bound = "" if sample == new.requests else f" (at least, over {sample} requests)"
-        if latency > plan.max_latency_ms:
-            return f"latency {latency:.0f} ms{bound} exceeds {plan.max_latency_ms:.0f} ms"
-        live_ms = live.latency_ms if live is not None and live.requests > 0 else None
-        if live_ms and latency > live_ms * plan.max_latency_ratio:
+        live_ms = _comparable_latency(new, live)
+        if live_ms is not None and latency > live_ms * plan.max_latency_ratio:
             return (f"latency {latency:.0f} ms{bound} exceeds {plan.max_latency_ratio}x the live "
-                    f"deployment's {live_ms:.0f} ms")
+                    f"deployment's {live_ms:.0f} ms over the same {new.window_seconds} s")
+        if latency > plan.max_latency_ms:
+            against = "" if live_ms is None else f" (the live deployment's: {live_ms:.0f} ms)"
+            return f"latency {latency:.0f} ms{bound} exceeds the {plan.max_latency_ms:.0f} ms backstop{against}"
     return ""
+
+
+def _comparable_latency(new: DeploymentMetrics, live: DeploymentMetrics | None) -> float | None:
+    """The live deployment's mean latency when it can be compared with the new one's: it served requests in a
+    window of the same length (shared.rollout.flow.observe asks for both with one window). Else None."""
+    if live is None or live.requests <= 0 or not live.latency_ms or live.window_seconds != new.window_seconds:
+        return None
+    return live.latency_ms
 
 
 def _metrics_evidence(o: Observation) -> dict[str, Any]:
