@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.batches.record import ArrivalRecord, RetrainRecord, ScoringRecord, StatusRecord
 from shared.core.errors import ReflexError
 from shared.core.platform import TERMINAL_JOB_STATES, Endpoint, Job, serving_states, traffic_problems
 from shared.core.reaction import Outcome
@@ -195,9 +196,11 @@ def _rollout_findings(deps: Deps, now: float) -> Iterable[Finding]:
             yield found
 
 
-# (kind, record prefix, record statuses in which the job may be unhandled)
-_JOB_SOURCES = (("training", "arrivals/", ("submitted", "failed")), ("training", "retrains/", ("submitted",)),
-                ("batch-scoring", "scoring/", ("submitted",)))
+# (kind, record prefix and its type, record statuses in which the job may be unhandled)
+_JOB_SOURCES: tuple[tuple[str, str, type[StatusRecord], tuple[str, ...]], ...] = (
+    ("training", "arrivals/", ArrivalRecord, ("submitted", "failed")),
+    ("training", "retrains/", RetrainRecord, ("submitted",)),
+    ("batch-scoring", "scoring/", ScoringRecord, ("submitted",)))
 
 
 def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
@@ -214,17 +217,17 @@ def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
 def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
     grace = deps.settings.health_grace_seconds
     watched: set[str] = set()
-    for kind, prefix, statuses in _JOB_SOURCES:
+    for kind, prefix, record_type, statuses in _JOB_SOURCES:
         for record in deps.state.records(prefix):
-            value = record.value
-            job_name = str(value.get("job") or "")
-            if value.get("status") not in statuses or not job_name:
+            value = record_type.from_dict(record.value)
+            job_name = value.job
+            if value.status not in statuses or not job_name:
                 continue
             if kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}") is not None:
                 continue  # TrainingFailed went out: handled
             job = deps.platform.get_job(job_name)
             watched.add(job_name)
-            age = now - float(value.get("submitted_at") or (value.get("history") or [[now]])[-1][0])
+            age = now - float(value.submitted_at or value.changed_at or now)
             found = job_finding(kind, record.key, job_name, job, age_seconds=age,
                                 ended_seconds=_ended_seconds(deps, job, now), grace_seconds=grace)
             if found:
