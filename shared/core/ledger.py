@@ -109,7 +109,7 @@ _KEPT = ("at", "reaction", "event_id", "event_type", "status", "reason")
 REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "scoring_blob", "scoring_batch", "scoring_job",
                               "scoring_output", "rollout", "deployment", "endpoint")
 _OTHER_REFS = ("dead_letter", "held")
-_ARRIVAL_PREFIX = "arrivals/"  # shared/arrival/flow.py `arrival_key`: arrivals/<container>/<dataset>/<batch>
+_ARRIVAL_PREFIX = "arrivals/"  # shared/batches/training.py `arrival_key`: arrivals/<container>/<dataset>/<batch>
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "blob": ("blob", "blob_url", "blobs"),
