@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.batches.paths import file_problem
+from shared.batches.record import ArrivalRecord
 from shared.batches.tabular import is_missing, read_rows
 from shared.core.errors import PermanentError, map_azure_error
 
@@ -119,11 +120,9 @@ def _typed(value: Any, kind: str) -> Any:
 def _first_file(deps: Deps, tags: Mapping[str, str], ref: str) -> tuple[str, str]:
     batch_key, data = tags.get("reflex.batch", ""), tags.get("reflex.data", "")
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
-    if record is not None:
-        value = record.value
-        files = sorted(value.get("files") or {})
-        if files:
-            return value["container"], f"{value['dataset']}/{value['batch']}/{files[0]}"
+    batch = ArrivalRecord.from_dict(record.value) if record is not None else None
+    if batch is not None and batch.files:
+        return batch.container, f"{batch.folder}{min(batch.files)}"
     if data:
         return _first_in_asset(deps, data, ref)
     if batch_key:
