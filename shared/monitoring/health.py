@@ -219,15 +219,15 @@ def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
     watched: set[str] = set()
     for kind, prefix, record_type, statuses in _JOB_SOURCES:
         for record in deps.state.records(prefix):
-            value = record_type.from_dict(record.value)
-            job_name = value.job
-            if value.status not in statuses or not job_name:
+            work = record_type.from_dict(record.value)
+            job_name = work.job
+            if work.status not in statuses or not job_name:
                 continue
             if kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}") is not None:
                 continue  # TrainingFailed went out: handled
             job = deps.platform.get_job(job_name)
             watched.add(job_name)
-            age = now - float(value.submitted_at or value.changed_at or now)
+            age = now - float(work.submitted_at or work.changed_at or now)
             found = job_finding(kind, record.key, job_name, job, age_seconds=age,
                                 ended_seconds=_ended_seconds(deps, job, now), grace_seconds=grace)
             if found:
