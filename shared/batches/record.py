@@ -49,6 +49,7 @@ that is not in the frozen manifest is recorded as late and does not retrigger tr
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
@@ -93,13 +94,21 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def _encode(value: Any) -> Any:
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
+    """A field's value in its JSON form (plain types first: this runs for every field of every CAS attempt)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, tuple):  # history entries, earlier scorings
+        return [list(v) if isinstance(v, tuple) else _encode(v) for v in value]
     if isinstance(value, Mapping):
         return dict(value)
-    if isinstance(value, tuple):
-        return [_encode(v) for v in value]
-    return value
+    return value.to_dict()
+
+
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(kind) if f.name != "extra")
 
 
 @dataclass(frozen=True)
@@ -163,17 +172,19 @@ class StatusRecord:
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> Self:
         """The record of a stored value: the one place unknown or legacy keys are handled (kept in `extra`)."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: cls._DECODE.get(k, _identity)(v) for k, v in value.items() if k in names}
+        names = _field_names(cls)
+        decode = cls._DECODE
+        known = {k: decode[k](v) if k in decode else v for k, v in value.items() if k in names}
         return cls(**known, extra={k: v for k, v in value.items() if k not in names})
 
     def to_dict(self) -> dict[str, Any]:
         """The stored JSON form (see the module docstring)."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name != "extra" and (f.name in self._ALWAYS or value is not None):
-                out[f.name] = _encode(value)
+        always = self._ALWAYS
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if value is not None or name in always:
+                out[name] = _encode(value)
         return {**out, **self.extra}
 
     def with_status(self, status: str, now: float, *, allowed_from: Iterable[str], reason: str = "",
@@ -190,10 +201,6 @@ class StatusRecord:
         """When the record last changed status: its last history entry."""
         last = self.history[-1] if self.history else ()
         return _float(last[0]) if last else None
-
-
-def _identity(value: Any) -> Any:
-    return value
 
 
 R = TypeVar("R", bound=StatusRecord)
@@ -271,8 +278,9 @@ class BatchRecord(StatusRecord):
             return dataclasses.replace(self, late_files={**self.late_files, blob.file: {**_entry(blob), "at": now}}
                                        ), "late"
         problem = file_problem(blob.file, blob.size, purpose=purpose, folder=self.folder)
-        files = {k: v for k, v in self.files.items() if k != blob.file}
-        rejected = {k: v for k, v in self.rejected.items() if k != blob.file}
+        files, rejected = dict(self.files), dict(self.rejected)
+        files.pop(blob.file, None)
+        rejected.pop(blob.file, None)
         if problem:
             rejected[blob.file] = {**_entry(blob), "reason": problem}
         else:
