@@ -49,7 +49,6 @@ that is not in the frozen manifest is recorded as late and does not retrigger tr
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
@@ -106,9 +105,15 @@ def _encode(value: Any) -> Any:
     return value.to_dict()
 
 
-@functools.cache
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _field_names(kind: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(kind) if f.name != "extra")
+    """A record type's stored fields (computed once per type: this runs on every CAS attempt)."""
+    names = _NAMES.get(kind)
+    if names is None:
+        names = _NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind) if f.name != "extra")
+    return names
 
 
 @dataclass(frozen=True)
