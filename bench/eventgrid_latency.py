@@ -12,7 +12,8 @@ part to the reconciler. This measures it: each case runs in a fresh Python proce
 
 Reactions (the code the Event Grid triggers run, with the Azure ML adapter):
 * `arrival`: BlobCreated of a batch's last file -> data asset + training job (`register_data` + `submit_training`,
-  the AML part of `shared.arrival.flow._submit`; listing the batch in Storage is not an AML round trip and not counted);
+  the AML part of `shared.batches.training.submit`; listing the batch in Storage is not an AML round trip and not
+  counted);
 * `registration`: RunCompleted -> gate + registration (`shared.registration.flow.handle_run_event`, the real handler);
 * `rollout`: ModelRegistered -> `shared.rollout.reactions.handle_model_registered` (the real handler) on an
   endpoint whose live deployment serves the previous model: it reads the model and records the rollout (CAS);

@@ -15,7 +15,18 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reflex.records import FAILED, KINDS, OPEN, failure, newest_first, read, rollout_note, waiting_for, when
+from reflex.records import (
+    FAILED,
+    KINDS,
+    OPEN,
+    RECORD_TYPES,
+    failure,
+    newest_first,
+    read,
+    rollout_note,
+    waiting_for,
+    when,
+)
 from reflex.stack import reachable
 from shared.core.control import read_control
 from shared.rollout.machine import Rollout
@@ -79,10 +90,12 @@ def gather(deps: Deps) -> dict[str, Any]:
     pending, failures = [], []
     for prefix, kind in KINDS.items():
         for record in records[prefix]:
-            if kind != "rollout" and record.value.get("status") in OPEN[kind]:
-                pending.append({"key": record.key, "kind": kind, **record.value,
+            work = RECORD_TYPES[kind].from_dict(record.value) if kind in RECORD_TYPES else None
+            if work is not None and work.status in OPEN[kind]:
+                pending.append({"key": record.key, "kind": kind, **work.to_dict(),
                                 "waiting_for": waiting_for(kind, record.value, deps.settings, now)})
-            if record.value.get("status") in FAILED[kind] and (kind != "rollout" or record.key.count("/") == 1):
+            status = work.status if work is not None else record.value.get("status")
+            if status in FAILED[kind] and (kind != "rollout" or record.key.count("/") == 1):
                 found = failure(kind, record.key, record.value)
                 if found:
                     failures.append(found)

@@ -118,7 +118,7 @@ REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "scoring_
                               "scoring_output", "rollout", "deployment", "endpoint")
 OTHER_REFS: tuple[str, ...] = ("dead_letter", "held")  # refs outside the chain: what a run wrote aside
 MODEL_VERSION = "model_version"  # beside a bare `model` name (the registration gate: "model": "m", "model_version")
-_ARRIVAL_PREFIX = "arrivals/"  # shared/arrival/flow.py `arrival_key`: arrivals/<container>/<dataset>/<batch>
+_ARRIVAL_PREFIX = "arrivals/"  # shared/batches/training.py `arrival_key`: arrivals/<container>/<dataset>/<batch>
 _KINDS = (*REF_KINDS, *OTHER_REFS)
 _CONSUMED = {*_KINDS, MODEL_VERSION, "links"}
 

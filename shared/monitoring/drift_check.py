@@ -34,6 +34,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from shared.batches.record import ArrivalRecord, ScoringRecord
 from shared.batches.tabular import UnreadableData, reader_for
 from shared.core.errors import PermanentError, ReflexError, map_azure_error
 from shared.core.reaction import Outcome
@@ -64,9 +65,7 @@ def baseline_blob(model: str, version: str) -> str:
 
 
 def _container(deps: Deps, name: str) -> Any:
-    from shared.adapters.storage import blob_service
-
-    return blob_service(deps.settings).get_container_client(name)
+    return deps.blobs.get_container_client(name)
 
 
 def _list(deps: Deps, container: str, prefix: str) -> list[Any]:
@@ -108,9 +107,9 @@ def training_files(deps: Deps, champion: ModelVersion) -> list[Source]:
     tags = {**champion.tags, **(job.tags if job else {})}
     batch_key = str(tags.get("reflex.batch", ""))
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
-    if record is not None and record.value.get("files"):
-        v = record.value
-        return [(v["container"], f"{v['dataset']}/{v['batch']}/{f}") for f in sorted(v["files"])]
+    batch = ArrivalRecord.from_dict(record.value) if record is not None else None
+    if batch is not None and batch.files:
+        return [(batch.container, f"{batch.folder}{f}") for f in sorted(batch.files)]
     data = str(tags.get("reflex.data", ""))
     name, _, version = data.partition(":")
     asset = deps.platform.get_data(name, version) if name and version else None
@@ -233,12 +232,12 @@ def recent_sources(deps: Deps, since: float, now: float) -> tuple[list[Source], 
     sources: list[Source] = []
     batches: list[str] = []
     for record in deps.state.records(f"scoring/{key_part(s.scoring_container)}/"):
-        v = record.value
-        at = v.get("completed_at")
-        if v.get("status") == "collecting" or at is None or not since < float(at) <= now or not v.get("files"):
+        batch = ScoringRecord.from_dict(record.value)
+        at = batch.completed_at
+        if batch.status == "collecting" or at is None or not since < at <= now or not batch.files:
             continue
-        batches.append(f"{v['container']}/{v['dataset']}/{v['batch']}")
-        sources.extend((v["container"], f"{v['dataset']}/{v['batch']}/{f}") for f in sorted(v["files"]))
+        batches.append(batch.batch_id)
+        sources.extend((batch.container, f"{batch.folder}{f}") for f in sorted(batch.files))
     if s.data_collector_path:
         container, _, prefix = s.data_collector_path.partition("/")
         for b in _list(deps, container, prefix):

@@ -35,6 +35,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from shared.batches.record import ArrivalRecord, RetrainRecord, ScoringRecord, StatusRecord
 from shared.core.errors import ReflexError
 from shared.core.findings import Finding, HealthCheck, Reported
 from shared.core.platform import TERMINAL_JOB_STATES, Endpoint, Job, serving_states, traffic_problems
@@ -102,9 +103,11 @@ def _endpoint_findings(deps: Deps) -> Iterable[Finding]:
                 yield found
 
 
-# (kind, record prefix, record statuses in which the job may be unhandled)
-_JOB_SOURCES = (("training", "arrivals/", ("submitted", "failed")), ("training", "retrains/", ("submitted",)),
-                ("batch-scoring", "scoring/", ("submitted",)))
+# (kind, record prefix and its type, record statuses in which the job may be unhandled)
+_JOB_SOURCES: tuple[tuple[str, str, type[StatusRecord], tuple[str, ...]], ...] = (
+    ("training", "arrivals/", ArrivalRecord, ("submitted", "failed")),
+    ("training", "retrains/", RetrainRecord, ("submitted",)),
+    ("batch-scoring", "scoring/", ScoringRecord, ("submitted",)))
 
 
 def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
@@ -123,17 +126,17 @@ def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
 def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
     grace = deps.settings.health_grace_seconds
     watched: set[str] = set()
-    for kind, prefix, statuses in _JOB_SOURCES:
+    for kind, prefix, record_type, statuses in _JOB_SOURCES:
         for record in deps.state.records(prefix):
-            value = record.value
-            job_name = str(value.get("job") or "")
-            if value.get("status") not in statuses or not job_name:
+            work = record_type.from_dict(record.value)
+            job_name = work.job
+            if work.status not in statuses or not job_name:
                 continue
             if kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}") is not None:
                 continue  # TrainingFailed went out: handled
             job = deps.platform.get_job(job_name)
             watched.add(job_name)
-            age = now - float(value.get("submitted_at") or (value.get("history") or [[now]])[-1][0])
+            age = now - float(work.submitted_at or work.changed_at or now)
             found = job_finding(kind, record.key, job_name, job, age_seconds=age,
                                 ended_seconds=_ended_seconds(deps, job, now), grace_seconds=grace)
             if found:

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from shared.arrival.flow import mark_job_finished
+from shared.batches.training import mark_job_finished
 from shared.core import events
 from shared.core.errors import PermanentError, TransientError
 from shared.core.platform import APPROVAL_TAG, REFLEX_TAG, Job, ModelVersion, model_output

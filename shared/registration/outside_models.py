@@ -28,7 +28,6 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from shared.batches.latest import latest_batch
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, Job, ModelVersion
 from shared.core.reaction import Outcome
@@ -59,9 +58,11 @@ def _training_data(deps: Deps, champion: ModelVersion) -> str:
         data = str(job.tags.get("reflex.data", "")) if job else ""
     if data:
         return data
+    from shared.batches.training import latest_batch
+
     latest = latest_batch(deps)
-    asset = (latest[1].get("data") or {}) if latest else {}
-    return f"{asset['name']}:{asset['version']}" if asset.get("name") and asset.get("version") else ""
+    asset = latest[1].data if latest else None
+    return asset.ref if asset is not None and asset.name and asset.version else ""
 
 
 def admit(deps: Deps, model: ModelVersion, endpoint: str, event_id: str) -> Outcome | None:
