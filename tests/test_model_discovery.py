@@ -258,3 +258,20 @@ def test_a_tick_on_the_azure_adapter_sends_one_request_per_served_model() -> Non
     assert sorted((r.method, r.path.rsplit("/models/", 1)[1]) for r in sent) == [
         ("GET", "churn/versions"), ("GET", "sales/versions")]
     assert all(r.query["$top"] == ["1"] for r in sent)
+
+
+def test_a_refused_newest_version_lookup_is_reported_and_the_tick_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform refusing to say which version is newest (a permanent error from the lookup itself) is that
+    model's error in the tick's details; the tick does not fail and nothing is remembered (it asks again)."""
+    from shared.core.errors import PermanentError
+
+    fp = FakePlatform()
+    deps = _deps(fp)
+
+    def refuse(model: str) -> None:
+        raise PermanentError(f"listing versions of {model}: forbidden")
+
+    monkeypatch.setattr(fp, "get_latest_model", refuse)
+    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
+    assert outcome.details["discovered"][MODEL] == {"error": f"listing versions of {MODEL}: forbidden"}
+    assert list(deps.state.records(MEMO_PREFIX)) == []

@@ -31,6 +31,7 @@ from shared.rollout.machine import Rollout, admit
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
+    from shared.core.platform import ModelVersion
 
 __all__ = ["Handled", "discover", "discovery_event", "MEMO_PREFIX"]
 
@@ -79,6 +80,7 @@ def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dic
     """
     found: dict[str, dict[str, Any]] = {}
     for model, endpoint in deps.settings.endpoints.items():
+        latest: ModelVersion | None = None  # set before react() runs: a refusal of the listing itself has none
         try:
             latest = deps.platform.get_latest_model(model)
             if latest is None or _seen(deps, endpoint, model, latest.version):
@@ -90,6 +92,9 @@ def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dic
             continue
         except PermanentError as exc:  # declined for good: the same answer every tick, so remember it
             log.error("newest version of %s: %s", model, exc)
+            if latest is None:  # the platform refused to say which is newest: nothing to remember, asked again
+                found[model] = {"error": str(exc)}
+                continue
             _remember(deps, model, latest.version)
             found[model] = {"model": latest.ref, "version": latest.version, "error": str(exc)}
             continue
@@ -97,6 +102,7 @@ def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dic
             log.exception("newest version of %s could not be handled", model)
             found[model] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
+        assert latest is not None  # `continue`d above otherwise
         log.info("model %s was found by the reconciler, not announced by an event: %s", latest.ref, outcome.reason)
         if outcome.status != "dry-run":
             _remember(deps, model, latest.version)
