@@ -19,7 +19,7 @@ node_modules/.installed: package.json package-lock.json
 
 # in a shuffled order (the seed is printed: `--shuffle=<seed>` repeats it), so no test depends on another's leftovers;
 # the 20 slowest tests are listed, to see where CI's time goes
-test: setup tools
+test: setup tools check
 	$(PY) -m local.azurite run -- $(PY) -m pytest -q --durations=20
 
 lint: setup
