@@ -13,7 +13,7 @@ from the model it serves now (or served last).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,15 +107,19 @@ def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
         if any(o != v and group_matches({k: [o]}, k, v) for o in chain.refs.get(k, ())):
             chain.refs[k].remove(v)
     # oldest first; entries of the same instant keep the ledger's order (it is newest first)
-    chain.entries = [involved[p] for p in sorted(involved, key=lambda p: (str(involved[p].get("at", "")), -p))]
+    chain.entries = [dict(involved[p]) for p in sorted(involved, key=lambda p: (str(involved[p].get("at", "")), -p))]
     first_seen: dict[tuple[str, str], int] = {}
     for position, entry in enumerate(chain.entries):
         for group in ref_groups(entry):
             for k, values in group.items():
                 for v in values:
                     first_seen.setdefault((k, v), position)
-    chain.refs = {k: sorted(vs, key=lambda v, k=k: first_seen.get((k, v), len(chain.entries)))
-                  for k, vs in chain.refs.items()}
+    unseen = len(chain.entries)
+
+    def order(kind: str) -> Callable[[str], int]:
+        return lambda value: first_seen.get((kind, value), unseen)
+
+    chain.refs = {k: sorted(vs, key=order(k)) for k, vs in chain.refs.items()}
     return chain
 
 

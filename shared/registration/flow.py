@@ -27,7 +27,7 @@ recorded metric) and makes the side effects happen once:
   model as properties `reflex.metric.<name>` (for people, and the gate's reason as `reflex.gate`);
 * a failed or canceled run publishes `Reflex.TrainingFailed` once (a claim) and closes its arrival record.
 
-Record `registrations/jobs/<job>`::
+Record `registrations/jobs/<job>`: `shared.registration.records.Registration`::
 
     {"job", "status": "evaluating" | "registering" | "registered" | "skipped" | "dry-run", "version",
      "decision": {... "rows": {"source", "data", "count", "job", "note"}}, "evaluation": {"job", "champion"},
@@ -42,7 +42,8 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from shared.arrival.flow import mark_job_finished
+from shared.batches.retries import retry_training
+from shared.batches.training import mark_job_finished
 from shared.core import events, unheard
 from shared.core.errors import PermanentError, TransientError
 from shared.core.platform import (
@@ -57,6 +58,7 @@ from shared.core.platform import (
 from shared.core.reaction import Outcome
 from shared.core.state import Conflict, key_part
 from shared.registration import evaluation, gate, outside_models
+from shared.registration.records import Registration
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -74,7 +76,12 @@ VERSION_LEASE_SECONDS = 300.0
 
 
 def job_key(job: str) -> str:
-    return f"registrations/jobs/{key_part(job)}"
+    return Registration.key_of(job)
+
+
+def _registration(deps: Deps, key: str) -> Registration | None:
+    found = deps.state.get(key)
+    return Registration.from_dict(found.value) if found is not None else None
 
 
 def handle_run_event(raw: Any, deps: Deps) -> Outcome:
@@ -108,14 +115,13 @@ def handle_run_event(raw: Any, deps: Deps) -> Outcome:
 
 def _failed(event: events.RunCompleted, job: Job, status: str, deps: Deps) -> Outcome:
     """A failed training job: trained again when it failed for a transient reason and retries remain
-    (shared/arrival/retry.py `retry_transient`), else TrainingFailed once, with why it is not retried."""
-    from shared.arrival.retry import retry_transient
+    (shared/batches/retries.py `retry_training`), else TrainingFailed once, with why it is not retried."""
     from shared.core.control import read_control
 
     reason = f"job {status.lower()}" + (f": {job.error}" if job.error else "")
     batch = job.tags.get("reflex.batch", "")
     if job.failure == FAILURE_TRANSIENT and not read_control(deps).dry_run:
-        retried = retry_transient(deps, job.name, batch, job.error or status.lower())
+        retried = retry_training(deps, job.name, batch, job.error or status.lower())
         if retried is not None:
             return Outcome(retried.status, retried.reason, {**retried.details, "batch": batch, "event_id": event.id})
     not_retried = _not_retried(job, status, deps)
@@ -167,7 +173,14 @@ def _holdout_rows(job: Job, metrics: Mapping[str, Any]) -> gate.Rows:
     return gate.Rows("holdout", job.tags.get("reflex.data", ""), None if count is None else int(count), job=job.name)
 
 
-def _decide(job: Job, deps: Deps) -> gate.GateDecision | ModelVersion | None:
+def _run_metrics(deps: Deps, job: Job, memo: dict[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The run's metrics, fetched once per event however many steps read them (#17.3)."""
+    if job.name not in memo:
+        memo[job.name] = deps.platform.get_job_metrics(job.name)
+    return memo[job.name]
+
+
+def _decide(job: Job, deps: Deps, memo: dict[str, Mapping[str, Any]]) -> gate.GateDecision | ModelVersion | None:
     """The decision when the job's own numbers allow one; else what an evaluation job must score it against:
     the champion (`ModelVersion`), or None for the challenger alone (AutoML or an evaluation set, no champion).
     """
@@ -180,7 +193,7 @@ def _decide(job: Job, deps: Deps) -> gate.GateDecision | ModelVersion | None:
     champion = deps.platform.find_champion(s.model_name)
     if job.kind == "automl" or s.eval_data:
         return champion  # scored by an evaluation job, on its rows, with our arithmetic
-    metrics = deps.platform.get_job_metrics(job.name)
+    metrics = _run_metrics(deps, job, memo)
     rows = _holdout_rows(job, metrics)
     if champion is None:
         return gate.decide(metrics, None, rows=rows, **_base(deps))
@@ -209,9 +222,8 @@ def _evaluate(event: events.RunCompleted, job: Job, champion: ModelVersion | Non
     champ = champion.ref if champion else "none"
     details: dict[str, Any] = {"job": job.name, "model": s.model_name, "champion": champ,
                                "data": job.tags.get("reflex.data", ""), "event_id": event.id}
-    current = deps.state.get(key)
-    pending = (current.value.get("evaluation") or {}) if current and current.value.get("status") == "evaluating" \
-        else {}
+    current = _registration(deps, key)
+    pending = current.evaluation if current and current.status == "evaluating" else {}
     if pending.get("champion") == champ:
         return Outcome("duplicate", f"{job.name} is being evaluated against the champion {champ}: evaluation job "
                                     f"{pending.get('job')}", {**details, "evaluation": pending.get("job")})
@@ -230,14 +242,15 @@ def _evaluate(event: events.RunCompleted, job: Job, champion: ModelVersion | Non
     token = uuid.uuid4().hex
 
     def record(v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v and (v.get("status") in ("registered", "skipped") or (
-                v.get("status") == "evaluating" and (v.get("evaluation") or {}).get("job") == evaluated.name)):
+        current = Registration.from_dict(v or {})
+        recorded = current.status == "evaluating" and current.evaluation.get("job") == evaluated.name
+        if v and (current.final or recorded):
             return None  # decided meanwhile, or a racing copy recorded this very evaluation
-        return {**(v or {}), "job": job.name, "status": "evaluating", "event_id": event.id, "by": token,
-                "evaluation": {"job": evaluated.name, "champion": champ, "source": plan.source, "data": plan.data}}
+        return current.but(job=job.name, status="evaluating", event_id=event.id, by=token, evaluation={
+            "job": evaluated.name, "champion": champ, "source": plan.source, "data": plan.data}).to_dict()
 
     stored = deps.state.update(key, record)
-    if stored is None or stored.value.get("by") != token:
+    if stored is None or Registration.from_dict(stored.value).by != token:
         return Outcome("duplicate", f"{job.name} is being evaluated against the champion {champ}: evaluation job "
                                     f"{evaluated.name}", {**details, "evaluation": evaluated.name})
     # the sweep finds the evaluation job through this marker if its run event never comes (shared/core/unheard.py)
@@ -254,9 +267,9 @@ def _evaluated(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     if training is None:
         return Outcome("skipped", f"evaluation {job.name}: its training job {job.tags.get('reflex.parent')} is gone",
                        {"job": job.name})
-    concluded = deps.state.get(job_key(training.name))
-    if concluded is not None and concluded.value.get("status") in ("registered", "skipped"):
-        return _duplicate(training, concluded.value, deps)  # a late redelivery: decided already
+    concluded = _registration(deps, job_key(training.name))
+    if concluded is not None and concluded.final:
+        return _duplicate(training, concluded, deps)  # a late redelivery: decided already
     s = deps.settings
     if job.status != "Completed":
         reason = f"evaluation job {job.name} {job.status.lower()}" + (f": {job.error}" if job.error else "")
@@ -281,25 +294,25 @@ def _finish(key: str, status: str, token: str, fields: Mapping[str, Any], deps: 
     """CAS the job's record to its final status; True for the one invocation that made the transition."""
 
     def change(value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("status") in ("registered", "skipped"):
-            return None
-        return {**(value or {}), **fields, "status": status, "by": token}
+        current = Registration.from_dict(value or {})
+        return None if value is not None and current.final else current.but(**fields, status=status, by=token).to_dict()
 
     stored = deps.state.update(key, change)
-    return stored is not None and stored.value.get("by") == token
+    return stored is not None and Registration.from_dict(stored.value).by == token
 
 
 def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     key = job_key(job.name)
-    existing = deps.state.get(key)
-    if existing is not None and existing.value.get("status") in ("registered", "skipped"):
-        return _duplicate(job, existing.value, deps)
+    existing = _registration(deps, key)
+    if existing is not None and existing.final:
+        return _duplicate(job, existing, deps)
     # The slot and the batch record close once the gate has an outcome, not before: a gate that fails for a
     # transient reason keeps the job in its slot, where the sweep finds it again if no redelivery comes (#18).
+    memo: dict[str, Mapping[str, Any]] = {}
     try:
-        decided = _decide(job, deps)
+        decided = _decide(job, deps, memo)
         outcome = _evaluate(event, job, decided, key, deps) if not isinstance(decided, gate.GateDecision) \
-            else _conclude(event, job, decided, deps)
+            else _conclude(event, job, decided, deps, memo)
     except TransientError:
         raise
     except BaseException:
@@ -314,39 +327,40 @@ def _trained(job: Job, deps: Deps) -> None:
                       parent=job.tags.get("reflex.parent", ""))
 
 
-def _duplicate(job: Job, v: Mapping[str, Any], deps: Deps) -> Outcome:
-    return Outcome("duplicate", f"run {job.name} already {v['status']}: {v.get('decision', {}).get('reason', '')}",
-                   {"job": job.name, "version": v.get("version", ""), "model": deps.settings.model_name,
-                    "model_version": v.get("version", "")})
+def _duplicate(job: Job, r: Registration, deps: Deps) -> Outcome:
+    return Outcome("duplicate", f"run {job.name} already {r.status}: {r.decision.get('reason', '')}",
+                   {"job": job.name, "version": r.version, "model": deps.settings.model_name,
+                    "model_version": r.version})
 
 
-def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision, deps: Deps) -> Outcome:
+def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision, deps: Deps,
+              memo: dict[str, Mapping[str, Any]] | None = None) -> Outcome:
     """Act on a decision for the training `job`: register once, or record and publish why not, once."""
     from shared.core.control import read_control
 
     key = job_key(job.name)
-    existing = deps.state.get(key)
-    if existing is not None and existing.value.get("status") in ("registered", "skipped"):
-        return _duplicate(job, existing.value, deps)
+    existing = _registration(deps, key)
+    if existing is not None and existing.final:
+        return _duplicate(job, existing, deps)
     model = deps.settings.model_name
     details: dict[str, Any] = {"job": job.name, "model": model, "decision": decision.as_dict(),
                                "data": job.tags.get("reflex.data", ""), "event_id": event.id}
     token = uuid.uuid4().hex
     if read_control(deps).dry_run:
-        deps.state.update(key, lambda v: {**(v or {}), "job": job.name, "status": "dry-run",
-                                          "decision": decision.as_dict(), "event_id": event.id})
+        deps.state.update(key, lambda v: Registration.from_dict(v or {}).but(
+            job=job.name, status="dry-run", decision=decision.as_dict(), event_id=event.id).to_dict())
         return Outcome("dry-run", f"{'would register' if decision.register else 'would skip'}: {decision.reason}",
                        details)
     if not decision.register:
         if not _finish(key, "skipped", token, {"job": job.name, "decision": decision.as_dict(),
                                                "event_id": event.id}, deps):
-            return _duplicate(job, _current(key, deps), deps)
+            return _duplicate(job, _registration(deps, key) or Registration(), deps)
         # a version an earlier attempt claimed (it decided otherwise then) must not hold up the next job
-        _release(model, str((_current(key, deps)).get("version") or ""), job.name, deps)
+        _release(model, (_registration(deps, key) or Registration()).version, job.name, deps)
         deps.publisher.publish("ModelRegistrationSkipped", job.name, details)
         return Outcome("skipped", decision.reason, details)
     version = _version(key, job.name, model, deps)
-    metrics = deps.platform.get_job_metrics(job.name)
+    metrics = _run_metrics(deps, job, {} if memo is None else memo)
     tags = {REFLEX_TAG: "true", "reflex.trigger": f"run:{job.name}", "reflex.event_id": event.id,
             "reflex.data": job.tags.get("reflex.data", ""), "reflex.parent": job.name,
             "reflex.batch": job.tags.get("reflex.batch", "")}
@@ -362,21 +376,25 @@ def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision,
     except PermanentError:
         # refused for good: the number goes back, so the next job (or this one, replayed) is not blocked by it
         _release(model, version, job.name, deps)
-        deps.state.update(key, lambda v: {**v, "version": ""} if v and v.get("version") == version
-                          and v.get("status") == "registering" else None)
+        deps.state.update(key, lambda v: _forget_version(v, version, only_registering=True))
         raise
     details.update(version=registered.version, approval=decision.approval or "none")
     if not _finish(key, "registered", token, {"job": job.name, "version": version, "decision": decision.as_dict(),
                                               "event_id": event.id}, deps):
-        return _duplicate(job, _current(key, deps), deps)  # a racing copy made the transition and published
-    deps.publisher.publish("ModelRegistered", f"models/{model}:{version}", details)
+        # a racing copy made the transition and published
+        return _duplicate(job, _registration(deps, key) or Registration(), deps)
+    deps.publisher.publish(*events.ReflexModelRegistered.outbound(model, version, details))
     return Outcome("acted", f"registered {model}:{version}: {decision.reason}",
                    {**details, "model_version": registered.version})  # the ledger's model ref is name:version
 
 
-def _current(key: str, deps: Deps) -> dict[str, Any]:
-    found = deps.state.get(key)
-    return dict(found.value) if found else {}
+def _forget_version(value: dict[str, Any] | None, version: str, *, only_registering: bool = False
+                    ) -> dict[str, Any] | None:
+    """The record without `version` (it went back, or was taken over); None when it holds another one."""
+    current = Registration.from_dict(value or {})
+    if value is None or current.version != version or (only_registering and current.status != "registering"):
+        return None
+    return current.but(version="").to_dict()
 
 
 def version_key(model: str, version: str) -> str:
@@ -392,24 +410,21 @@ def _version(key: str, job: str, model: str, deps: Deps) -> str:
     Raises:
         TransientError: the next number is claimed by another job whose registration is under way.
     """
-    current = deps.state.get(key)
-    held = str((current.value if current else {}).get("version") or "")
+    current = _registration(deps, key)
+    held = current.version if current is not None else ""
     if held:
         claim = deps.state.get(version_key(model, held))
         if claim is None or claim.value.get("job") == job:
             return held
         # the claim was taken over (this job was presumed crashed): forget the number, take the next one
-        deps.state.update(key, lambda v: {**v, "version": ""} if v and v.get("version") == held else None)
+        deps.state.update(key, lambda v: _forget_version(v, held))
     numbers = {int(m.version) for m in deps.platform.list_models(model) if m.version.isdigit()}
     candidate = max(numbers, default=0) + 1
-    while True:
-        got = _claim_version(model, candidate, job, numbers, deps)
-        if got is not None:
-            break
+    while _claim_version(model, candidate, job, numbers, deps) is None:
         candidate += 1
-    stored = deps.state.update(key, lambda v: None if v and v.get("version") else {
-        **(v or {}), "job": job, "status": "registering", "version": str(candidate)})
-    version = str((stored.value if stored else {}).get("version") or "")
+    stored = deps.state.update(key, lambda v: None if v and Registration.from_dict(v).version else (
+        Registration.from_dict(v or {}).but(job=job, status="registering", version=str(candidate)).to_dict()))
+    version = Registration.from_dict(stored.value).version if stored is not None else ""
     if not version:
         raise TransientError(f"registration record {key} has no version yet", retry_after=5.0)
     if version != str(candidate):  # a racing copy stored another number first: hand this one back
