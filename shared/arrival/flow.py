@@ -12,7 +12,9 @@ Files arriving after completion are recorded as `late_files` and do not retrigge
 folder is the way to train on new data). Everything that cannot train ends with its reason in the record and
 in the outcome: unknown container, a blob outside a batch folder, zero-byte or unreadable files, an empty
 batch. The sweep (`sweep`) also recovers a batch whose completing worker crashed before submitting, starts
-batches waiting for a slot, and releases slots of jobs that ended without an event reaching us.
+batches waiting for a slot (a retry after a transient failure once its backoff has passed), and hands jobs that
+ended without an event reaching us to the reaction their event runs (shared/batches/training.py
+`refresh_running`, shared/core/unheard.py).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Why one service: four reactions train or close training, and must do it the same way. The arrival flow starts
 a batch once it completes (`start_batch`, also the sweep and an operator's `python -m reflex train`), the
 retraining timers train an already-trained batch again (shared/monitoring/retrain.py), the registration gate
-closes a batch when its run ends (`mark_job_finished`), and the arrival sweep releases slots of jobs that
-ended without an event reaching us (`refresh_running`). All of them reserve a slot in the one admission
+closes a batch when its run ends (`mark_job_finished`, or `retries.retry_training` when the job failed for a
+transient reason), and the arrival sweep hands jobs that ended without an event reaching us to the gate's own
+reaction (`refresh_running`). All of them reserve a slot in the one admission
 record (`reserve_slot`, shared/batches/admission.py: concurrency and daily cap, one CAS), build the same
 request with the same lineage tags (`training_request`), and submit through `submit`: the MLTable file
 AutoML needs, data asset `<dataset>:<batch>`, job. Job names derive from the batch and its manifest (and the
