@@ -37,6 +37,7 @@ from shared.batches.paths import (
     parse_blob_path,
 )
 from shared.batches.record import BlobVersion, add_blob, complete, set_status
+from shared.core import champion as champions
 from shared.core import events
 from shared.core.errors import PermanentError, ReflexError, TransientError, map_azure_error
 from shared.core.platform import REFLEX_TAG, TrainingRequest
@@ -206,7 +207,7 @@ def _training_request(value: Mapping[str, Any], key: str, event_id: str, deps: D
     champion = ""
     if s.training_mode == "command" and not s.eval_data:
         # the job scores the champion on its own holdout, so the gate compares both on the same rows
-        found = deps.platform.find_champion(s.model_name)
+        found = champions.find(deps, s.model_name)
         champion = found.ref if found else ""
         tags["reflex.eval.champion"] = champion or "none"
     return TrainingRequest(

@@ -36,6 +36,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from shared.arrival.flow import mark_job_finished
+from shared.core import champion as champions
 from shared.core import events
 from shared.core.errors import PermanentError, TransientError
 from shared.core.platform import APPROVAL_TAG, REFLEX_TAG, Job, ModelVersion, model_output
@@ -135,7 +136,7 @@ def _decide(job: Job, deps: Deps) -> gate.GateDecision | ModelVersion | None:
         have = ", ".join(sorted(job.outputs)) or "none"
         return gate.GateDecision(False, f"run {job.name} has no model output {output!r} (outputs: {have})",
                                  s.gate_metric, s.gate_direction, s.gate_min_margin, None, None)
-    champion = deps.platform.find_champion(s.model_name)
+    champion = champions.find(deps, s.model_name)
     if job.kind == "automl" or s.eval_data:
         return champion  # scored by an evaluation job, on its rows, with our arithmetic
     metrics = deps.platform.get_job_metrics(job.name)
@@ -208,7 +209,7 @@ def _evaluated(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
         reason = f"evaluation job {job.name} {job.status.lower()}" + (f": {job.error}" if job.error else "")
         decision = gate.GateDecision(False, reason, s.gate_metric, s.gate_direction, s.gate_min_margin, None, None)
         return _conclude(event, training, decision, deps)
-    champion = deps.platform.find_champion(s.model_name)
+    champion = champions.find(deps, s.model_name)
     if (champion.ref if champion else "none") != job.tags.get(SCORED_TAG, ""):
         return _evaluate(event, training, champion, job_key(training.name), deps)  # crowned meanwhile: again
     found = evaluation.outcome_of(job, deps.platform.get_job_metrics(job.name), metric=s.gate_metric)
@@ -302,8 +303,10 @@ def _version(key: str, job: str, model: str, deps: Deps) -> str:
     current = deps.state.get(key)
     if current is not None and current.value.get("version"):
         return str(current.value["version"])
-    existing = [int(m.version) for m in deps.platform.list_models(model) if m.version.isdigit()]
-    floor = max(existing, default=0) + 1
+    # above the newest version (one request, not a listing of every version: #17): versions registered outside
+    # Reflex since the counter last moved are skipped, so an explicit version never lands on someone else's model
+    latest = deps.platform.get_latest_model(model)
+    floor = (int(latest.version) if latest is not None and latest.version.isdigit() else 0) + 1
     allocated: dict[str, int] = {}
 
     def take(value: dict[str, Any] | None) -> dict[str, Any]:
