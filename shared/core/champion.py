@@ -96,14 +96,15 @@ def crown(deps: Deps, model: str, version: str, *, by: str) -> list[str]:
     Idempotent: crowning the pointer's own version again changes nothing and returns the versions not yet untagged
     (a promotion that crashed before `demoted` finishes its work when it runs again).
     """
-    if pointer(deps, model) is None:
-        repair(deps, model)  # the first promotion after the pointer was introduced: learn the tagged versions
+    # the first promotion without a pointer (a store from before it): the registry's tags say what to untag
+    tagged = [] if pointer(deps, model) is not None else [
+        m.version for m in deps.platform.list_models(model) if m.tags.get(CHAMPION_TAG) == "true"]
 
     def move(value: dict[str, Any] | None) -> dict[str, Any] | None:
         current = dict(value or {})
         if current.get("version") == version:
             return None
-        pending = {*current.get("demote", []), *([current["version"]] if current.get("version") else [])}
+        pending = {*current.get("demote", []), *([current["version"]] if current.get("version") else []), *tagged}
         return {"model": model, "version": version, "at": utcnow_iso(), "by": by,
                 "demote": sorted(pending - {version})}
 
