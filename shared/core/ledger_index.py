@@ -153,8 +153,9 @@ def _lines(body: bytes, base: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
 class BlobEntrySource:
     """The entries of a `BlobLedger`'s window through its stored index (built here on first read)."""
 
-    def __init__(self, container: ContainerClient, *, days: int, today: date) -> None:
+    def __init__(self, container: ContainerClient, *, days: int, today: date, tail_bytes: int = TAIL_BYTES) -> None:
         self._container = container
+        self._tail_bytes = tail_bytes
         oldest = (today - timedelta(days=max(days, 1) - 1)).isoformat()
         self._shards: dict[tuple[str, int, int], dict[str, list[list[int]]]] = {}
         self._built: dict[tuple[str, int], dict[str, Any]] = {}  # lines of segments this reader built
@@ -222,7 +223,7 @@ class BlobEntrySource:
             return
         body = body[: body.rfind(b"\n") + 1]  # whole lines only (every append is one, but be strict)
         found = list(_lines(body, start))
-        if len(body) >= TAIL_BYTES:
+        if len(body) >= self._tail_bytes:
             self._store_segment(part, start, start + len(body), found)
             part.segments.append((start, start + len(body), self._shard_count(len(found))))
             self._remember(part, start, start + len(body), found)
@@ -342,11 +343,12 @@ class BlobEntrySource:
         return not any(p.size for p in self._parts)
 
 
-def source_for(ledger: Ledger, *, days: int) -> EntrySource:
+def source_for(ledger: Ledger, *, days: int, tail_bytes: int = TAIL_BYTES) -> EntrySource:
     """The index of a `BlobLedger` in the window of `days` UTC days; other ledgers (memory) inverted in memory."""
     from shared.core.ledger import BlobLedger
 
     if isinstance(ledger, BlobLedger):
         today = datetime.fromtimestamp(ledger.clock(), UTC).date()
-        return BlobEntrySource(ledger._container, days=days, today=today)  # its own blobs, same layer
+        # the ledger's own container (same layer): the index lives beside the parts it indexes
+        return BlobEntrySource(ledger._container, days=days, today=today, tail_bytes=tail_bytes)
     return MemoryEntrySource(list(ledger.entries(days=days)))
