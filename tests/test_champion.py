@@ -114,23 +114,12 @@ def test_a_trusted_outside_model_becomes_champion_only_through_its_rollout(world
     assert champions.pointer(world.current["deps"], MODEL)["version"] == "2"  # type: ignore[attr-defined,index]
 
 
-def _aml_model(svc: AmlService, version: int, tags: dict[str, str]) -> None:
-    """A model version as the service stores it (the ModelVersion createOrUpdate example's shape)."""
-    rel = f"/models/churn/versions/{version}"
-    svc.resources[rel.lower()] = {
-        "id": f"{svc.ws_path}{rel}", "name": str(version),
-        "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
-        "properties": {"description": None, "tags": tags, "properties": {}, "isAnonymous": False,
-                       "isArchived": False, "flavors": {}, "modelType": "mlflow_model",
-                       "modelUri": f"azureml://jobs/job-{version}/outputs/model/paths/"}}
-
-
 def test_the_champion_of_1000_versions_is_one_request_with_the_real_sdk() -> None:
     """The state store is in memory here: the `responses` transport answers every HTTP request of the SDK, and
     what is counted is the platform's (the pointer's storage read is one blob GET either way)."""
     svc = AmlService()
     for v in range(1, 1001):
-        _aml_model(svc, v, {REFLEX_TAG: "true", **({CHAMPION_TAG: "true"} if v == 640 else {})})
+        svc.seed_model_version("churn", str(v), {REFLEX_TAG: "true", **({CHAMPION_TAG: "true"} if v == 640 else {})})
     with azure_platform(svc) as p:
         deps = make_deps(make_settings(), state=MemoryStateStore())
         deps.platform = p  # type: ignore[misc]  # the Deps' cached platform: the real adapter

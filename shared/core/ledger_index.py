@@ -28,8 +28,9 @@ refs really match (`ledger.matches`, `ledger.group_matches`), so a shared key co
 from __future__ import annotations
 
 import json
+import threading
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -52,7 +53,22 @@ MAX_SHARDS = 256
 _GAP = 64 * 1024  # wanted lines closer than this are read in one ranged download
 _WORKERS = 8
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
 Found = list[tuple[int, Mapping[str, Any]]]  # (position: smaller is newer, entry), the ledger's newest-first order
+
+
+def _map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """`fn` over `items`, in parallel on one pool kept for the process (a walk asks many small rounds: starting
+    threads per round would cost more than the reads); a single item runs here."""
+    global _POOL
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_WORKERS, thread_name_prefix="ledger-index")
+    return list(_POOL.map(fn, items))
 
 
 def index_key(value: str) -> str:
@@ -158,11 +174,11 @@ class BlobEntrySource:
         self._tail_bytes = tail_bytes
         oldest = (today - timedelta(days=max(days, 1) - 1)).isoformat()
         self._shards: dict[tuple[str, int, int], dict[str, list[list[int]]]] = {}
-        self._built: dict[tuple[str, int], dict[str, Any]] = {}  # lines of segments this reader built
-        self._parts = [p for p in self._list_parts() if p.day >= oldest]
-        self._load_segments()
-        with ThreadPoolExecutor(_WORKERS) as pool:
-            list(pool.map(self._read_tail, [p for p in self._parts if p.size > p.covered]))
+        self._built: dict[tuple[str, int], dict[str, Any]] = {}  # lines this reader has (built or read)
+        parts, index = _map(lambda f: f(), [self._list_parts, self._list_index])  # the two listings at once
+        self._parts = [p for p in parts if p.day >= oldest]
+        self._load_segments(index)
+        _map(self._read_tail, [p for p in self._parts if p.size > p.covered])
 
     # ---- building
     def _list_parts(self) -> list[_Part]:
@@ -179,14 +195,16 @@ class BlobEntrySource:
                 parts.append(_Part(parsed[0], parsed[1], blob.name, int(blob.size or 0)))
         return parts
 
-    def _load_segments(self) -> None:
-        """Each part's chain of finished segments from byte 0, from one listing (the marker names the shards)."""
+    def _list_index(self) -> list[str]:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            names = [b.name for b in self._container.list_blobs(name_starts_with=INDEX_PREFIX)]
+            return [b.name for b in self._container.list_blobs(name_starts_with=INDEX_PREFIX)]
         except ResourceNotFoundError:
-            names = []
+            return []
+
+    def _load_segments(self, names: Sequence[str]) -> None:
+        """Each part's chain of finished segments from byte 0, from the listing (the marker names the shards)."""
         done: dict[str, dict[int, tuple[int, int]]] = {}  # part folder -> start -> (end, shards)
         for name in names:
             head, _, leaf = name.rpartition("/")
@@ -257,8 +275,7 @@ class BlobEntrySource:
             body = json.dumps(item[1], separators=(",", ":")).encode()
             self._container.get_blob_client(f"{folder}{item[0]}.json").upload_blob(body, overwrite=True)
 
-        with ThreadPoolExecutor(_WORKERS) as pool:
-            list(pool.map(put, enumerate(tables)))
+        _map(put, list(enumerate(tables)))
         done = {"lines": len(found), "shards": len(tables), "part": part.name, "start": start, "end": end,
                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
         self._container.get_blob_client(f"{folder}done-{len(tables)}.json").upload_blob(
@@ -284,8 +301,7 @@ class BlobEntrySource:
         needed = {(p.name, s, e, self._shard_of(k, n)) for p in self._parts for s, e, n in p.segments for k in keys}
         by_name = {p.name: p for p in self._parts}
         missing = [n for n in needed if (n[0], n[1], n[3]) not in self._shards]
-        with ThreadPoolExecutor(_WORKERS) as pool:
-            list(pool.map(lambda n: self._shard(by_name[n[0]], n[1], n[2], n[3]), missing))
+        _map(lambda n: self._shard(by_name[n[0]], n[1], n[2], n[3]), missing)
         spans: dict[str, set[tuple[int, int]]] = {}
         for part in self._parts:
             for start, end, shards in part.segments:
@@ -308,7 +324,7 @@ class BlobEntrySource:
 
     def _read_lines(self, spans: Mapping[str, set[tuple[int, int]]]) -> dict[tuple[str, int], dict[str, Any]]:
         """The wanted lines, nearby ones in one ranged download each; lines this reader indexed come from memory."""
-        built = self._built
+        built = self._built  # lines this reader indexed or read already
         out: dict[tuple[str, int], dict[str, Any]] = {}
         ranges: list[tuple[str, int, int, list[tuple[int, int]]]] = []
         for name, wanted in spans.items():
@@ -334,9 +350,9 @@ class BlobEntrySource:
                     got.append(((name, offset), entry))
             return got
 
-        with ThreadPoolExecutor(_WORKERS) as pool:
-            for got in pool.map(fetch, ranges):
-                out.update(got)
+        for got in _map(fetch, ranges):
+            out.update(got)
+            built.update(got)
         return {k: dict(v) for k, v in out.items()}
 
     def empty(self) -> bool:
