@@ -78,7 +78,8 @@ def champion_bench(versions: int) -> dict[str, float]:
     svc = Sized()
     champion = versions * 2 // 3
     for v in range(1, versions + 1):
-        svc.seed_model_version("churn", str(v), {REFLEX_TAG: "true", **({CHAMPION_TAG: "true"} if v == champion else {})})
+        tags = {REFLEX_TAG: "true", **({CHAMPION_TAG: "true"} if v == champion else {})}
+        svc.seed_model_version("churn", str(v), tags)
     with azure_platform(svc) as p:
         deps = make_deps(make_settings(), state=MemoryStateStore())
         deps.platform = p  # type: ignore[misc]
@@ -93,8 +94,8 @@ def champion_bench(versions: int) -> dict[str, float]:
         champions.find(deps, "churn")  # the pointer is repaired once (one listing), then:
         pointer = measured(lambda: champions.find(deps, "churn"))
     print(f"champion of {versions} versions (real SDK, HTTP stand-in):")
-    print(f"  listing (find_champion): {naive[0]} request(s), {naive[1] / 1024:.0f} KiB, {naive[2] * 1000:.0f} ms")
-    print(f"  pointer (champion.find): {pointer[0]} request(s), {pointer[1] / 1024:.1f} KiB, {pointer[2] * 1000:.0f} ms")
+    for what, (n, size, seconds) in (("listing (find_champion)", naive), ("pointer (champion.find)", pointer)):
+        print(f"  {what}: {n} request(s), {size / 1024:.1f} KiB, {seconds * 1000:.0f} ms")
     return {"champion_http_1000": pointer[0], "champion_http_1000_baseline": naive[0],
             "champion_kib_1000": round(pointer[1] / 1024, 1), "champion_kib_1000_baseline": round(naive[1] / 1024),
             "champion_ms_1000": round(pointer[2] * 1000, 1), "champion_ms_1000_baseline": round(naive[2] * 1000)}
@@ -114,7 +115,8 @@ def _ledger_lines(lines: int) -> tuple[list[bytes], str]:
                                                                                      "batch": bid})))
         rows.append(("arrival.sweep", f"sweep-{b}", Outcome("acted", "started", {
             "links": [{"batch": bid, "job": job, "data": f"sales:{b}"}]})))
-        rows.append(("registration.run_event", f"run-{b}", Outcome("acted", "registered", {"job": job, "model": model})))
+        rows.append(("registration.run_event", f"run-{b}", Outcome("acted", "registered",
+                                                                  {"job": job, "model": model})))
         rows.append(("rollout.reconcile", f"rec-{b}", Outcome("acted", "advanced", {
             "links": [{"model": model, "rollout": f"ep/{model}", "endpoint": "ep"}]})))
         for n in range(20):

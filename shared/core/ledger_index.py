@@ -13,10 +13,13 @@ stores the index beside it; later readers read the index and only the lines the 
     ledger-index/<day>.<part>/<start>-<end>/done-<shards>.json   {"lines", ...}: written last, so a segment
                                                             is used only once every shard of it is stored
 
-A segment is immutable: an append blob's committed bytes never change, and every append is one whole line. The
+A segment is immutable: an append blob's committed bytes never change ("Updating or deleting of existing blocks is
+not supported", AppendBlobClient, https://learn.microsoft.com/dotnet/api/azure.storage.blobs.specialized.
+appendblobclient; REST: Append Block), and every append is one whole line (shared/core/ledger.py). The
 index of a part is the chain of segments from byte 0; what lies beyond it (lines appended since, including those
 appended while a segment was being built: a segment ends where the download that built it ended) is the part's
-*tail*, read with one ranged download and searched in memory; a tail of `TAIL_BYTES` or more becomes a new segment,
+*tail*, read with one ranged download (Get Blob with `x-ms-range`; azure-storage-blob
+`download_blob(offset=, length=)`) and searched in memory; a tail of `TAIL_BYTES` or more becomes a new segment,
 so no reader re-reads it. Concurrent readers may build the same segment: identical blobs, no harm.
 
 Keys: an id without "/" is its own key; an id with "/" (a blob URL, a batch, a rollout) is keyed by its last two
@@ -242,9 +245,12 @@ class BlobEntrySource:
         body = body[: body.rfind(b"\n") + 1]  # whole lines only (every append is one, but be strict)
         found = list(_lines(body, start))
         if len(body) >= self._tail_bytes:
-            self._store_segment(part, start, start + len(body), found)
-            part.segments.append((start, start + len(body), self._shard_count(len(found))))
-            self._remember(part, start, start + len(body), found)
+            tables = self._build(found)
+            self._store_segment(part, start, start + len(body), tables, lines=len(found))
+            part.segments.append((start, start + len(body), len(tables)))
+            for number, table in enumerate(tables):  # kept: this reader does not download them again
+                self._shards[(part.name, start, number)] = table
+            self._built.update({(part.name, o): e for o, _, e in found})
             return
         for offset, _length, entry in found:
             for key in entry_keys(entry):
@@ -266,26 +272,19 @@ class BlobEntrySource:
                 tables[self._shard_of(key, shards)].setdefault(key, []).append([offset, length])
         return tables
 
-    def _store_segment(self, part: _Part, start: int, end: int,
-                       found: Sequence[tuple[int, int, dict[str, Any]]]) -> None:
+    def _store_segment(self, part: _Part, start: int, end: int, tables: Sequence[dict[str, list[list[int]]]], *,
+                       lines: int) -> None:
         folder = f"{part.folder()}{start}-{end}/"
-        tables = self._build(found)
 
         def put(item: tuple[int, dict[str, list[list[int]]]]) -> None:
             body = json.dumps(item[1], separators=(",", ":")).encode()
             self._container.get_blob_client(f"{folder}{item[0]}.json").upload_blob(body, overwrite=True)
 
         _map(put, list(enumerate(tables)))
-        done = {"lines": len(found), "shards": len(tables), "part": part.name, "start": start, "end": end,
+        done = {"lines": lines, "shards": len(tables), "part": part.name, "start": start, "end": end,
                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
         self._container.get_blob_client(f"{folder}done-{len(tables)}.json").upload_blob(
             json.dumps(done).encode(), overwrite=True)
-
-    def _remember(self, part: _Part, start: int, end: int, found: Sequence[tuple[int, int, dict[str, Any]]]) -> None:
-        """The segment just built, kept in memory: this reader does not download its shards again."""
-        for number, table in enumerate(self._build(found)):
-            self._shards[(part.name, start, number)] = table
-        self._built.update({(part.name, o): e for o, _, e in found})
 
     # ---- reading
     def _shard(self, part: _Part, start: int, end: int, number: int) -> dict[str, list[list[int]]]:

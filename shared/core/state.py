@@ -72,7 +72,10 @@ class Listed:
     modified: float | None
 
 
-_STATUS_META = "reflexstatus"  # blob metadata name: a C# identifier, as Azure requires
+# Blob metadata name: "Metadata names must adhere to the naming rules for C# identifiers" (Naming and Referencing
+# Containers, Blobs, and Metadata, https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-
+# containers--blobs--and-metadata); values travel as x-ms-meta-* headers, so the summary is short ASCII.
+_STATUS_META = "reflexstatus"
 
 
 def summary_of(value: Mapping[str, Any]) -> dict[str, str]:
@@ -365,8 +368,9 @@ class BlobStateStore(StateStore):
             self._container.list_blobs(name_starts_with=prefix or None)))])
 
     def _listing(self, prefix: str) -> Iterator[Listed]:
-        """List Blobs with `include=metadata` (azure-storage-blob `list_blobs(include=["metadata"])`): each
-        BlobProperties carries `metadata` and `last_modified`, so no record is read."""
+        """List Blobs with `include=metadata` (https://learn.microsoft.com/rest/api/storageservices/list-blobs;
+        azure-storage-blob `ContainerClient.list_blobs(include=["metadata"])`, "Options include: 'snapshots',
+        'metadata', ..."): each BlobProperties carries `metadata` and `last_modified`, so no record is read."""
         blobs = self._call(prefix or "list", lambda: list(
             self._container.list_blobs(name_starts_with=prefix or None, include=["metadata"])))
         return iter([Listed(b.name, (b.metadata or {}).get(_STATUS_META),
