@@ -12,6 +12,8 @@
 //                    a cluster of Reflex's own at 0 nodes,                          app/ml.bicep
 //                    datastores, training environment, the workspace system topic
 //   roles            least-privilege data roles                                     app/rbac.bicep, app/ml.bicep
+//   alerts           action group (when an email is given), log search alert rules,  app/alerts.bicep
+//                    and the Reflex workbook (app/workbook.json)
 targetScope = 'subscription'
 
 @minLength(1)
@@ -45,7 +47,7 @@ param computeMaxNodes int = 2
 @description('Registered model that training produces and the online endpoint serves (REFLEX_MODEL_NAME).')
 param modelName string = 'reflex-model'
 
-@description('Containers and datastores (defaults match shared/settings.py).')
+@description('Containers and datastores (defaults match shared/core/settings.py).')
 param dataContainerName string = 'reflex-data'
 param scoringContainerName string = 'reflex-scoring'
 param stateContainerName string = 'reflex-state'
@@ -62,6 +64,9 @@ param trainingImage string = 'mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04
 param trainingCodeName string = 'reflex-train-code'
 param trainingCodeVersion string = '1'
 
+@description('Email address alerts go to (azd env set REFLEX_ALERT_EMAIL ...); empty: no action group, the alerts only show in Azure Monitor.')
+param alertEmail string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -74,7 +79,7 @@ var appName = 'func-${resourceToken}'
 // Online and batch endpoint names must be unique within an Azure region ("Your endpoint name must be unique in
 // the Azure region", how-to-deploy-online-endpoints; "A batch endpoint's name needs to be unique in each region
 // since the name is used to construct the invocation URI", how-to-use-batch-model-deployments), so the defaults
-// of shared/settings.py (reflex-endpoint, reflex-batch) would collide for a second adopter: derive them from the
+// of shared/core/settings.py (reflex-endpoint, reflex-batch) would collide for a second adopter: derive them from the
 // resource token. Both fit the endpoint rule (a letter first, 3-32 letters, digits, hyphens).
 var onlineEndpointName = 'reflex-${resourceToken}'
 var batchEndpointName = 'reflex-batch-${resourceToken}'
@@ -109,6 +114,19 @@ module monitoring 'app/monitoring.bicep' = {
     appInsightsName: 'appi-${resourceToken}'
     location: location
     tags: tags
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    appInsightsName: monitoring.outputs.appInsightsName
+    alertEmail: alertEmail
+    namePrefix: 'reflex-${resourceToken}'
   }
 }
 
@@ -260,3 +278,5 @@ output REFLEX_SCORING_CONTAINER string = scoringContainerName
 output REFLEX_DEADLETTER_CONTAINER string = deadLetterContainerName
 output REFLEX_TRAINING_CODE_NAME string = trainingCodeName
 output REFLEX_TRAINING_CODE_VERSION string = trainingCodeVersion
+output AZURE_APPINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+output REFLEX_WORKBOOK_ID string = alerts.outputs.workbookId

@@ -1,5 +1,5 @@
 // The Function App on Flex Consumption (FC1, Python 3.11), running as the one user-assigned identity.
-// App settings are exactly the ones shared/settings.py reads plus the host's own identity-based storage
+// App settings are exactly the ones shared/core/settings.py reads plus the host's own identity-based storage
 // connection (tests/test_infra.py checks both ways). Flex Consumption takes the runtime from functionAppConfig,
 // so FUNCTIONS_WORKER_RUNTIME and FUNCTIONS_EXTENSION_VERSION are deliberately absent.
 

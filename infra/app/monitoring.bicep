@@ -25,7 +25,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   properties: {
     Application_Type: 'web'
     WorkspaceResourceId: logAnalytics.id
-    // Local auth stays on: shared/log.py calls configure_azure_monitor() without a credential, so the Python
+    // Local auth stays on: shared/core/log.py calls configure_azure_monitor() without a credential, so the Python
     // exporter authenticates with the connection string's key. Turning this off needs a credential passed there.
     DisableLocalAuth: false
   }

@@ -139,10 +139,10 @@ resource scoringBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions
   }
 }
 
-// The gate's own Reflex.ModelRegistered (shared/registration.py) to on_model_registered, besides Azure ML's
+// The gate's own Reflex.ModelRegistered (shared/registration/flow.py) to on_model_registered, besides Azure ML's
 // ModelRegistered (workspace-subscriptions.bicep): Azure ML's events are still preview, and a registration must
 // not depend on them alone. Both arrive for a model the gate registers; the rollout admits the second as a
-// duplicate (shared/rollout_flow.py `register`). The custom topic's identity writes its dead letters (rbac.bicep).
+// duplicate (shared/rollout/flow.py `register`). The custom topic's identity writes its dead letters (rbac.bicep).
 resource reflexModelRegistered 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = {
   parent: reflexTopic
   name: 'reflex-on-reflex-model-registered'

@@ -1,4 +1,4 @@
-// The custom topic Reflex publishes its own Reflex.* events to (shared/publish.py). Only Entra ID may publish:
+// The custom topic Reflex publishes its own Reflex.* events to (shared/core/publish.py). Only Entra ID may publish:
 // local (key) auth is off, and the app's identity holds EventGrid Data Sender on this topic alone (rbac.bicep).
 
 param name string

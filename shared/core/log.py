@@ -5,6 +5,20 @@ invocation with `context(...)` (a contextvar, so concurrent invocations in one w
 Azure Monitor exporter is imported only when `APPLICATIONINSIGHTS_CONNECTION_STRING` is set, and only on the
 first invocation, so cold start does not pay for it.
 
+What reaches Application Insights: the exporter's OpenTelemetry `LoggingHandler` turns every attribute of a
+`LogRecord` that is not one of logging's own (`_RESERVED_ATTRS`: msg, args, levelname, ...) into a log record
+attribute, and the Azure Monitor exporter writes those as `customDimensions` of a `traces` row (values cut to
+8 KiB; a record with exc_info becomes an `exceptions` row instead): opentelemetry-instrumentation-logging
+`handler.py` `LoggingHandler._get_attributes`, azure-monitor-opentelemetry-exporter `export/logs/_exporter.py`
+`_convert_log_to_envelope` and `_utils._filter_custom_properties` (Azure/azure-sdk-for-python,
+sdk/monitor/azure-monitor-opentelemetry-exporter, 1.0.0b58 as installed). `configure_azure_monitor(logger_name=
+"reflex")` adds that handler to the `reflex` logger; a *logger's* filter does not run for records of its
+children (`reflex.reaction`, ...), so the context filter is put on that handler too (`export_context`), or the
+context would never leave the process. The alert rules and the workbook in infra/ query these dimensions:
+`function`, `event_id`, `key`, `ctx` (every line), `reaction`, `outcome`, `explain_id`, `dead_letter` (the
+outcome line, shared/core/reaction.py) and `reflex_event`, `reflex_subject`, `reflex_data`, `explain_id` (one line per
+published `Reflex.*` event, shared/core/publish.py).
+
 The Azure SDK logs every HTTP request and response at INFO (`azure.core.pipeline.policies.http_logging_policy`),
 which buries Reflex's own lines wherever INFO reaches a handler (the local host, the scoring server, the CLI,
 the Functions worker): `quiet_sdk_loggers` sets the `azure` logger, the parent of every azure-* library's
@@ -18,16 +32,20 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-__all__ = ["ContextFilter", "configure", "configure_process", "context", "current_context", "quiet_sdk_loggers"]
+__all__ = ["EXPLAIN_KINDS", "ContextFilter", "configure", "configure_process", "context", "current_context",
+           "explain_id", "export_context", "quiet_sdk_loggers"]
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("reflex_log_context",
                                                                                    default=None)
 _FIELDS = ("function", "event_id", "key")
 _SDK_LOGGERS = ("azure",)  # every azure-* library logs under it (azure.core, azure.storage.blob, azure.identity…)
 _configured = False
+# The ref kinds (shared/core/ledger.py REF_KINDS) a line's explain id is taken from, first found wins: the batch or job
+# names the chain from its start; a model ("name:version") or rollout where no batch or job is known.
+EXPLAIN_KINDS = ("batch", "scoring_batch", "job", "scoring_job", "model", "rollout", "blob", "scoring_blob")
 
 
 def current_context() -> dict[str, str]:
@@ -56,6 +74,28 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def explain_id(refs: Mapping[str, Sequence[str]], fallback: str = "") -> str:
+    """The id to give `python -m reflex explain` for a line that touched `refs` (ledger ref kinds -> ids):
+    its batch, job or model, else `fallback` (the event id), else "-". Logged as the `explain_id` dimension, so
+    an alert on the line names the command to run."""
+    for kind in EXPLAIN_KINDS:
+        for value in refs.get(kind, ()):
+            if value:
+                return str(value)
+    return fallback if fallback and fallback != "-" else "-"
+
+
+def export_context(logger: logging.Logger) -> None:
+    """Put the context filter on every handler of `logger` (the Azure Monitor exporter's), so records of its
+    child loggers carry the context too (see the module docstring)."""
+    for handler in logger.handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
+
+
+_FILTER = ContextFilter()
+
+
 def quiet_sdk_loggers() -> None:
     """Azure SDK loggers at WARNING (their HTTP lines are INFO), unless a level was set on purpose."""
     for name in _SDK_LOGGERS:
@@ -81,7 +121,7 @@ def configure() -> None:
     quiet_sdk_loggers()
     logger = logging.getLogger("reflex")
     logger.setLevel(logging.INFO)
-    context_filter = ContextFilter()
+    context_filter = _FILTER
     logger.addFilter(context_filter)
     if not logging.getLogger().handlers:  # outside the Functions worker (local host, CLI, tests)
         handler = logging.StreamHandler()
@@ -93,3 +133,4 @@ def configure() -> None:
         from azure.monitor.opentelemetry import configure_azure_monitor  # heavy: only when asked for
 
         configure_azure_monitor(logger_name="reflex")
+        export_context(logger)

@@ -3,11 +3,15 @@
 Published to a custom Event Grid topic (`REFLEX_EVENTGRID_TOPIC_ENDPOINT`) in the Event Grid schema, with the
 managed identity in Azure or an access key locally (`REFLEX_EVENTGRID_TOPIC_KEY`). With no topic configured it
 says so once in the log and does nothing else: publishing is a notification, never a reason to fail a reaction
-that already acted. Every published event is also handed to the optional `sink` (the ledger, tests).
+that already acted. Every published event is also handed to the optional `sink` (the ledger, tests), and
+logged once with its type, subject, data and explain id as fields (`reflex_event`, `reflex_subject`,
+`reflex_data`, `explain_id`: customDimensions in Application Insights, see shared/core/log.py), which is what the
+alert rules and the workbook in infra/ read: Event Grid keeps no log of what a custom topic received.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,6 +39,26 @@ class OutboundEvent:
     def as_eventgrid(self) -> dict[str, Any]:
         return {"id": self.id, "eventType": self.type, "subject": self.subject, "data": dict(self.data),
                 "eventTime": self.time, "dataVersion": "1"}
+
+
+def _dimensions(event: OutboundEvent) -> dict[str, str]:
+    """The published event as log fields; its explain id from the ids in its data (a rollout's `model` and
+    `version` name the model "name:version"; a health finding's are in its `evidence`), else the event id of the
+    run that published it."""
+    from shared.core.ledger import refs_from
+    from shared.core.log import current_context, explain_id
+
+    evidence = event.data.get("evidence")
+    ids = {**(evidence if isinstance(evidence, Mapping) else {}), **event.data}
+    if "version" in ids and "model_version" not in ids:
+        ids["model_version"] = ids["version"]
+    try:
+        refs = refs_from(ids)
+    except Exception:  # a line's fields must never fail the reaction that published
+        refs = {}
+    return {"reflex_event": event.type, "reflex_subject": event.subject,
+            "reflex_data": json.dumps(dict(event.data), default=str, sort_keys=True),
+            "explain_id": explain_id(refs, current_context().get("event_id", ""))}
 
 
 class Publisher:
@@ -84,6 +108,7 @@ class Publisher:
         del self.sent[:-1000]
         if self._sink is not None:
             self._sink(event)
+        log.info("published %s for %s", full_type, subject, extra=_dimensions(event))
         if not self._endpoint:
             if not self._warned:
                 log.info("REFLEX_EVENTGRID_TOPIC_ENDPOINT is not set: Reflex.* events are not published")

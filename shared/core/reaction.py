@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.core.errors import ReflexError, TransientError
-from shared.core.log import configure, context
+from shared.core.log import configure, context, explain_id
 from shared.core.state import key_part
 
 if TYPE_CHECKING:
@@ -119,12 +119,14 @@ def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None,
                 if read_control(deps).paused:
                     outcome = _hold(name, payload, event_id, deps) if event_id else Outcome(
                         "skipped", "automation is paused")
-                    log.info("%s: %s", outcome.status, outcome.reason)
+                    log.info("%s: %s", outcome.status, outcome.reason,
+                             extra=_dimensions(name, event_id, payload, outcome))
                     _record(name, event_id, payload, outcome, deps)
                     return outcome
             outcome = HANDLERS[name](payload, deps)
         except TransientError as exc:
-            log.warning("transient failure, the trigger will redeliver (retry after %ss): %s", exc.retry_after, exc)
+            log.warning("transient failure, the trigger will redeliver (retry after %ss): %s", exc.retry_after, exc,
+                        extra=_dimensions(name, event_id, payload, Outcome("transient-failure", str(exc))))
             raise
         except ReflexError as exc:
             letter = deps.state.dead_letter(name, payload, exc, event_id=event_id)
@@ -134,9 +136,25 @@ def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None,
             log.exception("unexpected %s; dead-lettered for replay once fixed", type(exc).__name__)
             letter = deps.state.dead_letter(name, payload, exc, event_id=event_id)
             outcome = Outcome("dead-lettered", f"unexpected {type(exc).__name__}: {exc}", {"dead_letter": letter})
-        log.info("%s: %s", outcome.status, outcome.reason)
+        log.info("%s: %s", outcome.status, outcome.reason, extra=_dimensions(name, event_id, payload, outcome))
         _record(name, event_id, payload, outcome, deps)
         return outcome
+
+
+def _dimensions(name: str, event_id: str, payload: Any, outcome: Outcome) -> dict[str, str]:
+    """The outcome line's own fields (customDimensions in Application Insights, see shared/core/log.py): what the
+    alert rules in infra/app/alerts.bicep filter and split on. `outcome` is the status, or "transient-failure"
+    for a run the trigger redelivers; `explain_id` the id `python -m reflex explain` takes for this run."""
+    from shared.core.ledger import refs_from, scope_of
+
+    try:
+        refs = refs_from(outcome.details, payload, scope=scope_of(name))
+    except Exception:  # a line's dimensions must never turn a handled event into a failure
+        refs = {}
+    fields = {"reaction": name, "outcome": outcome.status, "explain_id": explain_id(refs, event_id)}
+    if outcome.details.get("dead_letter"):
+        fields["dead_letter"] = str(outcome.details["dead_letter"])
+    return fields
 
 
 def _record(name: str, event_id: str, payload: Any, outcome: Outcome, deps: Deps) -> None:
