@@ -112,7 +112,10 @@ def walk(entries: Sequence[Mapping[str, Any]] | EntrySource, kind: str, value: s
         if any(o != v and group_matches({k: [o]}, k, v) for o in chain.refs.get(k, ())):
             chain.refs[k].remove(v)
     # oldest first; entries of the same instant keep the ledger's order (it is newest first)
-    chain.entries = [involved[p] for p in sorted(involved, key=lambda p: (str(involved[p].get("at", "")), -p))]
+    def when(position: int) -> tuple[str, int]:
+        return str(involved[position].get("at", "")), -position
+
+    chain.entries = [dict(involved[p]) for p in sorted(involved, key=when)]  # the caller's to annotate
     first_seen: dict[tuple[str, str], int] = {}
     for position, entry in enumerate(chain.entries):
         for group in ref_groups(entry):

@@ -13,6 +13,10 @@ Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
     arrivals/<container>/<dataset>/<batch>   arrival record (manifest, status)   see shared/arrival/flow.py
     rollouts/<endpoint>              rollout record (plan, step, status)          see shared/rollout.py
     deadletters/<yyyymmdd>/<time>-<id>  {"reaction", "event_id", "error", "error_type", "payload", "at"}
+    champions/<model>                champion pointer                             see shared/core/champion.py
+
+Every record whose value has a top-level `status` carries it as blob metadata too (`reflexstatus`, on the same Put
+Blob that writes the value), so `listing(prefix)` says each record's status without reading it (`reflex status`).
 
 `StateStore` holds the logic over five small storage hooks; `BlobStateStore` implements them on
 azure-storage-blob, `MemoryStateStore` in memory with the same semantics (conflicts included) for unit tests
@@ -279,8 +283,9 @@ class MemoryStateStore(StateStore):
 
     def _listing(self, prefix: str) -> Iterator[Listed]:
         with self._lock:
-            found = sorted((k, self._meta.get(k, ({}, None))) for k in self._data if k.startswith(prefix))
-        return iter([Listed(k, meta.get(_STATUS_META), at) for k, (meta, at) in found])
+            found = sorted(k for k in self._data if k.startswith(prefix))
+            listed = [Listed(k, self._meta[k][0].get(_STATUS_META), self._meta[k][1]) for k in found]
+        return iter(listed)
 
 
 class BlobStateStore(StateStore):
