@@ -14,7 +14,7 @@ import pytest
 from reflex.explain import detect_kinds, walk
 from shared.core import reaction
 from shared.core.ledger import BlobLedger, entry_from
-from shared.core.ledger_index import INDEX_PREFIX, BlobEntrySource, index_key, source_for
+from shared.core.ledger_index import SEGMENTS_PREFIX, SHARDS_PREFIX, BlobEntrySource, index_key, source_for
 from tests.conftest import Clock
 
 pytestmark = pytest.mark.azurite
@@ -74,8 +74,9 @@ def test_the_indexed_walk_finds_what_the_full_scan_finds_across_days_and_parts(
     second = _chain(ledger, clock, "b2", blobs=5)
     for ids in (first, second):
         _same(ledger, ids)
-    built = [b.name for b in container.list_blobs(name_starts_with=INDEX_PREFIX)]
-    assert any(n.endswith(".json") and "/done-" in n for n in built)  # segments were stored
+    markers = [b.name for b in container.list_blobs(name_starts_with=SEGMENTS_PREFIX)]
+    shards = [b.name for b in container.list_blobs(name_starts_with=SHARDS_PREFIX)]
+    assert markers and shards and all(n.endswith(".json") for n in shards)  # segments were stored
     again = _same(ledger, second)  # a second reader: the stored segments cover all but a short tail
     assert all(p.size - p.covered < TAIL for p in again._parts) and any(p.segments for p in again._parts)
 

@@ -8,10 +8,11 @@ touches (a sweep or tracker tick names many), on the path whose storage requests
 Grid's 30 s; the ledger is read rarely, by an operator. So the first reader of a day's part indexes it once and
 stores the index beside it; later readers read the index and only the lines the answer needs:
 
-    ledger-index/<day>.<part>/<start>-<end>/<shard>.json   {key: [[offset, length], ...]}  lines of bytes
-                                                            [start, end) of part `<part>` of `<day>`
-    ledger-index/<day>.<part>/<start>-<end>/done-<shards>.json   {"lines", ...}: written last, so a segment
-                                                            is used only once every shard of it is stored
+    ledger-index/shards/<day>.<part>/<start>-<end>/<n>.json   {key: [[offset, length], ...]}: the lines of bytes
+                                                              [start, end) of part `<part>` of `<day>`, by key
+    ledger-index/segments/<day>.<part>/<start>-<end>.<shards>     {"lines", ...}: written last, so a segment is
+                                                              used only once every shard of it is stored; one
+                                                              listing of these markers finds every segment
 
 A segment is immutable: an append blob's committed bytes never change ("Updating or deleting of existing blocks is
 not supported", AppendBlobClient, https://learn.microsoft.com/dotnet/api/azure.storage.blobs.specialized.
@@ -46,10 +47,12 @@ if TYPE_CHECKING:
 
     from shared.core.ledger import Ledger
 
-__all__ = ["INDEX_PREFIX", "TAIL_BYTES", "BlobEntrySource", "EntrySource", "MemoryEntrySource", "entry_keys",
-           "index_key", "source_for"]
+__all__ = ["INDEX_PREFIX", "SEGMENTS_PREFIX", "SHARDS_PREFIX", "TAIL_BYTES", "BlobEntrySource", "EntrySource",
+           "MemoryEntrySource", "entry_keys", "index_key", "source_for"]
 
 INDEX_PREFIX = "ledger-index/"
+SEGMENTS_PREFIX = INDEX_PREFIX + "segments/"
+SHARDS_PREFIX = INDEX_PREFIX + "shards/"
 TAIL_BYTES = 1 << 20  # an unindexed tail this long is indexed by the reader that finds it
 _LINES_PER_SHARD = 400  # a segment has about this many lines per shard (at most MAX_SHARDS shards)
 MAX_SHARDS = 256
@@ -136,7 +139,10 @@ class _Part:
         return -(date.fromisoformat(self.day).toordinal() * 10**16 + self.part * 10**12 + offset)
 
     def folder(self) -> str:
-        return f"{INDEX_PREFIX}{self.day}.{self.part}/"
+        return f"{SHARDS_PREFIX}{self.day}.{self.part}/"
+
+    def marker_folder(self) -> str:
+        return f"{SEGMENTS_PREFIX}{self.day}.{self.part}/"
 
 
 def _parse_part(name: str) -> tuple[str, int] | None:
@@ -177,7 +183,7 @@ class BlobEntrySource:
         self._tail_bytes = tail_bytes
         oldest = (today - timedelta(days=max(days, 1) - 1)).isoformat()
         self._shards: dict[tuple[str, int, int], dict[str, list[list[int]]]] = {}
-        self._built: dict[tuple[str, int], dict[str, Any]] = {}  # lines this reader has (built or read)
+        self._built: dict[tuple[str, int], dict[str, Any]] = {}  # lines this reader has read already
         parts, index = _map(lambda f: f(), [self._list_parts, self._list_index])  # the two listings at once
         self._parts = [p for p in parts if p.day >= oldest]
         self._load_segments(index)
@@ -202,24 +208,23 @@ class BlobEntrySource:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return [b.name for b in self._container.list_blobs(name_starts_with=INDEX_PREFIX)]
+            return [b.name for b in self._container.list_blobs(name_starts_with=SEGMENTS_PREFIX)]
         except ResourceNotFoundError:
             return []
 
     def _load_segments(self, names: Sequence[str]) -> None:
         """Each part's chain of finished segments from byte 0, from the listing (the marker names the shards)."""
-        done: dict[str, dict[int, tuple[int, int]]] = {}  # part folder -> start -> (end, shards)
+        done: dict[str, dict[int, tuple[int, int]]] = {}  # marker folder -> start -> (end, shards)
         for name in names:
-            head, _, leaf = name.rpartition("/")
-            folder, _, span = head.rpartition("/")
+            folder, _, leaf = name.rpartition("/")
+            span, _, shards = leaf.partition(".")
             start, _, end = span.partition("-")
-            shards = leaf.removeprefix("done-").removesuffix(".json")
-            if leaf.startswith("done-") and start.isdigit() and end.isdigit() and shards.isdigit():
+            if start.isdigit() and end.isdigit() and shards.isdigit():
                 spans = done.setdefault(folder + "/", {})
                 if int(end) > spans.get(int(start), (0, 0))[0]:
                     spans[int(start)] = (int(end), int(shards))
         for part in self._parts:
-            spans, at = done.get(part.folder(), {}), 0
+            spans, at = done.get(part.marker_folder(), {}), 0
             while at in spans and at < spans[at][0] <= part.size:
                 part.segments.append((at, *spans[at]))
                 at = spans[at][0]
@@ -250,8 +255,7 @@ class BlobEntrySource:
             part.segments.append((start, start + len(body), len(tables)))
             for number, table in enumerate(tables):  # kept: this reader does not download them again
                 self._shards[(part.name, start, number)] = table
-            self._built.update({(part.name, o): e for o, _, e in found})
-            return
+            return  # the lines are not kept: the answer reads the few it needs
         for offset, _length, entry in found:
             for key in entry_keys(entry):
                 part.tail.setdefault(key, []).append((offset, entry))
@@ -283,7 +287,7 @@ class BlobEntrySource:
         _map(put, list(enumerate(tables)))
         done = {"lines": lines, "shards": len(tables), "part": part.name, "start": start, "end": end,
                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
-        self._container.get_blob_client(f"{folder}done-{len(tables)}.json").upload_blob(
+        self._container.get_blob_client(f"{part.marker_folder()}{start}-{end}.{len(tables)}").upload_blob(
             json.dumps(done).encode(), overwrite=True)
 
     # ---- reading
