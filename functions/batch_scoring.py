@@ -14,7 +14,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared import handlers  # noqa: F401  (registers the named handlers `reaction.run` calls)
-from shared.core import events, reaction
+from shared.core import reaction
 
 bp = func.Blueprint()
 
@@ -22,8 +22,7 @@ bp = func.Blueprint()
 @bp.function_name("on_scoring_blob")
 @bp.event_grid_trigger(arg_name="event")
 def on_scoring_blob(event: func.EventGridEvent) -> None:
-    raw = events.raw_from_function_event(event)
-    reaction.run("scoring.blob", raw, event_id=raw["id"], key=str(raw.get("subject", "")))
+    reaction.run_event("scoring.blob", event)
 
 
 @bp.function_name("batch_tracker")

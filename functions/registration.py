@@ -6,7 +6,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared import handlers  # noqa: F401  (registers the named handlers `reaction.run` calls)
-from shared.core import events, reaction
+from shared.core import reaction
 
 bp = func.Blueprint()
 
@@ -14,5 +14,4 @@ bp = func.Blueprint()
 @bp.function_name("on_run_event")
 @bp.event_grid_trigger(arg_name="event")
 def on_run_event(event: func.EventGridEvent) -> None:
-    raw = events.raw_from_function_event(event)
-    reaction.run("registration.run_event", raw, event_id=raw["id"], key=str(raw.get("subject", "")))
+    reaction.run_event("registration.run_event", event)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared import handlers  # noqa: F401  (registers the named handlers `reaction.run` calls)
-from shared.core import events, reaction
+from shared.core import reaction
 
 bp = func.Blueprint()
 
@@ -16,8 +16,7 @@ bp = func.Blueprint()
 @bp.function_name("on_model_registered")
 @bp.event_grid_trigger(arg_name="event")
 def on_model_registered(event: func.EventGridEvent) -> None:
-    raw = events.raw_from_function_event(event)
-    reaction.run("rollout.model_registered", raw, event_id=raw["id"])
+    reaction.run_event("rollout.model_registered", event, keyed=False)
 
 
 @bp.function_name("reconcile")

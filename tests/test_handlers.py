@@ -15,12 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run_names() -> set[str]:
-    """Every reaction name a trigger in functions/ passes to `reaction.run`."""
+    """Every reaction name a trigger in functions/ passes to `reaction.run` or `reaction.run_event`."""
     names = set()
     for path in (ROOT / "functions").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run"
-                    and node.args and isinstance(node.args[0], ast.Constant)):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if (node.func.attr in ("run", "run_event") and node.args and isinstance(node.args[0], ast.Constant)):
                 names.add(node.args[0].value)
     return names
 

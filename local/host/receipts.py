@@ -132,9 +132,17 @@ class ReceiptStore:
         self._ensured = True
 
 
-def quote_etag(etag: str) -> str:
-    """ETags in double quotes, as storage returns them (Event Grid's `data.eTag` may come unquoted)."""
-    bare = etag.strip('"')
+def quote_etag(etag: str | None) -> str:
+    """ETags in double quotes, as storage returns them (Event Grid's `data.eTag` may come unquoted).
+
+    Raises:
+        ValueError: no ETag (None, empty or only quotes): a receipt must name the version it is for, and a
+            version without one cannot be told from the next; refused here rather than failing later with
+            AttributeError on None (#18).
+    """
+    bare = etag.strip().strip('"') if isinstance(etag, str) else ""
+    if not bare:
+        raise ValueError(f"a blob receipt needs the blob's ETag, got {etag!r}")
     return f'"{bare}"'
 
 

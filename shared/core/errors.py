@@ -8,7 +8,15 @@ connection loss): the adapter re-raises so the platform's own redelivery (Event 
 
 from __future__ import annotations
 
-__all__ = ["ReflexError", "PermanentError", "TransientError", "map_azure_error", "retry_after_seconds"]
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ReflexError", "PermanentError", "TransientError", "map_azure_error", "retry_after_seconds", "safe_json",
+           "safe_text", "TEXT_LIMIT"]
+
+TEXT_LIMIT = 1000  # characters of one reason, id or log field (an Event Grid event may carry a 1 MB string)
+_DEPTH_LIMIT = 32  # levels of a JSON value kept in a dead letter or a ledger line (the worker parses ~1,000)
 
 
 class ReflexError(Exception):
@@ -43,10 +51,55 @@ def retry_after_seconds(exc: BaseException, default: float = 10.0) -> float:
     return default
 
 
+def safe_text(value: object, limit: int = TEXT_LIMIT, *, one_line: bool = False) -> str:
+    """`value` as text that any sink takes: at most `limit` characters (then "…" and how many were cut), lone
+    surrogates and other unencodable code points as `\\udxxx` escapes, so UTF-8 encoding (a blob, a log stream,
+    a terminal) never raises. The one helper for everything that reaches the ledger, a reason, a dead letter's
+    error or a log; `one_line` also folds whitespace (service messages span lines).
+
+    >>> safe_text("a\\ud800b"), safe_text("x" * 12, 5)
+    ('a\\\\ud800b', 'xxxxx…(+7 chars)')
+    """
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # a __str__ that raises, or a value nested too deep to render
+        text = f"<unprintable {type(value).__name__}>"
+    if one_line:
+        text = " ".join(text[: limit * 2].split())
+    if len(text) > limit:
+        text = f"{text[:limit]}…(+{len(text) - limit} chars)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def safe_json(value: Any, *, limit: int = TEXT_LIMIT, depth: int = _DEPTH_LIMIT, items: int = 1000) -> Any:
+    """A JSON value that `json.dumps` always encodes, bounded: strings (and keys) through `safe_text(limit)`,
+    NaN/Infinity and other non-JSON values as text, containers nested deeper than `depth` or longer than
+    `items` cut with a marker. Recursion is bounded by `depth`, so a payload nested 1,000 deep cannot raise
+    RecursionError in the encoder."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return safe_text(value, limit)
+    if depth <= 0:
+        return f"<nested deeper than {_DEPTH_LIMIT} levels: cut>"
+    if isinstance(value, Mapping):
+        out = {safe_text(k, 200): safe_json(v, limit=limit, depth=depth - 1, items=items)
+               for k, v in list(value.items())[:items]}
+        if len(value) > items:
+            out["…"] = f"{len(value) - items} more keys cut"
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        out_list = [safe_json(v, limit=limit, depth=depth - 1, items=items) for v in seq[:items]]
+        return out_list + ([f"…{len(seq) - items} more items cut"] if len(seq) > items else [])
+    return safe_text(value, limit)
+
+
 def _short(text: object, limit: int = 300) -> str:
     """Service payloads can be long and may echo request data: keep the log line short."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return safe_text(text, limit, one_line=True)
 
 
 def map_azure_error(exc: BaseException, resource: str) -> ReflexError:

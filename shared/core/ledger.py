@@ -85,8 +85,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.core.errors import safe_json, safe_text
+
 if TYPE_CHECKING:
-    from azure.storage.blob import ContainerClient
+    from azure.storage.blob import BlobClient, ContainerClient
 
     from shared.core.deps import Deps
     from shared.core.reaction import Outcome
@@ -104,6 +106,9 @@ _FULL = ("BlockCountExceedsLimit", "BlobIsSealed")
 _MIN_LINE_BYTES = 4096  # room for the fields `fit` never drops
 _SMALL = 256  # a decision value (as JSON) or a string field at most this long survives `fit` as is
 _KEPT = ("at", "reaction", "event_id", "event_type", "status", "reason")
+_ID_TEXT = 256  # an event id (shared.core.reaction.event_id_of keeps them within 200)
+_REF_TEXT = 2048  # one ref id: a blob URL is at most ~1,100 characters (a 1,024-character name and the account)
+_REFS_PER_KIND = 1000
 
 # upstream -> downstream: the order of the chain (explain walks back against it and forward along it)
 REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "scoring_blob", "scoring_batch", "scoring_job",
@@ -262,7 +267,10 @@ def items(entry: Mapping[str, Any]) -> list[tuple[dict[str, list[str]], Mapping[
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    """A decision as the ledger keeps it: bounded and encodable (`shared.core.errors.safe_json`: strings of at most
+    `TEXT_LIMIT` characters, lone surrogates escaped, nesting cut), so no event field can make a line huge (#18:
+    a 1 MB field made a 2.4 MB line) or unwritable."""
+    return safe_json(value)
 
 
 def entry_from(reaction: str, event_id: str, payload: Any, outcome: Outcome, *, at: float) -> dict[str, Any]:
@@ -278,14 +286,20 @@ def entry_from(reaction: str, event_id: str, payload: Any, outcome: Outcome, *, 
         event_type = str(payload.get("eventType") or payload.get("type") or "")
     entry = {
         "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "reaction": reaction, "event_id": event_id, "event_type": event_type,
-        "status": outcome.status, "reason": outcome.reason,
-        "refs": refs_from(details, payload, scope=scope), "decision": _jsonable(dict(decision)),
+        "reaction": reaction, "event_id": safe_text(event_id, _ID_TEXT), "event_type": safe_text(event_type, _SMALL),
+        "status": outcome.status, "reason": safe_text(outcome.reason),
+        "refs": _bounded_refs(refs_from(details, payload, scope=scope)), "decision": _jsonable(dict(decision)),
     }
-    links = _links(details, scope)
+    links = [_bounded_refs(group) for group in _links(details, scope)]
     if links:
         entry["links"] = links
     return entry
+
+
+def _bounded_refs(refs: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Refs as a line keeps them: each id through `safe_text` (a blob URL is at most ~1,100 characters; an id from
+    a hostile event may be 1 MB) and at most `_REFS_PER_KIND` of each kind."""
+    return {kind: [safe_text(v, _REF_TEXT) for v in values[:_REFS_PER_KIND]] for kind, values in refs.items()}
 
 
 def _same(stored: str, wanted: str) -> bool:
@@ -435,10 +449,12 @@ class Ledger(ABC):
             for line in reversed(self._day_lines(day)):
                 try:
                     entry = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(entry, dict):
-                    yield entry
+                    # a line written before lines were bounded may hold a lone surrogate (`\ud800` in JSON), which
+                    # no terminal can print: read it as the escaped text that lines hold now
+                    yield safe_json(entry, limit=MAX_BLOCK_BYTES) if "\\ud" in line else entry
 
     def find(self, kind: str, value: str, *, days: int = 7) -> list[dict[str, Any]]:
         """Entries that refer to `value` as a `kind` (blob, batch, data, job, model, endpoint, deployment,
@@ -596,7 +612,7 @@ class BlobLedger(Ledger):
         lines: list[str] = []
         for part in self._parts(day).get(day, []):
             try:
-                body = self._container.get_blob_client(_part_name(day, part)).download_blob().readall()
+                body = _read_appended(self._container.get_blob_client(_part_name(day, part)))
             except ResourceNotFoundError:
                 continue
             lines.extend(line for line in body.decode("utf-8", errors="replace").splitlines() if line.strip())
@@ -604,3 +620,35 @@ class BlobLedger(Ledger):
 
     def _days(self) -> list[str]:
         return list(self._parts())
+
+
+def _read_appended(blob: BlobClient, *, attempts: int = 3) -> bytes:
+    """The whole of an append blob that other workers may be appending to while it is read.
+
+    `download_blob` reads a large blob in chunks and sends the first answer's ETag as `If-Match` with every later
+    chunk (azure-storage-blob `_download.py`, `_initial_request`), so an append between two chunks fails the read
+    with `ResourceModifiedError` (412 ConditionNotMet): `explain` crashed on the day's ledger while Reflex ran
+    (#18). An append blob only grows and each line is one atomically committed block, so the bytes up to the
+    length seen are final: on that error the prefix is read range by range (each range one request of at most
+    `MAX_BLOCK_BYTES`, so no condition is sent), a range that still races is read again.
+    """
+    from azure.core.exceptions import ResourceModifiedError
+
+    try:
+        return blob.download_blob().readall()
+    except ResourceModifiedError:
+        pass
+    size = blob.get_blob_properties().size or 0
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < size:
+        length = min(MAX_BLOCK_BYTES, size - offset)
+        for attempt in range(attempts):
+            try:
+                chunks.append(blob.download_blob(offset=offset, length=length).readall())
+                break
+            except ResourceModifiedError:
+                if attempt == attempts - 1:
+                    raise
+        offset += length
+    return b"".join(chunks)

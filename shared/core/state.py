@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.core.errors import TransientError, map_azure_error
+from shared.core.errors import TEXT_LIMIT, TransientError, map_azure_error, safe_text
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -94,12 +94,17 @@ def utcnow_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def key_part(text: str, *, limit: int = 120) -> str:
-    """A blob-name-safe key segment for `text`: kept readable when it is safe, else a stable hash suffix."""
-    cleaned = re.sub(r"[^A-Za-z0-9._=@:+-]", "_", text)[:limit] or "_"
+def key_part(text: object, *, limit: int = 120) -> str:
+    """A blob-name-safe key segment for `text`: kept readable when it is safe, else a stable hash suffix.
+
+    Any value is taken (an event id may arrive as a number, a list or NaN, #18): it is keyed by its text, and
+    lone surrogates are hashed as they are (`surrogatepass`), so two different ids never share a key.
+    """
+    text = text if isinstance(text, str) else str(text)
+    cleaned = re.sub(r"[^A-Za-z0-9._=@:+-]", "_", text[:limit])[:limit] or "_"
     if cleaned == text:
         return text
-    return f"{cleaned}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    return f"{cleaned}~{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
 def _check_key(key: str) -> str:
@@ -218,17 +223,23 @@ class StateStore(ABC):
                 yield record
 
     def dead_letter(self, reaction: str, payload: Any, error: BaseException | str, *, event_id: str = "",
-                    context: Mapping[str, Any] | None = None) -> str:
-        """Keep an event that could not be handled, with its original payload, the error and the time."""
+                    context: Mapping[str, Any] | None = None, key: str | None = None) -> str:
+        """Keep an event that could not be handled, with its original payload, the error and the time.
+
+        `key`: write the letter there, once (create-if-absent: a second call keeps the first letter);
+        shared/core/reaction.py passes the key it claimed for the event id, so a redelivery writes no second letter.
+        """
         now = datetime.now(UTC)
         ident = key_part(event_id or uuid.uuid4().hex, limit=60)
-        key = f"deadletters/{now:%Y%m%d}/{now:%H%M%S%f}-{reaction}-{ident}"
+        fixed = key is not None
+        key = _check_key(key) if key is not None else f"deadletters/{now:%Y%m%d}/{now:%H%M%S%f}-{reaction}-{ident}"
         body = {
             "reaction": reaction, "event_id": event_id, "at": utcnow_iso(),
-            "error": str(error), "error_type": type(error).__name__ if isinstance(error, BaseException) else "",
+            "error": safe_text(error, 4 * TEXT_LIMIT),
+            "error_type": type(error).__name__ if isinstance(error, BaseException) else "",
             "payload": payload, "context": dict(context or {}),
         }
-        if self._create(key, self._encode(body)) is None:  # same microsecond and id: keep both
+        if self._create(key, self._encode(body)) is None and not fixed:  # same microsecond and id: keep both
             key = f"{key}-{uuid.uuid4().hex[:8]}"
             self._create(key, self._encode(body))
         return key
