@@ -57,6 +57,11 @@ TAIL_BYTES = 1 << 20  # an unindexed tail this long is indexed by the reader tha
 _LINES_PER_SHARD = 400  # a segment has about this many lines per shard (at most MAX_SHARDS shards)
 MAX_SHARDS = 256
 _GAP = 64 * 1024  # wanted lines closer than this are read in one ranged download
+# every read is a range of at most one block's size, below the SDK's single-request size (`max_single_get_size`,
+# 32 MiB): a larger download goes in chunks that send the first answer's ETag as If-Match, which an append in
+# between fails with ResourceModifiedError (see shared.core.ledger `_read_appended`). Bytes below the size the
+# listing reported are final, so ranges need no condition; what was appended since is read next time.
+_RANGE = 4 * 1024 * 1024
 _WORKERS = 8
 
 _POOL: ThreadPoolExecutor | None = None
@@ -67,7 +72,8 @@ Found = list[tuple[int, Mapping[str, Any]]]  # (position: smaller is newer, entr
 
 def _map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     """`fn` over `items`, in parallel on one pool kept for the process (a walk asks many small rounds: starting
-    threads per round would cost more than the reads); a single item runs here."""
+    threads per round would cost more than the reads); a single item runs here. `fn` must not call `_map` itself
+    (the pool is bounded: tasks waiting on tasks queued behind them would wait for ever)."""
     global _POOL
     if len(items) <= 1:
         return [fn(i) for i in items]
@@ -187,7 +193,9 @@ class BlobEntrySource:
         parts, index = _map(lambda f: f(), [self._list_parts, self._list_index])  # the two listings at once
         self._parts = [p for p in parts if p.day >= oldest]
         self._load_segments(index)
-        _map(self._read_tail, [p for p in self._parts if p.size > p.covered])
+        for part in self._parts:  # one after the other: each reads its ranges (and writes its shards) on the pool
+            if part.size > part.covered:
+                self._read_tail(part)
 
     # ---- building
     def _list_parts(self) -> list[_Part]:
@@ -239,12 +247,15 @@ class BlobEntrySource:
         return value if isinstance(value, dict) else None
 
     def _read_tail(self, part: _Part) -> None:
-        """Read the part beyond its index; a long tail becomes a stored segment (it ends where the download did)."""
+        """Read the part beyond its index, up to the size its listing gave, in ranges read in parallel; a long tail
+        becomes a stored segment (lines appended after the listing are the next reader's tail)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         start = part.covered
+        blob = self._container.get_blob_client(part.name)
+        pieces = [(o, min(_RANGE, part.size - o)) for o in range(start, part.size, _RANGE)]
         try:
-            body = self._container.get_blob_client(part.name).download_blob(offset=start).readall()
+            body = b"".join(_map(lambda r: blob.download_blob(offset=r[0], length=r[1]).readall(), pieces))
         except ResourceNotFoundError:
             return
         body = body[: body.rfind(b"\n") + 1]  # whole lines only (every append is one, but be strict)
@@ -334,7 +345,8 @@ class BlobEntrySource:
             todo = sorted(s for s in wanted if (name, s[0]) not in built)
             out.update({(name, s[0]): built[(name, s[0])] for s in wanted if (name, s[0]) in built})
             for offset, length in todo:
-                if ranges and ranges[-1][0] == name and offset - ranges[-1][2] <= _GAP:
+                if ranges and ranges[-1][0] == name and offset - ranges[-1][2] <= _GAP \
+                        and offset + length - ranges[-1][1] <= _RANGE:
                     last = ranges[-1]
                     ranges[-1] = (name, last[1], max(last[2], offset + length), [*last[3], (offset, length)])
                 else:
