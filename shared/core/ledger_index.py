@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.core.ledger import PREFIX, SUFFIX, ref_groups
+from shared.core.ledger import PREFIX, SUFFIX, parse_line, ref_groups
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -171,13 +171,9 @@ def _lines(body: bytes, base: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
         if end < 0:
             return
         raw = body[at:end]
-        if raw.strip():
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                entry = None
-            if isinstance(entry, dict):
-                yield base + at, end + 1 - at, entry
+        entry = parse_line(raw) if raw.strip() else None
+        if entry is not None:
+            yield base + at, end + 1 - at, entry
         at = end + 1
 
 
@@ -357,11 +353,8 @@ class BlobEntrySource:
             body = self._container.get_blob_client(name).download_blob(offset=start, length=end - start).readall()
             got = []
             for offset, length in members:
-                try:
-                    entry = json.loads(body[offset - start: offset - start + length])
-                except ValueError:
-                    continue
-                if isinstance(entry, dict):
+                entry = parse_line(body[offset - start: offset - start + length])
+                if entry is not None:
                     got.append(((name, offset), entry))
             return got
 
