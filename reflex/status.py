@@ -103,8 +103,12 @@ def gather(deps: Deps) -> dict[str, Any]:
                                              "by": control.by, "why": control.why, "at": control.at,
                                              "source": control.source}}
     result["endpoints"] = _endpoints(deps)
-    records, counts = read(deps.state, ["deadletters/", "held/"], newest={"deadletters/": SHOWN_FAILURES, "held/": 0})
-    records.update(_active(deps, result))
+    with ThreadPoolExecutor(2) as pool:  # the dead letters and the work records at once: each is a few round trips
+        letters_read = pool.submit(read, deps.state, ["deadletters/", "held/"],
+                                   newest={"deadletters/": SHOWN_FAILURES, "held/": 0})
+        active = _active(deps, result)
+        records, counts = letters_read.result()
+    records.update(active)
     rollouts = [{"key": r.key, **r.value, "note": rollout_note(r.value, now)}
                 for r in records["rollouts/"] if r.key.count("/") == 1]  # rollouts/<endpoint>: the live records
     result["rollouts"] = rollouts
