@@ -149,3 +149,30 @@ def test_the_gate_asks_for_the_champion_without_listing(blob_state: BlobStateSto
     assert [o.status for o in outcomes] == ["acted", "duplicate", "duplicate"], outcomes[0].reason
     assert ("reflex-model", "2") in fake_platform.models
     assert fake_platform.calls["list_models"] == listings
+
+
+def test_promotion_at_1000_versions_tags_and_untags_without_listing_with_the_real_sdk() -> None:
+    """`Promote` with the pointer in place: the new champion tagged and the old one untagged (one PUT each, with
+    what `update_model_tags` reads around it: the version, and the SDK's own `$top=1` look-up of the newest), and
+    no listing of the 1,000 versions (the promotion used to list them all to find what to untag)."""
+    from shared.rollout.flow import execute
+    from shared.rollout.machine import Promote, Rollout
+    from shared.rollout.plan import Plan
+
+    svc = AmlService()
+    for v in range(1, 1001):
+        svc.seed_model_version("churn", str(v), {REFLEX_TAG: "true", **({CHAMPION_TAG: "true"} if v == 640 else {})})
+    with azure_platform(svc) as p:
+        deps = make_deps(make_settings(REFLEX_ENDPOINTS="churn=churn-ep"), state=MemoryStateStore())
+        deps.platform = p  # type: ignore[misc]
+        assert champions.find(deps, "churn").version == "640"  # type: ignore[union-attr]  # the pointer exists
+        rollout = Rollout("churn-ep", "churn", "1000", "m-churn-v1000", Plan(), 0.0, status="baking")
+        start = len(svc.requests)
+        result = execute(deps, rollout, Promote())
+        sent = svc.requests[start:]
+        found = champions.find(deps, "churn")
+    assert result == {"demoted": ["640"]} and found is not None and found.version == "1000"
+    puts = [r.path.rpartition("/models/")[2] for r in sent if r.method == "PUT"]
+    assert puts == ["churn/versions/1000", "churn/versions/640"]
+    listings = [r for r in sent if r.path.endswith("/models/churn/versions") and r.query.get("$top") != ["1"]]
+    assert listings == [] and len(sent) <= 6
