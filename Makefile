@@ -17,8 +17,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: setup tools
-	$(PY) -m local.azurite run -- $(PY) -m pytest -q
+# in a shuffled order (the seed is printed: `--shuffle=<seed>` repeats it), so no test depends on another's leftovers;
+# the 20 slowest tests are listed, to see where CI's time goes
+test: setup tools check
+	$(PY) -m local.azurite run -- $(PY) -m pytest -q --durations=20
 
 lint: setup
 	$(PY) -m ruff check .

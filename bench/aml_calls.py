@@ -3,9 +3,11 @@
 Both sides run the real SDK against the same HTTP stand-in (testing/aml_service.py, answered from the published
 REST examples), so every request either side would send to Azure is counted. The naive baseline is the
 documented, obvious SDK usage: `<env>@latest`, auto-incremented model versions, `.result()` on every poller,
-get-endpoint-then-PUT for traffic, and `batch_endpoints.invoke` without a name check. Polling requests made by
-`.result()` are counted too (the stand-in answers with a finished state, so the baseline's polling is its
-minimum). Run: `.venv/bin/python bench/aml_calls.py`. Ends with one `RESULT aml_calls ...` line.
+get-endpoint-then-PUT for traffic, and `batch_endpoints.invoke` without a name check. Rollout ticks (#17.3): the
+baseline reads the endpoint and its deployments the obvious way (`online_endpoints.get`, which lists the
+deployments itself, then `online_deployments.list`) when it observes and again to check after acting. Polling
+requests made by `.result()` are counted too (the stand-in answers with a finished state, so the baseline's
+polling is its minimum). Run: `.venv/bin/python bench/aml_calls.py`. Ends with one `RESULT aml_calls ...` line.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ def reflex(svc: AmlService, p: Any) -> dict[str, int]:
         "batch_invoke": _count(svc, lambda: p.invoke_batch(
             "churn-batch", "v1", input_path="azureml://datastores/s/paths/b1/",
             output_path="azureml://datastores/o/paths/r1/p.csv", job_name="score-1")),
+        # a rollout tick as shared/rollout_flow.step makes it (tests/test_azureml_ticks.py runs the real flow):
+        # observe reads the endpoint once; a traffic write and the invariant check reuse that read
+        "wait_tick": _count(svc, lambda: p.get_endpoint("churn-ep")),
+        "traffic_tick": _count(svc, lambda: (p.get_endpoint("churn-ep"),
+                                             p.set_traffic("churn-ep", {"blue": 50, "green": 50}))),
+        "promote_tick": _count(svc, lambda: (p.get_endpoint("churn-ep"),
+                                             p.update_model_tags("churn", "2", set_tags={"reflex.champion": "true"}),
+                                             p.list_models("churn"))),
     }
 
 
@@ -95,6 +105,24 @@ def naive(svc: AmlService, p: Any) -> dict[str, int]:
                                   outputs={"score": Output(type="uri_file", path="azureml://datastores/o/paths/r2/p.csv")},
                                   job_name="score-2")
 
+    def read() -> Any:   # the obvious read of an endpoint and its deployments
+        ep = ml.online_endpoints.get("churn-ep")
+        return ep, list(ml.online_deployments.list("churn-ep"))
+
+    def traffic_tick() -> None:   # read, decide, write, read again to check
+        ep, _ = read()
+        ep.traffic = {"blue": 40, "green": 60}
+        ml.online_endpoints.begin_create_or_update(ep).result()
+        read()
+
+    def promote_tick() -> None:
+        read()
+        model = ml.models.get("churn", version="2")
+        model.tags = {**(model.tags or {}), "reflex.champion": "true"}
+        ml.models.create_or_update(model)
+        list(ml.models.list(name="churn"))
+        read()
+
     return {
         "data_asset": _count(svc, lambda: ml.data.create_or_update(Data(name="sales2", path=DATA,
                                                                         type="uri_folder"))),
@@ -102,6 +130,9 @@ def naive(svc: AmlService, p: Any) -> dict[str, int]:
         "registration": _count(svc, registration),
         "traffic_step": _count(svc, traffic_step),
         "batch_invoke": _count(svc, batch_invoke),
+        "wait_tick": _count(svc, lambda: (read(), read())),
+        "traffic_tick": _count(svc, traffic_tick),
+        "promote_tick": _count(svc, promote_tick),
     }
 
 

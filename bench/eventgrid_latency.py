@@ -12,11 +12,15 @@ part to the reconciler. This measures it: each case runs in a fresh Python proce
 
 Reactions (the code the Event Grid triggers run, with the Azure ML adapter):
 * `arrival`: BlobCreated of a batch's last file -> data asset + training job (`register_data` + `submit_training`,
-  the AML part of `shared.arrival.flow._submit`; listing the batch in Storage is not an AML round trip and not counted);
+  the AML part of `shared.batches.training.submit`; listing the batch in Storage is not an AML round trip and not
+  counted);
 * `registration`: RunCompleted -> gate + registration (`shared.registration.flow.handle_run_event`, the real handler);
-* `rollout`: ModelRegistered -> the rollout's first step (`shared.rollout.reactions.handle_model_registered`,
-  the real handler) on an endpoint whose live deployment serves the previous model: the first step reads the
-  model, the endpoint and the quota and begins the new deployment, then returns; the reconciler does the rest.
+* `rollout`: ModelRegistered -> `shared.rollout.reactions.handle_model_registered` (the real handler) on an
+  endpoint whose live deployment serves the previous model: it reads the model and records the rollout (CAS);
+  the first step (endpoint, quota, new deployment) is the reconciler's, on its next tick;
+* `scoring`: the completion marker of a scoring batch -> the Azure ML part of `shared.scoring.flow.advance` when the
+  batch deployment is ready (the worst case: find the champion, check the batch endpoint and deployment, start
+  the batch job); listing the batch in Storage is not an AML round trip and not counted.
 
 Baseline, in the same run: the same reaction in the same process once warm (imports, client and token done), so
 the cold-start share is visible; and `aml_requests`, the HTTP requests the reaction sends (the latency multiplier).
@@ -37,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-REACTIONS = ("arrival", "registration", "rollout")
+REACTIONS = ("arrival", "registration", "rollout", "scoring")
 BUDGET_S = 10.0
 
 
@@ -57,13 +61,14 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
     from aml_harness import FakeCredential
 
     from local import amlevents
-    from shared.azureml import AzureMLPlatform
+    from shared.adapters.azureml import AzureMLPlatform
     from shared.core.deps import Deps
-    from shared.core.platform import REFLEX_TAG, TrainingRequest
+    from shared.core.platform import CHAMPION_TAG, REFLEX_TAG, BatchDeploymentSpec, TrainingRequest
     from shared.core.publish import Publisher
     from shared.core.settings import load
     from shared.core.state import MemoryStateStore
     from shared.registration import flow as registration
+    from shared.registration import outside_models
     from shared.rollout import reactions as rollout_reactions
     from testing.aml_service import AmlService
 
@@ -101,12 +106,34 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
                                mode="command", task="classification", label_column="y", compute="cpu-cluster",
                                environment="azureml:reflex-train:1", tags={REFLEX_TAG: "true"})
 
+    def scoring(job: str) -> Any:
+        """A champion served by a ready batch deployment (built at zero latency); the AML calls to time."""
+        platform.register_data(name="sales", version=job, path=data, tags={})
+        platform.submit_training(request(job))
+        svc.finish_job(job)
+        model = platform.register_model(name=settings.model_name, version=job.rsplit("-", 1)[-1], job_name=job,
+                                        tags={CHAMPION_TAG: "true"})
+        spec = BatchDeploymentSpec(settings.batch_endpoint, "score-" + model.version, model.ref, "cpu-cluster")
+        for _ in range(3):   # endpoint, deployment, default: one step per call
+            platform.begin_ensure_batch_deployment(spec)
+
+        def react() -> Any:
+            champion = platform.find_champion(settings.model_name)
+            platform.begin_ensure_batch_deployment(spec)
+            platform.get_batch_deployment(spec.endpoint, spec.deployment)
+            return platform.invoke_batch(spec.endpoint, spec.deployment, input_path=data,
+                                         output_path=f"azureml://datastores/o/paths/{job}/", job_name=f"score-{job}",
+                                         tags={"reflex.model": champion.ref if champion else ""})
+        return react
+
     def prepare(n: int) -> Any:
         """State before the event, built at zero latency; returns the reaction to time."""
         job = f"reflex-train-{reaction}-{n}"
         if reaction == "arrival":
             return lambda: (platform.register_data(name="sales", version=job, path=data, tags={}),
                             platform.submit_training(request(job)))
+        if reaction == "scoring":
+            return scoring(job)
         platform.register_data(name="sales", version=job, path=data, tags={})
         platform.submit_training(request(job))
         svc.finish_job(job, metrics={"auc": 0.8 + n / 100})
@@ -124,7 +151,7 @@ def _child(reaction: str, latency: float) -> dict[str, Any]:
             platform.set_traffic(endpoint, {"live": 100})
             return prepare(n + 10)                        # a newer model to roll out beside it
         registered = amlevents.model_registered(name=settings.model_name, version=version, tags={})
-        return lambda: rollout_reactions.handle_model_registered(registered, deps)
+        return lambda: rollout_reactions.handle_model_registered(registered, deps, outside_models)
 
     runs = []
     for n in (1, 2):          # 1: cold (first AML reaction of this worker), 2: warm

@@ -213,8 +213,10 @@ def _deps(settings: Any, state: Any) -> Any:
     from testing.fake_platform import FakePlatform
 
     platform = FakePlatform()
+    from shared.adapters.storage import blob_service
+
     return Deps(settings=settings, state=state, publisher=Publisher(), platform_factory=lambda: platform,
-                clock=time.time, ledger=MemoryLedger(time.time))
+                clock=time.time, ledger=MemoryLedger(time.time), blob_factory=lambda: blob_service(settings))
 
 
 def _outcomes(deps: Any) -> dict[str, list[str]]:

@@ -68,7 +68,8 @@ def _fill(store: BlobStateStore, n: int, now: float) -> None:
         store.create(f"retrains/m/2026112{i % 10}T0000Z-{i}", {"status": "submitted", "batch": "arrivals/data/ds/b0",
                                                                 "job": f"rj-{i}", "history": history})
     for e in range(3):
-        store.create(f"rollouts/ep{e}", {"endpoint": f"ep{e}", "model": "m", "version": str(e), "status": "done",
+        store.create(f"rollouts/ep{e}", {"endpoint": f"ep{e}", "model": "m", "version": str(e), "deployment": f"m-v{e}",
+                                         "status": "done",
                                          "history": [{"at": now - 100, "action": "Finish", "detail": "promoted"}]})
         for a in range(n // 20):
             store.create(f"rollout-history/ep{e}/m/{a}-1", {"status": "done"})

@@ -1,6 +1,7 @@
 """Monitoring timers: health check, drift check and scheduled retraining. Thin: the flows are
-shared/monitoring/health.py, shared/monitoring/drift_check.py and shared/monitoring/retrain.py. The
-named handlers are in shared/handlers.py."""
+shared/monitoring/health.py, shared/monitoring/drift_check.py and shared/monitoring/retrain.py. The health check
+also runs the rollout's own check of its records (shared/rollout/health.py), handed to it by shared/handlers.py, as
+reactions do not import each other. The named handlers are in shared/handlers.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Rollout triggers: `on_model_registered` (Event Grid: Azure ML's ModelRegistered, or Reflex's own) and the
 `reconcile` timer that advances every unfinished rollout one step. Thin: the reactions are
-shared/rollout/reactions.py, imported on first use so a cold start does not pay for the rollout machinery.
+shared/rollout/reactions.py, imported on first use so a cold start does not pay for the rollout machinery. The
+policy for models registered outside Reflex (shared/registration/outside_models.py: evaluated before rollout) is
+handed to them by shared/handlers.py, as reactions do not import each other.
 """
 
 from __future__ import annotations

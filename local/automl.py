@@ -8,9 +8,9 @@ logs (`auc`, `accuracy` or `rmse`, `r2`, plus the AutoML-style primary metric na
 `best_model` to the active run: the output name Azure ML AutoML gives its model (`outputs.best_model`, see
 `shared.core.platform.MODEL_OUTPUTS`), so a Reflex that registered AutoML from `model` fails here as on Azure.
 
-It takes what an Azure ML AutoML job takes (shared/azureml.py builds that job): `training_data`, an `mltable`
-folder read through its `MLTable` file (shared/batches/mltable.py writes it; without one this fails, as Azure's
-job does),
+It takes what an Azure ML AutoML job takes (shared/adapters/azureml/jobs.py builds that job): `training_data`,
+an `mltable` folder read through its `MLTable` file (shared/batches/mltable.py writes it; without one this fails, as
+Azure's job does),
 `target_column_name`, the task, `primary_metric` and the limits `max_trials`, `timeout_minutes` and
 `enable_early_termination` (recorded: three candidates leave no room for an early-termination policy).
 

@@ -56,7 +56,7 @@ DEMO_SETTINGS: dict[str, str] = {
     **{key: local_env()[key] for key in _FROM_EXAMPLE},
     "REFLEX_PAUSED": "false", "REFLEX_DRY_RUN": "false", "REFLEX_REQUIRE_APPROVAL": "false",
     "REFLEX_GATE_MIN_MARGIN": "0", "REFLEX_MIRROR_PERCENT": "0", "REFLEX_MAX_ERROR_RATE": "0.02",
-    "REFLEX_MAX_LATENCY_MS": "1000", "REFLEX_MAX_LATENCY_RATIO": "1.5",
+    "REFLEX_MAX_LATENCY_MS": "5000", "REFLEX_MAX_LATENCY_RATIO": "1.5",
 }
 DEMO_LABEL = "the demo's settings"
 

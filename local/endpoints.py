@@ -307,14 +307,6 @@ class Endpoints:
         return DeploymentMetrics(requests, errors, latency / requests if requests else None, window_seconds,
                                  has_data=requests > 0)
 
-    def logs(self, endpoint: str, deployment: str, lines: int) -> str:
-        dep = self.get_deployment(endpoint, deployment)
-        if dep is None:
-            raise PermanentError(f"logs: deployment {deployment} does not exist on {endpoint}")
-        path = self._log(endpoint, deployment)
-        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
-        return "\n".join([f"{deployment}: state {dep.state} model {dep.model}", *text]) + "\n"
-
     def used_cores(self, cores_of: Callable[[str], int]) -> int:
         return sum(cores_of(d.get("instance_type", "")) * int(d.get("instance_count", 1))
                    for rec in self.state.records("platform/endpoints/")

@@ -66,7 +66,7 @@ def _evaluate(spec: dict[str, Any], folder: Path, data: Path) -> None:
 
 def _train(spec: dict[str, Any], folder: Path, data: Path) -> None:
     model_dir = folder / "model_output"
-    if spec["kind"] == "automl":   # AutoML's inputs (shared/azureml.py builds the same job on Azure ML)
+    if spec["kind"] == "automl":   # AutoML's inputs (shared/adapters/azureml/jobs.py builds the same job on Azure ML)
         command = [sys.executable, "-m", "local.automl", "--training-data", str(data),
                    "--target-column-name", spec["label"],
                    "--primary-metric", spec.get("primary_metric", "AUC_weighted"),

@@ -403,9 +403,6 @@ class LocalPlatform:
     def begin_delete_deployment(self, endpoint: str, deployment: str) -> None:
         self.endpoints.delete_deployment(endpoint, deployment)
 
-    def get_deployment_logs(self, endpoint: str, deployment: str, *, lines: int = 100) -> str:
-        return self.endpoints.logs(endpoint, deployment, lines)
-
     def get_deployment_metrics(self, endpoint: str, deployment: str, *,
                                window_seconds: int) -> DeploymentMetrics:
         return self.endpoints.metrics(endpoint, deployment, window_seconds)

@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -38,11 +37,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from local import azurite
+from local import azurite, procs
 from local.env import EXAMPLE_FILE, PORTS, ROOT, Layered, layered_settings, stack_settings
 from local.mlflow_relay import SERVER_ENV, ensure_webhook
 
-__all__ = ["Stack", "ensure_running", "ephemeral", "mismatches", "reset", "start", "stop"]
+__all__ = ["Stack", "ensure_running", "ephemeral", "mismatches", "mlflow_server_args", "mlflow_server_env", "reset",
+           "start", "stop"]
 
 RUN = ROOT / "run"
 SECRET_ENV = "REFLEX_LOCAL_WEBHOOK_SECRET"
@@ -57,36 +57,23 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
+def mlflow_server_args(root: Path, port: int) -> list[str]:
+    """`python -m mlflow server …` as Reflex runs it: SQLite registry, proxied artifacts, one worker, loopback."""
+    return ["-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", str(root / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]
 
 
-def _terminate(pid: int, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
-    """Signal the process group `pid` leads (each component runs in its own session), SIGKILL after `grace`."""
-    try:
-        os.killpg(pid, sig)
-    except OSError:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            return
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        try:  # reap it if it is our child, so it does not linger as a zombie
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-    if _alive(pid):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
+def mlflow_server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The MLflow server's environment: `env`, webhooks allowed to loopback, job execution off unless `env` asks.
+
+    MLflow's server starts a job runner and huey consumers unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION is false
+    (mlflow/environment_variables.py: a boolean, default True; mlflow/server/__init__.py `_run_server` launches
+    `_launch_job_execution_runner` only when it is true; checked in mlflow 3.17.2 and at github:mlflow/mlflow).
+    Reflex uses none of MLflow's jobs (its own runner is local/jobrunner.py; webhooks are delivered from a
+    thread pool in the server, mlflow/webhooks/delivery.py), and they were 8 of the stack's 13 processes.
+    """
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env, **SERVER_ENV}
 
 
 @dataclass
@@ -191,22 +178,18 @@ class Stack:
     def _launch(self, name: str, run_dir: Path, env: dict[str, str]) -> subprocess.Popen:
         ports = self.ports
         args = {
-            "mlflow": ["-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                       "--artifacts-destination", str(self.root / "mlartifacts"), "--host", "127.0.0.1",
-                       "--port", str(ports["mlflow"]), "--workers", "1"],
+            "mlflow": mlflow_server_args(self.root, ports["mlflow"]),
             "serving": ["-m", "local.serving", "--port", str(ports["serving"])],
             "host": ["-m", "local.host", "--port", str(ports["host"]), "--events-log", str(run_dir / "events.jsonl")],
             "feeder": ["-m", "local.host", "--port", str(ports["feeder"]), "--events-log",
                        str(run_dir / "events.jsonl"), "--forward-to", env["REFLEX_LOCAL_HOST_URL"]],
         }[name]
-        log = run_dir / f"{name}.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**env, **SERVER_ENV} if name == "mlflow"
-                                    else env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
         url = self._health_url(name, env)
-        azurite.wait_ready(proc, lambda: _healthy(url), name, log, 90.0)
-        return proc
+        try:
+            return procs.start_server(args, env=mlflow_server_env(env) if name == "mlflow" else env,
+                                      log_path=run_dir / f"{name}.log", ready=lambda: _healthy(url), what=name)
+        except procs.StartFailed as exc:
+            raise SystemExit(str(exc)) from None
 
     def _health_url(self, name: str, env: Mapping[str, str]) -> str:
         return {"mlflow": f"{env['MLFLOW_TRACKING_URI']}/health",
@@ -270,13 +253,13 @@ class Stack:
         pids = self.pids()
         if name not in pids:
             raise KeyError(f"{name} is not part of this stack ({sorted(pids)})")
-        _terminate(pids[name], sig, grace=10.0)
+        procs.stop_group(pids[name], sig, grace=10.0)
 
     def restart(self, name: str) -> None:
         """Start one component again in the same run folder (after `kill` or a crash)."""
         pids = self.pids()
-        if name in pids and _alive(pids[name]):
-            _terminate(pids[name])
+        if name in pids and procs.exists(pids[name]):
+            procs.stop_group(pids[name])
         run_dir = self.current.resolve()
         pids[name] = self._launch(name, run_dir, self._process_env(run_dir)).pid
         self._save(pids)
@@ -292,10 +275,10 @@ class Stack:
             self.echo(f"no stack is running ({self.pids_file} is absent)")
             return 0
         for name, pid in reversed(list(self.pids().items())):
-            if not _alive(pid):
+            if not procs.exists(pid):
                 self.echo(f"{name:9} pid {pid} already gone")
                 continue
-            _terminate(pid)
+            procs.stop_group(pid)
             self.echo(f"{name:9} pid {pid} stopped")
         self.pids_file.unlink()
         return 0

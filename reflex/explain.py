@@ -13,7 +13,7 @@ from the model it serves now (or served last).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +122,12 @@ def walk(entries: Sequence[Mapping[str, Any]] | EntrySource, kind: str, value: s
             for k, values in group.items():
                 for v in values:
                     first_seen.setdefault((k, v), position)
-    chain.refs = {k: sorted(vs, key=lambda v, k=k: first_seen.get((k, v), len(chain.entries)))
-                  for k, vs in chain.refs.items()}
+    unseen = len(chain.entries)
+
+    def order(kind: str) -> Callable[[str], int]:
+        return lambda value: first_seen.get((kind, value), unseen)
+
+    chain.refs = {k: sorted(vs, key=order(k)) for k, vs in chain.refs.items()}
     return chain
 
 

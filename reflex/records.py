@@ -3,9 +3,11 @@
 Why from the records: each reaction keeps its unit of work in one record (`arrivals/…` per training batch,
 `retrains/…` per retraining window, `scoring/…` per scoring batch, `rollouts/<endpoint>` per rollout) with its
 status, its reason and a history of `[epoch, status, reason]` (rollouts: `{"at", "action", "status",
-"detail"}`). So a failed job, a rolled-back rollout and what an unfinished batch waits for are all there, at the
-cost of reading those records; no platform call is needed. Pure functions over record values, plus `read` that
-fetches the records of several prefixes at once.
+"detail"}`). The batch side's records are read through their types (`RECORD_TYPES`, shared/batches/record.py).
+So a failed job, a rolled-back rollout and what an unfinished batch waits for are all there, at the cost of
+reading those records; no platform call is needed. Pure functions over record values, plus `read` that fetches
+the records of several prefixes at once. Rollout records are read as `shared.rollout.machine.Rollout` (its
+`from_dict` is the one reader of their keys); a record it refuses is shown as unreadable.
 
 Times are UTC, as `12:03 UTC` (with the date when it is not today).
 """
@@ -17,12 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.batches.record import ArrivalRecord, BatchRecord, RetrainRecord, ScoringRecord, StatusRecord
+from shared.rollout.machine import TERMINAL, Rollout
+from shared.rollout.machine import read as read_rollout
+
 if TYPE_CHECKING:
     from shared.core.settings import Settings
     from shared.core.state import Record, StateStore
 
-__all__ = ["FAILED", "KINDS", "OPEN", "chain_records", "failure", "newest_first", "read", "read_keys", "record_time",
-           "rollout_note", "waiting_for", "when"]
+__all__ = ["FAILED", "KINDS", "OPEN", "RECORD_TYPES", "chain_records", "failure", "newest_first", "read", "read_keys",
+           "record_time", "rollout_note", "waiting_for", "when"]
 
 # record prefix -> the kind of work it holds
 KINDS: dict[str, str] = {"arrivals/": "training", "retrains/": "retraining", "scoring/": "scoring",
@@ -41,6 +47,9 @@ OPEN: dict[str, frozenset[str]] = {
     "retraining": frozenset({"pending", "waiting", "submitted"}),
     "scoring": frozenset({"collecting", "complete", "no-champion", "deploying", "submitted"}),
 }
+# the type of each kind's record, for the kinds of the batch side (a rollout record is read as it is)
+RECORD_TYPES: dict[str, type[StatusRecord]] = {"training": ArrivalRecord, "retraining": RetrainRecord,
+                                               "scoring": ScoringRecord}
 _READERS = 8
 
 
@@ -96,49 +105,57 @@ def record_time(value: Mapping[str, Any]) -> float | None:
         return None
 
 
-def _batch_id(value: Mapping[str, Any], key: str) -> str:
-    if value.get("container") and value.get("dataset") and value.get("batch"):
-        return f"{value['container']}/{value['dataset']}/{value['batch']}"
-    return key.split("/", 1)[-1]
+def _batch_id(batch: BatchRecord, key: str) -> str:
+    return batch.batch_id if batch.container and batch.dataset and batch.batch else key.split("/", 1)[-1]
+
+
+def _typed(kind: str, value: Mapping[str, Any]) -> StatusRecord | None:
+    return RECORD_TYPES[kind].from_dict(value) if kind in RECORD_TYPES else None
 
 
 def failure(kind: str, key: str, value: Mapping[str, Any]) -> dict[str, Any] | None:
     """The failure a record holds (kind, id, status, reason, time, job, model, url…), or None."""
-    status = str(value.get("status") or "")
+    record = _typed(kind, value)
+    status = record.status if record is not None else str(value.get("status") or "")
     if status not in FAILED.get(kind, ()):
         return None
-    reason = str(value.get("reason") or "") or f"{kind} {status} (no reason recorded)"
-    rejected = [str(r.get("reason") or name) for name, r in sorted((value.get("rejected") or {}).items())
-                if isinstance(r, Mapping)]
+    reason = (record.reason if record is not None else str(value.get("reason") or "")) or \
+        f"{kind} {status} (no reason recorded)"
+    rejected = [str(r.get("reason") or name) for name, r in sorted(record.rejected.items())
+                if isinstance(r, Mapping)] if isinstance(record, BatchRecord) else []
     if status == "skipped" and rejected:  # which files, and why each was refused (shared/batches.file_problem)
         reason += ": " + "; ".join(rejected)
     found: dict[str, Any] = {"kind": kind, "record": key, "status": status, "reason": reason,
-                             "at": record_time(value)}
+                             "at": record.changed_at if record is not None else record_time(value)}
     if kind == "rollout":
-        found.update(id=f"{value.get('endpoint', key.rsplit('/', 1)[-1])}/{value.get('model')}:{value.get('version')}",
-                     model=f"{value.get('model')}:{value.get('version')}", deployment=value.get("deployment", ""),
-                     endpoint=value.get("endpoint", ""), evidence=value.get("evidence") or {})
-    elif kind == "retraining":
-        found.update(id=key.removeprefix("retrains/"), batch=str(value.get("batch", "")).removeprefix("arrivals/"),
-                     job=value.get("job", ""), trigger=value.get("trigger", ""))
-    else:
-        found.update(id=_batch_id(value, key), job=value.get("job", ""), url=value.get("job_url", ""))
-        if kind == "scoring":
-            found.update(model=value.get("model", ""), output=value.get("output", ""))
+        rollout = read_rollout(value)
+        if rollout is None:
+            found.update(id=key.removeprefix("rollouts/"), reason=f"unreadable rollout record: {reason}")
+        else:
+            found.update(id=f"{rollout.endpoint or key.rsplit('/', 1)[-1]}/{rollout.ref}", model=rollout.ref,
+                         deployment=rollout.deployment, endpoint=rollout.endpoint, evidence=dict(rollout.evidence))
+    elif isinstance(record, RetrainRecord):
+        found.update(id=key.removeprefix("retrains/"), batch=record.batch.removeprefix("arrivals/"), job=record.job,
+                     trigger=record.trigger)
+    elif isinstance(record, BatchRecord):
+        found.update(id=_batch_id(record, key), job=record.job, url=record.job_url or "")
+        if isinstance(record, ScoringRecord):
+            found.update(model=record.model or "", output=record.output or "")
     return found
 
 
 def waiting_for(kind: str, value: Mapping[str, Any], settings: Settings, now: float) -> str:
     """Why an unfinished batch or retraining has not moved on: what it waits for, since when; "" when done."""
-    status = str(value.get("status") or "")
-    since = when(record_time(value), now)
-    if status == "collecting":
+    record = RECORD_TYPES[kind].from_dict(value)
+    status = record.status
+    since = when(record.changed_at, now)
+    if isinstance(record, BatchRecord) and status == "collecting":
         marker = settings.completion_marker
-        files = len(value.get("files") or {})
-        first, last = when(value.get("first_seen"), now), when(value.get("last_seen"), now)
+        files = len(record.files)
+        first, last = when(record.first_seen, now), when(record.last_seen, now)
         if marker:
             return f"waiting for {marker} since {first} ({files} file(s), the last at {last})"
-        due = float(value.get("last_seen") or now) + settings.quiet_seconds
+        due = float(record.last_seen or now) + settings.quiet_seconds
         if due <= now:
             return f"quiet since {last}: the next sweep completes it ({files} file(s))"
         return (f"waiting until {when(due, now)}: complete once no file arrives for {settings.quiet_seconds} s "
@@ -146,46 +163,41 @@ def waiting_for(kind: str, value: Mapping[str, Any], settings: Settings, now: fl
     if status == "complete":
         starter = "the next tracker tick" if kind == "scoring" else "a redelivery or the next sweep"
         return f"complete since {since}: {starter} starts it"
-    if status == "starting":
-        until = float((value.get("lease") or {}).get("until") or 0)
+    if isinstance(record, ArrivalRecord) and status == "starting":
+        until = record.lease.until if record.lease else 0.0
         return (f"being started by a worker (lease until {when(until, now)})" if until > now
                 else "its start was interrupted: the next sweep starts it again")
     if status in ("waiting", "pending", "no-champion"):
-        reason = str(value.get("reason") or "")
+        reason = record.reason
         return (f"{reason} (since {since})" if reason else f"{status} since {since}").strip()
-    if status == "deploying":
-        return f"waiting for batch deployment {value.get('deployment', '?')} (since {since})"
+    if isinstance(record, ScoringRecord) and status == "deploying":
+        return f"waiting for batch deployment {record.deployment or '?'} (since {since})"
     if status == "submitted":
-        job = value.get("job") or "?"
+        job = record.job or "?"
         what = "batch job" if kind == "scoring" else "training job"
-        return f"{what} {job} running since {when(value.get('submitted_at') or record_time(value), now)}"
+        return f"{what} {job} running since {when(record.submitted_at or record.changed_at, now)}"
     if status == "dry-run":
         return f"not trained: it completed during dry-run ({since}); nothing was submitted"
     return ""
 
 
-def rollout_note(value: Mapping[str, Any], now: float) -> str:
-    """What an unfinished rollout waits for (its last Wait, since when), or why a finished one ended."""
+def rollout_note(r: Rollout | None, now: float) -> str:
+    """What an unfinished rollout waits for (its last Wait, since when), or why a finished one ended (None: the
+    record is not a rollout, `shared.rollout.machine.read`)."""
+    if r is None:
+        return "unreadable rollout record"
     notes = []
-    if value.get("operator_rollback"):
-        notes.append("operator rollback requested")
-    status = str(value.get("status") or "")
-    history = [h for h in value.get("history") or () if isinstance(h, Mapping)]
+    history = [h for h in r.history if isinstance(h, Mapping)]
     last = history[-1] if history else {}
-    queued = value.get("queued") or {}
-    if queued:
-        notes.append(f"superseded by {queued.get('model')}:{queued.get('version')} (queued)")
-    if status in ("done", "rolled_back", "failed", "superseded"):
-        if value.get("reason"):
-            notes.append(str(value["reason"]))
+    if r.queued:
+        notes.append(f"superseded by {r.queued.get('model')}:{r.queued.get('version')} (queued)")
+    if r.status in TERMINAL:
+        notes.append(r.reason)
     elif last.get("action") == "Wait":
         notes.append(f"{last.get('detail', '')} (since {when(last.get('at'), now)})")
-    elif status in ("baking", "mirroring"):
-        plan = value.get("plan") or {}
-        seconds = plan.get("mirror_seconds" if status == "mirroring" else "bake_seconds")
-        started = value.get("phase_started_at")
-        if seconds is not None and started is not None:
-            notes.append(f"baking until {when(float(started) + float(seconds), now)}")
+    elif r.status in ("baking", "mirroring"):
+        seconds = r.plan.mirror_seconds if r.status == "mirroring" else r.plan.bake_seconds
+        notes.append(f"baking until {when(r.phase_started_at + seconds, now)}")
     elif last:
         notes.append(f"{last.get('action', '')}: {last.get('detail', '')} ({when(last.get('at'), now)})")
     return "; ".join(n for n in notes if n)
@@ -225,24 +237,27 @@ def chain_records(state: StateStore, refs: Mapping[str, Sequence[str]], settings
         if record is None:
             continue
         value = record.value
-        if kind == "rollout" and ident.partition("/")[2] != f"{value.get('model')}:{value.get('version')}":
+        rollout = read_rollout(value) if kind == "rollout" else None
+        if kind == "rollout" and (rollout is None or ident.partition("/")[2] != rollout.ref):
             continue  # the endpoint's record holds a later rollout now
-        status = str(value.get("status") or "")
+        batch = _typed(kind, value)
+        status = batch.status if batch is not None else str(value.get("status") or "")
         found = failure(kind, key, value)
         if found:
             detail = found["reason"]
         elif kind == "rollout":
-            detail = rollout_note(value, now)
+            detail = rollout_note(rollout, now)
         elif status in OPEN.get(kind, ()):
             detail = waiting_for(kind, value, settings, now)
         else:
-            detail = str(value.get("reason") or "")
+            detail = batch.reason if batch is not None else str(value.get("reason") or "")
         row = {"kind": kind, "id": ident, "record": key, "status": status, "detail": detail,
-               "at": record_time(value), "failed": found is not None}
-        for name in ("job", "job_url", "model", "output"):
-            if value.get(name):
-                row[name] = value[name]
-        if kind == "scoring" and status == "completed" and value.get("output"):
-            row["detail"] = f"{detail}; output {value['output']}" if detail else f"output {value['output']}"
+               "at": batch.changed_at if batch is not None else record_time(value), "failed": found is not None}
+        for name in ("job", "job_url", "model", "output"):  # an arrival record has no model or output
+            shown = getattr(batch, name, None) if batch is not None else value.get(name)
+            if shown:
+                row[name] = shown
+        if isinstance(batch, ScoringRecord) and status == "completed" and batch.output:
+            row["detail"] = f"{detail}; output {batch.output}" if detail else f"output {batch.output}"
         rows.append(row)
     return rows

@@ -16,9 +16,23 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reflex.records import FAILED, KINDS, OPEN, failure, newest_first, read, read_keys, rollout_note, waiting_for, when
+from reflex.records import (
+    FAILED,
+    KINDS,
+    OPEN,
+    RECORD_TYPES,
+    failure,
+    newest_first,
+    read,
+    read_keys,
+    rollout_note,
+    waiting_for,
+    when,
+)
 from reflex.stack import reachable
 from shared.core.control import read_control
+from shared.rollout.machine import Rollout
+from shared.rollout.machine import read as read_rollout
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -42,15 +56,14 @@ def _epoch(iso: Any) -> float | None:
         return None
 
 
-def _step(rollout: Mapping[str, Any]) -> str:
-    """Where a rollout is: "phase 1 (50%)" from the rollout record's phase and plan, or its `step` field."""
-    if "phase" in rollout:
-        steps = (rollout.get("plan") or {}).get("steps") or ()
-        phase = int(rollout.get("phase") or 0)
-        if phase < 0:
-            return "mirror"
-        return f"phase {phase}" + (f" ({steps[phase]}%)" if 0 <= phase < len(steps) else "")
-    return str(rollout.get("step") or "")
+def _step(rollout: Rollout | None) -> str:
+    """Where a rollout is: "phase 1 (50%)" from the rollout record's phase and plan."""
+    if rollout is None:
+        return ""
+    if rollout.phase < 0:
+        return "mirror"
+    steps = rollout.plan.steps
+    return f"phase {rollout.phase}" + (f" ({steps[rollout.phase]}%)" if rollout.phase < len(steps) else "")
 
 
 def _endpoints(deps: Deps) -> list[dict[str, Any]]:
@@ -109,16 +122,18 @@ def gather(deps: Deps) -> dict[str, Any]:
         active = _active(deps, result)
         records, counts = letters_read.result()
     records.update(active)
-    rollouts = [{"key": r.key, **r.value, "note": rollout_note(r.value, now)}
+    rollouts = [{"key": r.key, **r.value, "note": rollout_note(read_rollout(r.value), now)}
                 for r in records["rollouts/"] if r.key.count("/") == 1]  # rollouts/<endpoint>: the live records
     result["rollouts"] = rollouts
     pending, failures = [], []
     for prefix, kind in KINDS.items():
         for record in records[prefix]:
-            if kind != "rollout" and record.value.get("status") in OPEN[kind]:
-                pending.append({"key": record.key, "kind": kind, **record.value,
+            work = RECORD_TYPES[kind].from_dict(record.value) if kind in RECORD_TYPES else None
+            if work is not None and work.status in OPEN[kind]:
+                pending.append({"key": record.key, "kind": kind, **work.to_dict(),
                                 "waiting_for": waiting_for(kind, record.value, deps.settings, now)})
-            if record.value.get("status") in FAILED[kind] and (kind != "rollout" or record.key.count("/") == 1):
+            status = work.status if work is not None else record.value.get("status")
+            if status in FAILED[kind] and (kind != "rollout" or record.key.count("/") == 1):
                 found = failure(kind, record.key, record.value)
                 if found:
                     failures.append(found)
@@ -157,9 +172,9 @@ def render(result: Mapping[str, Any], out: Out) -> None:
               [(e["endpoint"], e["state"], "-", e["serves"], "", "", "") for e in endpoints],
               ("ENDPOINT", "STATE", "DEPLOYMENT", "MODEL", "DEP.STATE", "TRAFFIC", "MIRROR"))
     out.text("\nrollouts:")
-    out.table([(r["key"].removeprefix("rollouts/"), r.get("status", ""), _step(r),
-                f"{r.get('model')}:{r['version']}" if r.get("version") else r.get("model", ""),
-                r.get("deployment", ""), r["note"]) for r in result["rollouts"]],
+    shown = [(r, read_rollout(r)) for r in result["rollouts"]]  # each row is its record, with "key" and "note"
+    out.table([(r["key"].removeprefix("rollouts/"), r.get("status", ""), _step(ro), ro.ref if ro else "",
+                ro.deployment if ro else "", r["note"]) for r, ro in shown],
               ("ENDPOINT", "STATUS", "STEP", "MODEL", "DEPLOYMENT", "NOTE"))
     out.text("\nunfinished batches:")
     out.table([(p["kind"], p["key"].split("/", 1)[-1], p.get("status", ""), len(p.get("files") or ()),

@@ -6,6 +6,11 @@ uses without importing the trigger modules (they import azure.functions and desc
 reactions), and a newcomer should find "which code runs for `rollout.reconcile`" in one place. Each entry names the
 flow function by module path and is imported on first call, so importing this module (and `function_app`) loads
 no flow code (tests/test_cold_start.py).
+
+Reactions do not import each other (the import-linter contracts in pyproject.toml): where one needs another's
+policy, this table hands it over. The rollout gets the outside-models policy of the registration reaction
+(shared/registration/outside_models.py, evaluated before a person's model is rolled out), and the health check gets
+the rollout's own check of its records (shared/rollout/health.py).
 """
 
 from __future__ import annotations
@@ -23,15 +28,36 @@ TABLE: dict[str, tuple[str, str, bool]] = {
     "data.arrival": ("shared.arrival.flow", "handle_blob", True),
     "data.sweep": ("shared.arrival.flow", "sweep", False),
     "registration.run_event": ("shared.registration.flow", "handle_run_event", True),
-    "rollout.model_registered": ("shared.rollout.reactions", "handle_model_registered", True),
-    "rollout.reconcile": ("shared.rollout.reactions", "handle_reconcile", True),
+    "rollout.model_registered": ("shared.handlers", "rollout_model_registered", True),
+    "rollout.reconcile": ("shared.handlers", "rollout_reconcile", True),
     "scoring.blob": ("shared.scoring.flow", "handle_blob", True),
     "scoring.track": ("shared.scoring.flow", "track", False),
     "scoring.scheduled": ("shared.scoring.flow", "scheduled", False),
-    "monitoring.health": ("shared.monitoring.health", "check", False),
+    "monitoring.health": ("shared.handlers", "monitoring_health", False),
     "monitoring.drift": ("shared.monitoring.drift_check", "check", False),
     "monitoring.retrain": ("shared.monitoring.drift_check", "scheduled_retrain", False),
 }
+
+
+def rollout_model_registered(raw: Any, deps: Deps) -> reaction.Outcome:
+    from shared.registration import outside_models
+    from shared.rollout import reactions
+
+    return reactions.handle_model_registered(raw, deps, outside_models)
+
+
+def rollout_reconcile(payload: Any, deps: Deps) -> reaction.Outcome:
+    from shared.registration import outside_models
+    from shared.rollout import reactions
+
+    return reactions.handle_reconcile(payload, deps, outside_models)
+
+
+def monitoring_health(deps: Deps) -> reaction.Outcome:
+    from shared.monitoring import health
+    from shared.rollout import health as rollout_health
+
+    return health.check(deps, [rollout_health])
 
 
 def _lazy(module: str, function: str, takes_payload: bool) -> reaction.Handler:

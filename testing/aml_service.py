@@ -1,6 +1,6 @@
 """An HTTP-level stand-in for the Azure ML service, for contract tests and the request-count benchmark.
 
-Why HTTP and not a fake client: the point of `shared/azureml.py` is what the real `azure-ai-ml` SDK puts on the
+Why HTTP and not a fake client: the point of `shared/adapters/azureml/` is what the real `azure-ai-ml` SDK puts on the
 wire and how our code handles what comes back. So the SDK runs unchanged and `responses` intercepts its
 `requests` transport; this module answers like the service does, from the service's published REST examples
 (tests/fixtures/aml-rest, api-version 2025-12-01, provenance in its README): the example body is the template

@@ -403,13 +403,6 @@ class FakePlatform:
         ep.traffic.pop(deployment, None)
         ep.mirror.pop(deployment, None)
 
-    def get_deployment_logs(self, endpoint: str, deployment: str, *, lines: int = 100) -> str:
-        self._call("get_deployment_logs")
-        dep = self.get_deployment(endpoint, deployment)
-        if dep is None:
-            raise PermanentError(f"logs: deployment {deployment} does not exist on {endpoint}")
-        return f"{deployment}: state {dep.state}\n"
-
     def get_deployment_metrics(self, endpoint: str, deployment: str, *,
                                window_seconds: int) -> DeploymentMetrics:
         self._call("get_deployment_metrics")

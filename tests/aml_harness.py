@@ -16,7 +16,7 @@ import responses
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.azureml import AzureMLPlatform
+from shared.adapters.azureml import AzureMLPlatform
 from testing.aml_service import AmlService
 
 

@@ -1,11 +1,19 @@
-"""Shared fixtures: real Azurite storage (unique containers per test), settings, the fake platform, a clock."""
+"""Shared fixtures: real Azurite storage (unique containers per test), settings, the fake platform, a clock.
+
+Every test starts from the same process state, whatever ran before it (`process_state_restored`, autouse):
+the environment, MLflow's process-wide tracking and registry URIs, and the settings and dependency caches
+built from them. Tests pass alone and in any order (`make test` runs them in a random order, see the
+Makefile); a module fixture that sets such state itself restores it with `process_state()`.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from shared.core.deps import Deps  # noqa: E402
+from shared.core.ledger import MemoryLedger  # noqa: E402
 from shared.core.publish import Publisher  # noqa: E402
 from shared.core.settings import Settings, load  # noqa: E402
 from shared.core.state import BlobStateStore, MemoryStateStore, StateStore  # noqa: E402
@@ -30,9 +39,114 @@ BASE_ENV = {
 }
 
 
+SHUFFLE_SEED = pytest.StashKey[int]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shuffle", default="", metavar="SEED|random",
+                     help="run the tests in an order shuffled by SEED ('random': a new seed, shown in the header). "
+                          "Modules, classes within them and tests within those are shuffled; a module's or class's "
+                          "tests stay together, so their fixtures are still made once.")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    value = config.getoption("--shuffle")
+    if value:
+        config.stash[SHUFFLE_SEED] = random.SystemRandom().randrange(1, 10**6) if value == "random" else int(value)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.stash.get(SHUFFLE_SEED, None)
+    return None if seed is None else f"shuffled order: seed {seed} (the same order again: --shuffle={seed})"
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if (header := pytest_report_header(config)) is not None:  # also under -q, which hides the header
+        terminalreporter.write_line(header)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Shuffle by `--shuffle` (see pytest_addoption): order dependence shows up as a failure with its seed."""
+    seed = config.stash.get(SHUFFLE_SEED, None)
+    if seed is None:
+        return
+    rnd = random.Random(seed)
+    modules: dict[str, dict[str, list[pytest.Item]]] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        owner = getattr(item, "cls", None)
+        modules.setdefault(module, {}).setdefault(owner.__qualname__ if owner else "", []).append(item)
+    order = list(modules.values())
+    rnd.shuffle(order)
+    shuffled: list[pytest.Item] = []
+    for groups in order:
+        buckets = list(groups.values())
+        rnd.shuffle(buckets)
+        for bucket in buckets:
+            rnd.shuffle(bucket)
+            shuffled.extend(bucket)
+    items[:] = shuffled
+
+
 def make_settings(**overrides: str) -> Settings:
     """Settings for tests: the local platform with Azurite, plus `REFLEX_…` overrides by env name."""
     return load({**BASE_ENV, **overrides})
+
+
+def _mlflow_uris() -> tuple[object, object] | None:
+    """MLflow's process-wide URIs as `set_tracking_uri` / `set_registry_uri` keep them (module globals in
+    mlflow/tracking/_tracking_service/utils.py and mlflow/tracking/_model_registry/utils.py, mlflow 3.x; both
+    setters also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ). None while mlflow is not
+    imported: this must not import it (tests/test_cold_start.py)."""
+    if "mlflow" not in sys.modules:
+        return None
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    return tracking._tracking_uri, registry._registry_uri
+
+
+def _set_mlflow_uris(saved: tuple[object, object] | None) -> None:
+    if "mlflow" not in sys.modules:
+        return
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    tracking_uri, registry_uri = saved or (None, None)
+    if tracking._tracking_uri != tracking_uri:
+        tracking._tracking_uri = tracking_uri
+        from mlflow.tracing.provider import reset  # the tracer keeps the URI it exported to (set_tracking_uri)
+
+        reset()
+    registry._registry_uri = registry_uri
+
+
+@contextmanager
+def process_state() -> Iterator[None]:
+    """Restore on exit what code under test may change process-wide: os.environ, MLflow's tracking and registry
+    URIs (LocalPlatform sets both, so does a test pointing MLflow at its own store), and the settings and
+    dependency caches (`get_settings`, `get_deps`) that were built from them."""
+    from shared.core.deps import reset_deps
+    from shared.core.settings import reset_cache
+
+    environ = dict(os.environ)
+    uris = _mlflow_uris()
+    try:
+        yield
+    finally:
+        if dict(os.environ) != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        _set_mlflow_uris(uris)
+        reset_cache()
+        reset_deps()
+
+
+@pytest.fixture(autouse=True)
+def process_state_restored() -> Iterator[None]:
+    """No test sees what an earlier one left behind (see the module docstring)."""
+    with process_state():
+        yield
 
 
 class Clock:
@@ -93,6 +207,19 @@ def blob_state(container_factory: Callable[[str], Any]) -> BlobStateStore:
 @pytest.fixture
 def fake_platform(clock: Clock) -> FakePlatform:
     return FakePlatform(clock=clock)
+
+
+class OutcomeLedger(MemoryLedger):
+    """A ledger that also keeps each run's `Outcome` as the runner recorded it (`Deps.ledger`), for tests that
+    check how a delivery through a trigger function ended."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__(clock)
+        self.outcomes: list[tuple[str, Any]] = []
+
+    def record(self, reaction: str, event_id: str, payload: Any, outcome: Any, deps: Deps) -> dict[str, Any]:
+        self.outcomes.append((reaction, outcome))
+        return super().record(reaction, event_id, payload, outcome, deps)
 
 
 def make_deps(settings: Settings | None = None, *, state: StateStore | None = None,

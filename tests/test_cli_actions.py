@@ -46,6 +46,7 @@ def test_a_failed_rollout_gets_a_new_attempt_and_duplicates_stay_duplicates(worl
     registered = world.last_event("ModelRegistered")
     platform.inject("begin_create_deployment", PermanentError("InternalServerError: deployment template broken"))
     assert world.run("rollout.model_registered", registered, registered["id"]).status == "acted"
+    world.tick()   # the event records the rollout; its first step is the reconciler's (#14.7)
     failed = world.rollout()
     assert failed is not None and failed.status == "failed" and "template broken" in failed.reason
     code, result = cli_json(deps, "rollout", f"{MODEL}:2", "--why", "template fixed", "--by", "erin")
@@ -72,6 +73,7 @@ def test_the_same_attempt_requested_twice_starts_once(world: World) -> None:
     registered = world.last_event("ModelRegistered")
     world.platform.inject("begin_create_endpoint", PermanentError("AuthorizationFailed: no role to create endpoints"))
     world.run("rollout.model_registered", registered, registered["id"])
+    world.tick()   # the first step, the reconciler's
     assert world.rollout().status == "failed"
     from shared.rollout.retry import plan_attempt
 
@@ -196,6 +198,7 @@ def test_the_smoke_row_comes_from_the_models_batch_and_a_failed_version_rolls_ou
     world.lake.container.delete_blob("heart/b1/part-0.csv")
     registered = world.last_event("ModelRegistered")
     world.run("rollout.model_registered", registered, registered["id"])
+    world.tick()   # the first step, the reconciler's
     failed = world.rollout()
     assert failed.status == "failed" and "no smoke request for reflex-model:1" in failed.reason
     assert "heart/b1/part-0.csv" in failed.reason and world.platform.get_endpoint(ENDPOINT) is None

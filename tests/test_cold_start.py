@@ -13,7 +13,7 @@ HEAVY = ("azure.ai.ml", "mlflow", "sklearn", "pandas", "numpy", "pyarrow", "azur
 # does not pay for the rollout machinery, drift statistics or the health rules
 FLOWS = ("shared.arrival.flow", "shared.registration.flow", "shared.rollout.flow", "shared.rollout.machine",
          "shared.scoring.flow", "shared.monitoring.drift", "shared.monitoring.drift_check",
-         "shared.monitoring.health", "shared.batches.tabular")
+         "shared.monitoring.health", "shared.batches.tabular", "shared.batches.training", "shared.batches.intake")
 
 
 def test_function_app_import_loads_no_heavy_module_and_no_flow() -> None:

@@ -14,7 +14,9 @@ from shared.arrival import flow as arrival
 from shared.core import reaction
 from shared.core.platform import REFLEX_TAG, Job, TrainingRequest
 from shared.core.state import BlobStateStore, MemoryStateStore
+from shared.handlers import monitoring_health
 from shared.monitoring import health
+from shared.rollout import health as rollout_health
 from shared.rollout.machine import Observation, Rollout, advance, decide
 from shared.rollout.plan import Plan
 from shared.scoring import flow as scoring
@@ -38,6 +40,11 @@ def _serving(platform: FakePlatform, deployment: str = "blue") -> None:
     platform.set_traffic(EP, {deployment: 100})
 
 
+def check(deps: Any) -> reaction.Outcome:
+    """The health timer as the monitoring function runs it: with the rollout's check of its records."""
+    return monitoring_health(deps)
+
+
 def _published(deps: Any) -> list[Any]:
     return [e for e in deps.publisher.sent if e.type == "Reflex.HealthCheckFailed"]
 
@@ -45,7 +52,7 @@ def _published(deps: Any) -> list[Any]:
 def test_healthy_platform_reports_nothing(fake_platform: FakePlatform, clock: Clock) -> None:
     _serving(fake_platform)
     deps = _deps(fake_platform, clock)
-    outcome = health.check(deps)
+    outcome = check(deps)
     assert outcome.status == "skipped" and outcome.reason == "healthy: no finding"
     assert not _published(deps)
 
@@ -58,7 +65,7 @@ def test_traffic_to_failed_deployment_and_bad_sum_each_published_once(fake_platf
     dep, _ = fake_platform.endpoints[EP].deployments["blue"]
     fake_platform.endpoints[EP].deployments["blue"] = (dep, _Pending("Failed", 0.0, "Failed"))
     for _ in range(3):
-        health.check(deps)
+        check(deps)
         clock.advance(300)
     (first,) = _published(deps)
     assert first.data["kind"] == "traffic" and "blue: receives 100% but its state is Failed" in first.data["summary"]
@@ -66,7 +73,7 @@ def test_traffic_to_failed_deployment_and_bad_sum_each_published_once(fake_platf
     # a different broken state (traffic no longer sums to 100) is a new finding, again once
     fake_platform.endpoints[EP].traffic = {"blue": 60}
     for _ in range(3):
-        health.check(deps)
+        check(deps)
     assert len(_published(deps)) == 2
     assert "live traffic sums to 60" in _published(deps)[1].data["summary"]
 
@@ -85,13 +92,13 @@ def test_traffic_on_an_updating_or_scaling_deployment_is_not_a_finding(fake_plat
 def test_overdue_rollout_reported_once(fake_platform: FakePlatform,
                                                                     clock: Clock) -> None:
     state = MemoryStateStore()
-    record = {"endpoint": EP, "model": "reflex-model", "version": "2", "status": "baking", "phase": 1,
-              "started_at": clock() - 20_000, "deadline": clock() - 100}
+    record = Rollout(EP, "reflex-model", "2", "reflex-model-v2", Plan(), created_at=clock() - 20_000, status="baking",
+                     phase=1, started_at=clock() - 20_000, deadline=clock() - 100).to_dict()
     state.create(f"rollouts/{EP}", record)
     state.create("rollouts/other-ep", {**record, "endpoint": "other-ep", "status": "done"})
     state.create("rollouts/fresh-ep", {**record, "endpoint": "fresh-ep", "deadline": clock() + 100})
     quiet = _deps(fake_platform, clock, state, REFLEX_HEALTH_GRACE_SECONDS="60")
-    health.check(quiet)
+    check(quiet)
     assert "remediate" not in state.get(f"rollouts/{EP}").value  # type: ignore[union-attr]
     (finding,) = _published(quiet)
     assert finding.data["kind"] == "rollout-overdue" and finding.data["evidence"]["status"] == "baking"
@@ -101,12 +108,13 @@ def test_overdue_rollout_reported_once(fake_platform: FakePlatform,
 
 def test_rollout_without_deadline_uses_the_setting(fake_platform: FakePlatform, clock: Clock) -> None:
     state = MemoryStateStore()
-    state.create(f"rollouts/{EP}", {"endpoint": EP, "status": "creating", "started_at": clock() - 100})
+    state.create(f"rollouts/{EP}", Rollout(EP, "reflex-model", "2", "reflex-model-v2", Plan(), created_at=clock() - 100,
+                                           status="creating", started_at=clock() - 100).to_dict())
     deps = _deps(fake_platform, clock, state, REFLEX_ROLLOUT_DEADLINE_SECONDS="600", REFLEX_HEALTH_GRACE_SECONDS="60")
-    health.check(deps)
+    check(deps)
     assert not _published(deps)
     clock.advance(600)
-    health.check(deps)
+    check(deps)
     assert len(_published(deps)) == 1
 
 
@@ -131,14 +139,14 @@ def test_failed_job_without_reaction_published_once_after_the_grace(fake_platfor
     fake_platform.finish_job("job-b", "Canceled")
     state.claim("claims/training-failed/job-b")  # the RunStatusChanged reaction handled this one
     # job-c still queued: fine
-    health.check(deps)
+    check(deps)
     assert not _published(deps)  # the run event may still be on its way: not yet
     clock.advance(599)
-    health.check(deps)
+    check(deps)
     assert not _published(deps)
     for _ in range(3):
         clock.advance(60)
-        health.check(deps)
+        check(deps)
     (finding,) = _published(deps)
     assert finding.data["evidence"]["job"] == "job-a" and finding.data["evidence"]["error"] == "bad data"
 
@@ -148,12 +156,12 @@ def test_vanished_job_reported_after_grace(fake_platform: FakePlatform, clock: C
     state.create("scoring/reflex-scoring/d/b", {"status": "submitted", "job": "reflex-score-x",
                                                 "submitted_at": clock()})
     deps = _deps(fake_platform, clock, state, REFLEX_HEALTH_GRACE_SECONDS="900")
-    health.check(deps)
+    check(deps)
     clock.advance(899)
-    health.check(deps)
+    check(deps)
     assert not _published(deps)
     clock.advance(1)
-    health.check(deps)
+    check(deps)
     (finding,) = _published(deps)
     assert finding.data["evidence"]["status"] == "missing" and finding.data["evidence"]["job_kind"] == "batch-scoring"
 
@@ -193,35 +201,39 @@ def _rollout(status: str = "baking", **kw: Any) -> dict[str, Any]:
 
 
 def test_rollout_due_is_when_the_reconciler_should_have_ended_it() -> None:
-    assert health.rollout_due(_rollout("baking"), 14_400) == 1000.0
-    assert health.rollout_due({**_rollout("baking"), "deadline": 0}, 14_400) == 14_400.0
+    assert rollout_health.rollout_due(_rollout("baking"), 14_400) == 1000.0
+    assert rollout_health.rollout_due({**_rollout("baking"), "deadline": 0}, 14_400) == 14_400.0
     # promoted: the old deployment is kept for the plan's retention, past the deadline, by design
-    assert health.rollout_due(_rollout("promoted", phase_started_at=900.0), 14_400) == 4500.0
-    assert health.rollout_due(_rollout("retiring", phase_started_at=100.0), 14_400) == 3700.0
+    assert rollout_health.rollout_due(_rollout("promoted", phase_started_at=900.0), 14_400) == 4500.0
+    assert rollout_health.rollout_due(_rollout("retiring", phase_started_at=100.0), 14_400) == 3700.0
     # pending on approval (the record as the machine writes it): the plan's approval timeout, not the deadline
     pending = Rollout.from_dict(_rollout("pending"))
     observed = Observation(endpoint_state="Succeeded", approval="pending")
     waiting = advance(pending, decide(pending, observed, 5.0), 5.0).to_dict()
-    assert health.rollout_due(waiting, 14_400) == 86_400.0
+    assert rollout_health.rollout_due(waiting, 14_400) == 86_400.0
     older = {**waiting, "plan": {k: v for k, v in waiting["plan"].items() if k != "approval_timeout_seconds"}}
-    assert health.rollout_due(older, 14_400) == Plan().approval_timeout_seconds  # records from before the setting
-    assert health.rollout_due({**waiting, "plan": {"steps": "x"}}, 14_400) == Plan().approval_timeout_seconds
+    # records from before the setting
+    assert rollout_health.rollout_due(older, 14_400) == Plan().approval_timeout_seconds
+    # records from before `awaiting_approval`: read from their last Wait (Rollout.from_dict)
+    legacy = {k: v for k, v in waiting.items() if k != "awaiting_approval"}
+    assert rollout_health.rollout_due(legacy, 14_400) == 86_400.0
+    assert rollout_health.rollout_due({**waiting, "plan": {"steps": "x"}}, 14_400) is None  # not a rollout record
     # pending for another reason: the machine fails it at the deadline
     endpoint = Observation(endpoint_state="Creating")
-    assert health.rollout_due(advance(pending, decide(pending, endpoint, 5.0), 5.0).to_dict(), 14_400) == 1000.0
-    assert health.rollout_due({"status": "creating"}, 14_400) is None
+    assert rollout_health.rollout_due(advance(pending, decide(pending, endpoint, 5.0), 5.0).to_dict(), 14_400) == 1000.0
+    assert rollout_health.rollout_due({"status": "creating"}, 14_400) is None
 
 
 def test_rollout_finding_leaves_the_reconciler_its_grace() -> None:
     record = _rollout("baking")
-    assert health.rollout_finding("rollouts/ep", record, 1000.0, 14_400, 600) is None  # it rolls back now
-    assert health.rollout_finding("rollouts/ep", record, 1599.0, 14_400, 600) is None
-    found = health.rollout_finding("rollouts/ep", record, 1600.0, 14_400, 600)
+    assert rollout_health.rollout_finding("rollouts/ep", record, 1000.0, 14_400, 600) is None  # it rolls back now
+    assert rollout_health.rollout_finding("rollouts/ep", record, 1599.0, 14_400, 600) is None
+    found = rollout_health.rollout_finding("rollouts/ep", record, 1600.0, 14_400, 600)
     assert found is not None and found.evidence["deadline"] == 1000.0 and found.evidence["status"] == "baking"
-    assert health.rollout_finding("rollouts/ep", _rollout("rolled_back"), 99_999.0, 14_400, 600) is None
+    assert rollout_health.rollout_finding("rollouts/ep", _rollout("rolled_back"), 99_999.0, 14_400, 600) is None
     promoted = _rollout("promoted", phase_started_at=900.0)
-    assert health.rollout_finding("rollouts/ep", promoted, 5000.0, 14_400, 600) is None
-    assert health.rollout_finding("rollouts/ep", promoted, 5100.0, 14_400, 600) is not None
+    assert rollout_health.rollout_finding("rollouts/ep", promoted, 5000.0, 14_400, 600) is None
+    assert rollout_health.rollout_finding("rollouts/ep", promoted, 5100.0, 14_400, 600) is not None
 
 
 def test_remediation_only_for_a_rollout_that_may_hold_traffic(fake_platform: FakePlatform, clock: Clock) -> None:
@@ -229,7 +241,7 @@ def test_remediation_only_for_a_rollout_that_may_hold_traffic(fake_platform: Fak
     state.create(f"rollouts/{EP}", {**_rollout("retiring", phase_started_at=clock() - 10_000),
                                     "endpoint": EP, "created_at": clock() - 20_000, "deadline": clock() - 5000})
     deps = _deps(fake_platform, clock, state, REFLEX_HEALTH_REMEDIATE="true")
-    health.check(deps)
+    check(deps)
     (finding,) = _published(deps)
     assert finding.data["evidence"]["status"] == "retiring" and "remediation" not in finding.data
     assert "remediate" not in state.get(f"rollouts/{EP}").value  # type: ignore[union-attr]
@@ -262,14 +274,14 @@ def test_failed_batch_job_is_the_trackers_to_report_health_only_if_it_does_not(
     make_champion(fake_platform)
     job = _scoring_job(container, deps)
     fake_platform.finish_job(job, "Failed", error="out of memory")
-    health.check(deps)  # the health tick comes first: before, it reported what the tracker was about to
+    check(deps)  # the health tick comes first: before, it reported what the tracker was about to
     assert not _health_findings(deps)
     clock.advance(60)
     if tracker_runs:
         scoring.track(deps)
     for _ in range(3):
         clock.advance(600)
-        health.check(deps)
+        check(deps)
     failed = [e for e in deps.publisher.sent if e.type == "Reflex.BatchScoringFailed"]
     if tracker_runs:  # reported once, by the tracker; health forgot the job's end mark once it was handled
         assert len(failed) == 1 and "out of memory" in failed[0].data["reason"] and not _health_findings(deps)
@@ -293,7 +305,7 @@ def test_failed_training_is_reported_once_by_its_event_or_else_by_health(
     (job,) = [name for name, j in fake_platform.jobs.items() if j.tags.get(REFLEX_TAG) == "true"]
     fake_platform.finish_job(job, "Failed", error="label column missing")
     event = fake_platform.events[-1]
-    health.check(deps)
+    check(deps)
     clock.advance(300)
     arrival.sweep(deps)  # finds the ended job first and closes its record (it publishes nothing itself)
     (record,) = blob_state.records("arrivals/")
@@ -302,7 +314,7 @@ def test_failed_training_is_reported_once_by_its_event_or_else_by_health(
         reaction.run("registration.run_event", event, event_id=event["id"], deps=deps)
     for _ in range(3):
         clock.advance(600)
-        health.check(deps)
+        check(deps)
     failed = [e for e in deps.publisher.sent if e.type == "Reflex.TrainingFailed"]
     if event_arrives:
         assert len(failed) == 1 and not _health_findings(deps)

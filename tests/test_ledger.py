@@ -30,16 +30,20 @@ def store_and_ledger(container_factory: Callable[[str], Any], clock: Clock) -> t
 
 
 # ------------------------------------------------------------------------------------------- pure parts
-def test_refs_accept_every_documented_alias_and_pairs() -> None:
-    refs = refs_from({"job_name": "j1", "model_name": "m", "model_version": 3, "data_asset": "d:2",
-                      "blobs": ["https://a/c/x.csv", "https://a/c/y.csv"], "batch_id": "c/d/b1",
-                      "endpoint_name": "ep", "new_deployment": "green", "rollout_key": "rollouts/ep",
+def test_refs_accept_the_kinds_and_the_gate_s_model_version() -> None:
+    refs = refs_from({"job": "j1", "model": "m", "model_version": 3, "data": "d:2",
+                      "blob": ["https://a/c/x.csv", "https://a/c/y.csv"], "batch": "c/d/b1",
+                      "endpoint": "ep", "deployment": "green", "rollout": "ep/m:3",
                       "dead_letter": "deadletters/x", "score": 0.9})
     assert refs == {"job": ["j1"], "model": ["m:3"], "data": ["d:2"], "blob": ["https://a/c/x.csv", "https://a/c/y.csv"],
-                    "batch": ["c/d/b1"], "endpoint": ["ep"], "deployment": ["green"], "rollout": ["rollouts/ep"],
+                    "batch": ["c/d/b1"], "endpoint": ["ep"], "deployment": ["green"], "rollout": ["ep/m:3"],
                     "dead_letter": ["deadletters/x"]}
-    assert refs_from({"model": "m", "model_version": "4", "data_name": "heart", "data_version": "b2"}) == {
-        "model": ["m:4"], "data": ["heart:b2"]}
+    assert refs_from({"model": "m", "model_version": "4"}) == {"model": ["m:4"]}
+    # keys no reaction emits are no refs: they stay in the decision
+    names = {"job_name": "j", "model_ref": "m:1", "blob_url": "https://a/c/z.csv", "rollout_key": "rollouts/ep"}
+    assert refs_from(names) == {}
+    line = entry_from("rollout.reconcile", "", {}, reaction.Outcome("acted", "", names), at=0.0)
+    assert line["refs"] == {} and line["decision"] == names
     assert refs_from({"model": {"name": "m", "version": "5"}}) == {"model": ["m:5"]}
     assert refs_from({}) == {}
     # a bare model or data name is no ref (it would join every version's chain); an empty version neither
@@ -99,7 +103,14 @@ def test_scoring_lines_name_scoring_things_apart_from_training_ones() -> None:
 
 
 def test_a_batch_named_by_its_arrival_record_key_is_that_batch() -> None:
-    assert refs_from({"batch": "arrivals/c/d/b1", "batch_id": "c/d/b1"}) == {"batch": ["c/d/b1"]}
+    assert refs_from({"batch": ["arrivals/c/d/b1", "c/d/b1"]}) == {"batch": ["c/d/b1"]}
+
+
+def test_explain_knows_every_kind_the_ledger_records() -> None:
+    from reflex.explain import PRIORITY
+    from shared.core.ledger import REF_KINDS
+
+    assert sorted(PRIORITY) == sorted([*REF_KINDS, "event"])
 
 
 def test_items_pair_each_item_of_a_run_with_its_refs_in_the_run_s_scope() -> None:

@@ -2,17 +2,18 @@
 
 One module-scoped stack: an MLflow server on a free port with a temporary store, unique containers, and a
 tiny HTTP receiver standing in for the local host (it records the Azure ML events the platform posts).
-The flow tests run in order, as the chain does: data -> training job -> RunCompleted -> model -> endpoint ->
-traffic -> batch. Total ~1-2 minutes (each job is a Python process importing MLflow and scikit-learn).
+The chain's steps (data -> training job -> RunCompleted -> model -> endpoint -> traffic -> batch) are module
+fixtures, made once and idempotent, so each test passes alone and in any order: a test names the steps it builds
+on (`heart_data`, `trained`, `failed_job`, `model`). Total ~1-2 minutes (each job is a Python process importing
+MLflow and scikit-learn).
 """
 
 from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import make_settings, process_state
 
-from local import amlevents
+from local import amlevents, procs
 from local.platform import LocalPlatform
+from local.stack import mlflow_server_args, mlflow_server_env
 from shared.batches import mltable
 from shared.core.errors import PermanentError
 from shared.core.platform import CHAMPION_TAG, BatchDeploymentSpec, EvaluationRequest, MLPlatform, TrainingRequest
@@ -104,28 +106,33 @@ def _csv(rows: int, seed: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """MLflow's server as the stack runs it (local.stack: job execution off), ready when /health answers.
+
+    The start waits for readiness within procs.START_TIMEOUT (MLflow took over 60 s on a loaded machine), and the
+    server's whole process group is stopped afterwards, also when the start or a test fails."""
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        cwd=root, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    try:
+        proc = procs.start_server(mlflow_server_args(root, port), env=mlflow_server_env(os.environ),
+                                  log_path=root / "server.log", ready=lambda: _answers(f"{url}/health"),
+                                  what="MLflow server", cwd=root)
+    except procs.StartFailed as exc:
+        pytest.fail(f"{exc}:\n{(root / 'server.log').read_text()[-2000:]}")
+    try:
+        yield url
+    finally:
+        procs.stop_group(proc.pid)
+
+
+def _answers(url: str) -> bool:
     import urllib.request
 
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"MLflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -155,22 +162,20 @@ def env(mlflow_server: str, receiver: Receiver, blob_service: Any, tmp_path_fact
     run_dir = tmp_path_factory.mktemp("run")
     script = run_dir / "train.py"
     script.write_text(TRAIN_SCRIPT)
-    import os
-
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     import mlflow
-
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_registry_uri(mlflow_server)
     from mlflow import MlflowClient
 
     from shared.core.state import BlobStateStore
 
-    state = BlobStateStore(blob_service.get_container_client(settings.state_container))
-    platform = LocalPlatform(settings, state=state, blob_service=blob_service,
-                             client=MlflowClient(mlflow_server, mlflow_server), run_dir=run_dir,
-                             train_script=script, quota_cores=16)
-    yield {"platform": platform, "settings": settings, "receiver": receiver, "blobs": blob_service, "shared": {}}
+    with process_state():  # MLflow points at this module's server process-wide, as in LocalPlatform.from_settings
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        mlflow.set_tracking_uri(mlflow_server)
+        mlflow.set_registry_uri(mlflow_server)
+        state = BlobStateStore(blob_service.get_container_client(settings.state_container))
+        platform = LocalPlatform(settings, state=state, blob_service=blob_service,
+                                 client=MlflowClient(mlflow_server, mlflow_server), run_dir=run_dir,
+                                 train_script=script, quota_cores=16)
+        yield {"platform": platform, "settings": settings, "receiver": receiver, "blobs": blob_service}
     for name in containers.values():
         try:
             blob_service.delete_container(name)
@@ -196,14 +201,58 @@ def _request(name: str, mode: str = "command", **kw: Any) -> TrainingRequest:
     return TrainingRequest(**{**base, **kw})
 
 
+HEART_TAGS = {"reflex.data": "b1"}
+
+
+@pytest.fixture(scope="module")
+def heart_data(env: dict[str, Any]) -> Any:
+    """The data asset heart:1 on the uploaded batch (register_data is idempotent for the same path)."""
+    path = f"azureml://datastores/{env['settings'].data_datastore}/paths/heart/b1/"
+    return env["platform"].register_data(name="heart", version="1", path=path, tags=HEART_TAGS)
+
+
+@pytest.fixture(scope="module")
+def trained(env: dict[str, Any], heart_data: Any) -> dict[str, Any]:
+    """A command job and an AutoML job on heart:1, submitted once and run to completion, with what the
+    submissions returned and how long they took (the training test asserts on those)."""
+    p: LocalPlatform = env["platform"]
+    started = time.monotonic()
+    job = p.submit_training(_request("job-command-1"))
+    automl = p.submit_training(_request("job-automl-1", mode="automl"))
+    submitted = {"seconds": time.monotonic() - started, "job": job, "automl": automl}
+    return {**submitted, "done": _wait_job(p, "job-command-1"), "done_automl": _wait_job(p, "job-automl-1")}
+
+
+@pytest.fixture(scope="module")
+def failed_job(env: dict[str, Any], blob_service: Any) -> Any:
+    """A job on data without the label column, run to its failure."""
+    p: LocalPlatform = env["platform"]
+    s = env["settings"]
+    blob_service.get_container_client(s.data_container).upload_blob("bad/b1/x.csv", b"a,b\n1,2\n", overwrite=True)
+    p.register_data(name="bad", version="1", path=f"azureml://datastores/{s.data_datastore}/paths/bad/b1/", tags={})
+    p.submit_training(_request("job-bad-1", data_name="bad"))
+    return _wait_job(p, "job-bad-1")
+
+
+@pytest.fixture(scope="module")
+def model(env: dict[str, Any], trained: dict[str, Any]) -> str:
+    """A model of this module: v1 from the command job's `model`, v2 from the AutoML job's `best_model`."""
+    p: LocalPlatform = env["platform"]
+    name = f"heart-{uuid.uuid4().hex[:6]}"
+    p.register_model(name=name, version="1", job_name="job-command-1", tags={})
+    p.register_model(name=name, version="2", job_name="job-automl-1", output_name="best_model", tags={})
+    return name
+
+
 def test_is_an_ml_platform(env: dict[str, Any]) -> None:
     assert isinstance(env["platform"], MLPlatform)
 
 
-def test_data_assets_are_durable_and_idempotent(env: dict[str, Any]) -> None:
+def test_data_assets_are_durable_and_idempotent(env: dict[str, Any], heart_data: Any) -> None:
     p: LocalPlatform = env["platform"]
     path = f"azureml://datastores/{env['settings'].data_datastore}/paths/heart/b1/"
-    asset = p.register_data(name="heart", version="1", path=path, tags={"reflex.data": "b1"})
+    asset = p.register_data(name="heart", version="1", path=path, tags=HEART_TAGS)
+    assert asset == heart_data and asset.tags["reflex.data"] == "b1"
     assert p.register_data(name="heart", version="1", path=path, tags={}) == asset
     assert p.get_data("heart", "1") == asset and p.get_data("heart", "2") is None
     with pytest.raises(PermanentError, match="another path"):
@@ -212,19 +261,17 @@ def test_data_assets_are_durable_and_idempotent(env: dict[str, Any]) -> None:
         p.register_data(name="heart", version="9", path="azureml://datastores/nope/paths/a/", tags={})
 
 
-def test_training_jobs_run_to_completion_and_emit_events(env: dict[str, Any]) -> None:
+def test_training_jobs_run_to_completion_and_emit_events(env: dict[str, Any], trained: dict[str, Any]) -> None:
     p: LocalPlatform = env["platform"]
-    started = time.monotonic()
-    job = p.submit_training(_request("job-command-1"))
-    automl = p.submit_training(_request("job-automl-1", mode="automl"))
-    assert time.monotonic() - started < 10, "submission must not wait for the job"
+    job, automl = trained["job"], trained["automl"]
+    assert trained["seconds"] < 10, "submission must not wait for the job"
     assert job.status in ("NotStarted", "Queued", "Running") and automl.kind == "automl"
     assert p.submit_training(_request("job-command-1")).name == "job-command-1"  # idempotent by name
     with pytest.raises(PermanentError, match="does not exist"):
         p.submit_training(_request("job-nodata", data_version="7"))
     with pytest.raises(PermanentError, match="lower-case"):
         p.submit_training(_request("Job-Upper"))
-    done, done_automl = _wait_job(p, "job-command-1"), _wait_job(p, "job-automl-1")
+    done, done_automl = trained["done"], trained["done_automl"]
     assert done.status == "Completed", done.error
     assert done_automl.status == "Completed", done_automl.error
     assert done.outputs["model"].startswith("runs:/") and done.tags["reflex.trigger"] == "test"
@@ -243,13 +290,8 @@ def test_training_jobs_run_to_completion_and_emit_events(env: dict[str, Any]) ->
     assert headers["aeg-event-type"] == "Notification"
 
 
-def test_failed_job_reports_failed_and_emits_status_changed(env: dict[str, Any], blob_service: Any) -> None:
-    p: LocalPlatform = env["platform"]
-    s = env["settings"]
-    blob_service.get_container_client(s.data_container).upload_blob("bad/b1/x.csv", b"a,b\n1,2\n")
-    p.register_data(name="bad", version="1", path=f"azureml://datastores/{s.data_datastore}/paths/bad/b1/", tags={})
-    p.submit_training(_request("job-bad-1", data_name="bad"))
-    job = _wait_job(p, "job-bad-1")
+def test_failed_job_reports_failed_and_emits_status_changed(env: dict[str, Any], failed_job: Any) -> None:
+    job = failed_job
     # the reason starts with the line the script's traceback ends with, not a frame or log line before it
     assert job.status == "Failed" and job.error.startswith("KeyError: \"['DEATH_EVENT'] not found"), job.error
     assert "exited with code 1" in job.error
@@ -257,10 +299,10 @@ def test_failed_job_reports_failed_and_emits_status_changed(env: dict[str, Any],
     assert changed["eventType"].endswith("RunStatusChanged") and changed["data"]["runStatus"] == "failed"
 
 
-def test_models_register_with_explicit_versions_and_champion_tags(env: dict[str, Any]) -> None:
+def test_models_register_with_explicit_versions_and_champion_tags(env: dict[str, Any], trained: dict[str, Any],
+                                                                  failed_job: Any) -> None:
     p: LocalPlatform = env["platform"]
     name = f"heart-{uuid.uuid4().hex[:6]}"
-    env["shared"]["model"] = name
     with pytest.raises(PermanentError, match="next version"):
         p.register_model(name=name, version="2", job_name="job-command-1", tags={})
     with pytest.raises(PermanentError, match="has not completed"):
@@ -286,11 +328,12 @@ def test_models_register_with_explicit_versions_and_champion_tags(env: dict[str,
     assert registered[0]["subject"] == f"models/{name}:1" and registered[0]["data"]["modelProperties"]["auc"] == "0.9"
 
 
-def test_an_evaluation_job_scores_a_job_output_and_a_registered_model_on_the_same_rows(env: dict[str, Any]) -> None:
+def test_an_evaluation_job_scores_a_job_output_and_a_registered_model_on_the_same_rows(env: dict[str, Any],
+                                                                                       model: str) -> None:
     """jobs/train/evaluate.py as a local job: the challenger from a job's output, the champion from the registry
     (`models:/<name>/<version>`), both on the batch's holdout rows; RunCompleted as for any job."""
     p: LocalPlatform = env["platform"]
-    name = env["shared"]["model"]  # registered by the test above: v2 came from job-automl-1
+    name = model  # v2 came from job-automl-1
     request = EvaluationRequest(
         job_name="job-eval-1", experiment_name="reflex-test", data_name="heart", data_version="1",
         task="classification", label_column="DEATH_EVENT", compute="local", environment="azureml:env:1",
@@ -311,7 +354,8 @@ def test_an_evaluation_job_scores_a_job_output_and_a_registered_model_on_the_sam
     assert env["receiver"].wait_for("on_run_event", "job-eval-1")["eventType"].endswith("RunCompleted")
 
 
-def test_concurrent_registrations_of_one_version_by_its_job_all_return_it(env: dict[str, Any]) -> None:
+def test_concurrent_registrations_of_one_version_by_its_job_all_return_it(env: dict[str, Any],
+                                                                          trained: dict[str, Any]) -> None:
     """The same RunCompleted delivered several times at once: one version, every caller gets it (a transient
     error, retried as Event Grid redelivers, is allowed; a permanent one, which dead-letters, is not)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -349,9 +393,10 @@ def _wait_deployment(p: LocalPlatform, ep: str, dep: str, timeout: float = 60.0)
 ROW = {"age": 70, "ejection_fraction": 20, "serum_creatinine": 3.1}
 
 
-def test_online_endpoint_deploy_route_mirror_metrics_delete(env: dict[str, Any]) -> None:
+def test_online_endpoint_deploy_route_mirror_metrics_delete(env: dict[str, Any], model: str) -> None:
     p: LocalPlatform = env["platform"]
-    name = env["shared"]["model"]
+    name = model
+    before = p.check_quota("Standard_DS3_v2", 1).used  # other tests' deployments share the pool
     ep = f"ep-{uuid.uuid4().hex[:8]}"
     assert p.get_endpoint(ep) is None
     with pytest.raises(PermanentError, match="does not exist"):
@@ -365,10 +410,9 @@ def test_online_endpoint_deploy_route_mirror_metrics_delete(env: dict[str, Any])
     with pytest.raises(PermanentError, match="state is Creating"):
         p.set_traffic(ep, {"blue": 100})
     assert _wait_deployment(p, ep, "blue").succeeded and _wait_deployment(p, ep, "green").succeeded
-    assert "Succeeded" in p.get_deployment_logs(ep, "blue")
     quota = p.check_quota("Standard_DS3_v2", 1)
-    # 1 x 4 cores plus the 20% upgrade reserve (whole instances): 8 of the 8 free
-    assert (quota.used, quota.needed, quota.limit, quota.ok) == (8, 8, 16, True)
+    # 1 x 4 cores plus the 20% upgrade reserve (whole instances): 8 each, blue's and green's
+    assert (quota.used - before, quota.needed, quota.limit, quota.ok) == (8, 8, 16, before + 16 <= 16)
     assert not p.check_quota("Standard_DS3_v2", 2).ok
 
     with pytest.raises(PermanentError, match="routes no traffic"):
@@ -402,24 +446,23 @@ def test_online_endpoint_deploy_route_mirror_metrics_delete(env: dict[str, Any])
     assert [d.name for d in p.get_endpoint(ep).deployments] == ["green"]
 
 
-def test_failed_provisioning_is_reported(env: dict[str, Any]) -> None:
+def test_failed_provisioning_is_reported(env: dict[str, Any], model: str, failed_job: Any) -> None:
     p: LocalPlatform = env["platform"]
-    name = env["shared"]["model"]
+    name = model
     ep = f"ep-{uuid.uuid4().hex[:8]}"
     p.begin_create_endpoint(ep)
     # a registered version whose artifacts are not an MLflow model: loading fails, as a broken image would
     run_id = p.jobs.record("job-bad-1")["run_id"]
-    p.client.create_model_version(name, f"runs:/{run_id}/user_logs.txt", run_id=run_id)
-    p.begin_create_deployment(ep, "broken", model=f"{name}:3", instance_type="Standard_DS2_v2", instance_count=1)
+    broken = p.client.create_model_version(name, f"runs:/{run_id}/user_logs.txt", run_id=run_id).version
+    p.begin_create_deployment(ep, "broken", model=f"{name}:{broken}", instance_type="Standard_DS2_v2", instance_count=1)
     dep = _wait_deployment(p, ep, "broken")
     assert dep.state == "Failed"
-    assert "could not be loaded" in p.get_deployment_logs(ep, "broken")
 
 
-def test_batch_scoring_writes_a_fresh_output_and_refuses_to_overwrite(env: dict[str, Any]) -> None:
+def test_batch_scoring_writes_a_fresh_output_and_refuses_to_overwrite(env: dict[str, Any], model: str) -> None:
     p: LocalPlatform = env["platform"]
     s = env["settings"]
-    name = env["shared"]["model"]
+    name = model
     p.begin_ensure_batch_deployment(BatchDeploymentSpec("batch-ep", "d1", f"{name}:1", "local"))
     assert p.get_batch_deployment("batch-ep", "d1").succeeded and p.get_batch_deployment("batch-ep", "x") is None
     source = f"azureml://datastores/{s.scoring_datastore}/paths/heart/s1/"

@@ -24,6 +24,7 @@ from shared.core.control import write_control
 from shared.core.deps import Deps
 from shared.core.platform import MLPlatform, TrainingRequest
 from shared.core.state import MemoryStateStore
+from shared.registration import outside_models
 from shared.rollout import reactions as rollout_reactions
 from shared.rollout.discovery import MEMO_PREFIX, discovery_event
 from shared.rollout.flow import rollout_key
@@ -155,7 +156,7 @@ def test_a_quiet_tick_costs_one_call_per_served_model_and_nothing_else() -> None
     fp = FakePlatform()
     deps = _deps(fp, **TWO_SERVED)
     for _ in range(3):
-        outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps)
+        outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
         assert outcome.status == "skipped"
     assert dict(fp.calls) == {"get_latest_model": 6}
 
@@ -167,7 +168,7 @@ def test_an_unannounced_version_is_rolled_out_and_its_late_event_is_a_duplicate(
     state = MemoryStateStore()
     deps = make_deps(make_settings(**ROLLOUT_ENV), state=state, platform=fp, clock=clock)
     event = register_model(fp, "2")  # Azure ML's ModelRegistered for v2 is never delivered
-    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps)
+    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     assert outcome.status == "acted", outcome
     found = outcome.details["discovered"][MODEL]
     assert (found["model"], found["outcome"]) == (f"{MODEL}:2", "acted")
@@ -177,13 +178,13 @@ def test_an_unannounced_version_is_rolled_out_and_its_late_event_is_a_duplicate(
     assert fp.endpoints[ENDPOINT].deployments, "the first step ran: the new deployment is being created"
 
     # the event arrives late: the same reaction sees a duplicate
-    late = rollout_reactions.handle_model_registered(event, deps)
+    late = rollout_reactions.handle_model_registered(event, deps, outside_models)
     assert late.status == "duplicate", late
 
     # later ticks know the version: one call, no second look at the model
     fp.calls.clear()
     clock.advance(5)
-    rollout_reactions.handle_reconcile({"past_due": False}, deps)
+    rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     assert fp.calls["get_latest_model"] == 1 and fp.calls["get_model"] == 0
 
 
@@ -192,9 +193,11 @@ def test_a_version_the_event_already_started_is_not_touched_by_the_tick() -> Non
     live_endpoint(fp, version="1")
     deps = _deps(fp)
     event = register_model(fp, "2")
-    assert rollout_reactions.handle_model_registered(event, deps).status == "acted"
+    assert rollout_reactions.handle_model_registered(event, deps, outside_models).status == "acted"
+    # the first step (the event only records it)
+    rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     fp.calls.clear()
-    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps)
+    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     assert "discovered" not in outcome.details
     assert fp.calls["get_latest_model"] == 1 and fp.calls["get_model"] == 0
 
@@ -205,12 +208,12 @@ def test_a_declined_version_is_remembered_so_it_is_not_fetched_every_tick() -> N
     fp.models[(MODEL, "4")] = dataclasses.replace(fp.models[(MODEL, "4")], type="custom_model")
     state = MemoryStateStore()
     deps = _deps(fp, state)
-    first = rollout_reactions.handle_reconcile({"past_due": False}, deps)
+    first = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     assert first.details["discovered"][MODEL]["outcome"] == "skipped"
     assert "not an MLflow model" in first.details["discovered"][MODEL]["reason"]
     assert state.get(MEMO_PREFIX + MODEL).value["version"] == "4"  # type: ignore[union-attr]
     fp.calls.clear()
-    second = rollout_reactions.handle_reconcile({"past_due": False}, deps)
+    second = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     assert "discovered" not in second.details
     assert dict(fp.calls) == {"get_latest_model": 1}
 
@@ -222,10 +225,10 @@ def test_a_dry_run_discovery_is_handled_again_once_dry_run_is_off() -> None:
     deps = _deps(fp, state)
     register_model(fp, "2")
     write_control(deps, dry_run=True, by="test", why="look first")
-    assert rollout_reactions.handle_reconcile({"past_due": False}, deps).status == "dry-run"
+    assert rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models).status == "dry-run"
     assert state.get(rollout_key(ENDPOINT)) is None and state.get(MEMO_PREFIX + MODEL) is None
     write_control(deps, dry_run=False, by="test", why="go")
-    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps)
+    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     assert outcome.details["discovered"][MODEL]["outcome"] == "acted"
 
 
@@ -239,7 +242,7 @@ def test_one_models_failure_does_not_hide_another_models_new_version() -> None:
     fp.finish_job("train-s")
     fp.register_model(name="sales", version="1", job_name="train-s", tags={})
     fp.inject("get_latest_model", TransientError("models: service answered 503", 5.0))  # churn's call fails
-    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps)
+    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
     assert "503" in outcome.details["discovered"]["churn"]["error"]
     assert outcome.details["discovered"]["sales"]["outcome"] == "acted"
 
@@ -250,8 +253,25 @@ def test_a_tick_on_the_azure_adapter_sends_one_request_per_served_model() -> Non
     with azure_platform(svc) as p:
         deps = _deps(p, **TWO_SERVED)
         start = len(svc.requests)
-        assert rollout_reactions.handle_reconcile({"past_due": False}, deps).status == "skipped"
+        assert rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models).status == "skipped"
         sent = svc.requests[start:]
     assert sorted((r.method, r.path.rsplit("/models/", 1)[1]) for r in sent) == [
         ("GET", "churn/versions"), ("GET", "sales/versions")]
     assert all(r.query["$top"] == ["1"] for r in sent)
+
+
+def test_a_refused_newest_version_lookup_is_reported_and_the_tick_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform refusing to say which version is newest (a permanent error from the lookup itself) is that
+    model's error in the tick's details; the tick does not fail and nothing is remembered (it asks again)."""
+    from shared.core.errors import PermanentError
+
+    fp = FakePlatform()
+    deps = _deps(fp)
+
+    def refuse(model: str) -> None:
+        raise PermanentError(f"listing versions of {model}: forbidden")
+
+    monkeypatch.setattr(fp, "get_latest_model", refuse)
+    outcome = rollout_reactions.handle_reconcile({"past_due": False}, deps, outside_models)
+    assert outcome.details["discovered"][MODEL] == {"error": f"listing versions of {MODEL}: forbidden"}
+    assert list(deps.state.records(MEMO_PREFIX)) == []

@@ -31,6 +31,7 @@ from shared.core import reaction
 from shared.core.failure import error_line
 from shared.core.ledger import entry_from
 from shared.core.platform import DeploymentMetrics
+from shared.rollout.machine import Rollout, read
 from tests.conftest import AZURITE, ROOT, Clock, make_settings
 from tests.real_chain import ENDPOINT, HEALTHY, Lake, World, make_world
 from tests.stack_support import LiveStack, live_stack, wait_for
@@ -374,13 +375,17 @@ def test_what_an_unfinished_batch_waits_for(kind: str, value: dict[str, Any], en
      "CreateDeployment: green beside blue (22:13 UTC)"),
     ({"status": "rolled_back", "reason": "smoke test failed: HTTP 500", "history": []},
      "smoke test failed: HTTP 500"),
-    ({"status": "baking", "queued": {"model": "m", "version": "3"}, "operator_rollback": True,
+    ({"status": "baking", "queued": {"model": "m", "version": "3"},
       "history": [{"at": NOW, "action": "Wait", "detail": "baking at 10% until 2023-11-14T22:23:20Z"}]},
-     "operator rollback requested; superseded by m:3 (queued); baking at 10% until 2023-11-14T22:23:20Z "
-     "(since 22:13 UTC)"),
+     "superseded by m:3 (queued); baking at 10% until 2023-11-14T22:23:20Z (since 22:13 UTC)"),
 ])
 def test_what_a_rollout_waits_for_or_why_it_ended(value: dict[str, Any], note: str) -> None:
-    assert rollout_note(value, NOW) == note
+    record = {"endpoint": "ep", "model": "m", "version": "2", "deployment": "m-v2", **value}
+    assert rollout_note(Rollout.from_dict(record), NOW) == note
+
+
+def test_an_unreadable_rollout_record_says_so() -> None:
+    assert rollout_note(read({"status": "baking"}), NOW) == "unreadable rollout record"
 
 
 def test_a_batch_with_no_usable_file_is_a_failure_naming_each_refused_file(world: World) -> None:

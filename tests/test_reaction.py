@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from shared.core import reaction
 from shared.core.control import read_control, write_control
 from shared.core.errors import PermanentError, TransientError
 from shared.core.events import InvalidEvent, parse
+from shared.core.ledger import MemoryLedger
 from tests.conftest import make_deps, make_settings
 
 
@@ -90,18 +92,15 @@ def test_pause_by_setting_skips_timers() -> None:
     assert out.status == "skipped" and "paused" in out.reason
 
 
-def test_ledger_sink_sees_every_outcome_and_cannot_break_a_reaction() -> None:
+def test_ledger_sees_every_outcome_and_cannot_break_a_reaction() -> None:
     seen: list[tuple[str, str]] = []
 
-    def sink(name: str, event_id: str, payload: Any, outcome: reaction.Outcome, deps: Any) -> None:
-        seen.append((name, outcome.status))
-        raise RuntimeError("ledger down")
+    class DownLedger(MemoryLedger):
+        def record(self, reaction: str, event_id: str, payload: Any, outcome: Any, deps: Any) -> dict[str, Any]:
+            seen.append((reaction, outcome.status))
+            raise RuntimeError("ledger down")
 
-    reaction.set_ledger_sink(sink)
-    try:
-        out = reaction.run("test.echo", _event(), event_id="ev-1", deps=make_deps())
-    finally:
-        reaction.set_ledger_sink(None)
+    out = reaction.run("test.echo", _event(), event_id="ev-1", deps=make_deps(ledger=DownLedger(time.time)))
     assert out.status == "acted" and seen == [("test.echo", "acted")]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
-from conftest import Clock, make_deps, make_settings
+from conftest import Clock, OutcomeLedger, make_deps, make_settings
 from rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV, invariant_problems, live_endpoint, register_model
 
 import functions.rollout as rollout_fn
@@ -76,14 +76,18 @@ def grid_event(raw: dict[str, Any]) -> func.EventGridEvent:
 
 
 def deliver(w: World, raw: dict[str, Any]) -> Outcome:
-    """Deliver through the decorated Event Grid function, and return the outcome the runner recorded."""
-    outcomes: list[Outcome] = []
-    reaction.set_ledger_sink(lambda name, eid, payload, outcome, deps: outcomes.append(outcome))
+    """Deliver through the decorated Event Grid function, and return the outcome the runner recorded; then drive
+    the reconciler once at the same instant: the event only records the rollout (Event Grid's 30 s, #14.7) and
+    the first step is the reconciler's."""
+    deps = w.current["deps"]  # type: ignore[attr-defined]
+    before, deps.ledger = deps.ledger, OutcomeLedger(w.clock)
     try:
         rollout_fn.on_model_registered(grid_event(raw))
+        outcomes = [outcome for _, outcome in deps.ledger.outcomes]
     finally:
-        reaction.set_ledger_sink(None)
+        deps.ledger = before
     assert invariant_problems(w.fp) == []
+    tick(w, 0)
     return outcomes[-1]
 
 
@@ -477,18 +481,18 @@ def test_dry_run_decides_and_acts_on_nothing(world: World) -> None:
 def test_health_remediates_an_overdue_canary_through_the_rollout_machinery(world: World) -> None:
     """REFLEX_HEALTH_REMEDIATE: a canary the reconciler left past its deadline (say its timer stopped) is rolled
     back by the health timer with the machine's own roll_back: previous split in one update, record closed."""
-    from shared.monitoring import health
+    from shared.handlers import monitoring_health
 
     to_canary_step(world, 0)
     assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 90, V2: 10}  # type: ignore[union-attr]
     world.clock.advance(world.record().deadline - world.clock() + 700)  # past the deadline and the grace
     world.env.update(REFLEX_HEALTH_REMEDIATE="true", REFLEX_HEALTH_GRACE_SECONDS="600")
     deps = world.deps()
-    outcome = health.check(deps)
+    outcome = monitoring_health(deps)
     assert outcome.status == "acted" and outcome.details["remediated"]
     assert dict(world.fp.get_endpoint(ENDPOINT).traffic) == {"blue": 100}  # type: ignore[union-attr]
     assert world.fp.get_deployment(ENDPOINT, V2) is None  # REFLEX_DELETE_ON_ROLLBACK=true, as the reconciler
     assert world.record().status == "rolled_back" and "health" in world.record().reason
     findings = [e for e in deps.publisher.sent if e.type == "Reflex.HealthCheckFailed"]  # type: ignore[attr-defined]
     assert len(findings) == 1 and findings[0].data["remediation"].startswith("rollback through the rollout")
-    assert health.check(world.deps()).details["remediated"] == []  # done once
+    assert monitoring_health(world.deps()).details["remediated"] == []  # done once

@@ -316,5 +316,6 @@ def test_func_mode_feeds_blob_events_to_the_functions_host(live_func: LiveStack,
         registered = wait_for("ModelRegistered", lambda: live_func.published("ModelRegistered"), timeout=180)
         assert registered[0]["subject"] == f"models/{MODEL}:1"
     finally:
-        functions_host.terminate()
-        functions_host.wait(timeout=20)
+        from local import procs
+
+        procs.stop_group(functions_host.pid, grace=20.0)  # its whole process group, however the test ended

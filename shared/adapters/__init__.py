@@ -1,1 +1,2 @@
-"""Adapters to the outside world: Azure ML (the only importer of azure.ai.ml) and the app's Blob Storage."""
+"""Adapters to the outside world, behind the ports the flows use: Azure ML (`azureml`, the only importer of
+azure.ai.ml) and the app's Blob Storage (`storage`)."""

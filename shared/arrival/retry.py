@@ -5,12 +5,13 @@ a compute that was missing, a job that crashed), would otherwise never be traine
 and a redelivery of it is rightly a duplicate.
 
 How: one compare-and-swap moves the arrival record from `dry-run`, `failed` or `submit-failed` back to
-`complete` with `attempt` incremented (`reopen`), and the very same `arrival.start_batch` the marker and the
-sweep use takes it from there: start lease, admission (concurrency and daily cap; without a slot it waits for
-the sweep, in arrival order), data asset, training job, lineage tags, record `submitted`, and the gate on
-RunCompleted. The job name derives from the batch, its manifest and the attempt (`arrival.attempt_job_name`),
-so an attempt has exactly one job however often it is started, and a new attempt never reuses a failed job.
-Two operators asking at once: one CAS wins the new attempt, the other is told it is already under way.
+`complete` with `attempt` incremented (`reopen`), and the very same `start_batch` the marker and the sweep use
+(shared/batches/training.py) takes it from there: start lease, admission (concurrency and daily cap; without a
+slot it waits for the sweep, in arrival order), data asset, training job, lineage tags, record `submitted`, and
+the gate on RunCompleted. The job name derives from the batch, its manifest and the attempt
+(`training.attempt_job_name`), so an attempt has exactly one job however often it is started, and a new attempt
+never reuses a failed job. Two operators asking at once: one CAS wins the new attempt, the other is told it is
+already under way.
 
 Refused, with the reason: a batch still collecting (not complete), being started or training, already trained
 (a new batch folder is the way to train on new data; scheduled retraining covers the same data), or one with no
@@ -20,11 +21,11 @@ usable file.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from shared.arrival.flow import arrival_key, start_batch
 from shared.batches.paths import BatchPath
-from shared.batches.record import set_status
+from shared.batches.record import ArrivalRecord, as_update
+from shared.batches.training import arrival_key, start_batch
 from shared.core.reaction import Outcome
 
 if TYPE_CHECKING:
@@ -47,9 +48,8 @@ def batch_key(deps: Deps, text: str) -> str:
     return arrival_key(BatchPath(parts[0], parts[1], parts[2], ""))
 
 
-def _refusal(value: dict[str, Any], deps: Deps) -> str:
-    status = value.get("status")
-    job, why = value.get("job") or "", value.get("reason") or ""
+def _refusal(batch: ArrivalRecord, deps: Deps) -> str:
+    status, job, why = batch.status, batch.job, batch.reason
     marker = deps.settings.completion_marker
     if status == "collecting":
         return ("not complete yet: it still collects files, waiting for its marker " + repr(marker) if marker else
@@ -68,13 +68,14 @@ def _refusal(value: dict[str, Any], deps: Deps) -> str:
     return f"its status is {status!r}"
 
 
-def reopen(value: dict[str, Any] | None, now: float, *, token: str, by: str, why: str) -> dict[str, Any] | None:
-    """The record moved back to `complete` as the next attempt (pure, for `StateStore.update`); None: no change."""
-    if value is None or value.get("status") not in REOPENABLE or not value.get("files"):
+def reopen(batch: ArrivalRecord | None, now: float, *, token: str, by: str, why: str) -> ArrivalRecord | None:
+    """The record moved back to `complete` as the next attempt (pure, for `StateStore.update` through
+    `as_update`); None: no change."""
+    if batch is None or batch.status not in REOPENABLE or not batch.files:
         return None
-    attempt = int(value.get("attempt") or 1) + 1
-    return set_status({**value, "lease": None}, "complete", now, allowed_from=REOPENABLE,
-                      reason=f"attempt {attempt} requested by {by}: {why}", attempt=attempt, reopened_by=token)
+    attempt = batch.attempt_number + 1
+    return batch.with_status("complete", now, allowed_from=REOPENABLE, reason=f"attempt {attempt} requested by "
+                             f"{by}: {why}", lease=None, attempt=attempt, reopened_by=token)
 
 
 def train_again(deps: Deps, key: str, *, by: str, why: str) -> Outcome:
@@ -91,21 +92,23 @@ def train_again(deps: Deps, key: str, *, by: str, why: str) -> Outcome:
     if record is None:
         return Outcome("refused", f"no batch {key.removeprefix('arrivals/')}: Reflex never saw a file of it "
                                   "(see `python -m reflex status`, or upload it with `python -m reflex upload`)")
-    value = record.value
-    batch = f"{value['container']}/{value['dataset']}/{value['batch']}"
-    if value.get("status") not in REOPENABLE or not value.get("files"):
-        return Outcome("refused", f"batch {batch} is not trained again: {_refusal(value, deps)}",
-                       {"batch": batch, "job": value.get("job", "")})
+    found = ArrivalRecord.from_dict(record.value)
+    batch = found.batch_id
+    if found.status not in REOPENABLE or not found.files:
+        return Outcome("refused", f"batch {batch} is not trained again: {_refusal(found, deps)}",
+                       {"batch": batch, "job": found.job})
     token = uuid.uuid4().hex
-    stored = deps.state.update(key, lambda v: reopen(v, deps.clock(), token=token, by=by, why=why))
-    if stored is None or stored.value.get("reopened_by") != token:
+    stored = deps.state.update(key, as_update(ArrivalRecord, lambda r: reopen(r, deps.clock(), token=token, by=by,
+                                                                              why=why)))
+    reopened = ArrivalRecord.from_dict(stored.value) if stored else None
+    if reopened is None or reopened.reopened_by != token:
         current = deps.state.get(key)
-        status = current.value.get("status") if current else "gone"
+        latest = ArrivalRecord.from_dict(current.value) if current else None
         return Outcome("duplicate", f"batch {batch}: another request started its attempt "
-                                    f"{current.value.get('attempt') if current else '?'} ({status})",
+                                    f"{latest.attempt if latest else '?'} ({latest.status if latest else 'gone'})",
                        {"batch": batch})
-    attempt = int(stored.value["attempt"])
+    attempt = reopened.attempt_number
     outcome = start_batch(key, deps, event_id=f"operator-train:{batch}:{attempt}")
     return Outcome(outcome.status, f"attempt {attempt} of batch {batch}: {outcome.reason}",
-                   {**outcome.details, "attempt": attempt, "previous": value.get("status"),
-                    "previous_job": value.get("job", ""), "previous_reason": value.get("reason", "")})
+                   {**outcome.details, "attempt": attempt, "previous": found.status,
+                    "previous_job": found.job, "previous_reason": found.reason})

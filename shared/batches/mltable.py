@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from shared.core.errors import PermanentError, map_azure_error
 
 if TYPE_CHECKING:
+    from shared.batches.record import BatchRecord
     from shared.core.settings import Settings
 
 __all__ = ["MLTABLE", "SCHEMA", "document", "for_batch", "parse", "write"]
@@ -96,9 +97,9 @@ def write(settings: Settings, container: str, folder: str, files: Iterable[str])
     return name
 
 
-def for_batch(settings: Settings, record: dict[str, Any]) -> str | None:
-    """In AutoML mode, the MLTable of a completed batch record (container, dataset, batch, frozen `files`),
-    written before its data asset is registered; None in command mode (a `uri_folder` needs none)."""
+def for_batch(settings: Settings, batch: BatchRecord) -> str | None:
+    """In AutoML mode, the MLTable of a completed batch (its frozen `files`), written before its data asset is
+    registered; None in command mode (a `uri_folder` needs none)."""
     if settings.training_mode != "automl":
         return None
-    return write(settings, record["container"], f"{record['dataset']}/{record['batch']}", record["files"])
+    return write(settings, batch.container, batch.folder, batch.files)

@@ -71,7 +71,7 @@ def get_platform(settings: Settings) -> MLPlatform:
     name it as their only exception): the reactions see the `MLPlatform` protocol, never an implementation.
     """
     if settings.platform == "azureml":
-        from shared.azureml import AzureMLPlatform
+        from shared.adapters.azureml import AzureMLPlatform
 
         return AzureMLPlatform.from_settings(settings)
     from local.platform import LocalPlatform

@@ -109,7 +109,8 @@ def map_azure_error(exc: BaseException, resource: str) -> ReflexError:
     handles those before calling this. Everything else lands here:
 
     * connection failures, 408, 429 and 5xx -> `TransientError(retry_after)`;
-    * 401/403 (auth) and 400 (validation), client-side validation -> `PermanentError`.
+    * 401/403 (auth) and 400 (validation), client-side validation -> `PermanentError`;
+    * 404 where the caller did not expect absence -> `PermanentError` saying "not found".
     """
     from azure.core.exceptions import (
         ClientAuthenticationError,
@@ -130,6 +131,8 @@ def map_azure_error(exc: BaseException, resource: str) -> ReflexError:
         if status in (408, 429) or status >= 500:
             return TransientError(f"{resource}: service answered {status}: {_short(exc.message or exc)}",
                                   retry_after_seconds(exc))
+        if status == 404:
+            return PermanentError(f"{resource}: not found: {_short(exc.message or exc)}")
         if status == 403:
             return PermanentError(f"{resource}: forbidden (the identity lacks a role): {_short(exc.message or exc)}")
         return PermanentError(f"{resource}: rejected with {status}: {_short(exc.message or exc)}")

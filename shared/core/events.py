@@ -13,6 +13,11 @@ reaction. Real payloads demand tolerance elsewhere (see ../shared/reference/func
 * unknown fields are ignored, and unknown event types parse as a plain `Event`.
 
 `parse` never raises anything but `InvalidEvent`, whatever JSON it is given (a hypothesis test holds it to that).
+
+Every event type Reflex consumes is here: Azure ML's and Blob Storage's, and `Reflex.ModelRegistered`, Reflex's own
+event that it both publishes (the registration gate) and consumes (the rollout; infra subscribes the rollout's
+trigger to Azure ML's and Reflex's topic alike). The other `Reflex.*` events are published only
+(shared/core/publish.py).
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from shared.core.errors import PermanentError
 
 __all__ = [
     "InvalidEvent", "Event", "BlobCreated", "RunCompleted", "RunStatusChanged", "ModelRegistered",
-    "ModelDeployed", "DatasetDriftDetected", "parse", "parse_many", "from_function_event", "blob_created",
-    "raw_from_function_event", "BLOB_CREATED", "BLOB_COMPLETING_APIS", "RUN_COMPLETED", "RUN_STATUS_CHANGED",
-    "MODEL_REGISTERED", "MODEL_DEPLOYED", "DATASET_DRIFT_DETECTED", "blob_subject", "blob_url_parts",
+    "ReflexModelRegistered", "parse", "from_function_event", "blob_created", "raw_from_function_event",
+    "BLOB_CREATED", "BLOB_COMPLETING_APIS", "RUN_COMPLETED", "RUN_STATUS_CHANGED", "MODEL_REGISTERED",
+    "REFLEX_MODEL_REGISTERED", "blob_subject", "blob_url_parts",
 ]
 
 _AML = "Microsoft.MachineLearningServices."
@@ -38,8 +43,7 @@ BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 RUN_COMPLETED = _AML + "RunCompleted"
 RUN_STATUS_CHANGED = _AML + "RunStatusChanged"
 MODEL_REGISTERED = _AML + "ModelRegistered"
-MODEL_DEPLOYED = _AML + "ModelDeployed"
-DATASET_DRIFT_DETECTED = _AML + "DatasetDriftDetected"
+REFLEX_MODEL_REGISTERED = "Reflex.ModelRegistered"
 
 # The `data.api` values of a BlobCreated that mean "this blob is complete" (MicrosoftDocs/azure-docs
 # articles/event-grid/event-schema-blob-storage.md: PutBlob, PutBlockList and CopyBlob fire once the block blob is
@@ -136,28 +140,24 @@ class ModelRegistered(Event):
 
 
 @dataclass(frozen=True)
-class ModelDeployed(Event):
-    """`…ModelDeployed`; `model_ids` is split from the comma-separated `name:version` string."""
+class ReflexModelRegistered(ModelRegistered):
+    """`Reflex.ModelRegistered`: Reflex registered a model, or wants one rolled out; the rollout reacts to it as to
+    Azure ML's own ModelRegistered.
 
-    service_name: str = ""
-    service_compute_type: str = ""
-    model_ids: tuple[tuple[str, str], ...] = ()
-    service_tags: Mapping[str, Any] = field(default_factory=dict)
-    service_properties: Mapping[str, Any] = field(default_factory=dict)
+    Sent three ways, all in the Event Grid schema: the registration gate publishes it to Reflex's topic
+    (`outbound`, shared/registration/flow.py; Event Grid adds `topic` and `metadataVersion` on delivery), the
+    reconciler hands one to the rollout reaction for a version no event announced (shared/rollout/discovery.py),
+    and so does an operator's new rollout attempt (shared/rollout/retry.py). The model is `data.model` and
+    `data.version` (gate, discovery) or `data.modelName` and `data.modelVersion` (a new attempt), read
+    case-insensitively as every `data` key; `retry_of` is a new attempt's `data.retryOf`.
+    """
 
+    retry_of: str = ""
 
-@dataclass(frozen=True)
-class DatasetDriftDetected(Event):
-    """`…DatasetDriftDetected` (PascalCase keys in the doc sample)."""
-
-    data_drift_id: str = ""
-    data_drift_name: str = ""
-    run_id: str = ""
-    base_dataset_id: str = ""
-    target_dataset_id: str = ""
-    drift_coefficient: float = 0.0
-    start_time: datetime | None = None
-    end_time: datetime | None = None
+    @staticmethod
+    def outbound(model: str, version: str, details: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        """(event type, subject, data) of the gate's event: its outcome's `details` with `model` and `version`."""
+        return REFLEX_MODEL_REGISTERED, f"models/{model}:{version}", {**details, "model": model, "version": version}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -208,27 +208,6 @@ class _Data:
         if not isinstance(value, Mapping):
             raise self._fail(key, "an object", value)
         return _frozen(value)
-
-    def number(self, key: str, *, required: bool = False) -> float:
-        value = self.get(key)
-        if value is None:
-            if required:
-                raise self._fail(key, "a number", missing=True)
-            return 0.0
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise self._fail(key, "a number", value)
-        try:
-            return float(value)
-        except ValueError:
-            raise self._fail(key, "a number", value) from None
-
-    def time(self, key: str) -> datetime | None:
-        value = self.get(key)
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            raise self._fail(key, "an ISO-8601 time", value)
-        return _parse_time(value, self._id, f"data.{key}")
 
 
 def _parse_time(value: str, event_id: str, name: str) -> datetime:
@@ -343,15 +322,9 @@ def _run(env: dict[str, Any], d: _Data) -> dict[str, Any]:
     }
 
 
-def _model_ids(raw: str, event_id: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for item in (p.strip() for p in raw.split(",") if p.strip()):
-        name, sep, version = item.rpartition(":")
-        if not sep or not name:
-            raise InvalidEvent(f"data.ModelIds item {item!r} is not name:version", event_id=event_id,
-                               field="data.ModelIds")
-        pairs.append((name, version))
-    return tuple(pairs)
+def _either(d: _Data, key: str, alias: str) -> str:
+    """`key`, or `alias` when only that is there (the missing-field error then names `key`)."""
+    return alias if d.get(key) is None and d.get(alias) is not None else key
 
 
 def parse(raw: Any) -> Event:
@@ -382,20 +355,11 @@ def parse(raw: Any) -> Event:
         if kind == MODEL_REGISTERED:
             return ModelRegistered(**env, model_name=d.text("modelName"), model_version=d.version("modelVersion"),
                                    model_tags=d.mapping("modelTags"), model_properties=d.mapping("modelProperties"))
-        if kind == MODEL_DEPLOYED:
-            return ModelDeployed(**env, service_name=d.text("serviceName"),
-                                 service_compute_type=d.text("serviceComputeType", required=False),
-                                 model_ids=_model_ids(d.text("modelIds", required=False), env["id"]),
-                                 service_tags=d.mapping("serviceTags"),
-                                 service_properties=d.mapping("serviceProperties"))
-        if kind == DATASET_DRIFT_DETECTED:
-            return DatasetDriftDetected(**env, data_drift_id=d.text("dataDriftId"),
-                                        data_drift_name=d.text("dataDriftName", required=False),
-                                        run_id=d.text("runId", required=False),
-                                        base_dataset_id=d.text("baseDatasetId", required=False),
-                                        target_dataset_id=d.text("targetDatasetId", required=False),
-                                        drift_coefficient=d.number("driftCoefficient"),
-                                        start_time=d.time("startTime"), end_time=d.time("endTime"))
+        if kind == REFLEX_MODEL_REGISTERED:
+            retry_of = d.get("retryOf")
+            return ReflexModelRegistered(**env, model_name=d.text(_either(d, "modelName", "model")),
+                                         model_version=d.version(_either(d, "modelVersion", "version")),
+                                         retry_of=retry_of if isinstance(retry_of, str) else "")
         return Event(**env)
     except InvalidEvent:
         raise
@@ -403,18 +367,6 @@ def parse(raw: Any) -> Event:
         # Defence in depth: whatever slipped past the field checks is still a bad event, never a crash.
         raise InvalidEvent(f"unreadable event: {type(exc).__name__}: {str(exc)[:200]}",
                            event_id=str(raw.get("id", "?"))[:80]) from exc
-
-
-def parse_many(body: Any) -> list[Event | InvalidEvent]:
-    """Parse an Event Grid delivery body (an array, or one object): each element, or why it is invalid."""
-    items = body if isinstance(body, list) else [body]
-    out: list[Event | InvalidEvent] = []
-    for item in items:
-        try:
-            out.append(parse(item))
-        except InvalidEvent as exc:
-            out.append(exc)
-    return out
 
 
 def raw_from_function_event(event: Any) -> dict[str, Any]:

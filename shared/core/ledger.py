@@ -40,18 +40,20 @@ An entry::
 "links" keep the first ids of each kind, "reason" and the other strings are cut short).
 
 Refs are taken from `Outcome.details` (and from the triggering event itself, so a skipped or dead-lettered
-event is still findable by its blob/job/model). Reactions SHOULD put, in `Outcome.details`, under these keys
-(a string, or a list of strings; aliases in parentheses are accepted too):
+event is still findable by its blob/job/model). Reactions put, in `Outcome.details`, under the kind's own name
+(a string, or a list of strings; `REF_KINDS` and `OTHER_REFS` are the one declaration of the accepted keys):
 
-    blob        blob URL(s) the work came from            (blob_url, blobs)
-    batch       "<container>/<dataset>/<batch>"            (batch_id, arrival; its arrival record key
+    blob        blob URL(s) the work came from
+    batch       "<container>/<dataset>/<batch>"            (its arrival record key
                                                             `arrivals/<container>/<dataset>/<batch>` is read as it)
-    data        data asset "name:version"                  (data_asset; or data_name + data_version)
-    job         Azure ML job name                          (job_name, run_id)
-    model       model "name:version"                       (model_ref; or model_name + model_version)
-    endpoint    online/batch endpoint name                 (endpoint_name)
-    deployment  deployment name                            (deployment_name, new_deployment)
-    rollout     rollout id "<endpoint>/<model>:<version>"  (rollout_id, rollout_key)
+    data        data asset "name:version" (or {"name", "version"})
+    job         Azure ML job name
+    model       model "name:version" (or {"name", "version"}; or the bare name with its version under
+                `model_version`, `MODEL_VERSION`, as the registration gate reports it)
+    endpoint    online/batch endpoint name
+    deployment  deployment name
+    rollout     rollout id "<endpoint>/<model>:<version>"
+    dead_letter, held                                      the dead letter or held event a run wrote
 
 A run that handled several independent items at once (the sweep starting several batches, the reconcile
 timer advancing the rollouts of several endpoints) puts one mapping per item, with the keys above, in
@@ -94,8 +96,9 @@ if TYPE_CHECKING:
     from shared.core.reaction import Outcome
     from shared.core.settings import Settings
 
-__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "REF_KINDS", "SCOPES", "BlobLedger", "Ledger", "MemoryLedger", "entry_from",
-           "fit", "group_matches", "items", "matches", "parse_line", "ref_groups", "refs_from", "scope_of"]
+__all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "MODEL_VERSION", "OTHER_REFS", "REF_KINDS", "SCOPES", "BlobLedger",
+           "Ledger", "MemoryLedger", "entry_from", "fit", "group_matches", "items", "matches", "parse_line",
+           "ref_groups", "refs_from", "scope_of"]
 
 PREFIX = "ledger/"
 SUFFIX = ".jsonl"
@@ -113,28 +116,11 @@ _REFS_PER_KIND = 1000
 # upstream -> downstream: the order of the chain (explain walks back against it and forward along it)
 REF_KINDS: tuple[str, ...] = ("blob", "batch", "data", "job", "model", "scoring_blob", "scoring_batch", "scoring_job",
                               "scoring_output", "rollout", "deployment", "endpoint")
-_OTHER_REFS = ("dead_letter", "held")
-_ARRIVAL_PREFIX = "arrivals/"  # shared/arrival/flow.py `arrival_key`: arrivals/<container>/<dataset>/<batch>
-
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "blob": ("blob", "blob_url", "blobs"),
-    "batch": ("batch", "batch_id", "arrival"),
-    "data": ("data", "data_asset"),
-    "job": ("job", "job_name", "run_id"),
-    "model": ("model", "model_ref"),
-    "endpoint": ("endpoint", "endpoint_name"),
-    "deployment": ("deployment", "deployment_name", "new_deployment"),
-    "rollout": ("rollout", "rollout_id", "rollout_key"),
-    "scoring_blob": ("scoring_blob",),
-    "scoring_batch": ("scoring_batch",),
-    "scoring_job": ("scoring_job",),
-    "scoring_output": ("scoring_output",),
-    "dead_letter": ("dead_letter",),
-    "held": ("held",),
-}
-_PAIRS = {"data": ("data_name", "data_version"), "model": ("model_name", "model_version")}
-_CONSUMED = {alias for names in _ALIASES.values() for alias in names} | {
-    name for pair in _PAIRS.values() for name in pair} | {"links"}
+OTHER_REFS: tuple[str, ...] = ("dead_letter", "held")  # refs outside the chain: what a run wrote aside
+MODEL_VERSION = "model_version"  # beside a bare `model` name (the registration gate: "model": "m", "model_version")
+_ARRIVAL_PREFIX = "arrivals/"  # shared/batches/training.py `arrival_key`: arrivals/<container>/<dataset>/<batch>
+_KINDS = (*REF_KINDS, *OTHER_REFS)
+_CONSUMED = {*_KINDS, MODEL_VERSION, "links"}
 
 # reaction-name prefix -> what each ref kind of its lines becomes (kinds not named stay in `decision`)
 SCOPES: dict[str, Mapping[str, str]] = {
@@ -153,7 +139,7 @@ def _consumed(scope: Mapping[str, str] | None) -> set[str]:
     """The `details` keys that become refs (and so leave `decision`) under `scope`."""
     if scope is None:
         return _CONSUMED
-    kept = {alias for kind, names in _ALIASES.items() if kind not in scope for alias in names}
+    kept = {kind for kind in _KINDS if kind not in scope}
     return (_CONSUMED - kept) | {"output"}
 
 
@@ -216,19 +202,13 @@ def _scoped(refs: dict[str, list[str]], scope: Mapping[str, str] | None) -> dict
 
 def _refs_from(details: Mapping[str, Any], payload: Any) -> dict[str, list[str]]:
     refs = _event_refs(payload)
-    for kind, aliases in _ALIASES.items():
-        for alias in aliases:
-            if alias in details:
-                if kind in _PAIRS and alias == kind and isinstance(details[alias], str) and ":" not in details[
-                        alias] and _PAIRS[kind][1] in details:
-                    continue  # "model": "m" with "model_version": "3" -> handled as a pair below
-                _add(refs, kind, _strings(details[alias]))
-    for kind, (name_key, version_key) in _PAIRS.items():
-        name = details.get(name_key) or (details.get(kind) if isinstance(details.get(kind), str) else None)
-        version = details.get(version_key)
-        if name and version not in (None, "") and ":" not in str(name):
-            _add(refs, kind, [f"{name}:{version}"])
-    for kind in _PAIRS:  # a bare name is no ref: it would join every version's chain
+    for kind in _KINDS:
+        if kind in details:
+            _add(refs, kind, _strings(details[kind]))
+    name, version = details.get("model"), details.get(MODEL_VERSION)
+    if isinstance(name, str) and name and ":" not in name and version not in (None, ""):
+        _add(refs, "model", [f"{name}:{version}"])
+    for kind in ("data", "model"):  # a bare name is no ref: it would join every version's chain
         refs[kind] = [v for v in refs.get(kind, ()) if ":" in v]
     if refs.get("batch"):  # a batch named by its arrival record's key (the `reflex.batch` tag) is that batch
         batches = refs.pop("batch")

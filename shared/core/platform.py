@@ -1,7 +1,7 @@
 """The small protocol the reactions need from an ML platform, with frozen value types.
 
 Why a protocol: the flows decide and act through these few operations only, so the same flow code runs on
-Azure ML (`shared/azureml.py`), on the offline MLflow stack (`local/platform.py`) and against the behavioural
+Azure ML (`shared/adapters/azureml/`), on the offline MLflow stack (`local/platform.py`) and against the behavioural
 fake the tests use (`testing/fake_platform.py`). One protocol test suite runs against all of them, so they
 cannot drift apart.
 
@@ -28,10 +28,11 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
-    "CHAMPION_TAG", "APPROVAL_TAG", "TERMINAL_JOB_STATES", "DataAsset", "Deployment", "DeploymentMetrics",
-    "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion", "QuotaCheck",
-    "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE", "cores_needed",
-    "job_output_uri", "model_output", "require_reflex_owned", "serving_states", "traffic_problems",
+    "CHAMPION_TAG", "APPROVAL_TAG", "REFLEX_TAG", "SUCCEEDED", "TERMINAL_JOB_STATES", "DataAsset", "Deployment",
+    "DeploymentMetrics", "Endpoint", "EvaluationRequest", "InvokeResult", "Job", "MLPlatform", "ModelVersion",
+    "QuotaCheck", "TrainingRequest", "BatchDeploymentSpec", "SERVING_TRANSITIONS", "TRANSITIONAL", "UPGRADE_RESERVE",
+    "cores_needed", "job_output_uri", "model_output", "require_reflex_owned", "serving_states",
+    "traffic_problems",
 ]
 
 CHAMPION_TAG = "reflex.champion"   # "true" on the model version that serves production
@@ -47,10 +48,10 @@ TRANSITIONAL = frozenset({"Creating", "Updating", "Scaling"})
 SERVING_TRANSITIONS = frozenset({"Updating", "Scaling"})
 
 # The output that holds the trained MLflow model, by job kind. A command job names its own outputs (TRAIN_COMMAND
-# in shared/azureml.py writes `model`); an AutoML job's is fixed by the service: `outputs.best_model`, "Type of best
-# model. AutoML allows only mlflow models" (AutoML job YAML reference, MicrosoftDocs/azure-docs
-# articles/machine-learning/reference-automl-nlp-cli-text-classification.md, "Best model output configuration";
-# azureml-examples pipelines consume `classification_node.outputs.best_model`).
+# in shared/adapters/azureml/jobs.py writes `model`); an AutoML job's is fixed by the service:
+# `outputs.best_model`, "Type of best model. AutoML allows only mlflow models" (AutoML job YAML reference,
+# MicrosoftDocs/azure-docs articles/machine-learning/reference-automl-nlp-cli-text-classification.md, "Best model
+# output configuration"; azureml-examples pipelines consume `classification_node.outputs.best_model`).
 MODEL_OUTPUTS = {"command": "model", "automl": "best_model"}
 
 # "Azure Machine Learning reserves 20% extra compute resources for performing upgrades. For example, if you request
@@ -366,8 +367,6 @@ class MLPlatform(Protocol):
     def invoke(self, endpoint: str, deployment: str, body: Mapping[str, Any]) -> InvokeResult: ...
 
     def begin_delete_deployment(self, endpoint: str, deployment: str) -> None: ...
-
-    def get_deployment_logs(self, endpoint: str, deployment: str, *, lines: int = 100) -> str: ...
 
     def get_deployment_metrics(self, endpoint: str, deployment: str, *,
                                window_seconds: int) -> DeploymentMetrics: ...

@@ -14,7 +14,7 @@ maps errors to outcomes:
 
 Handlers are registered by name (`@handler("data.arrival")`) so the CLI can replay a dead letter or a held
 event through exactly the code path the trigger uses. Each outcome is appended to `deps.ledger` (the lineage
-ledger, shared/core/ledger.py; `get_deps()` sets it) and handed to any extra sink (see `set_ledger_sink`).
+ledger, shared/core/ledger.py; `get_deps()` sets it, tests hand theirs in `Deps`).
 """
 
 from __future__ import annotations
@@ -35,17 +35,12 @@ from shared.core.state import key_part
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["HANDLERS", "Outcome", "event_id_of", "handler", "run", "run_event", "set_ledger_sink"]
+__all__ = ["HANDLERS", "Outcome", "event_id_of", "handler", "replaying", "run", "run_event"]
 
 log = logging.getLogger("reflex.reaction")
 
 Handler = Callable[[Any, "Deps"], "Outcome"]
 HANDLERS: dict[str, Handler] = {}
-_ledger_sink: list[Callable[[str, str, Any, Outcome, Deps], None]] = []
-
-# Reactions that must keep running while automation is paused: none by default; the rollout reconciler
-# still honours pause (a paused rollout stays where it is, traffic untouched).
-ALWAYS_RUN: frozenset[str] = frozenset()
 _ID_LIMIT = 200  # characters of an event id kept readable; a longer one ends in a hash of the whole
 # a dead letter keeps the payload for replay: an Event Grid event is at most 1 MB (so are its strings), but its
 # nesting is cut at shared.core.errors' depth limit, which the JSON encoder then cannot overflow
@@ -69,13 +64,6 @@ def handler(name: str) -> Callable[[Handler], Handler]:
         return fn
 
     return register
-
-
-def set_ledger_sink(sink: Callable[[str, str, Any, Outcome, Deps], None] | None) -> None:
-    """Install the ledger writer (called with reaction, event id, payload, outcome, deps) after each run."""
-    _ledger_sink.clear()
-    if sink is not None:
-        _ledger_sink.append(sink)
 
 
 def _hold(name: str, payload: Any, event_id: str, deps: Deps) -> Outcome:
@@ -162,7 +150,7 @@ def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None,
         deps = get_deps()
     with context(function=name, event_id=safe_text(event_id or "-", _ID_LIMIT), key=safe_text(key or "-", 300)):
         try:
-            if honour_pause and name not in ALWAYS_RUN:
+            if honour_pause:  # every reaction honours pause: a paused rollout stays where it is, traffic untouched
                 from shared.core.control import read_control
 
                 if read_control(deps).paused:
@@ -240,10 +228,5 @@ def _record(name: str, event_id: str, payload: Any, outcome: Outcome, deps: Deps
     if ledger is not None:
         try:
             ledger.record(name, event_id, payload, outcome, deps)
-        except Exception:  # the ledger must never turn a handled event into a failure
-            log.exception("could not append to the ledger")
-    for sink in _ledger_sink:
-        try:
-            sink(name, event_id, payload, outcome, deps)
         except Exception:  # the ledger must never turn a handled event into a failure
             log.exception("could not append to the ledger")

@@ -319,10 +319,12 @@ class Settings:
                              "How long the old deployment is kept at 0% after promotion before it is deleted.")
     max_error_rate: float = _s("REFLEX_MAX_ERROR_RATE", _float_range(0.0, 1.0), "0.02",
                                "Highest error rate of the new deployment that passes a check.")
-    max_latency_ms: float = _s("REFLEX_MAX_LATENCY_MS", _float_range(1.0, 600_000.0), "1000",
-                               "Highest average latency of the new deployment that passes a check.")
+    max_latency_ms: float = _s("REFLEX_MAX_LATENCY_MS", _float_range(1.0, 600_000.0), "5000",
+                               "Backstop: highest average latency of the new deployment that passes a check "
+                               "whatever the live one's (default: Azure ML's request timeout).")
     max_latency_ratio: float = _s("REFLEX_MAX_LATENCY_RATIO", _float_range(1.0, 100.0), "1.5",
-                                  "Highest latency of the new deployment relative to the live one.")
+                                  "Highest latency of the new deployment relative to the live one's over the "
+                                  "same window (a slow machine slows both).")
     min_requests: int = _s("REFLEX_MIN_REQUESTS", _int_range(0, 1_000_000), "0",
                            "Requests the new deployment must have served in a step before it may advance.")
     smoke_request: Mapping[str, Any] | None = _s("REFLEX_SMOKE_REQUEST", _json_object, "",

@@ -13,7 +13,7 @@ in a shape no scoring server reads). Each problem names every setting involved a
   azure/ai/ml/entities/_job/automl/tabular/classification_job.py and regression_job.py (azure-ai-ml 1.35.2);
   a name outside the task's enum fails the submission.
 * Smoke request: a JSON object whose rows are found in one of the scoring formats
-  (`shared.rollout.smoke.expected_rows`), or empty.
+  (`shared.core.scoring_request.expected_rows`, which the rollout's smoke test counts with too), or empty.
 
 Schedules are parsed by shared/core/ncrontab.py, the parser the local host runs timers with (in the declarations).
 """
@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from shared.core.scoring_request import SHAPES, expected_rows
 
 __all__ = ["COMMAND_METRICS", "AUTOML_PRIMARY_METRICS", "cross_check", "automl_metric_key"]
 
@@ -90,18 +92,13 @@ def _primary(values: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _smoke(values: Mapping[str, Any]) -> list[tuple[str, str]]:
-    from shared.rollout.smoke import expected_rows
-
     body = values["smoke_request"]
     if body is None or (expected_rows(body) or 0) > 0:
         return []
-    return [("REFLEX_SMOKE_REQUEST", f"expected rows in one of the scoring request shapes ({_SHAPES}), or empty "
+    return [("REFLEX_SMOKE_REQUEST", f"expected rows in one of the scoring request shapes ({SHAPES}), or empty "
                                      f"(a row of the model's training data is sent then); got keys {sorted(body)}")]
 
 
-_SHAPES = ('{"input_data": {"columns": [...], "data": [[...]]}}, {"dataframe_split": {"columns": [...], '
-           '"data": [[...]]}}, {"dataframe_records": [{...}]}, {"instances": [...]}, {"inputs": [...]}, '
-           '{"data": [...]}')
 _CHECKS = ((("task", "training_mode", "gate_metric", "gate_direction"), _gate),
            (("task", "training_mode", "automl_primary_metric"), _primary),
            (("smoke_request",), _smoke))

@@ -10,9 +10,23 @@ exactly-once reactions need without another service:
 Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
 
     claims/<reaction>/<key>          {"at": iso-time, ...}        who claimed what, first writer wins
-    arrivals/<container>/<dataset>/<batch>   arrival record (manifest, status)   see shared/arrival/flow.py
-    rollouts/<endpoint>              rollout record (plan, step, status)          see shared/rollout.py
+    arrivals/<container>/<dataset>/<batch>   training batch (manifest, status)     ArrivalRecord  (these three:
+    scoring/<container>/<dataset>/<batch>    scoring batch (manifest, plan)        ScoringRecord   shared/batches/
+    retrains/<model>/<window>        one retraining per model and window          RetrainRecord   record.py)
+    training/admission               running training jobs, today's count         shared/batches/admission.py
+    rollouts/<endpoint>              rollout record (plan, step, status)          shared/rollout/machine.py Rollout
+    registrations/jobs/<job>         the gate's decision for a training job      shared/registration/records.py
+    registrations/models/<model>     the next model version to allocate          (Registration, VersionCounter,
+    evaluations/outside/<m>/<v>      a model registered outside Reflex           OutsideEvaluation,
+    evaluations/ready/<m>/<v>        ... that passed, for the reconciler         ReadyToRoll)
+    discovered/models/<model>        newest version the reconciler handled       shared/rollout/discovery.py Handled
+    drift/<model>                    where the drift check stands                shared/monitoring/records.py
+    claims/drift/<model>/<window>    DriftDetected went out for the window       (DriftState, DriftReported,
+    health/ended/<job>               when health first saw a job end badly       EndedJob)
+    claims/health/<finding>          a health finding was published              shared/core/findings.py Reported
     deadletters/<yyyymmdd>/<time>-<id>  {"reaction", "event_id", "error", "error_type", "payload", "at"}
+    held/<reaction>/<event id>       an event held while automation is paused     see shared/core/reaction.py
+    control/automation               pause and dry-run switches                   see shared/core/control.py
     champions/<model>                champion pointer                             see shared/core/champion.py
 
 Every record whose value has a top-level `status` carries it as blob metadata too (`reflexstatus`, on the same Put

@@ -1,1 +1,2 @@
-"""The monitoring timers: health (failures Azure ML never announces), data drift and scheduled retraining."""
+"""The monitoring timers: health (failures Azure ML never announces), data drift and scheduled retraining. Their
+records' types are in records.py."""

@@ -13,7 +13,7 @@ Why this shape (the arithmetic is shared/monitoring/drift.py; this module only f
   compares later windows with it. Where a baseline came from is stored with it (blob metadata
   `reflex_baseline_source` = `training data` | `first scoring window`, plus `reflex_baseline_detail`) and
   reported by every check as `baseline_source` / `baseline_detail`, and in the record `drift/<model>`
-  (`baseline: {"model", "source", "detail"}`) for `status`.
+  (`shared.monitoring.records.DriftState`, `baseline: {"model", "source", "detail"}`) for `status`.
 * Recent data. Scoring batches (records `scoring/...`, see shared/scoring/flow.py) completed since the last
   check, plus, when REFLEX_DATA_COLLECTOR_PATH = `<container>/<prefix>` is set, request-log blobs under it
   modified since then (JSON lines of `{"data": [...]}`). Files stream through shared/batches/tabular.py, a chunk at a
@@ -34,6 +34,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from shared.batches.record import ArrivalRecord, ScoringRecord
 from shared.batches.tabular import UnreadableData, reader_for
 from shared.core import champion as champions
 from shared.core.errors import PermanentError, ReflexError, map_azure_error
@@ -41,6 +42,7 @@ from shared.core.reaction import Outcome
 from shared.core.state import key_part
 from shared.monitoring import retrain
 from shared.monitoring.drift import DriftReport, Profile, ProfileBuilder, compare
+from shared.monitoring.records import DriftReported, DriftState
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -64,9 +66,7 @@ def baseline_blob(model: str, version: str) -> str:
 
 
 def _container(deps: Deps, name: str) -> Any:
-    from shared.adapters.storage import blob_service
-
-    return blob_service(deps.settings).get_container_client(name)
+    return deps.blobs.get_container_client(name)
 
 
 def _list(deps: Deps, container: str, prefix: str) -> list[Any]:
@@ -108,9 +108,9 @@ def training_files(deps: Deps, champion: ModelVersion) -> list[Source]:
     tags = {**champion.tags, **(job.tags if job else {})}
     batch_key = str(tags.get("reflex.batch", ""))
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
-    if record is not None and record.value.get("files"):
-        v = record.value
-        return [(v["container"], f"{v['dataset']}/{v['batch']}/{f}") for f in sorted(v["files"])]
+    batch = ArrivalRecord.from_dict(record.value) if record is not None else None
+    if batch is not None and batch.files:
+        return [(batch.container, f"{batch.folder}{f}") for f in sorted(batch.files)]
     data = str(tags.get("reflex.data", ""))
     name, _, version = data.partition(":")
     asset = deps.platform.get_data(name, version) if name and version else None
@@ -214,8 +214,8 @@ def _baseline_from_scoring(deps: Deps, champion: ModelVersion, state_key: str, s
     detail = f"{profile.rows} rows of {len(batches)} scoring batch(es) and logs since {since:.0f}, until {now:.0f}"
     profile, source, built = _store_baseline(deps, champion, profile, {"source": SOURCE_SCORING, "detail": detail})
     details.update(baseline_source=source["source"], baseline_detail=source["detail"], baseline_built=built)
-    deps.state.update(state_key, lambda v: {**(v or {}), "checked_until": now,
-                                            "baseline": {"model": champion.ref, **source}})
+    deps.state.update(state_key, lambda v: DriftState.from_dict(v or {}).but(
+        checked_until=now, baseline={"model": champion.ref, **source}).to_dict())
     return Outcome("skipped", f"{why}: built from {profile.rows} rows; later windows are compared with it", details)
 
 
@@ -233,12 +233,12 @@ def recent_sources(deps: Deps, since: float, now: float) -> tuple[list[Source], 
     sources: list[Source] = []
     batches: list[str] = []
     for record in deps.state.records(f"scoring/{key_part(s.scoring_container)}/"):
-        v = record.value
-        at = v.get("completed_at")
-        if v.get("status") == "collecting" or at is None or not since < float(at) <= now or not v.get("files"):
+        batch = ScoringRecord.from_dict(record.value)
+        at = batch.completed_at
+        if batch.status == "collecting" or at is None or not since < at <= now or not batch.files:
             continue
-        batches.append(f"{v['container']}/{v['dataset']}/{v['batch']}")
-        sources.extend((v["container"], f"{v['dataset']}/{v['batch']}/{f}") for f in sorted(v["files"]))
+        batches.append(batch.batch_id)
+        sources.extend((batch.container, f"{batch.folder}{f}") for f in sorted(batch.files))
     if s.data_collector_path:
         container, _, prefix = s.data_collector_path.partition("/")
         for b in _list(deps, container, prefix):
@@ -261,17 +261,19 @@ def check(deps: Deps) -> Outcome:
     if champion is None:
         return Outcome("skipped", f"no champion yet for model {s.model_name}: nothing to compare against")
     now = deps.clock()
-    state_key = f"drift/{key_part(s.model_name)}"
-    stored = deps.state.get(state_key)
-    since = recent_since((stored.value if stored else {}).get("checked_until"), now, s.drift_window_seconds)
+    state_key = DriftState.key_of(s.model_name)
+    found = deps.state.get(state_key)
+    stored = DriftState.from_dict(found.value) if found is not None else DriftState()
+    since = recent_since(stored.checked_until, now, s.drift_window_seconds)
     try:
         baseline, built, source = ensure_baseline(deps, champion)
     except NoLineage as exc:
         return _baseline_from_scoring(deps, champion, state_key, since, now, str(exc).split(": ", 1)[-1])
     except PermanentError as exc:
         return Outcome("skipped", f"no baseline: {exc}", {"model": champion.ref})
-    if (stored.value if stored else {}).get("baseline", {}).get("model") != champion.ref:
-        deps.state.update(state_key, lambda v: {**(v or {}), "baseline": {"model": champion.ref, **source}})
+    if stored.baseline.get("model") != champion.ref:
+        deps.state.update(state_key, lambda v: DriftState.from_dict(v or {}).but(
+            baseline={"model": champion.ref, **source}).to_dict())
     sources, batches = recent_sources(deps, since, now)
     details: dict[str, Any] = {"model": champion.ref, "since": since, "batches": batches, "files": len(sources),
                                "baseline_built": built, "baseline_source": source["source"],
@@ -286,10 +288,10 @@ def check(deps: Deps) -> Outcome:
         return Outcome("skipped", f"{report.reason}{schema}; the data is kept for the next check", details)
     window = retrain.window_id(now)
     details["window"] = window
-    deps.state.update(state_key, lambda v: {**(v or {}), "checked_until": now, "window": window,
-                                            "last": {"at": now, "model": champion.ref, "rows": report.rows,
-                                                     "drifted": list(report.drifted),
-                                                     "max_psi": report.max_psi}})
+    last = {"at": now, "model": champion.ref, "rows": report.rows, "drifted": list(report.drifted),
+            "max_psi": report.max_psi}
+    deps.state.update(state_key, lambda v: DriftState.from_dict(v or {}).but(
+        checked_until=now, window=window, last=last).to_dict())
     if not (report.drift_detected or report.schema_changed):
         return Outcome("skipped", f"no drift: max PSI {report.max_psi:.3f} <= {s.drift_psi_threshold} over "
                                   f"{report.rows} rows", details)
@@ -298,7 +300,7 @@ def check(deps: Deps) -> Outcome:
     if read_control(deps).dry_run:
         return Outcome("dry-run", f"{summary}: would publish DriftDetected"
                                   f"{' and retrain' if s.drift_retrain else ''}", details)
-    if deps.state.claim(f"claims/drift/{key_part(s.model_name)}/{key_part(window)}", {"summary": summary}):
+    if deps.state.claim(DriftReported.key_of(s.model_name, window), DriftReported(summary=summary).to_dict()):
         deps.publisher.publish("DriftDetected", champion.ref, {
             "model": champion.ref, "window": window, "threshold": s.drift_psi_threshold, "batches": batches,
             "unreadable": unreadable, "baseline": baseline_blob(champion.name, champion.version),

@@ -2,17 +2,14 @@
 
 Why a timer: Azure ML emits no event when an endpoint's traffic goes wrong, a rollout stalls or a job dies
 without its RunStatusChanged reaching us. The health timer observes and publishes `Reflex.HealthCheckFailed`
-with the evidence, for three kinds of finding:
+with the evidence (a `shared.core.findings.Finding`), for three kinds of finding:
 
 * `traffic`: a configured online endpoint whose live traffic does not sum to 0 or 100, or sends traffic to a
   deployment that is missing or not Succeeded (the same `traffic_problems` rules every platform enforces);
-* `rollout-overdue`: a rollout record (`rollouts/<endpoint>`) still open when the rollout reconciler should
-  have ended it: past its `deadline` (or `started_at`/`created_at` + REFLEX_ROLLOUT_DEADLINE_SECONDS when it
-  has none), or, while it awaits approval, past `created_at` + its plan's approval timeout, or, once promoted,
-  past the end of its plan's retention. With REFLEX_HEALTH_REMEDIATE=true a rollout that may still hold
-  traffic is rolled back through the rollout machinery (`rollout_flow.operator_rollback`, as the CLI's
-  `rollback` does: previous split restored in one update, the rollout record's CAS guarding the race with
-  the reconciler), never by moving traffic around it;
+* `rollout-overdue`: a rollout still open when the rollout reconciler should have ended it. The rollout owns
+  that check (shared/rollout/health.py: when each of its states should end, and the rollback that remediates
+  one with REFLEX_HEALTH_REMEDIATE=true); the monitoring function hands it to `check` (functions/monitoring.py),
+  as reactions do not import each other;
 * `job-unhandled`: a Reflex training job (arrival or retrain record still `submitted`, or an arrival record
   the sweep closed as `failed`) or batch scoring job (scoring record still `submitted`) that failed, was
   canceled or vanished, and for training jobs with no TrainingFailed published (`claims/training-failed/<job>`).
@@ -26,57 +23,34 @@ longer watched), a vanished job from its submission, a rollout from its deadline
 unhandled then is reported.
 
 "Once": a finding's id hashes its kind, resource and evidence *state* (the problems, the rollout status and
-step, the job status), never the time; publishing claims `claims/health/<id>` first. The same broken state
-seen every tick is published once; if it is repaired and breaks again in another way (a different state), that
-is a new finding and is published; the exact same state reappearing after a repair is not re-published.
+step, the job status), never the time; publishing claims `claims/health/<id>` (`shared.core.findings.Reported`)
+first. The same broken state seen every tick is published once; if it is repaired and breaks again in another
+way (a different state), that is a new finding and is published; the exact same state reappearing after a
+repair is not re-published.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
+from shared.batches.record import ArrivalRecord, RetrainRecord, ScoringRecord, StatusRecord
 from shared.core.errors import ReflexError
+from shared.core.findings import Finding, HealthCheck, Reported
 from shared.core.platform import TERMINAL_JOB_STATES, Endpoint, Job, serving_states, traffic_problems
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
-from shared.rollout.plan import Plan
+from shared.monitoring.records import EndedJob
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["Finding", "ROLLOUT_TERMINAL", "check", "job_finding", "rollout_due", "rollout_finding", "traffic_finding"]
+__all__ = ["Finding", "check", "job_finding", "traffic_finding"]
 
 log = logging.getLogger("reflex.health")
 
-ROLLOUT_TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded", "completed", "promoted-done",
-                              "aborted", "canceled"})
-REMEDIABLE = frozenset({"creating", "smoke", "mirroring", "baking"})  # a rollback makes sense (may hold traffic)
 FAILED_JOB_STATES = TERMINAL_JOB_STATES - {"Completed"}
-AWAITING_APPROVAL = "awaiting approval"  # how the rollout machine's Wait while pending on approval begins
-
-
-@dataclass(frozen=True)
-class Finding:
-    kind: str
-    resource: str
-    summary: str
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-    state: Mapping[str, Any] = field(default_factory=dict)  # what identifies this broken state
-
-    @property
-    def id(self) -> str:
-        text = json.dumps([self.kind, self.resource, self.state], sort_keys=True, default=str)
-        return f"{self.kind}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"finding": self.id, "kind": self.kind, "resource": self.resource, "summary": self.summary,
-                "evidence": dict(self.evidence)}
 
 
 # ------------------------------------------------------------------------------------ pure decisions
@@ -93,62 +67,6 @@ def traffic_finding(endpoint: Endpoint) -> Finding | None:
                    {"traffic": dict(endpoint.traffic), "mirror": dict(endpoint.mirror), "deployments": states,
                     "problems": problems},
                    {"problems": sorted(problems), "traffic": dict(endpoint.traffic), "mirror": dict(endpoint.mirror)})
-
-
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _awaiting_approval(value: Mapping[str, Any]) -> bool:
-    history = value.get("history") or []
-    last = history[-1] if history and isinstance(history[-1], Mapping) else {}
-    return last.get("action") == "Wait" and str(last.get("detail", "")).startswith(AWAITING_APPROVAL)
-
-
-def rollout_due(value: Mapping[str, Any], default_seconds: int) -> float | None:
-    """When the reconciler should have ended this open rollout by itself (epoch), or None when unknown."""
-    try:  # the plan copied into the record (defaults for fields older records lack)
-        plan = Plan.from_dict(value.get("plan") or {})
-    except (TypeError, ValueError, AttributeError):
-        plan = Plan()
-    status = str(value.get("status", ""))
-    started = _epoch(value.get("started_at")) or _epoch(value.get("created_at"))
-    due = _epoch(value.get("deadline")) or (None if started is None else started + default_seconds)
-    if status == "pending" and _awaiting_approval(value):
-        created = _epoch(value.get("created_at"))
-        if created is not None:
-            due = created + plan.approval_timeout_seconds
-    elif status in ("promoted", "retiring"):
-        promoted = _epoch(value.get("phase_started_at"))
-        if promoted is not None:
-            due = max(due or 0.0, promoted + plan.retain_seconds)
-    return due
-
-
-def rollout_finding(key: str, value: Mapping[str, Any], now: float, default_seconds: int,
-                    grace_seconds: float = 0.0) -> Finding | None:
-    """A rollout still open `grace_seconds` after the reconciler should have ended it (read tolerantly: the
-    record is the rollout reconciler's)."""
-    status = str(value.get("status", ""))
-    if status in ROLLOUT_TERMINAL:
-        return None
-    deadline = rollout_due(value, default_seconds)
-    if deadline is None or now < deadline + grace_seconds:
-        return None
-    endpoint = str(value.get("endpoint") or key.rsplit("/", 1)[-1])
-    model = f"{value.get('model', '?')}:{value.get('version', '?')}"
-    evidence = {"record": key, "endpoint": endpoint, "model": model, "status": status, "phase": value.get("phase"),
-                "deadline": deadline, "overdue_seconds": round(now - deadline), "reason": value.get("reason", "")}
-    return Finding("rollout-overdue", f"rollout/{endpoint}",
-                   f"rollout of {model} on {endpoint} is still {status} {round(now - deadline)} s past its deadline",
-                   evidence, {"model": model, "status": status, "phase": value.get("phase"), "deadline": deadline})
 
 
 def job_finding(kind: str, record_key: str, job_name: str, job: Job | None, *, age_seconds: float,
@@ -185,46 +103,40 @@ def _endpoint_findings(deps: Deps) -> Iterable[Finding]:
                 yield found
 
 
-def _rollout_findings(deps: Deps, now: float) -> Iterable[Finding]:
-    for record in deps.state.records("rollouts/"):
-        if record.key.count("/") != 1:  # rollouts/<endpoint> only; archives and sub-records are not live
-            continue
-        found = rollout_finding(record.key, record.value, now, deps.settings.rollout_deadline_seconds,
-                                deps.settings.health_grace_seconds)
-        if found:
-            yield found
-
-
-# (kind, record prefix, record statuses in which the job may be unhandled)
-_JOB_SOURCES = (("training", "arrivals/", ("submitted", "failed")), ("training", "retrains/", ("submitted",)),
-                ("batch-scoring", "scoring/", ("submitted",)))
+# (kind, record prefix and its type, record statuses in which the job may be unhandled)
+_JOB_SOURCES: tuple[tuple[str, str, type[StatusRecord], tuple[str, ...]], ...] = (
+    ("training", "arrivals/", ArrivalRecord, ("submitted", "failed")),
+    ("training", "retrains/", RetrainRecord, ("submitted",)),
+    ("batch-scoring", "scoring/", ScoringRecord, ("submitted",)))
 
 
 def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
     """How long ago health first saw `job` ended badly (0 the first time: remembered in `health/ended/<job>`)."""
     if job is None or job.status not in FAILED_JOB_STATES:
         return 0.0
-    key = f"health/ended/{key_part(job.name)}"
+    key = EndedJob.key_of(job.name)
     seen = deps.state.get(key)
     if seen is None:
-        seen = deps.state.create(key, {"job": job.name, "status": job.status, "seen_at": now}) or deps.state.get(key)
-    return now - float((seen.value if seen else {}).get("seen_at", now))
+        seen = deps.state.create(key, EndedJob(job=job.name, status=job.status, seen_at=now).to_dict()) or (
+            deps.state.get(key))
+    at = EndedJob.from_dict(seen.value).seen_at if seen else None
+    return now - (now if at is None else at)
 
 
 def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
     grace = deps.settings.health_grace_seconds
     watched: set[str] = set()
-    for kind, prefix, statuses in _JOB_SOURCES:
+    for kind, prefix, record_type, statuses in _JOB_SOURCES:
         for record in deps.state.records(prefix):
-            value = record.value
-            job_name = str(value.get("job") or "")
-            if value.get("status") not in statuses or not job_name:
+            work = record_type.from_dict(record.value)
+            job_name = work.job
+            if work.status not in statuses or not job_name:
                 continue
             if kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}") is not None:
                 continue  # TrainingFailed went out: handled
             job = deps.platform.get_job(job_name)
             watched.add(job_name)
-            age = now - float(value.get("submitted_at") or (value.get("history") or [[now]])[-1][0])
+            age = now - float(work.submitted_at or work.changed_at or now)
             found = job_finding(kind, record.key, job_name, job, age_seconds=age,
                                 ended_seconds=_ended_seconds(deps, job, now), grace_seconds=grace)
             if found:
@@ -236,31 +148,19 @@ def _forget_handled(deps: Deps, watched: set[str]) -> None:
     """Drop `health/ended/<job>` for jobs no longer watched (handled, or their record closed): the marks are
     only needed while a failed job waits out its grace, and would otherwise pile up one per failure."""
     for record in deps.state.records("health/ended/"):
-        if str(record.value.get("job", "")) not in watched:
+        if EndedJob.from_dict(record.value).job not in watched:
             deps.state.delete(record.key, record.etag)
 
 
-def _remediate(deps: Deps, finding: Finding) -> str | None:
-    """Roll the overdue rollout back through the rollout machinery (as `python -m reflex rollback` does);
-    what happened, or None when the rollout is no longer one a rollback helps."""
-    from shared.rollout.flow import operator_rollback
-
-    record = deps.state.get(str(finding.evidence["record"]))
-    if record is None or record.value.get("status") not in REMEDIABLE:
-        return None
-    status, reason = operator_rollback(deps, str(record.value.get("endpoint", "")), by="health",
-                                       why=finding.summary)
-    return None if status in ("missing", "finished") else f"{status}: {reason}"
-
-
-def check(deps: Deps) -> Outcome:
-    """Timer: gather every finding, publish the new ones once, remediate overdue rollouts when allowed."""
+def check(deps: Deps, checks: Sequence[HealthCheck] = ()) -> Outcome:
+    """Timer: gather every finding (this module's and those of `checks`), publish the new ones once, and with
+    REFLEX_HEALTH_REMEDIATE=true let the check that found one remediate it."""
     from shared.core.control import read_control
 
     now = deps.clock()
     findings: list[Finding] = []
     errors: list[str] = []
-    for source in (_endpoint_findings(deps), _rollout_findings(deps, now), _job_findings(deps, now)):
+    for source in (_endpoint_findings(deps), *(c.findings(deps, now) for c in checks), _job_findings(deps, now)):
         try:
             findings.extend(source)
         except ReflexError as exc:  # one unreachable source must not hide the others' findings
@@ -271,12 +171,12 @@ def check(deps: Deps) -> Outcome:
     for finding in findings:
         if dry_run:
             continue
-        if not deps.state.claim(f"claims/health/{key_part(finding.id)}", {"finding": finding.to_dict()}):
+        if not deps.state.claim(f"claims/health/{key_part(finding.id)}", Reported.of(finding).to_dict()):
             known += 1
             continue
         data = finding.to_dict()
-        remedy = _remediate(deps, finding) if finding.kind == "rollout-overdue" and deps.settings.health_remediate \
-            else None
+        owner = next((c for c in checks if finding.kind in c.kinds), None)
+        remedy = owner.remediate(deps, finding) if owner is not None and deps.settings.health_remediate else None
         if remedy:
             data["remediation"] = f"rollback through the rollout machinery: {remedy}"
             remediated.append(finding.id)

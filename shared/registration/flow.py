@@ -20,7 +20,7 @@ recorded metric) and makes the side effects happen once:
   model as properties `reflex.metric.<name>` (for people, and the gate's reason as `reflex.gate`);
 * a failed or canceled run publishes `Reflex.TrainingFailed` once (a claim) and closes its arrival record.
 
-Record `registrations/jobs/<job>`::
+Record `registrations/jobs/<job>`: `shared.registration.records.Registration`::
 
     {"job", "status": "evaluating" | "registering" | "registered" | "skipped" | "dry-run", "version",
      "decision": {... "rows": {"source", "data", "count", "job", "note"}}, "evaluation": {"job", "champion"},
@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from shared.arrival.flow import mark_job_finished
+from shared.batches.training import mark_job_finished
 from shared.core import champion as champions
 from shared.core import events
 from shared.core.errors import PermanentError, TransientError
@@ -43,6 +43,7 @@ from shared.core.platform import APPROVAL_TAG, REFLEX_TAG, Job, ModelVersion, mo
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
 from shared.registration import evaluation, gate, outside_models
+from shared.registration.records import Registration, VersionCounter
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -57,7 +58,12 @@ FAILED_STATES = frozenset({"failed", "canceled", "notresponding"})
 
 
 def job_key(job: str) -> str:
-    return f"registrations/jobs/{key_part(job)}"
+    return Registration.key_of(job)
+
+
+def _registration(deps: Deps, key: str) -> Registration | None:
+    found = deps.state.get(key)
+    return Registration.from_dict(found.value) if found is not None else None
 
 
 def handle_run_event(raw: Any, deps: Deps) -> Outcome:
@@ -126,7 +132,14 @@ def _holdout_rows(job: Job, metrics: Mapping[str, Any]) -> gate.Rows:
     return gate.Rows("holdout", job.tags.get("reflex.data", ""), None if count is None else int(count), job=job.name)
 
 
-def _decide(job: Job, deps: Deps) -> gate.GateDecision | ModelVersion | None:
+def _run_metrics(deps: Deps, job: Job, memo: dict[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The run's metrics, fetched once per event however many steps read them (#17.3)."""
+    if job.name not in memo:
+        memo[job.name] = deps.platform.get_job_metrics(job.name)
+    return memo[job.name]
+
+
+def _decide(job: Job, deps: Deps, memo: dict[str, Mapping[str, Any]]) -> gate.GateDecision | ModelVersion | None:
     """The decision when the job's own numbers allow one; else what an evaluation job must score it against:
     the champion (`ModelVersion`), or None for the challenger alone (AutoML or an evaluation set, no champion).
     """
@@ -139,7 +152,7 @@ def _decide(job: Job, deps: Deps) -> gate.GateDecision | ModelVersion | None:
     champion = champions.find(deps, s.model_name)
     if job.kind == "automl" or s.eval_data:
         return champion  # scored by an evaluation job, on its rows, with our arithmetic
-    metrics = deps.platform.get_job_metrics(job.name)
+    metrics = _run_metrics(deps, job, memo)
     rows = _holdout_rows(job, metrics)
     if champion is None:
         return gate.decide(metrics, None, rows=rows, **_base(deps))
@@ -168,9 +181,8 @@ def _evaluate(event: events.RunCompleted, job: Job, champion: ModelVersion | Non
     champ = champion.ref if champion else "none"
     details: dict[str, Any] = {"job": job.name, "model": s.model_name, "champion": champ,
                                "data": job.tags.get("reflex.data", ""), "event_id": event.id}
-    current = deps.state.get(key)
-    pending = (current.value.get("evaluation") or {}) if current and current.value.get("status") == "evaluating" \
-        else {}
+    current = _registration(deps, key)
+    pending = current.evaluation if current and current.status == "evaluating" else {}
     if pending.get("champion") == champ:
         return Outcome("duplicate", f"{job.name} is being evaluated against the champion {champ}: evaluation job "
                                     f"{pending.get('job')}", {**details, "evaluation": pending.get("job")})
@@ -186,9 +198,9 @@ def _evaluate(event: events.RunCompleted, job: Job, champion: ModelVersion | Non
                                   tags={SCORED_TAG: champ, "reflex.data": job.tags.get("reflex.data", ""),
                                         "reflex.batch": job.tags.get("reflex.batch", "")})
     details.update(evaluation=evaluated.name, rows={"source": plan.source, "data": plan.data, "note": plan.note})
-    deps.state.update(key, lambda v: None if v and v.get("status") in ("registered", "skipped") else {
-        **(v or {}), "job": job.name, "status": "evaluating", "event_id": event.id,
-        "evaluation": {"job": evaluated.name, "champion": champ, "source": plan.source, "data": plan.data}})
+    deps.state.update(key, lambda v: None if v and Registration.from_dict(v).final else Registration.from_dict(
+        v or {}).but(job=job.name, status="evaluating", event_id=event.id, evaluation={
+            "job": evaluated.name, "champion": champ, "source": plan.source, "data": plan.data}).to_dict())
     return Outcome("acted", f"evaluating {job.name} against the champion {champ} on the same rows ({plan.source} "
                             f"{plan.data}): evaluation job {evaluated.name}", details)
 
@@ -201,9 +213,9 @@ def _evaluated(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     if training is None:
         return Outcome("skipped", f"evaluation {job.name}: its training job {job.tags.get('reflex.parent')} is gone",
                        {"job": job.name})
-    concluded = deps.state.get(job_key(training.name))
-    if concluded is not None and concluded.value.get("status") in ("registered", "skipped"):
-        return _duplicate(training, concluded.value, deps)  # a late redelivery: decided already
+    concluded = _registration(deps, job_key(training.name))
+    if concluded is not None and concluded.final:
+        return _duplicate(training, concluded, deps)  # a late redelivery: decided already
     s = deps.settings
     if job.status != "Completed":
         reason = f"evaluation job {job.name} {job.status.lower()}" + (f": {job.error}" if job.error else "")
@@ -228,48 +240,49 @@ def _finish(key: str, status: str, token: str, fields: Mapping[str, Any], deps: 
     """CAS the job's record to its final status; True for the one invocation that made the transition."""
 
     def change(value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("status") in ("registered", "skipped"):
-            return None
-        return {**(value or {}), **fields, "status": status, "by": token}
+        current = Registration.from_dict(value or {})
+        return None if value is not None and current.final else current.but(**fields, status=status, by=token).to_dict()
 
     stored = deps.state.update(key, change)
-    return stored is not None and stored.value.get("by") == token
+    return stored is not None and Registration.from_dict(stored.value).by == token
 
 
 def _gate(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
     key = job_key(job.name)
-    existing = deps.state.get(key)
-    if existing is not None and existing.value.get("status") in ("registered", "skipped"):
-        return _duplicate(job, existing.value, deps)
+    existing = _registration(deps, key)
+    if existing is not None and existing.final:
+        return _duplicate(job, existing, deps)
     mark_job_finished(deps, job.name, job.tags.get("reflex.batch", ""), "trained", "run completed",
                       parent=job.tags.get("reflex.parent", ""))
-    decided = _decide(job, deps)
+    memo: dict[str, Mapping[str, Any]] = {}
+    decided = _decide(job, deps, memo)
     if not isinstance(decided, gate.GateDecision):
         return _evaluate(event, job, decided, key, deps)
-    return _conclude(event, job, decided, deps)
+    return _conclude(event, job, decided, deps, memo)
 
 
-def _duplicate(job: Job, v: Mapping[str, Any], deps: Deps) -> Outcome:
-    return Outcome("duplicate", f"run {job.name} already {v['status']}: {v.get('decision', {}).get('reason', '')}",
-                   {"job": job.name, "version": v.get("version", ""), "model": deps.settings.model_name,
-                    "model_version": v.get("version", "")})
+def _duplicate(job: Job, r: Registration, deps: Deps) -> Outcome:
+    return Outcome("duplicate", f"run {job.name} already {r.status}: {r.decision.get('reason', '')}",
+                   {"job": job.name, "version": r.version, "model": deps.settings.model_name,
+                    "model_version": r.version})
 
 
-def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision, deps: Deps) -> Outcome:
+def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision, deps: Deps,
+              memo: dict[str, Mapping[str, Any]] | None = None) -> Outcome:
     """Act on a decision for the training `job`: register once, or record and publish why not, once."""
     from shared.core.control import read_control
 
     key = job_key(job.name)
-    existing = deps.state.get(key)
-    if existing is not None and existing.value.get("status") in ("registered", "skipped"):
-        return _duplicate(job, existing.value, deps)
+    existing = _registration(deps, key)
+    if existing is not None and existing.final:
+        return _duplicate(job, existing, deps)
     model = deps.settings.model_name
     details: dict[str, Any] = {"job": job.name, "model": model, "decision": decision.as_dict(),
                                "data": job.tags.get("reflex.data", ""), "event_id": event.id}
     token = uuid.uuid4().hex
     if read_control(deps).dry_run:
-        deps.state.update(key, lambda v: {**(v or {}), "job": job.name, "status": "dry-run",
-                                          "decision": decision.as_dict(), "event_id": event.id})
+        deps.state.update(key, lambda v: Registration.from_dict(v or {}).but(
+            job=job.name, status="dry-run", decision=decision.as_dict(), event_id=event.id).to_dict())
         return Outcome("dry-run", f"{'would register' if decision.register else 'would skip'}: {decision.reason}",
                        details)
     if not decision.register:
@@ -278,7 +291,7 @@ def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision,
             deps.publisher.publish("ModelRegistrationSkipped", job.name, details)
         return Outcome("skipped", decision.reason, details)
     version = _version(key, job.name, model, deps)
-    metrics = deps.platform.get_job_metrics(job.name)
+    metrics = _run_metrics(deps, job, {} if memo is None else memo)
     tags = {REFLEX_TAG: "true", "reflex.trigger": f"run:{job.name}", "reflex.event_id": event.id,
             "reflex.data": job.tags.get("reflex.data", ""), "reflex.parent": job.name,
             "reflex.batch": job.tags.get("reflex.batch", "")}
@@ -293,16 +306,16 @@ def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision,
     details.update(version=registered.version, approval=decision.approval or "none")
     if _finish(key, "registered", token, {"job": job.name, "version": version, "decision": decision.as_dict(),
                                           "event_id": event.id}, deps):
-        deps.publisher.publish("ModelRegistered", f"models/{model}:{version}", details)
+        deps.publisher.publish(*events.ReflexModelRegistered.outbound(model, version, details))
     return Outcome("acted", f"registered {model}:{version}: {decision.reason}",
                    {**details, "model_version": registered.version})  # the ledger's model ref is name:version
 
 
 def _version(key: str, job: str, model: str, deps: Deps) -> str:
     """The explicit version for this job's model: stored in its record, else allocated from the model's counter."""
-    current = deps.state.get(key)
-    if current is not None and current.value.get("version"):
-        return str(current.value["version"])
+    current = _registration(deps, key)
+    if current is not None and current.version:
+        return current.version
     # above the newest version (one request, not a listing of every version: #17): versions registered outside
     # Reflex since the counter last moved are skipped, so an explicit version never lands on someone else's model
     latest = deps.platform.get_latest_model(model)
@@ -310,12 +323,14 @@ def _version(key: str, job: str, model: str, deps: Deps) -> str:
     allocated: dict[str, int] = {}
 
     def take(value: dict[str, Any] | None) -> dict[str, Any]:
-        allocated["v"] = max(int((value or {}).get("next", 1)), floor)
-        return {"model": model, "next": allocated["v"] + 1}
+        counter = VersionCounter.from_dict(value or {})
+        allocated["v"] = max(int(counter.next), floor)
+        return counter.but(model=model, next=allocated["v"] + 1).to_dict()
 
-    deps.state.update(f"registrations/models/{key_part(model)}", take)
-    stored = deps.state.update(key, lambda v: None if v and v.get("version") else {
-        **(v or {}), "job": job, "status": "registering", "version": str(allocated["v"])})
-    if stored is None or not stored.value.get("version"):
+    deps.state.update(VersionCounter.key_of(model), take)
+    stored = deps.state.update(key, lambda v: None if v and Registration.from_dict(v).version else (
+        Registration.from_dict(v or {}).but(job=job, status="registering", version=str(allocated["v"])).to_dict()))
+    version = Registration.from_dict(stored.value).version if stored is not None else ""
+    if not version:
         raise TransientError(f"registration record {key} has no version yet")
-    return str(stored.value["version"])
+    return version

@@ -14,10 +14,11 @@ The policy (README "Models from outside Reflex"):
 * Once it is champion, it never blocks retraining: the next challenger's job scores it on its own rows
   (shared/registration/flow.py), whatever metrics it was registered with.
 
-State: `evaluations/outside/<model>/<version>` {"model", "version", "endpoint", "status": "evaluating" |
-"passed" | "failed", "job", "champion", "decision", "event_id"}; a passed version also gets
-`evaluations/ready/<model>/<version>`, which the rollout reconciler consumes (starts the rollout, deletes it),
-so the scan each tick costs what is waiting, never the history. The model's tag `reflex.evaluation`
+State (shared/registration/records.py): `evaluations/outside/<model>/<version>` (`OutsideEvaluation`: "model",
+"version", "endpoint", "status": "evaluating" | "passed" | "failed", "job", "champion", "decision", "event_id");
+a passed version also gets `evaluations/ready/<model>/<version>` (`ReadyToRoll`), which the rollout reconciler
+consumes through `take_ready` (functions/rollout.py hands this module to it; it starts the rollout, deletes the
+record), so the scan each tick costs what is waiting, never the history. The model's tag `reflex.evaluation`
 (pending | passed | failed) shows the verdict in the registry.
 """
 
@@ -31,27 +32,23 @@ from shared.core import champion as champions
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, Job, ModelVersion
 from shared.core.reaction import Outcome
-from shared.core.state import key_part
 from shared.registration import evaluation, gate
+from shared.registration.records import OutsideEvaluation, ReadyToRoll
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["EVALUATION_TAG", "READY_PREFIX", "TRUSTED_TAG", "admit", "evaluated", "record_key"]
+__all__ = ["EVALUATION_TAG", "READY_PREFIX", "TRUSTED_TAG", "admit", "evaluated", "record_key", "take_ready"]
 
 log = logging.getLogger("reflex.outside")
 
 TRUSTED_TAG = "reflex.trusted"
 EVALUATION_TAG = "reflex.evaluation"
-READY_PREFIX = "evaluations/ready/"
+READY_PREFIX = ReadyToRoll.PREFIX
 
 
 def record_key(name: str, version: str) -> str:
-    return f"evaluations/outside/{key_part(name)}/{key_part(version)}"
-
-
-def _ready_key(name: str, version: str) -> str:
-    return f"{READY_PREFIX}{key_part(name)}/{key_part(version)}"
+    return OutsideEvaluation.key_of(name, version)
 
 
 def _training_data(deps: Deps, champion: ModelVersion) -> str:
@@ -62,11 +59,11 @@ def _training_data(deps: Deps, champion: ModelVersion) -> str:
         data = str(job.tags.get("reflex.data", "")) if job else ""
     if data:
         return data
-    from shared.monitoring.retrain import latest_batch
+    from shared.batches.training import latest_batch
 
     latest = latest_batch(deps)
-    asset = (latest[1].get("data") or {}) if latest else {}
-    return f"{asset['name']}:{asset['version']}" if asset.get("name") and asset.get("version") else ""
+    asset = latest[1].data if latest else None
+    return asset.ref if asset is not None and asset.name and asset.version else ""
 
 
 def admit(deps: Deps, model: ModelVersion, endpoint: str, event_id: str) -> Outcome | None:
@@ -82,15 +79,15 @@ def admit(deps: Deps, model: ModelVersion, endpoint: str, event_id: str) -> Outc
     details: dict[str, Any] = {"model": model.ref, "endpoint": endpoint}
     found = deps.state.get(key)
     if found is not None:
-        v = found.value
-        details.update(evaluation=v.get("job", ""), decision=v.get("decision", {}))
-        if v["status"] == "passed":
+        v = OutsideEvaluation.from_dict(found.value)
+        details.update(evaluation=v.job, decision=dict(v.decision))
+        if v.status == "passed":
             return None
-        if v["status"] == "failed":
+        if v.status == "failed":
             return Outcome("skipped", f"{model.ref} was registered outside Reflex and did not pass its evaluation: "
-                                      f"{v.get('reason', '')}", details)
-        return Outcome("duplicate", f"{model.ref} is being evaluated against the champion {v.get('champion')} "
-                                    f"(job {v.get('job')}) before any rollout", details)
+                                      f"{v.reason}", details)
+        return Outcome("duplicate", f"{model.ref} is being evaluated against the champion {v.champion} "
+                                    f"(job {v.job}) before any rollout", details)
     champion = champions.find(deps, model.name)
     if champion is None or champion.ref == model.ref:
         return None  # nothing to compare with: the first model of a name rolls out, as a first registration does
@@ -106,9 +103,8 @@ def admit(deps: Deps, model: ModelVersion, endpoint: str, event_id: str) -> Outc
     job = evaluation.submit(deps, purpose="outside", parent=model.ref,
                             models={"challenger": f"azureml:{model.ref}", "champion": f"azureml:{champion.ref}"},
                             plan=plan, tags={"reflex.eval.champion": champion.ref, "reflex.eval.model": model.ref})
-    deps.state.create(key, {"model": model.name, "version": model.version, "endpoint": endpoint,
-                            "status": "evaluating", "job": job.name, "champion": champion.ref, "event_id": event_id,
-                            "rows": {"source": plan.source, "data": plan.data}})
+    deps.state.create(key, OutsideEvaluation(model.name, model.version, endpoint, "evaluating", job.name, champion.ref,
+                                             event_id, {"source": plan.source, "data": plan.data}).to_dict())
     deps.platform.update_model_tags(model.name, model.version, set_tags={EVALUATION_TAG: "pending"})
     details.update(evaluation=job.name, champion=champion.ref)
     return Outcome("acted", f"{model.ref} was registered outside Reflex: evaluating it against the champion "
@@ -120,13 +116,13 @@ def evaluated(deps: Deps, job: Job, *, event_id: str) -> Outcome:
     """The evaluation job of an outside model ended: passed (the reconciler rolls it out) or failed, once."""
     name, _, version = job.tags.get("reflex.parent", "").partition(":")
     key = record_key(name, version)
-    current = deps.state.get(key)
-    if current is None:
+    record = deps.state.get(key)
+    if record is None:
         return Outcome("skipped", f"evaluation {job.name}: no evaluation record for {name}:{version}",
                        {"job": job.name})
-    if current.value["status"] != "evaluating":
-        return Outcome("duplicate", f"{name}:{version} already {current.value['status']}: "
-                                    f"{current.value.get('reason', '')}", {"job": job.name})
+    current = OutsideEvaluation.from_dict(record.value)
+    if current.status != "evaluating":
+        return Outcome("duplicate", f"{name}:{version} already {current.status}: {current.reason}", {"job": job.name})
     s = deps.settings
     champion = job.tags.get("reflex.eval.champion", "")
     if job.status != "Completed":
@@ -147,24 +143,26 @@ def evaluated(deps: Deps, job: Job, *, event_id: str) -> Outcome:
     token = uuid.uuid4().hex
 
     def conclude(v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is None or v.get("status") != "evaluating":
+        if v is None or OutsideEvaluation.from_dict(v).status != "evaluating":
             return None
-        return {**v, "status": status, "reason": decision.reason, "decision": decision.as_dict(), "by": token}
+        return OutsideEvaluation.from_dict(v).but(status=status, reason=decision.reason, decision=decision.as_dict(),
+                                                  by=token).to_dict()
 
     stored = deps.state.update(key, conclude)
     details = {"model": f"{name}:{version}", "job": job.name, "champion": champion, "decision": decision.as_dict()}
-    if stored is None or stored.value.get("by") != token:
+    concluded = OutsideEvaluation.from_dict(stored.value) if stored is not None else None
+    if concluded is None or concluded.by != token:
         return Outcome("duplicate", f"{name}:{version}: evaluation already concluded", details)
     deps.platform.update_model_tags(name, version, set_tags={EVALUATION_TAG: status})
     if decision.register:
-        deps.state.create(_ready_key(name, version), {"model": name, "version": version,
-                                                      "endpoint": stored.value["endpoint"],
-                                                      "event_id": stored.value.get("event_id", event_id)})
+        deps.state.create(ReadyToRoll.key_of(name, version), ReadyToRoll(
+            name, version, concluded.endpoint, concluded.event_id or event_id).to_dict())
     deps.publisher.publish("ModelEvaluated", f"models/{name}:{version}", {**details, "status": status})
     verdict = "passed: the reconciler starts its rollout" if decision.register else "failed: not rolled out"
     return Outcome("acted", f"{name}:{version} (registered outside Reflex) {verdict}: {decision.reason}", details)
 
 
-def take_ready(deps: Deps) -> list[dict[str, Any]]:
-    """Passed outside models whose rollout has not started yet (for the reconciler)."""
-    return [{**r.value, "key": r.key} for r in deps.state.records(READY_PREFIX)]
+def take_ready(deps: Deps) -> list[ReadyToRoll]:
+    """Passed outside models whose rollout has not started yet (for the reconciler, which deletes each `key`
+    once the rollout is recorded)."""
+    return [ReadyToRoll.from_dict(r.value).but(key=r.key) for r in deps.state.records(READY_PREFIX)]

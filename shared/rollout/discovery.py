@@ -9,32 +9,48 @@ duplicate, and a discovered version the rollout already knows costs nothing but 
 
 What "seen" means is the rollout record's own rule (`rollout_machine.admit`): the version is the record's model
 or the one queued behind it, or older than either. A version the reaction declined for good (not an MLflow
-model, say) is remembered under `discovered/models/<model>` so it is not fetched again every tick; a dry run is
-not remembered, so the version is handled once dry-run is switched off.
+model, say) is remembered under `discovered/models/<model>` (`Handled`) so it is not fetched again every tick; a
+dry run is not remembered, so the version is handled once dry-run is switched off.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.core.errors import PermanentError, TransientError
+from shared.core.events import REFLEX_MODEL_REGISTERED
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
+from shared.core.typed_record import TypedRecord
 from shared.rollout.flow import rollout_key
 from shared.rollout.machine import Rollout, admit
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
+    from shared.core.platform import ModelVersion
 
-__all__ = ["discover", "discovery_event", "MEMO_PREFIX"]
+__all__ = ["Handled", "discover", "discovery_event", "MEMO_PREFIX"]
 
 log = logging.getLogger("reflex.rollout")
 
 MEMO_PREFIX = "discovered/models/"
-REFLEX_MODEL_REGISTERED = "Reflex.ModelRegistered"
+
+
+@dataclass(frozen=True)
+class Handled(TypedRecord):
+    """Record `discovered/models/<model>`: the newest `version` found, which the reaction declined for good (or
+    acted on): not fetched again until a newer one appears."""
+
+    model: str = ""
+    version: str = ""
+
+    @staticmethod
+    def key_of(model: str) -> str:
+        return MEMO_PREFIX + key_part(model)
 
 
 def discovery_event(model: str, version: str, when: datetime | None = None) -> dict[str, Any]:
@@ -52,8 +68,8 @@ def _seen(deps: Deps, endpoint: str, model: str, version: str) -> bool:
     record = deps.state.get(rollout_key(endpoint))
     if record is not None and admit(Rollout.from_dict(record.value), model, version) in ("duplicate", "older"):
         return True
-    memo = deps.state.get(MEMO_PREFIX + key_part(model))
-    return memo is not None and memo.value.get("version") == version
+    memo = deps.state.get(Handled.key_of(model))
+    return memo is not None and Handled.from_dict(memo.value).version == version
 
 
 def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dict[str, Any]]:
@@ -64,6 +80,7 @@ def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dic
     """
     found: dict[str, dict[str, Any]] = {}
     for model, endpoint in deps.settings.endpoints.items():
+        latest: ModelVersion | None = None  # set before react() runs: a refusal of the listing itself has none
         try:
             latest = deps.platform.get_latest_model(model)
             if latest is None or _seen(deps, endpoint, model, latest.version):
@@ -75,6 +92,9 @@ def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dic
             continue
         except PermanentError as exc:  # declined for good: the same answer every tick, so remember it
             log.error("newest version of %s: %s", model, exc)
+            if latest is None:  # the platform refused to say which is newest: nothing to remember, asked again
+                found[model] = {"error": str(exc)}
+                continue
             _remember(deps, model, latest.version)
             found[model] = {"model": latest.ref, "version": latest.version, "error": str(exc)}
             continue
@@ -82,6 +102,7 @@ def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dic
             log.exception("newest version of %s could not be handled", model)
             found[model] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
+        assert latest is not None  # `continue`d above otherwise
         log.info("model %s was found by the reconciler, not announced by an event: %s", latest.ref, outcome.reason)
         if outcome.status != "dry-run":
             _remember(deps, model, latest.version)
@@ -91,4 +112,4 @@ def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dic
 
 
 def _remember(deps: Deps, model: str, version: str) -> None:
-    deps.state.update(MEMO_PREFIX + key_part(model), lambda _v: {"model": model, "version": version})
+    deps.state.update(Handled.key_of(model), lambda _v: Handled(model=model, version=version).to_dict())

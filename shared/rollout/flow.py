@@ -7,10 +7,12 @@ traffic is written as a whole and skipped when already in place), so a crash bet
 repeats a step harmlessly. A rollback is written ahead (`rolling_back`) before traffic moves, so a crash in
 the middle of it resumes the rollback, never the rollout.
 
-After every step the endpoint is observed again and checked with `shared.core.platform.traffic_problems`; a
-violation during a rollout is logged as an error and rolls the rollout back. Traffic found on a deployment that
-is Updating or Scaling is not a violation (it keeps serving; `serving_states`), and a rollback holds off while
-the endpoint or the previous deployment is transitional (`rollout_machine.rollback_hold`).
+After every step the endpoint as this tick knows it (observed, or as the traffic write left it) is checked with
+`shared.core.platform.traffic_problems`; a violation during a rollout is logged as an error and rolls the rollout
+back. A tick reads the endpoint once (#17.3): the traffic write reuses that read, and the check its result
+(after a rollback it is read again). Traffic found on a deployment that is Updating or Scaling is not a
+violation (it keeps serving; `serving_states`), and a rollback holds off while the endpoint or the previous
+deployment is transitional (`rollout_machine.rollback_hold`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from shared.core.platform import (
     serving_states,
     traffic_problems,
 )
+from shared.core.scoring_request import expected_rows
 from shared.core.state import Record, key_part
 from shared.rollout.machine import (
     ACTIVE,
@@ -55,7 +58,7 @@ from shared.rollout.machine import (
     rolling_back,
 )
 from shared.rollout.plan import Plan, deployment_name, restore_traffic
-from shared.rollout.smoke import check_response, expected_rows, find_smoke_request
+from shared.rollout.smoke import check_response, find_smoke_request
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -102,6 +105,11 @@ def _seen(ep: Endpoint | None) -> dict[str, Any]:
 
 def observe(deps: Deps, r: Rollout, now: float) -> Observation:
     """The snapshot `decide` needs; costly reads (model, quota, metrics) only in the states that use them."""
+    return _observe(deps, r, now)[0]
+
+
+def _observe(deps: Deps, r: Rollout, now: float) -> tuple[Observation, Endpoint | None]:
+    """`observe`, and the endpoint it read (the tick's one endpoint read)."""
     p = deps.platform
     ep = p.get_endpoint(r.endpoint)
     obs = _seen(ep)
@@ -121,7 +129,7 @@ def observe(deps: Deps, r: Rollout, now: float) -> Observation:
         obs["new_metrics"] = p.get_deployment_metrics(r.endpoint, r.deployment, window_seconds=window)
         if r.previous and states.get(r.previous) == SUCCEEDED:
             obs["live_metrics"] = p.get_deployment_metrics(r.endpoint, r.previous, window_seconds=window)
-    return Observation(**obs)
+    return Observation(**obs), ep
 
 
 # ------------------------------------------------------------------------------------------------ execute
@@ -161,8 +169,15 @@ def _smoke(deps: Deps, r: Rollout) -> dict[str, Any]:
     return {**check_response(result, expected_rows(body)), "source": found.source}
 
 
-def execute(deps: Deps, r: Rollout, action: Action) -> dict[str, Any] | None:
-    """Perform `action` on the platform (idempotent); the smoke verdict or promotion details, else None."""
+_UNREAD: Any = object()   # execute's endpoint not given: read it
+
+
+def execute(deps: Deps, r: Rollout, action: Action, *, seen: Any = _UNREAD,
+            written: list[Endpoint] | None = None) -> dict[str, Any] | None:
+    """Perform `action` on the platform (idempotent); the smoke verdict or promotion details, else None.
+
+    `seen`: the endpoint this tick already read (else it is read here); `written` receives the endpoint as a
+    traffic write left it."""
     p = deps.platform
     if isinstance(action, CreateEndpoint):
         p.begin_create_endpoint(r.endpoint, tags=_tags(r))
@@ -172,16 +187,18 @@ def execute(deps: Deps, r: Rollout, action: Action) -> dict[str, Any] | None:
     elif isinstance(action, SmokeTest):
         return _smoke(deps, r)
     elif isinstance(action, SetTraffic):
-        ep = p.get_endpoint(r.endpoint)
+        ep = p.get_endpoint(r.endpoint) if seen is _UNREAD else seen
         live = {n: v for n, v in (ep.traffic if ep else {}).items() if v}
         mirror = {n: v for n, v in (ep.mirror if ep else {}).items() if v}
         want = {n: v for n, v in action.traffic.items() if v}
         if live != want or mirror != {n: v for n, v in action.mirror.items() if v}:
-            p.set_traffic(r.endpoint, action.traffic, action.mirror)
+            after = p.set_traffic(r.endpoint, action.traffic, action.mirror)
+            if written is not None:
+                written.append(after)
     elif isinstance(action, Promote):
         return _promote(deps, r)
     elif isinstance(action, DeleteDeployment):
-        ep = p.get_endpoint(r.endpoint)
+        ep = p.get_endpoint(r.endpoint) if seen is _UNREAD else seen
         for name in action.names:
             if ep is not None and (ep.traffic.get(name, 0) or ep.mirror.get(name, 0)):
                 raise PermanentError(f"deployment {name}: refusing to delete it while it receives traffic")
@@ -254,9 +271,11 @@ def _announce(deps: Deps, before: Rollout, after: Rollout, action: Action, resul
         _publish(deps, "RolloutStepCompleted", after, **detail)
 
 
-def _check(deps: Deps, r: Rollout, rec: Record, now: float) -> Rollout:
-    """Re-observe the endpoint after a step; roll back an active rollout whose endpoint breaks an invariant."""
-    ep = deps.platform.get_endpoint(r.endpoint)
+def _check(deps: Deps, r: Rollout, rec: Record, now: float, ep: Any = _UNREAD) -> Rollout:
+    """Check the endpoint after a step (`ep`: as this tick knows it, else read); roll back an active rollout
+    whose endpoint breaks an invariant."""
+    if ep is _UNREAD:
+        ep = deps.platform.get_endpoint(r.endpoint)
     if ep is None:
         return r
     problems = traffic_problems(ep.traffic, ep.mirror, serving_states({d.name: d.state for d in ep.deployments}))
@@ -283,8 +302,10 @@ def step(deps: Deps, key: str, *, dry_run: bool = False) -> Step | None:
     if r.terminal:
         return Step(Finish(r.status, r.reason), r, executed=False)
     now = deps.clock()
+    seen: Any = _UNREAD
     try:
-        action = decide(r, observe(deps, r, now), now)
+        observation, seen = _observe(deps, r, now)
+        action = decide(r, observation, now)
     except PermanentError as exc:
         log.error("rollout %s on %s: observing failed: %s", r.ref, r.endpoint, exc)
         action = _on_error(r, f"observing the platform failed: {exc}")
@@ -292,9 +313,11 @@ def step(deps: Deps, key: str, *, dry_run: bool = False) -> Step | None:
         return Step(action, r, executed=False)
     if isinstance(action, RollBack):
         after = roll_back(deps, rec, r, action, now)
+        seen = _UNREAD   # the rollback moved traffic: the check reads what it left
     else:
+        written: list[Endpoint] = []
         try:
-            result = execute(deps, r, action)
+            result = execute(deps, r, action, seen=seen, written=written)
         except PermanentError as exc:
             log.error("rollout %s on %s: %s failed: %s", r.ref, r.endpoint, action.name, exc)
             failure = _on_error(r, f"{action.name} failed: {exc}")
@@ -302,8 +325,10 @@ def step(deps: Deps, key: str, *, dry_run: bool = False) -> Step | None:
                      else _record(deps, rec, r, failure, now, None))
             return Step(failure, _check(deps, after, deps.state.get(key) or rec, now))
         after = _record(deps, rec, r, action, now, result)
+        if written:
+            seen = written[-1]
     current = deps.state.get(key)
-    return Step(action, _check(deps, after, current, now) if current is not None else after)
+    return Step(action, _check(deps, after, current, now, seen) if current is not None else after)
 
 
 def _on_error(r: Rollout, reason: str) -> Action:

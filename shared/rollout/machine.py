@@ -17,6 +17,8 @@ Persisted record (`rollouts/<endpoint>`, one JSON object; see `Rollout.to_dict`)
                                              started (the phase began, or the new deployment was last seen
                                              transitional: see `decide`)
     created_at, started_at, deadline         epoch seconds
+    awaiting_approval                        true while pending on the model's reflex.approval=pending tag
+                                             (records written before the field: read from their last Wait)
     smoke       {"ok", "detail", "status", "latency_ms"} of the last smoke test
     queued      {"model", "version", "event_id"} of a newer model that supersedes this rollout
     reason, evidence, final                  why it ended (rollback reason and the numbers behind it)
@@ -43,13 +45,14 @@ from shared.rollout.plan import Plan, split_traffic, version_key
 __all__ = [
     "ACTIVE", "TERMINAL", "ROLLBACK_SETTLE_SECONDS", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
     "DeleteDeployment", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
-    "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach", "rollback_hold",
+    "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach", "read", "rollback_hold", "rolling_back",
 ]
 
-TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded"})
+TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded"})  # the statuses a rollout ends in (the only set)
 ACTIVE = frozenset({"creating", "smoke", "mirroring", "baking"})  # the new deployment may hold traffic
 ROLLBACK_SETTLE_SECONDS = 1_800  # a rollback waits this long for the live deployment to settle, then gives up
 HISTORY = 50
+_APPROVAL_WAIT = "awaiting approval"  # how the Wait on approval begins (legacy records hold only that)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Rollout:
     final: str = ""
     attempts: int = 0
     history: tuple[Mapping[str, Any], ...] = ()
+    awaiting_approval: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -93,11 +97,19 @@ class Rollout:
             "deadline": self.deadline, "smoke": dict(self.smoke) if self.smoke is not None else None,
             "queued": dict(self.queued) if self.queued else None, "reason": self.reason,
             "evidence": dict(self.evidence), "final": self.final, "attempts": self.attempts,
-            "history": [dict(h) for h in self.history],
+            "history": [dict(h) for h in self.history], "awaiting_approval": self.awaiting_approval,
         }
 
     @classmethod
     def from_dict(cls, v: Mapping[str, Any]) -> Rollout:
+        """The record as stored (see the module docstring); unknown keys are ignored, and this is the one place
+        that reads keys of older records.
+
+        Raises:
+            KeyError, TypeError, ValueError: not a rollout record (endpoint, model, version or deployment missing,
+                a field of the wrong type).
+        """
+        history = tuple(v.get("history") or ())
         return cls(
             endpoint=v["endpoint"], model=v["model"], version=str(v["version"]), deployment=v["deployment"],
             plan=Plan.from_dict(v.get("plan") or {}), created_at=float(v.get("created_at", 0.0)),
@@ -107,8 +119,25 @@ class Rollout:
             started_at=float(v.get("started_at", 0.0)), deadline=float(v.get("deadline", 0.0)),
             smoke=v.get("smoke"), queued=v.get("queued") or None, reason=v.get("reason", ""),
             evidence=v.get("evidence") or {}, final=v.get("final", ""), attempts=int(v.get("attempts", 0)),
-            history=tuple(v.get("history") or ()),
+            history=history,
+            awaiting_approval=bool(v["awaiting_approval"]) if "awaiting_approval" in v else (
+                v.get("status", "pending") == "pending" and _approval_wait(history)),
         )
+
+
+def read(value: Mapping[str, Any]) -> Rollout | None:
+    """The rollout record `value`, or None when it is not one (for readers that report rather than act: the
+    health check, `python -m reflex status`; the reconciler lets `Rollout.from_dict` raise)."""
+    try:
+        return Rollout.from_dict(value)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _approval_wait(history: tuple[Mapping[str, Any], ...]) -> bool:
+    """A record from before `awaiting_approval`: its last step is the Wait on approval."""
+    last = history[-1] if history and isinstance(history[-1], Mapping) else {}
+    return last.get("action") == "Wait" and str(last.get("detail", "")).startswith(_APPROVAL_WAIT)
 
 
 @dataclass(frozen=True)
@@ -141,10 +170,12 @@ class Action:
 
 @dataclass(frozen=True)
 class Wait(Action):
-    """Nothing to do yet. `restart_clock`: the bake clock restarts now (the new deployment is transitional)."""
+    """Nothing to do yet. `restart_clock`: the bake clock restarts now (the new deployment is transitional);
+    `approval`: the wait is for the model's approval (`Rollout.awaiting_approval`)."""
 
     reason: str
     restart_clock: bool = False
+    approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,6 +268,13 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
     noise (a cold first request, the smoke test), not a regression. Before that many are in, it breaches only
     when the outcome is already certain: when the thresholds would be exceeded even if every request still
     missing were instant and succeeded (errors / min_requests, latency sum / min_requests).
+
+    Latency is judged against the live deployment over the same window (`max_latency_ratio`): both serve the
+    same requests on the same kind of machine at the same time, so a slow moment (a loaded host, a busy region)
+    slows both and is not the new model's fault. `max_latency_ms` is only a backstop, for a canary without a
+    live deployment to compare with (the first model, the last step where the live one serves nothing) or one
+    both too slow to keep; its default is Azure ML's own request timeout (azure-ai-ml
+    `OnlineRequestSettings.request_timeout_ms`, 5000 ms), beyond which requests fail anyway.
     """
     if new is None or new.requests <= 0:
         return ""
@@ -248,13 +286,22 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
     if new.latency_ms is not None:
         latency = new.latency_ms * new.requests / sample
         bound = "" if sample == new.requests else f" (at least, over {sample} requests)"
-        if latency > plan.max_latency_ms:
-            return f"latency {latency:.0f} ms{bound} exceeds {plan.max_latency_ms:.0f} ms"
-        live_ms = live.latency_ms if live is not None and live.requests > 0 else None
-        if live_ms and latency > live_ms * plan.max_latency_ratio:
+        live_ms = _comparable_latency(new, live)
+        if live_ms is not None and latency > live_ms * plan.max_latency_ratio:
             return (f"latency {latency:.0f} ms{bound} exceeds {plan.max_latency_ratio}x the live "
-                    f"deployment's {live_ms:.0f} ms")
+                    f"deployment's {live_ms:.0f} ms over the same {new.window_seconds} s")
+        if latency > plan.max_latency_ms:
+            against = "" if live_ms is None else f" (the live deployment's: {live_ms:.0f} ms)"
+            return f"latency {latency:.0f} ms{bound} exceeds the {plan.max_latency_ms:.0f} ms backstop{against}"
     return ""
+
+
+def _comparable_latency(new: DeploymentMetrics, live: DeploymentMetrics | None) -> float | None:
+    """The live deployment's mean latency when it can be compared with the new one's: it served requests in a
+    window of the same length (shared.rollout.flow.observe asks for both with one window). Else None."""
+    if live is None or live.requests <= 0 or not live.latency_ms or live.window_seconds != new.window_seconds:
+        return None
+    return live.latency_ms
 
 
 def _metrics_evidence(o: Observation) -> dict[str, Any]:
@@ -362,7 +409,7 @@ def _pending(r: Rollout, o: Observation, now: float) -> Action:
     if o.approval == "pending":
         if now - r.created_at > r.plan.approval_timeout_seconds:
             return Finish("failed", f"model {r.ref} was not approved within {r.plan.approval_timeout_seconds} s")
-        return Wait("awaiting approval: set tag reflex.approval=approved to start the rollout")
+        return Wait(f"{_APPROVAL_WAIT}: set tag reflex.approval=approved to start the rollout", approval=True)
     if r.deadline and now >= r.deadline:
         return Finish("failed", f"could not start before the deadline (endpoint {r.endpoint} is "
                                 f"{o.endpoint_state or 'missing'})")
@@ -499,8 +546,10 @@ def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | 
         clock: dict[str, Any] = {"phase_started_at": now} if action.restart_clock else {}
         last = r.history[-1] if r.history else {}
         if last.get("action") == "Wait" and last.get("detail") == action.reason[:500]:
-            return replace(r, **clock)
-        return replace(r, **clock, history=_note(r, now, action, r.status, action.reason))
+            return replace(r, **clock, awaiting_approval=action.approval)
+        return replace(r, **clock, awaiting_approval=action.approval,
+                       history=_note(r, now, action, r.status, action.reason))
+    r = replace(r, awaiting_approval=False)
     start: dict[str, Any] = {}
     if r.status == "pending" and not isinstance(action, Finish):
         start = {"started_at": now, "deadline": now + r.plan.deadline_seconds}
@@ -537,7 +586,7 @@ def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | 
 def rolling_back(r: Rollout, action: RollBack, now: float) -> Rollout:
     """The write-ahead record stored before a rollback touches traffic (a crash then resumes the rollback)."""
     return replace(r, status="rolling_back", reason=action.reason, evidence=dict(action.evidence),
-                   final=action.final, attempts=r.attempts + 1,
+                   final=action.final, attempts=r.attempts + 1, awaiting_approval=False,
                    history=_note(r, now, action, "rolling_back", action.reason))
 
 

@@ -35,7 +35,7 @@ class Plan:
     retain_seconds: int = 3600
     deadline_seconds: int = 14_400
     max_error_rate: float = 0.02
-    max_latency_ms: float = 1000.0
+    max_latency_ms: float = 5000.0  # a backstop: see shared.rollout.machine.metrics_breach
     max_latency_ratio: float = 1.5
     min_requests: int = 0
     instance_type: str = "Standard_DS3_v2"

@@ -7,56 +7,58 @@ that imports this only when a rollout event or tick actually arrives (cold start
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core import events
 from shared.core.control import read_control
 from shared.core.errors import PermanentError, TransientError
+from shared.core.platform import APPROVAL_TAG
 from shared.core.reaction import Outcome
-from shared.registration import outside_models
 from shared.rollout.discovery import discover
 from shared.rollout.flow import PREFIX, drive, register, roll_back, rollout_key, summary
 from shared.rollout.machine import RollBack, Rollout, Wait
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
+    from shared.core.platform import ModelVersion
 
-__all__ = ["handle_model_registered", "handle_reconcile"]
+__all__ = ["OutsideModels", "ReadyModel", "handle_model_registered", "handle_reconcile"]
 
 log = logging.getLogger("reflex.rollout")
 
-REFLEX_MODEL_REGISTERED = "Reflex.ModelRegistered"
+class ReadyModel(Protocol):
+    """An outside model that passed its evaluation (`shared.registration.records.ReadyToRoll`); `key`: its record,
+    deleted once the rollout is recorded."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def key(self) -> str: ...
 
 
-def _retry_of(event: events.Event) -> str:
-    """The attempt an operator's new rollout attempt follows (`data.retryOf` of Reflex's own event), or ""."""
-    if event.type != REFLEX_MODEL_REGISTERED:
-        return ""
-    value = {str(k).lower(): v for k, v in event.data.items()}.get("retryof")
-    return value if isinstance(value, str) else ""
+class OutsideModels(Protocol):
+    """The policy for models registered outside Reflex, as the rollout needs it: shared/registration/outside_models.py,
+    handed in by functions/rollout.py (reactions do not import each other)."""
+
+    def admit(self, deps: Deps, model: ModelVersion, endpoint: str, event_id: str) -> Outcome | None: ...
+
+    def take_ready(self, deps: Deps) -> Sequence[ReadyModel]: ...
 
 
-def _model_ref(event: events.Event) -> tuple[str, str] | None:
-    if isinstance(event, events.ModelRegistered):
-        return event.model_name, event.model_version
-    if event.type == REFLEX_MODEL_REGISTERED:
-        data: Mapping[str, Any] = {str(k).lower(): v for k, v in event.data.items()}
-        name, version = data.get("modelname") or data.get("model"), data.get("modelversion") or data.get("version")
-        if not isinstance(name, str) or not name or isinstance(version, bool) or not isinstance(version, (str, int)):
-            raise events.InvalidEvent("data.modelName and data.modelVersion are required", event_id=event.id,
-                                      field="data.modelName")
-        return name, str(version)
-    return None
-
-
-def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
+def handle_model_registered(raw: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     event = events.parse(raw)
-    ref = _model_ref(event)
-    if ref is None:
+    if not isinstance(event, events.ModelRegistered):  # Azure ML's, or Reflex's own (events.ReflexModelRegistered)
         return Outcome("skipped", f"not a model registration: {event.type}")
-    name, version = ref
+    name, version = event.model_name, event.model_version
     endpoint = deps.settings.endpoint_for(name)
     if endpoint is None:
         return Outcome("skipped", f"model {name} has no endpoint configured (REFLEX_ENDPOINTS)", {"model": name})
@@ -66,30 +68,28 @@ def handle_model_registered(raw: Any, deps: Deps) -> Outcome:
     if model.type != "mlflow_model":
         return Outcome("skipped", f"model {name}:{version} is a {model.type}, not an MLflow model: "
                                   "Reflex deploys MLflow models without scoring code", {"model": model.ref})
-    held = outside_models.admit(deps, model, endpoint, event.id)  # a person's model: evaluated before rollout
+    held = outside.admit(deps, model, endpoint, event.id)  # a person's model: evaluated before rollout
     if held is not None:
         return held
     if read_control(deps).dry_run:
         return Outcome("dry-run", f"would roll out {model.ref} on {endpoint}", {"endpoint": endpoint})
-    verdict = register(deps, endpoint, name, version, event.id, retry_of=_retry_of(event))
+    retry_of = event.retry_of if isinstance(event, events.ReflexModelRegistered) else ""
+    verdict = register(deps, endpoint, name, version, event.id, retry_of=retry_of)
     if verdict == "duplicate":
         return Outcome("duplicate", f"{model.ref} is already being or has been rolled out on {endpoint}")
     if verdict == "older":
         return Outcome("skipped", f"{model.ref} is older than the version already rolled out on {endpoint}")
-    key = rollout_key(endpoint)
-    try:
-        drive(deps, key)
-    except TransientError as exc:  # the record exists: the reconciler takes it from here
-        log.warning("first step of %s on %s deferred to the reconciler: %s", model.ref, endpoint, exc)
-    record = deps.state.get(key)
+    # Event Grid waits 30 s for this to return (#14.7): the rollout is recorded (CAS) and its first step, which
+    # reads the endpoint and quota and begins a deployment, is the reconciler's on its next tick.
+    record = deps.state.get(rollout_key(endpoint))
     r = Rollout.from_dict(record.value) if record else None
     details = summary(r) if r else {}
-    if r is not None and r.ref == model.ref and r.status == "pending" and r.history \
-            and "awaiting approval" in str(r.history[-1].get("detail", "")):
+    if verdict == "start" and model.tags.get(APPROVAL_TAG) == "pending":   # what the first step would wait for
         return Outcome("skipped", f"{model.ref} is awaiting approval; the reconciler starts it once "
                                   "reflex.approval=approved", details)
     what = "superseded the running rollout; " if verdict == "supersede" else ""
-    return Outcome("acted", f"{what}rollout of {model.ref} on {endpoint}: {r.status if r else '?'}", details)
+    return Outcome("acted", f"{what}rollout of {model.ref} on {endpoint}: {r.status if r else '?'} (the reconciler "
+                            "takes its steps)", details)
 
 
 def _advance(deps: Deps, key: str, dry_run: bool) -> dict[str, Any]:
@@ -126,26 +126,33 @@ def _force_rollback(deps: Deps, key: str, reason: str) -> dict[str, Any]:
         return {"error": reason}
 
 
-def _start_evaluated(deps: Deps) -> None:
+def _start_evaluated(deps: Deps, outside: OutsideModels) -> None:
     """Outside models that passed their evaluation since the last tick: their rollout starts now."""
-    for ready in outside_models.take_ready(deps):
+    for ready in outside.take_ready(deps):
         try:
-            register(deps, ready["endpoint"], ready["model"], ready["version"], ready.get("event_id", ""))
+            register(deps, ready.endpoint, ready.model, ready.version, ready.event_id)
         except Exception:
-            log.exception("rollout of %s:%s after its evaluation: not started; retried next tick", ready["model"],
-                          ready["version"])
+            log.exception("rollout of %s:%s after its evaluation: not started; retried next tick", ready.model,
+                          ready.version)
             continue
-        deps.state.delete(ready["key"])
+        deps.state.delete(ready.key)
 
 
-def handle_reconcile(payload: Any, deps: Deps) -> Outcome:
+def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     dry_run = read_control(deps).dry_run
     if not dry_run:
-        _start_evaluated(deps)
+        _start_evaluated(deps, outside)
     results = {record.key: _advance(deps, record.key, dry_run) for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
     # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
-    found = discover(deps, handle_model_registered)
+    found = discover(deps, functools.partial(handle_model_registered, outside=outside))
+    if not dry_run:  # a rollout discovery just recorded takes its first step in this same tick
+        for v in found.values():
+            key = rollout_key(v["endpoint"]) if v.get("outcome") == "acted" and v.get("endpoint") else ""
+            if key and key not in moved:
+                stepped = _advance(deps, key, dry_run)
+                if stepped:
+                    moved[key] = stepped
     # one lineage group per rollout (shared/core/ledger.py `links`): endpoints advanced together stay unrelated
     details = {**moved, "links": [v for v in [*moved.values(), *found.values()] if v.get("rollout")]}
     if found:

@@ -5,8 +5,9 @@ problem that outlasted the deadline), or that was registered while automation wa
 never be rolled out: its ModelRegistered event was consumed, and a redelivery of it is rightly a duplicate.
 
 How: the request becomes a `Reflex.ModelRegistered` event (Event Grid schema, Reflex's own event type that the
-rollout reaction already accepts) carrying `retryOf`, the event id of the attempt it follows, and it goes
-through the rollout reaction (`reaction.run("rollout.model_registered", …)`): pause, dry-run, the model checks,
+rollout reaction already accepts: `shared.core.events.ReflexModelRegistered`) carrying `retryOf`, the event id of
+the attempt it follows, and it goes through the rollout reaction (`reaction.run("rollout.model_registered", …)`):
+pause, dry-run, the model checks,
 admission (`rollout_machine.admit`), supersede and the first step are exactly what a registration gets. Its id
 derives from the attempt it follows, so a second copy of the same request (two operators, a replayed dead
 letter) is a duplicate, and so is any redelivery of the original registration.
@@ -22,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.core.events import REFLEX_MODEL_REGISTERED
 from shared.rollout.flow import rollout_key
 from shared.rollout.machine import Rollout
 from shared.rollout.plan import deployment_name
-from shared.rollout.reactions import REFLEX_MODEL_REGISTERED
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps

@@ -26,7 +26,8 @@ smoke test silently: a deployment that was never invoked must not take traffic.
 
 The answer must be HTTP 200 with a JSON body holding one prediction per row sent: a list, or an object with
 `predictions` / `outputs` / `result` holding a list. Rows are counted in the MLflow scoring formats
-(`input_data.data`, `dataframe_split.data`, `dataframe_records`, `instances`, `inputs`, `data`).
+(`shared.core.scoring_request.expected_rows`: `input_data.data`, `dataframe_split.data`, `dataframe_records`,
+`instances`, `inputs`, `data`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from shared.core.deps import Deps
     from shared.core.platform import InvokeResult
 
-__all__ = ["SmokeRequest", "check_response", "expected_rows", "find_smoke_request", "smoke_key"]
+__all__ = ["SmokeRequest", "check_response", "find_smoke_request", "smoke_key"]
 
 
 def smoke_key(model: str) -> str:
@@ -77,22 +78,6 @@ def find_smoke_request(deps: Deps, model: str, version: str) -> SmokeRequest:
     except PermanentError as exc:
         return SmokeRequest(None, problem=str(exc))
     return SmokeRequest(body, source)
-
-
-def expected_rows(body: Mapping[str, Any]) -> int | None:
-    """How many rows `body` sends, in the MLflow scoring formats; None when the shape is not one of them."""
-    candidates: list[Any] = []
-    for outer in ("input_data", "dataframe_split"):
-        inner = body.get(outer)
-        if isinstance(inner, Mapping):
-            candidates.append(inner.get("data"))
-        elif isinstance(inner, list):
-            candidates.append(inner)
-    candidates += [body.get(k) for k in ("dataframe_records", "instances", "inputs", "data")]
-    for value in candidates:
-        if isinstance(value, list):
-            return len(value)
-    return None
 
 
 def _predictions(parsed: Any) -> list[Any] | None:

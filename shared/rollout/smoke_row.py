@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.batches.paths import file_problem
+from shared.batches.record import ArrivalRecord
 from shared.batches.tabular import is_missing, read_rows
 from shared.core.errors import PermanentError, map_azure_error
 
@@ -119,11 +120,9 @@ def _typed(value: Any, kind: str) -> Any:
 def _first_file(deps: Deps, tags: Mapping[str, str], ref: str) -> tuple[str, str]:
     batch_key, data = tags.get("reflex.batch", ""), tags.get("reflex.data", "")
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
-    if record is not None:
-        value = record.value
-        files = sorted(value.get("files") or {})
-        if files:
-            return value["container"], f"{value['dataset']}/{value['batch']}/{files[0]}"
+    batch = ArrivalRecord.from_dict(record.value) if record is not None else None
+    if batch is not None and batch.files:
+        return batch.container, f"{batch.folder}{min(batch.files)}"
     if data:
         return _first_in_asset(deps, data, ref)
     if batch_key:
@@ -142,11 +141,9 @@ def _first_in_asset(deps: Deps, data: str, ref: str) -> tuple[str, str]:
     if match is None or match["store"] != deps.settings.data_datastore:
         raise PermanentError(f"model {ref}: its data asset {data} is at {asset.path}, not in the data datastore "
                              f"{deps.settings.data_datastore!r}")
-    from shared.adapters.storage import blob_service
-
     container = deps.settings.data_container
     prefix = match["prefix"].rstrip("/") + "/"
-    client = blob_service(deps.settings).get_container_client(container)
+    client = deps.blobs.get_container_client(container)
     try:
         names = sorted(b.name for b in client.list_blobs(name_starts_with=prefix)
                        if not file_problem(b.name[len(prefix):], b.size))
@@ -159,9 +156,7 @@ def _first_in_asset(deps: Deps, data: str, ref: str) -> tuple[str, str]:
 
 def _sample(deps: Deps, container: str, blob: str) -> list[dict[str, Any]]:
     """The first rows of the file (up to ROWS_LOOKED_AT), every one of them whole."""
-    from shared.adapters.storage import blob_service
-
-    client = blob_service(deps.settings).get_blob_client(container, blob)
+    client = deps.blobs.get_blob_client(container, blob)
     whole = blob.lower().endswith(".parquet")
     try:
         download = client.download_blob() if whole else client.download_blob(offset=0, length=HEAD_BYTES)

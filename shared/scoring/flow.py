@@ -1,9 +1,10 @@
 """Batch scoring: a complete batch in the scoring container -> one batch endpoint job for the champion model.
 
-Why this shape: the batch is recorded exactly as the data-arrival flow records training batches (same
-`arrival_record` transitions, same completion rule: the marker, or the quiet window checked by the tracker),
-but under its own prefix `scoring/<container>/<dataset>/<batch>` so the training sweep never sees it. From
-`complete` the record moves through a small state machine, one compare-and-swap per step, never blocking:
+Why this shape: the batch is recorded exactly as the data-arrival flow records training batches (the same
+intake and transitions, shared/batches/intake.py and record.py; the same completion rule: the marker, or the
+quiet window checked by the tracker), as a `ScoringRecord` under its own prefix
+`scoring/<container>/<dataset>/<batch>` so the training sweep never sees it. From `complete` the record moves
+through a small state machine, one compare-and-swap per step, never blocking:
 
     complete --no champion--> no-champion   (kept; the tracker and the schedule retry it)
     complete/no-champion --champion--> deploying   (model, deployment, job name, output path fixed here)
@@ -21,12 +22,11 @@ champion changed since it was scored: a new job name and a new output folder, th
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared.arrival.flow import list_batch, locate_blob
+from shared.batches.intake import complete_batch, locate_blob
 from shared.batches.paths import BatchPath
-from shared.batches.record import add_blob, complete, set_status
+from shared.batches.record import ScoringRecord, add_blob, as_update
 from shared.core import champion as champions
 from shared.core.errors import PermanentError, ReflexError, TransientError
 from shared.core.platform import REFLEX_TAG, BatchDeploymentSpec
@@ -49,10 +49,6 @@ def scoring_key(path: BatchPath) -> str:
     return f"scoring/{key_part(path.container)}/{key_part(path.dataset)}/{key_part(path.batch)}"
 
 
-def _batch_id(value: Mapping[str, Any]) -> str:
-    return f"{value['container']}/{value['dataset']}/{value['batch']}"
-
-
 # ------------------------------------------------------------------------------------ BlobCreated events
 
 
@@ -68,24 +64,17 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
     marker = deps.settings.completion_marker
     if marker and path.file == marker:
         current = deps.state.get(key)
-        if current is not None and current.value["status"] != "collecting":
-            return Outcome("duplicate", f"batch {path.batch_id} is already {current.value['status']}", details)
-        listing = list_batch(deps, path)
-        won: dict[str, bool] = {}
-
-        def finish(value: dict[str, Any] | None) -> dict[str, Any] | None:
-            new, won["it"] = complete(value, path, listing, deps.clock(), event_id=blob.id, marker=version,
-                                      purpose="scoring")
-            return new
-
-        deps.state.update(key, finish)
-        if not won["it"]:
+        status = ScoringRecord.from_dict(current.value).status if current is not None else "collecting"
+        if status != "collecting":
+            return Outcome("duplicate", f"batch {path.batch_id} is already {status}", details)
+        if not complete_batch(deps, key, path, deps.clock(), event_id=blob.id, kind=ScoringRecord, purpose="scoring",
+                              marker=version):
             return Outcome("duplicate", f"batch {path.batch_id} was completed by another delivery", details)
         return advance(deps, key)
     happened: dict[str, str] = {}
 
     def record(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        new, happened["what"] = add_blob(current, path, version, deps.clock(), purpose="scoring")
+        new, happened["what"] = add_blob(current, path, version, deps.clock(), purpose="scoring", kind=ScoringRecord)
         return new
 
     stored = deps.state.update(key, record)
@@ -96,7 +85,7 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
         return Outcome("skipped", f"late file: scoring batch {path.batch_id} is already complete; recorded in "
                                   "late_files, not scored (upload new data as a new batch folder)", details)
     if what == "rejected":
-        rejected = (stored.value.get("rejected") or {}).get(path.file, {}) if stored else {}
+        rejected = ScoringRecord.from_dict(stored.value).rejected.get(path.file, {}) if stored else {}
         return Outcome("skipped", f"rejected: {rejected.get('reason') or path.file + ': not usable data'}", details)
     return Outcome("acted", f"recorded {path.file} in scoring batch {path.batch_id}", details)
 
@@ -104,12 +93,27 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
 # ------------------------------------------------------------------------------------ state machine
 
 
-def _plan(value: Mapping[str, Any], champion_ref: str, deps: Deps) -> dict[str, Any]:
+def _plan(batch: ScoringRecord, champion_ref: str, deps: Deps) -> dict[str, Any]:
     s = deps.settings
-    job = scoring_job_name(_batch_id(value), value["files"], champion_ref)
+    job = scoring_job_name(batch.batch_id, batch.files, champion_ref)
     return {"model": champion_ref, "deployment": deployment_name(champion_ref), "endpoint": s.batch_endpoint,
-            "job": job, "input": input_path(s.scoring_datastore, value["dataset"], value["batch"]),
-            "output": output_path(s.output_datastore, value["dataset"], value["batch"], job)}
+            "job": job, "input": input_path(s.scoring_datastore, batch.dataset, batch.batch),
+            "output": output_path(s.output_datastore, batch.dataset, batch.batch, job)}
+
+
+def _moved(deps: Deps, key: str, status: str, now: float, *, allowed_from: tuple[str, ...], reason: str,
+           **fields: Any) -> ScoringRecord | None:
+    """One CAS step of the state machine: the record moved to `status` by this call, or None when it had
+    already moved on (another worker, a redelivery): the caller that moved it is the one that acts."""
+    won: dict[str, bool] = {}
+
+    def move(batch: ScoringRecord | None) -> ScoringRecord | None:
+        new = batch.with_status(status, now, allowed_from=allowed_from, reason=reason, **fields) if batch else None
+        won["it"] = new is not None
+        return new
+
+    stored = deps.state.update(key, as_update(ScoringRecord, move))
+    return ScoringRecord.from_dict(stored.value) if stored is not None and won.get("it") else None
 
 
 def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") -> Outcome:
@@ -119,27 +123,19 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
     record = deps.state.get(key)
     if record is None:
         raise PermanentError(f"scoring record {key} vanished")
-    value = record.value
-    batch_id = _batch_id(value)
-    status = value["status"]
+    batch = ScoringRecord.from_dict(record.value)
+    batch_id = batch.batch_id
+    status = batch.status
     details: dict[str, Any] = {"batch": batch_id, "record": key}
     now = deps.clock()
     if status not in OPEN:
         return Outcome("duplicate" if status != "collecting" else "skipped",
-                       f"scoring batch {batch_id} is {status}", {**details, "job": value.get("job", "")})
-    if status == "complete" and not value["files"]:
-        reason = f"empty batch: no usable file ({len(value.get('rejected') or {})} rejected)"
-        won: dict[str, bool] = {}
-
-        def skip(v: dict[str, Any] | None) -> dict[str, Any] | None:
-            new = set_status(v, "skipped", now, allowed_from=("complete",), reason=reason)
-            won["it"] = new is not None
-            return new
-
-        deps.state.update(key, skip)
-        if won["it"]:
+                       f"scoring batch {batch_id} is {status}", {**details, "job": batch.job})
+    if status == "complete" and not batch.files:
+        reason = f"empty batch: no usable file ({len(batch.rejected)} rejected)"
+        if _moved(deps, key, "skipped", now, allowed_from=("complete",), reason=reason):
             deps.publisher.publish("BatchScoringSkipped", batch_id, {**details, "reason": reason,
-                                                                     "rejected": value.get("rejected") or {}})
+                                                                     "rejected": dict(batch.rejected)})
         return Outcome("skipped", reason, details)
     dry_run = read_control(deps).dry_run
     if status in _STARTABLE:
@@ -148,14 +144,13 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
         if champion is None:
             reason = f"no champion yet for model {deps.settings.model_name}: kept, scored once one exists"
             if status == "complete":
-                deps.state.update(key, lambda v: set_status(v, "no-champion", now, allowed_from=("complete",),
-                                                            reason=reason))
+                _moved(deps, key, "no-champion", now, allowed_from=("complete",), reason=reason)
             return Outcome("skipped", reason, details)
-        plan = _plan(value, champion.ref, deps)
+        plan = _plan(batch, champion.ref, deps)
         details.update(plan)
         if dry_run:
             return Outcome("dry-run", f"would score {batch_id} with {champion.ref} as {plan['job']}", details)
-        files = len(value["files"])
+        files = len(batch.files)
         deps.platform.begin_ensure_batch_deployment(BatchDeploymentSpec(
             endpoint=plan["endpoint"], deployment=plan["deployment"], model=champion.ref,
             compute=deps.settings.batch_compute, mini_batch_size=deps.settings.batch_mini_batch_size,
@@ -163,59 +158,52 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
                                           mini_batch_size=deps.settings.batch_mini_batch_size,
                                           max_concurrency=deps.settings.batch_max_concurrency),
             max_concurrency=deps.settings.batch_max_concurrency))
-        stored = deps.state.update(key, lambda v: set_status(v, "deploying", now, allowed_from=_STARTABLE,
-                                                             reason=f"ensuring batch deployment {plan['deployment']}",
-                                                             **plan))
-        value = stored.value if stored is not None else value
-        if value.get("status") != "deploying":
+        stored = deps.state.update(key, as_update(ScoringRecord, lambda b: b and b.with_status(
+            "deploying", now, allowed_from=_STARTABLE, reason=f"ensuring batch deployment {plan['deployment']}",
+            **plan)))
+        batch = ScoringRecord.from_dict(stored.value) if stored is not None else batch
+        if batch.status != "deploying":
             return Outcome("duplicate", f"scoring batch {batch_id} moved on meanwhile", details)
-    details.update({k: value.get(k) for k in ("model", "deployment", "endpoint", "job", "input", "output")})
-    if value["status"] == "deploying":
+    details.update(model=batch.model, deployment=batch.deployment, endpoint=batch.endpoint, job=batch.job,
+                   input=batch.input, output=batch.output)
+    if batch.status == "deploying":
         if dry_run:
-            return Outcome("dry-run", f"would submit {value['job']}", details)
-        return _submit(deps, key, value, details)
-    return _track_job(deps, key, value, details)
+            return Outcome("dry-run", f"would submit {batch.job}", details)
+        return _submit(deps, key, batch, details)
+    return _track_job(deps, key, batch, details)
 
 
-def _submit(deps: Deps, key: str, value: dict[str, Any], details: dict[str, Any]) -> Outcome:
+def _submit(deps: Deps, key: str, batch: ScoringRecord, details: dict[str, Any]) -> Outcome:
     now = deps.clock()
-    dep = deps.platform.get_batch_deployment(value["endpoint"], value["deployment"])
+    endpoint, deployment = str(batch.endpoint), str(batch.deployment)
+    dep = deps.platform.get_batch_deployment(endpoint, deployment)
     if dep is None or dep.state in ("Failed", "Canceled"):
-        why = f"batch deployment {value['endpoint']}/{value['deployment']} is {dep.state if dep else 'missing'}"
+        why = f"batch deployment {endpoint}/{deployment} is {dep.state if dep else 'missing'}"
         if dep is None:  # the ensure call was lost (e.g. deleted meanwhile): begin again on the next tick
-            deps.state.update(key, lambda v: set_status(v, "complete", now, allowed_from=("deploying",),
-                                                        reason=why))
+            _moved(deps, key, "complete", now, allowed_from=("deploying",), reason=why)
             return Outcome("skipped", f"{why}: re-created on the next tick", details)
         return _finish(deps, key, "failed", why, details, stage="deployment")
     if not dep.succeeded:
-        return Outcome("skipped", f"batch deployment {value['deployment']} is {dep.state}: the tracker retries",
+        return Outcome("skipped", f"batch deployment {deployment} is {dep.state}: the tracker retries",
                        details)
-    tags = {REFLEX_TAG: "true", "reflex.kind": "batch-scoring", "reflex.trigger": f"blob:{_batch_id(value)}",
-            "reflex.event_id": str(value.get("completing_event", "")), "reflex.data": value["input"],
-            "reflex.parent": value["model"], "reflex.batch": key}
-    job = deps.platform.invoke_batch(value["endpoint"], value["deployment"], input_path=value["input"],
-                                     output_path=value["output"], job_name=value["job"], tags=tags)
-    moved: dict[str, bool] = {}
-
-    def mark(v: dict[str, Any] | None) -> dict[str, Any] | None:
-        new = set_status(v, "submitted", now, allowed_from=("deploying",), reason="batch job submitted",
-                         submitted_at=now, job_url=job.url)
-        moved["it"] = new is not None
-        return new
-
-    deps.state.update(key, mark)
-    if moved["it"]:
-        deps.publisher.publish("BatchScoringSubmitted", _batch_id(value), {**details, "url": job.url})
-    return Outcome("acted", f"batch job {value['job']} submitted for {_batch_id(value)}", details)
+    tags = {REFLEX_TAG: "true", "reflex.kind": "batch-scoring", "reflex.trigger": f"blob:{batch.batch_id}",
+            "reflex.event_id": batch.completing_event, "reflex.data": str(batch.input),
+            "reflex.parent": str(batch.model), "reflex.batch": key}
+    job = deps.platform.invoke_batch(endpoint, deployment, input_path=str(batch.input),
+                                     output_path=str(batch.output), job_name=batch.job, tags=tags)
+    if _moved(deps, key, "submitted", now, allowed_from=("deploying",), reason="batch job submitted",
+              submitted_at=now, job_url=job.url):
+        deps.publisher.publish("BatchScoringSubmitted", batch.batch_id, {**details, "url": job.url})
+    return Outcome("acted", f"batch job {batch.job} submitted for {batch.batch_id}", details)
 
 
-def _track_job(deps: Deps, key: str, value: dict[str, Any], details: dict[str, Any]) -> Outcome:
-    job = deps.platform.get_job(value["job"])
+def _track_job(deps: Deps, key: str, batch: ScoringRecord, details: dict[str, Any]) -> Outcome:
+    job = deps.platform.get_job(batch.job)
     if job is None:
-        return Outcome("skipped", f"batch job {value['job']} is not visible yet", details)
+        return Outcome("skipped", f"batch job {batch.job} is not visible yet", details)
     if not job.terminal:
-        return Outcome("skipped", f"batch job {value['job']} is {job.status}", details)
-    details = {**details, "status": job.status, "url": job.url, "output": job.outputs.get("score", value["output"])}
+        return Outcome("skipped", f"batch job {batch.job} is {job.status}", details)
+    details = {**details, "status": job.status, "url": job.url, "output": job.outputs.get("score", batch.output)}
     if job.status == "Completed":
         return _finish(deps, key, "completed", "batch job completed", details)
     return _finish(deps, key, "failed", f"batch job {job.status}" + (f": {job.error}" if job.error else ""),
@@ -225,15 +213,7 @@ def _track_job(deps: Deps, key: str, value: dict[str, Any], details: dict[str, A
 def _finish(deps: Deps, key: str, status: str, reason: str, details: dict[str, Any], *, stage: str = "") -> Outcome:
     """Close the record; only the compare-and-swap winner publishes, so the event goes out once."""
     now = deps.clock()
-    moved: dict[str, bool] = {}
-
-    def close(v: dict[str, Any] | None) -> dict[str, Any] | None:
-        new = set_status(v, status, now, allowed_from=("deploying", "submitted"), reason=reason, finished_at=now)
-        moved["it"] = new is not None
-        return new
-
-    deps.state.update(key, close)
-    if not moved["it"]:
+    if not _moved(deps, key, status, now, allowed_from=("deploying", "submitted"), reason=reason, finished_at=now):
         return Outcome("duplicate", f"scoring batch {details['batch']} was already closed", details)
     kind = "BatchScoringCompleted" if status == "completed" else "BatchScoringFailed"
     data = {**details, "reason": reason}
@@ -253,18 +233,13 @@ def track(deps: Deps) -> Outcome:
     items: dict[str, dict[str, Any]] = {}  # per record: what this tick did to it or what it waits for (ledger)
     champion: Any = ...
     for record in deps.state.records(f"scoring/{key_part(deps.settings.scoring_container)}/"):
-        value = record.value
-        status = value.get("status")
-        if status == "collecting" and not deps.settings.completion_marker and \
-                now - float(value["last_seen"]) >= deps.settings.quiet_seconds:
-            path = BatchPath(value["container"], value["dataset"], value["batch"], "")
-            listing = list_batch(deps, path)
-            event_id = f"tracker:{int(now)}"
-            stored = deps.state.update(record.key, lambda v, p=path, ls=listing, e=event_id: complete(
-                v, p, ls, now, event_id=e, purpose="scoring")[0])
-            if stored is not None and stored.value.get("completing_event") == event_id:
-                counts["completed_batches"] += 1
-                status = "complete"
+        batch = ScoringRecord.from_dict(record.value)
+        status = batch.status
+        quiet = not deps.settings.completion_marker and batch.quiet(now, deps.settings.quiet_seconds)
+        if quiet and complete_batch(deps, record.key, batch.path, now, event_id=f"tracker:{int(now)}",
+                                    kind=ScoringRecord, purpose="scoring"):
+            counts["completed_batches"] += 1
+            status = "complete"
         if status not in OPEN:
             continue
         if status in _STARTABLE and champion is ...:
@@ -298,9 +273,9 @@ def scheduled(deps: Deps) -> Outcome:
         return Outcome("skipped", "scheduled batch scoring is disabled (REFLEX_BATCH_SCHEDULE_ENABLED=false)")
     latest: tuple[float, str] | None = None
     for record in deps.state.records(f"scoring/{key_part(deps.settings.scoring_container)}/"):
-        value = record.value
-        if value.get("status") not in ("collecting", "skipped") and value.get("files"):
-            at = float(value.get("completed_at") or 0)
+        batch = ScoringRecord.from_dict(record.value)
+        if batch.status not in ("collecting", "skipped") and batch.files:
+            at = float(batch.completed_at or 0)
             if latest is None or (at, record.key) > latest:
                 latest = (at, record.key)
     if latest is None:
@@ -311,12 +286,13 @@ def scheduled(deps: Deps) -> Outcome:
         return Outcome("skipped", f"no champion yet for model {deps.settings.model_name}", {"record": key})
     now = deps.clock()
 
-    def rescore(v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is None or v.get("status") not in ("completed", "failed") or v.get("model") == champion.ref:
+    def rescore(batch: ScoringRecord | None) -> ScoringRecord | None:
+        if batch is None or batch.status not in ("completed", "failed") or batch.model == champion.ref:
             return None
-        previous = [*v.get("previous", []), {k: v.get(k) for k in ("model", "job", "output", "status", "reason")}]
-        return set_status(v, "complete", now, allowed_from=("completed", "failed"),
-                          reason=f"scheduled re-scoring with {champion.ref}", previous=previous)
+        previous = (*(batch.previous or ()), {"model": batch.model, "job": batch.job, "output": batch.output,
+                                              "status": batch.status, "reason": batch.reason})
+        return batch.with_status("complete", now, allowed_from=("completed", "failed"),
+                                 reason=f"scheduled re-scoring with {champion.ref}", previous=previous)
 
-    deps.state.update(key, rescore)
+    deps.state.update(key, as_update(ScoringRecord, rescore))
     return advance(deps, key, champion=champion)
