@@ -35,7 +35,7 @@ TABLE: dict[str, tuple[str, str, bool]] = {
     "scoring.scheduled": ("shared.scoring.flow", "scheduled", False),
     "monitoring.health": ("shared.handlers", "monitoring_health", False),
     "monitoring.drift": ("shared.monitoring.drift_check", "check", False),
-    "monitoring.retrain": ("shared.monitoring.drift_check", "scheduled_retrain", False),
+    "monitoring.retrain": ("shared.monitoring.retrain", "scheduled_retrain", False),
 }
 
 

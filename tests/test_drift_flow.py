@@ -167,7 +167,7 @@ def test_retrain_at_most_once_per_window_including_schedule(container_factory: C
     again = drift_check.check(env.deps)
     assert again.details["retrain"]["status"] == "duplicate" and not again.details["published"]
     assert retrain_jobs(fake_platform) == 1
-    assert drift_check.scheduled_retrain(env.deps).status == "duplicate"  # same window: no second job
+    assert retrain.scheduled_retrain(env.deps).status == "duplicate"  # same window: no second job
     (job,) = [j for j in fake_platform.jobs.values() if j.tags.get("reflex.trigger", "").startswith("drift:")]
     assert job.tags["reflex.batch"] == batch_key and job.name.startswith("reflex-train-")
     assert len(env.published("DriftDetected")) == 1
@@ -177,7 +177,7 @@ def test_retrain_at_most_once_per_window_including_schedule(container_factory: C
     (record,) = blob_state.records("retrains/")
     assert record.value["status"] == "trained" and record.value["job"] == job.name
     clock.advance(DAY)  # next window: the schedule retrains (a new job name), drift would be a duplicate
-    assert drift_check.scheduled_retrain(env.deps).status == "acted"
+    assert retrain.scheduled_retrain(env.deps).status == "acted"
     assert retrain_jobs(fake_platform) == 2
 
 
@@ -189,16 +189,16 @@ def test_scheduled_retrain_disabled_and_waiting_for_a_slot(container_factory: Ca
                                                            blob_state: BlobStateStore, fake_platform: FakePlatform,
                                                            clock: Clock) -> None:
     off = Env(container_factory, blob_state, fake_platform, clock)
-    assert off.deps and drift_check.scheduled_retrain(off.deps).reason.endswith("(REFLEX_RETRAIN_ENABLED=false)")
+    assert off.deps and retrain.scheduled_retrain(off.deps).reason.endswith("(REFLEX_RETRAIN_ENABLED=false)")
     env = Env(container_factory, blob_state, fake_platform, clock, REFLEX_RETRAIN_ENABLED="true",
               REFLEX_MAX_CONCURRENT_TRAINING="1")
     env.train_batch()
     blob_state.create("training/admission", {"running": {"busy": {"batch": "x", "at": clock()}},
                                              "day": "", "started_today": 0})
-    waiting = drift_check.scheduled_retrain(env.deps)
+    waiting = retrain.scheduled_retrain(env.deps)
     assert waiting.details.get("waiting") and retrain_jobs(fake_platform) == 0
     blob_state.update("training/admission", lambda v: {**(v or {}), "running": {}})
-    drift_check.scheduled_retrain(env.deps)  # resumes the window's waiting retraining, does not add one
+    retrain.scheduled_retrain(env.deps)  # resumes the window's waiting retraining, does not add one
     assert retrain_jobs(fake_platform) == 1
     assert len(blob_state.keys("retrains/")) == 1
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from shared.core.platform import ModelVersion
 
 __all__ = ["NoLineage", "SOURCE_SCORING", "SOURCE_TRAINING", "baseline_blob", "check", "ensure_baseline",
-           "recent_since", "recent_sources", "scheduled_retrain", "training_files"]
+           "recent_since", "recent_sources", "training_files"]
 
 log = logging.getLogger("reflex.drift")
 
@@ -326,18 +326,3 @@ def _schema_text(report: DriftReport) -> str:
     if report.new_columns:
         parts.append(f"new columns: {', '.join(report.new_columns)}")
     return f"; schema differs from the baseline ({'; '.join(parts)})" if parts else ""
-
-
-def scheduled_retrain(deps: Deps) -> Outcome:
-    """Timer: retrain the latest complete batch once per window, unless drift already retrained in it."""
-    from shared.core.control import read_control
-
-    if not deps.settings.retrain_enabled:
-        log.info("scheduled retraining is disabled")
-        return Outcome("skipped", "scheduled retraining is disabled (REFLEX_RETRAIN_ENABLED=false)")
-    retrain.resume_retrains(deps)
-    window = retrain.window_id(deps.clock())
-    if read_control(deps).dry_run:
-        return Outcome("dry-run", f"would retrain the latest batch for window {window}")
-    return retrain.request_retrain(deps, model=deps.settings.model_name, window=window,
-                                   trigger=f"schedule:{window}", event_id=f"schedule:{window}")

@@ -1,4 +1,5 @@
-"""Retraining of an already-trained batch (drift or schedule), through the data-arrival path, once per window.
+"""Retraining of an already-trained batch (drift or schedule), through the data-arrival path, once per window;
+and the scheduled-retraining timer (`scheduled_retrain`).
 
 Why here and not a new pipeline: a retrain is the same submission as the first training of a batch (same
 data asset, admission rules, lineage tags, registration gate on RunCompleted), made by the same training
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from shared.core.deps import Deps
 
-__all__ = ["WINDOW_SECONDS", "request_retrain", "resume_retrains", "retrain_job_name",
+__all__ = ["WINDOW_SECONDS", "request_retrain", "resume_retrains", "retrain_job_name", "scheduled_retrain",
            "retrain_key", "start_training_for_batch", "window_id"]
 
 log = logging.getLogger("reflex.retrain")
@@ -137,3 +138,18 @@ def resume_retrains(deps: Deps) -> list[Outcome]:
         if RetrainRecord.from_dict(record.value).status in ("pending", "waiting"):
             outcomes.append(_advance(deps, record.key))
     return outcomes
+
+
+def scheduled_retrain(deps: Deps) -> Outcome:
+    """Timer: retrain the latest complete batch once per window, unless drift already retrained in it."""
+    from shared.core.control import read_control
+
+    if not deps.settings.retrain_enabled:
+        log.info("scheduled retraining is disabled")
+        return Outcome("skipped", "scheduled retraining is disabled (REFLEX_RETRAIN_ENABLED=false)")
+    resume_retrains(deps)
+    window = window_id(deps.clock())
+    if read_control(deps).dry_run:
+        return Outcome("dry-run", f"would retrain the latest batch for window {window}")
+    return request_retrain(deps, model=deps.settings.model_name, window=window,
+                           trigger=f"schedule:{window}", event_id=f"schedule:{window}")
