@@ -34,8 +34,8 @@ def test_promotion_moves_the_pointer_and_untags_the_old_champion_without_listing
     final = run_to_end(world, each=healthy)
     assert final.status == "done"
     stored = champions.pointer(world.current["deps"], MODEL)  # type: ignore[attr-defined]
-    assert stored is not None and stored["version"] == "2" and stored["demote"] == []
-    assert stored["by"].startswith(f"rollout {MODEL}:2")
+    assert stored is not None and stored.version == "2" and stored.demote == []
+    assert stored.by.startswith(f"rollout {MODEL}:2")
     assert world.fp.models[(MODEL, "2")].tags.get(CHAMPION_TAG) == "true"
     assert CHAMPION_TAG not in world.fp.models[(MODEL, "1")].tags
     # the one listing of the promotion is the repair of the missing pointer; a second promotion lists nothing
@@ -44,7 +44,7 @@ def test_promotion_moves_the_pointer_and_untags_the_old_champion_without_listing
     deliver(world, register_model(world.fp, "3"))
     assert run_to_end(world, each=healthy).status == "done"
     assert world.fp.calls["list_models"] == listings
-    assert champions.pointer(world.current["deps"], MODEL)["version"] == "3"  # type: ignore[attr-defined,index]
+    assert champions.pointer(world.current["deps"], MODEL).version == "3"  # type: ignore[attr-defined,union-attr]
     assert [v for (n, v), m in world.fp.models.items() if m.tags.get(CHAMPION_TAG) == "true"] == ["3"]
     found = champions.find(world.current["deps"], MODEL)  # type: ignore[attr-defined]
     assert found is not None and found.version == "3" and world.fp.calls["list_models"] == listings
@@ -62,8 +62,8 @@ def test_a_missing_pointer_is_repaired_from_the_tags_once(blob_state: BlobStateS
     assert {m.version for m in found if m} == {"2"} and len([m for m in found if m]) == 5
     assert fake_platform.calls["list_models"] == 1 and fake_platform.calls["get_model"] == 4
     stored = champions.pointer(deps, "reflex-model")
-    assert stored is not None and stored["version"] == "2" and stored["demote"] == ["1"]
-    assert stored["by"] == "repair from tags"
+    assert stored is not None and stored.version == "2" and stored.demote == ["1"]
+    assert stored.by == "repair from tags"
 
 
 def test_a_pointer_whose_version_lost_its_tag_or_is_gone_is_repaired(blob_state: BlobStateStore,
@@ -76,7 +76,7 @@ def test_a_pointer_whose_version_lost_its_tag_or_is_gone_is_repaired(blob_state:
     fake_platform.update_model_tags("reflex-model", "1", set_tags={CHAMPION_TAG: "true"})
     fake_platform.update_model_tags("reflex-model", "2", remove=(CHAMPION_TAG,))  # untagged by hand in the studio
     assert champions.find(deps, "reflex-model").version == "1"  # type: ignore[union-attr]
-    assert champions.pointer(deps, "reflex-model")["version"] == "1"  # type: ignore[index]
+    assert champions.pointer(deps, "reflex-model").version == "1"  # type: ignore[union-attr]
     del fake_platform.models[("reflex-model", "1")]  # deleted: nothing tagged is left
     assert champions.find(deps, "reflex-model") is None
     assert champions.pointer(deps, "reflex-model") is None
@@ -98,7 +98,7 @@ def test_a_model_registered_outside_reflex_does_not_move_the_pointer(blob_state:
     assert outcome is not None and outcome.status == "acted"  # evaluated against the champion before any rollout
     assert "against the champion reflex-model:1" in outcome.reason
     assert champions.find(deps, "reflex-model").version == "1"  # type: ignore[union-attr]
-    assert champions.pointer(deps, "reflex-model")["version"] == "1"  # type: ignore[index]
+    assert champions.pointer(deps, "reflex-model").version == "1"  # type: ignore[union-attr]
 
 
 def test_a_trusted_outside_model_becomes_champion_only_through_its_rollout(world: World) -> None:  # noqa: F811
@@ -109,9 +109,9 @@ def test_a_trusted_outside_model_becomes_champion_only_through_its_rollout(world
     raw = register_model(world.fp, "2")
     world.fp.update_model_tags(MODEL, "2", remove=(REFLEX_TAG,))  # registered by a person: trusted by the policy
     assert deliver(world, raw).status == "acted"
-    assert champions.pointer(world.current["deps"], MODEL)["version"] == "1"  # type: ignore[attr-defined,index]
+    assert champions.pointer(world.current["deps"], MODEL).version == "1"  # type: ignore[attr-defined,union-attr]
     assert run_to_end(world, each=healthy).status == "done"
-    assert champions.pointer(world.current["deps"], MODEL)["version"] == "2"  # type: ignore[attr-defined,index]
+    assert champions.pointer(world.current["deps"], MODEL).version == "2"  # type: ignore[attr-defined,union-attr]
 
 
 def test_the_champion_of_1000_versions_is_one_request_with_the_real_sdk() -> None:

@@ -25,30 +25,44 @@ before the pointer moves and untags the old one after, so a reader never sees a 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.core.platform import CHAMPION_TAG
 from shared.core.state import key_part, utcnow_iso
+from shared.core.typed_record import TypedRecord
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
     from shared.core.platform import ModelVersion
 
-__all__ = ["PREFIX", "crown", "demoted", "find", "pointer", "pointer_key", "repair"]
+__all__ = ["PREFIX", "ChampionPointer", "crown", "demoted", "find", "pointer", "pointer_key", "repair"]
 
 log = logging.getLogger("reflex.champion")
 
 PREFIX = "champions/"
 
 
+@dataclass(frozen=True)
+class ChampionPointer(TypedRecord):
+    """`champions/<model>`: `version` is the champion of `model` since `at`, set `by` (a rollout's promotion, or
+    "repair from tags"); `demote` the versions that still carry the champion tag and are to lose it."""
+
+    model: str = ""
+    version: str = ""
+    at: str = ""
+    by: str = ""
+    demote: list[str] = field(default_factory=list)
+
+
 def pointer_key(model: str) -> str:
     return PREFIX + key_part(model)
 
 
-def pointer(deps: Deps, model: str) -> dict[str, Any] | None:
+def pointer(deps: Deps, model: str) -> ChampionPointer | None:
     """The stored pointer of `model` as it is (no platform request), None when there is none."""
     found = deps.state.get(pointer_key(model))
-    return None if found is None else dict(found.value)
+    return None if found is None else ChampionPointer.from_dict(found.value)
 
 
 def _is_champion(version: ModelVersion | None) -> bool:
@@ -58,13 +72,23 @@ def _is_champion(version: ModelVersion | None) -> bool:
 def find(deps: Deps, model: str) -> ModelVersion | None:
     """The champion of `model`: the pointer's version confirmed by one `get_model`, else `repair`."""
     stored = pointer(deps, model)
-    if stored is not None and stored.get("version"):
-        current = deps.platform.get_model(model, str(stored["version"]))
+    if stored is not None and stored.version:
+        current = deps.platform.get_model(model, stored.version)
         if _is_champion(current):
             return current
         log.warning("champion pointer of %s names version %s, which is %s: repaired from the registry's tags",
-                    model, stored["version"], "gone" if current is None else f"no longer tagged {CHAMPION_TAG}")
+                    model, stored.version, "gone" if current is None else f"no longer tagged {CHAMPION_TAG}")
     return repair(deps, model)
+
+
+def _moved(value: dict[str, Any] | None, model: str, version: str, by: str,
+           also: list[str]) -> dict[str, Any] | None:
+    """The pointer moved to `version` (None: it is there already); the old version and `also` are to be untagged."""
+    current = ChampionPointer.from_dict(value or {})
+    if current.version == version:
+        return None
+    pending = {*current.demote, *([current.version] if current.version else []), *also} - {version}
+    return current.but(model=model, version=version, at=utcnow_iso(), by=by, demote=sorted(pending)).to_dict()
 
 
 def repair(deps: Deps, model: str) -> ModelVersion | None:
@@ -78,14 +102,9 @@ def repair(deps: Deps, model: str) -> ModelVersion | None:
         return None
     champion = tagged[-1]  # list_models is in version order
     others = [m.version for m in tagged[:-1]]
-
-    def write(value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("version") == champion.version:
-            return None
-        return {"model": model, "version": champion.version, "at": utcnow_iso(), "by": "repair from tags",
-                "demote": sorted({*(value or {}).get("demote", []), *others} - {champion.version})}
-
-    deps.state.update(pointer_key(model), write)
+    # the version it named is no champion any more (gone or untagged): not one to untag again
+    deps.state.update(pointer_key(model), lambda v: _moved(
+        {**(v or {}), "version": ""} if v else None, model, champion.version, "repair from tags", others))
     log.info("champion pointer of %s repaired from the registry's tags: version %s", model, champion.version)
     return champion
 
@@ -99,17 +118,8 @@ def crown(deps: Deps, model: str, version: str, *, by: str) -> list[str]:
     # the first promotion without a pointer (a store from before it): the registry's tags say what to untag
     tagged = [] if pointer(deps, model) is not None else [
         m.version for m in deps.platform.list_models(model) if m.tags.get(CHAMPION_TAG) == "true"]
-
-    def move(value: dict[str, Any] | None) -> dict[str, Any] | None:
-        current = dict(value or {})
-        if current.get("version") == version:
-            return None
-        pending = {*current.get("demote", []), *([current["version"]] if current.get("version") else []), *tagged}
-        return {"model": model, "version": version, "at": utcnow_iso(), "by": by,
-                "demote": sorted(pending - {version})}
-
-    stored = deps.state.update(pointer_key(model), move)
-    return list((stored.value if stored else {}).get("demote", []))
+    stored = deps.state.update(pointer_key(model), lambda v: _moved(v, model, version, by, tagged))
+    return list(ChampionPointer.from_dict(stored.value).demote) if stored else []
 
 
 def demoted(deps: Deps, model: str, versions: list[str]) -> None:
@@ -117,8 +127,9 @@ def demoted(deps: Deps, model: str, versions: list[str]) -> None:
     done = set(versions)
 
     def clear(value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None or not done & set(value.get("demote", [])):
+        current = ChampionPointer.from_dict(value or {})
+        if value is None or not done & set(current.demote):
             return None
-        return {**value, "demote": sorted(set(value["demote"]) - done)}
+        return current.but(demote=sorted(set(current.demote) - done)).to_dict()
 
     deps.state.update(pointer_key(model), clear)
