@@ -165,10 +165,15 @@ def _history_rows(entries: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]
 
 
 def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
+    from shared.core.ledger_index import source_for
+
     value = args.id
-    entries = list(_ledger(deps).entries(days=args.days))
-    kinds = [args.kind] if args.kind else detect_kinds(entries, value, endpoints=list(deps.settings.endpoints.values()))
-    if not entries and not kinds:
+    # the ledger's index (shared/core/ledger_index.py): what the chain needs is read, not the whole window
+    source = source_for(_ledger(deps), days=args.days)
+    mentions = [e for _, e in source.find([value])[value]]  # newest first
+    kinds = [args.kind] if args.kind else detect_kinds(mentions, value,
+                                                       endpoints=list(deps.settings.endpoints.values()))
+    if source.empty() and not kinds:
         raise UsageError(f"the ledger is empty for the last {args.days} day(s): no reaction has run (or try --days)")
     if not kinds:
         raise UsageError(f"{value!r}: no ledger entry in the last {args.days} day(s) mentions it as an endpoint, "
@@ -177,13 +182,13 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     kind = kinds[0]
     serving: dict[str, Any] = {}
     if kind == "endpoint":
-        model, serving = _serving_model(deps, value, entries)
+        model, serving = _serving_model(deps, value, mentions)
         if model is None:
             raise UsageError(f"endpoint {value!r} serves no model and the ledger has no rollout to it")
-        chain = walk(entries, "model", model)
+        chain = walk(source, "model", model)
         chain.add_ref("endpoint", value)
     else:
-        chain = walk(entries, kind, value)
+        chain = walk(source, kind, value)
     if not chain.entries:
         raise UsageError(f"{value!r}: no ledger entry in the last {args.days} day(s) mentions this {kind} "
                          "(try --days)")

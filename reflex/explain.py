@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.core.ledger import REF_KINDS, group_matches, items, matches, ref_groups
+from shared.core.ledger_index import EntrySource, MemoryEntrySource
 
 __all__ = ["Chain", "PRIORITY", "detect_kinds", "reason_for", "walk"]
 
@@ -84,30 +85,37 @@ def reason_for(entry: Mapping[str, Any], refs: Mapping[str, Sequence[str]]) -> s
     return why or str(item.get("status") or entry.get("reason") or "")
 
 
-def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
-    """Everything upstream and downstream of `value` (a `kind` id, or "event" for an event id)."""
+def walk(entries: Sequence[Mapping[str, Any]] | EntrySource, kind: str, value: str) -> Chain:
+    """Everything upstream and downstream of `value` (a `kind` id, or "event" for an event id).
+
+    `entries` is the ledger's entries newest first, or a source that finds them by id (the ledger's index,
+    shared/core/ledger_index.py): either way each node of the chain costs a lookup, never a pass over the ledger.
+    """
+    source = MemoryEntrySource(entries) if isinstance(entries, Sequence) else entries
     chain = Chain()
     involved: dict[int, Mapping[str, Any]] = {}
     if kind == "event":
-        starts = [(k, v) for e in entries if e.get("event_id") == value for group in ref_groups(e)
+        mentions = [(p, e) for p, e in source.find([value])[value] if e.get("event_id") == value]
+        starts = [(k, v) for _, e in mentions for group in ref_groups(e)
                   for k, vs in group.items() if k in REF_KINDS for v in vs]
-        for position, e in enumerate(entries):
-            if e.get("event_id") == value:
-                involved[position] = e
+        involved.update(mentions)
     else:
         starts = [(kind, value)]
     for start_kind, start_value in starts:
         chain.add_ref(start_kind, start_value)
-        _walk(entries, [(start_kind, start_value)], -1, chain, involved)
-        downstream = _walk(entries, [(start_kind, start_value)], 1, chain, involved)
+        _walk(source, [(start_kind, start_value)], -1, chain, involved)
+        downstream = _walk(source, [(start_kind, start_value)], 1, chain, involved)
         # what else fed the same effects (the other blobs of the batch a blob belongs to), never via an endpoint
-        _walk(entries, [n for n in downstream if n[0] != "endpoint" and n != (start_kind, start_value)], -1, chain,
+        _walk(source, [n for n in downstream if n[0] != "endpoint" and n != (start_kind, start_value)], -1, chain,
               involved)
     for k, v in starts:  # a blob asked for by its `container/path` tail is listed once, by its URL
         if any(o != v and group_matches({k: [o]}, k, v) for o in chain.refs.get(k, ())):
             chain.refs[k].remove(v)
     # oldest first; entries of the same instant keep the ledger's order (it is newest first)
-    chain.entries = [dict(involved[p]) for p in sorted(involved, key=lambda p: (str(involved[p].get("at", "")), -p))]
+    def when(position: int) -> tuple[str, int]:
+        return str(involved[position].get("at", "")), -position
+
+    chain.entries = [dict(involved[p]) for p in sorted(involved, key=when)]  # the caller's to annotate
     first_seen: dict[tuple[str, str], int] = {}
     for position, entry in enumerate(chain.entries):
         for group in ref_groups(entry):
@@ -123,28 +131,31 @@ def walk(entries: Sequence[Mapping[str, Any]], kind: str, value: str) -> Chain:
     return chain
 
 
-def _walk(entries: Sequence[Mapping[str, Any]], starts: list[tuple[str, str]], direction: int, chain: Chain,
+def _walk(source: EntrySource, starts: list[tuple[str, str]], direction: int, chain: Chain,
           involved: dict[int, Mapping[str, Any]]) -> set[tuple[str, str]]:
-    """Follow refs from `starts` in one direction (-1 upstream, 1 downstream); the (kind, id) nodes reached."""
-    queue = list(starts)
+    """Follow refs from `starts` in one direction (-1 upstream, 1 downstream); the (kind, id) nodes reached.
+
+    Breadth first, one `find` per round for every node of the round, so an index answers a round in one go."""
+    frontier = list(starts)
     seen: set[tuple[str, str]] = set()
-    while queue:
-        k, v = queue.pop()
-        if (k, v) in seen:
-            continue
-        seen.add((k, v))
-        if k == "endpoint" and ((k, v) not in starts or direction < 0):
-            continue  # never walk through an endpoint, nor back from one: it joins unrelated chains
-        rank = REF_KINDS.index(k)
-        for position, entry in enumerate(entries):
-            for group in ref_groups(entry):
-                if not group_matches(group, k, v):
-                    continue
-                involved[position] = entry
-                for k2, values in group.items():
-                    if k2 not in REF_KINDS or (REF_KINDS.index(k2) - rank) * direction <= 0:
+    while frontier:
+        nodes = [n for n in dict.fromkeys(frontier) if n not in seen]
+        seen.update(nodes)
+        frontier = []
+        # never walk through an endpoint, nor back from one: it joins unrelated chains
+        followed = [(k, v) for k, v in nodes if not (k == "endpoint" and ((k, v) not in starts or direction < 0))]
+        found = source.find({v for _, v in followed}) if followed else {}
+        for k, v in followed:
+            rank = REF_KINDS.index(k)
+            for position, entry in found[v]:
+                for group in ref_groups(entry):
+                    if not group_matches(group, k, v):
                         continue
-                    for v2 in values:
-                        chain.add_ref(k2, v2)
-                        queue.append((k2, v2))
+                    involved[position] = entry
+                    for k2, values in group.items():
+                        if k2 not in REF_KINDS or (REF_KINDS.index(k2) - rank) * direction <= 0:
+                            continue
+                        for v2 in values:
+                            chain.add_ref(k2, v2)
+                            frontier.append((k2, v2))
     return seen

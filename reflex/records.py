@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from shared.core.settings import Settings
     from shared.core.state import Record, StateStore
 
-__all__ = ["FAILED", "KINDS", "OPEN", "RECORD_TYPES", "chain_records", "failure", "newest_first", "read",
+__all__ = ["FAILED", "KINDS", "OPEN", "RECORD_TYPES", "chain_records", "failure", "newest_first", "read", "read_keys",
            "record_time", "rollout_note", "waiting_for", "when"]
 
 # record prefix -> the kind of work it holds
@@ -66,12 +66,17 @@ def read(state: StateStore, prefixes: Sequence[str], *,
         listed = dict(zip(prefixes, pool.map(state.keys, prefixes), strict=True))
     counts = {p: len(listed[p]) for p in prefixes}
     keys = {p: listed[p][max(0, len(listed[p]) - limits[p]):] if p in limits else listed[p] for p in prefixes}
-    wanted = [k for p in prefixes for k in keys[p]]
-    found: dict[str, Record | None] = {}
-    if wanted:
-        with ThreadPoolExecutor(min(_READERS, len(wanted))) as pool:
-            found = dict(zip(wanted, pool.map(state.get, wanted), strict=True))
-    return {p: [r for r in (found[k] for k in keys[p]) if r is not None] for p in prefixes}, counts
+    found = read_keys(state, [k for p in prefixes for k in keys[p]])
+    return {p: [found[k] for k in keys[p] if k in found] for p in prefixes}, counts
+
+
+def read_keys(state: StateStore, keys: Sequence[str]) -> dict[str, Record]:
+    """The records of `keys`, read in parallel (those deleted meanwhile left out)."""
+    if not keys:
+        return {}
+    with ThreadPoolExecutor(min(_READERS, len(keys))) as pool:
+        found = dict(zip(keys, pool.map(state.get, keys), strict=True))
+    return {k: r for k, r in found.items() if r is not None}
 
 
 def when(epoch: Any, now: float) -> str:

@@ -12,6 +12,7 @@ could not be handled at all). Waits are the unfinished records, each with what i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +24,7 @@ from reflex.records import (
     failure,
     newest_first,
     read,
+    read_keys,
     rollout_note,
     waiting_for,
     when,
@@ -34,10 +36,12 @@ from shared.rollout.machine import read as read_rollout
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
+    from shared.core.state import Record
 
-__all__ = ["SHOWN_FAILURES", "gather", "render"]
+__all__ = ["RECENT_FAILURES", "SHOWN_FAILURES", "gather", "render"]
 
-SHOWN_FAILURES = 15  # in the text output; --json has them all
+SHOWN_FAILURES = 15  # in the text output; --json has every one read
+RECENT_FAILURES = 100  # failed records read, newest first (by their last change); older ones are only counted
 
 
 class Out(Protocol):
@@ -74,6 +78,36 @@ def _endpoints(deps: Deps) -> list[dict[str, Any]]:
     return endpoints
 
 
+def _active(deps: Deps, result: dict[str, Any]) -> dict[str, list[Record]]:
+    """The records `status` shows, by prefix: unfinished ones, the live rollouts and the newest failures.
+
+    Chosen from listings alone (`StateStore.listing`: each key with its record's status and last change), so
+    finished history costs a listing entry, not a read: with 1,000 trained batches `status` reads what is still
+    open. A record stored before records carried their status in the listing is read, as before. Failures past
+    the newest `RECENT_FAILURES` are counted in `result["failures_total"]`, not read.
+    """
+    with ThreadPoolExecutor(len(KINDS)) as pool:
+        listings = dict(zip(KINDS, pool.map(deps.state.listing, KINDS), strict=True))
+    wanted: dict[str, list[str]] = {}
+    failed: list[tuple[float, str, str]] = []
+    for prefix, kind in KINDS.items():
+        keep = wanted.setdefault(prefix, [])
+        for item in listings[prefix]:
+            if kind == "rollout":
+                if item.key.count("/") == 1:  # rollouts/<endpoint>: one per endpoint, always shown
+                    keep.append(item.key)
+            elif item.status is None or item.status in OPEN[kind]:
+                keep.append(item.key)
+            elif item.status in FAILED[kind]:
+                failed.append((item.modified or 0.0, prefix, item.key))
+    failed.sort(reverse=True)
+    result["failures_total"] = len(failed)
+    for _, prefix, key in failed[:RECENT_FAILURES]:
+        wanted[prefix].append(key)
+    found = read_keys(deps.state, [k for keys in wanted.values() for k in keys])
+    return {prefix: [found[k] for k in sorted(keys) if k in found] for prefix, keys in wanted.items()}
+
+
 def gather(deps: Deps) -> dict[str, Any]:
     """Everything `status` shows, as JSON-ready data."""
     now = deps.clock()
@@ -82,8 +116,12 @@ def gather(deps: Deps) -> dict[str, Any]:
                                              "by": control.by, "why": control.why, "at": control.at,
                                              "source": control.source}}
     result["endpoints"] = _endpoints(deps)
-    records, counts = read(deps.state, [*KINDS, "deadletters/", "held/"],
-                           newest={"deadletters/": SHOWN_FAILURES, "held/": 0})
+    with ThreadPoolExecutor(2) as pool:  # the dead letters and the work records at once: each is a few round trips
+        letters_read = pool.submit(read, deps.state, ["deadletters/", "held/"],
+                                   newest={"deadletters/": SHOWN_FAILURES, "held/": 0})
+        active = _active(deps, result)
+        records, counts = letters_read.result()
+    records.update(active)
     rollouts = [{"key": r.key, **r.value, "note": rollout_note(read_rollout(r.value), now)}
                 for r in records["rollouts/"] if r.key.count("/") == 1]  # rollouts/<endpoint>: the live records
     result["rollouts"] = rollouts
@@ -149,6 +187,9 @@ def render(result: Mapping[str, Any], out: Out) -> None:
                for f in failures[:SHOWN_FAILURES]], ("AT", "KIND", "ID", "JOB/MODEL", "REASON"))
     if len(failures) > SHOWN_FAILURES:
         out.text(f"  … and {len(failures) - SHOWN_FAILURES} older (all of them with --json)")
+    unread = int(result.get("failures_total") or 0) - RECENT_FAILURES
+    if unread > 0:
+        out.text(f"  … and {unread} older failed batch(es) not read (`explain <batch>` shows one)")
     if "local_host" in result:
         host = result["local_host"]
         out.text(f"\nlocal host {host['url']}: "

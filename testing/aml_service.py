@@ -332,6 +332,16 @@ class AmlService:
         self.resources[key] = body
         return self._json(200 if existing else 201, body)
 
+    def seed_model_version(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        """A model version as the service stores it (the shape `_model_version` answers a PUT with), registered
+        long ago: for tests and benches that need many versions without a job each."""
+        rel = f"/models/{name}/versions/{version}"
+        body = self._envelope(rel, version, "models/versions", _template("Workspace/ModelVersion/createOrUpdate.json"))
+        body["properties"] = {"description": None, "tags": dict(tags), "properties": {}, "isAnonymous": False,
+                              "isArchived": False, "flavors": {}, "modelType": "mlflow_model",
+                              "modelUri": f"azureml://jobs/job-{version}/outputs/model/paths/"}
+        self.resources[rel.lower()] = body
+
     def _model_list(self, rec: Recorded, rel: str, name: str) -> tuple[int, dict[str, str], str]:
         prefix = f"/models/{name}/versions/".lower()
         found = [v for k, v in self.resources.items() if k.startswith(prefix)]

@@ -104,8 +104,8 @@ def test_32_writers_on_one_record_all_succeed(blob_state: BlobStateStore) -> Non
 class _AlwaysRaced(MemoryStateStore):
     """The in-memory store (same CAS semantics) where another writer always lands between read and replace."""
 
-    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
-        super()._replace(key, self._encode({"other": "writer"}), etag)
+    def _replace(self, key: str, body: bytes, etag: str, **kwargs: Any) -> str | None:
+        super()._replace(key, self._encode({"other": "writer"}), etag, **kwargs)
         return None
 
 

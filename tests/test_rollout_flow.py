@@ -329,12 +329,12 @@ class CrashingStore(BlobStateStore):
         self.n = n
         self.writes = 0
 
-    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
+    def _replace(self, key: str, body: bytes, etag: str, **kwargs: Any) -> str | None:
         if key.startswith("rollouts/"):
             self.writes += 1
             if self.writes == self.n:
                 raise Crash(f"worker died before write {self.n}")
-        return super()._replace(key, body, etag)
+        return super()._replace(key, body, etag, **kwargs)
 
 
 def _run_with_crash(w: World, n: int, each: Callable[[World], None]) -> bool:

@@ -82,7 +82,7 @@ def test_update_reports_conflict_after_attempts(store: StateStore) -> None:
     store.create("rec/hot", {"n": 0})
     original = store._replace  # type: ignore[attr-defined]
 
-    def always_stale(key: str, body: bytes, etag: str) -> str | None:
+    def always_stale(key: str, body: bytes, etag: str, **meta: Any) -> str | None:
         return None
 
     store._replace = always_stale  # type: ignore[method-assign]
@@ -152,3 +152,14 @@ def test_blob_state_container_is_created_once(container_factory: Callable[[str],
     store.ensure()
     store.ensure()
     assert store.claim("claims/x")
+
+
+def test_a_listing_shows_each_record_s_status_without_reading_it(store: StateStore) -> None:
+    store.create("work/a", {"status": "collecting", "files": {"x.csv": {}}})
+    store.create("work/b", {"no": "status"})
+    store.claim("work/c")
+    store.update("work/a", lambda v: {**(v or {}), "status": "trained"})
+    listed = store.listing("work/")
+    assert [(i.key, i.status) for i in listed] == [("work/a", "trained"), ("work/b", None), ("work/c", None)]
+    assert all(i.modified is not None for i in listed)
+    assert [i.key for i in store.listing("nothing/")] == []

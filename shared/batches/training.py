@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from shared.batches import admission, mltable
 from shared.batches.paths import BatchPath, asset_path, data_asset_name, data_asset_version, job_name, manifest_digest
 from shared.batches.record import ArrivalRecord, DataRef, Lease, RetrainRecord, as_update
+from shared.core import champion as champions
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, Job, TrainingRequest
 from shared.core.reaction import Outcome
@@ -70,7 +71,7 @@ def training_request(deps: Deps, batch: ArrivalRecord, key: str, job: str, data:
     champion = ""
     if s.training_mode == "command" and not s.eval_data:
         # the job scores the champion on its own holdout, so the gate compares both on the same rows
-        found = deps.platform.find_champion(s.model_name)
+        found = champions.find(deps, s.model_name)
         champion = found.ref if found else ""
         tags["reflex.eval.champion"] = champion or "none"
     display = f"{batch.dataset}/{batch.batch}" + (f" ({trigger})" if trigger else "")

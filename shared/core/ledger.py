@@ -97,8 +97,8 @@ if TYPE_CHECKING:
     from shared.core.settings import Settings
 
 __all__ = ["MAX_BLOCKS", "MAX_BLOCK_BYTES", "MODEL_VERSION", "OTHER_REFS", "REF_KINDS", "SCOPES", "BlobLedger",
-           "Ledger", "MemoryLedger", "entry_from", "fit", "group_matches", "items", "matches", "ref_groups",
-           "refs_from", "scope_of"]
+           "Ledger", "MemoryLedger", "entry_from", "fit", "group_matches", "items", "matches", "parse_line",
+           "ref_groups", "refs_from", "scope_of"]
 
 PREFIX = "ledger/"
 SUFFIX = ".jsonl"
@@ -282,6 +282,21 @@ def _bounded_refs(refs: Mapping[str, list[str]]) -> dict[str, list[str]]:
     return {kind: [safe_text(v, _REF_TEXT) for v in values[:_REFS_PER_KIND]] for kind, values in refs.items()}
 
 
+def parse_line(line: str | bytes) -> dict[str, Any] | None:
+    """One ledger line as an entry; None for a line that is not a JSON object (unreadable lines are skipped).
+
+    A line written before lines were bounded may hold a lone surrogate (`\\ud800` in JSON), which no terminal can
+    print: it is read as the escaped text that lines hold now."""
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    escaped = (b"\\ud" in line) if isinstance(line, bytes) else ("\\ud" in line)
+    return safe_json(entry, limit=MAX_BLOCK_BYTES) if escaped else entry
+
+
 def _same(stored: str, wanted: str) -> bool:
     """Ids match exactly; blob ids also match between a URL and its `container/path` tail."""
     if stored == wanted:
@@ -427,14 +442,9 @@ class Ledger(ABC):
         oldest = (today - timedelta(days=max(days, 1) - 1)).isoformat()
         for day in sorted((d for d in self._days() if d >= oldest), reverse=True):
             for line in reversed(self._day_lines(day)):
-                try:
-                    entry = json.loads(line)
-                except (ValueError, RecursionError):
-                    continue
-                if isinstance(entry, dict):
-                    # a line written before lines were bounded may hold a lone surrogate (`\ud800` in JSON), which
-                    # no terminal can print: read it as the escaped text that lines hold now
-                    yield safe_json(entry, limit=MAX_BLOCK_BYTES) if "\\ud" in line else entry
+                entry = parse_line(line)
+                if entry is not None:
+                    yield entry
 
     def find(self, kind: str, value: str, *, days: int = 7) -> list[dict[str, Any]]:
         """Entries that refer to `value` as a `kind` (blob, batch, data, job, model, endpoint, deployment,

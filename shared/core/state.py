@@ -29,6 +29,10 @@ Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
     deadletters/<yyyymmdd>/<time>-<id>  {"reaction", "event_id", "error", "error_type", "payload", "at"}
     held/<reaction>/<event id>       an event held while automation is paused     see shared/core/reaction.py
     control/automation               pause and dry-run switches                   see shared/core/control.py
+    champions/<model>                champion pointer                             see shared/core/champion.py
+
+Every record whose value has a top-level `status` carries it as blob metadata too (`reflexstatus`, on the same Put
+Blob that writes the value), so `listing(prefix)` says each record's status without reading it (`reflex status`).
 
 `StateStore` holds the logic over five small storage hooks; `BlobStateStore` implements them on
 azure-storage-blob, `MemoryStateStore` in memory with the same semantics (conflicts included) for unit tests
@@ -56,7 +60,8 @@ if TYPE_CHECKING:
 
     from shared.core.settings import Settings
 
-__all__ = ["BlobStateStore", "Conflict", "MemoryStateStore", "Record", "StateStore", "key_part", "utcnow_iso"]
+__all__ = ["BlobStateStore", "Conflict", "Listed", "MemoryStateStore", "Record", "StateStore", "key_part", "summary_of",
+           "utcnow_iso"]
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._=@:+~-]+(?:/[A-Za-z0-9._=@:+~-]+)*$")
 
@@ -75,6 +80,30 @@ class Record:
     key: str
     value: dict[str, Any]
     etag: str
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A key as a listing shows it: the record's `status` (None when it has none, or was stored before records
+    carried it) and when it last changed (epoch seconds; None when unknown)."""
+
+    key: str
+    status: str | None
+    modified: float | None
+
+
+# Blob metadata name: "Metadata names must adhere to the naming rules for C# identifiers" (Naming and Referencing
+# Containers, Blobs, and Metadata, https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-
+# containers--blobs--and-metadata); values travel as x-ms-meta-* headers, so the summary is short ASCII.
+_STATUS_META = "reflexstatus"
+
+
+def summary_of(value: Mapping[str, Any]) -> dict[str, str]:
+    """What a listing carries of a record: its top-level `status`, when it is a short ASCII string."""
+    status = value.get("status")
+    if isinstance(status, str) and status.isascii() and 0 < len(status) <= 64 and status.isprintable():
+        return {_STATUS_META: status}
+    return {}
 
 
 def utcnow_iso() -> str:
@@ -103,9 +132,10 @@ def _check_key(key: str) -> str:
 class StateStore(ABC):
     """Claims, records and dead letters over five storage hooks. Values are JSON objects."""
 
-    # ---- hooks: bodies are bytes, etags opaque strings
+    # ---- hooks: bodies are bytes, etags opaque strings; `meta` is the record's summary (`summary_of`), kept where
+    # a listing returns it without reading the record
     @abstractmethod
-    def _create(self, key: str, body: bytes) -> str | None:
+    def _create(self, key: str, body: bytes, *, meta: Mapping[str, str] | None = None) -> str | None:
         """Write only if absent; the new etag, or None when the key already exists."""
 
     @abstractmethod
@@ -113,7 +143,7 @@ class StateStore(ABC):
         """Body and etag, or None when absent."""
 
     @abstractmethod
-    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
+    def _replace(self, key: str, body: bytes, etag: str, *, meta: Mapping[str, str] | None = None) -> str | None:
         """Write only if the stored etag still equals `etag`; the new etag, or None on mismatch/absence."""
 
     @abstractmethod
@@ -124,6 +154,10 @@ class StateStore(ABC):
     def _keys(self, prefix: str) -> Iterator[str]:
         """Keys under `prefix`, in name order."""
 
+    @abstractmethod
+    def _listing(self, prefix: str) -> Iterator[Listed]:
+        """Keys under `prefix` in name order, each with its summary and last-modified time, from listings only."""
+
     # ---- logic
     @staticmethod
     def _encode(value: Mapping[str, Any]) -> bytes:
@@ -133,7 +167,7 @@ class StateStore(ABC):
         """Create-if-absent: True for exactly one caller per key, False for every later one."""
         body = dict(value or {})
         body.setdefault("at", utcnow_iso())
-        return self._create(_check_key(key), self._encode(body)) is not None
+        return self._create(_check_key(key), self._encode(body), meta=summary_of(body)) is not None
 
     def get(self, key: str) -> Record | None:
         found = self._read(_check_key(key))
@@ -144,7 +178,7 @@ class StateStore(ABC):
 
     def create(self, key: str, value: Mapping[str, Any]) -> Record | None:
         """Write a new record; None when one already exists (the caller reads it instead)."""
-        etag = self._create(_check_key(key), self._encode(value))
+        etag = self._create(_check_key(key), self._encode(value), meta=summary_of(value))
         return None if etag is None else Record(key, dict(value), etag)
 
     def replace(self, record: Record, value: Mapping[str, Any]) -> Record:
@@ -153,7 +187,7 @@ class StateStore(ABC):
         Raises:
             Conflict: someone else wrote the record since it was read (re-read and decide again).
         """
-        etag = self._replace(record.key, self._encode(value), record.etag)
+        etag = self._replace(record.key, self._encode(value), record.etag, meta=summary_of(value))
         if etag is None:
             raise Conflict(f"state record {record.key} changed since it was read")
         return Record(record.key, dict(value), etag)
@@ -215,6 +249,11 @@ class StateStore(ABC):
     def keys(self, prefix: str = "") -> list[str]:
         return list(self._keys(prefix))
 
+    def listing(self, prefix: str = "") -> list[Listed]:
+        """Every key under `prefix` with its record's status and last change, without reading one record (one
+        listing request per 5,000 keys on Blob Storage): so `reflex status` reads only the records it shows."""
+        return list(self._listing(prefix))
+
     def records(self, prefix: str = "") -> Iterator[Record]:
         """Every record under `prefix` (for the timers that sweep); records deleted meanwhile are skipped."""
         for key in self._keys(prefix):
@@ -253,27 +292,30 @@ class MemoryStateStore(StateStore):
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, str]] = {}
+        self._meta: dict[str, tuple[dict[str, str], float]] = {}
         self._lock = threading.Lock()
 
-    def _create(self, key: str, body: bytes) -> str | None:
+    def _create(self, key: str, body: bytes, *, meta: Mapping[str, str] | None = None) -> str | None:
         with self._lock:
             if key in self._data:
                 return None
             etag = uuid.uuid4().hex
             self._data[key] = (body, etag)
+            self._meta[key] = (dict(meta or {}), time.time())
             return etag
 
     def _read(self, key: str) -> tuple[bytes, str] | None:
         with self._lock:
             return self._data.get(key)
 
-    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
+    def _replace(self, key: str, body: bytes, etag: str, *, meta: Mapping[str, str] | None = None) -> str | None:
         with self._lock:
             current = self._data.get(key)
             if current is None or current[1] != etag:
                 return None
             new = uuid.uuid4().hex
             self._data[key] = (body, new)
+            self._meta[key] = (dict(meta or {}), time.time())
             return new
 
     def _delete(self, key: str, etag: str | None) -> bool:
@@ -288,6 +330,12 @@ class MemoryStateStore(StateStore):
         with self._lock:
             keys = sorted(k for k in self._data if k.startswith(prefix))
         return iter(keys)
+
+    def _listing(self, prefix: str) -> Iterator[Listed]:
+        with self._lock:
+            found = sorted(k for k in self._data if k.startswith(prefix))
+            listed = [Listed(k, self._meta[k][0].get(_STATUS_META), self._meta[k][1]) for k in found]
+        return iter(listed)
 
 
 class BlobStateStore(StateStore):
@@ -325,12 +373,12 @@ class BlobStateStore(StateStore):
         except Exception as exc:
             raise map_azure_error(exc, f"state {what}") from exc
 
-    def _create(self, key: str, body: bytes) -> str | None:
+    def _create(self, key: str, body: bytes, *, meta: Mapping[str, str] | None = None) -> str | None:
         from azure.core.exceptions import ResourceExistsError
 
         blob = self._container.get_blob_client(key)
-        try:
-            props = self._call(key, lambda: blob.upload_blob(body, overwrite=False))
+        try:  # metadata rides on the same Put Blob (x-ms-meta-*): no extra request
+            props = self._call(key, lambda: blob.upload_blob(body, overwrite=False, metadata=dict(meta or {})))
         except ResourceExistsError:
             return None
         return props["etag"]
@@ -345,14 +393,15 @@ class BlobStateStore(StateStore):
             return None
         return downloader.readall(), downloader.properties.etag
 
-    def _replace(self, key: str, body: bytes, etag: str) -> str | None:
+    def _replace(self, key: str, body: bytes, etag: str, *, meta: Mapping[str, str] | None = None) -> str | None:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
         blob = self._container.get_blob_client(key)
-        try:
+        try:  # Put Blob replaces the metadata with what it sends: the summary always matches the body
             props = self._call(key, lambda: blob.upload_blob(
-                body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified))
+                body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
+                metadata=dict(meta or {})))
         except (ResourceModifiedError, ResourceNotFoundError):
             return None
         return props["etag"]
@@ -372,3 +421,12 @@ class BlobStateStore(StateStore):
     def _keys(self, prefix: str) -> Iterator[str]:
         return iter([b.name for b in self._call(prefix or "list", lambda: list(
             self._container.list_blobs(name_starts_with=prefix or None)))])
+
+    def _listing(self, prefix: str) -> Iterator[Listed]:
+        """List Blobs with `include=metadata` (https://learn.microsoft.com/rest/api/storageservices/list-blobs;
+        azure-storage-blob `ContainerClient.list_blobs(include=["metadata"])`, "Options include: 'snapshots',
+        'metadata', ..."): each BlobProperties carries `metadata` and `last_modified`, so no record is read."""
+        blobs = self._call(prefix or "list", lambda: list(
+            self._container.list_blobs(name_starts_with=prefix or None, include=["metadata"])))
+        return iter([Listed(b.name, (b.metadata or {}).get(_STATUS_META),
+                            b.last_modified.timestamp() if b.last_modified else None) for b in blobs])

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.batches.record import ArrivalRecord, ScoringRecord
 from shared.batches.tabular import UnreadableData, reader_for
+from shared.core import champion as champions
 from shared.core.errors import PermanentError, ReflexError, map_azure_error
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
@@ -256,7 +257,7 @@ def check(deps: Deps) -> Outcome:
 
     s = deps.settings
     resumed = retrain.resume_retrains(deps)
-    champion = deps.platform.find_champion(s.model_name)
+    champion = champions.find(deps, s.model_name)
     if champion is None:
         return Outcome("skipped", f"no champion yet for model {s.model_name}: nothing to compare against")
     now = deps.clock()

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.batches.retries import retry_training
 from shared.batches.training import mark_job_finished
+from shared.core import champion as champions
 from shared.core import events, unheard
 from shared.core.errors import PermanentError, TransientError
 from shared.core.platform import (
@@ -190,7 +191,7 @@ def _decide(job: Job, deps: Deps, memo: dict[str, Mapping[str, Any]]) -> gate.Ga
         have = ", ".join(sorted(job.outputs)) or "none"
         return gate.GateDecision(False, f"run {job.name} has no model output {output!r} (outputs: {have})",
                                  s.gate_metric, s.gate_direction, s.gate_min_margin, None, None)
-    champion = deps.platform.find_champion(s.model_name)
+    champion = champions.find(deps, s.model_name)
     if job.kind == "automl" or s.eval_data:
         return champion  # scored by an evaluation job, on its rows, with our arithmetic
     metrics = _run_metrics(deps, job, memo)
@@ -275,7 +276,7 @@ def _evaluated(event: events.RunCompleted, job: Job, deps: Deps) -> Outcome:
         reason = f"evaluation job {job.name} {job.status.lower()}" + (f": {job.error}" if job.error else "")
         decision = gate.GateDecision(False, reason, s.gate_metric, s.gate_direction, s.gate_min_margin, None, None)
         return _conclude(event, training, decision, deps)
-    champion = deps.platform.find_champion(s.model_name)
+    champion = champions.find(deps, s.model_name)
     if (champion.ref if champion else "none") != job.tags.get(SCORED_TAG, ""):
         return _evaluate(event, training, champion, job_key(training.name), deps)  # crowned meanwhile: again
     found = evaluation.outcome_of(job, deps.platform.get_job_metrics(job.name), metric=s.gate_metric)
@@ -418,8 +419,10 @@ def _version(key: str, job: str, model: str, deps: Deps) -> str:
             return held
         # the claim was taken over (this job was presumed crashed): forget the number, take the next one
         deps.state.update(key, lambda v: _forget_version(v, held))
-    numbers = {int(m.version) for m in deps.platform.list_models(model) if m.version.isdigit()}
-    candidate = max(numbers, default=0) + 1
+    # above the newest version (one request, not a listing of every version: #17), read back from the platform
+    latest = deps.platform.get_latest_model(model)
+    candidate = (int(latest.version) if latest is not None and latest.version.isdigit() else 0) + 1
+    numbers: set[int] = set()
     while _claim_version(model, candidate, job, numbers, deps) is None:
         candidate += 1
     stored = deps.state.update(key, lambda v: None if v and Registration.from_dict(v).version else (

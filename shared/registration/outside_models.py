@@ -28,6 +28,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from shared.core import champion as champions
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, Job, ModelVersion
 from shared.core.reaction import Outcome
@@ -87,7 +88,7 @@ def admit(deps: Deps, model: ModelVersion, endpoint: str, event_id: str) -> Outc
                                       f"{v.reason}", details)
         return Outcome("duplicate", f"{model.ref} is being evaluated against the champion {v.champion} "
                                     f"(job {v.job}) before any rollout", details)
-    champion = deps.platform.find_champion(model.name)
+    champion = champions.find(deps, model.name)
     if champion is None or champion.ref == model.ref:
         return None  # nothing to compare with: the first model of a name rolls out, as a first registration does
     try:

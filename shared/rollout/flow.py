@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.core import champion as champions
 from shared.core.errors import PermanentError
 from shared.core.platform import (
     APPROVAL_TAG,
@@ -138,12 +139,20 @@ def _tags(r: Rollout) -> dict[str, str]:
 
 
 def _promote(deps: Deps, r: Rollout) -> dict[str, Any]:
+    """Tag the new champion, move the champion pointer to it (shared/core/champion.py), untag the old one.
+
+    In this order a reader never finds the pointer on an untagged version, and no step lists the model's versions
+    (the pointer knows the old champion). Run again after a crash, each step finds its work done.
+    """
     p = deps.platform
     p.update_model_tags(r.model, r.version, set_tags={CHAMPION_TAG: "true"})
-    demoted = [m.version for m in p.list_models(r.model)
-               if m.version != r.version and m.tags.get(CHAMPION_TAG) == "true"]
+    demoted = champions.crown(deps, r.model, r.version, by=f"rollout {r.ref} on {r.endpoint}")
     for version in demoted:
-        p.update_model_tags(r.model, version, remove=(CHAMPION_TAG,))
+        try:
+            p.update_model_tags(r.model, version, remove=(CHAMPION_TAG,))
+        except PermanentError as exc:  # a version deleted meanwhile carries no tag either
+            log.warning("could not untag the former champion %s:%s: %s", r.model, version, exc)
+    champions.demoted(deps, r.model, demoted)
     return {"demoted": demoted}
 
 

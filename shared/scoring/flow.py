@@ -30,6 +30,7 @@ from shared.batches.intake import complete_batch, locate_blob
 from shared.batches.paths import BatchPath
 from shared.batches.record import ScoringRecord, add_blob, as_update
 from shared.batches.retries import schedule_retry, utc_text
+from shared.core import champion as champions
 from shared.core.errors import PermanentError, ReflexError, TransientError
 from shared.core.platform import FAILURE_TRANSIENT, FAILURE_USER, REFLEX_TAG, BatchDeploymentSpec
 from shared.core.reaction import Outcome
@@ -142,7 +143,7 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
     dry_run = read_control(deps).dry_run
     if status in _STARTABLE:
         if champion is ...:
-            champion = deps.platform.find_champion(deps.settings.model_name)
+            champion = champions.find(deps, deps.settings.model_name)
         if champion is None:
             reason = f"no champion yet for model {deps.settings.model_name}: kept, scored once one exists"
             if status == "complete":
@@ -275,7 +276,7 @@ def track(deps: Deps) -> Outcome:
         if status not in OPEN:
             continue
         if status in _STARTABLE and champion is ...:
-            champion = deps.platform.find_champion(deps.settings.model_name)  # once per tick
+            champion = champions.find(deps, deps.settings.model_name)  # once per tick
         try:
             outcome = advance(deps, record.key, champion=champion)
         except ReflexError as exc:  # one bad batch must not stop the others
@@ -313,7 +314,7 @@ def scheduled(deps: Deps) -> Outcome:
     if latest is None:
         return Outcome("skipped", "no complete scoring batch to score")
     key = latest[1]
-    champion = deps.platform.find_champion(deps.settings.model_name)
+    champion = champions.find(deps, deps.settings.model_name)
     if champion is None:
         return Outcome("skipped", f"no champion yet for model {deps.settings.model_name}", {"record": key})
     now = deps.clock()
