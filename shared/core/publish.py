@@ -64,13 +64,12 @@ def _dimensions(event: OutboundEvent) -> dict[str, str]:
 class Publisher:
     """Publishes `Reflex.*` events; the client is built lazily on the first event."""
 
-    def __init__(self, endpoint: str = "", *, key: str = "", client_id: str = "",
+    def __init__(self, endpoint: str = "", *, key: str = "",
                  sink: Callable[[OutboundEvent], None] | None = None, client: Any = None,
                  credential: Callable[[], Any] | None = None) -> None:
         self._endpoint = endpoint
         self._credential = credential
         self._key = key
-        self._client_id = client_id
         self._client = client
         self._sink = sink
         self._warned = False
@@ -81,7 +80,7 @@ class Publisher:
                       credential: Callable[[], Any] | None = None) -> Publisher:
         """`credential` builds the Entra ID credential used when no topic key is set (shared/core/deps.py passes the
         storage adapter's, the same managed identity the app's storage uses)."""
-        return cls(settings.topic_endpoint, key=settings.topic_key, client_id=settings.client_id, sink=sink,
+        return cls(settings.topic_endpoint, key=settings.topic_key, sink=sink,
                    credential=credential)
 
     def _get_client(self) -> Any:
