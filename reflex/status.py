@@ -30,6 +30,8 @@ from reflex.records import (
     when,
 )
 from reflex.stack import reachable
+from shared.batches import manifest
+from shared.batches.record import BatchRecord
 from shared.core.control import read_control
 from shared.rollout.machine import Rollout
 from shared.rollout.machine import read as read_rollout
@@ -130,8 +132,11 @@ def gather(deps: Deps) -> dict[str, Any]:
         for record in records[prefix]:
             work = RECORD_TYPES[kind].from_dict(record.value) if kind in RECORD_TYPES else None
             if work is not None and work.status in OPEN[kind]:
+                files = manifest.load(deps, work).files if isinstance(work, BatchRecord) else None
                 pending.append({"key": record.key, "kind": kind, **work.to_dict(),
-                                "waiting_for": waiting_for(kind, record.value, deps.settings, now)})
+                                **({} if files is None else {"files": dict(files)}),
+                                "waiting_for": waiting_for(kind, record.value, deps.settings, now,
+                                                           files=None if files is None else len(files))})
             status = work.status if work is not None else record.value.get("status")
             if status in FAILED[kind] and (kind != "rollout" or record.key.count("/") == 1):
                 found = failure(kind, record.key, record.value)
