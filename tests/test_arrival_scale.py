@@ -11,8 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,43 +23,12 @@ from shared.batches.paths import parse_blob_path
 from shared.batches.record import ArrivalRecord, last_seen_slack
 from shared.core import reaction
 from shared.core.deps import Deps
-from shared.core.state import BlobStateStore
+from testing.counting_state import CountingStore
 from testing.fake_platform import FakePlatform
 from tests.conftest import Clock, make_deps, make_settings
 from tests.real_chain import Lake
 
 PER_DELIVERY_BYTES = 8 * 1024  # #17's bound on state I/O per delivery
-
-
-class CountingStore(BlobStateStore):
-    """The real blob state store, counting the bytes read and written through its hooks and the writes per key."""
-
-    def __init__(self, container: Any) -> None:
-        super().__init__(container)
-        self.moved = 0
-        self.writes: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def _count(self, size: int, key: str = "") -> None:
-        with self._lock:
-            self.moved += size
-            if key:
-                self.writes[key] += 1
-
-    def _create(self, key: str, body: bytes, *, meta: Mapping[str, str] | None = None) -> str | None:
-        etag = super()._create(key, body, meta=meta)
-        self._count(len(body), key if etag else "")
-        return etag
-
-    def _read(self, key: str) -> tuple[bytes, str] | None:
-        found = super()._read(key)
-        self._count(len(found[0]) if found else 0)
-        return found
-
-    def _replace(self, key: str, body: bytes, etag: str, *, meta: Mapping[str, str] | None = None) -> str | None:
-        new = super()._replace(key, body, etag, meta=meta)
-        self._count(len(body), key if new else "")
-        return new
 
 
 @pytest.fixture
