@@ -19,7 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.batches.record import ArrivalRecord, BatchRecord, RetrainRecord, ScoringRecord, StatusRecord
+from shared.batches.record import (
+    ArrivalRecord,
+    BatchRecord,
+    RetrainRecord,
+    ScoringRecord,
+    StatusRecord,
+    last_seen_slack,
+)
 from shared.rollout.machine import TERMINAL, Rollout
 from shared.rollout.machine import read as read_rollout
 
@@ -160,7 +167,7 @@ def waiting_for(kind: str, value: Mapping[str, Any], settings: Settings, now: fl
         held = "" if count is None else f"{count} file(s), "
         if marker:
             return f"waiting for {marker} since {first} ({held}the last at {last})"
-        due = float(record.last_seen or now) + settings.quiet_seconds
+        due = float(record.last_seen or now) + settings.quiet_seconds + last_seen_slack(settings.quiet_seconds)
         if due <= now:
             return f"quiet since {last}: the next sweep completes it" + ("" if count is None else f" ({count} file(s))")
         return (f"waiting until {when(due, now)}: complete once no file arrives for {settings.quiet_seconds} s "

@@ -3,9 +3,14 @@
 Why entries: before #17 one record per batch held its whole manifest and was rewritten (compare-and-swap) for
 every new file, so a batch of N files cost O(N^2) bytes and its workers queued on one blob (10,000 blobs, each
 delivered 3x: 21.8 events/s, 4.5 GB read and as much written, unfinished after 9 minutes). Now a new version
-costs one create-if-absent of its own small blob, and a redelivery one failed create (HTTP 409: "The specified
-blob already exists", the Put Blob `If-None-Match: *` condition; or nothing at all, from the worker's cache in
-shared/arrival/flow.py). Entries never contend: each is written by whichever delivery comes first, once.
+costs one create-if-absent of its own small blob, and a redelivery one failed create (or nothing at all, from
+the worker's cache in shared/arrival/flow.py). Entries never contend: each is written by whichever delivery comes
+first, once. The create is `StateStore.create`: Put Blob with `If-None-Match: *`, "perform the operation only if
+the resource does not exist, and fail the operation if it does exist" (Specifying conditional headers for Blob
+service operations,
+https://learn.microsoft.com/rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations);
+azure-storage-blob sends it for `upload_blob(overwrite=False)` and raises the 409 as
+`ResourceExistsError` (azure/storage/blob/_upload_helpers.py, `upload_block_blob`), which the store turns into None.
 
 Why Blob Storage prefixes rather than Azure Table Storage (which #17 suggests and Azurite serves on 10002): the
 two primitives needed are the ones `StateStore` already has on Blob Storage (create-if-absent and a prefix
