@@ -17,9 +17,9 @@ The new layout's stream holds the batch's marker (`_SUCCESS`) too, three times, 
 the batch completes somewhere in the middle and the deliveries after it take the complete batch's path. The
 baseline delivers the files only (its O(N^2) is there; it never completes): at N = 10,000 it would not finish in
 this bench's time (#17 measured 21.8 events/s, falling, stopped after 9 minutes), so it runs at `baseline_n`
-(default 1,000) and says so; its cost per delivery grows with N, so the figures at 10,000 would be worse.
+(default 500) and says so; its cost per delivery grows with N, so the figures at 10,000 would be worse.
 
-Run with Azurite on 127.0.0.1:10000: `.venv/bin/python bench/intake.py [--n 10000] [--baseline-n 1000]
+Run with Azurite on 127.0.0.1:10000: `.venv/bin/python bench/intake.py [--n 10000] [--baseline-n 500]
 [--threads 16]`. Ends with `RESULT intake blob_events_per_s=… state_bytes_per_blob=… jobs_10k=… …`.
 `run_intake(n, deliveries, threads)` returns the same figures as a dict (bench/scale.py may import it).
 """
@@ -200,7 +200,7 @@ def run_baseline(n: int = 1_000, deliveries: int = 3, threads: int = 16, *,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--baseline-n", type=int, default=1_000)
+    parser.add_argument("--baseline-n", type=int, default=500)
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args()
     logging.disable(logging.INFO)  # one log line per delivery would be the bench

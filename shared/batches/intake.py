@@ -80,7 +80,7 @@ def record_blob(deps: Deps, key: str, path: BatchPath, blob: BlobVersion, *, kin
     quiet = deps.settings.quiet_seconds
 
     def touch(value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
+        if value is None:  # also for a redelivery: its first delivery may have failed before creating it
             return kind.new(path, now).to_dict()
         seen = kind.from_dict(value).seen(now, quiet) if new else None
         return None if seen is None else seen.to_dict()
