@@ -20,7 +20,9 @@ this bench's time (#17 measured 21.8 events/s, falling, stopped after 9 minutes)
 (default 500) and says so; its cost per delivery grows with N, so the figures at 10,000 would be worse.
 
 Run with Azurite on 127.0.0.1:10000: `.venv/bin/python bench/intake.py [--n 10000] [--baseline-n 500]
-[--threads 16]`. Ends with `RESULT intake blob_events_per_s=… state_bytes_per_blob=… jobs_10k=… …`.
+[--threads 16]`; `REFLEX_TEST_STORAGE=<connection string>` points it (as the tests) at another Azurite, e.g. a
+private `azurite-blob --inMemoryPersistence` when the shared one is busy with others' data.
+Ends with `RESULT intake blob_events_per_s=… state_bytes_per_blob=… jobs_10k=… …`.
 `run_intake(n, deliveries, threads)` returns the same figures as a dict (bench/scale.py may import it).
 """
 
