@@ -32,7 +32,7 @@ run's baseline at N = 500: 77.2 events/s, 90,884 bytes per delivery. At N = 500 
 80.9 events/s, 452 against 86,585 bytes per delivery. The rate at 10,000 is bounded by Azurite on this loaded
 machine, not by the requests Reflex makes (0.7-0.8 state requests per delivery at every N): Azurite's Put Blob slows
 as its store fills (177 creates/s into an empty container, 109 at 6,300 blobs, measured beside it; the run at 10,000
-got 38 state requests/s against 183 at N = 300); the shared Azurite, holding other benches' 40,000 blobs, took 6
+got 38 state requests/s against about 180 at N = 300); the shared Azurite, holding other benches' 40,000 blobs, took 6
 uploads/s. The 300 events/s target is not shown at 10,000 here.
 """
 
