@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from shared.core.settings import Settings
 
 __all__ = ["LIFECYCLES", "BlobStateStore", "Conflict", "Lifecycle", "Listed", "MemoryStateStore", "Record",
-           "StateStore", "key_part", "lifecycle_of", "summary_of", "utcnow_iso"]
+           "StateStore", "key_part", "lifecycle_of", "recent_day", "summary_of", "utcnow_iso"]
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._=@:+~-]+(?:/[A-Za-z0-9._=@:+~-]+)*$")
 
@@ -193,6 +193,11 @@ def _day(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
 
 
+def recent_day(now: float, days: int) -> str:
+    """The first UTC day (yyyy-mm-dd) of the last `days` days up to `now`, today included."""
+    return _day(now - (max(1, days) - 1) * DAY_SECONDS)
+
+
 def _status(value: Mapping[str, Any] | None) -> object:
     return None if value is None else value.get("status")
 
@@ -293,10 +298,10 @@ class StateStore(ABC):
     def _enter(self, key: str) -> None:
         self._put(ACTIVE_PREFIX + key, b"{}")
 
-    def _finish(self, key: str, status: object, at: float | None = None) -> None:
+    def _finish(self, key: str, status: object, at: float | None = None, *, only_new: bool = False) -> None:
         body = {"key": key, "status": status, "at": utcnow_iso()}
-        self._put(f"{FINISHED_PREFIX}{_day(self.clock() if at is None else at)}/{key}", self._encode(body),
-                  meta=summary_of(body))
+        entry = f"{FINISHED_PREFIX}{_day(self.clock() if at is None else at)}/{key}"
+        (self._create if only_new else self._put)(entry, self._encode(body), meta=summary_of(body))
 
     def _moved(self, key: str, lifecycle: Lifecycle, before: object, after: object) -> None:
         """After a write that moved the record from status `before` to `after`: keep both indexes true."""
@@ -335,10 +340,10 @@ class StateStore(ABC):
                 if status is None:
                     found = self.get(item.key)
                     status = _status(found.value) if found is not None else None
-                if lifecycle.scanned(status):
-                    self._enter(item.key)
+                if lifecycle.scanned(status):  # create-if-absent: an entry a writer put stays as it is
+                    self._create(ACTIVE_PREFIX + item.key, b"{}")
                 if lifecycle.ended(status):
-                    self._finish(item.key, status, item.modified)
+                    self._finish(item.key, status, item.modified, only_new=True)
                 done += isinstance(status, str)
         self._put(INDEX_MARKER, self._encode({"at": utcnow_iso(), "records": done}))
         return done
@@ -424,9 +429,16 @@ class StateStore(ABC):
     def recent_finished(self, prefix: str, days: int) -> list[Listed]:
         """What finished under `prefix` in the last `days` UTC days (today included), newest day first: one
         listing per day that has finished records."""
-        first = _day(self.clock() - (days - 1) * DAY_SECONDS)
+        first = recent_day(self.clock(), days)
         return [item for day in reversed(self.finished_days()) if day >= first
                 for item in self.finished_on(day, prefix)]
+
+    def active_listing(self, prefix: str) -> list[Listed]:
+        """The active index under `prefix` from its listing alone (`active` reads and repairs): each record key
+        with when its entry was last put (status None: the entry does not carry it)."""
+        self._ensure_index()
+        return [Listed(item.key[len(ACTIVE_PREFIX):], None, item.modified)
+                for item in self._listing(ACTIVE_PREFIX + prefix)]
 
     def purge(self, retention_days: int, *, keep: Callable[[], Iterable[str]] = tuple) -> int:
         """Delete the records that finished more than `retention_days` ago, by day: the cost is what expired
