@@ -142,7 +142,7 @@ def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
         for record in deps.state.active(prefix):
             work = record_type.from_dict(record.value)
             job_name = work.job
-            held = lifecycle is not None and lifecycle.ended(work.status)  # finished, scanned until settled
+            held = lifecycle is not None and work.status in lifecycle.held  # finished, scanned until settled
             if work.status not in statuses or not job_name or (
                     kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}")):
                 if held:  # nothing to watch, or TrainingFailed went out: handled
