@@ -158,6 +158,11 @@ class Lifecycle:
     def ended(self, status: object) -> bool:
         return isinstance(status, str) and status in self.finished
 
+    def enters(self, before: object, after: object) -> bool:
+        """A move from `before` to `after` puts the record in the scanned set: from outside it, or out of a held
+        status (whose watcher may have settled it already) into an unfinished one."""
+        return self.scanned(after) and (not self.scanned(before) or (before in self.held and after not in self.held))
+
 
 # The one table of finished statuses, per record prefix (the statuses are those of the record types: #17.2).
 # Everything else a record of the kind can be is unfinished: a timer still acts on it or waits for it.
@@ -281,7 +286,7 @@ class StateStore(ABC):
         """
         lifecycle = lifecycle_of(record.key)
         before, after = _status(record.value), _status(value)
-        if lifecycle is not None and lifecycle.scanned(after) and not lifecycle.scanned(before):
+        if lifecycle is not None and lifecycle.enters(before, after):
             self._enter(record.key)  # reopened: in the scanned set before it is unfinished
         etag = self._replace(record.key, self._encode(value), record.etag, meta=summary_of(value))
         if etag is None:
@@ -305,20 +310,22 @@ class StateStore(ABC):
 
     def _moved(self, key: str, lifecycle: Lifecycle, before: object, after: object) -> None:
         """After a write that moved the record from status `before` to `after`: keep both indexes true."""
-        if lifecycle.scanned(after) and not lifecycle.scanned(before):
+        if lifecycle.enters(before, after):
             self._enter(key)  # again: a retire that ran between the first entry and the write removed it
         if lifecycle.ended(after) and not lifecycle.ended(before):
             self._finish(key, after)
         if lifecycle.scanned(before) and not lifecycle.scanned(after):
             self._retire(key)
 
-    def _retire(self, key: str) -> None:
+    def _retire(self, key: str, settled: str | None = None) -> None:
         """Remove the record's active entry, then put it back if the record was reopened meanwhile (its writer
-        put the entry before and after its write; either landed before this re-read, or after the delete)."""
+        put the entry before and after its write; either landed before this re-read, or after the delete).
+        `settled`: the etag of the held record a watcher is done with; unchanged since, it stays out."""
         self._delete(ACTIVE_PREFIX + key, None)
         current = self.get(key)
         lifecycle = lifecycle_of(key)
-        if current is not None and lifecycle is not None and lifecycle.scanned(_status(current.value)):
+        if current is not None and lifecycle is not None and lifecycle.scanned(_status(current.value)) and (
+                current.etag != settled):
             self._enter(key)
 
     def _ensure_index(self) -> None:
@@ -376,7 +383,7 @@ class StateStore(ABC):
         lifecycle = lifecycle_of(key)
         if record is None or lifecycle is None or not lifecycle.ended(_status(record.value)):
             return False
-        self._retire(key)
+        self._retire(key, settled=record.etag)
         return True
 
     def finished_days(self) -> list[str]:
