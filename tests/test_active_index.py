@@ -32,6 +32,7 @@ from shared.core.state import (
 from shared.monitoring import health
 from testing.fake_platform import FakePlatform
 from tests.conftest import AZURITE, Clock, make_deps, make_settings
+from tests.test_health import _submitted_job
 
 KEY = "arrivals/reflex-data/ds/b1"
 
@@ -231,18 +232,9 @@ def test_tick_requests_do_not_grow_with_finished_history(container_factory: Call
     assert counted[0] == counted[1]
 
 
-def _submitted(platform: FakePlatform, state: StateStore, clock: Clock, name: str) -> str:
-    from shared.core.platform import REFLEX_TAG, TrainingRequest
-
-    if ("d", "1") not in platform.data:
-        platform.register_data(name="d", version="1", path="azureml://datastores/x/paths/d/1/", tags={})
-    platform.submit_training(TrainingRequest(job_name=name, experiment_name="reflex", data_name="d",
-                                             data_version="1", mode="command", task="classification",
-                                             label_column="y", compute="c", environment="azureml:e:1",
-                                             tags={REFLEX_TAG: "true"}))
-    key = f"arrivals/reflex-data/d/{name}"
-    state.create(key, {"status": "submitted", "job": name, "submitted_at": clock()})
-    return key
+def _submitted(platform: FakePlatform, state: MemoryStateStore, clock: Clock, name: str) -> str:
+    _submitted_job(platform, state, clock, name)  # the submitted arrival record health's own tests use
+    return f"arrivals/reflex-data/d/{name}"
 
 
 @pytest.mark.parametrize("closed", [False, True], ids=["still-submitted", "closed-as-failed"])
