@@ -40,9 +40,9 @@ Blob that writes the value), so `listing(prefix)` says each record's status with
 Timers read only what is active (#17.2): for the record kinds of `LIFECYCLES` (the one table of which statuses
 finish a record), `create`/`replace`/`update` keep two small indexes beside the records. `active/<key>` exists
 while the record is unfinished, so `active(prefix)` costs one listing plus one read per unfinished record, however
-much history the prefix holds; `finished/<day>/<key>` is written the day a record finishes, so `recent(prefix,
-days)` (what `reflex status` shows of failures) and `purge(retention_days)` (what a timer deletes) cost what those
-days hold. Crash safety, with no transaction across two blobs: the active entry is written BEFORE a record becomes
+much history the prefix holds; `finished/<day>/<key>` is written the day a record finishes, so `recent_finished(
+prefix, days)` (what `reflex status` shows of failures) and `purge(retention_days)` (what a timer deletes) cost what
+those days hold. Crash safety, with no transaction across two blobs: the active entry is written BEFORE a record becomes
 unfinished (and again after, against a concurrent retire) and removed only AFTER it finished, by deleting it and
 re-reading the record (an entry removed under a concurrent reopen is put back). An entry whose record is finished
 or absent (a crash between the two writes) is repaired by the next scan that meets it.
