@@ -108,14 +108,17 @@ def _measure(h: int) -> tuple[int, int]:
         platform = FakePlatform(clock=clock)
         store = BlobStateStore(container)
         _fill(store, platform, h, clock())
+        print(f"  H={h}: {counting.requests} requests to write the records", flush=True)
         results = []
         for side in (store, FullScan(container)):
             deps = make_deps(make_settings(REFLEX_STATE_CONTAINER=name), state=side, platform=platform,
                              clock=clock)
-            _tick(deps)  # warm: builds nothing new, but the first tick checks the index marker once
+            if side is store:
+                _tick(deps)  # warm: the first tick of a store checks the index marker once
             before = counting.requests
             _tick(deps)
             results.append(counting.requests - before)
+            print(f"  H={h}: {type(side).__name__}: {results[-1]} requests", flush=True)
     finally:
         container.delete_container()
     return results[0], results[1]
