@@ -45,16 +45,24 @@ WRITERS = 16
 
 
 class Counting(RequestsTransport):
-    """The client's HTTP transport, counting the requests it sends (each attempt of a retried call counts)."""
+    """The client's HTTP transport, counting the requests the code makes: a call the retry policy sends again
+    (Azurite answering slowly on a busy machine) counts once, in `requests`, and each extra attempt in `retries`.
+    A retry resends the very request object (azure-core `RetryPolicy.send` loops over `self.next.send(request)`),
+    so the first attempt marks it."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.requests = 0
+        self.retries = 0
         self._lock = threading.Lock()
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         with self._lock:
-            self.requests += 1
+            if getattr(request, "_reflex_counted", False):
+                self.retries += 1
+            else:
+                request._reflex_counted = True
+                self.requests += 1
         return super().send(request, **kwargs)
 
 

@@ -95,7 +95,8 @@ def _recent(deps: Deps) -> dict[str, list[Listed]]:
     days = [day for day in state.finished_days() if day >= recent_day(state.clock(), RECENT_DAYS)]
     with ThreadPoolExecutor(max(1, len(tracked) + len(days) + 1)) as pool:
         active = pool.map(state.active_listing, tracked)
-        finished = pool.map(lambda day: state.finished_on(day, ""), days)
+        shown = {status for kind in KINDS.values() for status in (*FAILED.get(kind, ()), *OPEN.get(kind, ()))}
+        finished = pool.map(lambda day: state.finished_on(day, "", shown), days)  # failures, dry-runs: no history
         rollouts = pool.submit(state.listing, "rollouts/")
         ended: dict[str, Listed] = {}  # the newest finished entry of each record
         for items in finished:

@@ -333,4 +333,6 @@ def test_active_refuses_a_prefix_without_an_index() -> None:
 
 def test_finished_entries_live_under_their_day(store: StateStore) -> None:
     store.create(KEY, _value("skipped"))
-    assert store.keys(FINISHED_PREFIX) == [f"{FINISHED_PREFIX}{_today(store)}/{KEY}"]
+    assert store.keys(FINISHED_PREFIX) == [f"{FINISHED_PREFIX}{_today(store)}/skipped/{KEY}"]
+    assert store.finished_on(_today(store), "arrivals/", {"failed"}) == []
+    assert [i.key for i in store.finished_on(_today(store), "arrivals/", {"skipped"})] == [KEY]

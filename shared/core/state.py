@@ -31,7 +31,7 @@ Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
     control/automation               pause and dry-run switches                   see shared/core/control.py
     champions/<model>                champion pointer                             see shared/core/champion.py
     active/<record key>              the record is unfinished: the timers' scanned set   (the two indexes
-    finished/<yyyy-mm-dd>/<record key>  the record finished that UTC day: retention       below, #17.2)
+    finished/<day>/<status>/<key>    the record finished that UTC day in that status   below, #17.2)
     control/active-index             the indexes were built over what was stored before them
 
 Every record whose value has a top-level `status` carries it as blob metadata too (`reflexstatus`, on the same Put
@@ -40,12 +40,13 @@ Blob that writes the value), so `listing(prefix)` says each record's status with
 Timers read only what is active (#17.2): for the record kinds of `LIFECYCLES` (the one table of which statuses
 finish a record), `create`/`replace`/`update` keep two small indexes beside the records. `active/<key>` exists
 while the record is unfinished, so `active(prefix)` costs one listing plus one read per unfinished record, however
-much history the prefix holds; `finished/<day>/<key>` is written the day a record finishes, so `recent_finished(
-prefix, days)` (what `reflex status` shows of failures) and `purge(retention_days)` (what a timer deletes) cost what
-those days hold. Crash safety, with no transaction across two blobs: the active entry is written BEFORE a record becomes
-unfinished (and again after, against a concurrent retire) and removed only AFTER it finished, by deleting it and
-re-reading the record (an entry removed under a concurrent reopen is put back). An entry whose record is finished
-or absent (a crash between the two writes) is repaired by the next scan that meets it.
+much history the prefix holds. `finished/<day>/<status>/<key>` is written the day a record finishes, so what
+`reflex status` shows of the last days' failures (`finished_on(day, prefix, statuses)`) and what retention deletes
+(`purge(retention_days)`) cost what those days and statuses hold. Crash safety, with no transaction across two
+blobs: the active entry is written BEFORE a record becomes unfinished (and again after, against a concurrent
+retire) and removed only AFTER it finished, by deleting it and re-reading the record (an entry removed under a
+concurrent reopen is put back). An entry whose record is finished or absent (a crash between the two writes) is
+repaired by the next scan that meets it.
 
 `StateStore` holds the logic over eight small storage hooks; `BlobStateStore` implements them on
 azure-storage-blob, `MemoryStateStore` in memory with the same semantics (conflicts included) for unit tests
@@ -61,7 +62,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -305,7 +306,7 @@ class StateStore(ABC):
 
     def _finish(self, key: str, status: object, at: float | None = None, *, only_new: bool = False) -> None:
         body = {"key": key, "status": status, "at": utcnow_iso()}
-        entry = f"{FINISHED_PREFIX}{_day(self.clock() if at is None else at)}/{key}"
+        entry = f"{FINISHED_PREFIX}{_day(self.clock() if at is None else at)}/{key_part(str(status))}/{key}"
         (self._create if only_new else self._put)(entry, self._encode(body), meta=summary_of(body))
 
     def _moved(self, key: str, lifecycle: Lifecycle, before: object, after: object) -> None:
@@ -390,10 +391,19 @@ class StateStore(ABC):
         """The UTC days (yyyy-mm-dd) that have finished records, oldest first: one listing."""
         return [p[len(FINISHED_PREFIX):].rstrip("/") for p in self._prefixes(FINISHED_PREFIX)]
 
-    def finished_on(self, day: str, prefix: str) -> list[Listed]:
-        """The records under `prefix` that finished on `day`, each with the status it finished in and when."""
+    def finished_on(self, day: str, prefix: str, statuses: Collection[str] | None = None) -> list[Listed]:
+        """The records under `prefix` that finished on `day`, each with the status it finished in and when; with
+        `statuses`, only those that finished in one of them (`reflex status` lists the failures of a day, never
+        its thousand trained batches): one listing of the day's statuses, then one per status read."""
         head = f"{FINISHED_PREFIX}{day}/"
-        return [Listed(item.key[len(head):], item.status, item.modified) for item in self._listing(head + prefix)]
+        wanted = None if statuses is None else {key_part(status) for status in statuses}
+        found: list[Listed] = []
+        for folder in self._prefixes(head):
+            status = folder[len(head):-1]
+            if wanted is None or status in wanted:
+                found.extend(Listed(item.key[len(folder):], status, item.modified)
+                             for item in self._listing(folder + prefix))
+        return found
 
     def finished_since(self, prefix: str, since: float) -> Iterator[Record]:
         """The records under `prefix` that finished on `since`'s UTC day or later (each once, as it is now)."""
@@ -460,7 +470,7 @@ class StateStore(ABC):
         purged = 0
         for day in expired:
             for entry in self._keys(f"{FINISHED_PREFIX}{day}/"):
-                key = entry[len(FINISHED_PREFIX) + len(day) + 1:]
+                key = entry[len(FINISHED_PREFIX) + len(day) + 1:].split("/", 1)[-1]  # after <day>/<status>/
                 stat = self._stat(key)
                 lifecycle = lifecycle_of(key)
                 if stat is not None and lifecycle is not None and lifecycle.ended(stat[0].status):
