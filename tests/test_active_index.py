@@ -220,6 +220,7 @@ def test_tick_requests_do_not_grow_with_finished_history(container_factory: Call
         clock = Clock()
         platform = FakePlatform(clock=clock)
         store = BlobStateStore(service.get_container_client(name))
+        assert list(store.active("arrivals/")) == []  # the indexes built, as a deployment's first tick does
         _fill(store, platform, h, clock())
         deps = make_deps(make_settings(REFLEX_STATE_CONTAINER=name), state=store, platform=platform, clock=clock)
         _tick(deps)
