@@ -104,7 +104,7 @@ def _short(text: Any, limit: int = 80) -> str:
 def cmd_status(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     from reflex import status
 
-    result = status.gather(deps)
+    result = status.gather(deps, everything=args.all)
     status.render(result, out)
     out.result(result)
     return OK
@@ -498,7 +498,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reflex", description=__doc__.split("\n\n")[0],
                                      parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("status", parents=[common], help="endpoints, rollouts, pending batches, failures, pause state")
+    p = sub.add_parser("status", parents=[common], help="endpoints, rollouts, pending batches, failures, pause state")
+    p.add_argument("--all", action="store_true",
+                   help="failures of all the history still kept (REFLEX_RETENTION_DAYS), not only the recent days'")
     p = sub.add_parser("explain", parents=[common], help="the chain behind and after an id")
     p.add_argument("id", help="endpoint, model:version, job name, blob URL, batch, deployment, scoring batch, "
                               "scoring job or event id")

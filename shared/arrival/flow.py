@@ -128,7 +128,7 @@ def sweep(deps: Deps) -> Outcome:
     now = deps.clock()
     completed = started = 0
     waiting: list[tuple[float, str]] = []
-    for record in deps.state.records("arrivals/"):
+    for record in deps.state.active("arrivals/"):  # unfinished batches only, whatever the history (#17.2)
         batch = ArrivalRecord.from_dict(record.value)
         if not deps.settings.completion_marker and batch.quiet(now, deps.settings.quiet_seconds):
             if complete_batch(deps, record.key, batch.path, now, event_id=f"sweep:{int(now)}", kind=ArrivalRecord,

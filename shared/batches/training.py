@@ -31,7 +31,7 @@ from shared.core import champion as champions
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, Job, TrainingRequest
 from shared.core.reaction import Outcome
-from shared.core.state import key_part
+from shared.core.state import Record, key_part
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -273,13 +273,13 @@ def refresh_running(deps: Deps) -> int:
 
 
 def latest_batch(deps: Deps) -> tuple[str, ArrivalRecord] | None:
-    """The most recently completed training batch with usable files: (arrival key, record), or None."""
-    best: tuple[float, str, ArrivalRecord] | None = None
-    for record in deps.state.records(f"arrivals/{key_part(deps.settings.data_container)}/"):
+    """The most recently completed training batch with usable files: (arrival key, record), or None.
+
+    Read from the unfinished batches and the finished ones newest day first (`StateStore.newest`), not from
+    every batch ever recorded (#17.2)."""
+    def completed(record: Record) -> float | None:
         batch = ArrivalRecord.from_dict(record.value)
-        if batch.status not in RETRAINABLE or not batch.file_count:
-            continue
-        at = float(batch.completed_at or 0)
-        if best is None or (at, record.key) > (best[0], best[1]):
-            best = (at, record.key, batch)
-    return None if best is None else (best[1], best[2])
+        return float(batch.completed_at or 0) if batch.status in RETRAINABLE and batch.file_count else None
+
+    found = deps.state.newest(f"arrivals/{key_part(deps.settings.data_container)}/", completed)
+    return None if found is None else (found.key, ArrivalRecord.from_dict(found.value))

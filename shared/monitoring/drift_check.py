@@ -30,6 +30,7 @@ Why this shape (the arithmetic is shared/monitoring/drift.py; this module only f
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -233,7 +234,13 @@ def recent_sources(deps: Deps, since: float, now: float) -> tuple[list[Source], 
     s = deps.settings
     sources: list[Source] = []
     batches: list[str] = []
-    for record in deps.state.records(f"scoring/{key_part(s.scoring_container)}/"):
+    prefix = f"scoring/{key_part(s.scoring_container)}/"
+    # a batch completed after `since` is unfinished or finished since then: never the whole history (#17.2)
+    seen: set[str] = set()
+    for record in itertools.chain(deps.state.active(prefix), deps.state.finished_since(prefix, since)):
+        if record.key in seen:
+            continue
+        seen.add(record.key)
         batch = ScoringRecord.from_dict(record.value)
         at = batch.completed_at
         if batch.status == "collecting" or at is None or not since < at <= now or not batch.file_count:

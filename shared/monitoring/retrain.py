@@ -135,7 +135,7 @@ def _advance(deps: Deps, key: str) -> Outcome:
 def resume_retrains(deps: Deps) -> list[Outcome]:
     """Retry retrainings left pending (a crash or transient failure) or waiting for a slot."""
     outcomes = []
-    for record in deps.state.records("retrains/"):
+    for record in deps.state.active("retrains/"):  # unfinished retrainings only (#17.2)
         if RetrainRecord.from_dict(record.value).status in ("pending", "waiting"):
             outcomes.append(_advance(deps, record.key))
     return outcomes

@@ -31,6 +31,7 @@ from shared.batches import manifest
 from shared.batches.intake import complete_batch, locate_blob, record_blob
 from shared.batches.paths import BatchPath
 from shared.batches.record import ScoringRecord, as_update
+from shared.batches.retention import latest_scoring_batch
 from shared.batches.retries import schedule_retry, utc_text
 from shared.core import champion as champions
 from shared.core.errors import PermanentError, ReflexError, TransientError
@@ -262,7 +263,7 @@ def track(deps: Deps) -> Outcome:
     counts = {"completed_batches": 0, "advanced": 0, "failed": 0}
     items: dict[str, dict[str, Any]] = {}  # per record: what this tick did to it or what it waits for (ledger)
     champion: Any = ...
-    for record in deps.state.records(f"scoring/{key_part(deps.settings.scoring_container)}/"):
+    for record in deps.state.active(f"scoring/{key_part(deps.settings.scoring_container)}/"):  # unfinished (#17.2)
         batch = ScoringRecord.from_dict(record.value)
         status = batch.status
         quiet = not deps.settings.completion_marker and batch.quiet(now, deps.settings.quiet_seconds)
@@ -301,16 +302,10 @@ def scheduled(deps: Deps) -> Outcome:
     """Schedule: score the latest complete scoring batch with the current champion if not done already."""
     if not deps.settings.batch_schedule_enabled:
         return Outcome("skipped", "scheduled batch scoring is disabled (REFLEX_BATCH_SCHEDULE_ENABLED=false)")
-    latest: tuple[float, str] | None = None
-    for record in deps.state.records(f"scoring/{key_part(deps.settings.scoring_container)}/"):
-        batch = ScoringRecord.from_dict(record.value)
-        if batch.status not in ("collecting", "skipped") and batch.file_count:
-            at = float(batch.completed_at or 0)
-            if latest is None or (at, record.key) > latest:
-                latest = (at, record.key)
+    latest = latest_scoring_batch(deps)  # never every batch ever scored (#17.2)
     if latest is None:
         return Outcome("skipped", "no complete scoring batch to score")
-    key = latest[1]
+    key = latest.key
     champion = champions.find(deps, deps.settings.model_name)
     if champion is None:
         return Outcome("skipped", f"no champion yet for model {deps.settings.model_name}", {"record": key})
