@@ -16,9 +16,12 @@ Now the tag change skips that look-up and the former champion is untagged by the
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from aml_harness import azure_platform
 from rollout_helpers import ENDPOINT, MODEL
-from rollout_requests import Rollouts, Tick, two_rollouts
+from rollout_requests import Rollouts, Tick, service, train, two_rollouts
 
 from shared.core.platform import CHAMPION_TAG, REFLEX_TAG
 
@@ -91,3 +94,43 @@ def test_the_model_versions_are_listed_once_in_the_models_life(rollouts: Rollout
     assert first.calls == (*READ, ("GET", f"/models/{MODEL}/versions/1"), ("PUT", f"/models/{MODEL}/versions/1"),
                            listing)
     assert [t.action for t in rollouts.first + rollouts.second if listing in t.calls] == ["Promote"]
+
+
+def _pollers() -> int:
+    """azure-core's LROPoller threads alive (azure/core/polling/_poller.py names each `LROPoller(<uuid>)`)."""
+    return sum(t.name.startswith("LROPoller(") and t.is_alive() for t in threading.enumerate())
+
+
+def test_the_traffic_write_and_the_delete_send_one_request_each_and_leave_no_poller() -> None:
+    """Answered as Azure answers them, the SDK's pollers would keep polling, every poll a request: the endpoint PUT
+    comes back Updating (the body's provisioningState: ARMPolling then polls the endpoint) and the DELETE with 202
+    and a `Location` to poll (REST `Workspace/OnlineDeployment/delete.json`, tests/fixtures/aml-rest). The harness
+    makes a poller sleep for an hour before its first poll, so a poller left behind is an alive thread."""
+    svc = service()
+    with azure_platform(svc) as p:
+        train(svc, p, "train-1", 0.8)
+        p.register_model(name=MODEL, version="1", job_name="train-1", tags={})
+        p.begin_create_endpoint(ENDPOINT)
+        for name in ("blue", "green"):
+            p.begin_create_deployment(ENDPOINT, name, model=f"{MODEL}:1", instance_type="Standard_DS3_v2",
+                                      instance_count=1)
+        before = _pollers()
+        svc.ready_at[EP.lower()] = (svc.clock() + 3600, "Succeeded")   # the endpoint answers Creating from now
+        start = len(svc.requests)
+        written = p.set_traffic(ENDPOINT, {"blue": 100, "green": 0})
+        traffic_calls = svc.calls(start)
+        assert written.traffic == {"blue": 100, "green": 0}
+        assert _pollers() == before, "the traffic PUT left a poller"
+
+        svc.fail("DELETE", r"/deployments/green$", 202, body={}, headers={
+            "Location": f"https://management.azure.com{svc.ws_path}/onlineEndpoints/{ENDPOINT}/deployments/"
+                        "green/operationResults/op-1?api-version=2025-12-01"})
+        p.get_endpoint(ENDPOINT)   # the tick's read, which the delete reuses
+        start = len(svc.requests)
+        p.begin_delete_deployment(ENDPOINT, "green")
+        delete_calls = svc.calls(start)
+        assert _pollers() == before, "the DELETE left a poller"
+    assert traffic_calls == [*READ, ("GET", ""), ("PUT", EP)]
+    assert delete_calls == [("DELETE", f"{EP}/deployments/green")]
+    put = next(r for r in reversed(svc.requests) if r.method == "PUT" and r.path.endswith(EP))
+    assert put.body["properties"]["traffic"] == {"blue": 100}   # 0% entries stripped, as the SDK strips them

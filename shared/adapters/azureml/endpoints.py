@@ -12,6 +12,11 @@ What the SDK would do wrong here, and what this module does instead:
   `READ_REUSE_S` (one rollout tick observes, then acts), so a traffic step is one read and one write;
 * `begin_create_endpoint` never re-sends an existing endpoint (that would reset its traffic); a deployment is
   deleted only at 0% live and 0% mirrored traffic;
+* the traffic PUT and the deployment DELETE are long-running operations whose SDK pollers poll on their own, in
+  a daemon thread, until the operation ends (azure-core `LROPoller` starts `ARMPolling` unless `polling=False`;
+  every poll is a request: a DELETE answers 202 with a `Location` to poll, REST `Workspace/OnlineDeployment/
+  delete.json`). Reflex never waits on them (the next rollout tick observes the endpoint), so both are sent
+  through the SDK's generated operations with `polling=False`: the request itself, and no poll after it;
 * `online_endpoints.invoke` mutates a class-level header dict, so a deployment name leaks into later calls:
   `invoke` calls the scoring URI itself (`http.DataPlane`) with the deployment header set per call;
 * endpoint names are unique per Azure region: an "already exists" answer is success only when the endpoint is
@@ -138,7 +143,7 @@ class OnlineEndpointsMixin(PlatformBase):
         ep.traffic = dict(new_traffic)
         ep.mirror_traffic = dict(new_mirror)
         try:
-            self.ml.online_endpoints.begin_create_or_update(ep)
+            self._put_endpoint(ep)
         except Exception as exc:
             if getattr(exc, "status_code", None) == 409:  # the endpoint exists: 409 is an update already in flight
                 raise TransientError(f"{what}: traffic update refused while another update is in progress (409): "
@@ -148,6 +153,26 @@ class OnlineEndpointsMixin(PlatformBase):
         view = self._endpoint(ep, deps)
         return Endpoint(view.name, view.state, new_traffic, new_mirror, view.deployments, view.scoring_uri,
                         view.tags)
+
+    def _put_endpoint(self, ep: Any) -> None:
+        """PUT the endpoint as `online_endpoints.begin_create_or_update` builds it, without its poller.
+
+        azure-ai-ml 1.35.2 `_online_endpoint_operations.py` `begin_create_or_update`: the workspace GET for the
+        location (`_get_workspace_location`), 0% live and mirror entries stripped (`_strip_zeroes_from_traffic`),
+        `_to_rest_online_endpoint(location=…)`, then the generated `begin_create_or_update`; its compute lookup
+        concerns Kubernetes endpoints only (a managed endpoint has none). Here with `polling=False` (see the module
+        docstring): 2 requests, the workspace GET and the PUT."""
+        from azure.ai.ml.operations._online_endpoint_operations import _strip_zeroes_from_traffic
+
+        ops: Any = self.ml.online_endpoints
+        location = ops._get_workspace_location()
+        if ep.traffic:
+            ep.traffic = _strip_zeroes_from_traffic(ep.traffic)
+        if ep.mirror_traffic:
+            ep.mirror_traffic = _strip_zeroes_from_traffic(ep.mirror_traffic)
+        ops._online_operation.begin_create_or_update(
+            resource_group_name=ops._resource_group_name, workspace_name=ops._workspace_name, endpoint_name=ep.name,
+            body=ep._to_rest_online_endpoint(location=location), polling=False, **ops._init_kwargs)
 
     def _scoring_target(self, endpoint: str, *, refresh: bool = False) -> tuple[str, str]:
         """(scoring URI, key header; "" for Entra ID tokens, which the pipeline's token policy adds), cached."""
@@ -189,7 +214,11 @@ class OnlineEndpointsMixin(PlatformBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def begin_delete_deployment(self, endpoint: str, deployment: str) -> None:
-        """Delete only at 0% live and mirrored traffic (read first, or the read just made); absent is done."""
+        """Delete only at 0% live and mirrored traffic (read first, or the read just made); absent is done.
+
+        One request, the DELETE (azure-ai-ml 1.35.2 `online_deployments.begin_delete` calls the generated operation
+        with nothing else); the deletion runs on in Azure ML, and the rollout's next tick sees the deployment
+        Deleting or gone."""
         what = f"deployment {endpoint}/{deployment}"
         read = self._read_endpoint(endpoint, reuse=True)
         if read is None:
@@ -200,8 +229,11 @@ class OnlineEndpointsMixin(PlatformBase):
                                  f"(live {ep.traffic}, mirror {ep.mirror_traffic})")
         if deployment not in {d.name for d in deps}:
             return
+        ops: Any = self.ml.online_deployments   # its begin_delete, with `polling=False`: the DELETE, no polls
         try:
-            self.ml.online_deployments.begin_delete(deployment, endpoint)
+            ops._online_deployment.begin_delete(
+                resource_group_name=ops._resource_group_name, workspace_name=ops._workspace_name,
+                endpoint_name=endpoint, deployment_name=deployment, polling=False, **ops._init_kwargs)
         except Exception as exc:
             if not not_found(exc):
                 raise map_azure_error(exc, what) from exc
