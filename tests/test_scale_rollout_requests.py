@@ -2,10 +2,11 @@
 azure-ai-ml SDK against the REST stand-in, the flows unchanged (tests/rollout_requests.py runs them).
 
 The naive read-modify-write is the bound: a Wait tick reads the endpoint (GET endpoint + one deployments listing:
-2), a traffic step reads and writes it (+ the SDK's workspace GET for the location and the PUT: 4), and promote
-reads it and tags the new champion (GET + PUT of that model version: 4). Each request is the one the SDK source
-sends (azure-ai-ml 1.35.2): `_online_endpoint_operations.py` `begin_create_or_update` GETs the workspace
-(`_get_workspace_location`) before its PUT; a model version has no partial update (the generated
+2), a traffic step reads and writes it (+ the SDK's workspace GET for the location and the PUT: 4; 3 here, as the
+adapter reads the location once per worker), and promote reads it and tags the new champion (GET + PUT of that
+model version: 4). Each request is the one the SDK source sends (azure-ai-ml 1.35.2): `_online_endpoint_operations.py`
+`begin_create_or_update` GETs the workspace (`_get_workspace_location`) before its PUT; a model version has no
+partial update (the generated
 `ModelVersionsOperations`: get, create_or_update, delete, list, begin_publish), so a tag change is a GET and a PUT
 of the whole version (REST `Workspace/ModelVersion/createOrUpdate.json` in tests/fixtures/aml-rest).
 
@@ -55,7 +56,8 @@ def test_a_wait_tick_is_one_endpoint_read(rollouts: Rollouts) -> None:
 def test_a_traffic_step_is_the_naive_read_modify_write(rollouts: Rollouts) -> None:
     steps = _only(rollouts.second, "SetTraffic")
     assert len(steps) == 3   # 10%, 50%, 100%
-    assert {t.calls for t in steps} == {(*READ, ("GET", ""), ("PUT", EP))}
+    # the SDK's PUT needs the workspace's location: one GET per worker, made here before (the quota check)
+    assert {t.calls for t in steps} == {(*READ, ("PUT", EP))}
     assert rollouts.most("SetTraffic") <= 4
 
 

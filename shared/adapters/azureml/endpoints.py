@@ -161,11 +161,12 @@ class OnlineEndpointsMixin(PlatformBase):
         location (`_get_workspace_location`), 0% live and mirror entries stripped (`_strip_zeroes_from_traffic`),
         `_to_rest_online_endpoint(location=…)`, then the generated `begin_create_or_update`; its compute lookup
         concerns Kubernetes endpoints only (a managed endpoint has none). Here with `polling=False` (see the module
-        docstring): 2 requests, the workspace GET and the PUT."""
+        docstring), and the location from the worker's one workspace GET (`_workspace_info`, the same
+        `workspaces.get`): one request, the PUT (two on a worker's first Azure ML call that needs the location)."""
         from azure.ai.ml.operations._online_endpoint_operations import _strip_zeroes_from_traffic
 
         ops: Any = self.ml.online_endpoints
-        location = ops._get_workspace_location()
+        location, _ = self._workspace_info()
         if ep.traffic:
             ep.traffic = _strip_zeroes_from_traffic(ep.traffic)
         if ep.mirror_traffic:
