@@ -253,15 +253,25 @@ def test_deployment_create_sends_model_reference_without_environment(svc: AmlSer
         p.begin_create_deployment("churn-ep", "green", model="churn:1", instance_type="Standard_DS3_v2",
                                   instance_count=2)
         dep = p.get_deployment("churn-ep", "green")
-    assert svc.calls(start)[:4] == [("GET", "/onlineEndpoints/churn-ep/deployments/green"),
-                                    ("GET", "/onlineEndpoints/churn-ep"), ("GET", ""),
+        second = svc.calls(again)
+        # what the SDK's own online_deployments.begin_create_or_update sends for the same deployment
+        from azure.ai.ml.entities import ManagedOnlineDeployment
+
+        p.ml.online_deployments.begin_create_or_update(ManagedOnlineDeployment(
+            name="green", endpoint_name="churn-ep", model="azureml:churn:1", instance_type="Standard_DS3_v2",
+            instance_count=2, tags={"reflex.parent": "churn:1", "reflex.managed": "true"}))
+        sdk = svc.requests[-1]
+    # the adapter's existence check, the workspace's location (once per worker), the PUT; not the SDK's endpoint
+    # GET before it, nor its poller (azure-ai-ml 1.35.2 _online_deployment_operations.py begin_create_or_update)
+    assert svc.calls(start)[:3] == [("GET", "/onlineEndpoints/churn-ep/deployments/green"), ("GET", ""),
                                     ("PUT", "/onlineEndpoints/churn-ep/deployments/green")]
-    body = svc.requests[start + 3].body
+    body = svc.requests[start + 2].body
+    assert (sdk.method, sdk.path) == ("PUT", svc.requests[start + 2].path) and sdk.body == body
     assert body["properties"]["model"] == svc.ws_path + "/models/churn/versions/1"
     assert body["properties"]["instanceType"] == "Standard_DS3_v2" and body["sku"]["capacity"] == 2
     assert "environmentId" not in body["properties"] and "codeConfiguration" not in body["properties"]
-    assert svc.calls(again)[0] == ("GET", "/onlineEndpoints/churn-ep/deployments/green")
-    assert ("PUT", "/onlineEndpoints/churn-ep/deployments/green") not in svc.calls(again)
+    assert second[0] == ("GET", "/onlineEndpoints/churn-ep/deployments/green")
+    assert ("PUT", "/onlineEndpoints/churn-ep/deployments/green") not in second
     assert (dep.model, dep.state, dep.instance_count) == ("churn:1", "Succeeded", 2)
 
 

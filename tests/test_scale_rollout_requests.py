@@ -103,11 +103,12 @@ def _pollers() -> int:
     return sum(t.name.startswith("LROPoller(") and t.is_alive() for t in threading.enumerate())
 
 
-def test_the_traffic_write_and_the_delete_send_one_request_each_and_leave_no_poller() -> None:
+def test_the_traffic_write_the_delete_and_the_deployment_put_leave_no_poller() -> None:
     """Answered as Azure answers them, the SDK's pollers would keep polling, every poll a request: the endpoint PUT
-    comes back Updating (the body's provisioningState: ARMPolling then polls the endpoint) and the DELETE with 202
-    and a `Location` to poll (REST `Workspace/OnlineDeployment/delete.json`, tests/fixtures/aml-rest). The harness
-    makes a poller sleep for an hour before its first poll, so a poller left behind is an alive thread."""
+    comes back Creating/Updating (the body's provisioningState: ARMPolling then polls the endpoint), the DELETE with
+    202 and a `Location` to poll (REST `Workspace/OnlineDeployment/delete.json`, tests/fixtures/aml-rest), a new
+    deployment Creating (the SDK's AzureMLPolling, every 5 s while it provisions). The harness makes a poller sleep
+    for an hour before its first poll, so a poller left behind is an alive thread."""
     svc = service()
     with azure_platform(svc) as p:
         train(svc, p, "train-1", 0.8)
@@ -132,7 +133,15 @@ def test_the_traffic_write_and_the_delete_send_one_request_each_and_leave_no_pol
         p.begin_delete_deployment(ENDPOINT, "green")
         delete_calls = svc.calls(start)
         assert _pollers() == before, "the DELETE left a poller"
-    assert traffic_calls == [*READ, ("GET", ""), ("PUT", EP)]
+
+        svc.provisioning_seconds = 3600   # a new deployment answers Creating (the SDK would poll it every 5 s)
+        start = len(svc.requests)
+        p.begin_create_deployment(ENDPOINT, "red", model=f"{MODEL}:1", instance_type="Standard_DS3_v2",
+                                  instance_count=1)
+        create_calls = svc.calls(start)
+        assert _pollers() == before, "the deployment PUT left a poller"
+    assert create_calls == [("GET", f"{EP}/deployments/red"), ("PUT", f"{EP}/deployments/red")]
+    assert traffic_calls == [*READ, ("PUT", EP)]   # the location: read once by the deployments' creation
     assert delete_calls == [("DELETE", f"{EP}/deployments/green")]
     put = next(r for r in reversed(svc.requests) if r.method == "PUT" and r.path.endswith(EP))
     assert put.body["properties"]["traffic"] == {"blue": 100}   # 0% entries stripped, as the SDK strips them

@@ -12,11 +12,12 @@ What the SDK would do wrong here, and what this module does instead:
   `READ_REUSE_S` (one rollout tick observes, then acts), so a traffic step is one read and one write;
 * `begin_create_endpoint` never re-sends an existing endpoint (that would reset its traffic); a deployment is
   deleted only at 0% live and 0% mirrored traffic;
-* the traffic PUT and the deployment DELETE are long-running operations whose SDK pollers poll on their own, in
-  a daemon thread, until the operation ends (azure-core `LROPoller` starts `ARMPolling` unless `polling=False`;
-  every poll is a request: a DELETE answers 202 with a `Location` to poll, REST `Workspace/OnlineDeployment/
-  delete.json`). Reflex never waits on them (the next rollout tick observes the endpoint), so both are sent
-  through the SDK's generated operations with `polling=False`: the request itself, and no poll after it;
+* the deployment PUT, the traffic PUT and the deployment DELETE are long-running operations whose SDK pollers
+  poll on their own, in a daemon thread, until the operation ends (azure-core `LROPoller` starts `ARMPolling`,
+  or the SDK's `AzureMLPolling` every 5 s for a deployment, unless `polling=False`; every poll is a request: a
+  DELETE answers 202 with a `Location` to poll, REST `Workspace/OnlineDeployment/delete.json`). Reflex never
+  waits on them (the next rollout tick observes the endpoint), so all three are sent through the SDK's generated
+  operations with `polling=False`, built as the SDK builds them: the request itself, and no poll after it;
 * `online_endpoints.invoke` mutates a class-level header dict, so a deployment name leaks into later calls:
   `invoke` calls the scoring URI itself (`http.DataPlane`) with the deployment header set per call;
 * endpoint names are unique per Azure region: an "already exists" answer is success only when the endpoint is
@@ -118,7 +119,31 @@ class OnlineEndpointsMixin(PlatformBase):
         dep = ManagedOnlineDeployment(name=deployment, endpoint_name=endpoint, model=f"azureml:{model}",
                                       instance_type=instance_type, instance_count=instance_count,
                                       tags={**(tags or {}), REFLEX_TAG: "true"})
-        self._call(what, lambda: self.ml.online_deployments.begin_create_or_update(dep))
+        self._call(what, lambda: self._put_deployment(dep))
+
+    def _put_deployment(self, dep: Any) -> None:
+        """PUT the deployment as `online_deployments.begin_create_or_update` builds it, without its poller.
+
+        azure-ai-ml 1.35.2 `_online_deployment_operations.py` `begin_create_or_update`: a GET of the endpoint "to
+        ensure the endpoint exists" (the rollout creates a deployment only on an endpoint it has just observed
+        Succeeded; a PUT to a missing one is refused anyway), `upload_dependencies` (resolves the model's ARM id;
+        a Reflex deployment has no code or environment to upload), the workspace GET for the location (here once
+        per worker, `_workspace_info`), `_to_rest_object(location=…)`, then the generated operation with
+        `AzureMLPolling` every `LROConfigurations.POLL_INTERVAL` (5 s) for as long as provisioning lasts (minutes:
+        a poll every 5 s in a daemon thread). Here with `polling=False`: the PUT alone; the rollout's next ticks
+        observe the deployment Creating, then Succeeded or Failed."""
+        from azure.ai.ml._utils._endpoint_utils import upload_dependencies
+        from azure.ai.ml.operations._operation_orchestrator import OperationOrchestrator
+
+        ops: Any = self.ml.online_deployments
+        upload_dependencies(dep, OperationOrchestrator(operation_container=ops._all_operations,
+                                                       operation_scope=ops._operation_scope,
+                                                       operation_config=ops._operation_config), ops._credentials)
+        location, _ = self._workspace_info()
+        ops._online_deployment.begin_create_or_update(
+            resource_group_name=ops._resource_group_name, workspace_name=ops._workspace_name,
+            endpoint_name=dep.endpoint_name, deployment_name=dep.name, body=dep._to_rest_object(location=location),
+            polling=False, **ops._init_kwargs)
 
     def get_deployment(self, endpoint: str, deployment: str) -> Deployment | None:
         found = self._call(f"deployment {endpoint}/{deployment}",
