@@ -261,12 +261,13 @@ def test_deployment_create_sends_model_reference_without_environment(svc: AmlSer
             name="green", endpoint_name="churn-ep", model="azureml:churn:1", instance_type="Standard_DS3_v2",
             instance_count=2, tags={"reflex.parent": "churn:1", "reflex.managed": "true"}))
         sdk = svc.requests[-1]
-    # the adapter's existence check, the workspace's location (once per worker), the PUT; not the SDK's endpoint
-    # GET before it, nor its poller (azure-ai-ml 1.35.2 _online_deployment_operations.py begin_create_or_update)
-    assert svc.calls(start)[:3] == [("GET", "/onlineEndpoints/churn-ep/deployments/green"), ("GET", ""),
+    # the adapter's existence check and the PUT: not the SDK's endpoint GET before it, nor its workspace GET (the
+    # location is read once per worker, here when the endpoint was created), nor its poller (azure-ai-ml 1.35.2
+    # _online_deployment_operations.py begin_create_or_update)
+    assert svc.calls(start)[:2] == [("GET", "/onlineEndpoints/churn-ep/deployments/green"),
                                     ("PUT", "/onlineEndpoints/churn-ep/deployments/green")]
-    body = svc.requests[start + 2].body
-    assert (sdk.method, sdk.path) == ("PUT", svc.requests[start + 2].path) and sdk.body == body
+    body = svc.requests[start + 1].body
+    assert (sdk.method, sdk.path) == ("PUT", svc.requests[start + 1].path) and sdk.body == body
     assert body["properties"]["model"] == svc.ws_path + "/models/churn/versions/1"
     assert body["properties"]["instanceType"] == "Standard_DS3_v2" and body["sku"]["capacity"] == 2
     assert "environmentId" not in body["properties"] and "codeConfiguration" not in body["properties"]

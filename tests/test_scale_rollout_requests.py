@@ -103,12 +103,13 @@ def _pollers() -> int:
     return sum(t.name.startswith("LROPoller(") and t.is_alive() for t in threading.enumerate())
 
 
-def test_the_traffic_write_the_delete_and_the_deployment_put_leave_no_poller() -> None:
+def test_no_write_of_a_rollout_leaves_a_poller_polling() -> None:
     """Answered as Azure answers them, the SDK's pollers would keep polling, every poll a request: the endpoint PUT
     comes back Creating/Updating (the body's provisioningState: ARMPolling then polls the endpoint), the DELETE with
     202 and a `Location` to poll (REST `Workspace/OnlineDeployment/delete.json`, tests/fixtures/aml-rest), a new
-    deployment Creating (the SDK's AzureMLPolling, every 5 s while it provisions). The harness makes a poller sleep
-    for an hour before its first poll, so a poller left behind is an alive thread."""
+    deployment or endpoint Creating (for a deployment the SDK's AzureMLPolling, every 5 s while it provisions).
+    The harness makes a poller sleep for an hour before its first poll, so a poller left behind is an alive
+    thread."""
     svc = service()
     with azure_platform(svc) as p:
         train(svc, p, "train-1", 0.8)
@@ -140,6 +141,10 @@ def test_the_traffic_write_the_delete_and_the_deployment_put_leave_no_poller() -
                                   instance_count=1)
         create_calls = svc.calls(start)
         assert _pollers() == before, "the deployment PUT left a poller"
+        start = len(svc.requests)
+        p.begin_create_endpoint("other-ep")   # answers Creating too
+        assert svc.calls(start) == [("GET", "/onlineEndpoints/other-ep"), ("PUT", "/onlineEndpoints/other-ep")]
+        assert _pollers() == before, "the endpoint PUT left a poller"
     assert create_calls == [("GET", f"{EP}/deployments/red"), ("PUT", f"{EP}/deployments/red")]
     assert traffic_calls == [*READ, ("PUT", EP)]   # the location: read once by the deployments' creation
     assert delete_calls == [("DELETE", f"{EP}/deployments/green")]

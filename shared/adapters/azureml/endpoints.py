@@ -12,11 +12,11 @@ What the SDK would do wrong here, and what this module does instead:
   `READ_REUSE_S` (one rollout tick observes, then acts), so a traffic step is one read and one write;
 * `begin_create_endpoint` never re-sends an existing endpoint (that would reset its traffic); a deployment is
   deleted only at 0% live and 0% mirrored traffic;
-* the deployment PUT, the traffic PUT and the deployment DELETE are long-running operations whose SDK pollers
+* the endpoint and deployment PUTs and the deployment DELETE are long-running operations whose SDK pollers
   poll on their own, in a daemon thread, until the operation ends (azure-core `LROPoller` starts `ARMPolling`,
   or the SDK's `AzureMLPolling` every 5 s for a deployment, unless `polling=False`; every poll is a request: a
   DELETE answers 202 with a `Location` to poll, REST `Workspace/OnlineDeployment/delete.json`). Reflex never
-  waits on them (the next rollout tick observes the endpoint), so all three are sent through the SDK's generated
+  waits on them (the next rollout tick observes the endpoint), so each is sent through the SDK's generated
   operations with `polling=False`, built as the SDK builds them: the request itself, and no poll after it;
 * `online_endpoints.invoke` mutates a class-level header dict, so a deployment name leaks into later calls:
   `invoke` calls the scoring URI itself (`http.DataPlane`) with the deployment header set per call;
@@ -104,7 +104,7 @@ class OnlineEndpointsMixin(PlatformBase):
             return
         ep = ManagedOnlineEndpoint(name=name, auth_mode="key", tags={**(tags or {}), REFLEX_TAG: "true"})
         try:
-            self.ml.online_endpoints.begin_create_or_update(ep)
+            self._put_endpoint(ep)
         except Exception as exc:
             self._claim_name(exc, what, get, "REFLEX_ENDPOINTS")
 
