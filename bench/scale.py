@@ -3,7 +3,8 @@
 - tick_requests_h10 / _h10000: storage requests of one sweep + health + reconcile tick with 1 active and H finished
   batches (`bench/ticks.py` `run_ticks(h)`, #17.2);
 - blob_events_per_s, state_bytes_per_blob, jobs_10k: one batch of 10,000 blobs, each delivered 3x in shuffled order,
-  on one worker (`bench/intake.py` `run_intake(n, deliveries, threads)`, #17.1);
+  on one worker (`bench/intake.py` `run_intake(n, deliveries, threads)`, #17.1), beside the single-record layout
+  it replaces (`run_baseline`, at 500 blobs: it is O(N^2));
   (until those two modules exist their keys print `pending`: never a figure measured elsewhere)
 - wait_tick_http, traffic_step_http (and promote_http, demote_http): Azure ML HTTP requests of a rollout tick, the
   real flows on the real azure-ai-ml SDK against the HTTP stand-in (testing/aml_service.py), the most any tick of
@@ -328,16 +329,42 @@ def ticks_section(sizes: Mapping[str, int]) -> dict[str, Any]:
 
 
 def intake_section(sizes: Mapping[str, int]) -> dict[str, Any]:
+    """bench/intake.py: `run_intake` (this version, N blobs and the marker, each delivered 3x, shuffled) beside
+    `run_baseline` (the single-record layout it replaces, at a smaller N: it is O(N^2) and never completes), both on
+    one worker's thread pool of INTAKE_THREADS, as that bench runs them."""
+    import logging
+
     def run(fn: Callable[..., Mapping[str, Any]]) -> dict[str, Any]:
-        return dict(fn(sizes["blobs"], sizes["deliveries"], 1))
+        baseline = _measure("intake", "run_baseline")
+        logging.disable(logging.INFO)   # one log line per delivery would be the bench (bench/intake.py does so too)
+        try:
+            new = fn(sizes["blobs"], sizes["deliveries"], INTAKE_THREADS)
+            old = baseline(sizes["baseline_blobs"], sizes["deliveries"], INTAKE_THREADS) if baseline else None
+        finally:
+            logging.disable(logging.NOTSET)
+        print(f"intake of {new['n']} blobs x{sizes['deliveries']} ({INTAKE_THREADS} threads, Azurite): {new}")
+        if old is not None:
+            print(f"  baseline, the single-record layout at N={old['n']}: {old}")
+        pending = "pending"
+        return {"blob_events_per_s": new["blob_events_per_s"],
+                "blob_events_per_s_baseline": old["blob_events_per_s"] if old else pending,
+                "state_bytes_per_blob": new["state_bytes_per_blob"],
+                "state_bytes_per_blob_baseline": old["state_bytes_per_blob"] if old else pending,
+                "jobs_10k": new["jobs"],
+                "state_bytes_per_delivery": new["state_bytes_per_delivery"],
+                "state_bytes_per_delivery_baseline": old["state_bytes_per_delivery"] if old else pending,
+                "max_file_delivery_bytes": new["max_file_delivery_bytes"], "intake_gave_up": new["gave_up"],
+                "intake_baseline_n": old["n"] if old else pending, "intake_threads": INTAKE_THREADS}
 
     return _section("blob intake", ("blob_events_per_s", "state_bytes_per_blob", "jobs_10k"), run, "intake",
                     "run_intake")
 
 
-FULL = {"h_small": 10, "h_large": 10_000, "blobs": 10_000, "deliveries": 3, "versions": 1_000, "lines": 100_000,
-        "batches": 1_000}
-QUICK = {"h_small": 10, "h_large": 100, "blobs": 200, "deliveries": 3, "versions": 50, "lines": 3_000, "batches": 20}
+INTAKE_THREADS = 16   # one worker's thread pool (bench/intake.py's default)
+FULL = {"h_small": 10, "h_large": 10_000, "blobs": 10_000, "baseline_blobs": 500, "deliveries": 3,
+        "versions": 1_000, "lines": 100_000, "batches": 1_000}
+QUICK = {"h_small": 10, "h_large": 100, "blobs": 200, "baseline_blobs": 100, "deliveries": 3, "versions": 50,
+         "lines": 3_000, "batches": 20}
 KEYS = ("tick_requests_h10", "tick_requests_h10000", "blob_events_per_s", "state_bytes_per_blob", "jobs_10k",
         "wait_tick_http", "traffic_step_http", "champion_http_1000", "explain_100k_s", "status_1000_s")
 
