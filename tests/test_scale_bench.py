@@ -3,12 +3,15 @@
 Only the line's form is checked, never a figure (a bench's numbers depend on the machine): every key of the
 issue's line once, each a number, or `pending` exactly while the module that measures it (bench/intake.py,
 bench/ticks.py) is not there yet; each figure measured here beside its baseline; the sizes measured stated.
-The bench runs as it is run by hand, a subprocess on the shared Azurite.
+The bench runs as it is run by hand, a subprocess on the Azurite the tests use. Left out of `make test`, as the
+other benches are: even quick it takes 30 s on an idle Azurite and about two minutes on the shared one at load 7
+(the intake part: 600 deliveries and the baseline's 300). Run it with
+`REFLEX_BENCH_TESTS=1 .venv/bin/python -m pytest -q tests/test_scale_bench.py`.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -26,13 +29,14 @@ BASELINES = {"wait_tick_http": "wait_tick_http_naive", "traffic_step_http": "tra
              "status_1000_s": "status_1000_baseline_s"}
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
-pytestmark = pytest.mark.azurite
+pytestmark = [pytest.mark.azurite, pytest.mark.skipif(
+    os.environ.get("REFLEX_BENCH_TESTS") != "1", reason="a bench (about 30-120 s): REFLEX_BENCH_TESTS=1 runs it")]
 
 
 def _landed(module: str, function: str) -> bool:
-    spec = importlib.util.spec_from_file_location(module, ROOT / "bench" / f"{module}.py")
-    return spec is not None and (ROOT / "bench" / f"{module}.py").exists() and \
-        f"def {function}(" in (ROOT / "bench" / f"{module}.py").read_text()
+    """Whether bench/<module>.py defines `function` (the bench prints its keys `pending` until it does)."""
+    path = ROOT / "bench" / f"{module}.py"
+    return path.exists() and f"def {function}(" in path.read_text()
 
 
 @pytest.fixture(scope="module")
