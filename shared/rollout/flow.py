@@ -42,6 +42,7 @@ from shared.rollout.machine import (
     CreateDeployment,
     CreateEndpoint,
     DeleteDeployment,
+    Demote,
     Finish,
     Observation,
     Promote,
@@ -139,21 +140,35 @@ def _tags(r: Rollout) -> dict[str, str]:
 
 
 def _promote(deps: Deps, r: Rollout) -> dict[str, Any]:
-    """Tag the new champion, move the champion pointer to it (shared/core/champion.py), untag the old one.
+    """Tag the new champion and move the champion pointer to it (shared/core/champion.py); the versions it took
+    the title from are untagged by the next tick (`Demote`), and the pointer lists them meanwhile.
 
     In this order a reader never finds the pointer on an untagged version, and no step lists the model's versions
-    (the pointer knows the old champion). Run again after a crash, each step finds its work done.
+    (the pointer knows the old champion). Run again after a crash, each step finds its work done. Why the untag
+    waits a tick: a tag change is a GET and a PUT of the whole version (Azure ML has no partial update), so
+    the promote tick (the endpoint read, 2, and the new champion's tag, 2) would cost 6 with one former champion;
+    split, each tick stays within the naive 4 (#17.3). Every reader of the champion goes through the pointer, which
+    names the new one from this step on; only the registry's tag lags, by one reconcile tick.
     """
-    p = deps.platform
-    p.update_model_tags(r.model, r.version, set_tags={CHAMPION_TAG: "true"})
-    demoted = champions.crown(deps, r.model, r.version, by=f"rollout {r.ref} on {r.endpoint}")
-    for version in demoted:
+    deps.platform.update_model_tags(r.model, r.version, set_tags={CHAMPION_TAG: "true"})
+    return {"demoted": champions.crown(deps, r.model, r.version, by=f"rollout {r.ref} on {r.endpoint}")}
+
+
+def _demote(deps: Deps, r: Rollout, versions: tuple[str, ...]) -> dict[str, Any]:
+    """Untag the former champions the pointer still lists as to be untagged, and record it there.
+
+    A version the pointer no longer lists (untagged already, or champion again through a later promotion) is left
+    as it is: the pointer, moved with compare-and-swap, says which versions are to lose the tag."""
+    stored = champions.pointer(deps, r.model)
+    due = [v for v in versions if stored is not None and v in stored.demote and v != stored.version]
+    for version in due:
         try:
-            p.update_model_tags(r.model, version, remove=(CHAMPION_TAG,))
+            deps.platform.update_model_tags(r.model, version, remove=(CHAMPION_TAG,))
         except PermanentError as exc:  # a version deleted meanwhile carries no tag either
             log.warning("could not untag the former champion %s:%s: %s", r.model, version, exc)
-    champions.demoted(deps, r.model, demoted)
-    return {"demoted": demoted}
+    if due:
+        champions.demoted(deps, r.model, due)
+    return {"untagged": due}
 
 
 def _smoke(deps: Deps, r: Rollout) -> dict[str, Any]:
@@ -197,6 +212,8 @@ def execute(deps: Deps, r: Rollout, action: Action, *, seen: Any = _UNREAD,
                 written.append(after)
     elif isinstance(action, Promote):
         return _promote(deps, r)
+    elif isinstance(action, Demote):
+        return _demote(deps, r, action.versions)
     elif isinstance(action, DeleteDeployment):
         ep = p.get_endpoint(r.endpoint) if seen is _UNREAD else seen
         for name in action.names:
@@ -251,7 +268,7 @@ def roll_back(deps: Deps, rec: Record, r: Rollout, action: RollBack, now: float)
 
 # ------------------------------------------------------------------------------------------------ step
 def _announce(deps: Deps, before: Rollout, after: Rollout, action: Action, result: Mapping[str, Any] | None) -> None:
-    if isinstance(action, Wait):
+    if isinstance(action, (Wait, Demote)):   # Demote finishes the promotion, whose event named the versions
         return
     if before.status == "pending" and not isinstance(action, Finish):
         _publish(deps, "RolloutStarted", after, plan=after.plan.to_dict(), traffic=dict(after.previous_traffic))

@@ -10,6 +10,7 @@ Persisted record (`rollouts/<endpoint>`, one JSON object; see `Rollout.to_dict`)
 
     endpoint, model, version, deployment     what is rolled out where (deployment name derived)
     status      pending -> creating -> smoke -> [mirroring] -> baking (phase i) ... -> promoted -> retiring -> done
+                (promoted: the tick after Promote untags the former champion, `Demote`, then the retention waits)
                 any active status -> rolling_back -> rolled_back | superseded ; failed (nothing to undo)
     previous, previous_traffic               the live deployment and split when the rollout started
     plan        shared.rollout.plan.Plan as a dict (copied at start: settings changes do not alter it)
@@ -23,6 +24,7 @@ Persisted record (`rollouts/<endpoint>`, one JSON object; see `Rollout.to_dict`)
     queued      {"model", "version", "event_id"} of a newer model that supersedes this rollout
     reason, evidence, final                  why it ended (rollback reason and the numbers behind it)
     history     the last 50 steps: {"at", "action", "status", "detail"}
+    demote      versions the promotion took the champion from that still carry the tag (untagged by `Demote`)
 
 Transitional provisioning states (Creating, Updating, Scaling: `shared.core.platform.TRANSITIONAL`) pass by
 themselves: Azure ML puts a deployment in Updating when its traffic or instance count changes or during
@@ -44,7 +46,7 @@ from shared.rollout.plan import Plan, split_traffic, version_key
 
 __all__ = [
     "ACTIVE", "TERMINAL", "ROLLBACK_SETTLE_SECONDS", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
-    "DeleteDeployment", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
+    "DeleteDeployment", "Demote", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
     "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach", "read", "rollback_hold", "rolling_back",
 ]
 
@@ -79,6 +81,7 @@ class Rollout:
     attempts: int = 0
     history: tuple[Mapping[str, Any], ...] = ()
     awaiting_approval: bool = False
+    demote: tuple[str, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -98,6 +101,7 @@ class Rollout:
             "queued": dict(self.queued) if self.queued else None, "reason": self.reason,
             "evidence": dict(self.evidence), "final": self.final, "attempts": self.attempts,
             "history": [dict(h) for h in self.history], "awaiting_approval": self.awaiting_approval,
+            "demote": list(self.demote),
         }
 
     @classmethod
@@ -122,6 +126,7 @@ class Rollout:
             history=history,
             awaiting_approval=bool(v["awaiting_approval"]) if "awaiting_approval" in v else (
                 v.get("status", "pending") == "pending" and _approval_wait(history)),
+            demote=tuple(str(d) for d in v.get("demote") or ()),
         )
 
 
@@ -213,6 +218,13 @@ class SetTraffic(Action):
 @dataclass(frozen=True)
 class Promote(Action):
     pass
+
+
+@dataclass(frozen=True)
+class Demote(Action):
+    """Take the champion tag off `versions`, former champions (the pointer moved at Promote)."""
+
+    versions: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -327,6 +339,8 @@ def decide(r: Rollout, o: Observation, now: float) -> Action:
         return Finish(r.status, r.reason)
     if r.status == "rolling_back":
         return RollBack(r.reason, r.evidence, r.final or "rolled_back")
+    if r.status in ("promoted", "retiring") and r.demote:
+        return Demote(r.demote[:1])   # one version per tick: a tick stays within the naive request count (#17.3)
     if r.queued:
         return _superseded(r, o)
     if r.status == "pending":
@@ -541,7 +555,8 @@ def _note(r: Rollout, now: float, action: Action, status: str, detail: str) -> t
 
 
 def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | None = None) -> Rollout:
-    """The record after `action` was executed at `now` (`result`: the smoke test's outcome for SmokeTest)."""
+    """The record after `action` was executed at `now` (`result`: the smoke test's outcome for SmokeTest, the
+    promotion's `{"demoted": [versions]}` for Promote)."""
     if isinstance(action, Wait):
         clock: dict[str, Any] = {"phase_started_at": now} if action.restart_clock else {}
         last = r.history[-1] if r.history else {}
@@ -570,8 +585,13 @@ def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | 
         return replace(r, status=action.status, phase=action.phase, phase_started_at=now,
                        history=_note(r, now, action, action.status, detail))
     if isinstance(action, Promote):
-        return replace(r, status="promoted", phase_started_at=now,
+        demote = tuple(str(v) for v in (result or {}).get("demoted", ()))
+        return replace(r, status="promoted", phase_started_at=now, demote=demote,
                        history=_note(r, now, action, "promoted", f"{r.ref} is champion on {r.endpoint}"))
+    if isinstance(action, Demote):
+        left = tuple(v for v in r.demote if v not in action.versions)
+        detail = f"{', '.join(f'{r.model}:{v}' for v in action.versions)} no longer tagged champion"
+        return replace(r, demote=left, history=_note(r, now, action, r.status, detail))
     if isinstance(action, DeleteDeployment):
         return replace(r, status="retiring", history=_note(r, now, action, "retiring", ", ".join(action.names)))
     if isinstance(action, RollBack):
