@@ -181,8 +181,9 @@ def test_an_evaluation_job_whose_event_was_lost_concludes_the_gate_from_the_swee
 # as the platform reports it. So an event that never came loses nothing, and timer ticks that overlap (two hosts,
 # a slow tick and the next) end the batch once: the record's compare-and-swap decides which tick publishes.
 
-def _scoring_world(container_factory: Callable[[str], Any], blob_state: StateStore, fake_platform: FakePlatform,
-                   clock: Clock) -> tuple[Deps, str]:
+@pytest.fixture
+def scoring_job(container_factory: Callable[[str], Any], blob_state: StateStore, fake_platform: FakePlatform,
+                clock: Clock) -> tuple[Deps, str]:
     """A scoring batch landed and its batch job submitted for the champion; (deps, the job's name)."""
     from tests.test_batch_scoring import _batch
     from tests.timers_support import make_champion
@@ -195,6 +196,12 @@ def _scoring_world(container_factory: Callable[[str], Any], blob_state: StateSto
         reaction.run("scoring.blob", raw, event_id=raw["id"], deps=deps)
     [job] = [j.name for j in fake_platform.jobs.values() if j.kind == "batch"]
     return deps, job
+
+
+def _end_unheard(platform: FakePlatform, job: str, status: str, **how: str) -> dict[str, Any]:
+    """The platform ends `job`; its run event is never delivered (returned, for a late delivery)."""
+    platform.finish_job(job, status, **how)
+    return platform.events.pop()
 
 
 def _overlapping_ticks(deps: Deps, ticks: int = 3) -> list[reaction.Outcome]:
@@ -211,11 +218,9 @@ def _scoring_status(deps: Deps) -> str:
 
 
 def test_a_scoring_job_that_completed_unheard_is_closed_by_the_tracker_once(
-        container_factory: Callable[[str], Any], blob_state: StateStore, fake_platform: FakePlatform,
-        clock: Clock) -> None:
-    deps, job = _scoring_world(container_factory, blob_state, fake_platform, clock)
-    fake_platform.finish_job(job, "Completed")
-    lost = fake_platform.events.pop()  # never delivered
+        scoring_job: tuple[Deps, str], fake_platform: FakePlatform) -> None:
+    deps, job = scoring_job
+    lost = _end_unheard(fake_platform, job, "Completed")
     _overlapping_ticks(deps)
     _overlapping_ticks(deps)
     assert _scoring_status(deps) == "completed"
@@ -228,13 +233,11 @@ def test_a_scoring_job_that_completed_unheard_is_closed_by_the_tracker_once(
 
 
 def test_a_scoring_job_that_failed_unheard_publishes_its_failure_once_with_why(
-        container_factory: Callable[[str], Any], blob_state: StateStore, fake_platform: FakePlatform,
-        clock: Clock) -> None:
+        scoring_job: tuple[Deps, str], fake_platform: FakePlatform) -> None:
     from shared.core.platform import FAILURE_USER
 
-    deps, job = _scoring_world(container_factory, blob_state, fake_platform, clock)
-    fake_platform.finish_job(job, "Failed", error="score.py: KeyError: 'age'", failure=FAILURE_USER)
-    fake_platform.events.pop()
+    deps, job = scoring_job
+    _end_unheard(fake_platform, job, "Failed", error="score.py: KeyError: 'age'", failure=FAILURE_USER)
     _overlapping_ticks(deps)
     _overlapping_ticks(deps)
     assert _scoring_status(deps) == "failed"
@@ -244,13 +247,11 @@ def test_a_scoring_job_that_failed_unheard_publishes_its_failure_once_with_why(
 
 
 def test_a_scoring_job_that_failed_transiently_unheard_is_retried_once_then_closed(
-        container_factory: Callable[[str], Any], blob_state: StateStore, fake_platform: FakePlatform,
-        clock: Clock) -> None:
+        scoring_job: tuple[Deps, str], fake_platform: FakePlatform, clock: Clock) -> None:
     from shared.core.platform import FAILURE_TRANSIENT
 
-    deps, job = _scoring_world(container_factory, blob_state, fake_platform, clock)
-    fake_platform.finish_job(job, "Failed", error="ServiceUnavailable: 503", failure=FAILURE_TRANSIENT)
-    fake_platform.events.pop()
+    deps, job = scoring_job
+    _end_unheard(fake_platform, job, "Failed", error="ServiceUnavailable: 503", failure=FAILURE_TRANSIENT)
     outcomes = _overlapping_ticks(deps)
     assert _scoring_status(deps) == "deploying" and fake_platform.calls["invoke_batch"] == 1
     assert sum(o.details.get("advanced", 0) for o in outcomes) == 1  # one tick scheduled the retry
@@ -260,8 +261,7 @@ def test_a_scoring_job_that_failed_transiently_unheard_is_retried_once_then_clos
     assert len(retries) == 1 and _scoring_status(deps) == "submitted"
     assert sum(o.details.get("advanced", 0) for o in outcomes) == 1  # one tick submitted it, the others: duplicate
     assert sent(deps).count("Reflex.BatchScoringSubmitted") == 2     # the first job and its one retry
-    fake_platform.finish_job(retries[0], "Completed")
-    fake_platform.events.pop()
+    _end_unheard(fake_platform, retries[0], "Completed")
     _overlapping_ticks(deps)
     assert _scoring_status(deps) == "completed"
     assert sent(deps).count("Reflex.BatchScoringCompleted") == 1 and "Reflex.BatchScoringFailed" not in sent(deps)
