@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 from aml_harness import FailingCredential, FakeCredential, azure_platform
@@ -360,7 +361,8 @@ def test_delete_refused_under_traffic_and_allowed_at_zero(svc: AmlService) -> No
 
 
 def test_logs_metrics_and_quota(svc: AmlService) -> None:
-    svc.monitor[("churn-ep", "green")] = {"requests_by_class": {"2xx": 95, "4xx": 3, "5xx": 2}, "latency_ms": 40.0}
+    svc.monitor[("churn-ep", "green")] = {"requests_by_class": {"2xx": 95, "4xx": 3, "5xx": 2}, "latency_ms": 40.0,
+                                          "latency_p50_ms": 31.0}
     svc.usages["standardDSv2Family"] = (52, 64)
     with azure_platform(svc) as p:
         _serving(svc, p, "green")
@@ -381,8 +383,8 @@ def test_logs_metrics_and_quota(svc: AmlService) -> None:
     assert metric_requests[0].query["metricnames"] == ["RequestsPerMinute"]
     assert metric_requests[0].query["aggregation"] == ["Average"]     # what the page lists: no Total
     assert metric_requests[0].query["$filter"] == ["deployment eq 'green' and statusCodeClass eq '*'"]
-    assert metric_requests[1].query["metricnames"] == ["RequestLatency"]
-    assert (metrics.requests, metrics.errors, metrics.latency_ms) == (100, 2, 40.0)
+    assert metric_requests[1].query["metricnames"] == ["RequestLatency,RequestLatency_P50"]   # one query for both
+    assert (metrics.requests, metrics.errors, metrics.latency_ms, metrics.latency_p50_ms) == (100, 2, 40.0, 31.0)
     # 2 x 4 cores plus the 20% upgrade reserve, in whole instances: 3 x 4 = 12 cores
     assert (quota.family, quota.needed, quota.used, quota.limit, quota.ok) == ("standardDSv2Family", 12, 52, 64, True)
     loc = f"/subscriptions/{svc.subscription}/providers/Microsoft.MachineLearningServices/locations/{svc.location}"
@@ -625,6 +627,38 @@ def test_a_missing_series_is_no_data_yet_not_zero_requests(svc: AmlService) -> N
     assert (nothing.requests, nothing.has_data, nothing.latency_ms) == (0, False, None)
     assert (empty.requests, empty.has_data) == (0, False)
     assert (some.requests, some.errors, some.has_data, some.latency_ms) == (7, 0, True, 12.0)
+
+
+def _minutes(metric: str, unit: str, points: list[tuple[str, float]], **dimensions: str) -> dict[str, Any]:
+    """One metric of a Metrics - List answer in the published example's shape (GetMetric.json): per-minute points
+    with `average` and `count`, dimension names lower-cased in `metadatavalues`."""
+    meta = [{"name": {"value": k.lower(), "localizedValue": k}, "value": v} for k, v in dimensions.items()]
+    return {"id": f"x/providers/Microsoft.Insights/metrics/{metric}", "type": "Microsoft.Insights/metrics",
+            "name": {"value": metric, "localizedValue": metric}, "unit": unit, "errorCode": "Success",
+            "timeseries": [{"metadatavalues": meta,
+                            "data": [{"timeStamp": at, "average": v, "count": 1.0} for at, v in points]}]}
+
+
+def test_a_minute_with_only_the_smoke_request_weighs_one_request_not_a_minute_of_traffic(svc: AmlService) -> None:
+    """#18.6: the smoke test's request alone in its minute (3 s, cold) and a minute of 99 requests at 100 ms (median
+    90 ms): the window's latency is the requests' mean and median, not the mean of two minutes (1.55 s)."""
+    def answer(*metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"cost": 0, "timespan": "", "interval": "PT1M", "namespace": "x", "resourceregion": "eastus",
+                "value": list(metrics)}
+
+    minutes = ("2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z")
+    svc.monitor_answers["RequestsPerMinute"] = answer(_minutes(
+        "RequestsPerMinute", "Count", [(minutes[0], 1.0), (minutes[1], 99.0)], deployment="green",
+        statusCodeClass="2xx"))
+    svc.monitor_answers["RequestLatency"] = answer(
+        _minutes("RequestLatency", "Milliseconds", [(minutes[0], 3000.0), (minutes[1], 100.0)], deployment="green"),
+        _minutes("RequestLatency_P50", "Milliseconds", [(minutes[0], 3000.0), (minutes[1], 90.0)],
+                 deployment="green"))
+    with azure_platform(svc) as p:
+        metrics = p.get_deployment_metrics("churn-ep", "green", window_seconds=120)
+    assert metrics.requests == 100
+    assert metrics.latency_ms == pytest.approx((3000.0 + 99 * 100.0) / 100)
+    assert metrics.latency_p50_ms == pytest.approx((3000.0 + 99 * 90.0) / 100)
 
 
 # ------------------------------------------------------------------ quota

@@ -278,12 +278,20 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
 
     A canary is judged on `plan.min_requests` requests at least: one slow or failed request among three is
     noise (a cold first request, the smoke test), not a regression. Before that many are in, it breaches only
-    when the outcome is already certain: when the thresholds would be exceeded even if every request still
-    missing were instant and succeeded (errors / min_requests, latency sum / min_requests).
+    when the outcome is already certain: when the error rate or the backstop would be exceeded even if every
+    request still missing were instant and succeeded (errors / min_requests, latency sum / min_requests).
 
     Latency is judged against the live deployment over the same window (`max_latency_ratio`): both serve the
     same requests on the same kind of machine at the same time, so a slow moment (a loaded host, a busy region)
-    slows both and is not the new model's fault. `max_latency_ms` is only a backstop, for a canary without a
+    slows both and is not the new model's fault. The ratio compares like with like (#18.6): only once both
+    deployments served `min_requests` requests (at least one) in the window, never from a partial canary sample,
+    and on the median request where the platform reports it for both. On a loaded machine single requests stall
+    for seconds while the median hardly moves (measured: a median of 10-12 ms for both models, stalls to 1.8 s),
+    so the mean of a canary's ten requests against the mean of the live one's hundreds is decided by whether one
+    stall or the smoke test's cold request fell into the canary's few; a canary that is slower at its typical
+    request, as a real regression is, moves the median as much as the mean.
+
+    `max_latency_ms` is only a backstop, on the mean (every request, stalls included), for a canary without a
     live deployment to compare with (the first model, the last step where the live one serves nothing) or one
     both too slow to keep; its default is Azure ML's own request timeout (azure-ai-ml
     `OnlineRequestSettings.request_timeout_ms`, 5000 ms), beyond which requests fail anyway.
@@ -295,25 +303,35 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
     if error_rate > plan.max_error_rate:
         return (f"error rate {error_rate:.3f} ({new.errors}/{sample}"
                 f"{'' if sample == new.requests else ' at least'}) exceeds {plan.max_error_rate:.3f}")
-    if new.latency_ms is not None:
-        latency = new.latency_ms * new.requests / sample
+    if new.latency_ms is None:
+        return ""
+    compared = _comparable_latency(new, live, max(1, plan.min_requests))
+    if compared is not None:
+        what, new_ms, live_ms = compared
+        if new_ms > live_ms * plan.max_latency_ratio:
+            return (f"{what} {new_ms:.0f} ms exceeds {plan.max_latency_ratio}x the live deployment's "
+                    f"{live_ms:.0f} ms over the same {new.window_seconds} s ({new.requests} and "
+                    f"{live.requests if live else 0} requests)")
+    latency = new.latency_ms * new.requests / sample
+    if latency > plan.max_latency_ms:
         bound = "" if sample == new.requests else f" (at least, over {sample} requests)"
-        live_ms = _comparable_latency(new, live)
-        if live_ms is not None and latency > live_ms * plan.max_latency_ratio:
-            return (f"latency {latency:.0f} ms{bound} exceeds {plan.max_latency_ratio}x the live "
-                    f"deployment's {live_ms:.0f} ms over the same {new.window_seconds} s")
-        if latency > plan.max_latency_ms:
-            against = "" if live_ms is None else f" (the live deployment's: {live_ms:.0f} ms)"
-            return f"latency {latency:.0f} ms{bound} exceeds the {plan.max_latency_ms:.0f} ms backstop{against}"
+        against = "" if compared is None else f" (the live deployment's: {compared[2]:.0f} ms)"
+        return f"latency {latency:.0f} ms{bound} exceeds the {plan.max_latency_ms:.0f} ms backstop{against}"
     return ""
 
 
-def _comparable_latency(new: DeploymentMetrics, live: DeploymentMetrics | None) -> float | None:
-    """The live deployment's mean latency when it can be compared with the new one's: it served requests in a
-    window of the same length (shared.rollout.flow.observe asks for both with one window). Else None."""
-    if live is None or live.requests <= 0 or not live.latency_ms or live.window_seconds != new.window_seconds:
+def _comparable_latency(new: DeploymentMetrics, live: DeploymentMetrics | None,
+                        need: int) -> tuple[str, float, float] | None:
+    """(what is compared, the new deployment's, the live one's) latency when the two can be compared: both
+    served `need` requests at least in a window of the same length (shared.rollout.flow.observe asks for both
+    with one window); the medians when both are reported, else the means. Else None."""
+    if live is None or live.window_seconds != new.window_seconds or min(new.requests, live.requests) < need:
         return None
-    return live.latency_ms
+    if new.latency_p50_ms is not None and live.latency_p50_ms:
+        return "median latency", new.latency_p50_ms, live.latency_p50_ms
+    if new.latency_ms is None or not live.latency_ms:
+        return None
+    return "latency", new.latency_ms, live.latency_ms
 
 
 def _metrics_evidence(o: Observation) -> dict[str, Any]:
@@ -321,7 +339,7 @@ def _metrics_evidence(o: Observation) -> dict[str, Any]:
         if m is None:
             return None
         return {"requests": m.requests, "errors": m.errors, "error_rate": round(m.error_rate, 6),
-                "latency_ms": m.latency_ms, "window_seconds": m.window_seconds}
+                "latency_ms": m.latency_ms, "latency_p50_ms": m.latency_p50_ms, "window_seconds": m.window_seconds}
 
     return {"new": one(o.new_metrics), "live": one(o.live_metrics), "traffic": dict(o.traffic),
             "mirror": dict(o.mirror)}

@@ -192,9 +192,12 @@ def _submit(deps: Deps, key: str, batch: ScoringRecord, details: dict[str, Any])
             "reflex.parent": str(batch.model), "reflex.batch": key}
     job = deps.platform.invoke_batch(endpoint, deployment, input_path=str(batch.input),
                                      output_path=str(batch.output), job_name=batch.job, tags=tags)
-    if _moved(deps, key, "submitted", now, allowed_from=("deploying",), reason="batch job submitted",
-              submitted_at=now, job_url=job.url):
-        deps.publisher.publish("BatchScoringSubmitted", batch.batch_id, {**details, "url": job.url})
+    # invoke_batch is idempotent by job name, so overlapping ticks submit one job; the record's compare-and-swap
+    # names the one that acted (and publishes), the others are duplicates
+    if not _moved(deps, key, "submitted", now, allowed_from=("deploying",), reason="batch job submitted",
+                  submitted_at=now, job_url=job.url):
+        return Outcome("duplicate", f"batch job {batch.job} was submitted by another tick", details)
+    deps.publisher.publish("BatchScoringSubmitted", batch.batch_id, {**details, "url": job.url})
     return Outcome("acted", f"batch job {batch.job} submitted for {batch.batch_id}", details)
 
 
