@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core import events
+from shared.core import trace as tracing
 from shared.core.control import read_control
 from shared.core.errors import PermanentError, TransientError
 from shared.core.platform import APPROVAL_TAG
@@ -92,7 +93,19 @@ def handle_model_registered(raw: Any, deps: Deps, outside: OutsideModels) -> Out
                             "takes its steps)", details)
 
 
-def _advance(deps: Deps, key: str, dry_run: bool) -> dict[str, Any]:
+def _advance(deps: Deps, key: str, dry_run: bool, chain: str) -> dict[str, Any]:
+    """One rollout's step, as a span of its own chain's trace (`chain`: the record's `trace`; the tick's span
+    links to it, shared/core/trace.py `chain_step`)."""
+    with tracing.chain_step("rollout.step", chain, record=key) as span:
+        result = _step(deps, key, dry_run)
+        tracing.annotate(span, str(result.get("status", "error" if "error" in result else "")),
+                         str(result.get("waiting") or result.get("error") or result.get("reason") or ""),
+                         {k: [str(result[k])] for k in ("rollout", "model", "deployment", "endpoint") if result.get(k)},
+                         {"action": result["action"]} if result.get("action") else None)
+        return result
+
+
+def _step(deps: Deps, key: str, dry_run: bool) -> dict[str, Any]:
     """One rollout's step, isolated: its failure is logged and recorded, never blocks the others."""
     try:
         steps = drive(deps, key, dry_run=dry_run)
@@ -138,11 +151,18 @@ def _start_evaluated(deps: Deps, outside: OutsideModels) -> None:
         deps.state.delete(ready.key)
 
 
+def _chain(value: Any) -> str:
+    """The trace a rollout record's steps continue (its `trace` field), "" for a record without one."""
+    carried = value.get("trace") if isinstance(value, dict) else None
+    return carried if isinstance(carried, str) else ""
+
+
 def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     dry_run = read_control(deps).dry_run
     if not dry_run:
         _start_evaluated(deps, outside)
-    results = {record.key: _advance(deps, record.key, dry_run) for record in deps.state.records(PREFIX)}
+    results = {record.key: _advance(deps, record.key, dry_run, _chain(record.value))
+               for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
     # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
     found = discover(deps, functools.partial(handle_model_registered, outside=outside))
@@ -150,7 +170,8 @@ def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcom
         for v in found.values():
             key = rollout_key(v["endpoint"]) if v.get("outcome") == "acted" and v.get("endpoint") else ""
             if key and key not in moved:
-                stepped = _advance(deps, key, dry_run)
+                recorded = deps.state.get(key)
+                stepped = _advance(deps, key, dry_run, _chain(recorded.value if recorded else {}))
                 if stepped:
                     moved[key] = stepped
     # one lineage group per rollout (shared/core/ledger.py `links`): endpoints advanced together stay unrelated
