@@ -20,7 +20,7 @@ from shared.core.platform import APPROVAL_TAG
 from shared.core.reaction import Outcome
 from shared.rollout.discovery import discover
 from shared.rollout.flow import PREFIX, drive, register, roll_back, rollout_key, summary
-from shared.rollout.machine import RollBack, Rollout, Wait
+from shared.rollout.machine import RollBack, Rollout, Wait, read
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -93,10 +93,14 @@ def handle_model_registered(raw: Any, deps: Deps, outside: OutsideModels) -> Out
                             "takes its steps)", details)
 
 
-def _advance(deps: Deps, key: str, dry_run: bool, chain: str) -> dict[str, Any]:
-    """One rollout's step, as a span of its own chain's trace (`chain`: the record's `trace`; the tick's span
-    links to it, shared/core/trace.py `chain_step`)."""
-    with tracing.chain_step("rollout.step", chain, record=key) as span:
+def _advance(deps: Deps, key: str, dry_run: bool, listed: Any) -> dict[str, Any]:
+    """One rollout's step, as a span of its own chain's trace (the listed record's `trace`; the tick's span links
+    to it, shared/core/trace.py `chain_step`). A finished rollout with nothing queued takes no step and gets no
+    span: its trace ended with it, and ticks must not keep adding to it."""
+    found = read(listed) if isinstance(listed, dict) else None
+    if found is not None and found.terminal and not found.queued:
+        return _step(deps, key, dry_run)
+    with tracing.chain_step("rollout.step", found.trace if found else "", record=key) as span:
         result = _step(deps, key, dry_run)
         tracing.annotate(span, str(result.get("status", "error" if "error" in result else "")),
                          str(result.get("waiting") or result.get("error") or result.get("reason") or ""),
@@ -151,17 +155,11 @@ def _start_evaluated(deps: Deps, outside: OutsideModels) -> None:
         deps.state.delete(ready.key)
 
 
-def _chain(value: Any) -> str:
-    """The trace a rollout record's steps continue (its `trace` field), "" for a record without one."""
-    carried = value.get("trace") if isinstance(value, dict) else None
-    return carried if isinstance(carried, str) else ""
-
-
 def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     dry_run = read_control(deps).dry_run
     if not dry_run:
         _start_evaluated(deps, outside)
-    results = {record.key: _advance(deps, record.key, dry_run, _chain(record.value))
+    results = {record.key: _advance(deps, record.key, dry_run, record.value)
                for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
     # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
@@ -171,7 +169,7 @@ def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcom
             key = rollout_key(v["endpoint"]) if v.get("outcome") == "acted" and v.get("endpoint") else ""
             if key and key not in moved:
                 recorded = deps.state.get(key)
-                stepped = _advance(deps, key, dry_run, _chain(recorded.value if recorded else {}))
+                stepped = _advance(deps, key, dry_run, recorded.value if recorded else None)
                 if stepped:
                     moved[key] = stepped
     # one lineage group per rollout (shared/core/ledger.py `links`): endpoints advanced together stay unrelated
