@@ -12,6 +12,12 @@ maps errors to outcomes:
   event id: a redelivery (or a concurrent copy) that fails again is a `duplicate` of it (`_dead_letter`);
 * any other exception is a bug: dead-lettered the same way with its type, so it can be replayed once fixed.
 
+Every run is one OpenTelemetry span, `reflex.<name>` (shared/core/trace.py `reaction_span`): it continues the trace
+context the payload carries (a job's or model's `reflex.traceparent` tag in an Azure ML event, `data.traceparent`
+of a `Reflex.*` event: shared/core/events.py `trace_carrier`), else starts a new root; it carries the reaction,
+the event id, the outcome and the refs the ledger records as attributes; a dead-lettered error is recorded on it
+as an exception and sets its status to ERROR, as does a `TransientError` leaving it.
+
 Handlers are registered by name (`@handler("data.arrival")`) so the CLI can replay a dead letter or a held
 event through exactly the code path the trigger uses. Each outcome is appended to `deps.ledger` (the lineage
 ledger, shared/core/ledger.py; `get_deps()` sets it, tests hand theirs in `Deps`).
@@ -28,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.core import trace
 from shared.core.errors import ReflexError, TransientError, safe_json, safe_text
 from shared.core.log import configure, context, explain_id
 from shared.core.state import key_part
@@ -149,6 +154,7 @@ def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None,
         from shared.core.deps import get_deps
 
         deps = get_deps()
+    from shared.core import trace  # here, not at import: cold start loads nothing of tracing
     from shared.core.events import trace_carrier
 
     trace.configure(getattr(deps, "settings", None))
@@ -185,6 +191,8 @@ def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None,
 
 def _ended(name: str, event_id: str, payload: Any, outcome: Outcome, deps: Deps, span: Any) -> Outcome:
     """Log the outcome line, put the outcome and its refs on the reaction's span, append it to the ledger."""
+    from shared.core import trace
+
     refs = _refs(name, payload, outcome)
     log.info("%s: %s", outcome.status, safe_text(outcome.reason), extra=_dimensions(name, event_id, outcome, refs))
     trace.annotate(span, outcome.status, safe_text(outcome.reason), refs)
