@@ -25,9 +25,10 @@ reaction starts a new root, and nothing about tracing can fail a reaction (`cont
 Where spans go (`configure`, once per process, on the first reaction): with `APPLICATIONINSIGHTS_CONNECTION_STRING`
 set, shared/core/log.py has loaded the Azure Monitor distro, whose tracer provider exports to Application Insights;
 with `REFLEX_TRACE_FILE` set (the local stack), an SDK provider writes OTLP/JSON lines to that file
-(shared/core/trace_file.py); with neither, only the OpenTelemetry API's no-op tracer runs: no span is recorded,
-but a context that arrived is still handed on unchanged (the no-op tracer keeps the parent's span context). When a
-provider is active, azure-core's own spans (every Storage and Azure ML request) are switched on by setting
+(shared/core/trace_file.py `configure_file_tracing`, one line as each span ends); with neither, only the
+OpenTelemetry API's no-op tracer runs: no span is recorded, but a context that arrived is still handed on
+unchanged (the no-op tracer keeps the parent's span context). When a provider is active, azure-core's own spans
+(every Storage and Azure ML request) are switched on by setting
 `azure.core.settings.settings.tracing_implementation = "opentelemetry"` (azure-core-tracing-opentelemetry's
 `OpenTelemetrySpan`: Azure/azure-sdk-for-python sdk/core/azure-core-tracing-opentelemetry README; azure-core
 `settings.py` `_tracing_implementation_dict`), and they nest under the reaction span because they start in its
@@ -73,7 +74,8 @@ _state = _State()
 
 
 def configure(settings: Settings | None = None) -> None:
-    """Start recording once per process: Application Insights (the distro's provider) or the trace file, else no-op.
+    """Start recording once per process: Application Insights (the distro's provider), the trace file (added to the
+    distro's provider when both are set), else the no-op API.
 
     `settings.trace_file` is REFLEX_TRACE_FILE; the Application Insights check reads the same environment variable
     shared/core/log.py `configure` read to load the distro (it runs first, in `reaction.run`).
@@ -83,29 +85,26 @@ def configure(settings: Settings | None = None) -> None:
     _state.configured = True
     path = settings.trace_file if settings is not None else os.environ.get("REFLEX_TRACE_FILE", "")
     try:
+        provider: TracerProvider | None = None
         if os.environ.get(_APPINSIGHTS):
             from opentelemetry import trace
 
-            activate(trace.get_tracer_provider())
-        elif path:
-            activate(_file_provider(path))
+            provider = trace.get_tracer_provider()
+        if path:  # the file too (beside Application Insights when both are set)
+            from shared.core.trace_file import configure_file_tracing
+
+            provider = configure_file_tracing(_sdk(provider), path=path) or provider
+        if provider is not None:
+            activate(provider)
     except Exception:  # tracing is an aid: a broken exporter must not stop the reactions
         log.exception("tracing could not be configured; reactions run without spans")
 
 
-def _file_provider(path: str) -> TracerProvider:
-    """An SDK provider exporting to `path` (OTLP/JSON lines), also installed as the global one azure-core uses."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
+def _sdk(provider: TracerProvider | None) -> Any:
+    """`provider` when it is an SDK provider a span processor can be added to (the distro's), else None."""
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from shared.core.trace_file import OtlpJsonFileExporter
-
-    provider = SdkTracerProvider(resource=Resource.create({"service.name": "reflex"}))
-    provider.add_span_processor(BatchSpanProcessor(OtlpJsonFileExporter(path), schedule_delay_millis=500))
-    trace.set_tracer_provider(provider)  # ignored, with a warning, when another provider was set first
-    return provider
+    return provider if isinstance(provider, SdkTracerProvider) else None
 
 
 def activate(provider: TracerProvider) -> None:

@@ -8,10 +8,12 @@ base64; enums (`kind`, `status.code`) as integers; 64-bit integers (times in nan
 field names in lowerCamelCase, as in opentelemetry-proto `opentelemetry/proto/trace/v1/trace.proto`.
 
 Each export call appends one line with a single write, so several processes (the local host, the CLI's replays)
-can share one file. Loaded only when `REFLEX_TRACE_FILE` is set (shared/core/trace.py), never at cold start.
+can share one file; spans go through a `SimpleSpanProcessor`, one line as each span ends, so a host that is killed
+loses no span that already ended. Loaded only when `REFLEX_TRACE_FILE` is set (shared/core/trace.py), never at
+cold start.
 
-This is the minimal exporter the trace branch needs; the timeline branch owns this module and may replace it in
-the same form.
+This is the minimal exporter the trace branch needs, with the interface the timeline branch's fuller module has
+(`OtlpJsonFileExporter(path)`, `configure_file_tracing(provider, path=...)`); the timeline branch owns this module.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-__all__ = ["OtlpJsonFileExporter", "request_of"]
+__all__ = ["OtlpJsonFileExporter", "configure_file_tracing", "request_of"]
+
+_configured: set[tuple[int, str]] = set()
+_configure_lock = threading.Lock()
 
 
 def _value(value: Any) -> dict[str, Any]:
@@ -109,3 +116,28 @@ class OtlpJsonFileExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def configure_file_tracing(provider: TracerProvider | None = None, *, path: str | None = None,
+                           service: str = "reflex") -> TracerProvider | None:
+    """Record this process's spans to `path` (default `REFLEX_TRACE_FILE`); the provider, or None when unset.
+
+    `provider`: the app's TracerProvider; without one the global provider is used when it is an SDK one (the
+    Azure Monitor distro installs such), else one is created for `service` and installed as the global one (which
+    azure-core's spans use). Idempotent per provider and file."""
+    target = (path if path is not None else os.environ.get("REFLEX_TRACE_FILE", "")).strip()
+    if not target:
+        return None
+    with _configure_lock:
+        if provider is None:
+            current = trace.get_tracer_provider()
+            if isinstance(current, TracerProvider):
+                provider = current
+            else:
+                provider = TracerProvider(resource=Resource.create({"service.name": service}))
+                trace.set_tracer_provider(provider)
+        key = (id(provider), os.path.abspath(target))
+        if key not in _configured:
+            _configured.add(key)
+            provider.add_span_processor(SimpleSpanProcessor(OtlpJsonFileExporter(target)))
+    return provider
