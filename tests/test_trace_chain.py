@@ -129,6 +129,26 @@ def test_upload_to_promotion_is_one_trace(world: World, spans: InMemorySpanExpor
     assert all(reaction_of(s) is not None for s in http)
 
 
+def test_a_version_found_by_the_reconciler_is_rolled_out_in_its_registration_s_trace(
+        world: World, spans: InMemorySpanExporter) -> None:
+    """The model's ModelRegistered never arrives: the tick that discovers the version continues the chain from the
+    model's tag, and the rollout it records (and its first step) are in the registration's trace."""
+    chain = world.chain("heart/b4", upto="registered")
+    world.tick()
+    done = list(spans.get_finished_spans())
+    registration = _the(spans_named(done, "reflex.registration.run_event"))
+    (found,) = spans_named(done, "reflex.rollout.model_registered")
+    assert (found.attributes or {})["reflex.discovered"] == "true"
+    assert _parent(found) == registration.context.span_id and hex_ids(found)[0] == hex_ids(registration)[0]
+    assert (found.attributes or {})["reflex.model"] == (chain.model,)
+    rollout = world.rollout()
+    assert rollout is not None and rollout.trace == traceparent_of(found)
+    (step,) = spans_named(done, "reflex.rollout.step")
+    assert _parent(step) == found.context.span_id
+    (tick,) = spans_named(done, "reflex.rollout.reconcile")
+    assert {f"{link.context.trace_id:032x}" for link in tick.links} == {hex_ids(registration)[0]}
+
+
 def test_every_blob_of_a_batch_runs_in_its_own_span(world: World, spans: InMemorySpanExporter) -> None:
     """Each BlobCreated is its own reaction: the files' arrivals are roots that wait, the marker's starts the job."""
     for raw in world.upload("heart/b2"):

@@ -16,6 +16,7 @@ from shared.core import events
 from shared.core import trace as tracing
 from shared.core.control import read_control
 from shared.core.errors import PermanentError, TransientError
+from shared.core.ledger import refs_from
 from shared.core.platform import APPROVAL_TAG
 from shared.core.reaction import Outcome
 from shared.rollout.discovery import discover
@@ -155,6 +156,15 @@ def _start_evaluated(deps: Deps, outside: OutsideModels) -> None:
         deps.state.delete(ready.key)
 
 
+def _discovered(raw: Any, deps: Deps, outside: OutsideModels) -> Outcome:
+    """A version no event announced, through the ModelRegistered reaction, in a span of the chain its model's tag
+    names (shared/rollout/discovery.py puts it in the event): the rollout it records continues that trace."""
+    with tracing.chain_step("rollout.model_registered", events.trace_carrier(raw), discovered="true") as span:
+        outcome = handle_model_registered(raw, deps, outside)
+        tracing.annotate(span, outcome.status, outcome.reason, refs_from(outcome.details, raw))
+        return outcome
+
+
 def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     dry_run = read_control(deps).dry_run
     if not dry_run:
@@ -163,7 +173,7 @@ def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcom
                for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
     # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
-    found = discover(deps, functools.partial(handle_model_registered, outside=outside))
+    found = discover(deps, functools.partial(_discovered, outside=outside))
     if not dry_run:  # a rollout discovery just recorded takes its first step in this same tick
         for v in found.values():
             key = rollout_key(v["endpoint"]) if v.get("outcome") == "acted" and v.get("endpoint") else ""
