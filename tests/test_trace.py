@@ -54,36 +54,46 @@ def spans() -> Iterator[InMemorySpanExporter]:
     yield from recording()
 
 
-def _run_event(tags: dict[str, Any], event_id: str = "ev-run") -> dict[str, Any]:
-    """An Azure ML RunCompleted (tests/events/run_completed.json's shape) for a job that is not in the workspace."""
-    return {"id": event_id, "topic": "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/"
-                                     "workspaces/w", "subject": "experiments/e/runs/nojob",
-            "eventType": events.RUN_COMPLETED, "eventTime": "2026-12-01T10:00:00Z", "dataVersion": "",
-            "data": {"experimentId": "e", "experimentName": "reflex", "runId": "nojob", "runTags": tags}}
+EVENTS = ROOT / "tests" / "events"  # the documented Azure ML event forms (tests/events/README.md)
 
 
-def _reflex_registered(data_extra: dict[str, Any], event_id: str = "ev-reg") -> dict[str, Any]:
-    """`Reflex.ModelRegistered` as the gate publishes it, for a model no endpoint serves (the rollout skips it)."""
-    return {"id": event_id, "topic": "reflex", "subject": "models/unserved:1", "eventType": "Reflex.ModelRegistered",
+def _fixture(name: str) -> dict[str, Any]:
+    (event,) = json.loads((EVENTS / name).read_text())
+    return dict(event)
+
+
+def _run_event(tags: dict[str, Any]) -> dict[str, Any]:
+    """The docs' RunCompleted sample (its job is not in the workspace: the gate skips it), with `tags` as runTags."""
+    event = _fixture("run_completed.json")
+    return {**event, "data": {**event["data"], "runTags": tags}}
+
+
+def _model_registered(tags: dict[str, Any]) -> dict[str, Any]:
+    """The docs' ModelRegistered sample, PascalCase keys (no endpoint serves its model: the rollout skips it)."""
+    event = _fixture("model_registered_pascal.json")
+    return {**event, "data": {**event["data"], "ModelTags": {**event["data"]["ModelTags"], **tags}}}
+
+
+def _reflex_registered(data_extra: dict[str, Any]) -> dict[str, Any]:
+    """`Reflex.ModelRegistered` as the gate publishes it (Event Grid schema), for a model no endpoint serves."""
+    return {"id": "ev-reg", "topic": "reflex", "subject": "models/unserved:1", "eventType": "Reflex.ModelRegistered",
             "eventTime": "2026-12-01T10:00:00Z", "dataVersion": "1",
             "data": {"model": "unserved", "version": "1", **data_extra}}
 
 
-def _cloud_registered(extension: dict[str, Any], event_id: str = "ev-ce") -> dict[str, Any]:
-    """The same event delivered in the CloudEvents 1.0 schema, trace context as its extension attribute."""
-    return {"id": event_id, "specversion": "1.0", "type": "Reflex.ModelRegistered", "source": "reflex",
-            "subject": "models/unserved:1", "time": "2026-12-01T10:00:00Z",
-            "data": {"model": "unserved", "version": "1"}, **extension}
+def _cloud_registered(extension: dict[str, Any]) -> dict[str, Any]:
+    """The docs' ModelRegistered in the CloudEvents 1.0 schema, trace context as its extension attribute."""
+    return {**_fixture("model_registered_cloudevent.json"), **extension}
 
 
 CARRIERS = {
     "run tag": ("registration.run_event", lambda v: _run_event({trace.TAG: v})),
+    "model tag": ("rollout.model_registered", lambda v: _model_registered({trace.TAG: v})),
     "event data": ("rollout.model_registered", lambda v: _reflex_registered({trace.TRACEPARENT: v})),
     "cloudevent attribute": ("rollout.model_registered", lambda v: _cloud_registered({trace.TRACEPARENT: v})),
 }
-
-PLAIN = {"run tag": lambda: _run_event({}), "event data": lambda: _reflex_registered({}),
-         "cloudevent attribute": lambda: _cloud_registered({})}
+PLAIN = {"run tag": lambda: _run_event({}), "model tag": lambda: _model_registered({}),
+         "event data": lambda: _reflex_registered({}), "cloudevent attribute": lambda: _cloud_registered({})}
 
 
 def _deps() -> Any:
@@ -103,6 +113,7 @@ def test_a_reaction_continues_the_trace_its_event_carries(where: str, spans: InM
     attributes = span.attributes or {}
     assert (attributes["reflex.reaction"], attributes["reflex.event_id"], attributes["reflex.outcome"]) == \
         (name, raw["id"], "skipped")
+    assert events.trace_carrier(raw) == VALID
 
 
 @pytest.mark.parametrize("where", sorted(CARRIERS))
@@ -139,7 +150,8 @@ def test_reading_trace_context_never_raises(data: Any, top: dict[str, Any]) -> N
 
 def test_a_dead_letter_records_the_exception_on_an_error_span(spans: InMemorySpanExporter) -> None:
     broken = _run_event({})
-    del broken["data"]["runId"]  # InvalidEvent: dead-lettered, the exception does not leave the reaction
+    # InvalidEvent: dead-lettered, the exception does not leave the reaction
+    broken["data"] = {k: v for k, v in broken["data"].items() if k != "runId"}
     outcome = reaction.run("registration.run_event", broken, event_id="ev-bad", deps=_deps())
     assert outcome.status == "dead-lettered"
     (span,) = spans_named(list(spans.get_finished_spans()), "reflex.registration.run_event")
@@ -278,7 +290,8 @@ print(settings.tracing_implementation().__name__)
     assert span["kind"] == 5 and int(span["endTimeUnixNano"]) >= int(span["startTimeUnixNano"]) > 0
     attributes = {a["key"]: a["value"] for a in span["attributes"]}
     assert attributes["reflex.outcome"] == {"stringValue": "skipped"}
-    assert attributes["reflex.job"] == {"arrayValue": {"values": [{"stringValue": "nojob"}]}}
+    run_id = _run_event({})["data"]["runId"]
+    assert attributes["reflex.job"] == {"arrayValue": {"values": [{"stringValue": run_id}]}}
     assert {"key": "service.name", "value": {"stringValue": "reflex"}} in resource["resource"]["attributes"]
     for line in lines:
         parsed = _otlp_request(line)
