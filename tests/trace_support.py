@@ -27,9 +27,13 @@ _PROVIDER: TracerProvider | None = None
 def _provider() -> TracerProvider:
     global _PROVIDER
     if _PROVIDER is None:
-        _PROVIDER = TracerProvider()
+        current = otel.get_tracer_provider()
+        if isinstance(current, TracerProvider):  # something in this process set an SDK provider first: use it
+            _PROVIDER = current
+        else:
+            _PROVIDER = TracerProvider()
+            otel.set_tracer_provider(_PROVIDER)
         _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        otel.set_tracer_provider(_PROVIDER)
     return _PROVIDER
 
 
