@@ -110,6 +110,7 @@ def test_a_reaction_continues_the_trace_its_event_carries(where: str, spans: InM
     assert hex_ids(span)[0] == VALID.split("-")[1]
     assert span.parent is not None and f"{span.parent.span_id:016x}" == VALID.split("-")[2]
     assert span.parent.is_remote and span.kind == SpanKind.CONSUMER
+    assert (span.attributes or {})["faas.trigger"] == "pubsub"
     attributes = span.attributes or {}
     assert (attributes["reflex.reaction"], attributes["reflex.event_id"], attributes["reflex.outcome"]) == \
         (name, raw["id"], "skipped")
@@ -204,7 +205,8 @@ def test_a_step_of_a_chain_is_its_child_and_the_tick_links_to_it(spans: InMemory
         with trace.chain_step("rollout.step", "not a traceparent", record="rollouts/f"):
             pass
     chained, orphan, tick = spans.get_finished_spans()
-    assert tick.parent is None and tick.kind == SpanKind.INTERNAL
+    assert tick.parent is None and tick.kind == SpanKind.SERVER
+    assert (tick.attributes or {})["faas.trigger"] == "timer"
     assert chained.parent is not None and hex_ids(chained)[0] == VALID.split("-")[1]
     assert f"{chained.parent.span_id:016x}" == VALID.split("-")[2]
     assert orphan.parent is not None and orphan.parent.span_id == tick.context.span_id  # no chain: the tick's child

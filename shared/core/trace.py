@@ -187,14 +187,21 @@ def _continued(carried: Any) -> Context | None:
 @contextmanager
 def reaction_span(name: str, carried: Any, event_id: str) -> Iterator[Span]:
     """The span a reaction runs in: `reflex.<name>`, continuing the chain `carried` names (else a new root, or a
-    child of the reaction running now), kind CONSUMER for an event and INTERNAL for a timer tick. An exception
-    leaving the block is recorded on it and sets its status to ERROR."""
+    child of the reaction running now). An exception leaving the block is recorded on it and sets its status to ERROR.
+
+    It is the incoming side of a function invocation, so its kind is CONSUMER for an event and SERVER for a timer
+    tick, with `faas.trigger` "pubsub" or "timer" (OpenTelemetry semantic conventions, FaaS spans:
+    https://opentelemetry.io/docs/specs/semconv/faas/faas-spans/, "for the server/consumer span on the incoming side,
+    faas.trigger MUST be set"); the Azure Monitor exporter writes both kinds as `requests` rows, the others as
+    dependencies (azure-monitor-opentelemetry-exporter export/trace/_exporter.py `_convert_span_to_envelope`).
+    """
     from opentelemetry.trace import SpanKind
 
     parent = _continued(carried)
     with _tracer().start_as_current_span(
-            f"reflex.{name}", context=parent, kind=SpanKind.CONSUMER if event_id else SpanKind.INTERNAL,
-            attributes={"reflex.reaction": name, "reflex.event_id": event_id or "-"}) as span:
+            f"reflex.{name}", context=parent, kind=SpanKind.CONSUMER if event_id else SpanKind.SERVER,
+            attributes={"reflex.reaction": name, "reflex.event_id": event_id or "-",
+                        "faas.trigger": "pubsub" if event_id else "timer"}) as span:
         yield span
 
 
