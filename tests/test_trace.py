@@ -215,6 +215,19 @@ def test_a_step_of_a_chain_is_its_child_and_the_tick_links_to_it(spans: InMemory
     assert (chained.attributes or {})["reflex.record"] == "rollouts/e"
 
 
+def test_a_reaction_run_from_a_tick_joins_its_chain_and_the_tick_links_to_it(spans: InMemorySpanExporter) -> None:
+    """The sweep hands a job that ended unheard to the gate's reaction (shared/core/unheard.py, runTags from the job):
+    that nested run continues the job's chain, not the tick's trace, and the tick's span links to the chain."""
+    with trace.reaction_span("data.sweep", "", ""):
+        outcome = reaction.run("registration.run_event", _run_event({trace.TAG: VALID}), event_id="unheard:x",
+                               deps=_deps())
+    assert outcome.status == "skipped"
+    gate, sweep = spans.get_finished_spans()
+    assert gate.parent is not None and f"{gate.parent.span_id:016x}" == VALID.split("-")[2]
+    assert hex_ids(gate)[0] == VALID.split("-")[1] != hex_ids(sweep)[0]
+    assert [f"{link.context.span_id:016x}" for link in sweep.links] == [VALID.split("-")[2]]
+
+
 def test_the_training_job_s_request_carries_the_trace_and_its_http_span_is_under_the_reaction(
         spans: InMemorySpanExporter) -> None:
     """The real azure-ai-ml SDK against the Azure ML REST stand-in: the job PUT's tags hold `reflex.traceparent`
