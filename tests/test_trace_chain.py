@@ -149,6 +149,29 @@ def test_a_version_found_by_the_reconciler_is_rolled_out_in_its_registration_s_t
     assert {f"{link.context.trace_id:032x}" for link in tick.links} == {hex_ids(registration)[0]}
 
 
+def test_the_health_timer_s_rollback_of_an_overdue_rollout_is_a_step_of_its_chain(
+        container_factory: Callable[[str], Any], clock: Clock, spans: InMemorySpanExporter) -> None:
+    """REFLEX_HEALTH_REMEDIATE: a canary left past its deadline is rolled back by the health tick, in a span of the
+    rollout's trace; the tick links to it and the RolloutRolledBack event carries that trace."""
+    world = make_world(container_factory, clock, REFLEX_HEALTH_REMEDIATE="true", REFLEX_HEALTH_GRACE_SECONDS="600")
+    world.chain("heart/b5", auc=0.8)  # v1 serves all traffic
+    world.chain("heart/b6", auc=0.95, upto="rolling")  # v2 beats it: a canary beside v1
+    rolling = world.roll_until_split()
+    clock.advance(rolling.deadline - clock() + 700)  # past the deadline and the grace
+    spans.clear()
+    outcome = world.run("monitoring.health", {"past_due": False}, "")
+    assert outcome.status == "acted" and world.rollout().status == "rolled_back"  # type: ignore[union-attr]
+    done = list(spans.get_finished_spans())
+    (rollback,) = spans_named(done, "reflex.rollout.rollback")
+    assert traceparent_of(rollback).split("-")[1] == rolling.trace.split("-")[1]
+    assert rollback.parent is not None and f"{rollback.parent.span_id:016x}" == rolling.trace.split("-")[2]
+    assert (rollback.attributes or {})["reflex.outcome"] == "acted"
+    (tick,) = spans_named(done, "reflex.monitoring.health")
+    assert [f"{link.context.span_id:016x}" for link in tick.links] == [rolling.trace.split("-")[2]]
+    (rolled_back,) = [e for e in world.deps.publisher.sent if e.type == "Reflex.RolloutRolledBack"]
+    assert rolled_back.data[trace.TRACEPARENT] == traceparent_of(rollback)
+
+
 def test_every_blob_of_a_batch_runs_in_its_own_span(world: World, spans: InMemorySpanExporter) -> None:
     """Each BlobCreated is its own reaction: the files' arrivals are roots that wait, the marker's starts the job."""
     for raw in world.upload("heart/b2"):
