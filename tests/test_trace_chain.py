@@ -151,8 +151,9 @@ def test_a_version_found_by_the_reconciler_is_rolled_out_in_its_registration_s_t
 
 def test_the_health_timer_s_rollback_of_an_overdue_rollout_is_a_step_of_its_chain(
         container_factory: Callable[[str], Any], clock: Clock, spans: InMemorySpanExporter) -> None:
-    """REFLEX_HEALTH_REMEDIATE: a canary left past its deadline is rolled back by the health tick, in a span of the
-    rollout's trace; the tick links to it and the RolloutRolledBack event carries that trace."""
+    """REFLEX_HEALTH_REMEDIATE: a canary left past its deadline is rolled back by the health tick through the
+    operator's rollback (shared/rollout/flow.py `operator_rollback`, as `python -m reflex rollback` does), in a span
+    of the rollout's trace; the tick links to it and the RolloutRolledBack event carries that trace."""
     world = make_world(container_factory, clock, REFLEX_HEALTH_REMEDIATE="true", REFLEX_HEALTH_GRACE_SECONDS="600")
     world.chain("heart/b5", auc=0.8)  # v1 serves all traffic
     world.chain("heart/b6", auc=0.95, upto="rolling")  # v2 beats it: a canary beside v1
@@ -166,6 +167,7 @@ def test_the_health_timer_s_rollback_of_an_overdue_rollout_is_a_step_of_its_chai
     assert traceparent_of(rollback).split("-")[1] == rolling.trace.split("-")[1]
     assert rollback.parent is not None and f"{rollback.parent.span_id:016x}" == rolling.trace.split("-")[2]
     assert (rollback.attributes or {})["reflex.outcome"] == "acted"
+    assert (rollback.attributes or {})["reflex.by"] == "health"
     (tick,) = spans_named(done, "reflex.monitoring.health")
     assert [f"{link.context.span_id:016x}" for link in tick.links] == [rolling.trace.split("-")[2]]
     (rolled_back,) = [e for e in world.deps.publisher.sent if e.type == "Reflex.RolloutRolledBack"]

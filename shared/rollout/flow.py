@@ -448,6 +448,10 @@ def operator_rollback(deps: Deps, endpoint: str, *, by: str, why: str) -> tuple[
     if rollout.status == "rolling_back":
         return "duplicate", f"already rolling back: {rollout.reason}"
     action = RollBack(reason=f"operator rollback by {by}: {why}", evidence={"operator": by, "why": why})
-    done = roll_back(deps, record, rollout, action, deps.clock())
-    status = {"rolled_back": "acted", "rolling_back": "held"}.get(done.status, done.status)
+    # a step of the rollout's chain: a span in its record's trace (linked from the health tick that asked for it)
+    with tracing.chain_step("rollout.rollback", rollout.trace, record=record.key, by=by) as span:
+        done = roll_back(deps, record, rollout, action, deps.clock())
+        status = {"rolled_back": "acted", "rolling_back": "held"}.get(done.status, done.status)
+        tracing.annotate(span, status, action.reason, {k: [str(v)] for k, v in summary(done).items()
+                                                        if k in ("endpoint", "model", "deployment", "rollout")})
     return status, f"{rollout.ref} {done.status}; traffic back to {rollout.previous or 'the previous split'}"

@@ -21,9 +21,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared.core import trace as tracing
 from shared.core.findings import Finding
-from shared.rollout.flow import PREFIX, operator_rollback, rollout_id
+from shared.rollout.flow import PREFIX, operator_rollback
 from shared.rollout.machine import ACTIVE, TERMINAL, Rollout, read
 
 if TYPE_CHECKING:
@@ -93,8 +92,5 @@ def remediate(deps: Deps, finding: Finding) -> str | None:
     r = _read(key, record.value) if record is not None else None
     if r is None or r.status not in ACTIVE:
         return None
-    # a step of the rollout's chain: a span in its record's trace, linked from the health tick's span
-    with tracing.chain_step("rollout.rollback", r.trace, record=key, by="health") as span:
-        status, reason = operator_rollback(deps, r.endpoint, by="health", why=finding.summary)
-        tracing.annotate(span, status, reason, {"rollout": [rollout_id(r)], "endpoint": [r.endpoint]})
+    status, reason = operator_rollback(deps, r.endpoint, by="health", why=finding.summary)
     return None if status in ("missing", "finished") else f"{status}: {reason}"
