@@ -28,6 +28,7 @@ from shared.batches import admission, manifest, mltable
 from shared.batches.paths import BatchPath, asset_path, data_asset_name, data_asset_version, job_name
 from shared.batches.record import ArrivalRecord, DataRef, Lease, RetrainRecord, as_update
 from shared.core import champion as champions
+from shared.core import trace
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, Job, TrainingRequest
 from shared.core.reaction import Outcome
@@ -67,7 +68,8 @@ def training_request(deps: Deps, batch: ArrivalRecord, key: str, job: str, data:
     its `trigger` (in the tags and the display name) and its record as `parent`; a first training has neither."""
     s = deps.settings
     tags = {REFLEX_TAG: "true", "reflex.trigger": trigger or f"blob:{batch.batch_id}", "reflex.event_id": event_id,
-            "reflex.data": data.ref, "reflex.batch": key, "reflex.parent": parent or f"arrival:{key}"}
+            "reflex.data": data.ref, "reflex.batch": key, "reflex.parent": parent or f"arrival:{key}",
+            **trace.tags()}  # reflex.traceparent: the run's event continues this reaction's trace
     champion = ""
     if s.training_mode == "command" and not s.eval_data:
         # the job scores the champion on its own holdout, so the gate compares both on the same rows

@@ -399,6 +399,9 @@ class Settings:
                         secret=True)
     appinsights: str = _s("APPLICATIONINSIGHTS_CONNECTION_STRING", _optional_text, "",
                           "Export logs and traces to Application Insights when set.", secret=True)
+    trace_file: str = _s("REFLEX_TRACE_FILE", _optional_text, "",
+                         "Write the reactions' OpenTelemetry spans to this file, one OTLP/JSON request per line "
+                         "(the local stack sets it; empty: no file).")
 
     # --- storage connection (resolved from AzureWebJobsStorage or its identity-based form)
     storage_connection: str = field(default="", repr=False)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.core import champion as champions
+from shared.core import trace as tracing
 from shared.core.errors import PermanentError
 from shared.core.platform import (
     APPROVAL_TAG,
@@ -372,18 +373,20 @@ def _archive(deps: Deps, value: Mapping[str, Any]) -> None:
     deps.state.create(key, dict(value))  # None when already archived by an earlier attempt
 
 
-def _new(deps: Deps, endpoint: str, model: str, version: str, event_id: str) -> Rollout:
+def _new(deps: Deps, endpoint: str, model: str, version: str, event_id: str, trace: str) -> Rollout:
+    """A fresh rollout record; `trace`: the chain's traceparent its steps continue (shared/core/trace.py)."""
     now = deps.clock()
     plan = Plan.from_settings(deps.settings)
     return Rollout(endpoint, model, version, deployment_name(model, version), plan, created_at=now,
-                   event_id=event_id, deadline=now + plan.deadline_seconds)
+                   event_id=event_id, deadline=now + plan.deadline_seconds, trace=trace)
 
 
 def register(deps: Deps, endpoint: str, model: str, version: str, event_id: str, *, retry_of: str = "") -> str:
     """Admit a registration for `endpoint` (CAS): start, duplicate, older or supersede (see `admit`;
     `retry_of`: the finished attempt an operator's new attempt follows)."""
     seen: dict[str, Any] = {}
-    fresh = _new(deps, endpoint, model, version, event_id)
+    chain = tracing.traceparent()  # the span recording the rollout: its steps are spans of this trace
+    fresh = _new(deps, endpoint, model, version, event_id, chain)
 
     def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
         verdict = admit(Rollout.from_dict(current) if current else None, model, version, retry_of=retry_of)
@@ -391,7 +394,8 @@ def register(deps: Deps, endpoint: str, model: str, version: str, event_id: str,
         if verdict == "start":
             return fresh.to_dict()
         if verdict == "supersede":
-            return {**(current or {}), "queued": {"model": model, "version": version, "event_id": event_id}}
+            return {**(current or {}), "queued": {"model": model, "version": version, "event_id": event_id,
+                                                  "trace": chain}}
         return None
 
     deps.state.update(rollout_key(endpoint), change)
@@ -405,7 +409,8 @@ def _start_queued(deps: Deps, rec: Record) -> bool:
     old = Rollout.from_dict(rec.value)
     q = old.queued or {}
     _archive(deps, rec.value)
-    fresh = _new(deps, old.endpoint, str(q["model"]), str(q["version"]), str(q.get("event_id", "")))
+    fresh = _new(deps, old.endpoint, str(q["model"]), str(q["version"]), str(q.get("event_id", "")),
+                 str(q.get("trace") or ""))
     deps.state.replace(rec, fresh.to_dict())
     log.info("rollout %s on %s starts after %s ended %s", fresh.ref, old.endpoint, old.ref, old.status)
     return True
@@ -460,6 +465,10 @@ def operator_rollback(deps: Deps, endpoint: str, *, by: str, why: str) -> tuple[
     if rollout.status == "rolling_back":
         return "duplicate", f"already rolling back: {rollout.reason}"
     action = RollBack(reason=f"operator rollback by {by}: {why}", evidence={"operator": by, "why": why})
-    done = roll_back(deps, record, rollout, action, deps.clock())
-    status = {"rolled_back": "acted", "rolling_back": "held"}.get(done.status, done.status)
+    # a step of the rollout's chain: a span in its record's trace (linked from the health tick that asked for it)
+    with tracing.chain_step("rollout.rollback", rollout.trace, record=record.key, by=by) as span:
+        done = roll_back(deps, record, rollout, action, deps.clock())
+        status = {"rolled_back": "acted", "rolling_back": "held"}.get(done.status, done.status)
+        tracing.annotate(span, status, action.reason, {k: [str(v)] for k, v in summary(done).items()
+                                                        if k in ("endpoint", "model", "deployment", "rollout")})
     return status, f"{rollout.ref} {done.status}; traffic back to {rollout.previous or 'the previous split'}"

@@ -21,7 +21,9 @@ Persisted record (`rollouts/<endpoint>`, one JSON object; see `Rollout.to_dict`)
     awaiting_approval                        true while pending on the model's reflex.approval=pending tag
                                              (records written before the field: read from their last Wait)
     smoke       {"ok", "detail", "status", "latency_ms"} of the last smoke test
-    queued      {"model", "version", "event_id"} of a newer model that supersedes this rollout
+    queued      {"model", "version", "event_id", "trace"} of a newer model that supersedes this rollout
+    trace       the W3C traceparent of the reaction that recorded the rollout (shared/core/trace.py): every
+                reconcile step of this rollout is a span in that trace, a child of that reaction's span
     reason, evidence, final                  why it ended (rollback reason and the numbers behind it)
     history     the last 50 steps: {"at", "action", "status", "detail"}
     demote      versions the promotion took the champion from that still carry the tag (untagged by `Demote`)
@@ -82,6 +84,7 @@ class Rollout:
     history: tuple[Mapping[str, Any], ...] = ()
     awaiting_approval: bool = False
     demote: tuple[str, ...] = ()
+    trace: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -102,6 +105,7 @@ class Rollout:
             "evidence": dict(self.evidence), "final": self.final, "attempts": self.attempts,
             "history": [dict(h) for h in self.history], "awaiting_approval": self.awaiting_approval,
             "demote": list(self.demote),
+            "trace": self.trace,
         }
 
     @classmethod
@@ -127,6 +131,7 @@ class Rollout:
             awaiting_approval=bool(v["awaiting_approval"]) if "awaiting_approval" in v else (
                 v.get("status", "pending") == "pending" and _approval_wait(history)),
             demote=tuple(str(d) for d in v.get("demote") or ()),
+            trace=v["trace"] if isinstance(v.get("trace"), str) else "",
         )
 
 
