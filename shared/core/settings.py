@@ -394,6 +394,9 @@ class Settings:
                         secret=True)
     appinsights: str = _s("APPLICATIONINSIGHTS_CONNECTION_STRING", _optional_text, "",
                           "Export logs and traces to Application Insights when set.", secret=True)
+    trace_file: str = _s("REFLEX_TRACE_FILE", _optional_text, "",
+                         "Also append every span to this file as OTLP/JSON lines (the local stack sets "
+                         "`<run dir>/traces.jsonl`; read by `python -m reflex explain ID --timeline`).")
 
     # --- storage connection (resolved from AzureWebJobsStorage or its identity-based form)
     storage_connection: str = field(default="", repr=False)
