@@ -1,0 +1,327 @@
+"""`explain ID --timeline`: a chain's spans laid out in time, with the waits between them named.
+
+Where the time of a chain goes is mostly where nothing of Reflex runs: a job queued, then training; a new
+deployment being provisioned; a canary baking. The reactions themselves take seconds. So the timeline shows
+each span (start offset from the chain's first span, duration, name, its key attributes, nested under its
+parent) and, between them, every stretch of at least `min_gap_s` when no span of the chain ran, named from what
+the chain was waiting for then: the rollout's wait reasons (shared/rollout/machine.py `Wait`: "baking at 10%
+until …", "new deployment … is Creating: waiting until it is Succeeded"), the batch's ("waiting for _SUCCESS")
+and the job's phases (local/job_trace.py: `queued`, then `training`). It ends with where the time went, each
+instant counted once under what was happening then.
+
+Finding the chain's spans: the trace ids Reflex recorded for it (W3C `traceparent` on the job and model tags,
+the rollout record, ledger lines: anything under a key naming a trace), and, in the same pass, any span with an
+attribute equal to one of the chain's ids (blob, batch, job, model, rollout, …; never the endpoint, which every
+chain shares), whose trace then joins. The span file is read once, streaming: spans of other traces wait in a
+bounded window (`PENDING_LIMIT`) in case a later span of theirs turns out to belong to the chain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.core.trace_file import SpanFileStats, SpanRecord, read_spans, trace_id_of
+
+__all__ = ["PENDING_LIMIT", "Found", "Row", "chain_timeline", "collect", "gap_name", "layout", "render", "time_spent",
+           "trace_ids_in"]
+
+PENDING_LIMIT = 20_000  # spans of not (yet) matching traces held while the file is read
+MATCH_KINDS = ("blob", "batch", "data", "job", "model", "rollout", "deployment", "scoring_blob", "scoring_batch",
+               "scoring_job", "scoring_output")  # shared/core/ledger.py REF_KINDS less `endpoint`
+_CLIENT = 3  # trace.proto SPAN_KIND_CLIENT: an outgoing call (azure-core's HTTP spans)
+_WORK = {"training", "scoring", "evaluation", "running"}  # local/job_trace.py WORK_NAMES
+# what the chain waited for, from the words Reflex's own wait reasons use; the first rule that matches names it
+_GAP_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("bake", re.compile(r"\bbak(e|ing)\b|\bmirror", re.I)),
+    ("provisioning", re.compile(r"\b(Creating|Updating|Scaling|provision\w*|smoke)\b|deployment .* is ", re.I)),
+    ("waiting for canary requests", re.compile(r"requests served|waiting for the rest", re.I)),
+    ("retention of the old deployment", re.compile(r"keeping .* at 0%|retain", re.I)),
+    ("batch completing", re.compile(r"_SUCCESS|marker|quiet|collecting|more blobs", re.I)),
+    ("training", re.compile(r"\b(training|job .* (Running|Queued|NotStarted|Starting|Preparing))\b", re.I)),
+)
+_TIME_ORDER = ("queueing", "training", "scoring", "evaluation", "reactions", "calls")
+
+
+# ------------------------------------------------------------------------------------------------ finding
+def trace_ids_in(value: Any, *, under_trace_key: bool = False, depth: int = 0) -> set[str]:
+    """Trace ids found under any key naming a trace (`traceparent`, `trace_id`, `reflex.traceparent`, …) in a
+    record, a tag set or a ledger line, however deep (to 6 levels)."""
+    found: set[str] = set()
+    if depth > 6:
+        return found
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found |= trace_ids_in(item, under_trace_key=under_trace_key or "trace" in str(key).lower(),
+                                  depth=depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found |= trace_ids_in(item, under_trace_key=under_trace_key, depth=depth + 1)
+    elif under_trace_key and (trace_id := trace_id_of(value)):
+        found.add(trace_id)
+    return found
+
+
+@dataclass
+class Found:
+    """The chain's spans and how they were found."""
+
+    spans: list[SpanRecord] = field(default_factory=list)
+    trace_ids: list[str] = field(default_factory=list)  # in the order they were first seen
+    by_attribute: list[str] = field(default_factory=list)  # those found by an id in an attribute, not a record
+    linked: int = 0  # spans of other traces (timer ticks) linking to the chain
+    stats: SpanFileStats = field(default_factory=SpanFileStats)
+    evicted: int = 0  # spans that left the pending window unmatched
+
+
+def _mentions(attributes: Mapping[str, Any], ids: set[str]) -> bool:
+    for value in attributes.values():
+        if isinstance(value, str) and value in ids:
+            return True
+        if isinstance(value, list) and any(isinstance(v, str) and v in ids for v in value):
+            return True
+    return False
+
+
+def collect(path: str | Path, trace_ids: Iterable[str], ids: Iterable[str], *,
+            pending_limit: int = PENDING_LIMIT) -> Found:
+    """The spans of the chain's traces in `path`: one streaming pass (see the module docstring)."""
+    found = Found()
+    wanted = {t.lower() for t in trace_ids}
+    found.trace_ids = sorted(wanted)
+    specific = {str(i) for i in ids if i}
+    pending: OrderedDict[str, list[SpanRecord]] = OrderedDict()
+    held = 0
+    for span in read_spans(path, found.stats):
+        if span.trace_id in wanted:
+            found.spans.append(span)
+            continue
+        if specific and _mentions(span.attributes, specific):
+            wanted.add(span.trace_id)
+            found.trace_ids.append(span.trace_id)
+            found.by_attribute.append(span.trace_id)
+            earlier = pending.pop(span.trace_id, [])
+            held -= len(earlier)
+            found.spans.extend(earlier)
+            found.spans.append(span)
+            continue
+        if any(t in wanted for t, _ in span.links):
+            found.spans.append(span)
+            found.linked += 1
+            continue
+        pending.setdefault(span.trace_id, []).append(span)
+        held += 1
+        while held > pending_limit and pending:
+            _, dropped = pending.popitem(last=False)
+            held -= len(dropped)
+            found.evicted += len(dropped)
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ layout
+@dataclass
+class Row:
+    """One line of the timeline: a span, or a gap (no span of the chain running) with what it waited for."""
+
+    kind: str  # "span" | "gap"
+    depth: int
+    start_ns: int
+    end_ns: int
+    name: str
+    detail: str = ""
+    category: str = ""
+    trace_id: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return max(0, self.end_ns - self.start_ns) / 1e9
+
+
+def _category(span: SpanRecord) -> str:
+    phase = span.attributes.get("reflex.phase")
+    if phase == "queued":
+        return "queueing"
+    if phase == "running":
+        return span.name if span.name in _WORK else "training"
+    if span.kind == _CLIENT:
+        return "calls"
+    if "reflex.job.kind" in span.attributes:
+        return "job"
+    return "reactions"
+
+
+_SKIP = {"reflex.phase", "reflex.job.queued_seconds", "reflex.job.running_seconds", "reflex.job.kind"}
+_HTTP = ("http.request.method", "http.method", "url.full", "http.url", "http.response.status_code",
+         "http.status_code")
+
+
+def _short(value: Any, limit: int) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _detail(span: SpanRecord, limit: int = 110) -> str:
+    """The span's key attributes: Reflex's own (`reflex.*`, shortened), an HTTP call's method, URL and status,
+    and an error's message."""
+    parts = [f"{k.removeprefix('reflex.')}={_short(v, 40)}" for k, v in span.attributes.items()
+             if k.startswith("reflex.") and k not in _SKIP and v not in ("", None, [])]
+    parts += [_short(span.attributes[k], 60) for k in _HTTP if k in span.attributes]
+    if span.status_code == 2:
+        parts.insert(0, f"ERROR {_short(span.status_message, 60)}".rstrip())
+    return _short(" ".join(parts), limit)
+
+
+def _texts(span: SpanRecord) -> str:
+    return " ".join(str(v) for v in span.attributes.values() if isinstance(v, str)) + " " + span.status_message
+
+
+def gap_name(before: SpanRecord | None, after: SpanRecord | None, reason: str = "") -> str:
+    """What the chain waited for between `before` (the last span to end) and `after` (the next to start).
+
+    The job's end before a reaction is the run event's delivery; otherwise the words of the wait (the ledger's
+    reason at the gap's start, `reason`, then the attributes of `before`) name it by the first rule that matches."""
+    if before is not None and _category(before) in (*_WORK, "job", "queueing") and after is not None \
+            and _category(after) == "reactions":
+        return "run event delivery"
+    if after is not None and _category(after) in ("queueing", "job"):
+        return "job submission"
+    for text in (reason, _texts(before) if before is not None else ""):
+        for name, pattern in _GAP_RULES:
+            if text and pattern.search(text):
+                return name
+    return "waiting"
+
+
+def _order(spans: Sequence[SpanRecord]) -> list[tuple[int, SpanRecord]]:
+    """Pre-order by parent, children by start: (depth, span). A span whose parent is not in the set is a root."""
+    ids = {s.span_id for s in spans}
+    children: dict[str, list[SpanRecord]] = {}
+    roots: list[SpanRecord] = []
+    for span in spans:
+        if span.parent_id and span.parent_id in ids and span.parent_id != span.span_id:
+            children.setdefault(span.parent_id, []).append(span)
+        else:
+            roots.append(span)
+    out: list[tuple[int, SpanRecord]] = []
+    seen: set[str] = set()
+    stack = [(0, s) for s in sorted(roots, key=lambda s: (s.start_ns, s.end_ns), reverse=True)]
+    while stack:
+        depth, span = stack.pop()
+        if span.span_id in seen:
+            continue
+        seen.add(span.span_id)
+        out.append((depth, span))
+        kids = sorted(children.get(span.span_id, ()), key=lambda s: (s.start_ns, s.end_ns), reverse=True)
+        stack.extend((depth + 1, k) for k in kids)
+    return out
+
+
+def _reason_at(reasons: Sequence[tuple[float, str]], at_ns: int) -> str:
+    """The newest ledger reason written by the gap's start (lines are written as a reaction ends)."""
+    best = ""
+    for at, text in reasons:
+        if at * 1e9 <= at_ns + 5e8:
+            best = text
+    return best
+
+
+def layout(spans: Sequence[SpanRecord], *, reasons: Sequence[tuple[float, str]] = (),
+           min_gap_s: float = 1.0) -> list[Row]:
+    """The rows of the timeline: spans nested by parent, and before a span every gap (≥ `min_gap_s`) that it
+    ends, named (`gap_name`). `reasons`: the chain's ledger lines as (epoch seconds, reason), oldest first."""
+    reasons = sorted(reasons)
+    ordered = _order([s for s in spans if s.end_ns >= s.start_ns > 0])
+    gaps: dict[str, Row] = {}  # span id -> the gap it ends
+    covered_to, last = 0, None
+    for span in sorted((s for _, s in ordered), key=lambda s: (s.start_ns, -s.end_ns)):
+        if last is not None and span.start_ns - covered_to >= min_gap_s * 1e9:
+            name = gap_name(last, span, _reason_at(reasons, covered_to))
+            gaps[span.span_id] = Row("gap", 0, covered_to, span.start_ns, name, category=name)
+        if span.end_ns > covered_to:
+            covered_to, last = span.end_ns, span
+    rows: list[Row] = []
+    for depth, span in ordered:
+        if (gap := gaps.get(span.span_id)) is not None:
+            gap.depth = depth
+            rows.append(gap)
+        rows.append(Row("span", depth, span.start_ns, span.end_ns, span.name, _detail(span), _category(span),
+                        span.trace_id))
+    return rows
+
+
+def time_spent(rows: Sequence[Row]) -> dict[str, float]:
+    """Seconds per category, each instant counted once: a job's phases before HTTP calls before reactions
+    (a reaction waits on its calls), gaps by their name; the rest of the time between spans is `waiting`."""
+    rank = {c: i for i, c in enumerate(_TIME_ORDER)}
+    events: list[tuple[int, int, str]] = []
+    for row in rows:
+        if row.end_ns > row.start_ns and row.category != "job":
+            events += [(row.start_ns, 1, row.category), (row.end_ns, -1, row.category)]
+    events.sort()
+    active: dict[str, int] = {}
+    spent: dict[str, float] = {}
+    previous: int | None = None
+    for at, delta, category in events:
+        if previous is not None and at > previous:
+            live = [c for c, n in active.items() if n > 0]
+            if live:
+                pick = min(live, key=lambda c: (rank.get(c, len(rank)), c))
+                spent[pick] = spent.get(pick, 0.0) + (at - previous) / 1e9
+            else:
+                spent["waiting"] = spent.get("waiting", 0.0) + (at - previous) / 1e9
+        active[category] = active.get(category, 0) + delta
+        previous = at
+    return {k: round(v, 3) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render(rows: Sequence[Row]) -> list[str]:
+    """Human lines: `+offset  duration  name  detail`, nested by two spaces per level; gaps in brackets."""
+    if not rows:
+        return ["(no spans)"]
+    origin = min(r.start_ns for r in rows)
+    end = max(r.end_ns for r in rows)
+    lines = [f"from {_utc(origin)}, {(end - origin) / 1e9:.1f} s in all"]
+    for row in rows:
+        label = f"[{row.name}]" if row.kind == "gap" else row.name
+        lines.append(f"  +{(row.start_ns - origin) / 1e9:9.3f}s {row.seconds:9.3f}s  {'  ' * row.depth}{label}"
+                     + (f"  {row.detail}" if row.detail else ""))
+    return lines
+
+
+def _epoch(at: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def chain_timeline(path: str | Path, *, refs: Mapping[str, Sequence[str]], entries: Sequence[Mapping[str, Any]],
+                   records: Sequence[Any] = (), min_gap_s: float = 1.0) -> dict[str, Any]:
+    """The timeline of a chain `explain` walked: its trace ids from `entries` (ledger lines, each with its
+    `chain_reason`) and `records` (tags, stored records), its ids from `refs`; rows, time spent, what was read."""
+    known = trace_ids_in([*entries, *records])
+    ids = [v for kind in MATCH_KINDS for v in refs.get(kind, ())]
+    found = collect(path, known, ids)
+    reasons = [(at, str(e.get("chain_reason") or e.get("reason") or "")) for e in entries
+               if (at := _epoch(e.get("at"))) is not None]
+    rows = layout(found.spans, reasons=reasons, min_gap_s=min_gap_s)
+    origin = min((r.start_ns for r in rows), default=0)
+    traces = list(dict.fromkeys(s.trace_id for s in found.spans))
+    return {"file": str(path), "trace_ids": traces, "found_by_attribute": [t for t in found.by_attribute
+                                                                            if t in traces],
+            "spans": sum(1 for r in rows if r.kind == "span"), "linked": found.linked,
+            "rows": [{"kind": r.kind, "depth": r.depth, "offset_s": round((r.start_ns - origin) / 1e9, 3),
+                      "seconds": round(r.seconds, 3), "name": r.name, "detail": r.detail, "category": r.category,
+                      "trace_id": r.trace_id} for r in rows],
+            "time_spent": time_spent(rows), "lines": render(rows),
+            "read": {"lines": found.stats.lines, "damaged": found.stats.damaged,
+                     "torn_tail": found.stats.torn_tail, "evicted": found.evicted}}
