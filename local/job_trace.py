@@ -22,14 +22,17 @@ WORK_NAMES = {"command": "training", "automl": "training", "batch": "scoring", "
 
 
 def record_job_span(spec: Mapping[str, Any], *, created_ns: int, running_ns: int, end_ns: int, status: str,
-                    error: str = "", path: str | None = None) -> bool:
-    """Write the job's span (and its two phases) to the trace file; False when no trace file is configured."""
+                    error: str = "", provider: Any = None) -> bool:
+    """Write the job's span (and its two phases); False when no trace file is configured.
+
+    `provider`: an SDK TracerProvider to record with (tests); by default the process's, writing to
+    `REFLEX_TRACE_FILE` (shared/core/trace_file.py `configure_file_tracing`)."""
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     from shared.core.trace_file import TRACEPARENT_TAG, configure_file_tracing, parent_context
 
-    provider = configure_file_tracing(path=path if path is not None else os.environ.get("REFLEX_TRACE_FILE", ""),
-                                      service="reflex-jobrunner")
+    if provider is None:
+        provider = configure_file_tracing(path=os.environ.get("REFLEX_TRACE_FILE", ""), service="reflex-jobrunner")
     if provider is None:
         return False
     tags = {str(k): str(v) for k, v in (spec.get("tags") or {}).items()}

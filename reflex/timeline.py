@@ -120,6 +120,8 @@ def collect(path: str | Path, trace_ids: Iterable[str], ids: Iterable[str], *,
             _, dropped = pending.popitem(last=False)
             held -= len(dropped)
             found.evicted += len(dropped)
+    unique = {(s.trace_id, s.span_id): s for s in found.spans}  # a span exported twice counts once
+    found.spans = list(unique.values())
     return found
 
 
@@ -180,17 +182,21 @@ def _texts(span: SpanRecord) -> str:
     return " ".join(str(v) for v in span.attributes.values() if isinstance(v, str)) + " " + span.status_message
 
 
-def gap_name(before: SpanRecord | None, after: SpanRecord | None, reason: str = "") -> str:
+def gap_name(before: SpanRecord | None, after: SpanRecord | None, reason: str = "",
+             earlier: Sequence[SpanRecord] = ()) -> str:
     """What the chain waited for between `before` (the last span to end) and `after` (the next to start).
 
-    The job's end before a reaction is the run event's delivery; otherwise the words of the wait (the ledger's
-    reason at the gap's start, `reason`, then the attributes of `before`) name it by the first rule that matches."""
+    The job's end before a reaction is the run event's delivery; otherwise the words of the wait name it, by
+    the first rule that matches: the ledger's reason at the gap's start (`reason`), then the attributes of
+    `before`, then of the spans that ended just before it (`earlier`, newest first: a timer's own span ends
+    after the step it ran)."""
     if before is not None and _category(before) in (*_WORK, "job", "queueing") and after is not None \
             and _category(after) == "reactions":
         return "run event delivery"
     if after is not None and _category(after) in ("queueing", "job"):
         return "job submission"
-    for text in (reason, _texts(before) if before is not None else ""):
+    spans = [s for s in (before, *earlier) if s is not None]
+    for text in (reason, *(_texts(s) for s in spans)):
         for name, pattern in _GAP_RULES:
             if text and pattern.search(text):
                 return name
@@ -198,27 +204,25 @@ def gap_name(before: SpanRecord | None, after: SpanRecord | None, reason: str = 
 
 
 def _order(spans: Sequence[SpanRecord]) -> list[tuple[int, SpanRecord]]:
-    """Pre-order by parent, children by start: (depth, span). A span whose parent is not in the set is a root."""
-    ids = {s.span_id for s in spans}
-    children: dict[str, list[SpanRecord]] = {}
-    roots: list[SpanRecord] = []
-    for span in spans:
-        if span.parent_id and span.parent_id in ids and span.parent_id != span.span_id:
-            children.setdefault(span.parent_id, []).append(span)
-        else:
-            roots.append(span)
-    out: list[tuple[int, SpanRecord]] = []
-    seen: set[str] = set()
-    stack = [(0, s) for s in sorted(roots, key=lambda s: (s.start_ns, s.end_ns), reverse=True)]
-    while stack:
-        depth, span = stack.pop()
-        if span.span_id in seen:
-            continue
-        seen.add(span.span_id)
-        out.append((depth, span))
-        kids = sorted(children.get(span.span_id, ()), key=lambda s: (s.start_ns, s.end_ns), reverse=True)
-        stack.extend((depth + 1, k) for k in kids)
-    return out
+    """(depth, span) in time order, a parent before the children that start with it; depth is the nesting by
+    parent within the set (a span whose parent is not in it, a remote caller or a timer tick, is at depth 0)."""
+    by_id = {s.span_id: s for s in spans}
+    depths: dict[str, int] = {}
+
+    def depth(span: SpanRecord) -> int:
+        path: list[str] = []
+        current: SpanRecord | None = span
+        while current is not None and current.span_id not in depths and current.span_id not in path:
+            path.append(current.span_id)
+            parent = by_id.get(current.parent_id)
+            current = parent if parent is not current else None
+        base = depths.get(current.span_id, -1) if current is not None else -1  # -1 also ends a parent cycle
+        for offset, span_id in enumerate(reversed(path)):
+            depths[span_id] = base + 1 + offset
+        return depths[span.span_id]
+
+    placed = [(depth(s), s) for s in spans]
+    return sorted(placed, key=lambda ds: (ds[1].start_ns, ds[0], -ds[1].end_ns, ds[1].name))
 
 
 def _reason_at(reasons: Sequence[tuple[float, str]], at_ns: int) -> str:
@@ -232,16 +236,21 @@ def _reason_at(reasons: Sequence[tuple[float, str]], at_ns: int) -> str:
 
 def layout(spans: Sequence[SpanRecord], *, reasons: Sequence[tuple[float, str]] = (),
            min_gap_s: float = 1.0) -> list[Row]:
-    """The rows of the timeline: spans nested by parent, and before a span every gap (≥ `min_gap_s`) that it
-    ends, named (`gap_name`). `reasons`: the chain's ledger lines as (epoch seconds, reason), oldest first."""
+    """The rows of the timeline: spans in time order, nested by parent, and before a span the gap it ends (no
+    span of the chain running for `min_gap_s` or more), named by `gap_name`. `reasons`: the chain's ledger lines
+    as (epoch seconds, reason)."""
     reasons = sorted(reasons)
     ordered = _order([s for s in spans if s.end_ns >= s.start_ns > 0])
     gaps: dict[str, Row] = {}  # span id -> the gap it ends
     covered_to, last = 0, None
-    for span in sorted((s for _, s in ordered), key=lambda s: (s.start_ns, -s.end_ns)):
+    ended: list[SpanRecord] = []  # the spans that ended within a second of the newest end, newest last
+    for _, span in ordered:
         if last is not None and span.start_ns - covered_to >= min_gap_s * 1e9:
-            name = gap_name(last, span, _reason_at(reasons, covered_to))
+            recent = [s for s in reversed(ended) if s is not last and s.end_ns >= covered_to - 1e9]
+            name = gap_name(last, span, _reason_at(reasons, covered_to), recent)
             gaps[span.span_id] = Row("gap", 0, covered_to, span.start_ns, name, category=name)
+        ended = [s for s in ended if s.end_ns >= max(covered_to, span.end_ns) - 1e9] + [span]
+        ended.sort(key=lambda s: s.end_ns)
         if span.end_ns > covered_to:
             covered_to, last = span.end_ns, span
     rows: list[Row] = []
@@ -292,7 +301,8 @@ def render(rows: Sequence[Row]) -> list[str]:
     lines = [f"from {_utc(origin)}, {(end - origin) / 1e9:.1f} s in all"]
     for row in rows:
         label = f"[{row.name}]" if row.kind == "gap" else row.name
-        lines.append(f"  +{(row.start_ns - origin) / 1e9:9.3f}s {row.seconds:9.3f}s  {'  ' * row.depth}{label}"
+        offset = f"+{(row.start_ns - origin) / 1e9:.3f}s"
+        lines.append(f"  {offset:>11} {row.seconds:9.3f}s  {'  ' * row.depth}{label}"
                      + (f"  {row.detail}" if row.detail else ""))
     return lines
 
