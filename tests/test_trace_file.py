@@ -117,6 +117,7 @@ def test_every_line_is_the_proto_json_mapping_of_the_sdk_spans(recorded: Any) ->
             spans[span.name] = span
     for name, span in spans.items():
         ctx = sdk[name].get_span_context()
+        assert ctx is not None
         assert span.trace_id == ctx.trace_id.to_bytes(16, "big") and span.span_id == ctx.span_id.to_bytes(8, "big")
         assert (span.start_time_unix_nano, span.end_time_unix_nano) == (sdk[name].start_time, sdk[name].end_time)
     root, child, tick = spans["data.arrival"], spans["PUT"], spans["rollout.reconcile"]
