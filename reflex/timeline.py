@@ -9,11 +9,13 @@ until …", "new deployment … is Creating: waiting until it is Succeeded"), th
 and the job's phases (local/job_trace.py: `queued`, then `training`). It ends with where the time went, each
 instant counted once under what was happening then.
 
-Finding the chain's spans: the trace ids Reflex recorded for it (W3C `traceparent` on the job and model tags,
-the rollout record, ledger lines: anything under a key naming a trace), and, in the same pass, any span with an
-attribute equal to one of the chain's ids (blob, batch, job, model, rollout, …; never the endpoint, which every
-chain shares), whose trace then joins. The span file is read once, streaming: spans of other traces wait in a
-bounded window (`PENDING_LIMIT`) in case a later span of theirs turns out to belong to the chain.
+Finding the chain's spans: the trace ids Reflex recorded for it (the W3C `traceparent` in the job and model tags
+`reflex.traceparent`, the rollout record's `trace`, `Reflex.*` event data: anything under a key naming a trace),
+plus the spans of other traces that link to them (a timer tick advancing the chain). When no record names a trace
+(spans from before tracing, a chain whose records are gone), any span with an attribute equal to one of the
+chain's ids (blob, batch, job, model, rollout, …; never the endpoint, which every chain shares) brings its trace
+in. The span file is read once, streaming: spans of other traces wait in a bounded window (`PENDING_LIMIT`) in
+case a later span of theirs turns out to belong to the chain.
 """
 
 from __future__ import annotations
@@ -319,7 +321,9 @@ def chain_timeline(path: str | Path, *, refs: Mapping[str, Sequence[str]], entri
     """The timeline of a chain `explain` walked: its trace ids from `entries` (ledger lines, each with its
     `chain_reason`) and `records` (tags, stored records), its ids from `refs`; rows, time spent, what was read."""
     known = trace_ids_in([*entries, *records])
-    ids = [v for kind in MATCH_KINDS for v in refs.get(kind, ())]
+    # the chain's ids in span attributes only when no record names its trace: a timer tick's own span names the
+    # rollouts it advanced too, and its trace is not the chain's (it links to it)
+    ids = [] if known else [v for kind in MATCH_KINDS for v in refs.get(kind, ())]
     found = collect(path, known, ids)
     reasons = [(at, str(e.get("chain_reason") or e.get("reason") or "")) for e in entries
                if (at := _epoch(e.get("at"))) is not None]

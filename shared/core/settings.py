@@ -395,8 +395,8 @@ class Settings:
     appinsights: str = _s("APPLICATIONINSIGHTS_CONNECTION_STRING", _optional_text, "",
                           "Export logs and traces to Application Insights when set.", secret=True)
     trace_file: str = _s("REFLEX_TRACE_FILE", _optional_text, "",
-                         "Also append every span to this file as OTLP/JSON lines (the local stack sets "
-                         "`<run dir>/traces.jsonl`; read by `python -m reflex explain ID --timeline`).")
+                         "Write the reactions' OpenTelemetry spans to this file, one OTLP/JSON request per line "
+                         "(the local stack sets it; empty: no file).")
 
     # --- storage connection (resolved from AzureWebJobsStorage or its identity-based form)
     storage_connection: str = field(default="", repr=False)
