@@ -2,7 +2,7 @@
 
     python -m reflex [--json] status
     python -m reflex [--json] explain <endpoint | model:version | job | blob URL | event id> [--kind K] [--days N]
-                                      [--timeline [--trace-file PATH]]
+                                      [--timeline [--calls] [--trace-file PATH]]
     python -m reflex [--json] dead-letters
     python -m reflex [--json] replay <id> | --all
     python -m reflex [--json] pause --why TEXT [--by NAME]      resume [--why TEXT] [--by NAME]
@@ -238,7 +238,7 @@ def _timeline(args: argparse.Namespace, deps: Deps, entries: Sequence[Mapping[st
 
     path = _trace_file(args, deps)
     stored = [found.value for row in now if row.get("record") and (found := deps.state.get(row["record"]))]
-    timeline = chain_timeline(path, refs=refs, entries=entries, records=[tags, *stored])
+    timeline = chain_timeline(path, refs=refs, entries=entries, records=[tags, *stored], calls=args.calls)
     result["timeline"] = timeline
     if not timeline["spans"]:
         out.text(f"\ntimeline: no span of this chain in {path} (read {timeline['read']['lines']} line(s)); spans "
@@ -547,6 +547,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=30, help="how many days of ledger to read (default 30)")
     p.add_argument("--timeline", action="store_true",
                    help="also the chain's spans in time, with the waits named (queueing, training, provisioning, bake)")
+    p.add_argument("--calls", action="store_true", help="with --timeline: each HTTP call on a line of its own")
     p.add_argument("--trace-file", help="the OTLP/JSON span file (default: REFLEX_TRACE_FILE, else "
                                         "run/current/traces.jsonl)")
     sub.add_parser("dead-letters", parents=[common], help="dead-lettered events with their errors")

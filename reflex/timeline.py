@@ -140,6 +140,7 @@ class Row:
     detail: str = ""
     category: str = ""
     trace_id: str = ""
+    folded: bool = False  # an outgoing call counted on its parent's line rather than shown on its own
 
     @property
     def seconds(self) -> float:
@@ -169,10 +170,11 @@ def _short(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _detail(span: SpanRecord, limit: int = 110) -> str:
+def _detail(span: SpanRecord, limit: int = 130) -> str:
     """The span's key attributes: Reflex's own (`reflex.*`, shortened), an HTTP call's method, URL and status,
     and an error's message."""
-    parts = [f"{k.removeprefix('reflex.')}={_short(v, 40)}" for k, v in span.attributes.items()
+    parts = [f"{k.removeprefix('reflex.')}={_short(v, 80 if k == 'reflex.reason' else 40)}"
+             for k, v in span.attributes.items()
              if k.startswith("reflex.") and k not in _SKIP and v not in ("", None, [])]
     parts += [_short(span.attributes[k], 60) for k in _HTTP if k in span.attributes]
     if span.status_code == 2:
@@ -255,13 +257,24 @@ def layout(spans: Sequence[SpanRecord], *, reasons: Sequence[tuple[float, str]] 
         ended.sort(key=lambda s: s.end_ns)
         if span.end_ns > covered_to:
             covered_to, last = span.end_ns, span
+    # a reaction's HTTP calls (azure-core's spans) are many and short: counted on the reaction's line
+    in_set = {s.span_id for _, s in ordered}
+    calls: dict[str, list[SpanRecord]] = {}
+    for _, span in ordered:
+        if span.kind == _CLIENT and span.parent_id in in_set:
+            calls.setdefault(span.parent_id, []).append(span)
     rows: list[Row] = []
     for depth, span in ordered:
         if (gap := gaps.get(span.span_id)) is not None:
             gap.depth = depth
             rows.append(gap)
-        rows.append(Row("span", depth, span.start_ns, span.end_ns, span.name, _detail(span), _category(span),
-                        span.trace_id))
+        detail = _detail(span)
+        if made := calls.get(span.span_id):
+            seconds = sum(c.duration_ns for c in made) / 1e9
+            detail = f"{len(made)} call(s) {seconds:.3f}s" + (f"; {detail}" if detail else "")
+        folded = span.kind == _CLIENT and span.parent_id in in_set
+        rows.append(Row("span", depth, span.start_ns, span.end_ns, span.name, detail, _category(span),
+                        span.trace_id, folded))
     return rows
 
 
@@ -294,14 +307,17 @@ def _utc(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def render(rows: Sequence[Row]) -> list[str]:
-    """Human lines: `+offset  duration  name  detail`, nested by two spaces per level; gaps in brackets."""
+def render(rows: Sequence[Row], *, calls: bool = False) -> list[str]:
+    """Human lines: `+offset  duration  name  detail`, nested by two spaces per level; gaps in brackets. A
+    reaction's outgoing calls are counted on its line (`calls=True` shows each)."""
     if not rows:
         return ["(no spans)"]
     origin = min(r.start_ns for r in rows)
     end = max(r.end_ns for r in rows)
     lines = [f"from {_utc(origin)}, {(end - origin) / 1e9:.1f} s in all"]
     for row in rows:
+        if row.folded and not calls:
+            continue
         label = f"[{row.name}]" if row.kind == "gap" else row.name
         offset = f"+{(row.start_ns - origin) / 1e9:.3f}s"
         lines.append(f"  {offset:>11} {row.seconds:9.3f}s  {'  ' * row.depth}{label}"
@@ -317,7 +333,7 @@ def _epoch(at: Any) -> float | None:
 
 
 def chain_timeline(path: str | Path, *, refs: Mapping[str, Sequence[str]], entries: Sequence[Mapping[str, Any]],
-                   records: Sequence[Any] = (), min_gap_s: float = 1.0) -> dict[str, Any]:
+                   records: Sequence[Any] = (), min_gap_s: float = 1.0, calls: bool = False) -> dict[str, Any]:
     """The timeline of a chain `explain` walked: its trace ids from `entries` (ledger lines, each with its
     `chain_reason`) and `records` (tags, stored records), its ids from `refs`; rows, time spent, what was read."""
     known = trace_ids_in([*entries, *records])
@@ -335,7 +351,7 @@ def chain_timeline(path: str | Path, *, refs: Mapping[str, Sequence[str]], entri
             "spans": sum(1 for r in rows if r.kind == "span"), "linked": found.linked,
             "rows": [{"kind": r.kind, "depth": r.depth, "offset_s": round((r.start_ns - origin) / 1e9, 3),
                       "seconds": round(r.seconds, 3), "name": r.name, "detail": r.detail, "category": r.category,
-                      "trace_id": r.trace_id} for r in rows],
-            "time_spent": time_spent(rows), "lines": render(rows),
+                      "trace_id": r.trace_id, "folded": r.folded} for r in rows],
+            "time_spent": time_spent(rows), "lines": render(rows, calls=calls),
             "read": {"lines": found.stats.lines, "damaged": found.stats.damaged,
                      "torn_tail": found.stats.torn_tail, "evicted": found.evicted}}

@@ -112,6 +112,9 @@ def test_a_chain_laid_out_in_time_nested_with_its_waits_named(provider: TracerPr
     assert "PUT http://azurite/x" in next(r for r in rows if r.name == "PUT").detail
     lines = render(rows)
     assert lines[0] == "from 2023-11-14 22:13:20 UTC, 56.5 s in all"
+    # the arrival's HTTP call is counted on its line; shown on its own only when asked
+    assert "1 call(s) 0.200s" in lines[1] and not any(" PUT " in line for line in lines)
+    assert sum(" PUT " in line for line in render(rows, calls=True)) == 1
     assert any(line.split()[:3] == ["+36.600s", "9.400s", "[provisioning]"] for line in lines), lines
 
 
