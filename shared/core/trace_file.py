@@ -30,8 +30,13 @@ tests/test_trace_file.py parses every line back with protobuf's own `json_format
 `ExportTraceServiceRequest` (after turning the hex ids into the base64 the plain proto3 mapping expects).
 
 Several processes append at once: each export is one `write()` of one whole line on a descriptor opened with
-O_APPEND, so lines never interleave (POSIX write(2): with O_APPEND the offset is set to the end and the write
-done "with no intervening file modification operation"). Spans go out through a `SimpleSpanProcessor`, one
+O_APPEND. POSIX makes the move to the end and the write one step ("no intervening file modification operation
+shall occur between changing the file offset and the write operation": write(), pubs.opengroup.org/onlinepubs/
+9799919799/functions/write.html), and Linux's local file systems write a regular file under its inode lock
+(`generic_file_write_iter`, mm/filemap.c; ext4's own write path likewise), so a line is never split by another
+writer's; tests/test_trace_file.py checks it with two processes writing 20 KB lines. Not on NFS, which emulates
+O_APPEND (open(2)): keep the run folder on a local disk. `configure_file_tracing` sends spans through a
+`SimpleSpanProcessor`, one
 line as each span ends: a host killed with SIGKILL (tests/test_stack_e2e.py does) loses no span already ended,
 and a local write is cheap. `read_spans` streams the file and skips a torn last line (a writer still writing,
 or killed mid-write) and any damaged line, counting them in `SpanFileStats`.
