@@ -45,7 +45,9 @@ def assert_one_trace_covers_the_chain(live: LiveStack, *, batch: str, model: str
     registered = live.deps.platform.get_model(model, version)
     assert registered is not None and registered.job_name, ref
     job = registered.job_name
-    events = [e for e in live.published() if batch in e["subject"] or e["subject"].endswith(ref)]
+    events = [e for e in live.published() if e["eventType"].startswith(("Reflex.Training", "Reflex.Model",
+                                                                         "Reflex.Rollout"))
+              and (batch in e["subject"] or e["subject"].endswith(ref))]
     kinds = [e["eventType"].removeprefix("Reflex.") for e in events]
     assert set(kinds) >= CHAIN_EVENTS and kinds.count("RolloutStepCompleted") >= steps, kinds
     carried = [(f"{e['eventType']} {e['subject']} {e['id']}", *_traceparent(e)) for e in events]
