@@ -45,6 +45,17 @@ def assert_one_trace_covers_the_chain(live: LiveStack, *, batch: str, model: str
     registered = live.deps.platform.get_model(model, version)
     assert registered is not None and registered.job_name, ref
     job = registered.job_name
+    # the job's own span, written by its runner process (local/job_trace.py): queued, then training
+    (job_span,) = [s for s in read_spans(path) if s.name == f"job {job}"]
+    phases = {s.name: s for s in read_spans(path) if s.parent_id == job_span.span_id}
+    assert set(phases) == {"queued", "training"}, phases
+    assert phases["queued"].start_ns == job_span.start_ns and phases["queued"].end_ns == phases["training"].start_ns
+    assert phases["training"].end_ns == job_span.end_ns and phases["training"].duration_ns > 0
+    text = io.StringIO()
+    assert cli(["explain", ref, "--timeline"], deps=live.deps, stdout=text) == 0, text.getvalue()
+    assert f"job {job}" in text.getvalue() and "where the time went:" in text.getvalue(), text.getvalue()
+
+    # one trace: every event of the chain carries it (data.traceparent), and each event's span is in the file
     events = [e for e in live.published() if e["eventType"].startswith(("Reflex.Training", "Reflex.Model",
                                                                          "Reflex.Rollout"))
               and (batch in e["subject"] or e["subject"].endswith(ref))]
@@ -54,20 +65,16 @@ def assert_one_trace_covers_the_chain(live: LiveStack, *, batch: str, model: str
     traces = {t for _, t, _ in carried}
     assert len(traces) == 1, f"the chain's events carry {len(traces)} traces: {carried}"
     (trace_id,) = traces
+    assert job_span.trace_id == trace_id, (job_span, trace_id)  # parented from the job's traceparent tag
 
     def spans_now() -> dict[str, SpanRecord] | None:
         spans = {s.span_id: s for s in read_spans(path) if s.trace_id == trace_id}
-        # the host exports in batches: wait until the span of every event and the job's span are written
-        ok = all(span_id in spans for _, _, span_id in carried) and any(
-            s.name == f"job {job}" for s in spans.values())
-        return spans if ok else None
+        return spans if all(span_id in spans for _, _, span_id in carried) else None
 
-    spans = wait_for(f"the spans of trace {trace_id} in {path}", spans_now, timeout=60)
-    (job_span,) = [s for s in spans.values() if s.name == f"job {job}"]  # local/job_trace.py, in the job's runner
-    assert {spans[s].name for s in spans if spans[s].parent_id == job_span.span_id} == {"queued", "training"}
+    spans = wait_for(f"the span of every chain event in trace {trace_id} in {path}", spans_now, timeout=60)
     upload = spans.get(job_span.parent_id)  # the reaction that submitted the job: the batch's arrival
     assert upload is not None and _names(upload, batch), (job_span, upload)
-    # every traffic step is a span of its own in the trace (spans_now waited for each event's span)
+    # every traffic step is a span of its own in the trace
     step_spans = {span_id for what, _, span_id in carried if what.startswith("Reflex.RolloutStepCompleted")}
     assert len(step_spans) >= steps, carried
     record = live.deps.state.get(rollout_key(endpoint))  # the rollout carries the trace it was recorded in
@@ -79,7 +86,6 @@ def assert_one_trace_covers_the_chain(live: LiveStack, *, batch: str, model: str
     outside = [r for r in timeline["rows"] if r["kind"] == "span" and r["trace_id"] != trace_id]
     assert len(outside) == timeline["linked"], outside  # only the ticks that link to the chain
     assert timeline["spans"] >= len(carried) + 3 and timeline["time_spent"].get("training", 0) > 0
-    text = io.StringIO()
-    assert cli(["explain", ref, "--timeline"], deps=live.deps, stdout=text) == 0
-    assert f"timeline (trace {trace_id}" in text.getvalue() and f"job {job}" in text.getvalue()
+    (header,) = [line for line in text.getvalue().splitlines() if line.startswith("timeline (trace ")]
+    assert trace_id in header, header
     return trace_id
