@@ -161,6 +161,9 @@ def _category(span: SpanRecord) -> str:
 
 
 _SKIP = {"reflex.phase", "reflex.job.queued_seconds", "reflex.job.running_seconds", "reflex.job.kind"}
+# what a line shows first (the ledger's ref kinds as trace.py names them, then the rest in the span's order)
+_FIRST = ("reflex.outcome", "reflex.reason", "reflex.job.status", "reflex.batch", "reflex.job", "reflex.model",
+          "reflex.rollout", "reflex.deployment", "reflex.scoring_batch", "reflex.scoring_job")
 _HTTP = ("http.request.method", "http.method", "url.full", "http.url", "http.response.status_code",
          "http.status_code")
 
@@ -173,9 +176,11 @@ def _short(value: Any, limit: int) -> str:
 def _detail(span: SpanRecord, limit: int = 130) -> str:
     """The span's key attributes: Reflex's own (`reflex.*`, shortened), an HTTP call's method, URL and status,
     and an error's message."""
-    parts = [f"{k.removeprefix('reflex.')}={_short(v, 80 if k == 'reflex.reason' else 40)}"
-             for k, v in span.attributes.items()
-             if k.startswith("reflex.") and k not in _SKIP and v not in ("", None, [])]
+    keys = sorted((k for k, v in span.attributes.items()
+                   if k.startswith("reflex.") and k not in _SKIP and v not in ("", None, [])),
+                  key=lambda k: _FIRST.index(k) if k in _FIRST else len(_FIRST))
+    parts = [f"{k.removeprefix('reflex.')}={_short(span.attributes[k], 80 if k == 'reflex.reason' else 40)}"
+             for k in keys]
     parts += [_short(span.attributes[k], 60) for k in _HTTP if k in span.attributes]
     if span.status_code == 2:
         parts.insert(0, f"ERROR {_short(span.status_message, 60)}".rstrip())
