@@ -99,7 +99,11 @@ def collect(path: str | Path, trace_ids: Iterable[str], ids: Iterable[str], *,
     specific = {str(i) for i in ids if i}
     pending: OrderedDict[str, list[SpanRecord]] = OrderedDict()
     held = 0
-    for span in read_spans(path, found.stats):
+    only_if = None
+    if not specific:  # only the known traces: a line that does not hold one of their ids is not even decoded
+        needles = [t.encode() for t in wanted] + [t.upper().encode() for t in wanted]
+        only_if = (lambda raw: any(n in raw for n in needles)) if needles else (lambda raw: False)
+    for span in read_spans(path, found.stats, only_if=only_if):
         if span.trace_id in wanted:
             found.spans.append(span)
             continue
@@ -116,6 +120,8 @@ def collect(path: str | Path, trace_ids: Iterable[str], ids: Iterable[str], *,
             found.spans.append(span)
             found.linked += 1
             continue
+        if not specific:
+            continue  # nothing else can bring this span's trace in
         pending.setdefault(span.trace_id, []).append(span)
         held += 1
         while held > pending_limit and pending:

@@ -186,9 +186,9 @@ def test_the_timeline_reads_the_file_once_in_one_pass(provider: TracerProvider, 
     write_chain(provider)
     reads: list[str] = []
 
-    def counted(path: Any, stats: Any = None) -> Iterator[SpanRecord]:
+    def counted(path: Any, stats: Any = None, **options: Any) -> Iterator[SpanRecord]:
         reads.append(str(path))
-        yield from read_spans(path, stats)
+        yield from read_spans(path, stats, **options)
 
     monkeypatch.setattr(timeline, "read_spans", counted)
     result = chain_timeline(tmp_path / "traces.jsonl", refs={"batch": [BATCH], "endpoint": ["heart-ep"]},

@@ -55,7 +55,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,12 +383,14 @@ def _records(request: Mapping[str, Any]) -> Iterator[SpanRecord]:
                     resource=resource, scope=scope)
 
 
-def read_spans(path: str | os.PathLike[str], stats: SpanFileStats | None = None) -> Iterator[SpanRecord]:
+def read_spans(path: str | os.PathLike[str], stats: SpanFileStats | None = None, *,
+               only_if: Callable[[bytes], bool] | None = None) -> Iterator[SpanRecord]:
     """Every span in the file, streaming (one line in memory at a time), in file order.
 
     A last line without its newline that does not parse is a write in progress or a writer killed mid-line:
     skipped (`stats.torn_tail`). Any other line that does not parse is counted in `stats.damaged` and skipped,
-    so one bad line never hides the rest. A missing file yields nothing."""
+    so one bad line never hides the rest. A missing file yields nothing. `only_if(line)`: decode only the lines
+    it accepts (a cheap test on the raw bytes, such as "holds this trace id")."""
     stats = stats if stats is not None else SpanFileStats()
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below; a generator must not hold it past its end
@@ -397,7 +399,7 @@ def read_spans(path: str | os.PathLike[str], stats: SpanFileStats | None = None)
     with handle:
         for raw in handle:
             stats.lines += 1
-            if not raw.strip():
+            if not raw.strip() or (only_if is not None and not only_if(raw)):
                 continue
             try:
                 request = json.loads(raw)
