@@ -30,7 +30,10 @@ from reflex.records import (
     when,
 )
 from reflex.stack import reachable
+from shared.batches import manifest
+from shared.batches.record import BatchRecord, StatusRecord
 from shared.core.control import read_control
+from shared.core.errors import ReflexError
 from shared.rollout.machine import Rollout
 from shared.rollout.machine import read as read_rollout
 
@@ -108,6 +111,17 @@ def _active(deps: Deps, result: dict[str, Any]) -> dict[str, list[Record]]:
     return {prefix: [found[k] for k in sorted(keys) if k in found] for prefix, keys in wanted.items()}
 
 
+def _manifest(deps: Deps, work: StatusRecord) -> manifest.Manifest | None:
+    """An unfinished batch's files (`manifest.load`: the frozen manifest, or what a collecting batch's folder
+    holds now), or None for other records and when storage cannot say (the row is shown without them)."""
+    if not isinstance(work, BatchRecord):
+        return None
+    try:
+        return manifest.load(deps, work)
+    except ReflexError:
+        return None
+
+
 def gather(deps: Deps) -> dict[str, Any]:
     """Everything `status` shows, as JSON-ready data."""
     now = deps.clock()
@@ -130,8 +144,11 @@ def gather(deps: Deps) -> dict[str, Any]:
         for record in records[prefix]:
             work = RECORD_TYPES[kind].from_dict(record.value) if kind in RECORD_TYPES else None
             if work is not None and work.status in OPEN[kind]:
-                pending.append({"key": record.key, "kind": kind, **work.to_dict(),
-                                "waiting_for": waiting_for(kind, record.value, deps.settings, now)})
+                held = _manifest(deps, work)
+                shown = {} if held is None else {"files": dict(held.files), "rejected": dict(held.rejected)}
+                pending.append({"key": record.key, "kind": kind, **work.to_dict(), **shown,
+                                "waiting_for": waiting_for(kind, record.value, deps.settings, now,
+                                                           files=None if held is None else len(held.files))})
             status = work.status if work is not None else record.value.get("status")
             if status in FAILED[kind] and (kind != "rollout" or record.key.count("/") == 1):
                 found = failure(kind, record.key, record.value)

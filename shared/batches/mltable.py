@@ -23,10 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from shared.batches import manifest
 from shared.core.errors import PermanentError, map_azure_error
 
 if TYPE_CHECKING:
     from shared.batches.record import BatchRecord
+    from shared.core.deps import Deps
     from shared.core.settings import Settings
 
 __all__ = ["MLTABLE", "SCHEMA", "document", "for_batch", "parse", "write"]
@@ -97,9 +99,9 @@ def write(settings: Settings, container: str, folder: str, files: Iterable[str])
     return name
 
 
-def for_batch(settings: Settings, batch: BatchRecord) -> str | None:
-    """In AutoML mode, the MLTable of a completed batch (its frozen `files`), written before its data asset is
-    registered; None in command mode (a `uri_folder` needs none)."""
-    if settings.training_mode != "automl":
+def for_batch(deps: Deps, batch: BatchRecord) -> str | None:
+    """In AutoML mode, the MLTable of a completed batch (its frozen manifest's files, `manifest.load`), written
+    before its data asset is registered; None in command mode (a `uri_folder` needs none, nor the manifest)."""
+    if deps.settings.training_mode != "automl":
         return None
-    return write(settings, batch.container, batch.folder, batch.files)
+    return write(deps.settings, batch.container, batch.folder, manifest.load(deps, batch).files)

@@ -24,8 +24,8 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import admission, mltable
-from shared.batches.paths import BatchPath, asset_path, data_asset_name, data_asset_version, job_name, manifest_digest
+from shared.batches import admission, manifest, mltable
+from shared.batches.paths import BatchPath, asset_path, data_asset_name, data_asset_version, job_name
 from shared.batches.record import ArrivalRecord, DataRef, Lease, RetrainRecord, as_update
 from shared.core import champion as champions
 from shared.core.errors import PermanentError
@@ -87,7 +87,7 @@ def training_request(deps: Deps, batch: ArrivalRecord, key: str, job: str, data:
 def attempt_job_name(batch: ArrivalRecord) -> str:
     """The job of the record's attempt: the first from the batch and its manifest, a later one (an operator's
     `python -m reflex train`, shared/arrival/retry.py) from the attempt number too, so it never reuses a job."""
-    digest = manifest_digest(batch.files)
+    digest = batch.digest  # the frozen manifest's (stored in the summary: no read)
     attempt = batch.attempt_number
     return job_name(batch.batch_id, digest if attempt <= 1 else f"{digest}|attempt-{attempt}")
 
@@ -121,9 +121,9 @@ def submit(deps: Deps, batch: ArrivalRecord, request: TrainingRequest, data: Dat
         TransientError: storage or the platform did not answer (the slot stays: the retry takes it again).
     """
     try:
-        mltable.for_batch(deps.settings, batch)
+        mltable.for_batch(deps, batch)
         deps.platform.register_data(name=data.name, version=data.version, path=data.path, tags=dict(request.tags),
-                                    description=f"batch {batch.batch_id} ({len(batch.files)} files)")
+                                    description=f"batch {batch.batch_id} ({batch.file_count} files)")
         return deps.platform.submit_training(request)
     except PermanentError:
         release_slot(deps, request.job_name)
@@ -179,15 +179,15 @@ def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
         return Outcome("duplicate", f"batch {batch_id} is {status}" + (
             " (another worker is starting it)" if status == "starting" else ""),
             {"batch": batch_id, "job": current.job if current else ""})
-    if not batch.files:
-        reason = f"empty batch: no usable file ({len(batch.rejected)} rejected)"
+    if not batch.file_count:
+        reason = f"empty batch: no usable file ({batch.rejected_count} rejected)"
         if _move(key, token, "skipped", deps, reason=reason):
             deps.publisher.publish("TrainingSkipped", batch_id, {"batch": batch_id, "reason": reason,
-                                                                 "rejected": dict(batch.rejected)})
+                                                                 "rejected": dict(manifest.load(deps, batch).rejected)})
         return Outcome("skipped", reason, {"batch": batch_id, "record": key})
     data = batch_data(deps, batch)
     job = attempt_job_name(batch)
-    details = {"batch": batch_id, "job": job, "data": data.ref, "files": len(batch.files), "record": key}
+    details = {"batch": batch_id, "job": job, "data": data.ref, "files": batch.file_count, "record": key}
     if read_control(deps).dry_run:
         _move(key, token, "dry-run", deps, reason="dry run: would register data and submit", job=job, data=data)
         return Outcome("dry-run", f"would register {data.ref} and submit {job}", details)
@@ -277,7 +277,7 @@ def latest_batch(deps: Deps) -> tuple[str, ArrivalRecord] | None:
     best: tuple[float, str, ArrivalRecord] | None = None
     for record in deps.state.records(f"arrivals/{key_part(deps.settings.data_container)}/"):
         batch = ArrivalRecord.from_dict(record.value)
-        if batch.status not in RETRAINABLE or not batch.files:
+        if batch.status not in RETRAINABLE or not batch.file_count:
             continue
         at = float(batch.completed_at or 0)
         if best is None or (at, record.key) > (best[0], best[1]):

@@ -10,9 +10,11 @@ exactly-once reactions need without another service:
 Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
 
     claims/<reaction>/<key>          {"at": iso-time, ...}        who claimed what, first writer wins
-    arrivals/<container>/<dataset>/<batch>   training batch (manifest, status)     ArrivalRecord  (these three:
-    scoring/<container>/<dataset>/<batch>    scoring batch (manifest, plan)        ScoringRecord   shared/batches/
+    arrivals/<container>/<dataset>/<batch>   training batch (summary, status)      ArrivalRecord  (these three:
+    scoring/<container>/<dataset>/<batch>    scoring batch (summary, plan)         ScoringRecord   shared/batches/
     retrains/<model>/<window>        one retraining per model and window          RetrainRecord   record.py)
+    batchfiles/<batch key>/<file>/<etag>  one entry per delivered blob version    shared/batches/entries.py
+    manifests/<batch key>/<digest>   a batch's manifest, frozen at completion     shared/batches/manifest.py
     training/admission               running training jobs, today's count         shared/batches/admission.py
     rollouts/<endpoint>              rollout record (plan, step, status)          shared/rollout/machine.py Rollout
     registrations/jobs/<job>         the gate's decision for a training job      shared/registration/records.py

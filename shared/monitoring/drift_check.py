@@ -34,6 +34,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from shared.batches import manifest
 from shared.batches.record import ArrivalRecord, ScoringRecord
 from shared.batches.tabular import UnreadableData, reader_for
 from shared.core import champion as champions
@@ -109,8 +110,8 @@ def training_files(deps: Deps, champion: ModelVersion) -> list[Source]:
     batch_key = str(tags.get("reflex.batch", ""))
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
     batch = ArrivalRecord.from_dict(record.value) if record is not None else None
-    if batch is not None and batch.files:
-        return [(batch.container, f"{batch.folder}{f}") for f in sorted(batch.files)]
+    if batch is not None and batch.file_count:
+        return [(batch.container, f"{batch.folder}{f}") for f in sorted(manifest.load(deps, batch).files)]
     data = str(tags.get("reflex.data", ""))
     name, _, version = data.partition(":")
     asset = deps.platform.get_data(name, version) if name and version else None
@@ -235,10 +236,10 @@ def recent_sources(deps: Deps, since: float, now: float) -> tuple[list[Source], 
     for record in deps.state.records(f"scoring/{key_part(s.scoring_container)}/"):
         batch = ScoringRecord.from_dict(record.value)
         at = batch.completed_at
-        if batch.status == "collecting" or at is None or not since < at <= now or not batch.files:
+        if batch.status == "collecting" or at is None or not since < at <= now or not batch.file_count:
             continue
         batches.append(batch.batch_id)
-        sources.extend((batch.container, f"{batch.folder}{f}") for f in sorted(batch.files))
+        sources.extend((batch.container, f"{batch.folder}{f}") for f in sorted(manifest.load(deps, batch).files))
     if s.data_collector_path:
         container, _, prefix = s.data_collector_path.partition("/")
         for b in _list(deps, container, prefix):

@@ -22,6 +22,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.batches import manifest
 from shared.batches.paths import job_name, manifest_digest
 from shared.batches.record import ArrivalRecord, RetrainRecord, as_update
 from shared.batches.training import batch_data, latest_batch, reserve_slot, submit, training_request
@@ -70,9 +71,9 @@ def start_training_for_batch(deps: Deps, batch_key: str, *, trigger: str, event_
     """
     record = deps.state.get(batch_key)
     batch = ArrivalRecord.from_dict(record.value) if record is not None else None
-    if batch is None or not batch.files:
+    if batch is None or not batch.file_count:
         raise PermanentError(f"cannot retrain: batch record {batch_key} is missing or has no usable files")
-    job = retrain_job_name(batch.batch_id, batch.files, trigger)
+    job = retrain_job_name(batch.batch_id, manifest.load(deps, batch).files, trigger)
     data = batch.data or batch_data(deps, batch)
     if not reserve_slot(deps, job, retrain or batch_key).admitted:
         return "waiting", job

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from shared.batches import manifest
 from shared.batches.paths import file_problem
 from shared.batches.record import ArrivalRecord
 from shared.batches.tabular import is_missing, read_rows
@@ -121,8 +122,8 @@ def _first_file(deps: Deps, tags: Mapping[str, str], ref: str) -> tuple[str, str
     batch_key, data = tags.get("reflex.batch", ""), tags.get("reflex.data", "")
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
     batch = ArrivalRecord.from_dict(record.value) if record is not None else None
-    if batch is not None and batch.files:
-        return batch.container, f"{batch.folder}{min(batch.files)}"
+    if batch is not None and batch.file_count:
+        return batch.container, f"{batch.folder}{min(manifest.load(deps, batch).files)}"
     if data:
         return _first_in_asset(deps, data, ref)
     if batch_key:

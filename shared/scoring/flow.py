@@ -1,8 +1,9 @@
 """Batch scoring: a complete batch in the scoring container -> one batch endpoint job for the champion model.
 
 Why this shape: the batch is recorded exactly as the data-arrival flow records training batches (the same
-intake and transitions, shared/batches/intake.py and record.py; the same completion rule: the marker, or the
-quiet window checked by the tracker), as a `ScoringRecord` under its own prefix
+intake and transitions, shared/batches/intake.py and record.py, the manifest stored apart and read through
+shared/batches/manifest.py `load`; the same completion rule: the marker, or the quiet window checked by the
+tracker), as a `ScoringRecord` under its own prefix
 `scoring/<container>/<dataset>/<batch>` so the training sweep never sees it. From `complete` the record moves
 through a small state machine, one compare-and-swap per step, never blocking:
 
@@ -26,9 +27,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from shared.batches.intake import complete_batch, locate_blob
+from shared.batches import manifest
+from shared.batches.intake import complete_batch, locate_blob, record_blob
 from shared.batches.paths import BatchPath
-from shared.batches.record import ScoringRecord, add_blob, as_update
+from shared.batches.record import ScoringRecord, as_update
 from shared.batches.retries import schedule_retry, utc_text
 from shared.core import champion as champions
 from shared.core.errors import PermanentError, ReflexError, TransientError
@@ -74,22 +76,14 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
                               marker=version):
             return Outcome("duplicate", f"batch {path.batch_id} was completed by another delivery", details)
         return advance(deps, key)
-    happened: dict[str, str] = {}
-
-    def record(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        new, happened["what"] = add_blob(current, path, version, deps.clock(), purpose="scoring", kind=ScoringRecord)
-        return new
-
-    stored = deps.state.update(key, record)
-    what = happened["what"]
-    if what == "duplicate":
+    got = record_blob(deps, key, path, version, kind=ScoringRecord, purpose="scoring")
+    if got.what == "duplicate":
         return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
-    if what == "late":
+    if got.what == "late":
         return Outcome("skipped", f"late file: scoring batch {path.batch_id} is already complete; recorded in "
                                   "late_files, not scored (upload new data as a new batch folder)", details)
-    if what == "rejected":
-        rejected = ScoringRecord.from_dict(stored.value).rejected.get(path.file, {}) if stored else {}
-        return Outcome("skipped", f"rejected: {rejected.get('reason') or path.file + ': not usable data'}", details)
+    if got.what == "rejected":
+        return Outcome("skipped", f"rejected: {got.reason or path.file + ': not usable data'}", details)
     return Outcome("acted", f"recorded {path.file} in scoring batch {path.batch_id}", details)
 
 
@@ -98,7 +92,7 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
 
 def _plan(batch: ScoringRecord, champion_ref: str, deps: Deps) -> dict[str, Any]:
     s = deps.settings
-    job = scoring_job_name(batch.batch_id, batch.files, champion_ref)
+    job = scoring_job_name(batch.batch_id, manifest.load(deps, batch).files, champion_ref)
     return {"model": champion_ref, "deployment": deployment_name(champion_ref), "endpoint": s.batch_endpoint,
             "job": job, "input": input_path(s.scoring_datastore, batch.dataset, batch.batch),
             "output": output_path(s.output_datastore, batch.dataset, batch.batch, job)}
@@ -134,11 +128,12 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
     if status not in OPEN:
         return Outcome("duplicate" if status != "collecting" else "skipped",
                        f"scoring batch {batch_id} is {status}", {**details, "job": batch.job})
-    if status == "complete" and not batch.files:
-        reason = f"empty batch: no usable file ({len(batch.rejected)} rejected)"
+    if status == "complete" and not batch.file_count:
+        reason = f"empty batch: no usable file ({batch.rejected_count} rejected)"
         if _moved(deps, key, "skipped", now, allowed_from=("complete",), reason=reason):
+            rejected = manifest.load(deps, batch).rejected
             deps.publisher.publish("BatchScoringSkipped", batch_id, {**details, "reason": reason,
-                                                                     "rejected": dict(batch.rejected)})
+                                                                     "rejected": dict(rejected)})
         return Outcome("skipped", reason, details)
     dry_run = read_control(deps).dry_run
     if status in _STARTABLE:
@@ -153,7 +148,7 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
         details.update(plan)
         if dry_run:
             return Outcome("dry-run", f"would score {batch_id} with {champion.ref} as {plan['job']}", details)
-        files = len(batch.files)
+        files = batch.file_count
         deps.platform.begin_ensure_batch_deployment(BatchDeploymentSpec(
             endpoint=plan["endpoint"], deployment=plan["deployment"], model=champion.ref,
             compute=deps.settings.batch_compute, mini_batch_size=deps.settings.batch_mini_batch_size,
@@ -228,9 +223,11 @@ def _retry_transient(deps: Deps, key: str, job: str, why: str) -> tuple[str, str
     training's, shared/batches/retries.py); (status, reason) of the outcome, or None when retries are used up or
     off. Only the compare-and-swap winner answers "acted"."""
     limit = deps.settings.transient_retries
+    found = deps.state.get(key)
+    files = manifest.load(deps, ScoringRecord.from_dict(found.value)).files if found is not None else {}
 
     def resubmit(batch: ScoringRecord, retry: int, at: float) -> ScoringRecord | None:
-        nxt = scoring_job_name(batch.batch_id, batch.files, f"{batch.model}|retry-{retry}")
+        nxt = scoring_job_name(batch.batch_id, files, f"{batch.model}|retry-{retry}")
         reason = (f"batch job {job} failed for a transient reason ({why}); job {nxt} (retry {retry} of {limit}) "
                   f"is submitted after {utc_text(at)}")
         return batch.with_status("deploying", deps.clock(), allowed_from=("submitted",), reason=reason, job=nxt,
@@ -307,7 +304,7 @@ def scheduled(deps: Deps) -> Outcome:
     latest: tuple[float, str] | None = None
     for record in deps.state.records(f"scoring/{key_part(deps.settings.scoring_container)}/"):
         batch = ScoringRecord.from_dict(record.value)
-        if batch.status not in ("collecting", "skipped") and batch.files:
+        if batch.status not in ("collecting", "skipped") and batch.file_count:
             at = float(batch.completed_at or 0)
             if latest is None or (at, record.key) > latest:
                 latest = (at, record.key)
