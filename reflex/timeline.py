@@ -159,7 +159,7 @@ def _category(span: SpanRecord) -> str:
         return "queueing"
     if phase == "running":
         return span.name if span.name in _WORK else "training"
-    if span.kind == _CLIENT:
+    if _is_call(span):
         return "calls"
     if "reflex.job.kind" in span.attributes:
         return "job"
@@ -179,13 +179,17 @@ def _short(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _text(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
 def _detail(span: SpanRecord, limit: int = 130) -> str:
     """The span's key attributes: Reflex's own (`reflex.*`, shortened), an HTTP call's method, URL and status,
     and an error's message."""
     keys = sorted((k for k, v in span.attributes.items()
                    if k.startswith("reflex.") and k not in _SKIP and v not in ("", None, [])),
                   key=lambda k: _FIRST.index(k) if k in _FIRST else len(_FIRST))
-    parts = [f"{k.removeprefix('reflex.')}={_short(span.attributes[k], 80 if k == 'reflex.reason' else 40)}"
+    parts = [f"{k.removeprefix('reflex.')}={_short(_text(span.attributes[k]), 80 if k == 'reflex.reason' else 40)}"
              for k in keys]
     parts += [_short(span.attributes[k], 60) for k in _HTTP if k in span.attributes]
     if span.status_code == 2:
@@ -268,12 +272,23 @@ def layout(spans: Sequence[SpanRecord], *, reasons: Sequence[tuple[float, str]] 
         ended.sort(key=lambda s: s.end_ns)
         if span.end_ns > covered_to:
             covered_to, last = span.end_ns, span
-    # a reaction's HTTP calls (azure-core's spans) are many and short: counted on the reaction's line
-    in_set = {s.span_id for _, s in ordered}
+    # a reaction's calls (azure-core's spans: the SDK method and its HTTP request) are many and short: counted
+    # on the line of the reaction that made them, each outermost call once
+    by_id = {s.span_id: s for _, s in ordered}
     calls: dict[str, list[SpanRecord]] = {}
+    folded: set[str] = set()
     for _, span in ordered:
-        if span.kind == _CLIENT and span.parent_id in in_set:
-            calls.setdefault(span.parent_id, []).append(span)
+        parent = by_id.get(span.parent_id)
+        if not _is_call(span) or parent is None:
+            continue
+        owner: SpanRecord | None = parent
+        while owner is not None and _is_call(owner):
+            owner = by_id.get(owner.parent_id)
+        if owner is None:
+            continue
+        folded.add(span.span_id)
+        if not _is_call(parent):
+            calls.setdefault(owner.span_id, []).append(span)
     rows: list[Row] = []
     for depth, span in ordered:
         if (gap := gaps.get(span.span_id)) is not None:
@@ -283,10 +298,15 @@ def layout(spans: Sequence[SpanRecord], *, reasons: Sequence[tuple[float, str]] 
         if made := calls.get(span.span_id):
             seconds = sum(c.duration_ns for c in made) / 1e9
             detail = f"{len(made)} call(s) {seconds:.3f}s" + (f"; {detail}" if detail else "")
-        folded = span.kind == _CLIENT and span.parent_id in in_set
         rows.append(Row("span", depth, span.start_ns, span.end_ns, span.name, detail, _category(span),
-                        span.trace_id, folded))
+                        span.trace_id, span.span_id in folded))
     return rows
+
+
+def _is_call(span: SpanRecord) -> bool:
+    """An outgoing call: a client span, or any span of an Azure SDK (azure-core's tracer scopes are named after
+    its modules, `azure.core.tracing.ext.opentelemetry_span` / the SDK library's name)."""
+    return span.kind == _CLIENT or span.scope.startswith("azure")
 
 
 def time_spent(rows: Sequence[Row]) -> dict[str, float]:

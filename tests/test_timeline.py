@@ -69,6 +69,10 @@ def write_chain(provider: TracerProvider, *, batch: str = BATCH, job: str = JOB)
                                                               "reflex.outcome": "acted"})
     inside = trace.set_span_in_context(arrival)
     _span(tracer, "PUT", 0.1, 0.3, inside, **{"http.request.method": "PUT", "url.full": "http://azurite/x"})
+    sdk = provider.get_tracer("azure.core.tracing.ext.opentelemetry_span")  # azure-core's: a method, its request
+    method = sdk.start_span("BlobClient.upload_blob", context=inside, start_time=ns(0.3))
+    _span(sdk, "PUT", 0.32, 0.38, trace.set_span_in_context(method))
+    method.end(end_time=ns(0.4))
     _unrelated(tracer, 0.35)
     arrival.end(end_time=ns(0.6))
     carrier: dict[str, str] = {}
@@ -99,7 +103,8 @@ def test_a_chain_laid_out_in_time_nested_with_its_waits_named(provider: TracerPr
     assert found.linked == 1 and not found.by_attribute  # the tick links to the chain; other traces stay out
     rows = layout(found.spans)
     assert _names(rows) == [
-        (0, "data.arrival"), (1, "PUT"), (1, f"job {JOB}"), (2, "queued"), (2, "training"),
+        (0, "data.arrival"), (1, "PUT"), (1, "BlobClient.upload_blob"), (2, "PUT"), (1, f"job {JOB}"),
+        (2, "queued"), (2, "training"),
         (1, "[run event delivery]"), (1, "registration.run_event"), (1, "rollout.model_registered"),
         (0, "timer reconcile"), (1, "rollout.reconcile"), (1, "[provisioning]"), (1, "rollout.reconcile"),
         (1, "[bake]"), (1, "rollout.reconcile")]
@@ -112,9 +117,9 @@ def test_a_chain_laid_out_in_time_nested_with_its_waits_named(provider: TracerPr
     assert "PUT http://azurite/x" in next(r for r in rows if r.name == "PUT").detail
     lines = render(rows)
     assert lines[0] == "from 2023-11-14 22:13:20 UTC, 56.5 s in all"
-    # the arrival's HTTP call is counted on its line; shown on its own only when asked
-    assert "1 call(s) 0.200s" in lines[1] and not any(" PUT " in line for line in lines)
-    assert sum(" PUT " in line for line in render(rows, calls=True)) == 1
+    # the arrival's calls (its HTTP request, the SDK method with its own) are counted on its line, each once
+    assert "2 call(s) 0.300s" in lines[1] and not any(" PUT" in line or "upload_blob" in line for line in lines)
+    assert sum(" PUT" in line for line in render(rows, calls=True)) == 2
     assert any(line.split()[:3] == ["+36.600s", "9.400s", "[provisioning]"] for line in lines), lines
 
 
@@ -167,7 +172,7 @@ def test_explain_timeline_prints_the_chain_of_a_real_ledger(world: World, provid
     assert main(["--json", "explain", chain.batch, "--timeline", "--trace-file", str(path)], deps=world.deps,
                 stdout=out) == 0
     timeline = json.loads(out.getvalue())["timeline"]
-    assert timeline["trace_ids"][0] == trace_id and timeline["spans"] == 11
+    assert timeline["trace_ids"][0] == trace_id and timeline["spans"] == 13
     assert [r["name"] for r in timeline["rows"] if r["kind"] == "gap"] == ["run event delivery", "provisioning",
                                                                             "bake"]
     assert timeline["time_spent"]["training"] == 30.0
@@ -193,4 +198,4 @@ def test_the_timeline_reads_the_file_once_in_one_pass(provider: TracerProvider, 
     monkeypatch.setattr(timeline, "read_spans", counted)
     result = chain_timeline(tmp_path / "traces.jsonl", refs={"batch": [BATCH], "endpoint": ["heart-ep"]},
                             entries=[{"at": "2023-11-14T22:13:20.000Z", "reason": "started"}])
-    assert len(reads) == 1 and result["spans"] == 11 and result["read"]["lines"] == 17
+    assert len(reads) == 1 and result["spans"] == 13 and result["read"]["lines"] == 19
