@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.stack_support import LiveStack, live_stack, wait_for
+from tests.stack_trace import assert_one_trace_covers_the_chain
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.stack]
 
@@ -149,6 +150,8 @@ def test_the_demo_chain_end_to_end(live: LiveStack) -> None:
     assert len(batch2_parts) == 3 and set(batch2_parts) <= set(refs["blob"])
     assert not any(demo.batch1 in url for url in refs["blob"])  # the endpoint's current model only
     assert f"{MODEL}:2" in refs["model"] and v2 in refs["deployment"]
+    # ---- #19.5 (timeline branch): one trace from v2's upload to its promotion; `explain --timeline` prints it
+    assert_one_trace_covers_the_chain(live, batch=demo.batch2, model=MODEL, version="2", endpoint=ENDPOINT, steps=3)
 
 
 # ------------------------------------------------------------------------------------------------ 3x delivery
