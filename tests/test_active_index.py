@@ -197,7 +197,11 @@ def test_health_purges_after_the_retention_and_keeps_the_batch_retraining_needs(
     real = time.time()
     blob_state.clock = lambda: real - 40 * DAY_SECONDS  # type: ignore[method-assign]
     for i in range(3):
-        blob_state.create(*_batch(i, "trained", clock()))
+        key, value = _batch(i, "trained", clock())
+        blob_state.create(key, value)
+        # the batch's parts stored beside its record (shared/batches/entries.py, shared/batches/manifest.py)
+        blob_state.create(f"batchfiles/{key}/part-0.csv/etag-{i}", {"file": "part-0.csv"})
+        blob_state.create(f"manifests/{key}/digest-{i}", {"record": key, "files": {}})
     blob_state.clock = lambda: real + 40 * DAY_SECONDS  # type: ignore[method-assign]
     deps = make_deps(make_settings(REFLEX_RETENTION_DAYS="30"), state=blob_state, platform=fake_platform,
                      clock=clock)
@@ -206,6 +210,9 @@ def test_health_purges_after_the_retention_and_keeps_the_batch_retraining_needs(
     outcome = health.check(deps)
     assert outcome.details["purged"] == 2
     assert [k for k in blob_state.keys("arrivals/")] == [newest[0]]
+    # a purged batch's entries and manifest go with it; the kept batch keeps its own
+    assert [k.split("/part-0.csv")[0] for k in blob_state.keys("batchfiles/")] == [f"batchfiles/{newest[0]}"]
+    assert [k.rsplit("/", 1)[0] for k in blob_state.keys("manifests/")] == [f"manifests/{newest[0]}"]
     assert training.latest_batch(deps) == newest  # still found: retraining keeps working after retention
 
 

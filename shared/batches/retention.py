@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.batches import entries, manifest
 from shared.batches.record import ScoringRecord
 from shared.batches.training import latest_batch
 from shared.core.state import Record, key_part
@@ -19,7 +20,7 @@ from shared.core.state import Record, key_part
 if TYPE_CHECKING:
     from shared.core.deps import Deps
 
-__all__ = ["kept", "latest_scoring_batch"]
+__all__ = ["companions", "kept", "latest_scoring_batch"]
 
 
 def _scored(record: Record) -> float | None:
@@ -39,3 +40,11 @@ def kept(deps: Deps) -> list[str]:
     training = latest_batch(deps)
     scoring = latest_scoring_batch(deps)
     return [key for key in (training[0] if training else None, scoring.key if scoring else None) if key]
+
+
+def companions(key: str) -> list[str]:
+    """The blobs that belong to a batch record and are purged with it: its per-file entries
+    (shared/batches/entries.py) and its stored manifest (shared/batches/manifest.py). Other records have none."""
+    if not key.startswith(("arrivals/", "scoring/")):
+        return []
+    return [f"{entries.PREFIX}{key}/", f"{manifest.PREFIX}{key}/"]

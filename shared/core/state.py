@@ -459,11 +459,15 @@ class StateStore(ABC):
         return [Listed(item.key[len(ACTIVE_PREFIX):], None, item.modified)
                 for item in self._listing(ACTIVE_PREFIX + prefix)]
 
-    def purge(self, retention_days: int, *, keep: Callable[[], Iterable[str]] = tuple) -> int:
+    def purge(self, retention_days: int, *, keep: Callable[[], Iterable[str]] = tuple,
+              companions: Callable[[str], Iterable[str]] = lambda key: ()) -> int:
         """Delete the records that finished more than `retention_days` ago, by day: the cost is what expired
         (one listing of days when nothing did). `keep()` (asked only when a day expired) names records kept
         whatever their age. A record changed since its day (reopened, or written while finished) is not deleted:
-        its entry moves to the day of its last change. How many records were deleted."""
+        its entry moves to the day of its last change. `companions(key)` names key prefixes that belong to a
+        record and go with it (a batch's per-file entries and stored manifest, shared/batches/retention.py): they
+        are deleted after the record, so a crash between leaves only blobs no record names, never a record
+        whose parts are gone. How many records were deleted."""
         cutoff = self.clock() - retention_days * DAY_SECONDS
         expired = [day for day in self.finished_days() if day < _day(cutoff)]
         if not expired:
@@ -481,6 +485,9 @@ class StateStore(ABC):
                         self._finish(key, listed.status, listed.modified if key not in kept else None)
                     elif self._delete(key, etag):
                         self._delete(ACTIVE_PREFIX + key, None)  # a held record a watcher never settled
+                        for prefix in companions(key):
+                            for part in list(self._keys(prefix)):
+                                self._delete(part, None)
                         purged += 1
                     else:
                         continue  # written meanwhile: the next purge decides again

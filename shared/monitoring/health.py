@@ -42,7 +42,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from shared.batches.record import ArrivalRecord, RetrainRecord, ScoringRecord, StatusRecord
-from shared.batches.retention import kept
+from shared.batches.retention import companions, kept
 from shared.core.errors import ReflexError
 from shared.core.findings import Finding, HealthCheck, Reported
 from shared.core.platform import TERMINAL_JOB_STATES, Endpoint, Job, serving_states, traffic_problems
@@ -225,7 +225,7 @@ def check(deps: Deps, checks: Sequence[HealthCheck] = ()) -> Outcome:
             _reported(deps, finding, now)
     purged = 0
     try:  # retention: finished records older than REFLEX_RETENTION_DAYS, by day (one listing when none expired)
-        purged = deps.state.purge(deps.settings.retention_days, keep=lambda: kept(deps))
+        purged = deps.state.purge(deps.settings.retention_days, keep=lambda: kept(deps), companions=companions)
     except ReflexError as exc:
         errors.append(f"retention: {exc}")
         log.warning("health: retention purge failed: %s", exc)
