@@ -7,6 +7,7 @@ asset, one job) and on the arrival record, never on timings.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -17,9 +18,10 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from functions import data_arrival
+from local.host.blobs import blob_created_event
 from shared.arrival.flow import arrival_key, handle_blob
 from shared.batches import admission, mltable
-from shared.batches.paths import parse_blob_path
+from shared.batches.paths import manifest_digest, parse_blob_path
 from shared.core import reaction
 from shared.core.control import write_control
 from shared.core.deps import Deps
@@ -58,7 +60,14 @@ def test_burst_of_1000_blobs_shuffled_three_times_gives_one_job(lake: Lake, blob
     assert list(fake_platform.jobs) == [job]
     assert list(fake_platform.data) == [("sales", "2024-06-01")]
     asset = fake_platform.data[("sales", "2024-06-01")]
-    assert asset.path == "azureml://datastores/reflexdata/paths/sales/2024-06-01/"
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "sales/2024-06-01/x.csv")))
+    assert record is not None
+    # the frozen copy of exactly the recorded versions, not the live folder (#18.4, shared/batches/freeze.py)
+    frozen = f".reflex-frozen/sales/2024-06-01/{manifest_digest(record.value['files'])[:16]}/"
+    assert asset.path == f"azureml://datastores/reflexdata/paths/{frozen}"
+    copies = {b.name[len(frozen):]: b.metadata["reflexsourceetag"]
+              for b in lake.container.list_blobs(name_starts_with=frozen, include=["metadata"])}
+    assert copies == {f: e["etag"] for f, e in record.value["files"].items()}
     request = fake_platform.job_requests[job]
     assert (request.data_name, request.data_version, request.mode) == ("sales", "2024-06-01", "command")
     assert request.tags[REFLEX_TAG] == "true" and request.tags["reflex.data"] == "sales:2024-06-01"
@@ -212,7 +221,8 @@ def test_unsafe_dataset_names_are_mapped_deterministically(lake: Lake, blob_stat
         deliver(raw, deps)
     [(name, version)] = list(fake_platform.data)
     assert name.startswith("sales-eu-") and version.startswith("b-")
-    assert fake_platform.data[(name, version)].path.endswith("/paths/sales.eu/date=2024-06-01/")
+    assert re.fullmatch(r"azureml://datastores/reflexdata/paths/\.reflex-frozen/sales\.eu/date=2024-06-01/[0-9a-f]{16}/",
+                        fake_platform.data[(name, version)].path)
 
 
 def test_quiet_window_completes_via_sweep(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
@@ -362,11 +372,20 @@ def test_automl_mode_carries_the_automl_settings(lake: Lake, blob_state: StateSt
     assert (request.mode, request.task, request.label_column, request.primary_metric, request.timeout_minutes,
             request.early_stopping) == ("automl", "regression", "price", "r2_score", 30, False)
     assert (request.compute, request.environment) == ("cpu-cluster", "azureml:reflex-train:1")
-    # the mltable asset's folder holds the documented MLTable file listing the frozen manifest
-    # (shared/batches/mltable.py)
-    table = lake.container.download_blob("houses/b1/MLTable").readall().decode()
+    # the mltable asset's folder, the frozen copy (shared/batches/freeze.py), holds the documented MLTable file
+    # listing the frozen manifest (shared/batches/mltable.py); nothing is written into the live batch folder
+    [asset] = fake_platform.data.values()
+    folder = asset.path.split("/paths/", 1)[1]
+    assert folder.startswith(".reflex-frozen/houses/b1/")
+    table = lake.container.download_blob(f"{folder}MLTable").readall().decode()
     assert mltable.parse(table) == (["./p.parquet"], "read_parquet")
-    # its own BlobCreated is skipped, not taken for a late data file
+    assert sorted(b.name for b in lake.container.list_blobs(name_starts_with="houses/")) == [
+        "houses/b1/_SUCCESS", "houses/b1/p.parquet"]
+    # its own BlobCreated is skipped as Reflex's frozen copy, and an MLTable in the live folder is skipped too:
+    # neither is taken for a late data file
+    frozen_table = lake.container.get_blob_client(f"{folder}MLTable")
+    frozen = deliver(blob_created_event(frozen_table, frozen_table.get_blob_properties()), deps)
+    assert frozen.status == "skipped" and "frozen copy" in frozen.reason
     again = deliver(lake.put("houses/b1/MLTable", table.encode()), deps)
     assert again.status == "skipped" and "MLTable" in again.reason
     record = blob_state.get(arrival_key(parse_blob_path(lake.container.container_name, "houses/b1/p.parquet")))

@@ -12,7 +12,8 @@ Files arriving after completion are recorded as `late_files` and do not retrigge
 folder is the way to train on new data). Everything that cannot train ends with its reason in the record and
 in the outcome: unknown container, a blob outside a batch folder, zero-byte or unreadable files, an empty
 batch. The sweep (`sweep`) also recovers a batch whose completing worker crashed before submitting, starts
-batches waiting for a slot (a retry after a transient failure once its backoff has passed), and hands jobs that
+batches waiting for a slot (a retry after a transient failure once its backoff has passed), continues freezing the
+batches whose copy did not finish in one invocation (shared/batches/freeze.py), and hands jobs that
 ended without an event reaching us to the reaction their event runs (shared/batches/training.py
 `refresh_running`, shared/core/unheard.py).
 """
@@ -146,7 +147,8 @@ def sweep(deps: Deps) -> Outcome:
                 waiting.append((now, record.key))
         elif not batch.retry_due(now):
             continue  # a retry waiting out its backoff: not due, and it must not hold up the batches behind it
-        elif batch.status in ("waiting", "complete") or (batch.status == "starting" and batch.lease_free(now)):
+        elif batch.status in ("waiting", "complete", "freezing") or (batch.status == "starting" and
+                                                                    batch.lease_free(now)):
             waiting.append((float(batch.completed_at or 0), record.key))
     failed = 0
     links: list[dict[str, Any]] = []  # one lineage group per batch started, so batches never join chains
