@@ -7,7 +7,8 @@ and a scoring batch waiting for a champion, then deployed, submitted and complet
 `scoring/`, `retrains/` and `training/admission` record, every training request, data asset and published event
 is compared with tests/fixtures/records/batch-side.json, which the same `scenario` wrote at commit c7ab977, before
 the records had types (see the fixtures README). Names that differ run to run (containers, etags, job names,
-event ids, the tokens of leases and attempts) are replaced by labels in the order they appear.
+event ids, the tokens of leases and attempts, the manifest digest in a frozen folder's name) are replaced by
+labels in the order they appear.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def scenario(data: Any, scoring: Any) -> dict[str, Any]:
     text = json.dumps({"stored": stored, "sent": sent}, sort_keys=True, default=str)
     text = re.sub("|".join(re.escape(k) for k in sorted(labels, key=len, reverse=True)), lambda m: labels[m[0]],
                   text)
-    return json.loads(re.sub(r'"[0-9a-f]{32}"', '"TOKEN"', text))  # lease and attempt tokens (uuid4)
+    text = re.sub(r'"[0-9a-f]{32}"', '"TOKEN"', text)  # lease and attempt tokens (uuid4)
+    # a frozen folder is named by its manifest's digest, which covers the etags (shared/batches/freeze.py)
+    return json.loads(re.sub(r"(\.reflex-frozen/[^\"]*?/)[0-9a-f]{16}/", r"\1DIGEST/", text))
 
 
 def _without_released_leases(value: Any) -> Any:
