@@ -152,6 +152,7 @@ def sweep(deps: Deps) -> Outcome:
             waiting.append((float(batch.completed_at or 0), record.key))
     failed = 0
     links: list[dict[str, Any]] = []  # one lineage group per batch started, so batches never join chains
+    items: dict[str, dict[str, Any]] = {}
     for _, key in sorted(waiting):
         try:
             outcome = start_batch(key, deps, event_id=f"sweep:{int(now)}")
@@ -161,12 +162,15 @@ def sweep(deps: Deps) -> Outcome:
                 deps.state.dead_letter("data.sweep", {"record": key}, exc, event_id=f"sweep-{key_part(key)}")
             log.warning("sweep could not start %s: %s", key, exc)
             continue
+        refs = {k: outcome.details[k] for k in ("batch", "job", "data") if outcome.details.get(k)}
+        # what this sweep did to each batch, for `explain` (a pass of freezing, a batch failed: its reason)
+        items[key] = {"status": outcome.status, "reason": outcome.reason, **refs}
         if outcome.details.get("waiting"):
             break  # no slot left: the rest keep waiting, in arrival order
-        started += outcome.status == "acted"
-        links.append({k: outcome.details[k] for k in ("batch", "job", "data") if outcome.details.get(k)})
+        started += outcome.status == "acted" and not outcome.details.get("freezing")
+        links.append(refs)
     details = {"released": released, "completed": completed, "started": started, "failed": failed,
-               "still_waiting": len(waiting) - started - failed, "links": links}
+               "still_waiting": len(waiting) - started - failed, **items, "links": links}
     status = "acted" if (released or completed or started) else "skipped"
     return Outcome(status, f"sweep: {completed} batch(es) completed, {started} started, {released} slot(s) released",
                    details)

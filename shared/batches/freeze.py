@@ -176,7 +176,7 @@ def _copy(container: Any, folder: str, file: str, entry: Mapping[str, Any]) -> t
     return ("frozen" if status == "success" else "pending"), ""
 
 
-def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float = BUDGET_SECONDS,
+def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float | None = None,
             clock: Callable[[], float] = time.monotonic) -> Progress:
     """One bounded pass of freezing `batch` (see the module docstring): list what is frozen, copy what is missing
     for at most `budget_seconds` (at least one round), report where it stands. Idempotent: any number of passes,
@@ -186,7 +186,7 @@ def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float = BUDGET_SE
         TransientError: storage did not answer (the next pass resumes).
         PermanentError: the frozen folder holds a copy of another version (written by something else).
     """
-    deadline = clock() + budget_seconds
+    deadline = clock() + (BUDGET_SECONDS if budget_seconds is None else budget_seconds)
     files = manifest_entries(batch)
     folder = frozen_folder(batch)
     container = deps.blobs.get_container_client(batch.container)
@@ -207,9 +207,10 @@ def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float = BUDGET_SE
         if why:
             lost[name] = why
     copied = 0
+    size = PARALLEL * 4
     with ThreadPoolExecutor(PARALLEL) as pool:
         while missing and not lost:
-            round_, missing = missing[:PARALLEL * 4], missing[PARALLEL * 4:]
+            round_, missing = missing[:size], missing[size:]
             results = list(pool.map(lambda f: _copy(container, folder, f, files[f]), round_))
             copied += len(round_)
             for name, (state, why) in zip(round_, results, strict=True):
