@@ -125,6 +125,7 @@ def test_freezing_is_bounded_per_invocation_and_resumed_by_the_sweep_without_dup
     assert first.status == "acted" and first.reason.startswith("freezing: 8 of 30 file(s) copied")
     assert arrival(world, "heart/b1")["status"] == "freezing" and not world.platform.jobs
     code, status = cli_json(world.deps, "status")
+    assert code == 0
     [pending] = [p for p in status["pending_batches"] if p["key"].endswith("/heart/b1")]
     assert pending["waiting_for"].startswith("freezing: 8 of 30 file(s) copied into .reflex-frozen/heart/b1/")
     # a redelivery of the marker is one more bounded pass, never a second copy of a file
@@ -166,6 +167,7 @@ def test_a_source_changed_before_its_copy_fails_the_batch_naming_the_file(
     [failed] = [e for e in world.deps.publisher.sent if e.type == "Reflex.TrainingFailed"]
     assert failed.data["stage"] == "freeze" and set(failed.data["lost"]) == {"part-11.csv"}
     code, status = cli_json(world.deps, "status")
+    assert code == 0
     [shown] = [f for f in status["failures"] if f["kind"] == "training"]
     assert shown["reason"] == reason
     # the ledger line of the pass that found it says so too

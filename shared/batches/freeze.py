@@ -164,7 +164,8 @@ def _copy(container: Any, folder: str, file: str, entry: Mapping[str, Any]) -> t
     except ResourceExistsError:
         return "exists", ""  # a copy from an earlier pass (If-None-Match: *): checked by the caller
     except HttpResponseError as exc:
-        code = str(getattr(exc.error_code, "value", exc.error_code) or "")
+        raw = getattr(exc, "error_code", None)  # set by azure-storage-blob's error handler (StorageErrorCode)
+        code = str(getattr(raw, "value", raw) or "")
         if exc.status_code in (404, 412) or code in _SOURCE_GONE:
             what = "deleted" if exc.status_code == 404 else "changed"
             return "lost", f"{what} since it was recorded (etag {etag}; Copy Blob answered {exc.status_code} {code})"
