@@ -171,7 +171,9 @@ def test_a_source_changed_before_its_copy_fails_the_batch_naming_the_file(
     [shown] = [f for f in status["failures"] if f["kind"] == "training"]
     assert shown["reason"] == reason
     # the ledger line of the pass that found it says so too
-    line = next(e for e in world.deps.ledger.entries() if e["reaction"] == "data.sweep")
+    ledger = world.deps.ledger
+    assert ledger is not None
+    line = next(e for e in ledger.entries() if e["reaction"] == "data.sweep")
     assert "part-11.csv" in json.dumps(line)
     # and nothing trains on another version later: a new sweep leaves it failed
     world.run("data.sweep", {"past_due": False}, "")
@@ -193,7 +195,8 @@ def test_a_scoring_batch_scores_its_frozen_copy(container_factory: Callable[[str
         clock.advance(60)
         world.run("scoring.track", {}, "")
     record = world.deps.state.get(f"scoring/{scoring.container_name}/heart/s1")
-    assert record is not None and record.value["status"] == "submitted", record.value
+    assert record is not None
+    assert record.value["status"] == "submitted", record.value
     assert "/paths/.reflex-frozen/heart/s1/" in record.value["input"]
     container, prefix = resolve(record.value["input"], datastores(world.deps.settings))
     written = download_folder(world.deps.blobs, container, prefix, tmp_path)
