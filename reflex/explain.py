@@ -171,10 +171,9 @@ def _walk(source: EntrySource, starts: list[tuple[str, str]], direction: int, ch
 
 def trained_blobs(deps: Deps, refs: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
     """The blobs the jobs of a chain's training and scoring batches read: per manifest file the frozen copy, the
-    source blob and the source version's ETag. A batch frozen before Reflex froze batches (its data asset or
-    input is the live folder) lists its recorded blobs with `frozen` empty: what trained is what the folder held
-    when the job ran."""
-    from shared.batches.freeze import frozen_blobs, frozen_path
+    source blob and the source version's ETag. A batch submitted before Reflex froze batches read its live
+    folder: its recorded blobs are listed with `frozen` empty (what trained is what the folder held then)."""
+    from shared.batches.freeze import frozen_blobs, manifest_entries, reads_frozen
     from shared.batches.record import ArrivalRecord, BatchRecord, ScoringRecord
     from shared.core.state import key_part
 
@@ -185,17 +184,14 @@ def trained_blobs(deps: Deps, refs: Mapping[str, Sequence[str]]) -> list[dict[st
             parts = ident.split("/")
             stored = deps.state.get(f"{prefix}/" + "/".join(key_part(p) for p in parts)) if len(parts) == 3 \
                 else None
-            if stored is None:
-                continue
-            batch: BatchRecord = record_type.from_dict(stored.value)
-            read = batch.input if isinstance(batch, ScoringRecord) else batch.data.path if batch.data else None
-            if not read:
-                continue  # not submitted: nothing read yet
-            datastore = deps.settings.scoring_datastore if kind == "scoring_batch" else deps.settings.data_datastore
-            if read == frozen_path(datastore, batch):
+            batch: BatchRecord | None = record_type.from_dict(stored.value) if stored is not None else None
+            if batch is None or batch.submitted_at is None:
+                continue  # not submitted: nothing was read
+            if reads_frozen(deps.settings, batch):
                 url = deps.blobs.get_container_client(batch.container).url
                 found += [{"batch": ident, **blob} for blob in frozen_blobs(batch, url)]
             else:
                 found += [{"batch": ident, "file": name, "frozen": "", "source": str(entry.get("url", "")),
-                           "source_etag": str(entry.get("etag", ""))} for name, entry in sorted(batch.files.items())]
+                           "source_etag": str(entry.get("etag", ""))}
+                          for name, entry in sorted(manifest_entries(batch).items())]
     return found

@@ -212,3 +212,17 @@ def test_the_frozen_folder_is_never_taken_for_a_batch_and_names_leave_room_for_i
     assert len(fits) == room and file_problem(fits, 10, folder="heart/b1/") == ""
     problem = file_problem("z" + fits, 10, folder="heart/b1/")
     assert "once copied for training" in problem and "at most 1024" in problem
+
+
+def test_the_drift_baseline_reads_the_frozen_copies_the_champion_trained_on(world: World) -> None:
+    from shared.monitoring.drift_check import training_files
+
+    chain = world.chain("heart/b1", upto="registered")
+    world.lake.put("heart/b1/part-0.csv", b"a,label\n999,1\n")  # overwritten after training
+    name, _, version = chain.model.partition(":")
+    model = world.platform.get_model(name, version)
+    assert model is not None
+    files = training_files(world.deps, model)
+    assert [n.rsplit("/", 1)[-1] for _, n in files] == ["part-0.csv", "part-1.csv"]
+    assert all(c == world.lake.name and n.startswith(".reflex-frozen/heart/b1/") for c, n in files)
+    assert all(world.lake.container.download_blob(n).readall() == b"a,label\n1,0\n" for _, n in files)

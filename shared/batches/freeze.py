@@ -59,9 +59,10 @@ from shared.core.errors import PermanentError, map_azure_error
 if TYPE_CHECKING:
     from shared.batches.record import BatchRecord
     from shared.core.deps import Deps
+    from shared.core.settings import Settings
 
 __all__ = ["BUDGET_SECONDS", "FROZEN_ROOT", "PARALLEL", "SOURCE_ETAG", "Progress", "advance", "frozen_blobs",
-           "frozen_folder", "frozen_path", "manifest_entries"]
+           "frozen_folder", "frozen_path", "job_blobs", "manifest_entries", "reads_frozen"]
 
 BUDGET_SECONDS = 12.0  # of one pass: well inside Event Grid's 30 s, with the submission after it
 PARALLEL = 16          # copies in flight per round (server-side: each is one small request)
@@ -94,6 +95,26 @@ def frozen_blobs(batch: BatchRecord, container_url: str) -> list[dict[str, str]]
     base, folder = container_url.rstrip("/"), frozen_folder(batch)
     return [{"file": name, "frozen": f"{base}/{quote(folder + name)}", "source": str(entry.get("url", "")),
              "source_etag": str(entry.get("etag", ""))} for name, entry in sorted(manifest_entries(batch).items())]
+
+
+def reads_frozen(settings: Settings, batch: BatchRecord) -> bool:
+    """Whether the batch's job was submitted on its frozen copy (a batch from before freezing read the live
+    folder; one not submitted yet read nothing)."""
+    from shared.batches.record import ScoringRecord
+
+    if isinstance(batch, ScoringRecord):
+        read, datastore = batch.input, settings.scoring_datastore
+    else:
+        read, datastore = (batch.data.path if batch.data else None), settings.data_datastore
+    return batch.submitted_at is not None and read == frozen_path(datastore, batch)
+
+
+def job_blobs(settings: Settings, batch: BatchRecord) -> list[tuple[str, str]]:
+    """(container, blob name) of each file the batch's job read, in file order: the frozen copies once its job
+    was submitted on them (so a drift baseline or a smoke row comes from exactly what trained or scored), else
+    the recorded files in the live folder (a batch from before freezing, or one not submitted yet)."""
+    folder = frozen_folder(batch) if reads_frozen(settings, batch) else batch.folder
+    return [(batch.container, folder + name) for name in sorted(manifest_entries(batch))]
 
 
 @dataclass(frozen=True)
