@@ -17,8 +17,8 @@ The stored JSON forms (fields present from creation are always written; the othe
 
     arrivals/<container>/<dataset>/<batch>   ArrivalRecord
     {"container", "dataset", "batch",
-     "status": "collecting" | "complete" | "starting" | "waiting" | "submitted" | "trained" | "failed"
-               | "skipped" | "dry-run" | "submit-failed",
+     "status": "collecting" | "complete" | "freezing" | "starting" | "waiting" | "submitted" | "trained"
+               | "failed" | "skipped" | "dry-run" | "submit-failed",   (freezing: shared/batches/freeze.py)
      "files":    {"<file>": {"url", "etag", "size"}},          usable data (the manifest)
      "rejected": {"<file>": {"url", "etag", "size", "reason"}}, zero-byte, unreadable format, hidden
      "late_files": {"<file>": {"url", "etag", "size", "at"}},   arrived after completion: not trained on
