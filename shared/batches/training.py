@@ -183,6 +183,8 @@ def _freeze(key: str, token: str, batch: ArrivalRecord, deps: Deps, details: dic
     except TransientError:
         _move(key, token, "freezing", deps, reason="freezing interrupted by storage: the next pass resumes")
         raise
+    except PermanentError as exc:  # the frozen folder holds what Reflex did not write: never trained on
+        progress = freeze.Progress(freeze.frozen_folder(batch), len(batch.files), lost={"(frozen folder)": str(exc)})
     info = {**details, "frozen": progress.frozen, "folder": progress.folder}
     if progress.lost:
         reason = progress.reason
