@@ -70,9 +70,9 @@ def reflex(svc: AmlService, p: Any) -> dict[str, int]:
         "wait_tick": _count(svc, lambda: p.get_endpoint("churn-ep")),
         "traffic_tick": _count(svc, lambda: (p.get_endpoint("churn-ep"),
                                              p.set_traffic("churn-ep", {"blue": 50, "green": 50}))),
+        # promote tags the new champion; the former one is untagged by the next tick (shared/rollout/flow.py)
         "promote_tick": _count(svc, lambda: (p.get_endpoint("churn-ep"),
-                                             p.update_model_tags("churn", "2", set_tags={"reflex.champion": "true"}),
-                                             p.list_models("churn"))),
+                                             p.update_model_tags("churn", "2", set_tags={"reflex.champion": "true"}))),
     }
 
 

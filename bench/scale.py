@@ -1,8 +1,18 @@
-"""Scale bench (#17.6), the reads of #17.4 and #17.5, each beside its naive baseline in the same run:
+"""Scale bench (#17.6): every figure of the issue's RESULT line, each beside its naive baseline in the same run.
 
+- tick_requests_h10 / _h10000: storage requests of one sweep + health + reconcile tick with 1 active and H finished
+  batches (`bench/ticks.py` `run_ticks(h)`, #17.2);
+- blob_events_per_s, state_bytes_per_blob, jobs_10k: one batch of 10,000 blobs, each delivered 3x in shuffled order,
+  on one worker (`bench/intake.py` `run_intake(n, deliveries, threads)`, #17.1), beside the single-record layout
+  it replaces (`run_baseline`, at 500 blobs: it is O(N^2));
+  (until those two modules exist their keys print `pending`: never a figure measured elsewhere)
+- wait_tick_http, traffic_step_http (and promote_http, demote_http): Azure ML HTTP requests of a rollout tick, the
+  real flows on the real azure-ai-ml SDK against the HTTP stand-in (testing/aml_service.py), the most any tick of
+  that kind sent in the steady state (tests/rollout_requests.py: a second model version rolled out beside the
+  first), against the naive SDK usage of bench/aml_calls.py (`naive`: the obvious reads, `.result()` on pollers);
 - champion_http_1000: finding the champion of a model with 1,000 versions, the real azure-ai-ml SDK against the
-  HTTP stand-in (testing/aml_service.py): the pointer (`shared.core.champion.find`: one `get_model`) against the
-  listing it replaces (`find_champion`: every version, tags filtered). Requests, response bytes, seconds.
+  HTTP stand-in: the pointer (`shared.core.champion.find`: one `get_model`) against the listing it replaces
+  (`find_champion`: every version, tags filtered). Requests, response bytes, seconds.
 - explain_100k_s: `python -m reflex explain <job>` (the CLI itself, --json) on a 100,000-line ledger day on Azurite,
   through the ledger index (shared/core/ledger_index.py; its first read, which builds the index, timed apart),
   against the walk it replaces (every node of the chain scans the whole ledger read once) and a bare read of the
@@ -11,14 +21,17 @@
   rollouts, dead letters) on Azurite, against reading every record as `status` did.
 
 Times are the best of a few rounds (the first explain aside). Run with Azurite on 127.0.0.1:10000:
-`.venv/bin/python bench/scale.py [--lines 100000] [--batches 1000] [--versions 1000]`. Ends with one line
-`RESULT scale champion_http_1000=… explain_100k_s=… status_1000_s=…` (with the baselines beside them); the other
-keys of #17.6 measure work that is not part of this change and are not printed.
+`.venv/bin/python bench/scale.py [--quick]` (`--quick`: small sizes, for tests/test_scale_bench.py, which checks
+only that the RESULT line is complete and well formed). Ends with one line
+`RESULT scale tick_requests_h10=… tick_requests_h10000=… blob_events_per_s=… state_bytes_per_blob=… jobs_10k=…
+wait_tick_http=… traffic_step_http=… champion_http_1000=… explain_100k_s=… status_1000_s=…`, each key followed by
+its baselines, then the sizes measured (`size_*`: a quick run's figures are for those sizes, not the keys' names).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import sys
@@ -30,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from azure.storage.blob import BlobServiceClient  # noqa: E402
 
@@ -50,9 +63,9 @@ DAY = datetime.fromtimestamp(NOW, UTC).date().isoformat()
 URL = "http://127.0.0.1:10000/devstoreaccount1/reflex-data/sales/{batch}/part-{i}.csv"
 
 
-def best(fn: Callable[[], Any], rounds: int = ROUNDS) -> tuple[float, Any]:
+def best(fn: Callable[[], Any], rounds: int | None = None) -> tuple[float, Any]:
     times, result = [], None
-    for _ in range(rounds):
+    for _ in range(rounds or ROUNDS):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
@@ -200,22 +213,30 @@ def explain_bench(service: BlobServiceClient, lines: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------------ status
 def _fill(store: BlobStateStore, batches: int, now: float) -> None:
+    """The records status reads, written from 8 threads (setting up is not what is measured)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     history = [[now - 3600, "collecting", "first blob"], [now - 3000, "trained", "run completed"]]
+    writes: list[Callable[[], Any]] = []
     for i in range(batches + 10):
         state = "trained" if i < batches else "failed" if i % 2 else "collecting"
-        store.create(f"arrivals/data/ds/b{i:05d}", {
+        writes.append(lambda i=i, state=state: store.create(f"arrivals/data/ds/b{i:05d}", {
             "container": "data", "dataset": "ds", "batch": f"b{i:05d}", "status": state, "files": {"p.csv": {}},
             "first_seen": now - 3600, "last_seen": now - 3500, "job": f"job-{i}",
             "reason": "job failed: train.py: error: label column 'y' not found" if state == "failed" else "",
-            "history": history})
+            "history": history}))
     for i in range(batches // 10):
-        store.create(f"scoring/score/ds/s{i:04d}", {"container": "score", "dataset": "ds", "batch": f"s{i:04d}",
-                                                     "files": {"p.csv": {}}, "status": "completed", "history": history})
+        writes.append(lambda i=i: store.create(f"scoring/score/ds/s{i:04d}", {
+            "container": "score", "dataset": "ds", "batch": f"s{i:04d}", "files": {"p.csv": {}},
+            "status": "completed", "history": history}))
     for e in range(3):
-        store.create(f"rollouts/ep{e}", {"endpoint": f"ep{e}", "model": "m", "version": str(e), "status": "done",
-                                         "history": [{"at": now - 100, "action": "Finish", "detail": "promoted"}]})
+        writes.append(lambda e=e: store.create(f"rollouts/ep{e}", {
+            "endpoint": f"ep{e}", "model": "m", "version": str(e), "status": "done",
+            "history": [{"at": now - 100, "action": "Finish", "detail": "promoted"}]}))
     for i in range(20):
-        store.dead_letter("t.x", {}, "boom", event_id=f"ev{i}")
+        writes.append(lambda i=i: store.dead_letter("t.x", {}, "boom", event_id=f"ev{i}"))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda write: write(), writes))
 
 
 def status_bench(service: BlobServiceClient, batches: int) -> dict[str, float]:
@@ -245,15 +266,127 @@ def status_bench(service: BlobServiceClient, batches: int) -> dict[str, float]:
             "status_1000_listing_s": round(listing_s, 3)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lines", type=int, default=100_000)
-    parser.add_argument("--batches", type=int, default=1_000)
-    parser.add_argument("--versions", type=int, default=1_000)
-    args = parser.parse_args()
+# ------------------------------------------------------------------------------------------------ rollout ticks
+def rollout_bench() -> dict[str, int]:
+    """Azure ML requests per rollout tick, Reflex's flows beside naive SDK usage (both the real SDK, one stand-in)."""
+    from aml_calls import _data_list_route, _prepare, naive
+    from aml_harness import azure_platform
+    from rollout_requests import two_rollouts
+
+    from testing.aml_service import AmlService
+
+    seen = two_rollouts()
+    assert seen.statuses == ("done", "done"), seen.statuses
+    svc = AmlService()
+    _data_list_route(svc)
+    with azure_platform(svc, polling_interval=0.0) as p:
+        _prepare(svc, p)
+        base = naive(svc, p)
+    ours = {"wait": seen.most("Wait"), "traffic": seen.most("SetTraffic"), "promote": seen.most("Promote"),
+            "demote": seen.most("Demote")}
+    print("Azure ML requests per rollout tick (real SDK, HTTP stand-in; the most of any tick of that kind):")
+    print(f"  Wait {ours['wait']} (naive {base['wait_tick']}), traffic step {ours['traffic']} (naive read-modify-"
+          f"write {base['traffic_step']}), promote {ours['promote']} (naive {base['promote_tick']}), the former "
+          f"champion's untag on the next tick {ours['demote']}")
+    return {"wait_tick_http": ours["wait"], "wait_tick_http_naive": base["wait_tick"],
+            "traffic_step_http": ours["traffic"], "traffic_step_http_naive": base["traffic_step"],
+            "promote_http": ours["promote"], "promote_http_naive": base["promote_tick"],
+            "demote_http": ours["demote"]}
+
+
+# ------------------------------------------------------------------------------------------------ the others' parts
+def _measure(module: str, function: str) -> Callable[..., Mapping[str, Any]] | None:
+    """`bench/<module>.py`'s measuring function, or None while that module (or the function) is not there."""
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None
+    fn = getattr(found, function, None)
+    return fn if callable(fn) else None
+
+
+def _section(name: str, keys: Sequence[str], run: Callable[[Callable[..., Mapping[str, Any]]], dict[str, Any]],
+             module: str, function: str) -> dict[str, Any]:
+    """`run(fn)` with the measuring function, checked to give `keys`; each key `pending` while it is not there."""
+    fn = _measure(module, function)
+    if fn is None:
+        print(f"{name}: bench/{module}.py {function} is not there yet: {', '.join(keys)} pending")
+        return dict.fromkeys(keys, "pending")
+    results = run(fn)
+    missing = [k for k in keys if k not in results]
+    if missing:
+        raise SystemExit(f"bench/{module}.py {function} gave {sorted(results)}, without {missing}")
+    return results
+
+
+def ticks_section(sizes: Mapping[str, int]) -> dict[str, Any]:
+    def run(fn: Callable[..., Mapping[str, Any]]) -> dict[str, Any]:
+        return {**fn(sizes["h_small"]), **fn(sizes["h_large"])}
+
+    return _section("timer ticks", ("tick_requests_h10", "tick_requests_h10000"), run, "ticks", "run_ticks")
+
+
+def intake_section(sizes: Mapping[str, int]) -> dict[str, Any]:
+    """bench/intake.py: `run_intake` (this version, N blobs and the marker, each delivered 3x, shuffled) beside
+    `run_baseline` (the single-record layout it replaces, at a smaller N: it is O(N^2) and never completes), both on
+    one worker's thread pool of INTAKE_THREADS, as that bench runs them."""
+    import logging
+
+    def run(fn: Callable[..., Mapping[str, Any]]) -> dict[str, Any]:
+        baseline = _measure("intake", "run_baseline")
+        logging.disable(logging.INFO)   # one log line per delivery would be the bench (bench/intake.py does so too)
+        try:
+            new = fn(sizes["blobs"], sizes["deliveries"], INTAKE_THREADS)
+            old = baseline(sizes["baseline_blobs"], sizes["deliveries"], INTAKE_THREADS) if baseline else None
+        finally:
+            logging.disable(logging.NOTSET)
+        print(f"intake of {new['n']} blobs x{sizes['deliveries']} ({INTAKE_THREADS} threads, Azurite): {new}")
+        if old is not None:
+            print(f"  baseline, the single-record layout at N={old['n']}: {old}")
+        pending = "pending"
+        return {"blob_events_per_s": new["blob_events_per_s"],
+                "blob_events_per_s_baseline": old["blob_events_per_s"] if old else pending,
+                "state_bytes_per_blob": new["state_bytes_per_blob"],
+                "state_bytes_per_blob_baseline": old["state_bytes_per_blob"] if old else pending,
+                "jobs_10k": new["jobs"],
+                "state_bytes_per_delivery": new["state_bytes_per_delivery"],
+                "state_bytes_per_delivery_baseline": old["state_bytes_per_delivery"] if old else pending,
+                "max_file_delivery_bytes": new["max_file_delivery_bytes"], "intake_gave_up": new["gave_up"],
+                "intake_baseline_n": old["n"] if old else pending, "intake_threads": INTAKE_THREADS}
+
+    return _section("blob intake", ("blob_events_per_s", "state_bytes_per_blob", "jobs_10k"), run, "intake",
+                    "run_intake")
+
+
+INTAKE_THREADS = 16   # one worker's thread pool (bench/intake.py's default)
+FULL = {"h_small": 10, "h_large": 10_000, "blobs": 10_000, "baseline_blobs": 500, "deliveries": 3,
+        "versions": 1_000, "lines": 100_000, "batches": 1_000}
+QUICK = {"h_small": 10, "h_large": 100, "blobs": 200, "baseline_blobs": 100, "deliveries": 3, "versions": 50,
+         "lines": 3_000, "batches": 20}
+KEYS = ("tick_requests_h10", "tick_requests_h10000", "blob_events_per_s", "state_bytes_per_blob", "jobs_10k",
+        "wait_tick_http", "traffic_step_http", "champion_http_1000", "explain_100k_s", "status_1000_s")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (the RESULT line's form, not figures)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    global ROUNDS
+    ROUNDS = 1 if args.quick else ROUNDS
     service = BlobServiceClient.from_connection_string(AZURITE)
-    results = {**champion_bench(args.versions), **explain_bench(service, args.lines),
-               **status_bench(service, args.batches)}
+    results: dict[str, Any] = {}
+    for name, part in (("ticks", lambda: ticks_section(sizes)), ("intake", lambda: intake_section(sizes)),
+                       ("rollout", rollout_bench), ("champion", lambda: champion_bench(sizes["versions"])),
+                       ("explain", lambda: explain_bench(service, sizes["lines"])),
+                       ("status", lambda: status_bench(service, sizes["batches"]))):
+        started = time.perf_counter()
+        results.update(part())
+        print(f"  ({name}: {time.perf_counter() - started:.1f} s)")
+    assert all(k in results for k in KEYS), [k for k in KEYS if k not in results]
+    results.update({f"size_{k}": v for k, v in sizes.items()})
     print("RESULT scale " + " ".join(f"{k}={v}" for k, v in results.items()))
 
 

@@ -7,7 +7,8 @@ endpoints are one shared resource. Each endpoint is one JSON record, updated wit
     platform/endpoints/<name>   {"name", "tags", "traffic": {dep: pct}, "mirror": {dep: pct},
                                  "deployments": {dep: {"model": "n:v", "instance_type", "instance_count",
                                                        "tags", "state", "error", "generation", "pid"}}}
-    platform/metrics/<endpoint>/<deployment>/<epoch minute>   {"requests", "errors", "latency_ms_sum"}
+    platform/metrics/<endpoint>/<deployment>/<epoch minute>   {"requests", "errors", "latency_ms_sum",
+                                                               "latencies_ms": [each request's, in order]}
 
 "Provisioning" a deployment means loading its MLflow model (`models:/<name>/<version>`) in a detached process
 (`python -m local.jobrunner provision …`): Succeeded once it loads, Failed with the error otherwise. Serving
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 import random
+import statistics
 import threading
 import time
 import uuid
@@ -46,6 +48,9 @@ from shared.core.state import StateStore, key_part
 __all__ = ["Endpoints", "load_model", "provision_from_env", "predict"]
 
 log = logging.getLogger("reflex.local.endpoints")
+# Latencies kept per deployment and minute for the median (a demo client sends 600 a minute): a bounded record
+# under any load; a minute past the bound still counts every request in the mean.
+_LATENCIES_PER_MINUTE = 5000
 
 
 def _ep_key(name: str) -> str:
@@ -284,28 +289,37 @@ class Endpoints:
         return InvokeResult(result.status, result.body, latency)
 
     def count(self, endpoint: str, deployment: str, *, error: bool, latency_ms: float) -> None:
+        """Count one request in its minute's record, with its latency kept (up to `_LATENCIES_PER_MINUTE` per
+        minute) for the window's median."""
         minute = int(self.clock() // 60)
 
         def add(rec: dict[str, Any] | None) -> dict[str, Any]:
             rec = rec or {"requests": 0, "errors": 0, "latency_ms_sum": 0.0}
+            kept = list(rec.get("latencies_ms") or [])
+            if len(kept) < _LATENCIES_PER_MINUTE:
+                kept.append(round(latency_ms, 3))
             return {"requests": rec["requests"] + 1, "errors": rec["errors"] + int(error),
-                    "latency_ms_sum": rec["latency_ms_sum"] + latency_ms}
+                    "latency_ms_sum": rec["latency_ms_sum"] + latency_ms, "latencies_ms": kept}
 
         self.state.update(f"{_metrics_prefix(endpoint, deployment)}{minute:010d}", add, attempts=20)
 
     def metrics(self, endpoint: str, deployment: str, window_seconds: int) -> DeploymentMetrics:
+        """The deployment's requests, errors, mean and median latency over the minutes the window touches."""
         since = int((self.clock() - window_seconds) // 60)
         requests = errors = 0
         latency = 0.0
+        latencies: list[float] = []
         prefix = _metrics_prefix(endpoint, deployment)
         for rec in self.state.records(prefix):
             if int(rec.key[len(prefix):]) >= since:
                 requests += rec.value["requests"]
                 errors += rec.value["errors"]
                 latency += rec.value["latency_ms_sum"]
+                latencies.extend(float(ms) for ms in rec.value.get("latencies_ms") or ())
         # as Azure Monitor serves it: a window without requests has no series ("no data yet"), not zero requests
         return DeploymentMetrics(requests, errors, latency / requests if requests else None, window_seconds,
-                                 has_data=requests > 0)
+                                 has_data=requests > 0,
+                                 latency_p50_ms=statistics.median(latencies) if latencies else None)
 
     def used_cores(self, cores_of: Callable[[str], int]) -> int:
         return sum(cores_of(d.get("instance_type", "")) * int(d.get("instance_count", 1))

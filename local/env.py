@@ -19,6 +19,9 @@ Local-only knobs (read by `local/`, never by the app in Azure):
 * `REFLEX_LOCAL_SERVING_URL` the scoring server (`python -m local.serving`), also the MLflow webhook relay;
 * `REFLEX_LOCAL_QUOTA_CORES` cores the local "region" grants to online deployments (default 64, generous);
 * `REFLEX_LOCAL_TRAIN_SCRIPT` the command-job script (default `jobs/train/train.py`).
+
+The stack also sets the app setting `REFLEX_TRACE_FILE` to `<run folder>/traces.jsonl`: every span of the host
+and of the job runners goes there as OTLP/JSON (shared/core/trace_file.py).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from pathlib import Path
 
 from local.sampledata import patient_record
 
-__all__ = ["PORTS", "ROOT", "Layered", "layered_settings", "local_env", "settings_file", "stack_settings"]
+__all__ = ["PORTS", "ROOT", "TRACE_FILE_NAME", "Layered", "layered_settings", "local_env", "settings_file",
+           "stack_settings"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "mlflow": 5000, "serving": 5001, "host": 7071,
          "feeder": 7072}
+TRACE_FILE_NAME = "traces.jsonl"  # the stack's span file in its run folder (`explain --timeline` reads it)
 LOCAL_TOPIC_KEY = "local-only-key"  # not a secret: the local outbound topic accepts any caller on loopback
 SETTINGS_FILE, EXAMPLE_FILE = "local.settings.json", "local.settings.example.json"
 # variables of the environment that are app settings even when the file does not name them
@@ -56,6 +61,8 @@ def stack_settings(*, run_dir: str | Path | None = None, ports: Mapping[str, int
            "REFLEX_LOCAL_SERVING_URL": f"http://127.0.0.1:{p['serving']}"}
     if run_dir is not None:
         env["REFLEX_LOCAL_RUN_DIR"] = str(run_dir)
+        # every process of the stack (host, job runners) appends its spans here (shared/core/trace_file.py)
+        env["REFLEX_TRACE_FILE"] = str(Path(run_dir) / TRACE_FILE_NAME)
     return env
 
 

@@ -189,6 +189,7 @@ def run_job(spec_path: Path) -> str:
     from local import amlevents
     from local.blobs import download_folder
 
+    began_ns = time.time_ns()
     spec = json.loads(spec_path.read_text())
     folder = spec_path.parent
     client = MlflowClient()
@@ -213,6 +214,7 @@ def run_job(spec_path: Path) -> str:
         traceback.print_exc()
     # the result first where nothing can be down (local/jobs.py reads it if MLflow never hears it), then MLflow
     (folder / "result.json").write_text(json.dumps({"status": status, "error": error, "failure": failure}))
+    _trace_job(spec, spec_path, began_ns, time.time_ns(), status, error)
     try:
         if (folder / "user_logs.txt").exists():
             client.log_artifact(spec["run_id"], str(folder / "user_logs.txt"))
@@ -228,6 +230,19 @@ def run_job(spec_path: Path) -> str:
     client.set_tag(spec["run_id"], "reflex.event_delivered", str(delivered).lower())
     print(f"job {spec['job_name']}: {status}{' - ' + error if error else ''}; event delivered: {delivered}", flush=True)
     return status
+
+
+def _trace_job(spec: dict[str, Any], spec_path: Path, began_ns: int, end_ns: int, status: str, error: str) -> None:
+    """The job's span in the stack's trace file (local/job_trace.py), queued from the job's creation: the time
+    local/jobs.py wrote the spec, right after creating the MLflow run (no MLflow call here: it may be down, and
+    the result must not wait for it). Tracing never fails a job."""
+    from local.job_trace import record_job_span
+
+    try:
+        record_job_span(spec, created_ns=spec_path.stat().st_mtime_ns, running_ns=began_ns, end_ns=end_ns,
+                        status=status, error=error)
+    except Exception:
+        traceback.print_exc()
 
 
 def _patiently(call: Callable[[], Any], what: str, *, patience: float = FINISH_PATIENCE_SECONDS,

@@ -2,6 +2,7 @@
 
     python -m reflex [--json] status
     python -m reflex [--json] explain <endpoint | model:version | job | blob URL | event id> [--kind K] [--days N]
+                                      [--timeline [--calls] [--trace-file PATH]]
     python -m reflex [--json] dead-letters
     python -m reflex [--json] replay <id> | --all
     python -m reflex [--json] pause --why TEXT [--by NAME]      resume [--why TEXT] [--by NAME]
@@ -104,7 +105,7 @@ def _short(text: Any, limit: int = 80) -> str:
 def cmd_status(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     from reflex import status
 
-    result = status.gather(deps)
+    result = status.gather(deps, everything=args.all)
     status.render(result, out)
     out.result(result)
     return OK
@@ -218,7 +219,47 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
                    for r in now], ("KIND", "ID", "STATUS", "DETAIL"))
     out.text("\nhistory (oldest first):")
     out.table(_history_rows(chain.entries), ("AT", "REACTION", "STATUS", "EVENT", "REASON"))
+    code = _timeline(args, deps, chain.entries, refs, tags, now, result, out) if args.timeline else OK
     out.result(result)
+    return code
+
+
+def _trace_file(args: argparse.Namespace, deps: Deps) -> str:
+    """--trace-file, else REFLEX_TRACE_FILE (the stack sets it), else the current run folder's span file."""
+    from local.env import ROOT, TRACE_FILE_NAME
+
+    if args.trace_file:
+        return str(args.trace_file)
+    if configured := os.environ.get("REFLEX_TRACE_FILE") or deps.settings.trace_file:
+        return configured
+    return os.path.join(os.environ.get("REFLEX_LOCAL_RUN_DIR") or ROOT / "run" / "current", TRACE_FILE_NAME)
+
+
+def _timeline(args: argparse.Namespace, deps: Deps, entries: Sequence[Mapping[str, Any]],
+              refs: Mapping[str, Sequence[str]], tags: Mapping[str, Any], now: Sequence[Mapping[str, Any]],
+              result: dict[str, Any], out: Output) -> int:
+    """`explain ID --timeline`: the chain's spans laid out in time (reflex/timeline.py); 1 when none is found."""
+    from reflex.timeline import chain_timeline
+
+    path = _trace_file(args, deps)
+    stored = [found.value for row in now if row.get("record") and (found := deps.state.get(row["record"]))]
+    timeline = chain_timeline(path, refs=refs, entries=entries, records=[tags, *stored], calls=args.calls)
+    result["timeline"] = timeline
+    if not timeline["spans"]:
+        out.text(f"\ntimeline: no span of this chain in {path} (read {timeline['read']['lines']} line(s)); spans "
+                 "are recorded where REFLEX_TRACE_FILE points (the local stack: <run folder>/traces.jsonl); "
+                 "another file: --trace-file")
+        return FAILED
+    traces = ", ".join(timeline["trace_ids"])
+    out.text(f"\ntimeline (trace {traces}; {timeline['spans']} span(s) from {path}):")
+    for line in timeline["lines"]:
+        out.text(line)
+    out.text("\nwhere the time went:")
+    out.table([(name, f"{seconds:.1f} s") for name, seconds in timeline["time_spent"].items()], ("WHAT", "TIME"))
+    read = timeline["read"]
+    if read["damaged"] or read["torn_tail"]:
+        out.text(f"(skipped {read['damaged']} damaged line(s)" + (" and a torn last line" if read["torn_tail"]
+                                                                    else "") + f" of {path})")
     return OK
 
 
@@ -503,12 +544,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reflex", description=__doc__.split("\n\n")[0],
                                      parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("status", parents=[common], help="endpoints, rollouts, pending batches, failures, pause state")
+    p = sub.add_parser("status", parents=[common], help="endpoints, rollouts, pending batches, failures, pause state")
+    p.add_argument("--all", action="store_true",
+                   help="failures of all the history still kept (REFLEX_RETENTION_DAYS), not only the recent days'")
     p = sub.add_parser("explain", parents=[common], help="the chain behind and after an id")
     p.add_argument("id", help="endpoint, model:version, job name, blob URL, batch, deployment, scoring batch, "
                               "scoring job or event id")
     p.add_argument("--kind", choices=PRIORITY, help="how to read the id when it is ambiguous")
     p.add_argument("--days", type=int, default=30, help="how many days of ledger to read (default 30)")
+    p.add_argument("--timeline", action="store_true",
+                   help="also the chain's spans in time, with the waits named (queueing, training, provisioning, bake)")
+    p.add_argument("--calls", action="store_true", help="with --timeline: each HTTP call on a line of its own")
+    p.add_argument("--trace-file", help="the OTLP/JSON span file (default: REFLEX_TRACE_FILE, else "
+                                        "run/current/traces.jsonl)")
     sub.add_parser("dead-letters", parents=[common], help="dead-lettered events with their errors")
     p = sub.add_parser("replay", parents=[common], help="feed dead-lettered events back through their reaction")
     p.add_argument("id", nargs="?", help="dead letter id (from dead-letters) or event id")

@@ -173,7 +173,8 @@ def trained_blobs(deps: Deps, refs: Mapping[str, Sequence[str]]) -> list[dict[st
     """The blobs the jobs of a chain's training and scoring batches read: per manifest file the frozen copy, the
     source blob and the source version's ETag. A batch submitted before Reflex froze batches read its live
     folder: its recorded blobs are listed with `frozen` empty (what trained is what the folder held then)."""
-    from shared.batches.freeze import frozen_blobs, manifest_entries, reads_frozen
+    from shared.batches import manifest
+    from shared.batches.freeze import frozen_blobs, reads_frozen
     from shared.batches.record import ArrivalRecord, BatchRecord, ScoringRecord
     from shared.core.state import key_part
 
@@ -189,9 +190,9 @@ def trained_blobs(deps: Deps, refs: Mapping[str, Sequence[str]]) -> list[dict[st
                 continue  # not submitted: nothing was read
             if reads_frozen(deps.settings, batch):
                 url = deps.blobs.get_container_client(batch.container).url
-                found += [{"batch": ident, **blob} for blob in frozen_blobs(batch, url)]
+                found += [{"batch": ident, **blob} for blob in frozen_blobs(deps, batch, url)]
             else:
                 found += [{"batch": ident, "file": name, "frozen": "", "source": str(entry.get("url", "")),
                            "source_etag": str(entry.get("etag", ""))}
-                          for name, entry in sorted(manifest_entries(batch).items())]
+                          for name, entry in sorted(manifest.load(deps, batch).files.items())]
     return found

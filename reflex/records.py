@@ -19,7 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.batches.record import ArrivalRecord, BatchRecord, RetrainRecord, ScoringRecord, StatusRecord
+from shared.batches.record import (
+    ArrivalRecord,
+    BatchRecord,
+    RetrainRecord,
+    ScoringRecord,
+    StatusRecord,
+    last_seen_slack,
+)
 from shared.rollout.machine import TERMINAL, Rollout
 from shared.rollout.machine import read as read_rollout
 
@@ -144,22 +151,27 @@ def failure(kind: str, key: str, value: Mapping[str, Any]) -> dict[str, Any] | N
     return found
 
 
-def waiting_for(kind: str, value: Mapping[str, Any], settings: Settings, now: float) -> str:
-    """Why an unfinished batch or retraining has not moved on: what it waits for, since when; "" when done."""
+def waiting_for(kind: str, value: Mapping[str, Any], settings: Settings, now: float, *,
+                files: int | None = None) -> str:
+    """Why an unfinished batch or retraining has not moved on: what it waits for, since when; "" when done.
+    `files`: how many files a collecting batch holds so far (`manifest.load`; a summary does not count them),
+    else the count a record written before #17 holds, else not said."""
     record = RECORD_TYPES[kind].from_dict(value)
     status = record.status
     since = when(record.changed_at, now)
     if isinstance(record, BatchRecord) and status == "collecting":
         marker = settings.completion_marker
-        files = len(record.files)
+        legacy = record.legacy_files
+        count = files if files is not None else None if legacy is None else len(legacy)
         first, last = when(record.first_seen, now), when(record.last_seen, now)
+        held = "" if count is None else f"{count} file(s), "
         if marker:
-            return f"waiting for {marker} since {first} ({files} file(s), the last at {last})"
-        due = float(record.last_seen or now) + settings.quiet_seconds
+            return f"waiting for {marker} since {first} ({held}the last at {last})"
+        due = float(record.last_seen or now) + settings.quiet_seconds + last_seen_slack(settings.quiet_seconds)
         if due <= now:
-            return f"quiet since {last}: the next sweep completes it ({files} file(s))"
+            return f"quiet since {last}: the next sweep completes it" + ("" if count is None else f" ({count} file(s))")
         return (f"waiting until {when(due, now)}: complete once no file arrives for {settings.quiet_seconds} s "
-                f"({files} file(s), the last at {last})")
+                f"({held}the last at {last})")
     if status == "complete":
         starter = "the next tracker tick" if kind == "scoring" else "a redelivery or the next sweep"
         return f"complete since {since}: {starter} starts it"

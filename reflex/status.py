@@ -30,7 +30,11 @@ from reflex.records import (
     when,
 )
 from reflex.stack import reachable
+from shared.batches import manifest
+from shared.batches.record import BatchRecord, StatusRecord
 from shared.core.control import read_control
+from shared.core.errors import ReflexError
+from shared.core.state import Listed, lifecycle_of, recent_day
 from shared.rollout.machine import Rollout
 from shared.rollout.machine import read as read_rollout
 
@@ -42,6 +46,7 @@ __all__ = ["RECENT_FAILURES", "SHOWN_FAILURES", "gather", "render"]
 
 SHOWN_FAILURES = 15  # in the text output; --json has every one read
 RECENT_FAILURES = 100  # failed records read, newest first (by their last change); older ones are only counted
+RECENT_DAYS = 7  # failures shown are those finished in the last days (the finished index); `--all`: every one
 
 
 class Out(Protocol):
@@ -78,16 +83,53 @@ def _endpoints(deps: Deps) -> list[dict[str, Any]]:
     return endpoints
 
 
-def _active(deps: Deps, result: dict[str, Any]) -> dict[str, list[Record]]:
+def _history(deps: Deps) -> dict[str, list[Listed]]:
+    """`--all`: every record under each kind's prefix, from listings (each key with its record's status)."""
+    with ThreadPoolExecutor(len(KINDS)) as pool:
+        return dict(zip(KINDS, pool.map(deps.state.listing, KINDS), strict=True))
+
+
+def _recent(deps: Deps) -> dict[str, list[Listed]]:
+    """The unfinished records (the active index) and what finished in the last `RECENT_DAYS` days (the finished
+    index), by prefix: a few listings whatever the history holds (#17.2, #17.5). An unfinished record's status
+    is read with it; a finished one's comes with its listing entry."""
+    state = deps.state
+    tracked = [prefix for prefix in KINDS if lifecycle_of(prefix) is not None]
+    days = [day for day in state.finished_days() if day >= recent_day(state.clock(), RECENT_DAYS)]
+    with ThreadPoolExecutor(max(1, len(tracked) + len(days) + 1)) as pool:
+        active = pool.map(state.active_listing, tracked)
+        shown = {status for kind in KINDS.values() for status in (*FAILED.get(kind, ()), *OPEN.get(kind, ()))}
+        finished = pool.map(lambda day: state.finished_on(day, "", shown), days)  # failures, dry-runs: no history
+        rollouts = pool.submit(state.listing, "rollouts/")
+        ended: dict[str, Listed] = {}  # the newest finished entry of each record
+        for items in finished:
+            for item in items:
+                if item.key not in ended or (item.modified or 0) >= (ended[item.key].modified or 0):
+                    ended[item.key] = item
+        listings: dict[str, list[Listed]] = {prefix: [] for prefix in KINDS}
+        listings["rollouts/"] = rollouts.result()
+        for prefix, entries in zip(tracked, active, strict=True):
+            for entry in entries:
+                last = ended.get(entry.key)
+                if last is None or (entry.modified or 0) > (last.modified or 0):
+                    ended.pop(entry.key, None)  # unfinished, or reopened after it finished: read it
+                    listings[prefix].append(entry)
+        for item in ended.values():  # finished (a failed one held for health too), with its status
+            prefix = item.key.split("/", 1)[0] + "/"
+            if prefix in listings:
+                listings[prefix].append(item)
+    return listings
+
+
+def _active(deps: Deps, result: dict[str, Any], everything: bool) -> dict[str, list[Record]]:
     """The records `status` shows, by prefix: unfinished ones, the live rollouts and the newest failures.
 
-    Chosen from listings alone (`StateStore.listing`: each key with its record's status and last change), so
-    finished history costs a listing entry, not a read: with 1,000 trained batches `status` reads what is still
-    open. A record stored before records carried their status in the listing is read, as before. Failures past
-    the newest `RECENT_FAILURES` are counted in `result["failures_total"]`, not read.
+    Chosen from the indexes (`_recent`), or with `everything` from listings of all the history (`_history`):
+    each candidate with its record's status and last change, so finished history costs at most a listing
+    entry, not a read. A record stored before records carried their status in the listing is read, as before.
+    Failures past the newest `RECENT_FAILURES` are counted in `result["failures_total"]`, not read.
     """
-    with ThreadPoolExecutor(len(KINDS)) as pool:
-        listings = dict(zip(KINDS, pool.map(deps.state.listing, KINDS), strict=True))
+    listings = _history(deps) if everything else _recent(deps)
     wanted: dict[str, list[str]] = {}
     failed: list[tuple[float, str, str]] = []
     for prefix, kind in KINDS.items():
@@ -102,14 +144,27 @@ def _active(deps: Deps, result: dict[str, Any]) -> dict[str, list[Record]]:
                 failed.append((item.modified or 0.0, prefix, item.key))
     failed.sort(reverse=True)
     result["failures_total"] = len(failed)
+    result["failures_window_days"] = None if everything else RECENT_DAYS
     for _, prefix, key in failed[:RECENT_FAILURES]:
         wanted[prefix].append(key)
     found = read_keys(deps.state, [k for keys in wanted.values() for k in keys])
     return {prefix: [found[k] for k in sorted(keys) if k in found] for prefix, keys in wanted.items()}
 
 
-def gather(deps: Deps) -> dict[str, Any]:
-    """Everything `status` shows, as JSON-ready data."""
+def _manifest(deps: Deps, work: StatusRecord) -> manifest.Manifest | None:
+    """An unfinished batch's files (`manifest.load`: the frozen manifest, or what a collecting batch's folder
+    holds now), or None for other records and when storage cannot say (the row is shown without them)."""
+    if not isinstance(work, BatchRecord):
+        return None
+    try:
+        return manifest.load(deps, work)
+    except ReflexError:
+        return None
+
+
+def gather(deps: Deps, *, everything: bool = False) -> dict[str, Any]:
+    """Everything `status` shows, as JSON-ready data: the failures of the last `RECENT_DAYS` days, or with
+    `everything` (`status --all`) of all the history the state still holds."""
     now = deps.clock()
     control = read_control(deps)
     result: dict[str, Any] = {"automation": {"paused": control.paused, "dry_run": control.dry_run,
@@ -119,7 +174,7 @@ def gather(deps: Deps) -> dict[str, Any]:
     with ThreadPoolExecutor(2) as pool:  # the dead letters and the work records at once: each is a few round trips
         letters_read = pool.submit(read, deps.state, ["deadletters/", "held/"],
                                    newest={"deadletters/": SHOWN_FAILURES, "held/": 0})
-        active = _active(deps, result)
+        active = _active(deps, result, everything)
         records, counts = letters_read.result()
     records.update(active)
     rollouts = [{"key": r.key, **r.value, "note": rollout_note(read_rollout(r.value), now)}
@@ -130,8 +185,11 @@ def gather(deps: Deps) -> dict[str, Any]:
         for record in records[prefix]:
             work = RECORD_TYPES[kind].from_dict(record.value) if kind in RECORD_TYPES else None
             if work is not None and work.status in OPEN[kind]:
-                pending.append({"key": record.key, "kind": kind, **work.to_dict(),
-                                "waiting_for": waiting_for(kind, record.value, deps.settings, now)})
+                held = _manifest(deps, work)
+                shown = {} if held is None else {"files": dict(held.files), "rejected": dict(held.rejected)}
+                pending.append({"key": record.key, "kind": kind, **work.to_dict(), **shown,
+                                "waiting_for": waiting_for(kind, record.value, deps.settings, now,
+                                                           files=None if held is None else len(held.files))})
             status = work.status if work is not None else record.value.get("status")
             if status in FAILED[kind] and (kind != "rollout" or record.key.count("/") == 1):
                 found = failure(kind, record.key, record.value)
@@ -190,6 +248,9 @@ def render(result: Mapping[str, Any], out: Out) -> None:
     unread = int(result.get("failures_total") or 0) - RECENT_FAILURES
     if unread > 0:
         out.text(f"  … and {unread} older failed batch(es) not read (`explain <batch>` shows one)")
+    if result.get("failures_window_days"):
+        out.text(f"  (failed batches of the last {result['failures_window_days']} days; `status --all` for every "
+                 "one still kept)")
     if "local_host" in result:
         host = result["local_host"]
         out.text(f"\nlocal host {host['url']}: "

@@ -562,8 +562,8 @@ class AmlService:
                                                         "localizedValue": "statusCodeClass"}, "value": cls}],
                            "data": [quiet, {"timeStamp": "2024-01-01T00:01:00Z", "average": float(n), "count": 1.0}]}
                           for cls, n in data.get("requests_by_class", {}).items()]
-            else:
-                avg = data.get("latency_ms")
+            else:  # RequestLatency (a minute's mean) or RequestLatency_P50 (its median)
+                avg = data.get("latency_p50_ms" if metric == "RequestLatency_P50" else "latency_ms")
                 point = {"timeStamp": "2024-01-01T00:01:00Z", "average": float(avg), "count": 1.0} \
                     if avg is not None else quiet
                 series = [{"metadatavalues": [{"name": {"value": "deployment", "localizedValue": "deployment"},

@@ -20,8 +20,10 @@ from azure.functions.timer import TimerRequest
 from functions import data_arrival
 from local.host.blobs import blob_created_event
 from shared.arrival.flow import arrival_key, handle_blob
-from shared.batches import admission, mltable
+from shared.batches import admission, manifest, mltable
+from shared.batches.intake import complete_batch
 from shared.batches.paths import manifest_digest, parse_blob_path
+from shared.batches.record import ArrivalRecord
 from shared.core import reaction
 from shared.core.control import write_control
 from shared.core.deps import Deps
@@ -40,6 +42,11 @@ def lake(container_factory: Callable[[str], Any]) -> Lake:
 def deps_for(lake: Lake, state: StateStore, platform: FakePlatform, clock: Clock, **env: str) -> Deps:
     return make_deps(make_settings(REFLEX_DATA_CONTAINER=lake.name, **env), state=state, platform=platform,
                      clock=clock)
+
+
+def files_of(deps: Deps, record: Any) -> dict[str, Any]:
+    """The frozen manifest's files of a stored arrival record (shared/batches/manifest.py `load`)."""
+    return dict(manifest.load(deps, ArrivalRecord.from_dict(record.value)).files)
 
 
 def deliver(raw: dict[str, Any], deps: Deps) -> reaction.Outcome:
@@ -72,25 +79,26 @@ def test_burst_of_1000_blobs_shuffled_three_times_gives_one_job(lake: Lake, blob
     record = blob_state.get(arrival_key(parse_blob_path(lake.name, "sales/2024-06-01/x.csv")))
     assert record is not None
     # the frozen copy of exactly the recorded versions, not the live folder (#18.4, shared/batches/freeze.py)
-    frozen = f".reflex-frozen/sales/2024-06-01/{manifest_digest(record.value['files'])[:16]}/"
+    recorded = files_of(deps, record)
+    frozen = f".reflex-frozen/sales/2024-06-01/{manifest_digest(recorded)[:16]}/"
     assert asset.path == f"azureml://datastores/reflexdata/paths/{frozen}"
     copies = {b.name[len(frozen):]: b.metadata["reflexsourceetag"]
               for b in lake.container.list_blobs(name_starts_with=frozen, include=["metadata"])}
-    assert copies == {f: e["etag"] for f, e in record.value["files"].items()}
+    assert copies == {f: e["etag"] for f, e in recorded.items()}
     request = fake_platform.job_requests[job]
     assert (request.data_name, request.data_version, request.mode) == ("sales", "2024-06-01", "command")
     assert request.tags[REFLEX_TAG] == "true" and request.tags["reflex.data"] == "sales:2024-06-01"
     assert request.tags["reflex.trigger"] == f"blob:{lake.name}/sales/2024-06-01"
     record = blob_state.get(arrival_key(parse_blob_path(lake.name, "sales/2024-06-01/x.csv")))
     assert record and record.value["status"] == "submitted" and record.value["job"] == job
-    assert len(record.value["files"]) == 1000 and record.value["late_files"] == {}
+    assert len(files_of(deps, record)) == 1000 and record.value["late_files"] == {}
     # the event that submitted it: the marker (any of its deliveries carries its id), or the sweep that finished
     # freezing it; only a batch that waited as `freezing` can have been submitted by the sweep
     submitted_by = [record.value["completing_event"]]
     if "freezing" in [h[1] for h in record.value["history"]]:
         submitted_by.append(f"sweep:{int(clock())}")
     assert request.tags["reflex.event_id"] in submitted_by
-    assert all(e["url"].startswith(lake.container.url) and e["etag"] for e in record.value["files"].values())
+    assert all(e["url"].startswith(lake.container.url) and e["etag"] for e in files_of(deps, record).values())
     # every delivery ended in exactly one outcome; nothing was dead-lettered
     assert sum(outcomes.values()) == 3003 and outcomes["dead-lettered"] == 0
     assert [e.type for e in deps.publisher.sent] == ["Reflex.TrainingSubmitted"]
@@ -128,7 +136,7 @@ def test_concurrent_workers_deliver_one_batch_one_job(lake: Lake, blob_state: St
     assert fake_platform.calls["submit_training"] == 1 and len(fake_platform.jobs) == 1
     assert len(outcomes) == len(stream) and "dead-lettered" not in outcomes
     record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
-    assert record and len(record.value["files"]) == 30 and record.value["status"] == "submitted"
+    assert record and len(files_of(deps, record)) == 30 and record.value["status"] == "submitted"
 
 
 def test_through_the_decorated_trigger_with_the_event_the_worker_builds(lake: Lake, blob_state: StateStore,
@@ -189,7 +197,7 @@ def test_marker_first_still_trains_on_everything_in_the_folder(lake: Lake, blob_
     assert deliver(marker, deps).status == "acted"
     assert [deliver(f, deps).status for f in files] == ["duplicate"] * 5  # already in the frozen manifest
     record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
-    assert record and len(record.value["files"]) == 5 and len(fake_platform.jobs) == 1
+    assert record and len(files_of(deps, record)) == 5 and len(fake_platform.jobs) == 1
 
 
 def test_late_file_is_recorded_and_does_not_retrigger(lake: Lake, blob_state: StateStore,
@@ -254,7 +262,7 @@ def test_quiet_window_completes_via_sweep(lake: Lake, blob_state: StateStore, fa
     assert swept.details["completed"] == 1 and swept.details["started"] == 1
     assert len(fake_platform.jobs) == 1
     record = blob_state.get(arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv")))
-    assert record and len(record.value["files"]) == 5
+    assert record and len(files_of(deps, record)) == 5
     assert reaction.run("data.sweep", {}, deps=deps).details["started"] == 0 and len(fake_platform.jobs) == 1
 
 
@@ -353,6 +361,8 @@ def test_sweep_recovers_a_batch_whose_worker_crashed_mid_start(lake: Lake, blob_
     deliver(lake.put("ds/b1/p.csv"), deps)
     key = arrival_key(parse_blob_path(lake.name, "ds/b1/x.csv"))
     # simulate: a worker completed the batch and took the start lease, then died before submitting
+    assert complete_batch(deps, key, parse_blob_path(lake.name, "ds/b1/x.csv"), clock(), event_id="ev",
+                          kind=ArrivalRecord, purpose="training")
     blob_state.update(key, lambda v: {**v, "status": "starting", "lease": {"token": "dead", "until": clock() + 120}})
     assert reaction.run("data.sweep", {}, deps=deps).details["started"] == 0  # lease still held
     clock.advance(121)
@@ -403,4 +413,4 @@ def test_automl_mode_carries_the_automl_settings(lake: Lake, blob_state: StateSt
     again = deliver(lake.put("houses/b1/MLTable", table.encode()), deps)
     assert again.status == "skipped" and "MLTable" in again.reason
     record = blob_state.get(arrival_key(parse_blob_path(lake.container.container_name, "houses/b1/p.parquet")))
-    assert "MLTable" not in (record.value.get("late_files") or {}) and "MLTable" not in record.value["files"]
+    assert "MLTable" not in (record.value.get("late_files") or {}) and "MLTable" not in files_of(deps, record)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 from aml_harness import FailingCredential, FakeCredential, azure_platform
@@ -194,17 +195,25 @@ def test_model_tags_update_puts_the_same_version_back(svc: AmlService) -> None:
     with azure_platform(svc) as p:
         _completed_job(svc, p)
         p.register_model(name="churn", version="1", job_name=REQ.job_name, tags={"reflex.approval": "pending"})
+        stored = dict(svc.resources["/models/churn/versions/1"]["properties"])
         start = len(svc.requests)
         updated = p.update_model_tags("churn", "1", set_tags={"reflex.champion": "true"},
                                       remove=("reflex.approval",))
+        again = len(svc.requests)
+        p.update_model_tags("churn", "1", set_tags={"reflex.champion": "true"})   # already so: nothing to write
         champion = p.find_champion("churn")
         with pytest.raises(PermanentError, match="not found"):
             p.update_model_tags("churn", "9", set_tags={"a": "b"})
-    assert svc.calls(start)[:3] == [("GET", "/models/churn/versions/1"), ("GET", "/models/churn/versions"),
-                                    ("PUT", "/models/churn/versions/1")]
-    put = svc.requests[start + 2].body["properties"]
+    # GET and PUT of that version only: no partial update exists, and the SDK's models.create_or_update would
+    # add its evaluator check's `$top=1` look-up of the newest version (azure-ai-ml 1.35.2 _model_operations.py)
+    assert svc.calls(start)[:3] == [("GET", "/models/churn/versions/1"), ("PUT", "/models/churn/versions/1"),
+                                    ("GET", "/models/churn/versions/1")]
+    assert svc.calls(again)[1][1] == "/models/churn/versions"   # the second update was the GET alone
+    put = svc.requests[start + 1].body["properties"]
     assert put["tags"] == {"reflex.managed": "true", "reflex.champion": "true"}
     assert put["modelUri"] == f"azureml://jobs/{REQ.job_name}/outputs/model/paths/"
+    # the version goes back as the service sent it, the tags aside (REST Workspace/ModelVersion/createOrUpdate.json)
+    assert {k: v for k, v in put.items() if k != "tags"} == {k: v for k, v in stored.items() if k != "tags"}
     assert updated.tags["reflex.champion"] == "true" and champion is not None and champion.version == "1"
 
 
@@ -245,15 +254,26 @@ def test_deployment_create_sends_model_reference_without_environment(svc: AmlSer
         p.begin_create_deployment("churn-ep", "green", model="churn:1", instance_type="Standard_DS3_v2",
                                   instance_count=2)
         dep = p.get_deployment("churn-ep", "green")
-    assert svc.calls(start)[:4] == [("GET", "/onlineEndpoints/churn-ep/deployments/green"),
-                                    ("GET", "/onlineEndpoints/churn-ep"), ("GET", ""),
+        second = svc.calls(again)
+        # what the SDK's own online_deployments.begin_create_or_update sends for the same deployment
+        from azure.ai.ml.entities import ManagedOnlineDeployment
+
+        p.ml.online_deployments.begin_create_or_update(ManagedOnlineDeployment(
+            name="green", endpoint_name="churn-ep", model="azureml:churn:1", instance_type="Standard_DS3_v2",
+            instance_count=2, tags={"reflex.parent": "churn:1", "reflex.managed": "true"}))
+        sdk = svc.requests[-1]
+    # the adapter's existence check and the PUT: not the SDK's endpoint GET before it, nor its workspace GET (the
+    # location is read once per worker, here when the endpoint was created), nor its poller (azure-ai-ml 1.35.2
+    # _online_deployment_operations.py begin_create_or_update)
+    assert svc.calls(start)[:2] == [("GET", "/onlineEndpoints/churn-ep/deployments/green"),
                                     ("PUT", "/onlineEndpoints/churn-ep/deployments/green")]
-    body = svc.requests[start + 3].body
+    body = svc.requests[start + 1].body
+    assert (sdk.method, sdk.path) == ("PUT", svc.requests[start + 1].path) and sdk.body == body
     assert body["properties"]["model"] == svc.ws_path + "/models/churn/versions/1"
     assert body["properties"]["instanceType"] == "Standard_DS3_v2" and body["sku"]["capacity"] == 2
     assert "environmentId" not in body["properties"] and "codeConfiguration" not in body["properties"]
-    assert svc.calls(again)[0] == ("GET", "/onlineEndpoints/churn-ep/deployments/green")
-    assert ("PUT", "/onlineEndpoints/churn-ep/deployments/green") not in svc.calls(again)
+    assert second[0] == ("GET", "/onlineEndpoints/churn-ep/deployments/green")
+    assert ("PUT", "/onlineEndpoints/churn-ep/deployments/green") not in second
     assert (dep.model, dep.state, dep.instance_count) == ("churn:1", "Succeeded", 2)
 
 
@@ -265,11 +285,13 @@ def test_set_traffic_reads_modifies_and_writes_the_whole_endpoint(svc: AmlServic
         ep = p.set_traffic("churn-ep", {"blue": 100}, mirror={"green": 20})
         step = p.set_traffic("churn-ep", {"blue": 90, "green": 10})
     # one read is the endpoint GET and one deployments listing (the SDK's `get` would list them a second time,
-    # azure-ai-ml 1.35.2 _online_endpoint_operations.get); the SDK's PUT reads the workspace's location first
-    assert svc.calls(start)[:4] == [("GET", "/onlineEndpoints/churn-ep"),
-                                    ("GET", "/onlineEndpoints/churn-ep/deployments"), ("GET", ""),
+    # azure-ai-ml 1.35.2 _online_endpoint_operations.get); the SDK's begin_create_or_update reads the workspace's
+    # location before its PUT, which the adapter reads once per worker (the first set_traffic above did)
+    assert svc.calls(start)[:3] == [("GET", "/onlineEndpoints/churn-ep"),
+                                    ("GET", "/onlineEndpoints/churn-ep/deployments"),
                                     ("PUT", "/onlineEndpoints/churn-ep")]
-    mirror_put = svc.requests[start + 3].body
+    assert ("GET", "") not in svc.calls(start)
+    mirror_put = svc.requests[start + 2].body
     assert mirror_put["properties"]["traffic"] == {"blue": 100}        # the SDK strips 0% entries
     assert mirror_put["properties"]["mirrorTraffic"] == {"green": 20}
     assert mirror_put["tags"] == {"reflex.model": "churn", "reflex.managed": "true"}   # nothing else lost
@@ -339,7 +361,8 @@ def test_delete_refused_under_traffic_and_allowed_at_zero(svc: AmlService) -> No
 
 
 def test_logs_metrics_and_quota(svc: AmlService) -> None:
-    svc.monitor[("churn-ep", "green")] = {"requests_by_class": {"2xx": 95, "4xx": 3, "5xx": 2}, "latency_ms": 40.0}
+    svc.monitor[("churn-ep", "green")] = {"requests_by_class": {"2xx": 95, "4xx": 3, "5xx": 2}, "latency_ms": 40.0,
+                                          "latency_p50_ms": 31.0}
     svc.usages["standardDSv2Family"] = (52, 64)
     with azure_platform(svc) as p:
         _serving(svc, p, "green")
@@ -360,8 +383,8 @@ def test_logs_metrics_and_quota(svc: AmlService) -> None:
     assert metric_requests[0].query["metricnames"] == ["RequestsPerMinute"]
     assert metric_requests[0].query["aggregation"] == ["Average"]     # what the page lists: no Total
     assert metric_requests[0].query["$filter"] == ["deployment eq 'green' and statusCodeClass eq '*'"]
-    assert metric_requests[1].query["metricnames"] == ["RequestLatency"]
-    assert (metrics.requests, metrics.errors, metrics.latency_ms) == (100, 2, 40.0)
+    assert metric_requests[1].query["metricnames"] == ["RequestLatency,RequestLatency_P50"]   # one query for both
+    assert (metrics.requests, metrics.errors, metrics.latency_ms, metrics.latency_p50_ms) == (100, 2, 40.0, 31.0)
     # 2 x 4 cores plus the 20% upgrade reserve, in whole instances: 3 x 4 = 12 cores
     assert (quota.family, quota.needed, quota.used, quota.limit, quota.ok) == ("standardDSv2Family", 12, 52, 64, True)
     loc = f"/subscriptions/{svc.subscription}/providers/Microsoft.MachineLearningServices/locations/{svc.location}"
@@ -604,6 +627,38 @@ def test_a_missing_series_is_no_data_yet_not_zero_requests(svc: AmlService) -> N
     assert (nothing.requests, nothing.has_data, nothing.latency_ms) == (0, False, None)
     assert (empty.requests, empty.has_data) == (0, False)
     assert (some.requests, some.errors, some.has_data, some.latency_ms) == (7, 0, True, 12.0)
+
+
+def _minutes(metric: str, unit: str, points: list[tuple[str, float]], **dimensions: str) -> dict[str, Any]:
+    """One metric of a Metrics - List answer in the published example's shape (GetMetric.json): per-minute points
+    with `average` and `count`, dimension names lower-cased in `metadatavalues`."""
+    meta = [{"name": {"value": k.lower(), "localizedValue": k}, "value": v} for k, v in dimensions.items()]
+    return {"id": f"x/providers/Microsoft.Insights/metrics/{metric}", "type": "Microsoft.Insights/metrics",
+            "name": {"value": metric, "localizedValue": metric}, "unit": unit, "errorCode": "Success",
+            "timeseries": [{"metadatavalues": meta,
+                            "data": [{"timeStamp": at, "average": v, "count": 1.0} for at, v in points]}]}
+
+
+def test_a_minute_with_only_the_smoke_request_weighs_one_request_not_a_minute_of_traffic(svc: AmlService) -> None:
+    """#18.6: the smoke test's request alone in its minute (3 s, cold) and a minute of 99 requests at 100 ms (median
+    90 ms): the window's latency is the requests' mean and median, not the mean of two minutes (1.55 s)."""
+    def answer(*metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"cost": 0, "timespan": "", "interval": "PT1M", "namespace": "x", "resourceregion": "eastus",
+                "value": list(metrics)}
+
+    minutes = ("2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z")
+    svc.monitor_answers["RequestsPerMinute"] = answer(_minutes(
+        "RequestsPerMinute", "Count", [(minutes[0], 1.0), (minutes[1], 99.0)], deployment="green",
+        statusCodeClass="2xx"))
+    svc.monitor_answers["RequestLatency"] = answer(
+        _minutes("RequestLatency", "Milliseconds", [(minutes[0], 3000.0), (minutes[1], 100.0)], deployment="green"),
+        _minutes("RequestLatency_P50", "Milliseconds", [(minutes[0], 3000.0), (minutes[1], 90.0)],
+                 deployment="green"))
+    with azure_platform(svc) as p:
+        metrics = p.get_deployment_metrics("churn-ep", "green", window_seconds=120)
+    assert metrics.requests == 100
+    assert metrics.latency_ms == pytest.approx((3000.0 + 99 * 100.0) / 100)
+    assert metrics.latency_p50_ms == pytest.approx((3000.0 + 99 * 90.0) / 100)
 
 
 # ------------------------------------------------------------------ quota

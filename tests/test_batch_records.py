@@ -54,14 +54,17 @@ def test_the_fields_are_typed_and_the_batch_id_is_built_in_one_place() -> None:
     assert batch.batch_id == "reflex-data/sales/b1" and batch.path == BatchPath("reflex-data", "sales", "b1", "")
     assert batch.data == DataRef("sales", "b1", "azureml://datastores/d/paths/sales/b1/")
     assert batch.data.ref == "sales:b1"
-    assert batch.attempt_number == 2 and batch.changed_at == 9.0 and batch.extra == {"future": {"kept": True}}
+    assert batch.attempt_number == 2 and batch.changed_at == 9.0
+    # a record written before #17 holds its manifest: kept as it is, read through `legacy_files` (manifest.load)
+    assert batch.extra == {"future": {"kept": True}, "files": ARRIVAL["files"]} and batch.file_count == 1
+    assert batch.legacy_files == ARRIVAL["files"] and batch.manifest is None
     assert ArrivalRecord.from_dict({"status": "starting", "lease": {"until": 5}}).lease == Lease("", 5.0)
 
 
 def test_a_record_written_by_hand_or_an_older_version_is_read_with_defaults() -> None:
     batch = ArrivalRecord.from_dict({"status": "submitted", "job": "j"})
-    assert (batch.status, batch.job, batch.files, batch.attempt_number, batch.changed_at) == ("submitted", "j", {},
-                                                                                              1, None)
+    assert (batch.status, batch.job, batch.file_count, batch.attempt_number, batch.changed_at) == ("submitted", "j", 0,
+                                                                                                   1, None)
     assert batch.lease_free(0.0) and RetrainRecord.from_dict({}).status == ""
 
 

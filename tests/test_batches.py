@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.batches import admission
+from shared.batches.manifest import freeze
 from shared.batches.paths import (
     PathProblem,
     asset_path,
@@ -19,7 +20,15 @@ from shared.batches.paths import (
     manifest_digest,
     parse_blob_path,
 )
-from shared.batches.record import BlobVersion, add_blob, complete
+from shared.batches.record import (
+    LATE_KEPT,
+    ArrivalRecord,
+    BlobVersion,
+    ManifestRef,
+    arrived,
+    complete,
+    last_seen_slack,
+)
 
 AML_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 AML_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$")
@@ -99,20 +108,58 @@ def _v(file: str, etag: str = "e1", size: int | None = 5) -> BlobVersion:
 
 def test_record_transitions() -> None:
     path = parse_blob_path("c", "d/b/x.csv")
-    rec, what = add_blob(None, path, _v("x.csv"), 1.0)
-    assert what == "added" and rec and rec["status"] == "collecting" and list(rec["files"]) == ["x.csv"]
-    assert add_blob(rec, path, _v("x.csv"), 2.0) == (None, "duplicate")
-    rec2, what = add_blob(rec, path, _v("x.csv", "e2"), 3.0)  # overwritten: the new version replaces it
-    assert what == "added" and rec2 and rec2["files"]["x.csv"]["etag"] == "e2" and rec2["last_seen"] == 3.0
-    rec3, what = add_blob(rec2, path, _v("empty.csv", size=0), 4.0)
-    assert what == "rejected" and rec3 and "zero bytes" in rec3["rejected"]["empty.csv"]["reason"]
-    done, won = complete(rec3, path, [_v("x.csv", "e2"), _v("z.csv"), _v("n.txt")], 5.0, event_id="ev")
-    assert won and done and done["status"] == "complete" and sorted(done["files"]) == ["x.csv", "z.csv"]
-    assert "n.txt" in done["rejected"] and done["completing_event"] == "ev"
-    assert complete(done, path, [], 6.0, event_id="other") == (None, False)
-    assert add_blob(done, path, _v("z.csv"), 7.0) == (None, "duplicate")
-    late, what = add_blob(done, path, _v("new.csv"), 8.0)
-    assert what == "late" and late and "new.csv" in late["late_files"] and "new.csv" not in late["files"]
+    rec = ArrivalRecord.new(path, 1.0)
+    assert rec.status == "collecting" and rec.first_seen == rec.last_seen == 1.0
+
+    def what(batch: ArrivalRecord, blob: BlobVersion, *, new: bool, in_manifest: bool = False) -> tuple[str, bool]:
+        return arrived(batch, blob, new=new, in_manifest=in_manifest, purpose="training")
+
+    assert what(rec, _v("x.csv"), new=True) == ("added", True)
+    assert what(rec, _v("x.csv"), new=False) == ("duplicate", True)  # its entry existed: a redelivery
+    assert what(rec, _v("x.csv", "e2"), new=True) == ("added", True)  # overwritten: a new version
+    assert what(rec, _v("empty.csv", size=0), new=True) == ("rejected", False)
+    assert what(rec, _v("empty.csv", size=0), new=False) == ("duplicate", False)
+    # last_seen is refreshed only once it lags by more than the slack; the quiet window waits that much longer
+    slack = last_seen_slack(300)
+    assert rec.seen(1.0 + slack, 300) is None
+    fresh = rec.seen(3.0 + slack, 300)
+    assert fresh is not None and fresh.last_seen == 3.0 + slack
+    assert not fresh.quiet(3.0 + slack + 300, 300) and fresh.quiet(3.0 + 2 * slack + 300, 300)
+    # completion freezes the manifest from the listing (the overwritten version, the unusable file rejected)
+    frozen = freeze([_v("x.csv", "e2"), _v("z.csv"), _v("n.txt")], purpose="training", folder=rec.folder)
+    assert sorted(frozen.files) == ["x.csv", "z.csv"] and frozen.files["x.csv"]["etag"] == "e2"
+    assert "unreadable format" in frozen.rejected["n.txt"]["reason"]
+    ref = ManifestRef("manifests/arrivals/c/d/b/0", len(frozen.files), len(frozen.rejected), frozen.digest)
+    done, won = complete(fresh.to_dict(), path, ref, frozen.rejected, 5.0, event_id="ev")
+    assert won and done and done["status"] == "complete" and done["manifest"] == ref.to_dict()
+    assert "n.txt" in done["rejected"] and done["completing_event"] == "ev" and "files" not in done
+    assert complete(done, path, ref, {}, 6.0, event_id="other") == (None, False)
+    batch = ArrivalRecord.from_dict(done)
+    assert (batch.file_count, batch.rejected_count, batch.digest) == (2, 1, manifest_digest(frozen.files))
+    assert batch.seen(100.0, 300) is None  # complete: last_seen is history
+    assert what(batch, _v("z.csv"), new=True, in_manifest=True) == ("duplicate", True)
+    assert what(batch, _v("new.csv"), new=True) == ("late", False)
+    assert what(batch, _v("new.csv"), new=False) == ("duplicate", False)
+    late = batch.with_late(_v("new.csv"), 8.0)
+    assert late is not None and "new.csv" in late.late_files and late.with_late(_v("new.csv"), 9.0) is None
+
+
+def test_the_summary_stays_small_and_a_record_written_before_17_completes_into_it() -> None:
+    path = parse_blob_path("c", "d/b/x.csv")
+    legacy = {"container": "c", "dataset": "d", "batch": "b", "status": "collecting", "first_seen": 1.0,
+              "last_seen": 1.0, "files": {"x.csv": {"url": "u", "etag": "e1", "size": 5}}, "rejected": {},
+              "late_files": {}, "history": [[1.0, "collecting", "first blob"]]}
+    old = ArrivalRecord.from_dict(legacy)
+    assert old.file_count == 1 and old.digest == manifest_digest(legacy["files"])  # read as it is
+    frozen = freeze([_v(f"p{i}.csv", size=0) for i in range(500)], purpose="training", folder=old.folder)
+    ref = ManifestRef("manifests/k/0", 0, 500, frozen.digest)
+    done, won = complete(legacy, path, ref, frozen.rejected, 2.0, event_id="ev")
+    assert won and done and "files" not in done and len(done["rejected"]) == 20  # the manifest holds all 500
+    batch = ArrivalRecord.from_dict(done)
+    assert (batch.file_count, batch.rejected_count) == (0, 500)
+    for i in range(LATE_KEPT):
+        batch = batch.with_late(_v(f"late{i}.csv"), 3.0) or batch
+    assert len(batch.late_files) == LATE_KEPT and batch.with_late(_v("one-more.csv"), 4.0) is None
 
 
 def test_admission_concurrency_daily_cap_and_idempotence() -> None:

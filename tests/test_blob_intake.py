@@ -23,6 +23,7 @@ from local.host.index import build_index, load_app
 from local.host.invoke import decode_event
 from local.host.runtime import Host
 from shared.arrival.flow import arrival_key
+from shared.batches import entries
 from shared.batches.paths import parse_blob_path
 from shared.core.ledger import BlobLedger
 from shared.core.state import BlobStateStore
@@ -76,10 +77,11 @@ def test_documented_blob_created_posted_to_the_webhook_records_the_blob_and_expl
     reply = requests.post(f"{running.url}/runtime/webhooks/eventgrid?functionName=on_data_blob", json=[event],
                           headers={"aeg-event-type": "Notification"}, timeout=30)
     assert reply.status_code == 202, reply.text
-    record = deps.state.get(arrival_key(parse_blob_path(env["REFLEX_DATA_CONTAINER"], "heart/b1/part-0.csv")))
+    key = arrival_key(parse_blob_path(env["REFLEX_DATA_CONTAINER"], "heart/b1/part-0.csv"))
+    record = deps.state.get(key)
     assert record is not None and record.value["status"] == "collecting"
-    assert record.value["files"]["part-0.csv"]["etag"] == event["data"]["eTag"].strip('"')
-    assert record.value["files"]["part-0.csv"]["size"] == len(body)
+    entry = entries.read(deps, key, "part-0.csv", event["data"]["eTag"].strip('"'))  # the blob version's entry
+    assert entry is not None and entry["size"] == len(body) and entry["url"] == blob.url
     # Event Grid redelivers the same event: still one file, recorded once
     again = requests.post(f"{running.url}/runtime/webhooks/eventgrid?functionName=on_data_blob", json=[event],
                           headers={"aeg-event-type": "Notification"}, timeout=30)
@@ -111,5 +113,7 @@ def test_on_scoring_blob_takes_the_event_the_worker_builds(container_factory: Ca
     batch_scoring.on_scoring_blob(decode_event(documented_event_for(blob, body)))
     from shared.scoring.flow import scoring_key
 
-    record = deps.state.get(scoring_key(parse_blob_path(scoring.container_name, "patients/b1/part-0.csv")))
-    assert record is not None and list(record.value["files"]) == ["part-0.csv"]
+    key = scoring_key(parse_blob_path(scoring.container_name, "patients/b1/part-0.csv"))
+    record = deps.state.get(key)
+    etag = blob.get_blob_properties().etag.strip('"')
+    assert record is not None and record.value["status"] == "collecting" and entries.read(deps, key, "part-0.csv", etag)

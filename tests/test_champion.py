@@ -8,6 +8,8 @@ SDK against testing/aml_service.py, answered from the service's REST examples.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from aml_harness import azure_platform
 from conftest import make_deps, make_settings
@@ -152,11 +154,12 @@ def test_the_gate_asks_for_the_champion_without_listing(blob_state: BlobStateSto
 
 
 def test_promotion_at_1000_versions_tags_and_untags_without_listing_with_the_real_sdk() -> None:
-    """`Promote` with the pointer in place: the new champion tagged and the old one untagged (one PUT each, with
-    what `update_model_tags` reads around it: the version, and the SDK's own `$top=1` look-up of the newest), and
-    no listing of the 1,000 versions (the promotion used to list them all to find what to untag)."""
+    """`Promote` with the pointer in place tags the new champion (GET + PUT of that version) and `Demote`, the next
+    tick, untags the old one (GET + PUT): one PUT each, and no listing of the 1,000 versions (the promotion used to
+    list them all to find what to untag, and the SDK's `models.create_or_update` adds its own `$top=1` look-up of
+    the newest version, which the adapter no longer sends for a tag change)."""
     from shared.rollout.flow import execute
-    from shared.rollout.machine import Promote, Rollout
+    from shared.rollout.machine import Demote, Promote, Rollout, advance, decide
     from shared.rollout.plan import Plan
 
     svc = AmlService()
@@ -169,10 +172,30 @@ def test_promotion_at_1000_versions_tags_and_untags_without_listing_with_the_rea
         rollout = Rollout("churn-ep", "churn", "1000", "m-churn-v1000", Plan(), 0.0, status="baking")
         start = len(svc.requests)
         result = execute(deps, rollout, Promote())
-        sent = svc.requests[start:]
-        found = champions.find(deps, "churn")
-    assert result == {"demoted": ["640"]} and found is not None and found.version == "1000"
+        promoted = advance(rollout, Promote(), 1.0, result)
+        after_promote = len(svc.requests)
+        between = champions.find(deps, "churn")   # the pointer names the new champion at once
+        start_demote = len(svc.requests)
+        action = decide(promoted, _observed_promoted(), 2.0)
+        untagged = execute(deps, promoted, action)
+        sent = svc.requests[start:after_promote] + svc.requests[start_demote:]
+        demote_requests = len(svc.requests) - start_demote
+        stored = champions.pointer(deps, "churn")
+    assert result == {"demoted": ["640"]} and promoted.demote == ("640",)
+    assert between is not None and between.version == "1000"
+    assert action == Demote(("640",)) and untagged == {"untagged": ["640"]}
+    assert stored is not None and stored.version == "1000" and stored.demote == []
+    assert after_promote - start == 2 and demote_requests == 2
     puts = [r.path.rpartition("/models/")[2] for r in sent if r.method == "PUT"]
     assert puts == ["churn/versions/1000", "churn/versions/640"]
-    listings = [r for r in sent if r.path.endswith("/models/churn/versions") and r.query.get("$top") != ["1"]]
-    assert listings == [] and len(sent) <= 6
+    assert [r for r in sent if r.path.endswith("/models/churn/versions")] == []
+    assert svc.resources["/models/churn/versions/640"]["properties"]["tags"] == {REFLEX_TAG: "true"}
+    assert svc.resources["/models/churn/versions/1000"]["properties"]["tags"] == {REFLEX_TAG: "true",
+                                                                               CHAMPION_TAG: "true"}
+
+
+def _observed_promoted() -> Any:
+    from shared.rollout.machine import Observation
+
+    return Observation(endpoint_state="Succeeded", traffic={"m-churn-v1000": 100},
+                       deployments={"m-churn-v1000": "Succeeded", "blue": "Succeeded"})

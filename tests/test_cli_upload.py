@@ -19,6 +19,8 @@ import pytest
 
 from local.host.blobs import blob_created_event
 from reflex.upload import BLOCK_BYTES, default_batch_id
+from shared.batches import manifest
+from shared.batches.record import ArrivalRecord
 from tests.conftest import AZURITE, ROOT, Clock
 from tests.real_chain import World, make_world
 from tests.test_cli import cli, cli_json
@@ -72,7 +74,8 @@ def test_a_directory_uploads_its_data_files_then_the_marker_and_the_batch_trains
     [request] = world.platform.job_requests.values()
     assert (request.data_name, request.data_version) == ("heart", "b1")
     record = world.deps.state.get(f"arrivals/{world.lake.name}/heart/b1")
-    assert record is not None and sorted(record.value["files"]) == ["extra.csv", "part-0.csv", "part-1/rows.csv"]
+    files = manifest.load(world.deps, ArrivalRecord.from_dict(record.value)).files if record is not None else {}
+    assert sorted(files) == ["extra.csv", "part-0.csv", "part-1/rows.csv"]
 
 
 def test_a_re_run_of_the_same_batch_uploads_nothing_and_says_so(world: World, tmp_path: Path) -> None:

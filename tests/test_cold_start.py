@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("azure.ai.ml", "mlflow", "sklearn", "pandas", "numpy", "pyarrow", "azure.monitor")
+HEAVY = ("azure.ai.ml", "mlflow", "sklearn", "pandas", "numpy", "pyarrow", "azure.monitor",
+         "opentelemetry")  # tracing loads with the first reaction (shared/core/trace.py), never at import
 # the reactions' flows load when their first event arrives, not at indexing: a cold start that handles one blob
 # does not pay for the rollout machinery, drift statistics or the health rules
 FLOWS = ("shared.arrival.flow", "shared.registration.flow", "shared.rollout.flow", "shared.rollout.machine",

@@ -26,8 +26,9 @@ from shared.batches.formats import (
     data_format,
     name_problem,
 )
+from shared.batches.manifest import freeze
 from shared.batches.paths import BatchPath, file_problem
-from shared.batches.record import BlobVersion, add_blob
+from shared.batches.record import BlobVersion
 from tests.test_train import SCRIPT, _load_script
 
 FIXTURES = Path(__file__).parent / "fixtures" / "aml-batch"
@@ -131,9 +132,10 @@ def test_the_segment_limit_is_the_file_system_s(tmp_path: Path) -> None:
 def test_a_990_character_name_is_refused_at_arrival_with_the_reason() -> None:
     file = "x" * 986 + ".csv"  # the case: passed arrival, failed the job's download
     path = BatchPath("reflex-data", "sales", "b1", file)
-    record, what = add_blob(None, path, BlobVersion(file, "https://a/x", '"0x1"', 10), 1.0)
-    assert what == "rejected" and record is not None
-    reason = record["rejected"][file]["reason"]
+    frozen = freeze([BlobVersion(path.file, "https://a/x", '"0x1"', 10)], purpose="training",
+                    folder=f"{path.dataset}/{path.batch}/")
+    assert file not in frozen.files
+    reason = frozen.rejected[file]["reason"]
     assert f"is {len(file)} bytes" in reason and "at most 255 bytes: shorten it" in reason and len(reason) < 300
 
 

@@ -23,8 +23,9 @@ import pytest
 
 from local.blobs import datastores, download_folder, resolve
 from reflex.cli import main
-from shared.batches import freeze
+from shared.batches import freeze, manifest
 from shared.batches.paths import PathProblem, file_problem, parse_blob_path
+from shared.batches.record import ArrivalRecord
 from shared.core.deps import Deps
 from shared.core.errors import TransientError
 from tests.conftest import Clock
@@ -57,13 +58,18 @@ def arrival(world: World, batch: str) -> dict[str, Any]:
     return record.value
 
 
+def recorded_files(world: World, batch: str) -> dict[str, Any]:
+    """The batch's frozen manifest's files (shared/batches/manifest.py `load`): what freezing copies."""
+    return dict(manifest.load(world.deps, ArrivalRecord.from_dict(arrival(world, batch))).files)
+
+
 def test_a_late_file_and_an_overwrite_after_completion_do_not_reach_the_training_data(world: World,
                                                                                       tmp_path: Path) -> None:
     raws = [world.lake.put(f"heart/b1/{name}", body) for name, body in ORIGINAL.items()]
     raws.append(world.lake.put("heart/b1/_SUCCESS", b""))
     outcomes = [world.deliver(raw) for raw in raws]
     assert outcomes[-1].status == "acted" and outcomes[-1].reason.startswith("submitted ")
-    recorded = {f: e["etag"] for f, e in arrival(world, "heart/b1")["files"].items()}
+    recorded = {f: e["etag"] for f, e in recorded_files(world, "heart/b1").items()}
     # after completion: part-0 overwritten, part-9 added; both recorded as late, not trained on
     overwrite = world.lake.put("heart/b1/part-0.csv", b"a,label\n999,1\n")
     late = world.lake.put("heart/b1/part-9.csv", b"a,label\n777,0\n")
@@ -154,7 +160,7 @@ def test_a_source_changed_before_its_copy_fails_the_batch_naming_the_file(
     for raw in [*raws, world.lake.put("heart/b1/_SUCCESS", b"")]:
         world.deliver(raw)
     assert arrival(world, "heart/b1")["status"] == "freezing"  # 8 of 12 frozen
-    recorded = arrival(world, "heart/b1")["files"]["part-11.csv"]["etag"]
+    recorded = recorded_files(world, "heart/b1")["part-11.csv"]["etag"]
     changed = world.lake.put("heart/b1/part-11.csv", b"a,label\n5,5\n")  # before its copy: that version is gone
     assert world.deliver(changed).status == "skipped"
     swept = world.run("data.sweep", {"past_due": False}, "")

@@ -105,7 +105,8 @@ def test_a_failed_training_job_and_a_batch_waiting_for_its_marker_show_in_status
     changed = world.last_event("RunStatusChanged")
     assert world.run("registration.run_event", changed, changed["id"]).status == "acted"
     waiting = world.deliver(world.lake.put("heart/b2/part-0.csv"))
-    assert waiting.reason.endswith("(1 files, collecting; waiting for _SUCCESS)")  # the ledger line says why
+    # the ledger line says why (no running count: it would be the per-file summary write #17 removed; status has it)
+    assert waiting.reason.endswith("(collecting; waiting for _SUCCESS)")
     batch, since = f"{world.lake.name}/heart/b1", hhmm(world.clock())
 
     code, result = cli_json(world, "status")

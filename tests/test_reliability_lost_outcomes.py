@@ -173,3 +173,167 @@ def test_an_evaluation_job_whose_event_was_lost_concludes_the_gate_from_the_swee
     reaction.run("data.sweep", {}, deps=deps)
     assert fake_platform.calls["register_model"] == 2 and sent(deps).count("Reflex.ModelRegistered") == 1
     assert deps.state.keys(unheard.AWAITED) == []   # decided: the marker is dropped
+
+
+# ------------------------------------------------------------------ batch scoring jobs (#18.2 "likewise batch jobs")
+# A batch scoring job's own run event is no trigger at all (the gate skips it: test_batch_scoring.py
+# test_registration_gate_skips_batch_scoring_jobs); its end is read by the scoring tracker's timer from the job
+# as the platform reports it. So an event that never came loses nothing, and timer ticks that overlap (two hosts,
+# a slow tick and the next) end the batch once: the record's compare-and-swap decides which tick publishes.
+
+@pytest.fixture
+def scoring_job(container_factory: Callable[[str], Any], blob_state: StateStore, fake_platform: FakePlatform,
+                clock: Clock) -> tuple[Deps, str]:
+    """A scoring batch landed and its batch job submitted for the champion; (deps, the job's name)."""
+    from tests.test_batch_scoring import _batch
+    from tests.timers_support import make_champion
+
+    container = container_factory("score")
+    deps = make_deps(make_settings(REFLEX_SCORING_CONTAINER=container.container_name), state=blob_state,
+                     platform=fake_platform, clock=clock)
+    make_champion(fake_platform)
+    for raw in _batch(container, "p", "b1"):
+        reaction.run("scoring.blob", raw, event_id=raw["id"], deps=deps)
+    [job] = [j.name for j in fake_platform.jobs.values() if j.kind == "batch"]
+    return deps, job
+
+
+def _end_unheard(platform: FakePlatform, job: str, status: str, **how: str) -> dict[str, Any]:
+    """The platform ends `job`; its run event is never delivered (returned, for a late delivery)."""
+    platform.finish_job(job, status, **how)
+    return platform.events.pop()
+
+
+def _overlapping_ticks(deps: Deps, ticks: int = 3) -> list[reaction.Outcome]:
+    """`ticks` scoring tracker timer runs at once, as two hosts (or a slow tick and the next) run them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(ticks) as pool:
+        return list(pool.map(lambda _: reaction.run("scoring.track", {}, deps=deps), range(ticks)))
+
+
+def _scoring_status(deps: Deps) -> str:
+    [record] = deps.state.records("scoring/")
+    return str(record.value["status"])
+
+
+def test_a_scoring_job_that_completed_unheard_is_closed_by_the_tracker_once(
+        scoring_job: tuple[Deps, str], fake_platform: FakePlatform) -> None:
+    deps, job = scoring_job
+    lost = _end_unheard(fake_platform, job, "Completed")
+    _overlapping_ticks(deps)
+    _overlapping_ticks(deps)
+    assert _scoring_status(deps) == "completed"
+    [done] = [e for e in deps.publisher.sent if e.type == "Reflex.BatchScoringCompleted"]
+    assert done.data["job"] == job and done.data["output"] == fake_platform.jobs[job].outputs["score"]
+    # its event, late: the gate leaves batch jobs to the tracker; nothing is published again
+    late = reaction.run("registration.run_event", lost, event_id=lost["id"], deps=deps)
+    assert late.status == "skipped" and "batch scoring job" in late.reason
+    assert sent(deps).count("Reflex.BatchScoringCompleted") == 1 and "Reflex.BatchScoringFailed" not in sent(deps)
+
+
+def test_a_scoring_job_that_failed_unheard_publishes_its_failure_once_with_why(
+        scoring_job: tuple[Deps, str], fake_platform: FakePlatform) -> None:
+    from shared.core.platform import FAILURE_USER
+
+    deps, job = scoring_job
+    _end_unheard(fake_platform, job, "Failed", error="score.py: KeyError: 'age'", failure=FAILURE_USER)
+    _overlapping_ticks(deps)
+    _overlapping_ticks(deps)
+    assert _scoring_status(deps) == "failed"
+    [failed] = [e for e in deps.publisher.sent if e.type == "Reflex.BatchScoringFailed"]
+    assert "KeyError: 'age'" in failed.data["reason"] and "not retried" in failed.data["reason"]
+    assert fake_platform.calls["invoke_batch"] == 1
+
+
+def test_a_scoring_job_that_failed_transiently_unheard_is_retried_once_then_closed(
+        scoring_job: tuple[Deps, str], fake_platform: FakePlatform, clock: Clock) -> None:
+    from shared.core.platform import FAILURE_TRANSIENT
+
+    deps, job = scoring_job
+    _end_unheard(fake_platform, job, "Failed", error="ServiceUnavailable: 503", failure=FAILURE_TRANSIENT)
+    outcomes = _overlapping_ticks(deps)
+    assert _scoring_status(deps) == "deploying" and fake_platform.calls["invoke_batch"] == 1
+    assert sum(o.details.get("advanced", 0) for o in outcomes) == 1  # one tick scheduled the retry
+    clock.advance(3600)  # past the backoff
+    outcomes = _overlapping_ticks(deps)
+    retries = [j.name for j in fake_platform.jobs.values() if j.kind == "batch" and j.name != job]
+    assert len(retries) == 1 and _scoring_status(deps) == "submitted"
+    assert sum(o.details.get("advanced", 0) for o in outcomes) == 1  # one tick submitted it, the others: duplicate
+    assert sent(deps).count("Reflex.BatchScoringSubmitted") == 2     # the first job and its one retry
+    _end_unheard(fake_platform, retries[0], "Completed")
+    _overlapping_ticks(deps)
+    assert _scoring_status(deps) == "completed"
+    assert sent(deps).count("Reflex.BatchScoringCompleted") == 1 and "Reflex.BatchScoringFailed" not in sent(deps)
+
+
+# ------------------------------------------------------------------ registrations and deployments (#18.2)
+def test_a_reflex_registered_model_whose_event_was_lost_is_rolled_out_by_the_reconciler_as_the_event_would(
+        container_factory: Callable[[str], Any], clock: Clock) -> None:
+    """Two worlds, one chain each: the gate registers the model; in one its ModelRegistered reaches the rollout,
+    in the other it is lost. The reconcile timer's discovery starts the same rollout (the same version,
+    deployment, plan and first step) once, and the lost event, arriving late, is a duplicate."""
+    from tests.real_chain import ENDPOINT, make_world
+
+    heard, unheard_world = make_world(container_factory, clock), make_world(container_factory, clock)
+    heard.chain("ds/b1", upto="rolling")
+    heard.tick()
+    chain = unheard_world.chain("ds/b1", upto="registered")
+    assert chain.model == "reflex-model:1" and unheard_world.rollout() is None
+    lost = unheard_world.last_event("ModelRegistered")
+    ticked = unheard_world.tick()
+    assert ticked.status == "acted" and ticked.details["discovered"]["reflex-model"]["outcome"] == "acted"
+    a, b = heard.rollout(), unheard_world.rollout()
+    assert a is not None and b is not None
+    assert (b.ref, b.deployment, b.plan, b.status, b.phase, b.previous) == \
+        (a.ref, a.deployment, a.plan, a.status, a.phase, a.previous)
+    assert b.event_id.startswith("reconcile-") and a.event_id != b.event_id
+    late = unheard_world.run("rollout.model_registered", lost, lost["id"])
+    assert late.status == "duplicate"
+    for _ in range(3):
+        unheard_world.tick()
+    assert unheard_world.platform.calls["begin_create_deployment"] == 1
+    ended = unheard_world.roll_out()
+    assert ended.status == heard.roll_out().status and ended.status in ("promoted", "done"), ended.reason
+    assert unheard_world.platform.get_endpoint(ENDPOINT).traffic == {b.deployment: 100}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("outcome", ["Succeeded", "Failed"])
+def test_a_deployment_whose_provisioning_ended_while_the_host_was_down_is_picked_up_by_the_next_tick(
+        blob_state: StateStore, clock: Clock, outcome: str) -> None:
+    """Azure ML announces no end of a deployment's provisioning to Reflex at all: the reconciler reads the
+    deployment's state each tick. The host is down for the whole provisioning (no tick); the first tick after
+    it goes on from the state the deployment ended in, once."""
+    from shared.rollout.flow import rollout_key
+    from shared.rollout.plan import deployment_name
+    from tests.rollout_helpers import ENDPOINT, MODEL, ROLLOUT_ENV, live_endpoint, register_model
+    from tests.test_rollout_flow import GOOD, LIVE
+
+    fp = FakePlatform(clock=clock, provisioning_seconds=300)
+    deps = make_deps(make_settings(**ROLLOUT_ENV), state=blob_state, platform=fp, clock=clock)
+    live_endpoint(fp)
+    created = fp.calls["begin_create_deployment"]   # the live one's
+    new = deployment_name(MODEL, "2")
+    if outcome == "Failed":
+        fp.failing_deployments.add(new)   # its provisioning will end Failed (an image that does not start)
+    event = register_model(fp, "2")
+    reaction.run("rollout.model_registered", event, event_id=event["id"], deps=deps)
+    reaction.run("rollout.reconcile", {"past_due": False}, deps=deps)   # the first step: the deployment begins
+    record = deps.state.get(rollout_key(ENDPOINT))
+    assert record is not None and record.value["status"] == "creating"
+    assert fp.get_deployment(ENDPOINT, new).state == "Creating"  # type: ignore[union-attr]
+    clock.advance(3 * 300)   # the host was down: provisioning ended meanwhile, no tick saw it
+    fp.metrics[(ENDPOINT, new)], fp.metrics[(ENDPOINT, "blue")] = GOOD, LIVE
+    for _ in range(3):
+        reaction.run("rollout.reconcile", {"past_due": False}, deps=deps)
+        clock.advance(5)
+    after = deps.state.get(rollout_key(ENDPOINT))
+    assert after is not None
+    if outcome == "Succeeded":
+        assert after.value["status"] == "baking" and fp.get_endpoint(ENDPOINT).traffic[new] == 10  # type: ignore[union-attr]
+        assert fp.calls["invoke"] == 1   # one smoke test
+    else:
+        assert after.value["status"] in ("failed", "rolled_back")
+        assert fp.get_endpoint(ENDPOINT).traffic == {"blue": 100}  # type: ignore[union-attr]
+        assert sent(deps).count("Reflex.RolloutFailed") + sent(deps).count("Reflex.RolloutRolledBack") == 1
+    assert fp.calls["begin_create_deployment"] == created + 1

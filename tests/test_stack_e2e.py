@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.stack_support import LiveStack, live_stack, wait_for
+from tests.stack_trace import assert_one_trace_covers_the_chain
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.stack]
 
@@ -33,6 +34,18 @@ def live(tmp_path: Path, blob_service: Any, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def live_func(tmp_path: Path, blob_service: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveStack]:
     yield from live_stack(tmp_path / "run", monkeypatch.setenv, func=True)
+
+
+@pytest.fixture(scope="class")
+def shared_live(tmp_path_factory: pytest.TempPathFactory, blob_service: Any) -> Iterator[LiveStack]:
+    """One stack for the tests of a class (CI time: a stack's start is the slowest part of a short test).
+
+    Only tests that need no fresh registry or host share it: they land data under batch names and send events
+    with ids of their own, and assert about what they caused (their batch, their job, their model version), so
+    they pass alone, together and in any order. Tests that kill the host, need another mode or settings, or
+    assert about a registry without a champion keep a stack of their own (`live`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield from live_stack(tmp_path_factory.mktemp("shared") / "run", patch.setenv)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -137,6 +150,8 @@ def test_the_demo_chain_end_to_end(live: LiveStack) -> None:
     assert len(batch2_parts) == 3 and set(batch2_parts) <= set(refs["blob"])
     assert not any(demo.batch1 in url for url in refs["blob"])  # the endpoint's current model only
     assert f"{MODEL}:2" in refs["model"] and v2 in refs["deployment"]
+    # ---- #19.5 (timeline branch): one trace from v2's upload to its promotion; `explain --timeline` prints it
+    assert_one_trace_covers_the_chain(live, batch=demo.batch2, model=MODEL, version="2", endpoint=ENDPOINT, steps=3)
 
 
 # ------------------------------------------------------------------------------------------------ 3x delivery
@@ -157,46 +172,92 @@ def _blob_created(blob: Any) -> dict[str, Any]:
     return blob_created_event(blob, blob.get_blob_properties())
 
 
-def test_every_event_delivered_three_times_does_everything_once(live: LiveStack) -> None:
-    """Blob, RunCompleted and ModelRegistered each arrive 3 more times (the Event Grid webhook, the admin API, and a
-    second event id for the same blob version): still one data asset, one job, one model version, one rollout,
-    nothing dead-lettered."""
-    from local import amlevents
+def _of_batch(events: list[dict[str, Any]], batch: str) -> list[dict[str, Any]]:
+    return [e for e in events if str(e["data"].get("batch", "")).endswith(f"/heart/{batch}")]
 
-    settings = live.deps.settings
-    urls = _upload(live, "b3x", rows=300, seed=5)
-    container = live.deps.platform.blobs.get_container_client(settings.data_container)
-    marker = container.get_blob_client("heart/b3x/_SUCCESS")
-    for url in [*urls, marker.url]:
-        event = _blob_created(container.get_blob_client(url.split(f"/{settings.data_container}/", 1)[1]))
-        for n in range(3):
-            assert live.post("/runtime/webhooks/eventgrid?functionName=on_data_blob", [event]) == 202
-            assert live.post("/admin/functions/on_data_blob", {"input": json.dumps(event)}) == 202
-            assert live.post("/runtime/webhooks/eventgrid?functionName=on_data_blob",
-                             [{**event, "id": f"{event['id']}-{n}"}]) == 202
 
-    submitted = wait_for("a training job", lambda: live.published("TrainingSubmitted"))
-    job = submitted[0]["data"]["job"]
-    wait_for(f"job {job} to complete", lambda: (j := live.deps.platform.get_job(job)) and j.terminal)
-    run_completed = _run_completed_event(live, job)
-    for _ in range(3):
-        assert live.deliver("/runtime/webhooks/eventgrid?functionName=on_run_event", [run_completed]) == 202
-    wait_for("model v1", lambda: live.deps.platform.get_model(MODEL, "1"))
-    registered = amlevents.model_registered(name=MODEL, version="1",
-                                            tags=dict(live.deps.platform.get_model(MODEL, "1").tags))
-    for _ in range(3):
-        assert live.deliver("/runtime/webhooks/eventgrid?functionName=on_model_registered", [registered]) == 202
-    wait_for("v1 serving all traffic", lambda: _serving(live, "1"), timeout=120)
+class TestOnOneStack:
+    """Tests that share one stack (`shared_live`): each sees only what it caused."""
 
-    assert [e["data"]["job"] for e in live.published("TrainingSubmitted")] == [job]
-    assert [m.version for m in live.deps.platform.list_models(MODEL)] == ["1"]
-    assert len(live.published("ModelRegistered")) == 1
-    assert len(live.published("RolloutStarted")) == 1 and len(live.published("RolloutPromoted")) == 1
-    assert live.deps.state.keys("platform/data/") and len(live.deps.state.keys("platform/data/")) == 1
-    assert _no_dead_letters(live) == []
-    # the duplicates were seen and recorded as such, not silently dropped
-    outcomes = [e.get("status") for e in live.deps.ledger.entries()]
-    assert outcomes.count("duplicate") >= 3, outcomes
+    def test_every_event_delivered_three_times_does_everything_once(self, shared_live: LiveStack) -> None:
+        """Blob, RunCompleted and ModelRegistered each arrive 3 more times (the Event Grid webhook, the admin API,
+        and a second event id for the same blob version): still one data asset, one job, one model version, one
+        rollout, nothing dead-lettered."""
+        from local import amlevents
+
+        live = shared_live
+        settings = live.deps.settings
+        urls = _upload(live, "b3x", rows=300, seed=5)
+        container = live.deps.platform.blobs.get_container_client(settings.data_container)
+        marker = container.get_blob_client("heart/b3x/_SUCCESS")
+        delivered: set[str] = set()
+        for url in [*urls, marker.url]:
+            event = _blob_created(container.get_blob_client(url.split(f"/{settings.data_container}/", 1)[1]))
+            for n in range(3):
+                assert live.post("/runtime/webhooks/eventgrid?functionName=on_data_blob", [event]) == 202
+                assert live.post("/admin/functions/on_data_blob", {"input": json.dumps(event)}) == 202
+                assert live.post("/runtime/webhooks/eventgrid?functionName=on_data_blob",
+                                 [{**event, "id": f"{event['id']}-{n}"}]) == 202
+                delivered |= {event["id"], f"{event['id']}-{n}"}
+
+        submitted = wait_for("a training job", lambda: _of_batch(live.published("TrainingSubmitted"), "b3x"))
+        job = submitted[0]["data"]["job"]
+        wait_for(f"job {job} to complete", lambda: (j := live.deps.platform.get_job(job)) and j.terminal)
+        run_completed = _run_completed_event(live, job)
+        for _ in range(3):
+            assert live.deliver("/runtime/webhooks/eventgrid?functionName=on_run_event", [run_completed]) == 202
+        delivered.add(run_completed["id"])
+
+        def its_model() -> Any:
+            return next((m for m in live.deps.platform.list_models(MODEL) if m.job_name == job), None)
+
+        model = wait_for(f"the model of job {job}", its_model)
+        registered = amlevents.model_registered(name=MODEL, version=model.version, tags=dict(model.tags))
+        for _ in range(3):
+            assert live.deliver("/runtime/webhooks/eventgrid?functionName=on_model_registered", [registered]) == 202
+        delivered.add(registered["id"])
+        wait_for(f"v{model.version} serving all traffic", lambda: _serving(live, model.version), timeout=120)
+
+        assert [e["data"]["job"] for e in _of_batch(live.published("TrainingSubmitted"), "b3x")] == [job]
+        assert [m.version for m in live.deps.platform.list_models(MODEL) if m.job_name == job] == [model.version]
+        mine = [e for e in live.published() if e.get("subject", "").endswith(f"{MODEL}:{model.version}")
+                or str(e["data"].get("version", "")) == model.version]
+        assert [e["eventType"] for e in mine].count("Reflex.ModelRegistered") == 1
+        assert [e["eventType"] for e in mine].count("Reflex.RolloutStarted") == 1
+        assert [e["eventType"] for e in mine].count("Reflex.RolloutPromoted") == 1
+        assets = [r for r in live.deps.state.records("platform/data/") if "/heart/b3x" in json.dumps(r.value)]
+        assert len(assets) == 1, assets
+        assert [d for d in _no_dead_letters(live) if d.get("event_id") in delivered] == []
+        # the duplicates were seen and recorded as such, not silently dropped
+        outcomes = [e.get("status") for e in live.deps.ledger.entries() if e.get("event_id") in delivered]
+        assert outcomes.count("duplicate") >= 3, outcomes
+
+    def test_poison_event_is_dead_lettered_and_the_host_goes_on(self, shared_live: LiveStack) -> None:
+        """A ModelRegistered without a model version, then a batch whose only file is empty: each ends where an
+        operator sees it (a dead letter with the payload and the error; a TrainingSkipped naming the file), the
+        host answers and goes on with the next event, and the CLI lists the dead letter."""
+        from reflex.cli import main as cli
+
+        live = shared_live
+        poison = {"id": "poison-1", "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
+                  "subject": f"models/{MODEL}", "eventTime": "2026-11-22T00:00:00Z", "dataVersion": "2",
+                  "metadataVersion": "1", "data": {"modelName": MODEL, "modelTags": {}}}
+        assert live.post("/runtime/webhooks/eventgrid?functionName=on_model_registered", [poison]) == 202
+        letters = wait_for("the dead letter",
+                           lambda: [d for d in _no_dead_letters(live) if d.get("event_id") == "poison-1"])
+        assert len(letters) == 1
+        assert "version" in letters[0]["error"].lower() and letters[0]["payload"]["data"] == poison["data"]
+
+        container = live.deps.platform.blobs.get_container_client(live.deps.settings.data_container)
+        container.upload_blob("heart/empty/part-0.csv", b"")
+        container.upload_blob("heart/empty/_SUCCESS", b"")
+        skipped = wait_for("TrainingSkipped", lambda: _of_batch(live.published("TrainingSkipped"), "empty"))
+        assert "part-0.csv" in json.dumps(skipped[0]["data"])
+        assert _of_batch(live.published("TrainingSubmitted"), "empty") == []
+
+        out = io.StringIO()
+        assert cli(["dead-letters", "--json"], deps=live.deps, stdout=out) == 0
+        assert "poison-1" in out.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------ host crash
@@ -263,33 +324,6 @@ def test_a_notebook_model_follows_the_outside_model_policy_and_never_blocks_retr
     else:
         assert _traffic(live) == {_deployment_of(live, champion.version): 100}
     assert _no_dead_letters(live) == []
-
-
-# ------------------------------------------------------------------------------------------------ poison
-def test_poison_event_is_dead_lettered_and_the_host_goes_on(live: LiveStack) -> None:
-    """A ModelRegistered without a model version, then a batch whose only file is empty: each ends where an
-    operator sees it (a dead letter with the payload and the error; a TrainingSkipped naming the file), the
-    host answers and goes on with the next event, and the CLI lists the dead letter."""
-    from reflex.cli import main as cli
-
-    poison = {"id": "poison-1", "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
-              "subject": f"models/{MODEL}", "eventTime": "2026-11-22T00:00:00Z", "dataVersion": "2",
-              "metadataVersion": "1", "data": {"modelName": MODEL, "modelTags": {}}}
-    assert live.post("/runtime/webhooks/eventgrid?functionName=on_model_registered", [poison]) == 202
-    letters = wait_for("the dead letter", lambda: _no_dead_letters(live))
-    assert len(letters) == 1 and letters[0]["event_id"] == "poison-1"
-    assert "version" in letters[0]["error"].lower() and letters[0]["payload"]["data"] == poison["data"]
-
-    container = live.deps.platform.blobs.get_container_client(live.deps.settings.data_container)
-    container.upload_blob("heart/empty/part-0.csv", b"")
-    container.upload_blob("heart/empty/_SUCCESS", b"")
-    skipped = wait_for("TrainingSkipped", lambda: live.published("TrainingSkipped"))
-    assert "part-0.csv" in json.dumps(skipped[0]["data"])
-    assert live.published("TrainingSubmitted") == []
-
-    out = io.StringIO()
-    assert cli(["dead-letters", "--json"], deps=live.deps, stdout=out) == 0
-    assert "poison-1" in out.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------ func start

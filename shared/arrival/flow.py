@@ -1,8 +1,9 @@
 """Data arrival: BlobCreated events -> one arrival record per batch -> one training start per completed batch.
 
 Why this shape: Event Grid delivers at least once and in no particular order, and a dataset of 1000 files is
-1000 events. Each delivery does one compare-and-swap on the batch's record (`ArrivalRecord`,
-shared/batches/record.py); a redelivered blob version changes nothing. The batch completes exactly once
+1000 events. Each delivery writes its blob version's own entry and reads the batch's small summary
+(`ArrivalRecord`, shared/batches/record.py; shared/batches/intake.py `record_blob`): a bounded number of small
+requests whatever the batch size, and a redelivered blob version changes nothing. The batch completes exactly once
 (shared/batches/intake.py `complete_batch`) when its marker arrives or, with no marker configured, when the
 sweep finds it quiet. The worker that made that transition starts training through the batch and training
 service (shared/batches/training.py `start_batch`: admission, data asset, job), which the sweep, the
@@ -25,9 +26,9 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from shared.batches import mltable
-from shared.batches.intake import complete_batch, locate_blob
+from shared.batches.intake import complete_batch, locate_blob, record_blob
 from shared.batches.paths import BatchPath
-from shared.batches.record import ArrivalRecord, BlobVersion, add_blob, as_update
+from shared.batches.record import ArrivalRecord, BlobVersion, as_update
 from shared.batches.training import STARTABLE, arrival_key, refresh_running, start_batch
 from shared.core.errors import ReflexError, TransientError
 from shared.core.reaction import Outcome, replaying
@@ -41,10 +42,10 @@ __all__ = ["arrival_key", "handle_blob", "sweep"]
 log = logging.getLogger("reflex.arrival")
 
 
-# Manifest blob versions this worker has already recorded, per state store: a redelivery of one of them is
-# answered without reading the (possibly large) arrival record. Safe because a recorded version never leaves
-# its record. Late and rejected versions are not kept here, so their (rare) redeliveries are never linked to
-# the batch's lineage.
+# Usable blob versions this worker has already recorded, per state store: a redelivery of one of them is
+# answered without a request. Safe because a recorded version's entry never goes away and it stays usable
+# (a version listed at completion is in the manifest). Late and rejected versions are not kept here, so their
+# (rare) redeliveries are never linked to the batch's lineage.
 _RECORDED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 _RECORDED_LIMIT = 200_000
 
@@ -75,34 +76,24 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
     known = _recorded(deps)
     if blob.key in known:
         return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
-    happened: dict[str, str] = {}
-
-    def record(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        new, what = add_blob(current, path, version, deps.clock())
-        happened["what"] = what
-        return new
-
-    stored = deps.state.update(key, record)
-    what = happened["what"]
-    batch = ArrivalRecord.from_dict(stored.value) if stored else ArrivalRecord(status="?")
-    if batch.files.get(path.file, {}).get("etag") == blob.etag:
-        known.add(blob.key)  # a manifest version: its redeliveries are answered without reading the record
-    elif what == "duplicate":  # a redelivered late or rejected version: still not trained on
+    got = record_blob(deps, key, path, version, kind=ArrivalRecord, purpose="training")
+    batch = got.batch
+    if got.usable:
+        known.add(blob.key)  # a manifest version: its redeliveries are answered without a request
+    else:  # a late or rejected version (or its redelivery): not trained on
         details = not_trained
-    if what == "duplicate":
+    if got.what == "duplicate":
         return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
-    if what == "late":
+    if got.what == "late":
         log.warning("late file %s for batch %s (already %s): recorded, not trained on", path.file, path.batch_id,
                     batch.status)
         return Outcome("skipped", f"late file: batch {path.batch_id} is already {batch.status}; recorded in "
                                   "late_files, not trained on (upload new data as a new batch folder)", not_trained)
-    if what == "rejected":
-        reason = batch.rejected[path.file]["reason"] if stored else what
-        return Outcome("skipped", f"rejected: {reason}", not_trained)
+    if got.what == "rejected":
+        return Outcome("skipped", f"rejected: {got.reason}", not_trained)
     waits = (f"waiting for {marker}" if marker else
              f"complete once no file arrives for {deps.settings.quiet_seconds} s")
-    return Outcome("acted", f"recorded {path.file} in batch {path.batch_id} ({len(batch.files)} files, collecting; "
-                            f"{waits})", details)
+    return Outcome("acted", f"recorded {path.file} in batch {path.batch_id} (collecting; {waits})", details)
 
 
 def _reopen_after_fix(key: str, deps: Deps) -> Record | None:
@@ -138,7 +129,7 @@ def sweep(deps: Deps) -> Outcome:
     now = deps.clock()
     completed = started = 0
     waiting: list[tuple[float, str]] = []
-    for record in deps.state.records("arrivals/"):
+    for record in deps.state.active("arrivals/"):  # unfinished batches only, whatever the history (#17.2)
         batch = ArrivalRecord.from_dict(record.value)
         if not deps.settings.completion_marker and batch.quiet(now, deps.settings.quiet_seconds):
             if complete_batch(deps, record.key, batch.path, now, event_id=f"sweep:{int(now)}", kind=ArrivalRecord,

@@ -73,7 +73,7 @@ def _refusal(batch: ArrivalRecord, deps: Deps) -> str:
 def reopen(batch: ArrivalRecord | None, now: float, *, token: str, by: str, why: str) -> ArrivalRecord | None:
     """The record moved back to `complete` as the next attempt (pure, for `StateStore.update` through
     `as_update`); None: no change."""
-    if batch is None or batch.status not in REOPENABLE or not batch.files:
+    if batch is None or batch.status not in REOPENABLE or not batch.file_count:
         return None
     attempt = batch.attempt_number + 1
     return batch.with_status("complete", now, allowed_from=REOPENABLE, reason=f"attempt {attempt} requested by "
@@ -96,7 +96,7 @@ def train_again(deps: Deps, key: str, *, by: str, why: str) -> Outcome:
                                   "(see `python -m reflex status`, or upload it with `python -m reflex upload`)")
     found = ArrivalRecord.from_dict(record.value)
     batch = found.batch_id
-    if found.status not in REOPENABLE or not found.files:
+    if found.status not in REOPENABLE or not found.file_count:
         return Outcome("refused", f"batch {batch} is not trained again: {_refusal(found, deps)}",
                        {"batch": batch, "job": found.job})
     token = uuid.uuid4().hex

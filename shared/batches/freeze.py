@@ -52,8 +52,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shared.batches import manifest
 from shared.batches.mltable import MLTABLE
-from shared.batches.paths import FROZEN_ROOT, manifest_digest
+from shared.batches.paths import FROZEN_ROOT
 from shared.core.errors import PermanentError, map_azure_error
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from shared.core.settings import Settings
 
 __all__ = ["BUDGET_SECONDS", "FROZEN_ROOT", "PARALLEL", "SOURCE_ETAG", "Progress", "advance", "frozen_blobs",
-           "frozen_folder", "frozen_path", "job_blobs", "manifest_entries", "reads_frozen"]
+           "frozen_folder", "frozen_path", "job_blobs", "reads_frozen"]
 
 BUDGET_SECONDS = 12.0  # of one pass: well inside Event Grid's 30 s, with the submission after it
 PARALLEL = 16          # copies in flight per round (server-side: each is one small request)
@@ -70,16 +71,10 @@ SOURCE_ETAG = "reflexsourceetag"  # metadata on each copy: the ETag of the versi
 _SOURCE_GONE = {"ConditionNotMet", "SourceConditionNotMet", "BlobNotFound", "CannotVerifyCopySource"}
 
 
-def manifest_entries(batch: BatchRecord) -> Mapping[str, Mapping[str, Any]]:
-    """The batch's manifest, `{file: {"url", "etag", "size"}}`: the one place freezing reads it (the intake
-    branch moves the manifest into a blob of its own behind one accessor; this is where it plugs in)."""
-    return batch.files
-
-
 def frozen_folder(batch: BatchRecord) -> str:
-    """The frozen folder of the batch's manifest inside its container, ending with '/'."""
-    digest = manifest_digest(manifest_entries(batch))[:16]
-    return f"{FROZEN_ROOT}/{batch.dataset}/{batch.batch}/{digest}/"
+    """The frozen folder of the batch's manifest inside its container, ending with '/'. Named by the digest the
+    summary holds (`BatchRecord.digest`), so naming it never reads the stored manifest."""
+    return f"{FROZEN_ROOT}/{batch.dataset}/{batch.batch}/{batch.digest[:16]}/"
 
 
 def frozen_path(datastore: str, batch: BatchRecord) -> str:
@@ -87,14 +82,15 @@ def frozen_path(datastore: str, batch: BatchRecord) -> str:
     return f"azureml://datastores/{datastore}/paths/{frozen_folder(batch)}"
 
 
-def frozen_blobs(batch: BatchRecord, container_url: str) -> list[dict[str, str]]:
+def frozen_blobs(deps: Deps, batch: BatchRecord, container_url: str) -> list[dict[str, str]]:
     """What a job on the frozen folder reads, one entry per manifest file: the copy's URL, the source's URL and
     the source version's ETag (what `explain` shows as trained)."""
     from urllib.parse import quote
 
     base, folder = container_url.rstrip("/"), frozen_folder(batch)
     return [{"file": name, "frozen": f"{base}/{quote(folder + name)}", "source": str(entry.get("url", "")),
-             "source_etag": str(entry.get("etag", ""))} for name, entry in sorted(manifest_entries(batch).items())]
+             "source_etag": str(entry.get("etag", ""))}
+            for name, entry in sorted(manifest.load(deps, batch).files.items())]
 
 
 def reads_frozen(settings: Settings, batch: BatchRecord) -> bool:
@@ -109,12 +105,12 @@ def reads_frozen(settings: Settings, batch: BatchRecord) -> bool:
     return batch.submitted_at is not None and read == frozen_path(datastore, batch)
 
 
-def job_blobs(settings: Settings, batch: BatchRecord) -> list[tuple[str, str]]:
+def job_blobs(deps: Deps, batch: BatchRecord) -> list[tuple[str, str]]:
     """(container, blob name) of each file the batch's job read, in file order: the frozen copies once its job
     was submitted on them (so a drift baseline or a smoke row comes from exactly what trained or scored), else
     the recorded files in the live folder (a batch from before freezing, or one not submitted yet)."""
-    folder = frozen_folder(batch) if reads_frozen(settings, batch) else batch.folder
-    return [(batch.container, folder + name) for name in sorted(manifest_entries(batch))]
+    folder = frozen_folder(batch) if reads_frozen(deps.settings, batch) else batch.folder
+    return [(batch.container, folder + name) for name in sorted(manifest.load(deps, batch).files)]
 
 
 @dataclass(frozen=True)
@@ -209,7 +205,7 @@ def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float | None = No
         PermanentError: the frozen folder holds a copy of another version (written by something else).
     """
     deadline = clock() + (BUDGET_SECONDS if budget_seconds is None else budget_seconds)
-    files = manifest_entries(batch)
+    files = manifest.load(deps, batch).files
     folder = frozen_folder(batch)
     container = deps.blobs.get_container_client(batch.container)
     existing = _existing(container, folder)

@@ -25,10 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from shared.batches import manifest
 from shared.core.errors import PermanentError, map_azure_error
 
 if TYPE_CHECKING:
     from shared.batches.record import BatchRecord
+    from shared.core.deps import Deps
     from shared.core.settings import Settings
 
 __all__ = ["MLTABLE", "SCHEMA", "document", "for_batch", "parse", "write"]
@@ -114,13 +116,11 @@ def write(settings: Settings, container: str, folder: str, files: Iterable[str])
     return name
 
 
-def for_batch(settings: Settings, batch: BatchRecord, data_path: str) -> str | None:
-    """In AutoML mode, the MLTable of a completed batch (its manifest's files), written into the folder of its data
-    asset (`data_path`, `azureml://datastores/<datastore>/paths/<folder>/`: the frozen folder) before the asset is
-    registered; None in command mode (a `uri_folder` needs none)."""
-    if settings.training_mode != "automl":
+def for_batch(deps: Deps, batch: BatchRecord, data_path: str) -> str | None:
+    """In AutoML mode, the MLTable of a completed batch (its frozen manifest's files, `manifest.load`), written
+    into the folder of its data asset (`data_path`, `azureml://datastores/<datastore>/paths/<folder>/`: the frozen
+    folder) before the asset is registered; None in command mode (a `uri_folder` needs none, nor the manifest)."""
+    if deps.settings.training_mode != "automl":
         return None
-    from shared.batches.freeze import manifest_entries
-
     folder = data_path.split("/paths/", 1)[1] if "/paths/" in data_path else batch.folder
-    return write(settings, batch.container, folder, manifest_entries(batch))
+    return write(deps.settings, batch.container, folder, manifest.load(deps, batch).files)

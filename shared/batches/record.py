@@ -9,9 +9,11 @@ Reflex survives an older one's compare-and-swap). They live in the shared batch 
 reactions that read them may import each other only through it.
 
 Why pure transitions: `update(key, fn)` may run `fn` several times when workers race, so each transition
-takes the current record and returns the next one, or None when there is nothing to change (a redelivery).
-That "None" is what makes 3000 deliveries of 1000 blobs write the record only 1000 times. `as_update` lifts
-a transition over typed records to the dict function `StateStore.update` takes.
+takes the current record and returns the next one, or None when there is nothing to change (a redelivery, or
+a file arriving while `last_seen` is fresh enough). That "None" is what keeps a batch of 10,000 files from
+writing its summary 10,000 times: a delivery writes its own entry (shared/batches/entries.py) and touches the
+summary only to refresh `last_seen` once per `last_seen_slack`. `as_update` lifts a transition over typed
+records to the dict function `StateStore.update` takes.
 
 The stored JSON forms (fields present from creation are always written; the others once they are set)::
 
@@ -19,9 +21,13 @@ The stored JSON forms (fields present from creation are always written; the othe
     {"container", "dataset", "batch",
      "status": "collecting" | "complete" | "freezing" | "starting" | "waiting" | "submitted" | "trained"
                | "failed" | "skipped" | "dry-run" | "submit-failed",   (freezing: shared/batches/freeze.py)
-     "files":    {"<file>": {"url", "etag", "size"}},          usable data (the manifest)
-     "rejected": {"<file>": {"url", "etag", "size", "reason"}}, zero-byte, unreadable format, hidden
-     "late_files": {"<file>": {"url", "etag", "size", "at"}},   arrived after completion: not trained on
+     "rejected": {"<file>": {"url", "etag", "size", "reason"}}, zero-byte, unreadable format, hidden: the
+                                             first REJECTED_KEPT of the manifest's, set at completion
+     "late_files": {"<file>": {"url", "etag", "size", "at"}},   arrived after completion: not trained on (the
+                                             first LATE_KEPT; every one has its entry)
+     "manifest": {"key", "files", "rejected", "digest"},       once complete: where the frozen manifest is
+                                             stored (manifests/…), its counts and digest (which also names the
+                                             batch's frozen copy, .reflex-frozen/…/<digest16>/)
      "marker": {"url", "etag"} | null,
      "first_seen", "last_seen", "completed_at": epoch seconds,
      "completing_event": id of the event (or "sweep:…") that completed it,
@@ -44,6 +50,12 @@ The stored JSON forms (fields present from creation are always written; the othe
      "status": "pending" | "waiting" | "submitted" | "trained" | "failed", "job", "reason",
      "evidence": {…}, "history": [[epoch, status, reason], …]}
 
+    batchfiles/<record key>/<file>@<etag>    one entry per delivered blob version (shared/batches/entries.py)
+    manifests/<record key>/<digest>          the manifest frozen at completion (shared/batches/manifest.py)
+
+A record written before #17 held the manifest itself (`"files": {...}`, and every rejected file); it is read
+as it is (`files` stays in `extra`, `manifest.load` reads it there) and completes into the new form.
+
 Completion freezes the manifest from a listing of the batch folder (the storage is the truth: a marker can
 be delivered before the files it follows), so a later delivery of a listed file is a duplicate, and a file
 that is not in the frozen manifest is recorded as late and does not retrigger training.
@@ -57,10 +69,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
 
 from shared.batches.formats import Purpose
-from shared.batches.paths import BatchPath, file_problem
+from shared.batches.paths import BatchPath, file_problem, manifest_digest
 
-__all__ = ["ArrivalRecord", "BatchRecord", "BlobVersion", "DataRef", "Lease", "RetrainRecord", "ScoringRecord",
-           "StatusRecord", "add_blob", "as_update", "complete"]
+__all__ = ["LATE_KEPT", "REJECTED_KEPT", "ArrivalRecord", "BatchRecord", "BlobVersion", "DataRef", "Lease",
+           "ManifestRef", "RetrainRecord", "ScoringRecord", "StatusRecord", "arrived", "as_update", "complete",
+           "last_seen_slack"]
 
 HistoryEntry = tuple[Any, ...]  # (epoch, status, reason)
 Decoders = Mapping[str, Callable[[Any], Any]]  # field name -> how a stored value becomes the field's value
@@ -226,13 +239,55 @@ def as_update(kind: type[R], transition: Callable[[R | None], R | None]) -> Call
 
 
 @dataclass(frozen=True)
+class ManifestRef:
+    """Where a completed batch's frozen manifest is stored (`manifests/…`, shared/batches/manifest.py) and what
+    the summary needs of it without reading it: how many usable and rejected files, and its digest (job names)."""
+
+    key: str
+    files: int
+    rejected: int
+    digest: str
+
+    @classmethod
+    def from_dict(cls, value: Any) -> ManifestRef | None:
+        if not isinstance(value, Mapping) or not value.get("key"):
+            return None
+        return cls(_text(value.get("key")), int(value.get("files") or 0), int(value.get("rejected") or 0),
+                   _text(value.get("digest")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "files": self.files, "rejected": self.rejected, "digest": self.digest}
+
+
+# The summary keeps the first of these by name (all of them: the batch's entries and manifest): a batch of
+# 10,000 zero-byte or late files must not make the record every worker reads large again.
+REJECTED_KEPT = 20
+LATE_KEPT = 100
+# last_seen is refreshed only when it is older than this fraction of REFLEX_QUIET_SECONDS (one write per
+# interval however many files arrive), and the quiet window is lengthened by as much, so it never closes early.
+LAST_SEEN_FRACTION = 1 / 60
+# the legacy sections: a record written before #17 held its manifest itself; they stay in `extra`
+LEGACY_FILES = "files"
+
+
+def last_seen_slack(quiet_seconds: float) -> float:
+    """How far `last_seen` may lag the newest file (see LAST_SEEN_FRACTION)."""
+    return float(quiet_seconds) * LAST_SEEN_FRACTION
+
+
+@dataclass(frozen=True)
 class BatchRecord(StatusRecord):
-    """A batch folder being collected, completed and worked on (training or scoring: see the subclasses)."""
+    """A batch folder being collected, completed and worked on (training or scoring: see the subclasses).
+
+    The summary of the batch, never its file list: each delivered blob version is an entry of its own
+    (shared/batches/entries.py) and the manifest frozen at completion is a blob of its own, referenced by
+    `manifest` (shared/batches/manifest.py `load` reads it). `rejected` and `late_files` keep the first
+    REJECTED_KEPT and LATE_KEPT files for the operator's view; a record written before #17 still holds its whole
+    manifest (`files`, kept in `extra`; `manifest.load` reads it from there)."""
 
     container: str = ""
     dataset: str = ""
     batch: str = ""
-    files: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     rejected: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     late_files: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     marker: Mapping[str, Any] | None = None
@@ -240,6 +295,7 @@ class BatchRecord(StatusRecord):
     last_seen: float | None = None
     completed_at: float | None = None
     completing_event: str = ""
+    manifest: ManifestRef | None = None
     data: DataRef | None = None
     job_url: str | None = None
     # a retry after a transient failure of `previous_job` (shared/batches/retries.py): not started before
@@ -249,12 +305,13 @@ class BatchRecord(StatusRecord):
     not_before: float | None = None
     retried_by: str | None = None
 
-    _ALWAYS = StatusRecord._ALWAYS | {"container", "dataset", "batch", "files", "rejected", "late_files", "marker",
+    _ALWAYS = StatusRecord._ALWAYS | {"container", "dataset", "batch", "rejected", "late_files", "marker",
                                       "first_seen", "last_seen", "completed_at", "completing_event", "data"}
     _DECODE: ClassVar[Decoders] = {
-        **StatusRecord._DECODE, "container": _text, "dataset": _text, "batch": _text, "files": _mapping,
+        **StatusRecord._DECODE, "container": _text, "dataset": _text, "batch": _text,
         "rejected": _mapping, "late_files": _mapping, "first_seen": _float, "last_seen": _float,
         "completed_at": _float, "completing_event": _text, "data": DataRef.from_dict,
+        "manifest": ManifestRef.from_dict,
         "marker": lambda v: dict(v) if isinstance(v, Mapping) else None, "not_before": _float,
         "transient_retries": lambda v: int(v) if v else None}
 
@@ -281,49 +338,63 @@ class BatchRecord(StatusRecord):
     def folder(self) -> str:
         return f"{self.dataset}/{self.batch}/"
 
+    @property
+    def legacy_files(self) -> Mapping[str, Mapping[str, Any]] | None:
+        """The manifest a record written before #17 holds itself (None for a summary)."""
+        value = self.extra.get(LEGACY_FILES)
+        return value if isinstance(value, Mapping) else None
+
+    @property
+    def file_count(self) -> int:
+        """How many usable files the frozen manifest has (0 while collecting: they are counted at completion)."""
+        if self.manifest is not None:
+            return self.manifest.files
+        return len(self.legacy_files or {})
+
+    @property
+    def rejected_count(self) -> int:
+        return self.manifest.rejected if self.manifest is not None else len(self.rejected)
+
+    @property
+    def digest(self) -> str:
+        """The frozen manifest's digest (`paths.manifest_digest`), without reading the manifest."""
+        if self.manifest is not None:
+            return self.manifest.digest
+        return manifest_digest(self.legacy_files or {})
+
     def quiet(self, now: float, quiet_seconds: float) -> bool:
-        """Still collecting and no file arrived for `quiet_seconds` (completes it when no marker is used)."""
-        return self.status == "collecting" and now - float(self.last_seen or 0.0) >= quiet_seconds
+        """Still collecting and no file arrived for `quiet_seconds` (completes it when no marker is used).
+        `last_seen` may lag the newest file by `last_seen_slack` (it is refreshed only that often), so the
+        window waits that much longer: it never closes early."""
+        return self.status == "collecting" and \
+            now - float(self.last_seen or 0.0) >= quiet_seconds + last_seen_slack(quiet_seconds)
 
-    def _known(self, blob: BlobVersion) -> bool:
-        return any(section.get(blob.file, {}).get("etag") == blob.etag
-                   for section in (self.files, self.rejected, self.late_files))
+    def seen(self, now: float, quiet_seconds: float) -> Self | None:
+        """`last_seen` moved to `now` when a new file arrives and it lags by more than `last_seen_slack`;
+        None otherwise (the write most deliveries skip)."""
+        if self.status != "collecting" or now - float(self.last_seen or 0.0) <= last_seen_slack(quiet_seconds):
+            return None
+        return dataclasses.replace(self, last_seen=now)
 
-    def with_blob(self, blob: BlobVersion, now: float, *, purpose: Purpose) -> tuple[Self | None, str]:
-        """Record a data blob: (new record or None, what happened: added | rejected | late | duplicate)."""
-        if self._known(blob):
-            return None, "duplicate"
-        if self.status != "collecting":
-            return dataclasses.replace(self, late_files={**self.late_files, blob.file: {**_entry(blob), "at": now}}
-                                       ), "late"
-        problem = file_problem(blob.file, blob.size, purpose=purpose, folder=self.folder)
-        files, rejected = dict(self.files), dict(self.rejected)
-        files.pop(blob.file, None)
-        rejected.pop(blob.file, None)
-        if problem:
-            rejected[blob.file] = {**_entry(blob), "reason": problem}
-        else:
-            files[blob.file] = _entry(blob)
-        return dataclasses.replace(self, files=files, rejected=rejected, last_seen=now), \
-            "rejected" if problem else "added"
+    def with_late(self, blob: BlobVersion, now: float) -> Self | None:
+        """A file that arrived after completion listed in `late_files` (the first LATE_KEPT of them; its entry
+        records every one); None when it is listed already or the list is full."""
+        if self.late_files.get(blob.file, {}).get("etag") == blob.etag or len(self.late_files) >= LATE_KEPT:
+            return None
+        return dataclasses.replace(self, late_files={**self.late_files, blob.file: {**_entry(blob), "at": now}})
 
-    def completed(self, listing: Iterable[BlobVersion], now: float, *, event_id: str,
-                  marker: BlobVersion | None = None, purpose: Purpose) -> Self | None:
-        """The manifest frozen from `listing` and the batch complete; None unless it is still collecting."""
+    def completed(self, manifest: ManifestRef, rejected: Mapping[str, Mapping[str, Any]], now: float, *,
+                  event_id: str, marker: BlobVersion | None = None) -> Self | None:
+        """Complete, with the manifest frozen at completion (stored apart: `manifest`); None unless it is still
+        collecting. A legacy record's own manifest is dropped: the stored manifest replaces it."""
         if self.status != "collecting":
             return None
-        files: dict[str, Any] = {}
-        rejected: dict[str, Any] = {}
-        for blob in listing:
-            problem = file_problem(blob.file, blob.size, purpose=purpose, folder=self.folder)
-            if problem:
-                rejected[blob.file] = {**_entry(blob), "reason": problem}
-            else:
-                files[blob.file] = _entry(blob)
         why = "marker arrived" if marker is not None else "quiet window passed"
+        kept = {name: rejected[name] for name in sorted(rejected)[:REJECTED_KEPT]}
         return dataclasses.replace(
-            self, files=files, rejected=rejected, status="complete", completed_at=now, completing_event=event_id,
+            self, manifest=manifest, rejected=kept, status="complete", completed_at=now, completing_event=event_id,
             marker=None if marker is None else {"url": marker.url, "etag": marker.etag},
+            extra={k: v for k, v in self.extra.items() if k != LEGACY_FILES},
             history=(*self.history, (now, "complete", why)))
 
 
@@ -385,28 +456,32 @@ class RetrainRecord(StatusRecord):
                                    "batch": _text, "event_id": _text, "evidence": _mapping}
 
 
-B = TypeVar("B", bound=BatchRecord)
+def arrived(batch: BatchRecord, blob: BlobVersion, *, new: bool, in_manifest: bool, purpose: Purpose,
+            ) -> tuple[str, bool]:
+    """What one delivery of `blob` is, and whether it is (or will be) trained or scored on:
+    (added | rejected | late | duplicate, usable).
+
+    `new`: this delivery created the version's entry (its first); `in_manifest`: the version is in the batch's
+    frozen manifest (asked only once the batch is complete). While collecting, a usable new version is added and
+    an unusable one rejected; after completion a version the manifest holds is a duplicate and any other is late
+    (recorded, never trained on); a version seen before is a duplicate either way."""
+    if batch.status == "collecting":
+        usable = not file_problem(blob.file, blob.size, purpose=purpose, folder=batch.folder)
+        return ("added" if usable else "rejected") if new else "duplicate", usable
+    if in_manifest:
+        return "duplicate", True
+    return ("late" if new else "duplicate"), False
 
 
-def add_blob(record: Mapping[str, Any] | None, path: BatchPath, blob: BlobVersion, now: float, *,
-             purpose: Purpose = "training", kind: type[BatchRecord] = ArrivalRecord,
-             ) -> tuple[dict[str, Any] | None, str]:
-    """Record a data blob in the stored batch record (`kind`, created if absent): (new value or None, what
-    happened: added | rejected | late | duplicate). `purpose` picks the formats the batch's job reads
-    (shared/batches/formats.py): training or batch scoring."""
-    current = kind.new(path, now) if record is None else kind.from_dict(record)
-    new, what = current.with_blob(blob, now, purpose=purpose)
-    return (None if new is None else new.to_dict()), what
-
-
-def complete(record: Mapping[str, Any] | None, path: BatchPath, listing: Iterable[BlobVersion], now: float, *,
-             event_id: str, marker: BlobVersion | None = None, purpose: Purpose = "training",
-             kind: type[BatchRecord] = ArrivalRecord) -> tuple[dict[str, Any] | None, bool]:
-    """Freeze the manifest from `listing` and mark the batch complete: (new value or None, transitioned).
+def complete(record: Mapping[str, Any] | None, path: BatchPath, manifest: ManifestRef,
+             rejected: Mapping[str, Mapping[str, Any]], now: float, *, event_id: str,
+             marker: BlobVersion | None = None, kind: type[BatchRecord] = ArrivalRecord,
+             ) -> tuple[dict[str, Any] | None, bool]:
+    """Mark the batch complete with its stored manifest: (new value or None, transitioned).
 
     Only a record still collecting (or absent: the marker may be the first blob delivered) transitions.
     A marker seen again after completion changes nothing.
     """
     current = kind.new(path, now) if record is None else kind.from_dict(record)
-    new = current.completed(listing, now, event_id=event_id, marker=marker, purpose=purpose)
+    new = current.completed(manifest, rejected, now, event_id=event_id, marker=marker)
     return (None if new is None else new.to_dict()), new is not None

@@ -30,14 +30,15 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import admission, freeze, mltable
-from shared.batches.paths import BatchPath, data_asset_name, data_asset_version, job_name, manifest_digest
+from shared.batches import admission, freeze, manifest, mltable
+from shared.batches.paths import BatchPath, data_asset_name, data_asset_version, job_name
 from shared.batches.record import ArrivalRecord, DataRef, Lease, RetrainRecord, as_update
 from shared.core import champion as champions
+from shared.core import trace
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, Job, TrainingRequest
 from shared.core.reaction import Outcome
-from shared.core.state import key_part
+from shared.core.state import Record, key_part
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -73,7 +74,8 @@ def training_request(deps: Deps, batch: ArrivalRecord, key: str, job: str, data:
     its `trigger` (in the tags and the display name) and its record as `parent`; a first training has neither."""
     s = deps.settings
     tags = {REFLEX_TAG: "true", "reflex.trigger": trigger or f"blob:{batch.batch_id}", "reflex.event_id": event_id,
-            "reflex.data": data.ref, "reflex.batch": key, "reflex.parent": parent or f"arrival:{key}"}
+            "reflex.data": data.ref, "reflex.batch": key, "reflex.parent": parent or f"arrival:{key}",
+            **trace.tags()}  # reflex.traceparent: the run's event continues this reaction's trace
     champion = ""
     if s.training_mode == "command" and not s.eval_data:
         # the job scores the champion on its own holdout, so the gate compares both on the same rows
@@ -93,7 +95,7 @@ def training_request(deps: Deps, batch: ArrivalRecord, key: str, job: str, data:
 def attempt_job_name(batch: ArrivalRecord) -> str:
     """The job of the record's attempt: the first from the batch and its manifest, a later one (an operator's
     `python -m reflex train`, shared/arrival/retry.py) from the attempt number too, so it never reuses a job."""
-    digest = manifest_digest(batch.files)
+    digest = batch.digest  # the frozen manifest's (stored in the summary: no read)
     attempt = batch.attempt_number
     return job_name(batch.batch_id, digest if attempt <= 1 else f"{digest}|attempt-{attempt}")
 
@@ -128,9 +130,9 @@ def submit(deps: Deps, batch: ArrivalRecord, request: TrainingRequest, data: Dat
         TransientError: storage or the platform did not answer (the slot stays: the retry takes it again).
     """
     try:
-        mltable.for_batch(deps.settings, batch, data.path)
+        mltable.for_batch(deps, batch, data.path)
         deps.platform.register_data(name=data.name, version=data.version, path=data.path, tags=dict(request.tags),
-                                    description=f"batch {batch.batch_id} ({len(batch.files)} files)")
+                                    description=f"batch {batch.batch_id} ({batch.file_count} files)")
         return deps.platform.submit_training(request)
     except PermanentError:
         release_slot(deps, request.job_name)
@@ -184,7 +186,7 @@ def _freeze(key: str, token: str, batch: ArrivalRecord, deps: Deps, details: dic
         _move(key, token, "freezing", deps, reason="freezing interrupted by storage: the next pass resumes")
         raise
     except PermanentError as exc:  # the frozen folder holds what Reflex did not write: never trained on
-        progress = freeze.Progress(freeze.frozen_folder(batch), len(batch.files), lost={"(frozen folder)": str(exc)})
+        progress = freeze.Progress(freeze.frozen_folder(batch), batch.file_count, lost={"(frozen folder)": str(exc)})
     info = {**details, "frozen": progress.frozen, "folder": progress.folder}
     if progress.lost:
         reason = progress.reason
@@ -216,15 +218,15 @@ def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
         return Outcome("duplicate", f"batch {batch_id} is {status}" + (
             " (another worker is starting it)" if status == "starting" else ""),
             {"batch": batch_id, "job": current.job if current else ""})
-    if not batch.files:
-        reason = f"empty batch: no usable file ({len(batch.rejected)} rejected)"
+    if not batch.file_count:
+        reason = f"empty batch: no usable file ({batch.rejected_count} rejected)"
         if _move(key, token, "skipped", deps, reason=reason):
             deps.publisher.publish("TrainingSkipped", batch_id, {"batch": batch_id, "reason": reason,
-                                                                 "rejected": dict(batch.rejected)})
+                                                                 "rejected": dict(manifest.load(deps, batch).rejected)})
         return Outcome("skipped", reason, {"batch": batch_id, "record": key})
     data = batch_data(deps, batch)
     job = attempt_job_name(batch)
-    details = {"batch": batch_id, "job": job, "data": data.ref, "files": len(batch.files), "record": key}
+    details = {"batch": batch_id, "job": job, "data": data.ref, "files": batch.file_count, "record": key}
     if read_control(deps).dry_run:
         _move(key, token, "dry-run", deps, reason="dry run: would register data and submit", job=job, data=data)
         return Outcome("dry-run", f"would register {data.ref} and submit {job}", details)
@@ -313,13 +315,13 @@ def refresh_running(deps: Deps) -> int:
 
 
 def latest_batch(deps: Deps) -> tuple[str, ArrivalRecord] | None:
-    """The most recently completed training batch with usable files: (arrival key, record), or None."""
-    best: tuple[float, str, ArrivalRecord] | None = None
-    for record in deps.state.records(f"arrivals/{key_part(deps.settings.data_container)}/"):
+    """The most recently completed training batch with usable files: (arrival key, record), or None.
+
+    Read from the unfinished batches and the finished ones newest day first (`StateStore.newest`), not from
+    every batch ever recorded (#17.2)."""
+    def completed(record: Record) -> float | None:
         batch = ArrivalRecord.from_dict(record.value)
-        if batch.status not in RETRAINABLE or not batch.files:
-            continue
-        at = float(batch.completed_at or 0)
-        if best is None or (at, record.key) > (best[0], best[1]):
-            best = (at, record.key, batch)
-    return None if best is None else (best[1], best[2])
+        return float(batch.completed_at or 0) if batch.status in RETRAINABLE and batch.file_count else None
+
+    found = deps.state.newest(f"arrivals/{key_part(deps.settings.data_container)}/", completed)
+    return None if found is None else (found.key, ArrivalRecord.from_dict(found.value))

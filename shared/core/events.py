@@ -35,7 +35,7 @@ __all__ = [
     "InvalidEvent", "Event", "BlobCreated", "RunCompleted", "RunStatusChanged", "ModelRegistered",
     "ReflexModelRegistered", "parse", "from_function_event", "blob_created", "raw_from_function_event",
     "BLOB_CREATED", "BLOB_COMPLETING_APIS", "RUN_COMPLETED", "RUN_STATUS_CHANGED", "MODEL_REGISTERED",
-    "REFLEX_MODEL_REGISTERED", "blob_subject", "blob_url_parts",
+    "REFLEX_MODEL_REGISTERED", "blob_subject", "blob_url_parts", "trace_carrier",
 ]
 
 _AML = "Microsoft.MachineLearningServices."
@@ -369,6 +369,38 @@ def parse(raw: Any) -> Event:
                            event_id=str(raw.get("id", "?"))[:80]) from exc
 
 
+def trace_carrier(raw: Any) -> str:
+    """The W3C traceparent an event carries (unchecked: shared/core/trace.py `context_of` validates it), or "".
+
+    Where each form carries it, first found wins: a CloudEvents-schema event's `traceparent` extension attribute
+    (cloudevents/spec cloudevents/extensions/distributed-tracing.md); a `Reflex.*` event's `data.traceparent` (the
+    Event Grid schema has no extension attributes, so Reflex puts it in `data`: shared/core/publish.py); an Azure ML
+    run or model event's Reflex tag, `data.runTags` / `data.modelTags` `reflex.traceparent` (Azure ML sends the job's
+    and the model's tags there: MicrosoftDocs/azure-docs articles/event-grid/event-schema-machine-learning.md, and
+    tests/events/). `data` keys are read case-insensitively, as everywhere here. Never raises.
+    """
+    from shared.core.trace import TAG, TRACEPARENT
+
+    if not isinstance(raw, Mapping):
+        return ""
+    found = raw.get(TRACEPARENT)
+    if isinstance(found, str) and found:
+        return found
+    data = raw.get("data")
+    if not isinstance(data, Mapping):
+        return ""
+    try:
+        d = _Data(data, "")
+    except Exception:  # keys that do not stringify: no carrier
+        return ""
+    candidates = [d.get(TRACEPARENT)]
+    for key in ("runTags", "modelTags"):
+        tags = d.get(key)
+        if isinstance(tags, Mapping):
+            candidates.append(tags.get(TAG))
+    return next((c for c in candidates if isinstance(c, str) and c), "")
+
+
 def raw_from_function_event(event: Any) -> dict[str, Any]:
     """The raw event dict behind the trigger's `func.EventGridEvent` or `func.CloudEvent` (for dead letters
     and replays, which must keep the original payload)."""
@@ -380,9 +412,16 @@ def raw_from_function_event(event: Any) -> dict[str, Any]:
                 "data": event.get_json()}
     if hasattr(event, "specversion"):  # func.CloudEvent
         when = getattr(event, "time", None)
-        return {"id": event.id, "type": event.type, "source": event.source, "specversion": event.specversion,
-                "subject": getattr(event, "subject", "") or "",
-                "time": when.isoformat() if isinstance(when, datetime) else when, "data": event.get_json()}
+        raw = {"id": event.id, "type": event.type, "source": event.source, "specversion": event.specversion,
+               "subject": getattr(event, "subject", "") or "",
+               "time": when.isoformat() if isinstance(when, datetime) else when, "data": event.get_json()}
+        # the binding keeps the attributes it does not know as extensions (azure-functions-python-library
+        # azure/functions/eventgrid.py `decode`, `CloudEvent.extension_attrs`): the distributed-tracing one is kept
+        extensions = getattr(event, "extension_attrs", None)
+        carried = extensions.get("traceparent") if isinstance(extensions, Mapping) else None
+        if isinstance(carried, str):
+            raw["traceparent"] = carried
+        return raw
     raise InvalidEvent(f"not an Event Grid or CloudEvent trigger object: {type(event).__name__}")
 
 

@@ -19,6 +19,12 @@ context would never leave the process. The alert rules and the workbook in infra
 outcome line, shared/core/reaction.py) and `reflex_event`, `reflex_subject`, `reflex_data`, `explain_id` (one line per
 published `Reflex.*` event, shared/core/publish.py).
 
+Every line a reaction logs is written inside its span (shared/core/reaction.py, shared/core/trace.py): the handler
+hands the current OpenTelemetry context with each record (opentelemetry-instrumentation-logging `handler.py`,
+`context=get_current()`), and the exporter writes its trace id as the row's `operation_Id`
+(`_exporter.py` `_convert_log_to_envelope`: `ai.operation.id`), so in Application Insights a chain's log lines,
+requests and dependencies are found together by that one id: the trace id of the upload's span.
+
 The Azure SDK logs every HTTP request and response at INFO (`azure.core.pipeline.policies.http_logging_policy`),
 which buries Reflex's own lines wherever INFO reaches a handler (the local host, the scoring server, the CLI,
 the Functions worker): `quiet_sdk_loggers` sets the `azure` logger, the parent of every azure-* library's

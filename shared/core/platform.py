@@ -242,6 +242,9 @@ class DeploymentMetrics:
 
     `has_data` False: the platform reported nothing for the window (Azure Monitor returns no series, or only points
     without values, until its first sample arrives). That is "no data yet", not "zero requests".
+    `latency_p50_ms`: the median request latency over the window where the platform reports it (the local
+    platform, from every request's latency), else None. A canary's typical request is judged on it: a mean over
+    a canary's few requests is one stalled request away from a rollback on a loaded machine (#18.6).
     """
 
     requests: int
@@ -249,6 +252,7 @@ class DeploymentMetrics:
     latency_ms: float | None
     window_seconds: int
     has_data: bool = True
+    latency_p50_ms: float | None = None
 
     @property
     def error_rate(self) -> float:

@@ -3,7 +3,8 @@
 Published to a custom Event Grid topic (`REFLEX_EVENTGRID_TOPIC_ENDPOINT`) in the Event Grid schema, with the
 managed identity in Azure or an access key locally (`REFLEX_EVENTGRID_TOPIC_KEY`). With no topic configured it
 says so once in the log and does nothing else: publishing is a notification, never a reason to fail a reaction
-that already acted. Every published event is also handed to the optional `sink` (the ledger, tests), and
+that already acted. Every event carries the publishing span's trace context as `data.traceparent` (`_traced`).
+Every published event is also handed to the optional `sink` (the ledger, tests), and
 logged once with its type, subject, data and explain id as fields (`reflex_event`, `reflex_subject`,
 `reflex_data`, `explain_id`: customDimensions in Application Insights, see shared/core/log.py), which is what the
 alert rules and the workbook in infra/ read: Event Grid keeps no log of what a custom topic received.
@@ -61,6 +62,17 @@ def _dimensions(event: OutboundEvent) -> dict[str, str]:
             "explain_id": explain_id(refs, current_context().get("event_id", ""))}
 
 
+def _traced(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`data` with the trace context of the span publishing it as `traceparent` (shared/core/trace.py: the
+    CloudEvents distributed-tracing extension's attribute, carried in `data` because the Event Grid schema Reflex
+    publishes in is not extensible), so a subscriber, and Reflex's own rollout, continue the chain's trace. A
+    `traceparent` the data already holds is kept; outside any span the data is unchanged."""
+    from shared.core.trace import TRACEPARENT, traceparent
+
+    current = traceparent() if TRACEPARENT not in data else ""
+    return {**data, TRACEPARENT: current} if current else data
+
+
 class Publisher:
     """Publishes `Reflex.*` events; the client is built lazily on the first event."""
 
@@ -102,7 +114,7 @@ class Publisher:
     def publish(self, event_type: str, subject: str, data: Mapping[str, Any]) -> OutboundEvent:
         """Publish `Reflex.<event_type>`; failures are logged with context, never raised to the reaction."""
         full_type = event_type if event_type.startswith("Reflex.") else f"Reflex.{event_type}"
-        event = OutboundEvent(full_type, subject, data)
+        event = OutboundEvent(full_type, subject, _traced(data))
         self.sent.append(event)
         del self.sent[:-1000]
         if self._sink is not None:

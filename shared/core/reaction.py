@@ -12,6 +12,12 @@ maps errors to outcomes:
   event id: a redelivery (or a concurrent copy) that fails again is a `duplicate` of it (`_dead_letter`);
 * any other exception is a bug: dead-lettered the same way with its type, so it can be replayed once fixed.
 
+Every run is one OpenTelemetry span, `reflex.<name>` (shared/core/trace.py `reaction_span`): it continues the trace
+context the payload carries (a job's or model's `reflex.traceparent` tag in an Azure ML event, `data.traceparent`
+of a `Reflex.*` event: shared/core/events.py `trace_carrier`), else starts a new root; it carries the reaction,
+the event id, the outcome and the refs the ledger records as attributes; a dead-lettered error is recorded on it
+as an exception and sets its status to ERROR, as does a `TransientError` leaving it.
+
 Handlers are registered by name (`@handler("data.arrival")`) so the CLI can replay a dead letter or a held
 event through exactly the code path the trigger uses. Each outcome is appended to `deps.ledger` (the lineage
 ledger, shared/core/ledger.py; `get_deps()` sets it, tests hand theirs in `Deps`).
@@ -148,7 +154,12 @@ def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None,
         from shared.core.deps import get_deps
 
         deps = get_deps()
-    with context(function=name, event_id=safe_text(event_id or "-", _ID_LIMIT), key=safe_text(key or "-", 300)):
+    from shared.core import trace  # here, not at import: cold start loads nothing of tracing
+    from shared.core.events import trace_carrier
+
+    trace.configure(getattr(deps, "settings", None))
+    with context(function=name, event_id=safe_text(event_id or "-", _ID_LIMIT), key=safe_text(key or "-", 300)), \
+            trace.reaction_span(name, trace_carrier(payload), event_id) as span:
         try:
             if honour_pause:  # every reaction honours pause: a paused rollout stays where it is, traffic untouched
                 from shared.core.control import read_control
@@ -156,40 +167,53 @@ def _run(name: str, payload: Any, *, event_id: str, key: str, deps: Deps | None,
                 if read_control(deps).paused:
                     outcome = _hold(name, payload, event_id, deps) if event_id else Outcome(
                         "skipped", "automation is paused")
-                    log.info("%s: %s", outcome.status, outcome.reason,
-                             extra=_dimensions(name, event_id, payload, outcome))
-                    _record(name, event_id, payload, outcome, deps)
-                    return outcome
+                    return _ended(name, event_id, payload, outcome, deps, span)
             outcome = HANDLERS[name](payload, deps)
         except TransientError as exc:
+            transient = Outcome("transient-failure", str(exc))
             log.warning("transient failure, the trigger will redeliver (retry after %ss): %s", exc.retry_after, exc,
-                        extra=_dimensions(name, event_id, payload, Outcome("transient-failure", str(exc))))
-            raise
+                        extra=_dimensions(name, event_id, transient, _refs(name, payload, transient)))
+            trace.annotate(span, transient.status, transient.reason, _refs(name, payload, transient))
+            raise  # recorded on the span as it leaves it (status ERROR)
         except ReflexError as exc:
             outcome = _dead_letter(name, payload, exc, safe_text(exc), event_id, deps)
             log.log(logging.ERROR if outcome.status == "dead-lettered" else logging.INFO, "%s as %s: %s",
                     outcome.status, outcome.details["dead_letter"], outcome.reason)
+            trace.failed(span, exc, outcome.reason)
         except Exception as exc:
             log.error("unexpected %s; dead-lettered for replay once fixed: %s", type(exc).__name__, safe_text(exc),
                       exc_info=not isinstance(exc, RecursionError))
             outcome = _dead_letter(name, payload, exc, f"unexpected {type(exc).__name__}: {safe_text(exc)}",
                                    event_id, deps)
-        log.info("%s: %s", outcome.status, safe_text(outcome.reason),
-                 extra=_dimensions(name, event_id, payload, outcome))
-        _record(name, event_id, payload, outcome, deps)
-        return outcome
+            trace.failed(span, exc, outcome.reason)
+        return _ended(name, event_id, payload, outcome, deps, span)
 
 
-def _dimensions(name: str, event_id: str, payload: Any, outcome: Outcome) -> dict[str, str]:
-    """The outcome line's own fields (customDimensions in Application Insights, see shared/core/log.py): what the
-    alert rules in infra/app/alerts.bicep filter and split on. `outcome` is the status, or "transient-failure"
-    for a run the trigger redelivers; `explain_id` the id `python -m reflex explain` takes for this run."""
+def _ended(name: str, event_id: str, payload: Any, outcome: Outcome, deps: Deps, span: Any) -> Outcome:
+    """Log the outcome line, put the outcome and its refs on the reaction's span, append it to the ledger."""
+    from shared.core import trace
+
+    refs = _refs(name, payload, outcome)
+    log.info("%s: %s", outcome.status, safe_text(outcome.reason), extra=_dimensions(name, event_id, outcome, refs))
+    trace.annotate(span, outcome.status, safe_text(outcome.reason), refs)
+    _record(name, event_id, payload, outcome, deps)
+    return outcome
+
+
+def _refs(name: str, payload: Any, outcome: Outcome) -> Mapping[str, list[str]]:
+    """The ids this run touched, as the ledger records them (shared/core/ledger.py `refs_from`)."""
     from shared.core.ledger import refs_from, scope_of
 
     try:
-        refs = refs_from(outcome.details, payload, scope=scope_of(name))
+        return refs_from(outcome.details, payload, scope=scope_of(name))
     except Exception:  # a line's dimensions must never turn a handled event into a failure
-        refs = {}
+        return {}
+
+
+def _dimensions(name: str, event_id: str, outcome: Outcome, refs: Mapping[str, Any]) -> dict[str, str]:
+    """The outcome line's own fields (customDimensions in Application Insights, see shared/core/log.py): what the
+    alert rules in infra/app/alerts.bicep filter and split on. `outcome` is the status, or "transient-failure"
+    for a run the trigger redelivers; `explain_id` the id `python -m reflex explain` takes for this run."""
     fields = {"reaction": name, "outcome": outcome.status, "explain_id": explain_id(refs, event_id)}
     if outcome.details.get("dead_letter"):
         fields["dead_letter"] = str(outcome.details["dead_letter"])

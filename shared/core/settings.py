@@ -358,6 +358,11 @@ class Settings:
                                    "batch tracker, rollout reconciler) to handle a failed or vanished job or an "
                                    "overdue rollout before reporting it; keep it above the sweep and reconcile "
                                    "intervals.")
+    retention_days: int = _s("REFLEX_RETENTION_DAYS", _int_range(1, 3650), "30",
+                             "Finished batch, scoring and retraining records stay readable (`reflex status --all`, "
+                             "`explain`) this many days after they finished; then the health timer deletes them "
+                             "by day (the newest trained and scored batches are kept for retraining and "
+                             "re-scoring).")
     drift_schedule: str = _s("REFLEX_DRIFT_SCHEDULE", _ncrontab, "0 0 * * * *", "Drift check schedule.")
     drift_psi_threshold: float = _s("REFLEX_DRIFT_PSI_THRESHOLD", _float_range(0.0, 100.0), "0.25",
                                     "Population stability index above which a feature counts as drifted.")
@@ -394,6 +399,9 @@ class Settings:
                         secret=True)
     appinsights: str = _s("APPLICATIONINSIGHTS_CONNECTION_STRING", _optional_text, "",
                           "Export logs and traces to Application Insights when set.", secret=True)
+    trace_file: str = _s("REFLEX_TRACE_FILE", _optional_text, "",
+                         "Write the reactions' OpenTelemetry spans to this file, one OTLP/JSON request per line "
+                         "(the local stack sets it; empty: no file).")
 
     # --- storage connection (resolved from AzureWebJobsStorage or its identity-based form)
     storage_connection: str = field(default="", repr=False)

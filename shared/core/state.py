@@ -10,9 +10,11 @@ exactly-once reactions need without another service:
 Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
 
     claims/<reaction>/<key>          {"at": iso-time, ...}        who claimed what, first writer wins
-    arrivals/<container>/<dataset>/<batch>   training batch (manifest, status)     ArrivalRecord  (these three:
-    scoring/<container>/<dataset>/<batch>    scoring batch (manifest, plan)        ScoringRecord   shared/batches/
+    arrivals/<container>/<dataset>/<batch>   training batch (summary, status)      ArrivalRecord  (these three:
+    scoring/<container>/<dataset>/<batch>    scoring batch (summary, plan)         ScoringRecord   shared/batches/
     retrains/<model>/<window>        one retraining per model and window          RetrainRecord   record.py)
+    batchfiles/<batch key>/<file>/<etag>  one entry per delivered blob version    shared/batches/entries.py
+    manifests/<batch key>/<digest>   a batch's manifest, frozen at completion     shared/batches/manifest.py
     training/admission               running training jobs, today's count         shared/batches/admission.py
     rollouts/<endpoint>              rollout record (plan, step, status)          shared/rollout/machine.py Rollout
     registrations/jobs/<job>         the gate's decision for a training job      shared/registration/records.py
@@ -30,11 +32,25 @@ Persisted layout (one JSON blob per record, in `REFLEX_STATE_CONTAINER`)::
     held/<reaction>/<event id>       an event held while automation is paused     see shared/core/reaction.py
     control/automation               pause and dry-run switches                   see shared/core/control.py
     champions/<model>                champion pointer                             see shared/core/champion.py
+    active/<record key>              the record is unfinished: the timers' scanned set   (the two indexes
+    finished/<day>/<status>/<key>    the record finished that UTC day in that status   below, #17.2)
+    control/active-index             the indexes were built over what was stored before them
 
 Every record whose value has a top-level `status` carries it as blob metadata too (`reflexstatus`, on the same Put
 Blob that writes the value), so `listing(prefix)` says each record's status without reading it (`reflex status`).
 
-`StateStore` holds the logic over five small storage hooks; `BlobStateStore` implements them on
+Timers read only what is active (#17.2): for the record kinds of `LIFECYCLES` (the one table of which statuses
+finish a record), `create`/`replace`/`update` keep two small indexes beside the records. `active/<key>` exists
+while the record is unfinished, so `active(prefix)` costs one listing plus one read per unfinished record, however
+much history the prefix holds. `finished/<day>/<status>/<key>` is written the day a record finishes, so what
+`reflex status` shows of the last days' failures (`finished_on(day, prefix, statuses)`) and what retention deletes
+(`purge(retention_days)`) cost what those days and statuses hold. Crash safety, with no transaction across two
+blobs: the active entry is written BEFORE a record becomes unfinished (and again after, against a concurrent
+retire) and removed only AFTER it finished, by deleting it and re-reading the record (an entry removed under a
+concurrent reopen is put back). An entry whose record is finished or absent (a crash between the two writes) is
+repaired by the next scan that meets it.
+
+`StateStore` holds the logic over eight small storage hooks; `BlobStateStore` implements them on
 azure-storage-blob, `MemoryStateStore` in memory with the same semantics (conflicts included) for unit tests
 and benchmarks of pure logic.
 """
@@ -48,7 +64,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -60,8 +76,8 @@ if TYPE_CHECKING:
 
     from shared.core.settings import Settings
 
-__all__ = ["BlobStateStore", "Conflict", "Listed", "MemoryStateStore", "Record", "StateStore", "key_part", "summary_of",
-           "utcnow_iso"]
+__all__ = ["LIFECYCLES", "BlobStateStore", "Conflict", "Lifecycle", "Listed", "MemoryStateStore", "Record",
+           "StateStore", "key_part", "lifecycle_of", "recent_day", "summary_of", "utcnow_iso"]
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._=@:+~-]+(?:/[A-Za-z0-9._=@:+~-]+)*$")
 
@@ -129,6 +145,72 @@ def _check_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class Lifecycle:
+    """Which statuses of one record kind are finished, and which of those the timers still watch until a watcher
+    `settle`s the record (its outcome known but not yet reported)."""
+
+    finished: frozenset[str]
+    held: frozenset[str] = frozenset()
+
+    def scanned(self, status: object) -> bool:
+        """In the timers' scanned set: unfinished (any status not known to finish, so a new one is safe), or
+        finished but held for a watcher."""
+        return isinstance(status, str) and (status not in self.finished or status in self.held)
+
+    def ended(self, status: object) -> bool:
+        return isinstance(status, str) and status in self.finished
+
+    def enters(self, before: object, after: object) -> bool:
+        """A move from `before` to `after` puts the record in the scanned set: from outside it, or out of a held
+        status (whose watcher may have settled it already) into an unfinished one."""
+        return self.scanned(after) and (not self.scanned(before) or (before in self.held and after not in self.held))
+
+
+# The one table of finished statuses, per record prefix (the statuses are those of the record types: #17.2).
+# Everything else a record of the kind can be is unfinished: a timer still acts on it or waits for it.
+#   arrivals/  ArrivalRecord (shared/batches/record.py): collecting, complete, freezing, starting, waiting,
+#              submitted are unfinished (freezing: shared/batches/freeze.py, the sweep runs its next pass);
+#              trained, failed, skipped, dry-run, submit-failed finished (dry-run and submit-failed are reopened
+#              only by an operator: `reflex train`, a marker replay; a reopen re-enters the index).
+#              `failed` is held: health asks the platform about a failed job until it knows the failure was
+#              reported (TrainingFailed, or its own finding), then settles it (shared/monitoring/health.py).
+#   scoring/   ScoringRecord: collecting, complete, no-champion, deploying, submitted unfinished; completed,
+#              failed, skipped finished (the scheduled re-scoring reopens a completed or failed one).
+#   retrains/  RetrainRecord: pending, waiting, submitted unfinished; trained, failed finished.
+# Not here: rollouts/<endpoint> (one record per endpoint, history under endpoints/<endpoint>/rollouts/: the
+# reconciler is flat in history already), and records that are deleted once done (registrations/awaiting/,
+# evaluations/ready/, health/ended/).
+LIFECYCLES: Mapping[str, Lifecycle] = {
+    "arrivals/": Lifecycle(frozenset({"trained", "failed", "skipped", "dry-run", "submit-failed"}),
+                           held=frozenset({"failed"})),
+    "scoring/": Lifecycle(frozenset({"completed", "failed", "skipped"})),
+    "retrains/": Lifecycle(frozenset({"trained", "failed"})),
+}
+ACTIVE_PREFIX = "active/"
+FINISHED_PREFIX = "finished/"
+INDEX_MARKER = "control/active-index"
+DAY_SECONDS = 86_400
+
+
+def lifecycle_of(key: str) -> Lifecycle | None:
+    """The lifecycle of the record at `key`, or None for a kind the indexes do not track."""
+    return LIFECYCLES.get(key.split("/", 1)[0] + "/")
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
+
+
+def recent_day(now: float, days: int) -> str:
+    """The first UTC day (yyyy-mm-dd) of the last `days` days up to `now`, today included."""
+    return _day(now - (max(1, days) - 1) * DAY_SECONDS)
+
+
+def _status(value: Mapping[str, Any] | None) -> object:
+    return None if value is None else value.get("status")
+
+
 class StateStore(ABC):
     """Claims, records and dead letters over five storage hooks. Values are JSON objects."""
 
@@ -158,6 +240,18 @@ class StateStore(ABC):
     def _listing(self, prefix: str) -> Iterator[Listed]:
         """Keys under `prefix` in name order, each with its summary and last-modified time, from listings only."""
 
+    @abstractmethod
+    def _put(self, key: str, body: bytes, *, meta: Mapping[str, str] | None = None) -> str:
+        """Write unconditionally (the small index entries: the last writer wins, which is all they need)."""
+
+    @abstractmethod
+    def _stat(self, key: str) -> tuple[Listed, str] | None:
+        """The key's summary and last change with its etag, without its body; None when absent."""
+
+    @abstractmethod
+    def _prefixes(self, prefix: str) -> list[str]:
+        """The next level of "folders" under `prefix` (each ending in "/"), in name order, from listings only."""
+
     # ---- logic
     @staticmethod
     def _encode(value: Mapping[str, Any]) -> bytes:
@@ -178,8 +272,15 @@ class StateStore(ABC):
 
     def create(self, key: str, value: Mapping[str, Any]) -> Record | None:
         """Write a new record; None when one already exists (the caller reads it instead)."""
-        etag = self._create(_check_key(key), self._encode(value), meta=summary_of(value))
-        return None if etag is None else Record(key, dict(value), etag)
+        lifecycle = lifecycle_of(_check_key(key))
+        if lifecycle is not None and lifecycle.scanned(_status(value)):
+            self._enter(key)  # before the record exists: a crash now leaves an entry the next scan drops
+        etag = self._create(key, self._encode(value), meta=summary_of(value))
+        if etag is None:
+            return None
+        if lifecycle is not None:
+            self._moved(key, lifecycle, None, _status(value))
+        return Record(key, dict(value), etag)
 
     def replace(self, record: Record, value: Mapping[str, Any]) -> Record:
         """Compare-and-swap against `record.etag`.
@@ -187,10 +288,205 @@ class StateStore(ABC):
         Raises:
             Conflict: someone else wrote the record since it was read (re-read and decide again).
         """
+        lifecycle = lifecycle_of(record.key)
+        before, after = _status(record.value), _status(value)
+        if lifecycle is not None and lifecycle.enters(before, after):
+            self._enter(record.key)  # reopened: in the scanned set before it is unfinished
         etag = self._replace(record.key, self._encode(value), record.etag, meta=summary_of(value))
         if etag is None:
             raise Conflict(f"state record {record.key} changed since it was read")
+        if lifecycle is not None:
+            self._moved(record.key, lifecycle, before, after)
         return Record(record.key, dict(value), etag)
+
+    # ---- the active and finished indexes (#17.2; the module docstring says why they are crash-safe)
+    # `clock` dates the finished entries and retention (an attribute so tests move it).
+    clock: Callable[[], float] = staticmethod(time.time)
+    _indexed = False
+
+    def _enter(self, key: str) -> None:
+        self._put(ACTIVE_PREFIX + key, b"{}")
+
+    def _finish(self, key: str, status: object, at: float | None = None, *, only_new: bool = False) -> None:
+        body = {"key": key, "status": status, "at": utcnow_iso()}
+        entry = f"{FINISHED_PREFIX}{_day(self.clock() if at is None else at)}/{key_part(str(status))}/{key}"
+        (self._create if only_new else self._put)(entry, self._encode(body), meta=summary_of(body))
+
+    def _moved(self, key: str, lifecycle: Lifecycle, before: object, after: object) -> None:
+        """After a write that moved the record from status `before` to `after`: keep both indexes true."""
+        if lifecycle.enters(before, after):
+            self._enter(key)  # again: a retire that ran between the first entry and the write removed it
+        if lifecycle.ended(after) and not lifecycle.ended(before):
+            self._finish(key, after)
+        if lifecycle.scanned(before) and not lifecycle.scanned(after):
+            self._retire(key)
+
+    def _retire(self, key: str, settled: str | None = None) -> None:
+        """Remove the record's active entry, then put it back if the record was reopened meanwhile (its writer
+        put the entry before and after its write; either landed before this re-read, or after the delete).
+        `settled`: the etag of the held record a watcher is done with; unchanged since, it stays out."""
+        self._delete(ACTIVE_PREFIX + key, None)
+        current = self.get(key)
+        lifecycle = lifecycle_of(key)
+        if current is not None and lifecycle is not None and lifecycle.scanned(_status(current.value)) and (
+                current.etag != settled):
+            self._enter(key)
+
+    def _ensure_index(self) -> None:
+        """Build the indexes over records stored before them, once per store (`control/active-index` says done)."""
+        if self._indexed:
+            return
+        if self._read(INDEX_MARKER) is None:
+            self.reindex()
+        self._indexed = True
+
+    def reindex(self) -> int:
+        """Put every tracked record in the index its status says, from listings (records stored without their
+        status in the listing are read), then mark the indexes built; how many records were indexed.
+        Idempotent: run again (e.g. after restoring records by hand) it changes nothing that is right."""
+        done = 0
+        for prefix, lifecycle in LIFECYCLES.items():
+            for item in self._listing(prefix):
+                status: object = item.status
+                if status is None:
+                    found = self.get(item.key)
+                    status = _status(found.value) if found is not None else None
+                if lifecycle.scanned(status):  # create-if-absent: an entry a writer put stays as it is
+                    self._create(ACTIVE_PREFIX + item.key, b"{}")
+                if lifecycle.ended(status):
+                    self._finish(item.key, status, item.modified, only_new=True)
+                done += isinstance(status, str)
+        self._put(INDEX_MARKER, self._encode({"at": utcnow_iso(), "records": done}))
+        return done
+
+    def active(self, prefix: str) -> Iterator[Record]:
+        """The unfinished records under `prefix` (a kind of `LIFECYCLES`), and those held for a watcher: one
+        listing of `active/<prefix>` and one read per record, whatever the prefix's history holds.
+
+        An entry whose record is finished or absent (a writer crashed between its two writes) is repaired here:
+        the finished entry written, the active one removed."""
+        if lifecycle_of(prefix) is None:
+            raise ValueError(f"{prefix!r} is not a record kind with an active index ({', '.join(LIFECYCLES)})")
+        self._ensure_index()
+        for entry in self._keys(ACTIVE_PREFIX + prefix):
+            key = entry[len(ACTIVE_PREFIX):]
+            record = self.get(key)
+            lifecycle = lifecycle_of(key)
+            status = None if record is None else _status(record.value)
+            if record is not None and lifecycle is not None and lifecycle.scanned(status):
+                yield record
+                continue
+            if lifecycle is not None and lifecycle.ended(status):
+                self._finish(key, status)
+            self._retire(key)
+
+    def settle(self, key: str) -> bool:
+        """A watcher is done with a record held in the scanned set (e.g. health has seen a failed job's failure
+        reported): it leaves the set. False when the record is not (or no longer) finished: it stays."""
+        record = self.get(key)
+        lifecycle = lifecycle_of(key)
+        if record is None or lifecycle is None or not lifecycle.ended(_status(record.value)):
+            return False
+        self._retire(key, settled=record.etag)
+        return True
+
+    def finished_days(self) -> list[str]:
+        """The UTC days (yyyy-mm-dd) that have finished records, oldest first: one listing."""
+        return [p[len(FINISHED_PREFIX):].rstrip("/") for p in self._prefixes(FINISHED_PREFIX)]
+
+    def finished_on(self, day: str, prefix: str, statuses: Collection[str] | None = None) -> list[Listed]:
+        """The records under `prefix` that finished on `day`, each with the status it finished in and when; with
+        `statuses`, only those that finished in one of them (`reflex status` lists the failures of a day, never
+        its thousand trained batches): one listing of the day's statuses, then one per status read."""
+        head = f"{FINISHED_PREFIX}{day}/"
+        wanted = None if statuses is None else {key_part(status) for status in statuses}
+        found: list[Listed] = []
+        for folder in self._prefixes(head):
+            status = folder[len(head):-1]
+            if wanted is None or status in wanted:
+                found.extend(Listed(item.key[len(folder):], status, item.modified)
+                             for item in self._listing(folder + prefix))
+        return found
+
+    def finished_since(self, prefix: str, since: float) -> Iterator[Record]:
+        """The records under `prefix` that finished on `since`'s UTC day or later (each once, as it is now)."""
+        first = _day(since)
+        seen: set[str] = set()
+        for day in reversed(self.finished_days()):
+            if day < first:
+                break
+            for item in self.finished_on(day, prefix):
+                if item.key not in seen:
+                    seen.add(item.key)
+                    record = self.get(item.key)
+                    if record is not None:
+                        yield record
+
+    def newest(self, prefix: str, at: Callable[[Record], float | None]) -> Record | None:
+        """The record under `prefix` with the largest `at(record)` (None: not a candidate), among the unfinished
+        and the finished ones, reading finished days newest first and stopping at a day that ends before the best
+        candidate found: a record finishes after the moment `at` gives (its completion), so no earlier day can
+        hold a newer one. Usually one day's records."""
+        best: tuple[float, str, Record] | None = None
+
+        def consider(record: Record) -> None:
+            nonlocal best
+            moment = at(record)
+            if moment is not None and (best is None or (moment, record.key) > (best[0], best[1])):
+                best = (moment, record.key, record)
+
+        for record in self.active(prefix):
+            consider(record)
+        for day in reversed(self.finished_days()):
+            if best is not None and day < _day(best[0]):
+                break
+            for item in self.finished_on(day, prefix):
+                found = self.get(item.key)
+                if found is not None:
+                    consider(found)
+        return None if best is None else best[2]
+
+    def recent_finished(self, prefix: str, days: int) -> list[Listed]:
+        """What finished under `prefix` in the last `days` UTC days (today included), newest day first: one
+        listing per day that has finished records."""
+        first = recent_day(self.clock(), days)
+        return [item for day in reversed(self.finished_days()) if day >= first
+                for item in self.finished_on(day, prefix)]
+
+    def active_listing(self, prefix: str) -> list[Listed]:
+        """The active index under `prefix` from its listing alone (`active` reads and repairs): each record key
+        with when its entry was last put (status None: the entry does not carry it)."""
+        self._ensure_index()
+        return [Listed(item.key[len(ACTIVE_PREFIX):], None, item.modified)
+                for item in self._listing(ACTIVE_PREFIX + prefix)]
+
+    def purge(self, retention_days: int, *, keep: Callable[[], Iterable[str]] = tuple) -> int:
+        """Delete the records that finished more than `retention_days` ago, by day: the cost is what expired
+        (one listing of days when nothing did). `keep()` (asked only when a day expired) names records kept
+        whatever their age. A record changed since its day (reopened, or written while finished) is not deleted:
+        its entry moves to the day of its last change. How many records were deleted."""
+        cutoff = self.clock() - retention_days * DAY_SECONDS
+        expired = [day for day in self.finished_days() if day < _day(cutoff)]
+        if not expired:
+            return 0
+        kept = set(keep())
+        purged = 0
+        for day in expired:
+            for entry in self._keys(f"{FINISHED_PREFIX}{day}/"):
+                key = entry[len(FINISHED_PREFIX) + len(day) + 1:].split("/", 1)[-1]  # after <day>/<status>/
+                stat = self._stat(key)
+                lifecycle = lifecycle_of(key)
+                if stat is not None and lifecycle is not None and lifecycle.ended(stat[0].status):
+                    listed, etag = stat
+                    if key in kept or (listed.modified is not None and listed.modified >= cutoff):
+                        self._finish(key, listed.status, listed.modified if key not in kept else None)
+                    elif self._delete(key, etag):
+                        self._delete(ACTIVE_PREFIX + key, None)  # a held record a watcher never settled
+                        purged += 1
+                    else:
+                        continue  # written meanwhile: the next purge decides again
+                self._delete(entry, None)
+        return purged
 
     # CAS backoff (#18: 16-32 writers on one record gave up after 8 tries). Every lost race means another
     # writer's update landed, so N writers of one update each finish within N attempts: 32 covers 32 writers.
@@ -244,7 +540,10 @@ class StateStore(ABC):
         raise Conflict(f"state record {key}: lost {attempts} compare-and-swap races in a row")
 
     def delete(self, key: str, etag: str | None = None) -> bool:
-        return self._delete(_check_key(key), etag)
+        deleted = self._delete(_check_key(key), etag)
+        if deleted and lifecycle_of(key) is not None:
+            self._retire(key)
+        return deleted
 
     def keys(self, prefix: str = "") -> list[str]:
         return list(self._keys(prefix))
@@ -336,6 +635,26 @@ class MemoryStateStore(StateStore):
             found = sorted(k for k in self._data if k.startswith(prefix))
             listed = [Listed(k, self._meta[k][0].get(_STATUS_META), self._meta[k][1]) for k in found]
         return iter(listed)
+
+    def _put(self, key: str, body: bytes, *, meta: Mapping[str, str] | None = None) -> str:
+        with self._lock:
+            etag = uuid.uuid4().hex
+            self._data[key] = (body, etag)
+            self._meta[key] = (dict(meta or {}), time.time())
+            return etag
+
+    def _stat(self, key: str) -> tuple[Listed, str] | None:
+        with self._lock:
+            if key not in self._data:
+                return None
+            meta, modified = self._meta[key]
+            return Listed(key, meta.get(_STATUS_META), modified), self._data[key][1]
+
+    def _prefixes(self, prefix: str) -> list[str]:
+        with self._lock:
+            found = {prefix + k[len(prefix):].split("/", 1)[0] + "/" for k in self._data
+                     if k.startswith(prefix) and "/" in k[len(prefix):]}
+        return sorted(found)
 
 
 class BlobStateStore(StateStore):
@@ -430,3 +749,31 @@ class BlobStateStore(StateStore):
             self._container.list_blobs(name_starts_with=prefix or None, include=["metadata"])))
         return iter([Listed(b.name, (b.metadata or {}).get(_STATUS_META),
                             b.last_modified.timestamp() if b.last_modified else None) for b in blobs])
+
+    def _put(self, key: str, body: bytes, *, meta: Mapping[str, str] | None = None) -> str:
+        blob = self._container.get_blob_client(key)
+        props = self._call(key, lambda: blob.upload_blob(body, overwrite=True, metadata=dict(meta or {})))
+        return str(props["etag"])
+
+    def _stat(self, key: str) -> tuple[Listed, str] | None:
+        """Get Blob Properties (https://learn.microsoft.com/rest/api/storageservices/get-blob-properties: the
+        metadata, Last-Modified and ETag of a blob, no body); azure-storage-blob `BlobClient.get_blob_properties`."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self._container.get_blob_client(key)
+        try:
+            props = self._call(key, blob.get_blob_properties)
+        except ResourceNotFoundError:
+            return None
+        modified = props.last_modified.timestamp() if props.last_modified else None
+        return Listed(key, (props.metadata or {}).get(_STATUS_META), modified), str(props.etag)
+
+    def _prefixes(self, prefix: str) -> list[str]:
+        """List Blobs with a delimiter (https://learn.microsoft.com/rest/api/storageservices/list-blobs,
+        "Delimiter ... the operation returns a BlobPrefix element in the response body that acts as a placeholder
+        for all blobs whose names begin with the same substring up to the appearance of the delimiter character";
+        azure-storage-blob `ContainerClient.walk_blobs`): one entry per day of the finished index, not per record."""
+        from azure.storage.blob import BlobPrefix
+
+        items = self._call(prefix, lambda: list(self._container.walk_blobs(name_starts_with=prefix, delimiter="/")))
+        return [item.name for item in items if isinstance(item, BlobPrefix)]

@@ -30,6 +30,7 @@ Why this shape (the arithmetic is shared/monitoring/drift.py; this module only f
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -110,8 +111,8 @@ def training_files(deps: Deps, champion: ModelVersion) -> list[Source]:
     batch_key = str(tags.get("reflex.batch", ""))
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
     batch = ArrivalRecord.from_dict(record.value) if record is not None else None
-    if batch is not None and batch.files:
-        return freeze.job_blobs(deps.settings, batch)  # the frozen copies it trained on (#18.4)
+    if batch is not None and batch.file_count:
+        return freeze.job_blobs(deps, batch)  # the frozen copies it trained on (#18.4)
     data = str(tags.get("reflex.data", ""))
     name, _, version = data.partition(":")
     asset = deps.platform.get_data(name, version) if name and version else None
@@ -233,13 +234,19 @@ def recent_sources(deps: Deps, since: float, now: float) -> tuple[list[Source], 
     s = deps.settings
     sources: list[Source] = []
     batches: list[str] = []
-    for record in deps.state.records(f"scoring/{key_part(s.scoring_container)}/"):
+    prefix = f"scoring/{key_part(s.scoring_container)}/"
+    # a batch completed after `since` is unfinished or finished since then: never the whole history (#17.2)
+    seen: set[str] = set()
+    for record in itertools.chain(deps.state.active(prefix), deps.state.finished_since(prefix, since)):
+        if record.key in seen:
+            continue
+        seen.add(record.key)
         batch = ScoringRecord.from_dict(record.value)
         at = batch.completed_at
-        if batch.status == "collecting" or at is None or not since < at <= now or not batch.files:
+        if batch.status == "collecting" or at is None or not since < at <= now or not batch.file_count:
             continue
         batches.append(batch.batch_id)
-        sources.extend(freeze.job_blobs(s, batch))  # what its job scored: the frozen copies once submitted
+        sources.extend(freeze.job_blobs(deps, batch))  # what its job scored: the frozen copies once submitted
     if s.data_collector_path:
         container, _, prefix = s.data_collector_path.partition("/")
         for b in _list(deps, container, prefix):

@@ -27,6 +27,12 @@ step, the job status), never the time; publishing claims `claims/health/<id>` (`
 first. The same broken state seen every tick is published once; if it is repaired and breaks again in another
 way (a different state), that is a new finding and is published; the exact same state reappearing after a
 repair is not re-published.
+
+What a tick reads (#17.2): only the unfinished records (`StateStore.active`) and the failed arrivals held for
+health, never the history. Azure ML is asked about a job only while its outcome is unknown: not once TrainingFailed
+went out, not once health reported its finding (`health/ended/<job>` says `reported`), and a held failed record
+leaves the scanned set (`StateStore.settle`) as soon as nothing is left to learn about it. The same tick applies
+retention: finished records older than REFLEX_RETENTION_DAYS are deleted by day (`StateStore.purge`).
 """
 
 from __future__ import annotations
@@ -36,11 +42,12 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from shared.batches.record import ArrivalRecord, RetrainRecord, ScoringRecord, StatusRecord
+from shared.batches.retention import kept
 from shared.core.errors import ReflexError
 from shared.core.findings import Finding, HealthCheck, Reported
 from shared.core.platform import TERMINAL_JOB_STATES, Endpoint, Job, serving_states, traffic_problems
 from shared.core.reaction import Outcome
-from shared.core.state import key_part
+from shared.core.state import key_part, lifecycle_of
 from shared.monitoring.records import EndedJob
 
 if TYPE_CHECKING:
@@ -110,46 +117,75 @@ _JOB_SOURCES: tuple[tuple[str, str, type[StatusRecord], tuple[str, ...]], ...] =
     ("batch-scoring", "scoring/", ScoringRecord, ("submitted",)))
 
 
-def _ended_seconds(deps: Deps, job: Job | None, now: float) -> float:
+def _ended_seconds(deps: Deps, job: Job | None, now: float, seen: EndedJob | None) -> float:
     """How long ago health first saw `job` ended badly (0 the first time: remembered in `health/ended/<job>`)."""
     if job is None or job.status not in FAILED_JOB_STATES:
         return 0.0
-    key = EndedJob.key_of(job.name)
-    seen = deps.state.get(key)
     if seen is None:
-        seen = deps.state.create(key, EndedJob(job=job.name, status=job.status, seen_at=now).to_dict()) or (
-            deps.state.get(key))
-    at = EndedJob.from_dict(seen.value).seen_at if seen else None
+        key = EndedJob.key_of(job.name)
+        created = deps.state.create(key, EndedJob(job=job.name, status=job.status, seen_at=now).to_dict())
+        stored = created or deps.state.get(key)
+        seen = EndedJob.from_dict(stored.value) if stored else None
+    at = seen.seen_at if seen else None
     return now - (now if at is None else at)
 
 
 def _job_findings(deps: Deps, now: float) -> Iterable[Finding]:
+    """Findings for the jobs of the unfinished records (`StateStore.active`), and of the failed ones held for
+    health until it knows their failure was reported. The platform is asked about a job only while its outcome
+    is unknown: never once TrainingFailed went out or health reported it (`EndedJob.reported`), and a held
+    record is settled (it leaves the scanned set) as soon as health has nothing left to learn about it."""
     grace = deps.settings.health_grace_seconds
     watched: set[str] = set()
     for kind, prefix, record_type, statuses in _JOB_SOURCES:
-        for record in deps.state.records(prefix):
+        lifecycle = lifecycle_of(prefix)
+        for record in deps.state.active(prefix):
             work = record_type.from_dict(record.value)
             job_name = work.job
-            if work.status not in statuses or not job_name:
+            held = lifecycle is not None and work.status in lifecycle.held  # finished, scanned until settled
+            if work.status not in statuses or not job_name or (
+                    kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}")):
+                if held:  # nothing to watch, or TrainingFailed went out: handled
+                    deps.state.settle(record.key)
                 continue
-            if kind == "training" and deps.state.get(f"claims/training-failed/{key_part(job_name)}") is not None:
-                continue  # TrainingFailed went out: handled
-            job = deps.platform.get_job(job_name)
+            mark = deps.state.get(EndedJob.key_of(job_name))
+            seen = EndedJob.from_dict(mark.value) if mark else None
             watched.add(job_name)
+            if seen is not None and seen.reported:
+                if held:
+                    deps.state.settle(record.key)
+                continue  # reported already: its outcome is known, the platform is not asked again
+            job = deps.platform.get_job(job_name)
             age = now - float(work.submitted_at or work.changed_at or now)
             found = job_finding(kind, record.key, job_name, job, age_seconds=age,
-                                ended_seconds=_ended_seconds(deps, job, now), grace_seconds=grace)
+                                ended_seconds=_ended_seconds(deps, job, now, seen), grace_seconds=grace)
             if found:
                 yield found
+            elif held and job is not None and job.status not in FAILED_JOB_STATES:
+                deps.state.settle(record.key)  # its job did not fail: no finding will ever come of it
     _forget_handled(deps, watched)
+
+
+def _reported(deps: Deps, finding: Finding, now: float) -> None:
+    """A job finding is published (or was, by an earlier tick): remember it, so the job is never asked about
+    again, and let a held record leave the scanned set."""
+    job = str(finding.evidence.get("job") or "")
+    if not job:
+        return
+    deps.state.update(EndedJob.key_of(job), lambda v: None if v and v.get("reported") else EndedJob(
+        job=job, status=str(finding.evidence.get("status") or ""), seen_at=(v or {}).get("seen_at") or now,
+        reported=True).to_dict())
+    deps.state.settle(str(finding.evidence.get("record") or ""))
 
 
 def _forget_handled(deps: Deps, watched: set[str]) -> None:
     """Drop `health/ended/<job>` for jobs no longer watched (handled, or their record closed): the marks are
-    only needed while a failed job waits out its grace, and would otherwise pile up one per failure."""
-    for record in deps.state.records("health/ended/"):
-        if EndedJob.from_dict(record.value).job not in watched:
-            deps.state.delete(record.key, record.etag)
+    only needed while a failed job waits out its grace or stays unhandled, and would otherwise pile up one per
+    failure. Decided from the keys alone."""
+    keep = {EndedJob.key_of(job) for job in watched}
+    for key in deps.state.keys("health/ended/"):
+        if key not in keep:
+            deps.state.delete(key)
 
 
 def check(deps: Deps, checks: Sequence[HealthCheck] = ()) -> Outcome:
@@ -173,6 +209,8 @@ def check(deps: Deps, checks: Sequence[HealthCheck] = ()) -> Outcome:
             continue
         if not deps.state.claim(f"claims/health/{key_part(finding.id)}", Reported.of(finding).to_dict()):
             known += 1
+            if finding.kind == "job-unhandled":
+                _reported(deps, finding, now)  # a tick that published it may have stopped before this
             continue
         data = finding.to_dict()
         owner = next((c for c in checks if finding.kind in c.kinds), None)
@@ -183,8 +221,16 @@ def check(deps: Deps, checks: Sequence[HealthCheck] = ()) -> Outcome:
         log.error("health: %s", finding.summary)
         deps.publisher.publish("HealthCheckFailed", finding.resource, data)
         published.append(finding.id)
+        if finding.kind == "job-unhandled":
+            _reported(deps, finding, now)
+    purged = 0
+    try:  # retention: finished records older than REFLEX_RETENTION_DAYS, by day (one listing when none expired)
+        purged = deps.state.purge(deps.settings.retention_days, keep=lambda: kept(deps))
+    except ReflexError as exc:
+        errors.append(f"retention: {exc}")
+        log.warning("health: retention purge failed: %s", exc)
     details = {"findings": [f.to_dict() for f in findings], "published": published, "already_reported": known,
-               "remediated": remediated, "errors": errors}
+               "remediated": remediated, "errors": errors, "purged": purged}
     if dry_run and findings:
         return Outcome("dry-run", f"{len(findings)} finding(s), none published (dry run)", details)
     if published:

@@ -50,11 +50,13 @@ class DriftReported(TypedRecord):
 
 @dataclass(frozen=True)
 class EndedJob(TypedRecord):
-    """When health first saw `job` ended badly (`seen_at`; the platform reports no end time), in `status`."""
+    """When health first saw `job` ended badly (`seen_at`; the platform reports no end time), in `status`;
+    `reported`: health published its finding, so the platform is never asked about the job again."""
 
     job: str = ""
     status: str = ""
     seen_at: float | None = None
+    reported: bool | None = None
 
     @staticmethod
     def key_of(job: str) -> str:

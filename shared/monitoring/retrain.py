@@ -22,7 +22,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import freeze
+from shared.batches import freeze, manifest
 from shared.batches.paths import job_name, manifest_digest
 from shared.batches.record import ArrivalRecord, RetrainRecord, as_update
 from shared.batches.training import batch_data, latest_batch, reserve_slot, submit, training_request
@@ -72,9 +72,9 @@ def start_training_for_batch(deps: Deps, batch_key: str, *, trigger: str, event_
     """
     record = deps.state.get(batch_key)
     batch = ArrivalRecord.from_dict(record.value) if record is not None else None
-    if batch is None or not batch.files:
+    if batch is None or not batch.file_count:
         raise PermanentError(f"cannot retrain: batch record {batch_key} is missing or has no usable files")
-    job = retrain_job_name(batch.batch_id, batch.files, trigger)
+    job = retrain_job_name(batch.batch_id, manifest.load(deps, batch).files, trigger)
     data = batch.data or batch_data(deps, batch)
     if data.path == batch_data(deps, batch).path:  # trains on the frozen copy: freeze it first (#18.4)
         progress = freeze.advance(deps, batch)
@@ -142,7 +142,7 @@ def _advance(deps: Deps, key: str) -> Outcome:
 def resume_retrains(deps: Deps) -> list[Outcome]:
     """Retry retrainings left pending (a crash or transient failure) or waiting for a slot."""
     outcomes = []
-    for record in deps.state.records("retrains/"):
+    for record in deps.state.active("retrains/"):  # unfinished retrainings only (#17.2)
         if RetrainRecord.from_dict(record.value).status in ("pending", "waiting"):
             outcomes.append(_advance(deps, record.key))
     return outcomes

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.batches.paths import asset_path, data_asset_name, data_asset_version
+from shared.core import trace
 from shared.core.errors import PermanentError
 from shared.core.platform import REFLEX_TAG, EvaluationRequest, Job
 from shared.registration import gate
@@ -97,7 +98,8 @@ def submit(deps: Deps, *, purpose: str, parent: str, models: Mapping[str, str], 
         task=s.task, label_column=s.label_column, compute=s.training_compute, environment=s.training_environment,
         models=dict(models), holdout=plan.holdout, code=s.training_code, display_name=f"evaluate {parent}",
         tags={**tags, REFLEX_TAG: "true", "reflex.kind": EVALUATION_KIND, "reflex.purpose": purpose,
-              "reflex.parent": parent, SOURCE_TAG: plan.source, DATA_TAG: plan.data, NOTE_TAG: plan.note})
+              "reflex.parent": parent, SOURCE_TAG: plan.source, DATA_TAG: plan.data, NOTE_TAG: plan.note,
+              **trace.tags()})
     return deps.platform.submit_evaluation(request)
 
 

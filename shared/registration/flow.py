@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from shared.batches.retries import retry_training
 from shared.batches.training import mark_job_finished
 from shared.core import champion as champions
-from shared.core import events, unheard
+from shared.core import events, trace, unheard
 from shared.core.errors import PermanentError, TransientError
 from shared.core.platform import (
     APPROVAL_TAG,
@@ -364,7 +364,8 @@ def _conclude(event: events.RunCompleted, job: Job, decision: gate.GateDecision,
     metrics = _run_metrics(deps, job, {} if memo is None else memo)
     tags = {REFLEX_TAG: "true", "reflex.trigger": f"run:{job.name}", "reflex.event_id": event.id,
             "reflex.data": job.tags.get("reflex.data", ""), "reflex.parent": job.name,
-            "reflex.batch": job.tags.get("reflex.batch", "")}
+            "reflex.batch": job.tags.get("reflex.batch", ""),
+            **trace.tags()}  # reflex.traceparent: the model's ModelRegistered continues the registration's trace
     if decision.approval:
         tags[APPROVAL_TAG] = decision.approval
     properties = {f"{METRIC_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()

@@ -25,6 +25,7 @@ from shared.core.errors import PermanentError, TransientError
 from shared.core.events import REFLEX_MODEL_REGISTERED
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
+from shared.core.trace import TAG, TRACEPARENT
 from shared.core.typed_record import TypedRecord
 from shared.rollout.flow import rollout_key
 from shared.rollout.machine import Rollout, admit
@@ -53,15 +54,20 @@ class Handled(TypedRecord):
         return MEMO_PREFIX + key_part(model)
 
 
-def discovery_event(model: str, version: str, when: datetime | None = None) -> dict[str, Any]:
+def discovery_event(model: str, version: str, when: datetime | None = None, *, traceparent: str = ""
+                    ) -> dict[str, Any]:
     """The `Reflex.ModelRegistered` event (Event Grid schema, as the gate publishes it) for a found version.
 
-    Its id is the same for every tick that finds this version, so repeated discoveries are one delivery.
+    Its id is the same for every tick that finds this version, so repeated discoveries are one delivery. The
+    model's `reflex.traceparent` tag (set by the gate's registration) rides as `data.traceparent`, as in the event
+    the gate published, so the rollout continues the registration's trace even though its event never came.
     """
+    data: dict[str, Any] = {"model": model, "version": version, "discoveredBy": "reconcile"}
+    if traceparent:
+        data[TRACEPARENT] = traceparent
     return {"id": f"reconcile-{model}-{version}", "eventType": REFLEX_MODEL_REGISTERED,
             "subject": f"models/{model}:{version}", "dataVersion": "1",
-            "eventTime": (when or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
-            "data": {"model": model, "version": version, "discoveredBy": "reconcile"}}
+            "eventTime": (when or datetime.now(UTC)).isoformat().replace("+00:00", "Z"), "data": data}
 
 
 def _seen(deps: Deps, endpoint: str, model: str, version: str) -> bool:
@@ -85,7 +91,7 @@ def discover(deps: Deps, react: Callable[[Any, Deps], Outcome]) -> dict[str, dic
             latest = deps.platform.get_latest_model(model)
             if latest is None or _seen(deps, endpoint, model, latest.version):
                 continue
-            outcome = react(discovery_event(model, latest.version), deps)
+            outcome = react(discovery_event(model, latest.version, traceparent=latest.tags.get(TAG, "")), deps)
         except TransientError as exc:
             log.warning("newest version of %s: transient failure, asked again next tick: %s", model, exc)
             found[model] = {"error": str(exc)}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.core import champion as champions
+from shared.core import trace as tracing
 from shared.core.errors import PermanentError
 from shared.core.platform import (
     APPROVAL_TAG,
@@ -42,6 +43,7 @@ from shared.rollout.machine import (
     CreateDeployment,
     CreateEndpoint,
     DeleteDeployment,
+    Demote,
     Finish,
     Observation,
     Promote,
@@ -139,21 +141,35 @@ def _tags(r: Rollout) -> dict[str, str]:
 
 
 def _promote(deps: Deps, r: Rollout) -> dict[str, Any]:
-    """Tag the new champion, move the champion pointer to it (shared/core/champion.py), untag the old one.
+    """Tag the new champion and move the champion pointer to it (shared/core/champion.py); the versions it took
+    the title from are untagged by the next tick (`Demote`), and the pointer lists them meanwhile.
 
     In this order a reader never finds the pointer on an untagged version, and no step lists the model's versions
-    (the pointer knows the old champion). Run again after a crash, each step finds its work done.
+    (the pointer knows the old champion). Run again after a crash, each step finds its work done. Why the untag
+    waits a tick: a tag change is a GET and a PUT of the whole version (Azure ML has no partial update), so
+    the promote tick (the endpoint read, 2, and the new champion's tag, 2) would cost 6 with one former champion;
+    split, each tick stays within the naive 4 (#17.3). Every reader of the champion goes through the pointer, which
+    names the new one from this step on; only the registry's tag lags, by one reconcile tick.
     """
-    p = deps.platform
-    p.update_model_tags(r.model, r.version, set_tags={CHAMPION_TAG: "true"})
-    demoted = champions.crown(deps, r.model, r.version, by=f"rollout {r.ref} on {r.endpoint}")
-    for version in demoted:
+    deps.platform.update_model_tags(r.model, r.version, set_tags={CHAMPION_TAG: "true"})
+    return {"demoted": champions.crown(deps, r.model, r.version, by=f"rollout {r.ref} on {r.endpoint}")}
+
+
+def _demote(deps: Deps, r: Rollout, versions: tuple[str, ...]) -> dict[str, Any]:
+    """Untag the former champions the pointer still lists as to be untagged, and record it there.
+
+    A version the pointer no longer lists (untagged already, or champion again through a later promotion) is left
+    as it is: the pointer, moved with compare-and-swap, says which versions are to lose the tag."""
+    stored = champions.pointer(deps, r.model)
+    due = [v for v in versions if stored is not None and v in stored.demote and v != stored.version]
+    for version in due:
         try:
-            p.update_model_tags(r.model, version, remove=(CHAMPION_TAG,))
+            deps.platform.update_model_tags(r.model, version, remove=(CHAMPION_TAG,))
         except PermanentError as exc:  # a version deleted meanwhile carries no tag either
             log.warning("could not untag the former champion %s:%s: %s", r.model, version, exc)
-    champions.demoted(deps, r.model, demoted)
-    return {"demoted": demoted}
+    if due:
+        champions.demoted(deps, r.model, due)
+    return {"untagged": due}
 
 
 def _smoke(deps: Deps, r: Rollout) -> dict[str, Any]:
@@ -197,6 +213,8 @@ def execute(deps: Deps, r: Rollout, action: Action, *, seen: Any = _UNREAD,
                 written.append(after)
     elif isinstance(action, Promote):
         return _promote(deps, r)
+    elif isinstance(action, Demote):
+        return _demote(deps, r, action.versions)
     elif isinstance(action, DeleteDeployment):
         ep = p.get_endpoint(r.endpoint) if seen is _UNREAD else seen
         for name in action.names:
@@ -251,7 +269,7 @@ def roll_back(deps: Deps, rec: Record, r: Rollout, action: RollBack, now: float)
 
 # ------------------------------------------------------------------------------------------------ step
 def _announce(deps: Deps, before: Rollout, after: Rollout, action: Action, result: Mapping[str, Any] | None) -> None:
-    if isinstance(action, Wait):
+    if isinstance(action, (Wait, Demote)):   # Demote finishes the promotion, whose event named the versions
         return
     if before.status == "pending" and not isinstance(action, Finish):
         _publish(deps, "RolloutStarted", after, plan=after.plan.to_dict(), traffic=dict(after.previous_traffic))
@@ -355,18 +373,20 @@ def _archive(deps: Deps, value: Mapping[str, Any]) -> None:
     deps.state.create(key, dict(value))  # None when already archived by an earlier attempt
 
 
-def _new(deps: Deps, endpoint: str, model: str, version: str, event_id: str) -> Rollout:
+def _new(deps: Deps, endpoint: str, model: str, version: str, event_id: str, trace: str) -> Rollout:
+    """A fresh rollout record; `trace`: the chain's traceparent its steps continue (shared/core/trace.py)."""
     now = deps.clock()
     plan = Plan.from_settings(deps.settings)
     return Rollout(endpoint, model, version, deployment_name(model, version), plan, created_at=now,
-                   event_id=event_id, deadline=now + plan.deadline_seconds)
+                   event_id=event_id, deadline=now + plan.deadline_seconds, trace=trace)
 
 
 def register(deps: Deps, endpoint: str, model: str, version: str, event_id: str, *, retry_of: str = "") -> str:
     """Admit a registration for `endpoint` (CAS): start, duplicate, older or supersede (see `admit`;
     `retry_of`: the finished attempt an operator's new attempt follows)."""
     seen: dict[str, Any] = {}
-    fresh = _new(deps, endpoint, model, version, event_id)
+    chain = tracing.traceparent()  # the span recording the rollout: its steps are spans of this trace
+    fresh = _new(deps, endpoint, model, version, event_id, chain)
 
     def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
         verdict = admit(Rollout.from_dict(current) if current else None, model, version, retry_of=retry_of)
@@ -374,7 +394,8 @@ def register(deps: Deps, endpoint: str, model: str, version: str, event_id: str,
         if verdict == "start":
             return fresh.to_dict()
         if verdict == "supersede":
-            return {**(current or {}), "queued": {"model": model, "version": version, "event_id": event_id}}
+            return {**(current or {}), "queued": {"model": model, "version": version, "event_id": event_id,
+                                                  "trace": chain}}
         return None
 
     deps.state.update(rollout_key(endpoint), change)
@@ -388,7 +409,8 @@ def _start_queued(deps: Deps, rec: Record) -> bool:
     old = Rollout.from_dict(rec.value)
     q = old.queued or {}
     _archive(deps, rec.value)
-    fresh = _new(deps, old.endpoint, str(q["model"]), str(q["version"]), str(q.get("event_id", "")))
+    fresh = _new(deps, old.endpoint, str(q["model"]), str(q["version"]), str(q.get("event_id", "")),
+                 str(q.get("trace") or ""))
     deps.state.replace(rec, fresh.to_dict())
     log.info("rollout %s on %s starts after %s ended %s", fresh.ref, old.endpoint, old.ref, old.status)
     return True
@@ -443,6 +465,10 @@ def operator_rollback(deps: Deps, endpoint: str, *, by: str, why: str) -> tuple[
     if rollout.status == "rolling_back":
         return "duplicate", f"already rolling back: {rollout.reason}"
     action = RollBack(reason=f"operator rollback by {by}: {why}", evidence={"operator": by, "why": why})
-    done = roll_back(deps, record, rollout, action, deps.clock())
-    status = {"rolled_back": "acted", "rolling_back": "held"}.get(done.status, done.status)
+    # a step of the rollout's chain: a span in its record's trace (linked from the health tick that asked for it)
+    with tracing.chain_step("rollout.rollback", rollout.trace, record=record.key, by=by) as span:
+        done = roll_back(deps, record, rollout, action, deps.clock())
+        status = {"rolled_back": "acted", "rolling_back": "held"}.get(done.status, done.status)
+        tracing.annotate(span, status, action.reason, {k: [str(v)] for k, v in summary(done).items()
+                                                        if k in ("endpoint", "model", "deployment", "rollout")})
     return status, f"{rollout.ref} {done.status}; traffic back to {rollout.previous or 'the previous split'}"

@@ -10,6 +10,7 @@ Persisted record (`rollouts/<endpoint>`, one JSON object; see `Rollout.to_dict`)
 
     endpoint, model, version, deployment     what is rolled out where (deployment name derived)
     status      pending -> creating -> smoke -> [mirroring] -> baking (phase i) ... -> promoted -> retiring -> done
+                (promoted: the tick after Promote untags the former champion, `Demote`, then the retention waits)
                 any active status -> rolling_back -> rolled_back | superseded ; failed (nothing to undo)
     previous, previous_traffic               the live deployment and split when the rollout started
     plan        shared.rollout.plan.Plan as a dict (copied at start: settings changes do not alter it)
@@ -20,9 +21,12 @@ Persisted record (`rollouts/<endpoint>`, one JSON object; see `Rollout.to_dict`)
     awaiting_approval                        true while pending on the model's reflex.approval=pending tag
                                              (records written before the field: read from their last Wait)
     smoke       {"ok", "detail", "status", "latency_ms"} of the last smoke test
-    queued      {"model", "version", "event_id"} of a newer model that supersedes this rollout
+    queued      {"model", "version", "event_id", "trace"} of a newer model that supersedes this rollout
+    trace       the W3C traceparent of the reaction that recorded the rollout (shared/core/trace.py): every
+                reconcile step of this rollout is a span in that trace, a child of that reaction's span
     reason, evidence, final                  why it ended (rollback reason and the numbers behind it)
     history     the last 50 steps: {"at", "action", "status", "detail"}
+    demote      versions the promotion took the champion from that still carry the tag (untagged by `Demote`)
 
 Transitional provisioning states (Creating, Updating, Scaling: `shared.core.platform.TRANSITIONAL`) pass by
 themselves: Azure ML puts a deployment in Updating when its traffic or instance count changes or during
@@ -44,7 +48,7 @@ from shared.rollout.plan import Plan, split_traffic, version_key
 
 __all__ = [
     "ACTIVE", "TERMINAL", "ROLLBACK_SETTLE_SECONDS", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
-    "DeleteDeployment", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
+    "DeleteDeployment", "Demote", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
     "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach", "read", "rollback_hold", "rolling_back",
 ]
 
@@ -79,6 +83,8 @@ class Rollout:
     attempts: int = 0
     history: tuple[Mapping[str, Any], ...] = ()
     awaiting_approval: bool = False
+    demote: tuple[str, ...] = ()
+    trace: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -98,6 +104,8 @@ class Rollout:
             "queued": dict(self.queued) if self.queued else None, "reason": self.reason,
             "evidence": dict(self.evidence), "final": self.final, "attempts": self.attempts,
             "history": [dict(h) for h in self.history], "awaiting_approval": self.awaiting_approval,
+            "demote": list(self.demote),
+            "trace": self.trace,
         }
 
     @classmethod
@@ -122,6 +130,8 @@ class Rollout:
             history=history,
             awaiting_approval=bool(v["awaiting_approval"]) if "awaiting_approval" in v else (
                 v.get("status", "pending") == "pending" and _approval_wait(history)),
+            demote=tuple(str(d) for d in v.get("demote") or ()),
+            trace=v["trace"] if isinstance(v.get("trace"), str) else "",
         )
 
 
@@ -216,6 +226,13 @@ class Promote(Action):
 
 
 @dataclass(frozen=True)
+class Demote(Action):
+    """Take the champion tag off `versions`, former champions (the pointer moved at Promote)."""
+
+    versions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DeleteDeployment(Action):
     names: tuple[str, ...]
 
@@ -266,12 +283,20 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
 
     A canary is judged on `plan.min_requests` requests at least: one slow or failed request among three is
     noise (a cold first request, the smoke test), not a regression. Before that many are in, it breaches only
-    when the outcome is already certain: when the thresholds would be exceeded even if every request still
-    missing were instant and succeeded (errors / min_requests, latency sum / min_requests).
+    when the outcome is already certain: when the error rate or the backstop would be exceeded even if every
+    request still missing were instant and succeeded (errors / min_requests, latency sum / min_requests).
 
     Latency is judged against the live deployment over the same window (`max_latency_ratio`): both serve the
     same requests on the same kind of machine at the same time, so a slow moment (a loaded host, a busy region)
-    slows both and is not the new model's fault. `max_latency_ms` is only a backstop, for a canary without a
+    slows both and is not the new model's fault. The ratio compares like with like (#18.6): only once both
+    deployments served `min_requests` requests (at least one) in the window, never from a partial canary sample,
+    and on the median request where the platform reports it for both. On a loaded machine single requests stall
+    for seconds while the median hardly moves (measured: a median of 10-12 ms for both models, stalls to 1.8 s),
+    so the mean of a canary's ten requests against the mean of the live one's hundreds is decided by whether one
+    stall or the smoke test's cold request fell into the canary's few; a canary that is slower at its typical
+    request, as a real regression is, moves the median as much as the mean.
+
+    `max_latency_ms` is only a backstop, on the mean (every request, stalls included), for a canary without a
     live deployment to compare with (the first model, the last step where the live one serves nothing) or one
     both too slow to keep; its default is Azure ML's own request timeout (azure-ai-ml
     `OnlineRequestSettings.request_timeout_ms`, 5000 ms), beyond which requests fail anyway.
@@ -283,25 +308,35 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
     if error_rate > plan.max_error_rate:
         return (f"error rate {error_rate:.3f} ({new.errors}/{sample}"
                 f"{'' if sample == new.requests else ' at least'}) exceeds {plan.max_error_rate:.3f}")
-    if new.latency_ms is not None:
-        latency = new.latency_ms * new.requests / sample
+    if new.latency_ms is None:
+        return ""
+    compared = _comparable_latency(new, live, max(1, plan.min_requests))
+    if compared is not None:
+        what, new_ms, live_ms = compared
+        if new_ms > live_ms * plan.max_latency_ratio:
+            return (f"{what} {new_ms:.0f} ms exceeds {plan.max_latency_ratio}x the live deployment's "
+                    f"{live_ms:.0f} ms over the same {new.window_seconds} s ({new.requests} and "
+                    f"{live.requests if live else 0} requests)")
+    latency = new.latency_ms * new.requests / sample
+    if latency > plan.max_latency_ms:
         bound = "" if sample == new.requests else f" (at least, over {sample} requests)"
-        live_ms = _comparable_latency(new, live)
-        if live_ms is not None and latency > live_ms * plan.max_latency_ratio:
-            return (f"latency {latency:.0f} ms{bound} exceeds {plan.max_latency_ratio}x the live "
-                    f"deployment's {live_ms:.0f} ms over the same {new.window_seconds} s")
-        if latency > plan.max_latency_ms:
-            against = "" if live_ms is None else f" (the live deployment's: {live_ms:.0f} ms)"
-            return f"latency {latency:.0f} ms{bound} exceeds the {plan.max_latency_ms:.0f} ms backstop{against}"
+        against = "" if compared is None else f" (the live deployment's: {compared[2]:.0f} ms)"
+        return f"latency {latency:.0f} ms{bound} exceeds the {plan.max_latency_ms:.0f} ms backstop{against}"
     return ""
 
 
-def _comparable_latency(new: DeploymentMetrics, live: DeploymentMetrics | None) -> float | None:
-    """The live deployment's mean latency when it can be compared with the new one's: it served requests in a
-    window of the same length (shared.rollout.flow.observe asks for both with one window). Else None."""
-    if live is None or live.requests <= 0 or not live.latency_ms or live.window_seconds != new.window_seconds:
+def _comparable_latency(new: DeploymentMetrics, live: DeploymentMetrics | None,
+                        need: int) -> tuple[str, float, float] | None:
+    """(what is compared, the new deployment's, the live one's) latency when the two can be compared: both
+    served `need` requests at least in a window of the same length (shared.rollout.flow.observe asks for both
+    with one window); the medians when both are reported, else the means. Else None."""
+    if live is None or live.window_seconds != new.window_seconds or min(new.requests, live.requests) < need:
         return None
-    return live.latency_ms
+    if new.latency_p50_ms is not None and live.latency_p50_ms:
+        return "median latency", new.latency_p50_ms, live.latency_p50_ms
+    if new.latency_ms is None or not live.latency_ms:
+        return None
+    return "latency", new.latency_ms, live.latency_ms
 
 
 def _metrics_evidence(o: Observation) -> dict[str, Any]:
@@ -309,7 +344,7 @@ def _metrics_evidence(o: Observation) -> dict[str, Any]:
         if m is None:
             return None
         return {"requests": m.requests, "errors": m.errors, "error_rate": round(m.error_rate, 6),
-                "latency_ms": m.latency_ms, "window_seconds": m.window_seconds}
+                "latency_ms": m.latency_ms, "latency_p50_ms": m.latency_p50_ms, "window_seconds": m.window_seconds}
 
     return {"new": one(o.new_metrics), "live": one(o.live_metrics), "traffic": dict(o.traffic),
             "mirror": dict(o.mirror)}
@@ -327,6 +362,8 @@ def decide(r: Rollout, o: Observation, now: float) -> Action:
         return Finish(r.status, r.reason)
     if r.status == "rolling_back":
         return RollBack(r.reason, r.evidence, r.final or "rolled_back")
+    if r.status in ("promoted", "retiring") and r.demote:
+        return Demote(r.demote[:1])   # one version per tick: a tick stays within the naive request count (#17.3)
     if r.queued:
         return _superseded(r, o)
     if r.status == "pending":
@@ -541,7 +578,8 @@ def _note(r: Rollout, now: float, action: Action, status: str, detail: str) -> t
 
 
 def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | None = None) -> Rollout:
-    """The record after `action` was executed at `now` (`result`: the smoke test's outcome for SmokeTest)."""
+    """The record after `action` was executed at `now` (`result`: the smoke test's outcome for SmokeTest, the
+    promotion's `{"demoted": [versions]}` for Promote)."""
     if isinstance(action, Wait):
         clock: dict[str, Any] = {"phase_started_at": now} if action.restart_clock else {}
         last = r.history[-1] if r.history else {}
@@ -570,8 +608,13 @@ def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | 
         return replace(r, status=action.status, phase=action.phase, phase_started_at=now,
                        history=_note(r, now, action, action.status, detail))
     if isinstance(action, Promote):
-        return replace(r, status="promoted", phase_started_at=now,
+        demote = tuple(str(v) for v in (result or {}).get("demoted", ()))
+        return replace(r, status="promoted", phase_started_at=now, demote=demote,
                        history=_note(r, now, action, "promoted", f"{r.ref} is champion on {r.endpoint}"))
+    if isinstance(action, Demote):
+        left = tuple(v for v in r.demote if v not in action.versions)
+        detail = f"{', '.join(f'{r.model}:{v}' for v in action.versions)} no longer tagged champion"
+        return replace(r, demote=left, history=_note(r, now, action, r.status, detail))
     if isinstance(action, DeleteDeployment):
         return replace(r, status="retiring", history=_note(r, now, action, "retiring", ", ".join(action.names)))
     if isinstance(action, RollBack):

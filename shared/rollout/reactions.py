@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core import events
+from shared.core import trace as tracing
 from shared.core.control import read_control
 from shared.core.errors import PermanentError, TransientError
+from shared.core.ledger import refs_from
 from shared.core.platform import APPROVAL_TAG
 from shared.core.reaction import Outcome
 from shared.rollout.discovery import discover
 from shared.rollout.flow import PREFIX, drive, register, roll_back, rollout_key, summary
-from shared.rollout.machine import RollBack, Rollout, Wait
+from shared.rollout.machine import RollBack, Rollout, Wait, read
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -92,7 +94,23 @@ def handle_model_registered(raw: Any, deps: Deps, outside: OutsideModels) -> Out
                             "takes its steps)", details)
 
 
-def _advance(deps: Deps, key: str, dry_run: bool) -> dict[str, Any]:
+def _advance(deps: Deps, key: str, dry_run: bool, listed: Any) -> dict[str, Any]:
+    """One rollout's step, as a span of its own chain's trace (the listed record's `trace`; the tick's span links
+    to it, shared/core/trace.py `chain_step`). A finished rollout with nothing queued takes no step and gets no
+    span: its trace ended with it, and ticks must not keep adding to it."""
+    found = read(listed) if isinstance(listed, dict) else None
+    if found is not None and found.terminal and not found.queued:
+        return _step(deps, key, dry_run)
+    with tracing.chain_step("rollout.step", found.trace if found else "", record=key) as span:
+        result = _step(deps, key, dry_run)
+        tracing.annotate(span, str(result.get("status", "error" if "error" in result else "")),
+                         str(result.get("waiting") or result.get("error") or result.get("reason") or ""),
+                         {k: [str(result[k])] for k in ("rollout", "model", "deployment", "endpoint") if result.get(k)},
+                         {"action": result["action"]} if result.get("action") else None)
+        return result
+
+
+def _step(deps: Deps, key: str, dry_run: bool) -> dict[str, Any]:
     """One rollout's step, isolated: its failure is logged and recorded, never blocks the others."""
     try:
         steps = drive(deps, key, dry_run=dry_run)
@@ -138,19 +156,30 @@ def _start_evaluated(deps: Deps, outside: OutsideModels) -> None:
         deps.state.delete(ready.key)
 
 
+def _discovered(raw: Any, deps: Deps, outside: OutsideModels) -> Outcome:
+    """A version no event announced, through the ModelRegistered reaction, in a span of the chain its model's tag
+    names (shared/rollout/discovery.py puts it in the event): the rollout it records continues that trace."""
+    with tracing.chain_step("rollout.model_registered", events.trace_carrier(raw), discovered="true") as span:
+        outcome = handle_model_registered(raw, deps, outside)
+        tracing.annotate(span, outcome.status, outcome.reason, refs_from(outcome.details, raw))
+        return outcome
+
+
 def handle_reconcile(payload: Any, deps: Deps, outside: OutsideModels) -> Outcome:
     dry_run = read_control(deps).dry_run
     if not dry_run:
         _start_evaluated(deps, outside)
-    results = {record.key: _advance(deps, record.key, dry_run) for record in deps.state.records(PREFIX)}
+    results = {record.key: _advance(deps, record.key, dry_run, record.value)
+               for record in deps.state.records(PREFIX)}
     moved = {k: v for k, v in results.items() if v}
     # a served model's newest version that no event announced goes through handle_model_registered (#14.8)
-    found = discover(deps, functools.partial(handle_model_registered, outside=outside))
+    found = discover(deps, functools.partial(_discovered, outside=outside))
     if not dry_run:  # a rollout discovery just recorded takes its first step in this same tick
         for v in found.values():
             key = rollout_key(v["endpoint"]) if v.get("outcome") == "acted" and v.get("endpoint") else ""
             if key and key not in moved:
-                stepped = _advance(deps, key, dry_run)
+                recorded = deps.state.get(key)
+                stepped = _advance(deps, key, dry_run, recorded.value if recorded else None)
                 if stepped:
                     moved[key] = stepped
     # one lineage group per rollout (shared/core/ledger.py `links`): endpoints advanced together stay unrelated

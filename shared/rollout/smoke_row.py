@@ -122,8 +122,8 @@ def _first_file(deps: Deps, tags: Mapping[str, str], ref: str) -> tuple[str, str
     batch_key, data = tags.get("reflex.batch", ""), tags.get("reflex.data", "")
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
     batch = ArrivalRecord.from_dict(record.value) if record is not None else None
-    if batch is not None and batch.files:
-        return freeze.job_blobs(deps.settings, batch)[0]  # its first file as the job read it (frozen, #18.4)
+    if batch is not None and batch.file_count:
+        return freeze.job_blobs(deps, batch)[0]  # its first file as the job read it (frozen, #18.4)
     if data:
         return _first_in_asset(deps, data, ref)
     if batch_key:

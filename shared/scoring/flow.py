@@ -1,8 +1,9 @@
 """Batch scoring: a complete batch in the scoring container -> one batch endpoint job for the champion model.
 
 Why this shape: the batch is recorded exactly as the data-arrival flow records training batches (the same
-intake and transitions, shared/batches/intake.py and record.py; the same completion rule: the marker, or the
-quiet window checked by the tracker), as a `ScoringRecord` under its own prefix
+intake and transitions, shared/batches/intake.py and record.py, the manifest stored apart and read through
+shared/batches/manifest.py `load`; the same completion rule: the marker, or the quiet window checked by the
+tracker), as a `ScoringRecord` under its own prefix
 `scoring/<container>/<dataset>/<batch>` so the training sweep never sees it. From `complete` the record moves
 through a small state machine, one compare-and-swap per step, never blocking:
 
@@ -29,10 +30,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import freeze
-from shared.batches.intake import complete_batch, locate_blob
+from shared.batches import freeze, manifest
+from shared.batches.intake import complete_batch, locate_blob, record_blob
 from shared.batches.paths import BatchPath
-from shared.batches.record import ScoringRecord, add_blob, as_update
+from shared.batches.record import ScoringRecord, as_update
+from shared.batches.retention import latest_scoring_batch
 from shared.batches.retries import schedule_retry, utc_text
 from shared.core import champion as champions
 from shared.core.errors import PermanentError, ReflexError, TransientError
@@ -78,22 +80,14 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
                               marker=version):
             return Outcome("duplicate", f"batch {path.batch_id} was completed by another delivery", details)
         return advance(deps, key)
-    happened: dict[str, str] = {}
-
-    def record(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        new, happened["what"] = add_blob(current, path, version, deps.clock(), purpose="scoring", kind=ScoringRecord)
-        return new
-
-    stored = deps.state.update(key, record)
-    what = happened["what"]
-    if what == "duplicate":
+    got = record_blob(deps, key, path, version, kind=ScoringRecord, purpose="scoring")
+    if got.what == "duplicate":
         return Outcome("duplicate", f"{path.file} (etag {blob.etag}) already recorded", details)
-    if what == "late":
+    if got.what == "late":
         return Outcome("skipped", f"late file: scoring batch {path.batch_id} is already complete; recorded in "
                                   "late_files, not scored (upload new data as a new batch folder)", details)
-    if what == "rejected":
-        rejected = ScoringRecord.from_dict(stored.value).rejected.get(path.file, {}) if stored else {}
-        return Outcome("skipped", f"rejected: {rejected.get('reason') or path.file + ': not usable data'}", details)
+    if got.what == "rejected":
+        return Outcome("skipped", f"rejected: {got.reason or path.file + ': not usable data'}", details)
     return Outcome("acted", f"recorded {path.file} in scoring batch {path.batch_id}", details)
 
 
@@ -102,7 +96,7 @@ def handle_blob(raw: Any, deps: Deps) -> Outcome:
 
 def _plan(batch: ScoringRecord, champion_ref: str, deps: Deps) -> dict[str, Any]:
     s = deps.settings
-    job = scoring_job_name(batch.batch_id, batch.files, champion_ref)
+    job = scoring_job_name(batch.batch_id, manifest.load(deps, batch).files, champion_ref)
     return {"model": champion_ref, "deployment": deployment_name(champion_ref), "endpoint": s.batch_endpoint,
             "job": job, "input": freeze.frozen_path(s.scoring_datastore, batch),
             "output": output_path(s.output_datastore, batch.dataset, batch.batch, job)}
@@ -138,11 +132,12 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
     if status not in OPEN:
         return Outcome("duplicate" if status != "collecting" else "skipped",
                        f"scoring batch {batch_id} is {status}", {**details, "job": batch.job})
-    if status == "complete" and not batch.files:
-        reason = f"empty batch: no usable file ({len(batch.rejected)} rejected)"
+    if status == "complete" and not batch.file_count:
+        reason = f"empty batch: no usable file ({batch.rejected_count} rejected)"
         if _moved(deps, key, "skipped", now, allowed_from=("complete",), reason=reason):
+            rejected = manifest.load(deps, batch).rejected
             deps.publisher.publish("BatchScoringSkipped", batch_id, {**details, "reason": reason,
-                                                                     "rejected": dict(batch.rejected)})
+                                                                     "rejected": dict(rejected)})
         return Outcome("skipped", reason, details)
     dry_run = read_control(deps).dry_run
     if status in _STARTABLE:
@@ -157,7 +152,7 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
         details.update(plan)
         if dry_run:
             return Outcome("dry-run", f"would score {batch_id} with {champion.ref} as {plan['job']}", details)
-        files = len(batch.files)
+        files = batch.file_count
         deps.platform.begin_ensure_batch_deployment(BatchDeploymentSpec(
             endpoint=plan["endpoint"], deployment=plan["deployment"], model=champion.ref,
             compute=deps.settings.batch_compute, mini_batch_size=deps.settings.batch_mini_batch_size,
@@ -208,9 +203,12 @@ def _submit(deps: Deps, key: str, batch: ScoringRecord, details: dict[str, Any])
             "reflex.parent": str(batch.model), "reflex.batch": key}
     job = deps.platform.invoke_batch(endpoint, deployment, input_path=str(batch.input),
                                      output_path=str(batch.output), job_name=batch.job, tags=tags)
-    if _moved(deps, key, "submitted", now, allowed_from=("deploying",), reason="batch job submitted",
-              submitted_at=now, job_url=job.url):
-        deps.publisher.publish("BatchScoringSubmitted", batch.batch_id, {**details, "url": job.url})
+    # invoke_batch is idempotent by job name, so overlapping ticks submit one job; the record's compare-and-swap
+    # names the one that acted (and publishes), the others are duplicates
+    if not _moved(deps, key, "submitted", now, allowed_from=("deploying",), reason="batch job submitted",
+                  submitted_at=now, job_url=job.url):
+        return Outcome("duplicate", f"batch job {batch.job} was submitted by another tick", details)
+    deps.publisher.publish("BatchScoringSubmitted", batch.batch_id, {**details, "url": job.url})
     return Outcome("acted", f"batch job {batch.job} submitted for {batch.batch_id}", details)
 
 
@@ -240,9 +238,11 @@ def _retry_transient(deps: Deps, key: str, job: str, why: str) -> tuple[str, str
     training's, shared/batches/retries.py); (status, reason) of the outcome, or None when retries are used up or
     off. Only the compare-and-swap winner answers "acted"."""
     limit = deps.settings.transient_retries
+    found = deps.state.get(key)
+    files = manifest.load(deps, ScoringRecord.from_dict(found.value)).files if found is not None else {}
 
     def resubmit(batch: ScoringRecord, retry: int, at: float) -> ScoringRecord | None:
-        nxt = scoring_job_name(batch.batch_id, batch.files, f"{batch.model}|retry-{retry}")
+        nxt = scoring_job_name(batch.batch_id, files, f"{batch.model}|retry-{retry}")
         reason = (f"batch job {job} failed for a transient reason ({why}); job {nxt} (retry {retry} of {limit}) "
                   f"is submitted after {utc_text(at)}")
         return batch.with_status("deploying", deps.clock(), allowed_from=("submitted",), reason=reason, job=nxt,
@@ -277,7 +277,7 @@ def track(deps: Deps) -> Outcome:
     counts = {"completed_batches": 0, "advanced": 0, "failed": 0}
     items: dict[str, dict[str, Any]] = {}  # per record: what this tick did to it or what it waits for (ledger)
     champion: Any = ...
-    for record in deps.state.records(f"scoring/{key_part(deps.settings.scoring_container)}/"):
+    for record in deps.state.active(f"scoring/{key_part(deps.settings.scoring_container)}/"):  # unfinished (#17.2)
         batch = ScoringRecord.from_dict(record.value)
         status = batch.status
         quiet = not deps.settings.completion_marker and batch.quiet(now, deps.settings.quiet_seconds)
@@ -316,16 +316,10 @@ def scheduled(deps: Deps) -> Outcome:
     """Schedule: score the latest complete scoring batch with the current champion if not done already."""
     if not deps.settings.batch_schedule_enabled:
         return Outcome("skipped", "scheduled batch scoring is disabled (REFLEX_BATCH_SCHEDULE_ENABLED=false)")
-    latest: tuple[float, str] | None = None
-    for record in deps.state.records(f"scoring/{key_part(deps.settings.scoring_container)}/"):
-        batch = ScoringRecord.from_dict(record.value)
-        if batch.status not in ("collecting", "skipped") and batch.files:
-            at = float(batch.completed_at or 0)
-            if latest is None or (at, record.key) > latest:
-                latest = (at, record.key)
+    latest = latest_scoring_batch(deps)  # never every batch ever scored (#17.2)
     if latest is None:
         return Outcome("skipped", "no complete scoring batch to score")
-    key = latest[1]
+    key = latest.key
     champion = champions.find(deps, deps.settings.model_name)
     if champion is None:
         return Outcome("skipped", f"no champion yet for model {deps.settings.model_name}", {"record": key})

@@ -12,6 +12,12 @@ What the SDK would do wrong here, and what this module does instead:
   `READ_REUSE_S` (one rollout tick observes, then acts), so a traffic step is one read and one write;
 * `begin_create_endpoint` never re-sends an existing endpoint (that would reset its traffic); a deployment is
   deleted only at 0% live and 0% mirrored traffic;
+* the endpoint and deployment PUTs and the deployment DELETE are long-running operations whose SDK pollers
+  poll on their own, in a daemon thread, until the operation ends (azure-core `LROPoller` starts `ARMPolling`,
+  or the SDK's `AzureMLPolling` every 5 s for a deployment, unless `polling=False`; every poll is a request: a
+  DELETE answers 202 with a `Location` to poll, REST `Workspace/OnlineDeployment/delete.json`). Reflex never
+  waits on them (the next rollout tick observes the endpoint), so each is sent through the SDK's generated
+  operations with `polling=False`, built as the SDK builds them: the request itself, and no poll after it;
 * `online_endpoints.invoke` mutates a class-level header dict, so a deployment name leaks into later calls:
   `invoke` calls the scoring URI itself (`http.DataPlane`) with the deployment header set per call;
 * endpoint names are unique per Azure region: an "already exists" answer is success only when the endpoint is
@@ -98,7 +104,7 @@ class OnlineEndpointsMixin(PlatformBase):
             return
         ep = ManagedOnlineEndpoint(name=name, auth_mode="key", tags={**(tags or {}), REFLEX_TAG: "true"})
         try:
-            self.ml.online_endpoints.begin_create_or_update(ep)
+            self._put_endpoint(ep)
         except Exception as exc:
             self._claim_name(exc, what, get, "REFLEX_ENDPOINTS")
 
@@ -113,7 +119,31 @@ class OnlineEndpointsMixin(PlatformBase):
         dep = ManagedOnlineDeployment(name=deployment, endpoint_name=endpoint, model=f"azureml:{model}",
                                       instance_type=instance_type, instance_count=instance_count,
                                       tags={**(tags or {}), REFLEX_TAG: "true"})
-        self._call(what, lambda: self.ml.online_deployments.begin_create_or_update(dep))
+        self._call(what, lambda: self._put_deployment(dep))
+
+    def _put_deployment(self, dep: Any) -> None:
+        """PUT the deployment as `online_deployments.begin_create_or_update` builds it, without its poller.
+
+        azure-ai-ml 1.35.2 `_online_deployment_operations.py` `begin_create_or_update`: a GET of the endpoint "to
+        ensure the endpoint exists" (the rollout creates a deployment only on an endpoint it has just observed
+        Succeeded; a PUT to a missing one is refused anyway), `upload_dependencies` (resolves the model's ARM id;
+        a Reflex deployment has no code or environment to upload), the workspace GET for the location (here once
+        per worker, `_workspace_info`), `_to_rest_object(location=…)`, then the generated operation with
+        `AzureMLPolling` every `LROConfigurations.POLL_INTERVAL` (5 s) for as long as provisioning lasts (minutes:
+        a poll every 5 s in a daemon thread). Here with `polling=False`: the PUT alone; the rollout's next ticks
+        observe the deployment Creating, then Succeeded or Failed."""
+        from azure.ai.ml._utils._endpoint_utils import upload_dependencies
+        from azure.ai.ml.operations._operation_orchestrator import OperationOrchestrator
+
+        ops: Any = self.ml.online_deployments
+        upload_dependencies(dep, OperationOrchestrator(operation_container=ops._all_operations,
+                                                       operation_scope=ops._operation_scope,
+                                                       operation_config=ops._operation_config), ops._credentials)
+        location, _ = self._workspace_info()
+        ops._online_deployment.begin_create_or_update(
+            resource_group_name=ops._resource_group_name, workspace_name=ops._workspace_name,
+            endpoint_name=dep.endpoint_name, deployment_name=dep.name, body=dep._to_rest_object(location=location),
+            polling=False, **ops._init_kwargs)
 
     def get_deployment(self, endpoint: str, deployment: str) -> Deployment | None:
         found = self._call(f"deployment {endpoint}/{deployment}",
@@ -138,7 +168,7 @@ class OnlineEndpointsMixin(PlatformBase):
         ep.traffic = dict(new_traffic)
         ep.mirror_traffic = dict(new_mirror)
         try:
-            self.ml.online_endpoints.begin_create_or_update(ep)
+            self._put_endpoint(ep)
         except Exception as exc:
             if getattr(exc, "status_code", None) == 409:  # the endpoint exists: 409 is an update already in flight
                 raise TransientError(f"{what}: traffic update refused while another update is in progress (409): "
@@ -148,6 +178,27 @@ class OnlineEndpointsMixin(PlatformBase):
         view = self._endpoint(ep, deps)
         return Endpoint(view.name, view.state, new_traffic, new_mirror, view.deployments, view.scoring_uri,
                         view.tags)
+
+    def _put_endpoint(self, ep: Any) -> None:
+        """PUT the endpoint as `online_endpoints.begin_create_or_update` builds it, without its poller.
+
+        azure-ai-ml 1.35.2 `_online_endpoint_operations.py` `begin_create_or_update`: the workspace GET for the
+        location (`_get_workspace_location`), 0% live and mirror entries stripped (`_strip_zeroes_from_traffic`),
+        `_to_rest_online_endpoint(location=…)`, then the generated `begin_create_or_update`; its compute lookup
+        concerns Kubernetes endpoints only (a managed endpoint has none). Here with `polling=False` (see the module
+        docstring), and the location from the worker's one workspace GET (`_workspace_info`, the same
+        `workspaces.get`): one request, the PUT (two on a worker's first Azure ML call that needs the location)."""
+        from azure.ai.ml.operations._online_endpoint_operations import _strip_zeroes_from_traffic
+
+        ops: Any = self.ml.online_endpoints
+        location, _ = self._workspace_info()
+        if ep.traffic:
+            ep.traffic = _strip_zeroes_from_traffic(ep.traffic)
+        if ep.mirror_traffic:
+            ep.mirror_traffic = _strip_zeroes_from_traffic(ep.mirror_traffic)
+        ops._online_operation.begin_create_or_update(
+            resource_group_name=ops._resource_group_name, workspace_name=ops._workspace_name, endpoint_name=ep.name,
+            body=ep._to_rest_online_endpoint(location=location), polling=False, **ops._init_kwargs)
 
     def _scoring_target(self, endpoint: str, *, refresh: bool = False) -> tuple[str, str]:
         """(scoring URI, key header; "" for Entra ID tokens, which the pipeline's token policy adds), cached."""
@@ -189,7 +240,11 @@ class OnlineEndpointsMixin(PlatformBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def begin_delete_deployment(self, endpoint: str, deployment: str) -> None:
-        """Delete only at 0% live and mirrored traffic (read first, or the read just made); absent is done."""
+        """Delete only at 0% live and mirrored traffic (read first, or the read just made); absent is done.
+
+        One request, the DELETE (azure-ai-ml 1.35.2 `online_deployments.begin_delete` calls the generated operation
+        with nothing else); the deletion runs on in Azure ML, and the rollout's next tick sees the deployment
+        Deleting or gone."""
         what = f"deployment {endpoint}/{deployment}"
         read = self._read_endpoint(endpoint, reuse=True)
         if read is None:
@@ -200,8 +255,11 @@ class OnlineEndpointsMixin(PlatformBase):
                                  f"(live {ep.traffic}, mirror {ep.mirror_traffic})")
         if deployment not in {d.name for d in deps}:
             return
+        ops: Any = self.ml.online_deployments   # its begin_delete, with `polling=False`: the DELETE, no polls
         try:
-            self.ml.online_deployments.begin_delete(deployment, endpoint)
+            ops._online_deployment.begin_delete(
+                resource_group_name=ops._resource_group_name, workspace_name=ops._workspace_name,
+                endpoint_name=endpoint, deployment_name=deployment, polling=False, **ops._init_kwargs)
         except Exception as exc:
             if not not_found(exc):
                 raise map_azure_error(exc, what) from exc

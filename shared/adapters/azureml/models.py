@@ -63,14 +63,32 @@ class ModelsMixin(PlatformBase):
 
     def update_model_tags(self, name: str, version: str, *, set_tags: Mapping[str, str] | None = None,
                           remove: tuple[str, ...] = ()) -> ModelVersion:
-        """Tags are mutable on a model version: GET it, change the tags, PUT the same version back."""
+        """Tags are mutable on a model version: GET it, change the tags, PUT the same version back (2 requests;
+        1 when the tags are already so, as when a promotion runs again after a crash).
+
+        Azure ML has no partial update of a model version (the generated `ModelVersionsOperations` of azure-ai-ml
+        1.35.2 has get, create_or_update, delete, list and begin_publish only; REST `Workspace/ModelVersion/
+        createOrUpdate.json` takes the whole entity). The read and the write are the SDK's generated operations
+        on the service's own body: `ml.models.create_or_update` would add a third request, its evaluator check
+        (`_get_model_properties` -> `_get_latest_version`, `GET …/versions?$top=1`), which guards a new version's
+        type and says nothing about a tag change; and the body goes back as the service sent it (modelUri and
+        flavors untouched: a changed asset path is refused)."""
+        from azure.ai.ml.entities import Model
+
         what = f"model {name}:{version}"
-        model = self._call(what, lambda: self.ml.models.get(name, version=version), absent=True)
-        if model is None:
+        ops: Any = self.ml.models
+        scope = {"workspace_name": ops._workspace_name, **ops._scope_kwargs}
+        rest = self._call(what, lambda: ops._model_versions_operation.get(name=name, version=version, **scope),
+                          absent=True)
+        if rest is None:
             raise PermanentError(f"{what}: not found")
-        model.tags = {k: v for k, v in {**(model.tags or {}), **(set_tags or {})}.items() if k not in remove}
-        updated = self._call(what, lambda: self.ml.models.create_or_update(model))
-        return self._model(updated)
+        tags = dict(rest.properties.tags or {})
+        wanted = {k: v for k, v in {**tags, **(set_tags or {})}.items() if k not in remove}
+        if wanted != tags:
+            rest.properties.tags = wanted
+            rest = self._call(what, lambda: ops._model_versions_operation.create_or_update(
+                name=name, version=version, body=rest, **scope))
+        return self._model(Model._from_rest_object(rest))
 
     def get_latest_model(self, name: str) -> ModelVersion | None:
         """The most recently created version of `name`: one request.

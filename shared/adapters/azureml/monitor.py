@@ -35,7 +35,9 @@ class MonitorMixin(PlatformBase):
         articles/azure-monitor/reference/supported-metrics/microsoft-machinelearningservices-workspaces-
         onlineendpoints-metrics.md @ 0e7def83): `RequestsPerMinute` (Count, aggregation Average; dimensions
         deployment, statusCode, statusCodeClass, modelStatusCode) and `RequestLatency` (Milliseconds, Average;
-        dimension deployment). There is no Total: asking for it returns no value, which read as zero requests.
+        dimension deployment), and with the latter, in the same query, `RequestLatency_P50` ("the average P50
+        request latency": Milliseconds, Average; dimension deployment), the median the canary is judged on
+        (#18.6). There is no Total: asking for it returns no value, which read as zero requests.
         Only the listed Average is asked for (an older revision of the page also listed Count; the current one
         does not), so the query cannot be refused for an unsupported aggregation. Two queries, as the dimensions
         differ.
@@ -52,8 +54,9 @@ class MonitorMixin(PlatformBase):
             aggregations=[MetricAggregationType.AVERAGE],
             filter=f"deployment eq '{dep}' and statusCodeClass eq '*'"))
         latency = self._call(what, lambda: client.query_resource(
-            resource, metric_names=["RequestLatency"], timespan=span, granularity=timedelta(minutes=1),
-            aggregations=[MetricAggregationType.AVERAGE], filter=f"deployment eq '{dep}'"))
+            resource, metric_names=["RequestLatency", "RequestLatency_P50"], timespan=span,
+            granularity=timedelta(minutes=1), aggregations=[MetricAggregationType.AVERAGE],
+            filter=f"deployment eq '{dep}'"))
         return metrics_from_monitor(counts, latency, window_seconds)
 
     def check_quota(self, instance_type: str, instance_count: int) -> QuotaCheck:
@@ -87,7 +90,7 @@ def _dimension(series: Any, name: str) -> str:
 
 
 def metrics_from_monitor(counts: Any, latency: Any, window_seconds: int) -> DeploymentMetrics:
-    """Requests, 5xx errors and mean latency from two azure-monitor-query `MetricsQueryResult`s.
+    """Requests, 5xx errors, mean and median latency from two azure-monitor-query `MetricsQueryResult`s.
 
     A point of `RequestsPerMinute` at PT1M grain carries `average`: "the number of requests sent to online
     endpoint within a minute", i.e. that minute's requests. Where the answer also carries `count` (samples in the
@@ -96,20 +99,41 @@ def metrics_from_monitor(counts: Any, latency: Any, window_seconds: int) -> Depl
     samples (the REST example answers `count: 0` and no average). No point with a value in any series is "no data
     yet" (`has_data` False), never zero requests: Azure Monitor ingests with a delay, and a canary that serves
     traffic shows none for its first minutes.
+
+    Latency points are one minute each (`RequestLatency`: that minute's mean, `RequestLatency_P50`: its median);
+    over the window each minute weighs by the requests it served, when every latency minute has its count: a
+    minute that held only the smoke test's one request must not weigh as much as a minute of traffic (#18.6).
     """
     requests = errors = 0.0
     seen = False
+    per_minute: dict[Any, float] = {}
     for metric in getattr(counts, "metrics", None) or []:
         for series in metric.timeseries or []:
-            values = [(p.average, p.count) for p in series.data or [] if p.average is not None]
+            values = [(p.timestamp, p.average * (p.count if p.count else 1)) for p in series.data or []
+                      if p.average is not None]
             if not values:
                 continue
             seen = True
-            n = sum(avg * (cnt if cnt else 1) for avg, cnt in values)
+            n = sum(v for _, v in values)
+            for at, v in values:
+                per_minute[at] = per_minute.get(at, 0.0) + v
             requests += n
             if _dimension(series, "statusCodeClass").startswith("5"):
                 errors += n
-    points = [p.average for m in getattr(latency, "metrics", None) or [] for s in m.timeseries or []
-              for p in s.data or [] if p.average is not None]
-    return DeploymentMetrics(round(requests), round(errors), sum(points) / len(points) if points else None,
-                             window_seconds, has_data=seen)
+    by_name: dict[str, list[tuple[Any, float]]] = {}
+    for metric in getattr(latency, "metrics", None) or []:
+        by_name.setdefault(str(getattr(metric, "name", "") or ""), []).extend(
+            (p.timestamp, p.average) for s in metric.timeseries or [] for p in s.data or [] if p.average is not None)
+    return DeploymentMetrics(round(requests), round(errors), _over_window(by_name.get("RequestLatency"), per_minute),
+                             window_seconds, has_data=seen,
+                             latency_p50_ms=_over_window(by_name.get("RequestLatency_P50"), per_minute))
+
+
+def _over_window(points: list[tuple[Any, float]] | None, per_minute: dict[Any, float]) -> float | None:
+    """One value for the window from per-minute points: weighted by each minute's requests where all are known."""
+    if not points:
+        return None
+    if all(per_minute.get(at, 0.0) > 0 for at, _ in points):
+        total = sum(per_minute[at] for at, _ in points)
+        return sum(value * per_minute[at] for at, value in points) / total
+    return sum(value for _, value in points) / len(points)
