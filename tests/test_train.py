@@ -37,7 +37,7 @@ def _train(cwd: Path, *args: str | Path, tracking_uri: str | None = None) -> sub
         env=_env(tracking_uri),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,  # a hang bound, not a speed check: under two CPU-bound processes per core a run took > 120 s
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import process_state
 
 from local.sampledata import LABEL, generate, write_batch
 
@@ -34,17 +35,19 @@ def _run(script: Path, cwd: Path, uri: str, *args: str | Path) -> subprocess.Com
 @contextlib.contextmanager
 def mlflow_at(uri: str) -> Iterator[None]:
     """Tracking and registry both at `uri`, then back: an earlier test in the same process may have pointed the
-    registry at a server that has stopped since (the registry URI does not follow the tracking URI once set)."""
+    registry at a server that has stopped since (the registry URI does not follow the tracking URI once set).
+
+    Restored with `process_state()`, not by setting the previous URIs again: `set_tracking_uri` also writes
+    MLFLOW_TRACKING_URI into os.environ, and `get_tracking_uri()` with none set answers MLflow's default
+    (`sqlite:///<cwd>/mlflow.db`), so setting "the previous one" back from the module fixture's teardown (after
+    the last test's own restore) leaked that default into later modules (a shuffled run under load: the CLI
+    then refused to start in tests/test_cli.py and tests/test_operator_view.py)."""
     import mlflow
 
-    previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
+    with process_state():
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        mlflow.set_registry_uri(previous_registry)
 
 
 @pytest.fixture(scope="module")
