@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.adapters.storage import blob_service  # noqa: E402
-from shared.batches import freeze  # noqa: E402
-from shared.batches.intake import list_batch  # noqa: E402
+from shared.batches import freeze, manifest  # noqa: E402
 from shared.batches.paths import BatchPath  # noqa: E402
 from shared.batches.record import ArrivalRecord  # noqa: E402
 from shared.core.deps import Deps  # noqa: E402
@@ -39,13 +38,16 @@ ROWS = b"a,label\n" + b"".join(f"{i},{i % 2}\n".encode() for i in range(200))
 
 
 def batch_of(deps: Deps, container: str, n: int) -> ArrivalRecord:
-    """Upload n files into one batch folder and complete its record from a listing (as arrival does)."""
+    """Upload n files into one batch folder and complete its record from a listing, its manifest stored apart
+    (as arrival does: shared/batches/intake.py `complete_batch`)."""
     client = deps.blobs.get_container_client(container)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: client.upload_blob(f"sales/b1/part-{i:05d}.csv", ROWS, overwrite=True), range(n)))
     path = BatchPath(container, "sales", "b1", "")
-    new = ArrivalRecord.new(path, 0.0).completed(list_batch(deps, path), 1.0, event_id="bench", purpose="training")
-    assert new is not None and len(new.files) == n
+    frozen = manifest.freeze(manifest.list_batch(deps, path), purpose="training", folder="sales/b1/")
+    ref, _ = manifest.store(deps, f"arrivals/{container}/sales/b1", frozen)
+    new = ArrivalRecord.new(path, 0.0).completed(ref, frozen.rejected, 1.0, event_id="bench")
+    assert new is not None and new.file_count == n
     return new
 
 
@@ -69,7 +71,7 @@ def client_copy(deps: Deps, batch: ArrivalRecord, container: str) -> float:
 
     start = time.perf_counter()
     with ThreadPoolExecutor(freeze.PARALLEL) as pool:
-        list(pool.map(copy, sorted(batch.files)))
+        list(pool.map(copy, sorted(manifest.load(deps, batch).files)))
     return time.perf_counter() - start
 
 
