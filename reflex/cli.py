@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from reflex.explain import PRIORITY, detect_kinds, reason_for, walk
+from reflex.explain import PRIORITY, detect_kinds, reason_for, trained_blobs, walk
 from reflex.records import chain_records
 from reflex.stack import StackDown, load_local_settings, probe_platform, probe_storage
 from shared.core import reaction
@@ -198,8 +198,9 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
     for entry in chain.entries:
         entry["chain_reason"] = reason_for(entry, refs)
     now = chain_records(deps.state, refs, deps.settings, deps.clock())
+    trained = trained_blobs(deps, refs)
     result = {"id": value, "kind": kind, "serving": serving, "lineage": refs, "tags": tags, "now": now,
-              "failures": [r for r in now if r["failed"]], "entries": chain.entries}
+              "failures": [r for r in now if r["failed"]], "trained": trained, "entries": chain.entries}
     out.text(f"{kind} {value}" + (f": serving {serving['model']} on deployment {serving['deployment']} "
                                   f"(traffic {serving['traffic']})" if serving else ""))
     out.text("\nlineage (triggering data first):")
@@ -208,6 +209,10 @@ def cmd_explain(args: argparse.Namespace, deps: Deps, out: Output) -> int:
         out.text("\nAzure ML lineage tags:")
         out.table([(asset, ", ".join(f"{k}={v}" for k, v in sorted(t.items()))) for asset, t in tags.items()],
                   ("ASSET", "TAGS"))
+    if trained:
+        out.text("\nread by the jobs (each batch's frozen copy of the versions it recorded, shared/batches/freeze.py):")
+        out.table([(t["batch"], t["file"], t["source_etag"], t["frozen"] or "(live folder: frozen copies came later)")
+                   for t in trained], ("BATCH", "FILE", "SOURCE ETAG", "FROZEN COPY"))
     if now:
         out.text("\nnow (batches, scoring batches and rollouts of this chain; whole reasons):")
         out.table([(r["kind"], r["id"], r["status"] + (" (FAILED)" if r["failed"] else ""), r["detail"])

@@ -8,6 +8,11 @@ its own refs, and one group per item of a run that handled several, such as a sw
 only the group that mentions the id is followed, so such a run does not join the chains of its items. An
 endpoint is shared by every model it ever served, so it is never walked through: explaining an endpoint starts
 from the model it serves now (or served last).
+
+What a chain's jobs read (`trained_blobs`, the one reader of records here): a batch's job reads its frozen copy
+(shared/batches/freeze.py), so the blobs that trained are the copies, each with the source blob and the ETag of
+the version it copied; a file added or overwritten after completion is never among them. A blob URL in the
+ledger names the live blob, which a later overwrite reuses: the ETag is what says which version trained.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.core.ledger import REF_KINDS, group_matches, items, matches, ref_groups
 from shared.core.ledger_index import EntrySource, MemoryEntrySource
 
-__all__ = ["Chain", "PRIORITY", "detect_kinds", "reason_for", "walk"]
+if TYPE_CHECKING:
+    from shared.core.deps import Deps
+
+__all__ = ["Chain", "PRIORITY", "detect_kinds", "reason_for", "trained_blobs", "walk"]
 
 # which kind an ambiguous id is taken as, when the ledger knows it under several (a scoring job is also seen by
 # the registration gate as a run, which it skips: the scoring kinds come first)
@@ -159,3 +167,32 @@ def _walk(source: EntrySource, starts: list[tuple[str, str]], direction: int, ch
                             chain.add_ref(k2, v2)
                             frontier.append((k2, v2))
     return seen
+
+
+def trained_blobs(deps: Deps, refs: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
+    """The blobs the jobs of a chain's training and scoring batches read: per manifest file the frozen copy, the
+    source blob and the source version's ETag. A batch submitted before Reflex froze batches read its live
+    folder: its recorded blobs are listed with `frozen` empty (what trained is what the folder held then)."""
+    from shared.batches import manifest
+    from shared.batches.freeze import frozen_blobs, reads_frozen
+    from shared.batches.record import ArrivalRecord, BatchRecord, ScoringRecord
+    from shared.core.state import key_part
+
+    found: list[dict[str, str]] = []
+    for kind, prefix, record_type in (("batch", "arrivals", ArrivalRecord), ("scoring_batch", "scoring",
+                                                                            ScoringRecord)):
+        for ident in refs.get(kind, ()):
+            parts = ident.split("/")
+            stored = deps.state.get(f"{prefix}/" + "/".join(key_part(p) for p in parts)) if len(parts) == 3 \
+                else None
+            batch: BatchRecord | None = record_type.from_dict(stored.value) if stored is not None else None
+            if batch is None or batch.submitted_at is None:
+                continue  # not submitted: nothing was read
+            if reads_frozen(deps.settings, batch):
+                url = deps.blobs.get_container_client(batch.container).url
+                found += [{"batch": ident, **blob} for blob in frozen_blobs(deps, batch, url)]
+            else:
+                found += [{"batch": ident, "file": name, "frozen": "", "source": str(entry.get("url", "")),
+                           "source_etag": str(entry.get("etag", ""))}
+                          for name, entry in sorted(manifest.load(deps, batch).files.items())]
+    return found

@@ -50,7 +50,7 @@ FAILED: dict[str, frozenset[str]] = {
 }
 # statuses of unfinished work, per kind (what `waiting_for` explains)
 OPEN: dict[str, frozenset[str]] = {
-    "training": frozenset({"collecting", "complete", "starting", "waiting", "submitted", "dry-run"}),
+    "training": frozenset({"collecting", "complete", "freezing", "starting", "waiting", "submitted", "dry-run"}),
     "retraining": frozenset({"pending", "waiting", "submitted"}),
     "scoring": frozenset({"collecting", "complete", "no-champion", "deploying", "submitted"}),
 }
@@ -179,7 +179,7 @@ def waiting_for(kind: str, value: Mapping[str, Any], settings: Settings, now: fl
         until = record.lease.until if record.lease else 0.0
         return (f"being started by a worker (lease until {when(until, now)})" if until > now
                 else "its start was interrupted: the next sweep starts it again")
-    if status in ("waiting", "pending", "no-champion"):
+    if status in ("waiting", "pending", "no-champion", "freezing"):
         reason = record.reason
         return (f"{reason} (since {since})" if reason else f"{status} since {since}").strip()
     if isinstance(record, ScoringRecord) and status == "deploying":

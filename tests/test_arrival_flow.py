@@ -7,6 +7,7 @@ asset, one job) and on the arrival record, never on timings.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -17,10 +18,11 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from functions import data_arrival
+from local.host.blobs import blob_created_event
 from shared.arrival.flow import arrival_key, handle_blob
 from shared.batches import admission, manifest, mltable
 from shared.batches.intake import complete_batch
-from shared.batches.paths import parse_blob_path
+from shared.batches.paths import manifest_digest, parse_blob_path
 from shared.batches.record import ArrivalRecord
 from shared.core import reaction
 from shared.core.control import write_control
@@ -59,13 +61,30 @@ def test_burst_of_1000_blobs_shuffled_three_times_gives_one_job(lake: Lake, blob
     stream = deliveries * 3
     random.Random(7).shuffle(stream)
     outcomes = Counter(deliver(raw, deps).status for raw in stream)
+    # freezing 1000 files (shared/batches/freeze.py) is bounded per invocation: on a busy machine the marker's
+    # deliveries may leave it `freezing`, and the sweep goes on with it; however many passes, one job
+    key = arrival_key(parse_blob_path(lake.name, "sales/2024-06-01/x.csv"))
+    for _ in range(200):
+        found = blob_state.get(key)
+        if found is None or found.value["status"] != "freezing":
+            break
+        assert not fake_platform.jobs
+        reaction.run("data.sweep", {}, deps=deps)
 
     assert fake_platform.calls["submit_training"] == 1 and fake_platform.calls["register_data"] == 1
     job = next(iter(fake_platform.jobs))
     assert list(fake_platform.jobs) == [job]
     assert list(fake_platform.data) == [("sales", "2024-06-01")]
     asset = fake_platform.data[("sales", "2024-06-01")]
-    assert asset.path == "azureml://datastores/reflexdata/paths/sales/2024-06-01/"
+    record = blob_state.get(arrival_key(parse_blob_path(lake.name, "sales/2024-06-01/x.csv")))
+    assert record is not None
+    # the frozen copy of exactly the recorded versions, not the live folder (#18.4, shared/batches/freeze.py)
+    recorded = files_of(deps, record)
+    frozen = f".reflex-frozen/sales/2024-06-01/{manifest_digest(recorded)[:16]}/"
+    assert asset.path == f"azureml://datastores/reflexdata/paths/{frozen}"
+    copies = {b.name[len(frozen):]: b.metadata["reflexsourceetag"]
+              for b in lake.container.list_blobs(name_starts_with=frozen, include=["metadata"])}
+    assert copies == {f: e["etag"] for f, e in recorded.items()}
     request = fake_platform.job_requests[job]
     assert (request.data_name, request.data_version, request.mode) == ("sales", "2024-06-01", "command")
     assert request.tags[REFLEX_TAG] == "true" and request.tags["reflex.data"] == "sales:2024-06-01"
@@ -73,7 +92,12 @@ def test_burst_of_1000_blobs_shuffled_three_times_gives_one_job(lake: Lake, blob
     record = blob_state.get(arrival_key(parse_blob_path(lake.name, "sales/2024-06-01/x.csv")))
     assert record and record.value["status"] == "submitted" and record.value["job"] == job
     assert len(files_of(deps, record)) == 1000 and record.value["late_files"] == {}
-    assert request.tags["reflex.event_id"] == record.value["completing_event"]
+    # the event that submitted it: the marker (any of its deliveries carries its id), or the sweep that finished
+    # freezing it; only a batch that waited as `freezing` can have been submitted by the sweep
+    submitted_by = [record.value["completing_event"]]
+    if "freezing" in [h[1] for h in record.value["history"]]:
+        submitted_by.append(f"sweep:{int(clock())}")
+    assert request.tags["reflex.event_id"] in submitted_by
     assert all(e["url"].startswith(lake.container.url) and e["etag"] for e in files_of(deps, record).values())
     # every delivery ended in exactly one outcome; nothing was dead-lettered
     assert sum(outcomes.values()) == 3003 and outcomes["dead-lettered"] == 0
@@ -219,7 +243,8 @@ def test_unsafe_dataset_names_are_mapped_deterministically(lake: Lake, blob_stat
         deliver(raw, deps)
     [(name, version)] = list(fake_platform.data)
     assert name.startswith("sales-eu-") and version.startswith("b-")
-    assert fake_platform.data[(name, version)].path.endswith("/paths/sales.eu/date=2024-06-01/")
+    assert re.fullmatch(r"azureml://datastores/reflexdata/paths/\.reflex-frozen/sales\.eu/date=2024-06-01/[0-9a-f]{16}/",
+                        fake_platform.data[(name, version)].path)
 
 
 def test_quiet_window_completes_via_sweep(lake: Lake, blob_state: StateStore, fake_platform: FakePlatform,
@@ -371,11 +396,20 @@ def test_automl_mode_carries_the_automl_settings(lake: Lake, blob_state: StateSt
     assert (request.mode, request.task, request.label_column, request.primary_metric, request.timeout_minutes,
             request.early_stopping) == ("automl", "regression", "price", "r2_score", 30, False)
     assert (request.compute, request.environment) == ("cpu-cluster", "azureml:reflex-train:1")
-    # the mltable asset's folder holds the documented MLTable file listing the frozen manifest
-    # (shared/batches/mltable.py)
-    table = lake.container.download_blob("houses/b1/MLTable").readall().decode()
+    # the mltable asset's folder, the frozen copy (shared/batches/freeze.py), holds the documented MLTable file
+    # listing the frozen manifest (shared/batches/mltable.py); nothing is written into the live batch folder
+    [asset] = fake_platform.data.values()
+    folder = asset.path.split("/paths/", 1)[1]
+    assert folder.startswith(".reflex-frozen/houses/b1/")
+    table = lake.container.download_blob(f"{folder}MLTable").readall().decode()
     assert mltable.parse(table) == (["./p.parquet"], "read_parquet")
-    # its own BlobCreated is skipped, not taken for a late data file
+    assert sorted(b.name for b in lake.container.list_blobs(name_starts_with="houses/")) == [
+        "houses/b1/_SUCCESS", "houses/b1/p.parquet"]
+    # its own BlobCreated is skipped as Reflex's frozen copy, and an MLTable in the live folder is skipped too:
+    # neither is taken for a late data file
+    frozen_table = lake.container.get_blob_client(f"{folder}MLTable")
+    frozen = deliver(blob_created_event(frozen_table, frozen_table.get_blob_properties()), deps)
+    assert frozen.status == "skipped" and "frozen copy" in frozen.reason
     again = deliver(lake.put("houses/b1/MLTable", table.encode()), deps)
     assert again.status == "skipped" and "MLTable" in again.reason
     record = blob_state.get(arrival_key(parse_blob_path(lake.container.container_name, "houses/b1/p.parquet")))

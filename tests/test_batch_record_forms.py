@@ -7,8 +7,8 @@ and a scoring batch waiting for a champion, then deployed, submitted and complet
 `scoring/`, `retrains/` and `training/admission` record, every training request, data asset and published event
 is compared with tests/fixtures/records/batch-side.json, which the same `scenario` wrote at commit c7ab977, before
 the records had types (see the fixtures README). Names that differ run to run (containers, etags, job names,
-event ids, the tokens of leases and attempts, the manifests' digests of those etags) are replaced by labels in
-the order they appear.
+event ids, the tokens of leases and attempts, the manifests' digests of those etags, also where their first 16
+hex name a frozen folder) are replaced by labels in the order they appear.
 """
 
 from __future__ import annotations
@@ -113,10 +113,13 @@ def scenario(data: Any, scoring: Any) -> dict[str, Any]:
     digests = [str(v["manifest"]["digest"]) for k, v in sorted(stored.items()) if v.get("manifest")]
     labels.update({d: f"DIGEST{i}" for i, d in enumerate(digests)})  # of the etags: differ run to run too
     labels.update({d[:32]: f"DIGEST{i}" for i, d in enumerate(digests)})  # in the manifest's key
+    # and in a frozen folder's name: `.reflex-frozen/<dataset>/<batch>/<digest16>/` (shared/batches/freeze.py)
+    labels.update({d[:16]: f"DIGEST{i}" for i, d in enumerate(digests)})
     text = json.dumps({"stored": stored, "sent": sent}, sort_keys=True, default=str)
     text = re.sub("|".join(re.escape(k) for k in sorted(labels, key=len, reverse=True)), lambda m: labels[m[0]],
                   text)
-    return json.loads(re.sub(r'"[0-9a-f]{32}"', '"TOKEN"', text))  # lease and attempt tokens (uuid4)
+    text = re.sub(r'"[0-9a-f]{32}"', '"TOKEN"', text)  # lease and attempt tokens (uuid4)
+    return json.loads(text)
 
 
 def _without_released_leases(value: Any) -> Any:

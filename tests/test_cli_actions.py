@@ -194,21 +194,24 @@ def test_the_smoke_row_comes_from_the_models_batch_and_a_failed_version_rolls_ou
     assert world.run("registration.run_event", run_completed, run_completed["id"]).status == "acted"
     model = world.platform.get_model(MODEL, "1")
     assert model.tags["reflex.batch"] == f"arrivals/{world.lake.name}/heart/b1"
-    # the training file is gone when the rollout starts: the rollout fails at once, naming it
-    world.lake.container.delete_blob("heart/b1/part-0.csv")
+    # the smoke row comes from the file as the job read it: the batch's frozen copy (shared/batches/freeze.py)
+    [trained] = [b.name for b in world.lake.container.list_blobs(name_starts_with=".reflex-frozen/heart/b1/")
+                 if b.name.endswith("/part-0.csv")]
+    # that training file is gone when the rollout starts: the rollout fails at once, naming it
+    world.lake.container.delete_blob(trained)
     registered = world.last_event("ModelRegistered")
     world.run("rollout.model_registered", registered, registered["id"])
     world.tick()   # the first step, the reconciler's
     failed = world.rollout()
     assert failed.status == "failed" and "no smoke request for reflex-model:1" in failed.reason
-    assert "heart/b1/part-0.csv" in failed.reason and world.platform.get_endpoint(ENDPOINT) is None
+    assert trained in failed.reason and world.platform.get_endpoint(ENDPOINT) is None
     # restored: the same version rolls out through a new attempt, smoke-tested with its own row
-    world.lake.put("heart/b1/part-0.csv", rows)
+    world.lake.put(trained, rows)
     code, result = cli_json(world.deps, "rollout", f"{MODEL}:1")
     assert code == 0 and result["status"] == "acted", result
     assert world.roll_out().status == "done"
     assert sent[0] == {"input_data": {"columns": ["age", "sex"], "index": [0], "data": [[45, "m"]]}}
-    assert world.rollout().smoke["source"] == f"training data {world.lake.name}/heart/b1/part-0.csv"
+    assert world.rollout().smoke["source"] == f"training data {world.lake.name}/{trained}"
 
 
 def test_without_the_batch_record_the_data_asset_names_the_folder(container_factory: Callable[[str], Any],
@@ -218,7 +221,10 @@ def test_without_the_batch_record_the_data_asset_names_the_folder(container_fact
     world.deps.state.delete(f"arrivals/{world.lake.name}/heart/b1")
     found = find_smoke_request(world.deps, MODEL, "1")
     assert found.body == {"input_data": {"columns": ["a"], "index": [0], "data": [[1]]}}
-    assert found.source == f"training data {world.lake.name}/heart/b1/part-0.csv"
+    # the data asset names the batch's frozen copy (shared/batches/freeze.py), which is what the job read
+    asset = world.platform.data[("heart", "b1")].path.split("/paths/", 1)[1]
+    assert asset.startswith(".reflex-frozen/heart/b1/")
+    assert found.source == f"training data {world.lake.name}/{asset}part-0.csv"
     world.platform.models[(MODEL, "1")] = world.platform.models[(MODEL, "1")].__class__(MODEL, "1")
     assert "no reflex.batch or reflex.data tag" in find_smoke_request(world.deps, MODEL, "1").problem
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
+from shared.batches.paths import FROZEN_ROOT
 from shared.core.settings import SPEC, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,12 +208,31 @@ def test_app_identity_has_exactly_the_least_privilege_roles() -> None:
                               "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1")
     assert got == {
         ("deploymentContainer", owner), ("hostsContainer", owner), ("secretsContainer", owner),  # host storage
-        ("dataContainer", reader), ("scoringContainer", reader),  # read only
+        ("dataContainer", reader), ("scoringContainer", reader),  # read,
+        ("dataContainer", contrib), ("scoringContainer", contrib),  # and write only the frozen copies (below)
         ("stateContainer", contrib), ("outputContainer", contrib),  # written
         ("topic", "d5a91429-5739-47e2-a06b-3470a27159e7"),  # EventGrid Data Sender
         ("workspace", "f6c7c914-8db3-469d-8ca1-694a8f32e121"),  # AzureML Data Scientist
         ("workspace", "43d0d8ad-25c7-4714-9337-8ba259a9fe05"),  # Monitoring Reader: endpoint metrics
     }
+
+
+def test_the_app_writes_only_its_frozen_copies_into_the_data_and_scoring_containers() -> None:
+    """Freezing a batch (shared/batches/freeze.py) copies into `.reflex-frozen/` (`FROZEN_ROOT`): the Contributor
+    grant on the data and scoring containers carries a role assignment condition (version 2.0) that allows blob
+    writes, appends and deletes only on that path (the format of learn.microsoft.com
+    role-based-access-control/conditions-format)."""
+    found = resources(APP / "rbac.bicep", "Microsoft.Authorization/roleAssignments")
+    for name in ("appDataFrozenWriter", "appScoringFrozenWriter"):
+        props = found[name]["config"]["properties"]
+        assert props["conditionVersion"] == "2.0"
+        text = parsed(APP / "rbac.bicep")["variables"]["frozenWritesOnly"]["value"]
+        assert accessor(props["condition"]) == "frozenWritesOnly"
+        for action in ("blobs/write", "blobs/add/action", "blobs/delete"):
+            assert f"!(ActionMatches{{'Microsoft.Storage/storageAccounts/blobServices/containers/{action}'}})" in text
+        assert ("@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith "
+                f"'{FROZEN_ROOT}/'") in text
+        assert text.count("OR") == 1 and "blobs/read" not in text  # reads stay as the Reader grant allows
 
 
 def test_scopes_are_the_containers_they_name() -> None:
@@ -424,8 +444,13 @@ def test_blob_subscriptions_pass_only_the_calls_that_complete_a_blob() -> None:
     apis = parsed(APP / "subscriptions.bicep")["variables"]["blobCompletingApis"]["value"]
     assert sorted(apis) == sorted(["PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"])
     for name in ("reflex-on-data-blob", "reflex-on-scoring-blob"):
-        (flt,) = _subscriptions()[name]["filter"]["advancedFilters"]
+        flt, frozen = _subscriptions()[name]["filter"]["advancedFilters"]
         assert flt == {"operatorType": "StringIn", "key": "data.api", "values": "blobCompletingApis"}, name
+        # the copies Reflex makes when it freezes a batch (shared/batches/freeze.py) are not delivered at all
+        # (advanced filter operators and the `subject` key: learn.microsoft.com azure/event-grid/event-filtering)
+        assert (frozen["operatorType"], frozen["key"]) == ("StringNotBeginsWith", "subject"), name
+        (value,) = frozen["values"]
+        assert f"/blobs/{FROZEN_ROOT}/" in json.dumps(value), name
 
 
 def test_every_subscription_has_one_delivery_policy_and_dead_letters_to_the_dead_letter_container() -> None:

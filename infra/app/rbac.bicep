@@ -121,7 +121,7 @@ resource appHostSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Reflex reads training batches (manifests, markers); it never writes there.
+// Reflex reads training batches (manifests, markers); it writes there only its frozen copies (below).
 resource appDataReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(dataContainer.id, appPrincipalId, roles.storageBlobDataReader)
   scope: dataContainer
@@ -132,7 +132,50 @@ resource appDataReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Reflex reads scoring batches; it never writes there.
+// Reflex freezes each batch before its job reads it (shared/batches/freeze.py): a server-side Copy Blob of the
+// recorded versions into `.reflex-frozen/` of the same container (and the AutoML MLTable there). Contributor with
+// a role assignment condition: it may write and delete only blobs whose path starts with `.reflex-frozen/`, never
+// the uploaded data (condition format: learn.microsoft.com role-based-access-control/conditions-format; the blob
+// `path` attribute: MicrosoftDocs/azure-docs articles/storage/blobs/storage-auth-abac-attributes.md).
+var frozenWritesOnly = '''
+(
+ (
+  !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'})
+  AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'})
+  AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete'})
+ )
+ OR
+ (
+  @Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] StringStartsWith '.reflex-frozen/'
+ )
+)
+'''
+
+resource appDataFrozenWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(dataContainer.id, appPrincipalId, roles.storageBlobDataContributor)
+  scope: dataContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    condition: frozenWritesOnly
+    conditionVersion: '2.0'
+  }
+}
+
+resource appScoringFrozenWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(scoringContainer.id, appPrincipalId, roles.storageBlobDataContributor)
+  scope: scoringContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    condition: frozenWritesOnly
+    conditionVersion: '2.0'
+  }
+}
+
+// Reflex reads scoring batches; it writes there only its frozen copies (above).
 resource appScoringReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(scoringContainer.id, appPrincipalId, roles.storageBlobDataReader)
   scope: scoringContainer

@@ -72,6 +72,14 @@ resource dataBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@20
           key: 'data.api'
           values: blobCompletingApis
         }
+        {
+          // Reflex's own frozen copies of batches (shared/batches/freeze.py): not new data, never delivered
+          operatorType: 'StringNotBeginsWith'
+          key: 'subject'
+          values: [
+            '/blobServices/default/containers/${dataContainerName}/blobs/.reflex-frozen/'
+          ]
+        }
       ]
     }
     retryPolicy: {
@@ -117,6 +125,14 @@ resource scoringBlobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions
           operatorType: 'StringIn'
           key: 'data.api'
           values: blobCompletingApis
+        }
+        {
+          // Reflex's own frozen copies of batches (shared/batches/freeze.py): not new data, never delivered
+          operatorType: 'StringNotBeginsWith'
+          key: 'subject'
+          values: [
+            '/blobServices/default/containers/${scoringContainerName}/blobs/.reflex-frozen/'
+          ]
         }
       ]
     }

@@ -13,7 +13,8 @@ Files arriving after completion are recorded as `late_files` and do not retrigge
 folder is the way to train on new data). Everything that cannot train ends with its reason in the record and
 in the outcome: unknown container, a blob outside a batch folder, zero-byte or unreadable files, an empty
 batch. The sweep (`sweep`) also recovers a batch whose completing worker crashed before submitting, starts
-batches waiting for a slot (a retry after a transient failure once its backoff has passed), and hands jobs that
+batches waiting for a slot (a retry after a transient failure once its backoff has passed), continues freezing the
+batches whose copy did not finish in one invocation (shared/batches/freeze.py), and hands jobs that
 ended without an event reaching us to the reaction their event runs (shared/batches/training.py
 `refresh_running`, shared/core/unheard.py).
 """
@@ -137,10 +138,12 @@ def sweep(deps: Deps) -> Outcome:
                 waiting.append((now, record.key))
         elif not batch.retry_due(now):
             continue  # a retry waiting out its backoff: not due, and it must not hold up the batches behind it
-        elif batch.status in ("waiting", "complete") or (batch.status == "starting" and batch.lease_free(now)):
+        elif batch.status in ("waiting", "complete", "freezing") or (batch.status == "starting" and
+                                                                    batch.lease_free(now)):
             waiting.append((float(batch.completed_at or 0), record.key))
     failed = 0
     links: list[dict[str, Any]] = []  # one lineage group per batch started, so batches never join chains
+    items: dict[str, dict[str, Any]] = {}
     for _, key in sorted(waiting):
         try:
             outcome = start_batch(key, deps, event_id=f"sweep:{int(now)}")
@@ -150,12 +153,15 @@ def sweep(deps: Deps) -> Outcome:
                 deps.state.dead_letter("data.sweep", {"record": key}, exc, event_id=f"sweep-{key_part(key)}")
             log.warning("sweep could not start %s: %s", key, exc)
             continue
+        refs = {k: outcome.details[k] for k in ("batch", "job", "data") if outcome.details.get(k)}
+        # what this sweep did to each batch, for `explain` (a pass of freezing, a batch failed: its reason)
+        items[key] = {"status": outcome.status, "reason": outcome.reason, **refs}
         if outcome.details.get("waiting"):
             break  # no slot left: the rest keep waiting, in arrival order
-        started += outcome.status == "acted"
-        links.append({k: outcome.details[k] for k in ("batch", "job", "data") if outcome.details.get(k)})
+        started += outcome.status == "acted" and not outcome.details.get("freezing")
+        links.append(refs)
     details = {"released": released, "completed": completed, "started": started, "failed": failed,
-               "still_waiting": len(waiting) - started - failed, "links": links}
+               "still_waiting": len(waiting) - started - failed, **items, "links": links}
     status = "acted" if (released or completed or started) else "skipped"
     return Outcome(status, f"sweep: {completed} batch(es) completed, {started} started, {released} slot(s) released",
                    details)

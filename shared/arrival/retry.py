@@ -54,6 +54,8 @@ def _refusal(batch: ArrivalRecord, deps: Deps) -> str:
     if status == "collecting":
         return ("not complete yet: it still collects files, waiting for its marker " + repr(marker) if marker else
                 f"not complete yet: it completes after {deps.settings.quiet_seconds} s without new files")
+    if status == "freezing":
+        return f"its recorded files are being copied for training ({why}); the sweep goes on with it"
     if status in ("complete", "starting"):
         return "its training is being started right now (the sweep finishes a start that was interrupted)"
     if status == "waiting":

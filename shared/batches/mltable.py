@@ -1,10 +1,12 @@
-"""The `MLTable` file an AutoML data asset needs, written into the batch folder it describes.
+"""The `MLTable` file an AutoML data asset needs, written into the frozen folder it describes.
 
 Why: AutoML takes its training data only as an `mltable` asset, and an `mltable` asset is a folder holding a file
 named `MLTable` that says which files to read and how. azure-ai-ml does not check a remote one ("skip validation
 for remote MLTable when the contents cannot be read", azure/ai/ml/operations/_data_operations.py in 1.35.2), so
-without the file the asset registers fine and the job fails at run time. Reflex writes it into the batch folder
-before registering the asset; the asset path stays the batch folder.
+without the file the asset registers fine and the job fails at run time. Reflex writes it into the folder the
+data asset points at before registering the asset: the batch's frozen copy (shared/batches/freeze.py), whose
+files are exactly the recorded versions, so the relative `file:` paths below read those and nothing that lands
+in the live folder later. In the frozen folder it is written once (`If-None-Match: *`), never rewritten.
 
 The format is the documented MLTable YAML (CLI (v2) MLtable YAML schema, MicrosoftDocs/azure-ai-docs
 articles/machine-learning/reference-yaml-mltable.md; schema https://azuremlschemas.azureedge.net/latest/
@@ -14,8 +16,8 @@ so exactly the frozen manifest is read and nothing that lands later), and one re
 One transformation reads every path, so a batch for AutoML has one format.
 
 The file is Reflex's own: the data intake skips a blob named `MLTable` (shared/arrival/flow.py) instead of taking it for
-data. The local AutoML (local/automl.py) reads its training data through this same file, so a Reflex that forgot
-it fails offline as it would on Azure.
+data, and anything under `.reflex-frozen/` (shared/batches/paths.py). The local AutoML (local/automl.py) reads
+its training data through this same file, so a Reflex that forgot it fails offline as it would on Azure.
 """
 
 from __future__ import annotations
@@ -87,21 +89,38 @@ def parse(text: str) -> tuple[list[str], str]:
 
 
 def write(settings: Settings, container: str, folder: str, files: Iterable[str]) -> str:
-    """Write `<folder>/MLTable` (idempotent: the same manifest gives the same bytes); returns the blob name."""
+    """Write `<folder>/MLTable` once (`If-None-Match: *`: the same manifest gives the same bytes, so one already
+    there is checked, never rewritten); returns the blob name.
+
+    Raises:
+        PermanentError: an MLTable with other content is already there.
+    """
+    from azure.core.exceptions import ResourceExistsError
+
     from shared.adapters.storage import blob_service
 
     name = f"{folder.rstrip('/')}/{MLTABLE}"
     text = document(files)
+    blob = blob_service(settings).get_blob_client(container, name)
     try:
-        blob_service(settings).get_blob_client(container, name).upload_blob(text.encode(), overwrite=True)
+        try:
+            blob.upload_blob(text.encode(), overwrite=False)
+        except ResourceExistsError:
+            if blob.download_blob().readall().decode("utf-8", "replace") != text:
+                raise PermanentError(f"MLTable {container}/{name} exists with other content than the manifest's; "
+                                     "it is Reflex's own file: remove it and train the batch again") from None
+    except PermanentError:
+        raise
     except Exception as exc:
         raise map_azure_error(exc, f"MLTable {container}/{name}") from exc
     return name
 
 
-def for_batch(deps: Deps, batch: BatchRecord) -> str | None:
+def for_batch(deps: Deps, batch: BatchRecord, data_path: str) -> str | None:
     """In AutoML mode, the MLTable of a completed batch (its frozen manifest's files, `manifest.load`), written
-    before its data asset is registered; None in command mode (a `uri_folder` needs none, nor the manifest)."""
+    into the folder of its data asset (`data_path`, `azureml://datastores/<datastore>/paths/<folder>/`: the frozen
+    folder) before the asset is registered; None in command mode (a `uri_folder` needs none, nor the manifest)."""
     if deps.settings.training_mode != "automl":
         return None
-    return write(deps.settings, batch.container, batch.folder, manifest.load(deps, batch).files)
+    folder = data_path.split("/paths/", 1)[1] if "/paths/" in data_path else batch.folder
+    return write(deps.settings, batch.container, folder, manifest.load(deps, batch).files)

@@ -30,10 +30,14 @@ from typing import Any
 from shared.batches.formats import Purpose, format_problem, name_problem
 
 __all__ = [
-    "BatchPath", "PathProblem", "asset_path", "data_asset_name", "data_asset_version",
+    "FROZEN_ROOT", "FROZEN_SUFFIX", "BatchPath", "PathProblem", "asset_path", "data_asset_name", "data_asset_version",
     "file_problem", "job_name", "manifest_digest", "parse_blob_path",
 ]
 
+# Reflex's frozen copies of batches (shared/batches/freeze.py): `<FROZEN_ROOT>/<dataset>/<batch>/<16 hex>/<file>`
+# in the batch's own container. Never a dataset: `parse_blob_path` refuses it with this reason.
+FROZEN_ROOT = ".reflex-frozen"
+FROZEN_SUFFIX = 17  # the digest folder ("<16 hex>/") a frozen copy's name adds after `<dataset>/<batch>/`
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 _AML_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$")
 _AML_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,29}$")
@@ -76,6 +80,9 @@ def parse_blob_path(container: str, blob_name: str) -> BatchPath:
         where = "at the container root" if len(parts) == 1 else "directly in a dataset folder, not in a batch"
         raise PathProblem(f"blob {blob_name!r} is {where}: expected <dataset>/<batch>/<file>")
     dataset, batch, rest = parts[0], parts[1], parts[2:]
+    if dataset == FROZEN_ROOT:
+        raise PathProblem(f"blob {blob_name!r} is Reflex's frozen copy of a batch's file (what its training reads, "
+                          "shared/batches/freeze.py), not new data")
     for kind, value in (("dataset", dataset), ("batch", batch)):
         if not _SEGMENT.fullmatch(value):
             raise PathProblem(f"{kind} folder {value!r} has characters unsafe in an Azure ML path (allowed: letters, "
@@ -91,7 +98,7 @@ def file_problem(file: str, size: int | None, *, purpose: Purpose = "training", 
     so the limits apply to the whole blob name."""
     if any(part.startswith((".", "_")) for part in file.split("/")):  # as train.py skips them (`_temporary/…`)
         return f"{file}: hidden or underscore file or folder, not data"
-    problem = name_problem(folder + file)
+    problem = name_problem(folder + file) or _frozen_name_problem(folder, file)
     if problem:
         return f"{file if len(file) <= 80 else file[:60] + '…'}: {problem}"
     problem = format_problem(file, purpose)
@@ -100,6 +107,17 @@ def file_problem(file: str, size: int | None, *, purpose: Purpose = "training", 
     if size == 0:
         return f"{file}: zero bytes"
     return ""
+
+
+def _frozen_name_problem(folder: str, file: str) -> str:
+    """Why the frozen copy of `file` could not be named ("" when it can): the job reads that copy, whose name is
+    longer by `FROZEN_ROOT/` and the digest folder (shared/batches/freeze.py), so the limits apply to it too."""
+    if not folder:
+        return ""
+    problem = name_problem(f"{FROZEN_ROOT}/{folder}{'0' * (FROZEN_SUFFIX - 1)}/{file}")
+    extra = len(FROZEN_ROOT) + 1 + FROZEN_SUFFIX
+    return f"{problem} once copied for training (Reflex's frozen copy adds {extra} characters: shorten the name)" \
+        if problem else ""
 
 
 def data_asset_name(dataset: str) -> str:

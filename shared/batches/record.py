@@ -19,14 +19,15 @@ The stored JSON forms (fields present from creation are always written; the othe
 
     arrivals/<container>/<dataset>/<batch>   ArrivalRecord
     {"container", "dataset", "batch",
-     "status": "collecting" | "complete" | "starting" | "waiting" | "submitted" | "trained" | "failed"
-               | "skipped" | "dry-run" | "submit-failed",
+     "status": "collecting" | "complete" | "freezing" | "starting" | "waiting" | "submitted" | "trained"
+               | "failed" | "skipped" | "dry-run" | "submit-failed",   (freezing: shared/batches/freeze.py)
      "rejected": {"<file>": {"url", "etag", "size", "reason"}}, zero-byte, unreadable format, hidden: the
                                              first REJECTED_KEPT of the manifest's, set at completion
      "late_files": {"<file>": {"url", "etag", "size", "at"}},   arrived after completion: not trained on (the
                                              first LATE_KEPT; every one has its entry)
      "manifest": {"key", "files", "rejected", "digest"},       once complete: where the frozen manifest is
-                                             stored (manifests/…), its counts and digest
+                                             stored (manifests/…), its counts and digest (which also names the
+                                             batch's frozen copy, .reflex-frozen/…/<digest16>/)
      "marker": {"url", "etag"} | null,
      "first_seen", "last_seen", "completed_at": epoch seconds,
      "completing_event": id of the event (or "sweep:…") that completed it,

@@ -15,6 +15,12 @@ creating new ones.
 `start_batch` is idempotent and exclusive: a lease on the arrival record (status `starting`, expiring after
 CLAIM_LEASE_SECONDS) lets one worker at a time submit; a transient failure hands the lease back, so a
 redelivery or the sweep finishes the job.
+
+A batch trains on exactly what it recorded (#18.4): before admission, `start_batch` freezes the manifest, a
+server-side copy of each recorded blob version into `.reflex-frozen/…` (shared/batches/freeze.py), and the data
+asset and the AutoML MLTable point at that frozen folder, never at the live batch folder. Freezing is bounded
+per invocation: a batch not frozen yet waits as `freezing` (lease handed back) and the sweep runs the next pass;
+a recorded version that is gone fails the batch, saying which file and to upload a new batch folder.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import admission, manifest, mltable
-from shared.batches.paths import BatchPath, asset_path, data_asset_name, data_asset_version, job_name
+from shared.batches import admission, freeze, manifest, mltable
+from shared.batches.paths import BatchPath, data_asset_name, data_asset_version, job_name
 from shared.batches.record import ArrivalRecord, DataRef, Lease, RetrainRecord, as_update
 from shared.core import champion as champions
 from shared.core import trace
@@ -45,7 +51,7 @@ log = logging.getLogger("reflex.training")
 
 # how long a worker may hold a batch's start lease; after that (it crashed) a redelivery or the sweep takes over
 CLAIM_LEASE_SECONDS = 120.0
-STARTABLE = ("complete", "waiting", "starting")
+STARTABLE = ("complete", "freezing", "waiting", "starting")
 # arrival statuses whose manifest is frozen and non-empty enough to train on again
 RETRAINABLE = frozenset({"trained", "submitted", "complete", "waiting", "failed"})
 
@@ -57,9 +63,9 @@ def arrival_key(path: BatchPath) -> str:
 
 def batch_data(deps: Deps, batch: ArrivalRecord) -> DataRef:
     """The data asset a batch is registered as: `<dataset>:<batch>` (AML-safe forms, shared/batches/paths.py)
-    on the batch folder in the data datastore."""
+    on the batch's frozen folder in the data datastore (shared/batches/freeze.py), not the live batch folder."""
     return DataRef(data_asset_name(batch.dataset), data_asset_version(batch.batch),
-                   asset_path(deps.settings.data_datastore, batch.dataset, batch.batch))
+                   freeze.frozen_path(deps.settings.data_datastore, batch))
 
 
 def training_request(deps: Deps, batch: ArrivalRecord, key: str, job: str, data: DataRef, event_id: str, *,
@@ -115,15 +121,16 @@ def release_slot(deps: Deps, job: str) -> None:
 
 
 def submit(deps: Deps, batch: ArrivalRecord, request: TrainingRequest, data: DataRef) -> Job:
-    """Submit a job whose slot is reserved: its MLTable file (AutoML reads an mltable asset), its data asset, the
-    job. Idempotent by name. A permanent refusal releases the slot before it propagates.
+    """Submit a job whose slot is reserved: its MLTable file (AutoML reads an mltable asset) in the folder the data
+    asset points at, its data asset, the job. Idempotent by name. A permanent refusal releases the slot before
+    it propagates.
 
     Raises:
         PermanentError: the platform refused the data asset or the job.
         TransientError: storage or the platform did not answer (the slot stays: the retry takes it again).
     """
     try:
-        mltable.for_batch(deps, batch)
+        mltable.for_batch(deps, batch, data.path)
         deps.platform.register_data(name=data.name, version=data.version, path=data.path, tags=dict(request.tags),
                                     description=f"batch {batch.batch_id} ({batch.file_count} files)")
         return deps.platform.submit_training(request)
@@ -163,6 +170,36 @@ def _move(key: str, token: str, status: str, deps: Deps, *, reason: str, **field
     return batch is not None and batch.status == status and batch.lease is None
 
 
+def _freeze(key: str, token: str, batch: ArrivalRecord, deps: Deps, details: dict[str, Any]) -> Outcome | None:
+    """One bounded pass of freezing the batch's manifest (shared/batches/freeze.py) under the start lease: None
+    once it is frozen (the caller goes on to admission), else the outcome of this pass (still `freezing`, or
+    `failed` because a recorded version is gone).
+
+    Raises:
+        TransientError: storage did not answer; the lease is handed back (status `freezing`) for the next pass.
+    """
+    from shared.core.errors import TransientError
+
+    try:
+        progress = freeze.advance(deps, batch)
+    except TransientError:
+        _move(key, token, "freezing", deps, reason="freezing interrupted by storage: the next pass resumes")
+        raise
+    except PermanentError as exc:  # the frozen folder holds what Reflex did not write: never trained on
+        progress = freeze.Progress(freeze.frozen_folder(batch), batch.file_count, lost={"(frozen folder)": str(exc)})
+    info = {**details, "frozen": progress.frozen, "folder": progress.folder}
+    if progress.lost:
+        reason = progress.reason
+        if _move(key, token, "failed", deps, reason=reason):
+            deps.publisher.publish("TrainingFailed", batch.batch_id, {**info, "stage": "freeze", "error": reason,
+                                                                      "lost": dict(progress.lost)})
+        return Outcome("skipped", f"not trained: {reason}", {**info, "lost": dict(progress.lost)})
+    if not progress.done:
+        _move(key, token, "freezing", deps, reason=progress.reason)
+        return Outcome("acted", progress.reason, {**info, "freezing": True})
+    return None
+
+
 def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
     """Start training for a complete (or waiting) batch: admission, data asset, job (see the module docstring)."""
     from shared.core.control import read_control
@@ -193,6 +230,9 @@ def start_batch(key: str, deps: Deps, *, event_id: str) -> Outcome:
     if read_control(deps).dry_run:
         _move(key, token, "dry-run", deps, reason="dry run: would register data and submit", job=job, data=data)
         return Outcome("dry-run", f"would register {data.ref} and submit {job}", details)
+    frozen = _freeze(key, token, batch, deps, details)
+    if frozen is not None:
+        return frozen
     decision = reserve_slot(deps, job, key)
     if not decision.admitted:
         _move(key, token, "waiting", deps, reason=decision.reason, job=job, data=data)

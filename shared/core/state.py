@@ -169,9 +169,10 @@ class Lifecycle:
 
 # The one table of finished statuses, per record prefix (the statuses are those of the record types: #17.2).
 # Everything else a record of the kind can be is unfinished: a timer still acts on it or waits for it.
-#   arrivals/  ArrivalRecord (shared/batches/record.py): collecting, complete, starting, waiting, submitted are
-#              unfinished; trained, failed, skipped, dry-run, submit-failed finished (dry-run and submit-failed
-#              are reopened only by an operator: `reflex train`, a marker replay; a reopen re-enters the index).
+#   arrivals/  ArrivalRecord (shared/batches/record.py): collecting, complete, freezing, starting, waiting,
+#              submitted are unfinished (freezing: shared/batches/freeze.py, the sweep runs its next pass);
+#              trained, failed, skipped, dry-run, submit-failed finished (dry-run and submit-failed are reopened
+#              only by an operator: `reflex train`, a marker replay; a reopen re-enters the index).
 #              `failed` is held: health asks the platform about a failed job until it knows the failure was
 #              reported (TrainingFailed, or its own finding), then settles it (shared/monitoring/health.py).
 #   scoring/   ScoringRecord: collecting, complete, no-champion, deploying, submitted unfinished; completed,

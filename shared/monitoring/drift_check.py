@@ -35,7 +35,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import manifest
+from shared.batches import freeze
 from shared.batches.record import ArrivalRecord, ScoringRecord
 from shared.batches.tabular import UnreadableData, reader_for
 from shared.core import champion as champions
@@ -112,7 +112,7 @@ def training_files(deps: Deps, champion: ModelVersion) -> list[Source]:
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
     batch = ArrivalRecord.from_dict(record.value) if record is not None else None
     if batch is not None and batch.file_count:
-        return [(batch.container, f"{batch.folder}{f}") for f in sorted(manifest.load(deps, batch).files)]
+        return freeze.job_blobs(deps, batch)  # the frozen copies it trained on (#18.4)
     data = str(tags.get("reflex.data", ""))
     name, _, version = data.partition(":")
     asset = deps.platform.get_data(name, version) if name and version else None
@@ -246,7 +246,7 @@ def recent_sources(deps: Deps, since: float, now: float) -> tuple[list[Source], 
         if batch.status == "collecting" or at is None or not since < at <= now or not batch.file_count:
             continue
         batches.append(batch.batch_id)
-        sources.extend((batch.container, f"{batch.folder}{f}") for f in sorted(manifest.load(deps, batch).files))
+        sources.extend(freeze.job_blobs(deps, batch))  # what its job scored: the frozen copies once submitted
     if s.data_collector_path:
         container, _, prefix = s.data_collector_path.partition("/")
         for b in _list(deps, container, prefix):

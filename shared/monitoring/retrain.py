@@ -22,7 +22,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import manifest
+from shared.batches import freeze, manifest
 from shared.batches.paths import job_name, manifest_digest
 from shared.batches.record import ArrivalRecord, RetrainRecord, as_update
 from shared.batches.training import batch_data, latest_batch, reserve_slot, submit, training_request
@@ -62,7 +62,8 @@ def start_training_for_batch(deps: Deps, batch_key: str, *, trigger: str, event_
                              retrain: str = "") -> tuple[str, str]:
     """Submit a training job over the complete batch `batch_key` for `trigger`: (status, job name).
 
-    status is `submitted`, or `waiting` when admission has no slot (the caller keeps its record and retries).
+    status is `submitted`, or `waiting` when admission has no slot or the batch's frozen copy is not complete yet
+    (shared/batches/freeze.py; the caller keeps its record and retries).
     Idempotent: the same batch and trigger give the same job name, data asset and admission slot.
 
     Raises:
@@ -75,6 +76,12 @@ def start_training_for_batch(deps: Deps, batch_key: str, *, trigger: str, event_
         raise PermanentError(f"cannot retrain: batch record {batch_key} is missing or has no usable files")
     job = retrain_job_name(batch.batch_id, manifest.load(deps, batch).files, trigger)
     data = batch.data or batch_data(deps, batch)
+    if data.path == batch_data(deps, batch).path:  # trains on the frozen copy: freeze it first (#18.4)
+        progress = freeze.advance(deps, batch)
+        if progress.lost:
+            raise PermanentError(f"cannot retrain {batch.batch_id}: {progress.reason}")
+        if not progress.done:
+            return "waiting", job
     if not reserve_slot(deps, job, retrain or batch_key).admitted:
         return "waiting", job
     request = training_request(deps, batch, batch_key, job, data, event_id, trigger=trigger,

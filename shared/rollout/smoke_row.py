@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import manifest
+from shared.batches import freeze
 from shared.batches.paths import file_problem
 from shared.batches.record import ArrivalRecord
 from shared.batches.tabular import is_missing, read_rows
@@ -123,7 +123,7 @@ def _first_file(deps: Deps, tags: Mapping[str, str], ref: str) -> tuple[str, str
     record = deps.state.get(batch_key) if batch_key.startswith("arrivals/") else None
     batch = ArrivalRecord.from_dict(record.value) if record is not None else None
     if batch is not None and batch.file_count:
-        return batch.container, f"{batch.folder}{min(manifest.load(deps, batch).files)}"
+        return freeze.job_blobs(deps, batch)[0]  # its first file as the job read it (frozen, #18.4)
     if data:
         return _first_in_asset(deps, data, ref)
     if batch_key:

@@ -9,7 +9,10 @@ through a small state machine, one compare-and-swap per step, never blocking:
 
     complete --no champion--> no-champion   (kept; the tracker and the schedule retry it)
     complete/no-champion --champion--> deploying   (model, deployment, job name, output path fixed here)
-    deploying --deployment Succeeded--> submitted  (invoke_batch, idempotent by job name)
+    deploying --frozen, deployment Succeeded--> submitted  (invoke_batch, idempotent by job name; the input is
+                                                    the batch's frozen copy, shared/batches/freeze.py, copied in
+                                                    bounded passes, one per tick, while the deployment gets ready)
+    deploying --a recorded version gone--> failed  (BatchScoringFailed, stage freeze: upload a new batch folder)
     deploying --deployment Failed--> failed        (BatchScoringFailed)
     submitted --job terminal--> completed | failed (BatchScoringCompleted / BatchScoringFailed, once: CAS winner)
     submitted --job failed, transient--> deploying (a new job name and output folder, after a backoff, at most
@@ -27,7 +30,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from shared.batches import manifest
+from shared.batches import freeze, manifest
 from shared.batches.intake import complete_batch, locate_blob, record_blob
 from shared.batches.paths import BatchPath
 from shared.batches.record import ScoringRecord, as_update
@@ -38,7 +41,7 @@ from shared.core.errors import PermanentError, ReflexError, TransientError
 from shared.core.platform import FAILURE_TRANSIENT, FAILURE_USER, REFLEX_TAG, BatchDeploymentSpec
 from shared.core.reaction import Outcome
 from shared.core.state import key_part
-from shared.scoring.rules import deployment_name, input_path, instance_count, output_path, scoring_job_name
+from shared.scoring.rules import deployment_name, instance_count, output_path, scoring_job_name
 
 if TYPE_CHECKING:
     from shared.core.deps import Deps
@@ -95,7 +98,7 @@ def _plan(batch: ScoringRecord, champion_ref: str, deps: Deps) -> dict[str, Any]
     s = deps.settings
     job = scoring_job_name(batch.batch_id, manifest.load(deps, batch).files, champion_ref)
     return {"model": champion_ref, "deployment": deployment_name(champion_ref), "endpoint": s.batch_endpoint,
-            "job": job, "input": input_path(s.scoring_datastore, batch.dataset, batch.batch),
+            "job": job, "input": freeze.frozen_path(s.scoring_datastore, batch),
             "output": output_path(s.output_datastore, batch.dataset, batch.batch, job)}
 
 
@@ -176,6 +179,14 @@ def advance(deps: Deps, key: str, *, champion: Any = ..., event_id: str = "") ->
 
 def _submit(deps: Deps, key: str, batch: ScoringRecord, details: dict[str, Any]) -> Outcome:
     now = deps.clock()
+    if batch.input == freeze.frozen_path(deps.settings.scoring_datastore, batch):
+        # the job reads the frozen copy of exactly the recorded versions (shared/batches/freeze.py), copied while
+        # the deployment is made ready; one bounded pass per tick
+        progress = freeze.advance(deps, batch)
+        if progress.lost:
+            return _finish(deps, key, "failed", f"not scored: {progress.reason}", details, stage="freeze")
+        if not progress.done:
+            return Outcome("skipped", progress.reason, {**details, "freezing": True})
     endpoint, deployment = str(batch.endpoint), str(batch.deployment)
     dep = deps.platform.get_batch_deployment(endpoint, deployment)
     if dep is None or dep.state in ("Failed", "Canceled"):

@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.batches.paths import manifest_digest
 
-__all__ = ["deployment_name", "input_path", "instance_count", "output_path", "scoring_job_name"]
+__all__ = ["deployment_name", "instance_count", "output_path", "scoring_job_name"]
 
 _SAFE = re.compile(r"[^a-z0-9-]+")
 MAX_SIZED_INSTANCES = 10
@@ -44,10 +44,6 @@ def deployment_name(model_ref: str) -> str:
     if safe and safe == version and len(safe) <= 23:
         return f"reflex-v{safe}"
     return f"reflex-v{safe[:14].strip('-')}-{_digest(model_ref, 8)}".replace("--", "-")
-
-
-def input_path(datastore: str, dataset: str, batch: str) -> str:
-    return f"azureml://datastores/{datastore}/paths/{dataset}/{batch}/"
 
 
 def output_path(datastore: str, dataset: str, batch: str, job: str) -> str:

@@ -1,0 +1,245 @@
+"""Freezing a batch: a server-side copy of exactly the blob versions its manifest recorded, into a folder only
+Reflex writes, which is what the data asset (and the AutoML MLTable) points at (#18.4).
+
+Why a copy, and not the live folder with an ETag check or blob version ids: Azure ML reads a data asset's path
+when the job runs, maybe hours after submission, and has no way to pin an ETag or a blob version id on a
+`uri_folder`/`mltable` input. Its docs say so plainly: "Azure ML data assets are references to file(s) in your
+storage services or public URLs along with any corresponding metadata. They are not copies of your data"
+(az ml data, https://learn.microsoft.com/cli/azure/ml/data), and a data asset "resembles web browser bookmarks"
+(how-to-create-register-datasets). So a file overwritten or added after completion used to reach the job, while
+the record said it was "not trained on" and `explain` named blobs that were not what trained (#18). A frozen
+copy cannot change: only the version recorded is copied, and nothing rewrites it afterwards.
+
+Where: `<container>/.reflex-frozen/<dataset>/<batch>/<manifest digest, 16 hex>/<file>` in the batch's own
+container, so the datastore registered on that container addresses it
+(`azureml://datastores/<datastore>/paths/.reflex-frozen/…/`) and the job's identity already reads it. Arrival
+never takes it for a new batch: `parse_blob_path` refuses a `.reflex-frozen` dataset folder with that reason
+(shared/batches/paths.py), and the copies' own BlobCreated events (api CopyBlob) end there as skips. The digest
+in the path keeps two manifests of one batch name apart (a batch re-uploaded after its record was removed).
+
+How (Copy Blob, https://learn.microsoft.com/rest/api/storageservices/copy-blob; azure-storage-blob 12.31.1
+`BlobClient.start_copy_from_url`, keyword names from azure/storage/blob/_serialize.py `get_source_conditions`
+and `get_modify_conditions`):
+
+* `source_etag=<recorded ETag>, source_match_condition=IfNotModified` -> `x-ms-source-if-match`: only the
+  recorded version is copied. A source changed since it was recorded answers 412 (ConditionNotMet;
+  SourceConditionNotMet on the service), one deleted 404 BlobNotFound: that version is gone (see "lost" below);
+* `match_condition=IfMissing` -> `If-None-Match: *` on the destination: a copy is never overwritten; a re-run
+  finds it (409 BlobAlreadyExists) and checks it instead;
+* `metadata={"reflexsourceetag": <recorded ETag>}`: each copy says which version it is, so a re-run (a
+  redelivery, the sweep after a crash) verifies what exists from one listing of the frozen folder
+  (`include=["metadata", "copy"]`) and copies only what is missing: no cursor to lose, no work done twice.
+* Within one account the copy "can complete synchronously" and the source may be authorized with Microsoft
+  Entra ID or the account key (MicrosoftDocs/azure-docs articles/storage/blobs/storage-blob-copy-async-python.md);
+  `copy_status` is `success` or `pending`. A pending copy is checked again by the next pass (its listing shows
+  `copy.status`); the service fails a copy whose source ETag changes before it finishes (same article), which
+  lands here as lost too.
+
+Bounded work: Event Grid waits 30 s for a delivery, so one pass copies in parallel for at most
+`BUDGET_SECONDS` (always at least one round, so every pass makes progress), then the batch waits as `freezing`
+and the arrival sweep (or the scoring tracker) runs the next pass (shared/batches/training.py `start_batch`).
+
+Lost versions: a recorded version that is gone before its copy (or whose copy failed) cannot be trained on as
+recorded, and training another version would be the very bug this fixes. The batch fails permanently with the
+file named and what to do ("upload it as a new batch folder"), visible in `status`, `explain` and the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.batches import manifest
+from shared.batches.mltable import MLTABLE
+from shared.batches.paths import FROZEN_ROOT
+from shared.core.errors import PermanentError, map_azure_error
+
+if TYPE_CHECKING:
+    from shared.batches.record import BatchRecord
+    from shared.core.deps import Deps
+    from shared.core.settings import Settings
+
+__all__ = ["BUDGET_SECONDS", "FROZEN_ROOT", "PARALLEL", "SOURCE_ETAG", "Progress", "advance", "frozen_blobs",
+           "frozen_folder", "frozen_path", "job_blobs", "reads_frozen"]
+
+BUDGET_SECONDS = 12.0  # of one pass: well inside Event Grid's 30 s, with the submission after it
+PARALLEL = 16          # copies in flight per round (server-side: each is one small request)
+SOURCE_ETAG = "reflexsourceetag"  # metadata on each copy: the ETag of the version it copied
+_SOURCE_GONE = {"ConditionNotMet", "SourceConditionNotMet", "BlobNotFound", "CannotVerifyCopySource"}
+
+
+def frozen_folder(batch: BatchRecord) -> str:
+    """The frozen folder of the batch's manifest inside its container, ending with '/'. Named by the digest the
+    summary holds (`BatchRecord.digest`), so naming it never reads the stored manifest."""
+    return f"{FROZEN_ROOT}/{batch.dataset}/{batch.batch}/{batch.digest[:16]}/"
+
+
+def frozen_path(datastore: str, batch: BatchRecord) -> str:
+    """The frozen folder as the datastore URI a data asset or a batch job input takes."""
+    return f"azureml://datastores/{datastore}/paths/{frozen_folder(batch)}"
+
+
+def frozen_blobs(deps: Deps, batch: BatchRecord, container_url: str) -> list[dict[str, str]]:
+    """What a job on the frozen folder reads, one entry per manifest file: the copy's URL, the source's URL and
+    the source version's ETag (what `explain` shows as trained)."""
+    from urllib.parse import quote
+
+    base, folder = container_url.rstrip("/"), frozen_folder(batch)
+    return [{"file": name, "frozen": f"{base}/{quote(folder + name)}", "source": str(entry.get("url", "")),
+             "source_etag": str(entry.get("etag", ""))}
+            for name, entry in sorted(manifest.load(deps, batch).files.items())]
+
+
+def reads_frozen(settings: Settings, batch: BatchRecord) -> bool:
+    """Whether the batch's job was submitted on its frozen copy (a batch from before freezing read the live
+    folder; one not submitted yet read nothing)."""
+    from shared.batches.record import ScoringRecord
+
+    if isinstance(batch, ScoringRecord):
+        read, datastore = batch.input, settings.scoring_datastore
+    else:
+        read, datastore = (batch.data.path if batch.data else None), settings.data_datastore
+    return batch.submitted_at is not None and read == frozen_path(datastore, batch)
+
+
+def job_blobs(deps: Deps, batch: BatchRecord) -> list[tuple[str, str]]:
+    """(container, blob name) of each file the batch's job read, in file order: the frozen copies once its job
+    was submitted on them (so a drift baseline or a smoke row comes from exactly what trained or scored), else
+    the recorded files in the live folder (a batch from before freezing, or one not submitted yet)."""
+    folder = frozen_folder(batch) if reads_frozen(deps.settings, batch) else batch.folder
+    return [(batch.container, folder + name) for name in sorted(manifest.load(deps, batch).files)]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where freezing a batch stands after a pass."""
+
+    folder: str
+    total: int
+    frozen: int = 0
+    pending: int = 0
+    lost: Mapping[str, str] = field(default_factory=dict)  # file -> why its recorded version cannot be copied
+    copied: int = 0  # copies this pass started
+
+    @property
+    def done(self) -> bool:
+        return not self.lost and self.frozen == self.total
+
+    @property
+    def reason(self) -> str:
+        """What an operator reads in `status` and the ledger."""
+        if self.lost:
+            first = sorted(self.lost)[:3]
+            more = f" (and {len(self.lost) - 3} more)" if len(self.lost) > 3 else ""
+            return ("the recorded version of " + "; ".join(f"{f}: {self.lost[f]}" for f in first) + more +
+                    ": this batch cannot be trained on what it recorded; upload the data as a new batch folder")
+        if self.done:
+            return f"frozen: {self.total} file(s) in {self.folder}"
+        waiting = f", {self.pending} copy(ies) still pending" if self.pending else ""
+        return (f"freezing: {self.frozen} of {self.total} file(s) copied into {self.folder}{waiting}; the next "
+                "pass (sweep or tracker) continues")
+
+
+def _existing(container: Any, folder: str) -> dict[str, Any]:
+    """The frozen folder as storage holds it now (one paged listing): file -> blob properties."""
+    try:
+        return {b.name[len(folder):]: b for b in container.list_blobs(name_starts_with=folder,
+                                                                      include=["metadata", "copy"])}
+    except Exception as exc:
+        raise map_azure_error(exc, f"listing {container.container_name}/{folder}") from exc
+
+
+def _check(found: Any, etag: str) -> tuple[str, str]:
+    """(state, why) of an existing copy: frozen | pending | lost."""
+    source = (found.metadata or {}).get(SOURCE_ETAG, "")
+    if source != etag:
+        raise PermanentError(f"frozen copy {found.name} holds version {source or '?'} of its source, not the "
+                             f"recorded {etag}: something other than Reflex wrote into {FROZEN_ROOT}/")
+    status = str(getattr(found.copy, "status", "") or "success")  # no copy properties: a completed copy
+    if status == "success":
+        return "frozen", ""
+    if status == "pending":
+        return "pending", ""
+    why = getattr(found.copy, "status_description", "") or status
+    return "lost", f"its copy {status} ({why}): the source changed or vanished while it was copied"
+
+
+def _copy(container: Any, folder: str, file: str, entry: Mapping[str, Any]) -> tuple[str, str]:
+    """Start the copy of the recorded version of `file`: (state, why), state frozen | pending | lost | exists."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+    etag = str(entry.get("etag", ""))
+    target = container.get_blob_client(folder + file)
+    try:
+        result = target.start_copy_from_url(
+            str(entry["url"]), metadata={SOURCE_ETAG: etag}, source_etag=etag,
+            source_match_condition=MatchConditions.IfNotModified, match_condition=MatchConditions.IfMissing)
+    except ResourceExistsError:
+        return "exists", ""  # a copy from an earlier pass (If-None-Match: *): checked by the caller
+    except HttpResponseError as exc:
+        raw = getattr(exc, "error_code", None)  # set by azure-storage-blob's error handler (StorageErrorCode)
+        code = str(getattr(raw, "value", raw) or "")
+        if exc.status_code in (404, 412) or code in _SOURCE_GONE:
+            what = "deleted" if exc.status_code == 404 else "changed"
+            return "lost", f"{what} since it was recorded (etag {etag}; Copy Blob answered {exc.status_code} {code})"
+        raise map_azure_error(exc, f"copying {entry.get('url')} to {container.container_name}/{folder}{file}") \
+            from exc
+    except Exception as exc:
+        raise map_azure_error(exc, f"copying {entry.get('url')}") from exc
+    status = str(result.get("copy_status") or "")
+    return ("frozen" if status == "success" else "pending"), ""
+
+
+def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float | None = None,
+            clock: Callable[[], float] = time.monotonic) -> Progress:
+    """One bounded pass of freezing `batch` (see the module docstring): list what is frozen, copy what is missing
+    for at most `budget_seconds` (at least one round), report where it stands. Idempotent: any number of passes,
+    concurrent or after a crash, end in the same frozen folder.
+
+    Raises:
+        TransientError: storage did not answer (the next pass resumes).
+        PermanentError: the frozen folder holds a copy of another version (written by something else).
+    """
+    deadline = clock() + (BUDGET_SECONDS if budget_seconds is None else budget_seconds)
+    files = manifest.load(deps, batch).files
+    folder = frozen_folder(batch)
+    container = deps.blobs.get_container_client(batch.container)
+    existing = _existing(container, folder)
+    strangers = sorted(set(existing) - set(files) - {MLTABLE})
+    if strangers:  # the job reads the whole folder: anything else in it would be trained on
+        raise PermanentError(f"frozen folder {batch.container}/{folder} holds {', '.join(strangers[:3])}, which "
+                             f"the manifest does not list: something other than Reflex wrote into {FROZEN_ROOT}/")
+    states: dict[str, str] = {}
+    lost: dict[str, str] = {}
+    missing: list[str] = []
+    for name in sorted(files):
+        found = existing.get(name)
+        if found is None:
+            missing.append(name)
+            continue
+        states[name], why = _check(found, str(files[name].get("etag", "")))
+        if why:
+            lost[name] = why
+    copied = 0
+    size = PARALLEL * 4
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        while missing and not lost:
+            round_, missing = missing[:size], missing[size:]
+            results = list(pool.map(lambda f: _copy(container, folder, f, files[f]), round_))
+            copied += len(round_)
+            for name, (state, why) in zip(round_, results, strict=True):
+                if state == "exists":
+                    found = container.get_blob_client(folder + name).get_blob_properties()
+                    state, why = _check(found, str(files[name].get("etag", "")))
+                states[name] = state
+                if state == "lost":
+                    lost[name] = why
+            if clock() >= deadline:
+                break
+    counts = list(states.values())
+    return Progress(folder, len(files), frozen=counts.count("frozen"), pending=counts.count("pending"),
+                    lost=lost, copied=copied)
