@@ -56,7 +56,10 @@ def test_uploaded_with_reflex_upload_trained_and_smoke_tested_with_its_own_row(l
 
     rollout = wait_for("the rollout of v1 to end", promoted, timeout=300)
     assert rollout["status"] in ("promoted", "done"), rollout.get("reason")
-    assert rollout["smoke"]["ok"] is True and rollout["smoke"]["source"].endswith("/heart/u1/part-0.csv")
+    # the smoke row comes from the frozen copy the job trained on (shared/batches/freeze.py), not the live folder
+    source = rollout["smoke"]["source"]
+    assert rollout["smoke"]["ok"] is True and "/.reflex-frozen/heart/u1/" in source, source
+    assert source.endswith("/part-0.csv"), source
     endpoint = live.deps.platform.get_endpoint(ENDPOINT)
     assert endpoint is not None and endpoint.traffic.get(deployment) == 100
     code, result = cli(live, "rollout", f"{MODEL}:1")
