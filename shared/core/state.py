@@ -605,10 +605,7 @@ class MemoryStateStore(StateStore):
         with self._lock:
             if key in self._data:
                 return None
-            etag = uuid.uuid4().hex
-            self._data[key] = (body, etag)
-            self._meta[key] = (dict(meta or {}), time.time())
-            return etag
+            return self._write(key, body, meta)
 
     def _read(self, key: str) -> tuple[bytes, str] | None:
         with self._lock:
@@ -619,10 +616,7 @@ class MemoryStateStore(StateStore):
             current = self._data.get(key)
             if current is None or current[1] != etag:
                 return None
-            new = uuid.uuid4().hex
-            self._data[key] = (body, new)
-            self._meta[key] = (dict(meta or {}), time.time())
-            return new
+            return self._write(key, body, meta)
 
     def _delete(self, key: str, etag: str | None) -> bool:
         with self._lock:
@@ -630,6 +624,7 @@ class MemoryStateStore(StateStore):
             if current is None or (etag is not None and current[1] != etag):
                 return False
             del self._data[key]
+            self._meta.pop(key, None)  # a deleted key keeps no metadata behind
             return True
 
     def _keys(self, prefix: str) -> Iterator[str]:
@@ -645,10 +640,14 @@ class MemoryStateStore(StateStore):
 
     def _put(self, key: str, body: bytes, *, meta: Mapping[str, str] | None = None) -> str:
         with self._lock:
-            etag = uuid.uuid4().hex
-            self._data[key] = (body, etag)
-            self._meta[key] = (dict(meta or {}), time.time())
-            return etag
+            return self._write(key, body, meta)
+
+    def _write(self, key: str, body: bytes, meta: Mapping[str, str] | None) -> str:
+        """Store `body` under a new ETag, with its metadata and time (the caller holds the lock)."""
+        etag = uuid.uuid4().hex
+        self._data[key] = (body, etag)
+        self._meta[key] = (dict(meta or {}), time.time())
+        return etag
 
     def _stat(self, key: str) -> tuple[Listed, str] | None:
         with self._lock:
