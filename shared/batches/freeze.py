@@ -22,10 +22,18 @@ How (Copy Blob, https://learn.microsoft.com/rest/api/storageservices/copy-blob; 
 and `get_modify_conditions`):
 
 * `source_etag=<recorded ETag>, source_match_condition=IfNotModified` -> `x-ms-source-if-match`: only the
-  recorded version is copied. A source changed since it was recorded answers 412 (ConditionNotMet;
-  SourceConditionNotMet on the service), one deleted 404 BlobNotFound: that version is gone (see "lost" below);
+  recorded version is copied. A source changed since it was recorded answers 412 SourceConditionNotMet
+  (ConditionNotMet on Azurite), one deleted 404 BlobNotFound: that version is gone (see "lost" below). A source
+  the service could not read answers CannotVerifyCopySource with the source's own status: 404 / 412 are the same
+  two cases, 401 / 403 a missing role, 500 "could not verify the copy source within the specified time" (retried);
 * `match_condition=IfMissing` -> `If-None-Match: *` on the destination: a copy is never overwritten; a re-run
-  finds it (409 BlobAlreadyExists) and checks it instead;
+  finds it (409 BlobAlreadyExists; 412 TargetConditionNotMet, the service's answer to a destination condition)
+  and checks it instead;
+* 5xx (500 InternalError, 503 ServerBusy) after the SDK's own retries: `TransientError`, the next pass copies it;
+  403 AuthorizationPermissionMismatch: `PermanentError` naming the roles the identity needs.
+
+The answers above are the service's own (tests/fixtures/storage/, from the SDKs' recordings against Azure and the
+REST docs; tests/test_freeze_contract.py replays them through azure-storage-blob).
 * `metadata={"reflexsourceetag": <recorded ETag>}`: each copy says which version it is, so a re-run (a
   redelivery, the sweep after a crash) verifies what exists from one listing of the frozen folder
   (`include=["metadata", "copy"]`) and copies only what is missing: no cursor to lose, no work done twice.
@@ -68,7 +76,10 @@ __all__ = ["BUDGET_SECONDS", "FROZEN_ROOT", "PARALLEL", "SOURCE_ETAG", "Progress
 BUDGET_SECONDS = 12.0  # of one pass: well inside Event Grid's 30 s, with the submission after it
 PARALLEL = 16          # copies in flight per round (server-side: each is one small request)
 SOURCE_ETAG = "reflexsourceetag"  # metadata on each copy: the ETag of the version it copied
-_SOURCE_GONE = {"ConditionNotMet", "SourceConditionNotMet", "BlobNotFound", "CannotVerifyCopySource"}
+# Copy Blob's answers, as tests/fixtures/storage/copy_blob.json holds them (the service's recordings):
+_TARGET_EXISTS = {"BlobAlreadyExists", "TargetConditionNotMet"}  # 409 / 412: If-None-Match: * found a copy
+_ROLES = ("Storage Blob Data Reader on container {container} (to read the recorded version) and Storage Blob Data "
+          f"Contributor there, limited to {FROZEN_ROOT}/ (to write the copy), as infra/app/rbac.bicep assigns them")
 
 
 def frozen_folder(batch: BatchRecord) -> str:
@@ -149,7 +160,17 @@ def _existing(container: Any, folder: str) -> dict[str, Any]:
         return {b.name[len(folder):]: b for b in container.list_blobs(name_starts_with=folder,
                                                                       include=["metadata", "copy"])}
     except Exception as exc:
-        raise map_azure_error(exc, f"listing {container.container_name}/{folder}") from exc
+        raise map_azure_error(exc, f"listing {container.container_name}/{folder}",
+                              role=_ROLES.format(container=container.container_name)) from exc
+
+
+def _properties(container: Any, name: str) -> Any:
+    """The properties of the copy a Copy Blob found in place (metadata and copy status, as a listing has them)."""
+    try:
+        return container.get_blob_client(name).get_blob_properties()
+    except Exception as exc:
+        raise map_azure_error(exc, f"reading {container.container_name}/{name}",
+                              role=_ROLES.format(container=container.container_name)) from exc
 
 
 def _check(found: Any, etag: str) -> tuple[str, str]:
@@ -168,9 +189,14 @@ def _check(found: Any, etag: str) -> tuple[str, str]:
 
 
 def _copy(container: Any, folder: str, file: str, entry: Mapping[str, Any]) -> tuple[str, str]:
-    """Start the copy of the recorded version of `file`: (state, why), state frozen | pending | lost | exists."""
+    """Start the copy of the recorded version of `file`: (state, why), state frozen | pending | lost | exists.
+
+    Raises:
+        TransientError: storage did not answer, or answered 5xx (the next pass copies it).
+        PermanentError: the identity may not read the source or write the copy (the message names the roles).
+    """
     from azure.core import MatchConditions
-    from azure.core.exceptions import HttpResponseError, ResourceExistsError
+    from azure.core.exceptions import HttpResponseError
 
     etag = str(entry.get("etag", ""))
     target = container.get_blob_client(folder + file)
@@ -178,16 +204,17 @@ def _copy(container: Any, folder: str, file: str, entry: Mapping[str, Any]) -> t
         result = target.start_copy_from_url(
             str(entry["url"]), metadata={SOURCE_ETAG: etag}, source_etag=etag,
             source_match_condition=MatchConditions.IfNotModified, match_condition=MatchConditions.IfMissing)
-    except ResourceExistsError:
-        return "exists", ""  # a copy from an earlier pass (If-None-Match: *): checked by the caller
     except HttpResponseError as exc:
         raw = getattr(exc, "error_code", None)  # set by azure-storage-blob's error handler (StorageErrorCode)
-        code = str(getattr(raw, "value", raw) or "")
-        if exc.status_code in (404, 412) or code in _SOURCE_GONE:
-            what = "deleted" if exc.status_code == 404 else "changed"
-            return "lost", f"{what} since it was recorded (etag {etag}; Copy Blob answered {exc.status_code} {code})"
-        raise map_azure_error(exc, f"copying {entry.get('url')} to {container.container_name}/{folder}{file}") \
-            from exc
+        code, status = str(getattr(raw, "value", raw) or ""), exc.status_code or 0
+        if code in _TARGET_EXISTS or status == 409:  # 409 PendingCopyOperation too: an earlier copy, in flight
+            return "exists", ""  # a copy from an earlier pass (If-None-Match: *): checked by the caller
+        if status in (404, 412):  # the recorded version is gone (also CannotVerifyCopySource with 404 / 412)
+            what = "deleted" if status == 404 else "changed"
+            return "lost", f"{what} since it was recorded (etag {etag}; Copy Blob answered {status} {code})"
+        # 5xx (CannotVerifyCopySource 500 too) -> TransientError; 401 / 403 -> PermanentError naming the roles
+        raise map_azure_error(exc, f"copying {entry.get('url')} to {container.container_name}/{folder}{file}",
+                              role=_ROLES.format(container=container.container_name)) from exc
     except Exception as exc:
         raise map_azure_error(exc, f"copying {entry.get('url')}") from exc
     status = str(result.get("copy_status") or "")
@@ -233,8 +260,7 @@ def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float | None = No
             copied += len(round_)
             for name, (state, why) in zip(round_, results, strict=True):
                 if state == "exists":
-                    found = container.get_blob_client(folder + name).get_blob_properties()
-                    state, why = _check(found, str(files[name].get("etag", "")))
+                    state, why = _check(_properties(container, folder + name), str(files[name].get("etag", "")))
                 states[name] = state
                 if state == "lost":
                     lost[name] = why

@@ -102,7 +102,7 @@ def _short(text: object, limit: int = 300) -> str:
     return safe_text(text, limit, one_line=True)
 
 
-def map_azure_error(exc: BaseException, resource: str) -> ReflexError:
+def map_azure_error(exc: BaseException, resource: str, *, role: str = "") -> ReflexError:
     """Translate an azure-core (or azure-ai-ml) exception into a Reflex error naming `resource`.
 
     Not found and "already exists" are not errors for the callers that expect them: the Azure ML module
@@ -111,6 +111,9 @@ def map_azure_error(exc: BaseException, resource: str) -> ReflexError:
     * connection failures, 408, 429 and 5xx -> `TransientError(retry_after)`;
     * 401/403 (auth) and 400 (validation), client-side validation -> `PermanentError`;
     * 404 where the caller did not expect absence -> `PermanentError` saying "not found".
+
+    `role`: what the caller's identity needs for this call (e.g. "Storage Blob Data Reader on container x"), named
+    in a 401/403 message so the operator knows which role assignment is missing, not just that one is.
     """
     from azure.core.exceptions import (
         ClientAuthenticationError,
@@ -124,8 +127,8 @@ def map_azure_error(exc: BaseException, resource: str) -> ReflexError:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return TransientError(f"{resource}: connection failed: {_short(exc)}", retry_after_seconds(exc, 5.0))
     if isinstance(exc, ClientAuthenticationError):
-        return PermanentError(f"{resource}: authentication failed (check the managed identity and its roles): "
-                              f"{_short(exc)}")
+        return PermanentError(f"{resource}: authentication failed (check the managed identity and its roles"
+                              f"{'; it needs ' + role if role else ''}): {_short(exc)}")
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
         if status in (408, 429) or status >= 500:
@@ -134,7 +137,9 @@ def map_azure_error(exc: BaseException, resource: str) -> ReflexError:
         if status == 404:
             return PermanentError(f"{resource}: not found: {_short(exc.message or exc)}")
         if status == 403:
-            return PermanentError(f"{resource}: forbidden (the identity lacks a role): {_short(exc.message or exc)}")
+            needs = f"; it needs {role}" if role else ""
+            return PermanentError(f"{resource}: forbidden (the identity lacks a role{needs}): "
+                                  f"{_short(exc.message or exc)}")
         return PermanentError(f"{resource}: rejected with {status}: {_short(exc.message or exc)}")
     name = type(exc).__name__
     if name == "CredentialUnavailableError":
