@@ -217,8 +217,8 @@ def _copy(container: Any, folder: str, file: str, entry: Mapping[str, Any]) -> t
                               role=_ROLES.format(container=container.container_name)) from exc
     except Exception as exc:
         raise map_azure_error(exc, f"copying {entry.get('url')}") from exc
-    status = str(result.get("copy_status") or "")
-    return ("frozen" if status == "success" else "pending"), ""
+    # 202 with x-ms-copy-status success (done in the request) or pending (tests/fixtures/storage/copy_blob.json)
+    return ("frozen" if str(result.get("copy_status") or "") == "success" else "pending"), ""
 
 
 def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float | None = None,

@@ -185,11 +185,15 @@ def _freeze(key: str, token: str, batch: ArrivalRecord, deps: Deps, details: dic
     except TransientError:
         _move(key, token, "freezing", deps, reason="freezing interrupted by storage: the next pass resumes")
         raise
-    except PermanentError as exc:  # the frozen folder holds what Reflex did not write: never trained on
+    except PermanentError as exc:  # a stranger in the frozen folder, or the identity lacks a role: no pass can go
+        # on until an operator fixes it; then a new attempt (shared/arrival/retry.py) freezes what is still missing
         progress = freeze.Progress(freeze.frozen_folder(batch), batch.file_count, lost={"(frozen folder)": str(exc)})
+        blocked = f"freezing stopped: {exc}; fix that, then train it again: python -m reflex train {batch.batch_id}"
+    else:
+        blocked = ""
     info = {**details, "frozen": progress.frozen, "folder": progress.folder}
     if progress.lost:
-        reason = progress.reason
+        reason = blocked or progress.reason
         if _move(key, token, "failed", deps, reason=reason):
             deps.publisher.publish("TrainingFailed", batch.batch_id, {**info, "stage": "freeze", "error": reason,
                                                                       "lost": dict(progress.lost)})
