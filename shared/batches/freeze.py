@@ -30,18 +30,19 @@ and `get_modify_conditions`):
   finds it (409 BlobAlreadyExists; 412 TargetConditionNotMet, the service's answer to a destination condition)
   and checks it instead;
 * 5xx (500 InternalError, 503 ServerBusy) after the SDK's own retries: `TransientError`, the next pass copies it;
-  403 AuthorizationPermissionMismatch: `PermanentError` naming the roles the identity needs.
-
-The answers above are the service's own (tests/fixtures/storage/, from the SDKs' recordings against Azure and the
-REST docs; tests/test_freeze_contract.py replays them through azure-storage-blob).
+  403 AuthorizationPermissionMismatch: `PermanentError` naming the roles the identity needs;
 * `metadata={"reflexsourceetag": <recorded ETag>}`: each copy says which version it is, so a re-run (a
   redelivery, the sweep after a crash) verifies what exists from one listing of the frozen folder
   (`include=["metadata", "copy"]`) and copies only what is missing: no cursor to lose, no work done twice.
 * Within one account the copy "can complete synchronously" and the source may be authorized with Microsoft
   Entra ID or the account key (MicrosoftDocs/azure-docs articles/storage/blobs/storage-blob-copy-async-python.md);
   `copy_status` is `success` or `pending`. A pending copy is checked again by the next pass (its listing shows
-  `copy.status`); the service fails a copy whose source ETag changes before it finishes (same article), which
-  lands here as lost too.
+  `copy.status`: `success` is frozen, `failed` / `aborted` lost with the service's CopyStatusDescription); the
+  service fails a copy whose source ETag changes before it finishes (same article), which lands here as lost too.
+  Azurite never answers `pending` (it completes every copy), so that path is held to the recorded answers.
+
+The answers above are the service's own (tests/fixtures/storage/, from the SDKs' recordings against Azure and the
+REST docs; tests/test_freeze_contract.py replays them through azure-storage-blob).
 
 Bounded work: Event Grid waits 30 s for a delivery, so one pass copies in parallel for at most
 `BUDGET_SECONDS` (always at least one round, so every pass makes progress), then the batch waits as `freezing`
