@@ -38,6 +38,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "storage"
 COPY = json.loads((FIXTURES / "copy_blob.json").read_text(encoding="utf-8"))["answers"]
 LISTING = json.loads((FIXTURES / "list_blobs_copy.json").read_text(encoding="utf-8"))
 FAILED = LISTING["failed_description"]["value"]  # 412 ConditionNotMet "Copy failed when reading the source."
+FAULT = LISTING["service_fault_description"]["value"]  # 500 InternalError "The server encountered an internal error…"
 ETAG = "0x8DA0686A126FE7D"  # the source ETag of the Go SDK's Copy Blob recording
 FOLDER = ".reflex-frozen/heart/b1/0123456789abcdef/"
 ROLES = ("Storage Blob Data Reader on container reflex-data (to read the recorded version) and Storage Blob Data "
@@ -175,7 +176,8 @@ def test_the_copy_request_carries_exactly_the_headers_copy_blob_documents(data: 
 
 def test_a_listing_of_the_frozen_folder_reads_each_copy_status_as_the_service_writes_it(data: Any) -> None:
     rows = [(f"{FOLDER}a.csv", ETAG, "pending", ""), (f"{FOLDER}b.csv", ETAG, "success", ""),
-            (f"{FOLDER}c.csv", ETAG, "failed", FAILED), (f"{FOLDER}d.csv", ETAG, "aborted", "")]
+            (f"{FOLDER}c.csv", ETAG, "failed", FAILED), (f"{FOLDER}d.csv", ETAG, "aborted", ""),
+            (f"{FOLDER}e.csv", ETAG, "failed", FAULT)]
     with service() as rsps:
         replay_listing(rsps, data, rows)
         found = freeze._existing(data, FOLDER)
@@ -184,7 +186,21 @@ def test_a_listing_of_the_frozen_folder_reads_each_copy_status_as_the_service_wr
     assert {name: freeze._check(blob, ETAG) for name, blob in found.items()} == {
         "a.csv": ("pending", ""), "b.csv": ("frozen", ""),
         "c.csv": ("lost", f"its copy failed ({FAILED}): the source changed or vanished while it was copied"),
-        "d.csv": ("lost", "its copy aborted (aborted): the source changed or vanished while it was copied")}
+        "d.csv": ("lost", "its copy aborted (aborted): the source changed or vanished while it was copied"),
+        "e.csv": ("retry", f"its copy failed ({FAULT})")}  # the service's own fault: the source may be intact
+
+
+def test_a_failed_copy_is_discarded_only_if_it_is_still_that_very_blob(container_factory: Callable[[str], Any]) -> None:
+    """The delete before copying again is conditional on the failed copy's ETag (If-Match), on Azurite."""
+    container = container_factory("data")
+    blob = container.upload_blob(f"{FOLDER}a.csv", b"partial")
+    stale = type("Listed", (), {"name": f"{FOLDER}a.csv", "etag": '"0x8DA0000000000000"'})()
+    freeze._discard(container, stale)  # replaced since it was listed: left alone
+    assert blob.exists()
+    current = type("Listed", (), {"name": f"{FOLDER}a.csv", "etag": blob.get_blob_properties().etag})()
+    freeze._discard(container, current)
+    assert not blob.exists()
+    freeze._discard(container, current)  # gone meanwhile: nothing to do
 
 
 # --- whole passes: the arrival flow, start_batch and the sweep on Azurite, Copy Blob answered by fixtures -------
@@ -278,6 +294,16 @@ def test_a_copy_that_failed_or_was_aborted_fails_the_batch_with_the_services_des
     assert record.reason.endswith("upload the data as a new batch folder")
     [failed] = [e for e in world.deps.publisher.sent if e.type == "Reflex.TrainingFailed"]
     assert failed.data["stage"] == "freeze" and set(failed.data["lost"]) == {"part-1.csv"}
+
+
+def test_a_copy_the_service_failed_on_its_own_is_made_again_by_the_next_pass(world: World) -> None:
+    complete(world, "copy_pending")
+    sweep(world, [("part-0.csv", "success", ""), ("part-1.csv", "failed", FAULT)])  # part-1 copied again (Azurite)
+    record = arrival(world)
+    assert record.status == "submitted" and world.platform.calls["submit_training"] == 1
+    [copy] = world.lake.container.list_blobs(name_starts_with=freeze.frozen_folder(record), include=["metadata"])
+    assert copy.name.endswith("/part-1.csv")
+    assert copy.metadata[freeze.SOURCE_ETAG] == manifest.load(world.deps, record).files["part-1.csv"]["etag"]
 
 
 def test_a_source_changed_before_its_copy_fails_the_batch_naming_the_file_and_its_etag(world: World) -> None:

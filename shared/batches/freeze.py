@@ -39,6 +39,8 @@ and `get_modify_conditions`):
   `copy_status` is `success` or `pending`. A pending copy is checked again by the next pass (its listing shows
   `copy.status`: `success` is frozen, `failed` / `aborted` lost with the service's CopyStatusDescription); the
   service fails a copy whose source ETag changes before it finishes (same article), which lands here as lost too.
+  A copy it failed for a fault of its own (the description opens with a 5xx, 408 or 429) is deleted (If-Match its
+  ETag) and made again: the source condition still binds the new copy to the recorded version.
   Azurite never answers `pending` (it completes every copy), so that path is held to the recorded answers.
 
 The answers above are the service's own (tests/fixtures/storage/, from the SDKs' recordings against Azure and the
@@ -55,6 +57,7 @@ file named and what to do ("upload it as a new batch folder"), visible in `statu
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +82,7 @@ PARALLEL = 16          # copies in flight per round (server-side: each is one sm
 SOURCE_ETAG = "reflexsourceetag"  # metadata on each copy: the ETag of the version it copied
 # Copy Blob's answers, as tests/fixtures/storage/copy_blob.json holds them (the service's recordings):
 _TARGET_EXISTS = {"BlobAlreadyExists", "TargetConditionNotMet"}  # 409 / 412: If-None-Match: * found a copy
+_SERVICE_FAULT = re.compile(r"(5\d\d|408|429)\b")  # a failed copy's CopyStatusDescription opening with these
 _ROLES = ("Storage Blob Data Reader on container {container} (to read the recorded version) and Storage Blob Data "
           f"Contributor there, limited to {FROZEN_ROOT}/ (to write the copy), as infra/app/rbac.bicep assigns them")
 
@@ -175,7 +179,9 @@ def _properties(container: Any, name: str) -> Any:
 
 
 def _check(found: Any, etag: str) -> tuple[str, str]:
-    """(state, why) of an existing copy: frozen | pending | lost."""
+    """(state, why) of an existing copy: frozen | pending | lost | retry (a copy the service failed for a reason
+    of its own: a 5xx, 408 or 429 leading its CopyStatusDescription, `<status> <code> "<message>"` as the service
+    writes it (tests/fixtures/storage/list_blobs_copy.json `failed_description`); the source may be intact)."""
     source = (found.metadata or {}).get(SOURCE_ETAG, "")
     if source != etag:
         raise PermanentError(f"frozen copy {found.name} holds version {source or '?'} of its source, not the "
@@ -186,7 +192,26 @@ def _check(found: Any, etag: str) -> tuple[str, str]:
     if status == "pending":
         return "pending", ""
     why = getattr(found.copy, "status_description", "") or status
+    if status == "failed" and _SERVICE_FAULT.match(why):
+        return "retry", f"its copy failed ({why})"
     return "lost", f"its copy {status} ({why}): the source changed or vanished while it was copied"
+
+
+def _discard(container: Any, found: Any) -> None:
+    """Delete a copy the service failed (only that very blob: If-Match its ETag), so that Copy Blob, still bound to
+    the recorded version by x-ms-source-if-match, makes it again. Gone or replaced meanwhile: nothing to do, the
+    copy that follows finds out (If-None-Match: *)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+    try:
+        container.get_blob_client(found.name).delete_blob(etag=found.etag,
+                                                          match_condition=MatchConditions.IfNotModified)
+    except (ResourceNotFoundError, ResourceModifiedError):
+        return
+    except Exception as exc:
+        raise map_azure_error(exc, f"deleting the failed copy {container.container_name}/{found.name}",
+                              role=_ROLES.format(container=container.container_name)) from exc
 
 
 def _copy(container: Any, folder: str, file: str, entry: Mapping[str, Any]) -> tuple[str, str]:
@@ -249,7 +274,12 @@ def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float | None = No
         if found is None:
             missing.append(name)
             continue
-        states[name], why = _check(found, str(files[name].get("etag", "")))
+        state, why = _check(found, str(files[name].get("etag", "")))
+        if state == "retry":  # the service failed it, not the source: copy it again in this pass
+            _discard(container, found)
+            missing.append(name)
+            continue
+        states[name] = state
         if why:
             lost[name] = why
     copied = 0
@@ -262,6 +292,8 @@ def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float | None = No
             for name, (state, why) in zip(round_, results, strict=True):
                 if state == "exists":
                     state, why = _check(_properties(container, folder + name), str(files[name].get("etag", "")))
+                    if state == "retry":  # failed again meanwhile (a concurrent pass): the next pass copies it
+                        state, why = "pending", ""
                 states[name] = state
                 if state == "lost":
                     lost[name] = why
