@@ -13,10 +13,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["azurite_binary", "is_listening", "start", "stop", "wait_ready"]
+__all__ = ["azurite_binary", "free_port", "is_listening", "private_blob", "start", "stop", "wait_ready"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
@@ -67,6 +68,39 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+"""Azurite's well-known development account key (Azurite README, "Default Storage Account")."""
+
+
+@contextmanager
+def private_blob(timeout: float = 30.0) -> Iterator[str]:
+    """A blob-only Azurite of its own, in memory, on a free loopback port, for as long as the block runs: its
+    connection string. Stopped (and its memory gone) on the way out, also when the block raises.
+
+    Why benches use one: Azurite keeps every blob of every container of the instance in one LokiJS collection and
+    looks a blob up by a scan of it (`LokiBlobMetadataStore.createBlob` -> `Collection.findOne` on
+    accountName/containerName/name: at 14,000 blobs it was 52% of Azurite's CPU in a profile of Put Blob), so
+    on a shared instance one bench pays for every blob another left there. Azure Storage has no such cost."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(ROOT / "node_modules" / ".bin" / "azurite-blob"), "--silent", "--inMemoryPersistence",
+         "--blobHost", "127.0.0.1", "--blobPort", str(port), "--skipApiVersionCheck", "--loose"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(proc, lambda: is_listening(port), f"Azurite (blob, port {port})", "not kept", timeout)
+        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+               f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    finally:
+        stop(proc)
 
 
 def _run(command: list[str]) -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -284,10 +283,7 @@ class Stack:
         return 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = azurite.free_port  # one definition (local/azurite.py), named here as tests import it
 
 
 def own_containers(suffix: str) -> dict[str, str]:
