@@ -232,3 +232,30 @@ def test_the_drift_baseline_reads_the_frozen_copies_the_champion_trained_on(worl
     assert [n.rsplit("/", 1)[-1] for _, n in files] == ["part-0.csv", "part-1.csv"]
     assert all(c == world.lake.name and n.startswith(".reflex-frozen/heart/b1/") for c, n in files)
     assert all(world.lake.container.download_blob(n).readall() == b"a,label\n1,0\n" for _, n in files)
+
+
+def test_a_pass_starts_the_copies_left_from_a_count_and_lists_the_folder_only_once_all_are_started(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#17: a pass costs what is left to copy, not the batch's size. Listing a frozen folder of 10,000 copies took
+    19.6 s on Azurite (more than a pass's budget), so a pass that listed first copied one round: ~150 passes."""
+    monkeypatch.setattr(freeze, "BUDGET_SECONDS", 0.0)
+    monkeypatch.setattr(freeze, "PARALLEL", 2)  # a pass is one round of 8 copies
+    listings: list[str] = []
+    real_existing = freeze._existing
+
+    def counting_existing(container: Any, folder: str) -> dict[str, Any]:
+        listings.append(folder)
+        return real_existing(container, folder)
+
+    monkeypatch.setattr(freeze, "_existing", counting_existing)
+    for raw in world.lake.put_many([f"heart/b1/part-{i:02d}.csv" for i in range(30)]):
+        world.deliver(raw)
+    assert world.deliver(world.lake.put("heart/b1/_SUCCESS", b"")).reason.startswith("freezing: 8 of 30")
+    for _ in range(2):
+        world.run("data.sweep", {"past_due": False}, "")
+    assert arrival(world, "heart/b1")["reason"].startswith("freezing: 24 of 30") and listings == []
+    world.run("data.sweep", {"past_due": False}, "")  # the last 6 copies, then the one listing that checks them all
+    record = arrival(world, "heart/b1")
+    assert record["status"] == "submitted" and len(listings) == 1 and len(world.platform.jobs) == 1
+    started = world.deps.state.get(f"{record['manifest']['key']}.started")
+    assert started is not None and started.value == {"started": 30, "also": []}

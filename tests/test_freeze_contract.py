@@ -232,11 +232,30 @@ def complete(world: World, copy_answer: str) -> tuple[Any, list[str]]:
     marker = world.lake.put("heart/b1/_SUCCESS", b"")
     with service(azurite(world)) as rsps:
         replay_copy(rsps, world.lake.container, copy_answer)
+        if copy_answer == "copy_pending":  # once every copy is started the pass lists the folder: the service
+            lists_pending(rsps, world)       # lists the copies it accepted, pending (List Blobs include=copy)
         try:
             outcome: Any = world.deliver(marker)
         except TransientError as exc:
             outcome = exc
         return outcome, copies(rsps)
+
+
+def lists_pending(rsps: responses.RequestsMock, world: World) -> None:
+    """The frozen folder's listing answers every manifest file as a pending copy of its recorded version (built
+    when asked: the folder is named by the manifest the completing delivery freezes)."""
+    container = world.lake.container
+
+    def answer(request: Any) -> tuple[int, dict[str, str], bytes]:
+        record = arrival(world)
+        folder = freeze.frozen_folder(record)
+        files = manifest.load(world.deps, record).files
+        found = listing(container.container_name,
+                        [(folder + f, str(e["etag"]), "pending", "") for f, e in sorted(files.items())])
+        return found["status"], found["headers"], found["body"]
+
+    url = re.compile(re.escape(container.url) + r"\?(?=.*comp=list)(?=.*prefix=\.reflex-frozen).*")
+    rsps.add_callback(responses.GET, url, callback=answer)
 
 
 def sweep(world: World, entries: Sequence[tuple[str, str, str]] | None = None, copy_answer: str = "") -> list[str]:
