@@ -25,15 +25,13 @@ private `azurite-blob --inMemoryPersistence` when the shared one is busy with ot
 Ends with `RESULT intake blob_events_per_s=… state_bytes_per_blob=… jobs_10k=… …`.
 `run_intake(n, deliveries, threads)` returns the same figures as a dict (bench/scale.py may import it).
 
-Measured on this 2-core machine at load 5-8 (other sessions' tests and busy loops), 16 threads, a private in-memory
-Azurite: N = 10,000: 53.6 events/s, 269 state bytes per delivery (807 per blob, the manifest's write and reads
-included), at most 860 bytes for one file delivery, 0.71 state requests per delivery, 1 job, 0 given up; the same
-run's baseline at N = 500: 77.2 events/s, 90,884 bytes per delivery. At N = 500 for both in one run: 287.1 against
-80.9 events/s, 452 against 86,585 bytes per delivery. The rate at 10,000 is bounded by Azurite on this loaded
-machine, not by the requests Reflex makes (0.7-0.8 state requests per delivery at every N): Azurite's Put Blob slows
-as its store fills (177 creates/s into an empty container, 109 at 6,300 blobs, measured beside it; the run at 10,000
-got 38 state requests/s against about 180 at N = 300); the shared Azurite, holding other benches' 40,000 blobs, took 6
-uploads/s. The 300 events/s target is not shown at 10,000 here.
+Measured (session 6, this 2-core machine, quiet; data and state each on a private in-memory Azurite, 16
+threads): N = 10,000: 302.1 events/s, 297 state bytes per delivery (892 per blob), 0.69 state requests per delivery,
+at most 520 bytes for one file delivery, 1 completion, 1 job (after 232 s of sweeps freezing the 10,000 copies,
+~26 copies/s on Azurite), 0 given up; the same run on ONE Azurite instance holding data and state: 101.1 events/s
+(Azurite looks a blob up by scanning every blob the instance holds, local/azurite.py `private_blob`: 52% of its CPU
+at 14,000 blobs in a profile; Reflex's requests per delivery are the same, 0.71); the baseline at N = 500: 85.9
+events/s, 87,174 bytes per delivery. Session 5, at load 5-8 on one instance: 53.6 events/s at N = 10,000.
 """
 
 from __future__ import annotations
@@ -232,6 +230,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--baseline-n", type=int, default=500)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--sweeps", type=int, default=60, help="arrival sweeps after the deliveries, at most")
     parser.add_argument("--shared", action="store_true",
                         help="all on the Azurite at REFLEX_TEST_STORAGE or 127.0.0.1:10000 (default: private ones)")
     args = parser.parse_args()
@@ -239,9 +238,9 @@ def main() -> None:
     with ExitStack() as stack:
         data, state, together = ((AZURITE, AZURITE, AZURITE) if args.shared else
                                  tuple(stack.enter_context(private_blob()) for _ in range(3)))
-        new = run_intake(args.n, 3, args.threads, data_storage=data, state_storage=state)
+        new = run_intake(args.n, 3, args.threads, sweeps=args.sweeps, data_storage=data, state_storage=state)
         print("intake (this version; data and state on two Azurite instances):", new)
-        one = run_intake(args.n, 3, args.threads, data_storage=together)
+        one = run_intake(args.n, 3, args.threads, sweeps=0, data_storage=together)
         print("intake (this version; data and state on one Azurite instance):", one)
         old = run_baseline(args.baseline_n, 3, args.threads, data_storage=data, state_storage=state)
         print(f"baseline (single record, N={args.baseline_n}):", old)
@@ -250,7 +249,7 @@ def main() -> None:
         f"state_bytes_per_delivery={new['state_bytes_per_delivery']}",
         f"state_requests_per_delivery={new['state_requests_per_delivery']}",
         f"max_file_delivery_bytes={new['max_file_delivery_bytes']}", f"jobs_10k={new['jobs']}",
-        f"gave_up={new['gave_up']}", f"n={new['n']}", f"completions={new['completions']}",
+        f"gave_up={new['gave_up']}", f"n={new['n']}", f"completions={new['completions']}", f"sweep_s={new['sweep_s']}",
         f"one_instance_blob_events_per_s={one['blob_events_per_s']}", f"one_instance_jobs={one['jobs']}",
         f"baseline_n={old['n']}", f"baseline_blob_events_per_s={old['blob_events_per_s']}",
         f"baseline_state_bytes_per_blob={old['state_bytes_per_blob']}",
