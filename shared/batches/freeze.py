@@ -74,11 +74,12 @@ if TYPE_CHECKING:
     from shared.core.deps import Deps
     from shared.core.settings import Settings
 
-__all__ = ["BUDGET_SECONDS", "FROZEN_ROOT", "PARALLEL", "SOURCE_ETAG", "Progress", "advance", "frozen_blobs",
-           "frozen_folder", "frozen_path", "job_blobs", "reads_frozen"]
+__all__ = ["BUDGET_SECONDS", "FROZEN_ROOT", "PARALLEL", "SOURCE_ETAG", "STARTED_SUFFIX", "Progress", "advance",
+           "frozen_blobs", "frozen_folder", "frozen_path", "job_blobs", "reads_frozen"]
 
 BUDGET_SECONDS = 12.0  # of one pass: well inside Event Grid's 30 s, with the submission after it
 PARALLEL = 16          # copies in flight per round (server-side: each is one small request)
+STARTED_SUFFIX = ".started"  # after a stored manifest's key: how many of its copies were started (`advance`)
 SOURCE_ETAG = "reflexsourceetag"  # metadata on each copy: the ETag of the version it copied
 # Copy Blob's answers, as tests/fixtures/storage/copy_blob.json holds them (the service's recordings):
 _TARGET_EXISTS = {"BlobAlreadyExists", "TargetConditionNotMet"}  # 409 / 412: If-None-Match: * found a copy
@@ -251,7 +252,7 @@ def _started_key(batch: BatchRecord) -> str | None:
     """The state key counting how many of the batch's files (in name order) had their copy started, beside its
     stored manifest (so retention purges it with the manifest: shared/batches/retention.py); None for a record
     from before #17, which holds its manifest itself (every pass then lists, as before)."""
-    return f"{batch.manifest.key}.started" if batch.manifest is not None else None
+    return f"{batch.manifest.key}{STARTED_SUFFIX}" if batch.manifest is not None else None
 
 
 def _started(deps: Deps, key: str | None, names: list[str]) -> list[str]:
