@@ -278,6 +278,11 @@ def admit(current: Rollout | None, model: str, version: str, *, retry_of: str = 
 
 
 # ------------------------------------------------------------------------------------------------ checks
+RATIO_MIN_SAMPLE = 5
+"""Requests each deployment must have served in the window before their latencies are compared: a median of
+five stays put with two of them stalled or cold, a median of one is that one request."""
+
+
 def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMetrics | None) -> str:
     """Why the new deployment's metrics fail the plan's thresholds ("" when they pass or there is no data).
 
@@ -289,8 +294,11 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
     Latency is judged against the live deployment over the same window (`max_latency_ratio`): both serve the
     same requests on the same kind of machine at the same time, so a slow moment (a loaded host, a busy region)
     slows both and is not the new model's fault. The ratio compares like with like (#18.6): only once both
-    deployments served `min_requests` requests (at least one) in the window, never from a partial canary sample,
-    and on the median request where the platform reports it for both. On a loaded machine single requests stall
+    deployments served `min_requests` requests (and `RATIO_MIN_SAMPLE` at least, whatever the setting) in the
+    window, never from a partial canary sample, and on the median request where the platform reports it for both.
+    The floor holds with `REFLEX_MIN_REQUESTS=0` too: that setting says "advance without waiting for traffic",
+    not "let one request decide"; a CI run rolled a sound canary back on its only request, a cold one (2,820 ms
+    against the live deployment's median of 72 ms over 47 requests). On a loaded machine single requests stall
     for seconds while the median hardly moves (measured: a median of 10-12 ms for both models, stalls to 1.8 s),
     so the mean of a canary's ten requests against the mean of the live one's hundreds is decided by whether one
     stall or the smoke test's cold request fell into the canary's few; a canary that is slower at its typical
@@ -310,7 +318,7 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
                 f"{'' if sample == new.requests else ' at least'}) exceeds {plan.max_error_rate:.3f}")
     if new.latency_ms is None:
         return ""
-    compared = _comparable_latency(new, live, max(1, plan.min_requests))
+    compared = _comparable_latency(new, live, max(RATIO_MIN_SAMPLE, plan.min_requests))
     if compared is not None:
         what, new_ms, live_ms = compared
         if new_ms > live_ms * plan.max_latency_ratio:
