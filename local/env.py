@@ -158,6 +158,7 @@ def local_env(*, run_dir: str | Path | None = None, ports: Mapping[str, int] | N
         "REFLEX_DRIFT_SCHEDULE": "0 */5 * * * *",
         "REFLEX_RETRAIN_SCHEDULE": "0 0 3 * * 0",
         "REFLEX_BATCH_SCHEDULE": "0 0 2 * * *",
+        "REFLEX_LEDGER_INDEX_SCHEDULE": "0 */5 * * * *",
         "REFLEX_BATCH_ENDPOINT": "heart-failure-batch",
         # the smoke test's request: one patient record, as a client of the endpoint would send it
         "REFLEX_SMOKE_REQUEST": json.dumps({"data": [patient_record(0)]}),

@@ -36,6 +36,7 @@ TABLE: dict[str, tuple[str, str, bool]] = {
     "monitoring.health": ("shared.handlers", "monitoring_health", False),
     "monitoring.drift": ("shared.monitoring.drift_check", "check", False),
     "monitoring.retrain": ("shared.monitoring.retrain", "scheduled_retrain", False),
+    "monitoring.ledger_index": ("shared.handlers", "monitoring_ledger_index", False),
 }
 
 
@@ -58,6 +59,21 @@ def monitoring_health(deps: Deps) -> reaction.Outcome:
     from shared.rollout import health as rollout_health
 
     return health.check(deps, [rollout_health])
+
+
+def monitoring_ledger_index(deps: Deps) -> reaction.Outcome:
+    """The ledger's index kept up to date (shared/core/ledger_index.py `LedgerIndexer`)."""
+    from shared.core.ledger_index import TAIL_BYTES, index_recent
+
+    ledger = getattr(deps, "ledger", None)
+    done = index_recent(ledger) if ledger is not None else None
+    if done is None:
+        return reaction.Outcome("skipped", "no ledger in Blob Storage to index")
+    if not (done["built"] or done["merged"] or done["removed"]):
+        return reaction.Outcome("skipped", f"the index is up to date: every tail of {done['parts']} part(s) is "
+                                           f"under {TAIL_BYTES // 1024} KiB", done)
+    return reaction.Outcome("acted", f"{done['built']} segment(s) indexed, {done['merged']} part(s) merged, "
+                                     f"{done['removed']} superseded segment(s) removed", done)
 
 
 def _lazy(module: str, function: str, takes_payload: bool) -> reaction.Handler:

@@ -75,6 +75,7 @@ EXPECTED = {
     "health_check": ("timerTrigger", "%REFLEX_HEALTH_SCHEDULE%"),
     "drift_check": ("timerTrigger", "%REFLEX_DRIFT_SCHEDULE%"),
     "scheduled_retrain": ("timerTrigger", "%REFLEX_RETRAIN_SCHEDULE%"),
+    "ledger_index": ("timerTrigger", "%REFLEX_LEDGER_INDEX_SCHEDULE%"),
     "scheduled_scoring": ("timerTrigger", "%REFLEX_BATCH_SCHEDULE%"),
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,8 +15,16 @@ import pytest
 from reflex.explain import detect_kinds, walk
 from shared.core import reaction
 from shared.core.ledger import BlobLedger, entry_from
-from shared.core.ledger_index import SEGMENTS_PREFIX, SHARDS_PREFIX, BlobEntrySource, index_key, source_for
-from tests.conftest import Clock
+from shared.core.ledger_index import (
+    SEGMENTS_PREFIX,
+    SHARDS_PREFIX,
+    BlobEntrySource,
+    LedgerIndexer,
+    index_key,
+    index_recent,
+    source_for,
+)
+from tests.conftest import AZURITE, Clock
 
 pytestmark = pytest.mark.azurite
 
@@ -130,3 +139,116 @@ def test_index_keys_match_what_the_ledger_matches() -> None:
     assert index_key(URL.format(batch="b1", i=0)) == index_key("reflex-data/sales/b1/part-0.csv") == "b1/part-0.csv"
     assert index_key("reflex-data/sales/b1/") == "sales/b1"
     assert index_key("job-1") == "job-1" and index_key("m:3") == "m:3"
+
+
+# ------------------------------------------------------------------------------------------------ the timer
+def _markers(container: Any) -> list[str]:
+    return sorted(b.name for b in container.list_blobs(name_starts_with=SEGMENTS_PREFIX))
+
+
+def _tick(ledger: BlobLedger, clock: Clock, *, now: datetime | None = None, **kw: Any) -> dict[str, int]:
+    today = datetime.fromtimestamp(clock(), UTC).date()
+    return LedgerIndexer(ledger._container, today=today, now=now or datetime.now(UTC), tail_bytes=TAIL,
+                         **kw).run()
+
+
+def test_the_timer_indexes_the_tail_so_the_first_reader_reads_only_a_short_one(
+        container_factory: Callable[[str], Any], clock: Clock) -> None:
+    ledger = BlobLedger(container_factory("ledger"), clock)
+    ids = _chain(ledger, clock, "b1", blobs=6)
+    done = _tick(ledger, clock)
+    assert done["built"] == 1 and done["parts"] == 1
+    stored = _markers(ledger._container)
+    reader = _same(ledger, ids)  # the walk through the timer's index finds what the scan finds
+    assert all(p.size == p.covered for p in reader._parts)  # nothing left for the reader to read in full
+    assert _markers(ledger._container) == stored  # and it built nothing itself
+
+
+def test_a_short_tail_waits_for_a_later_tick_unless_its_day_is_over(container_factory: Callable[[str], Any],
+                                                                   clock: Clock) -> None:
+    ledger = BlobLedger(container_factory("ledger"), clock)
+    ids = _chain(ledger, clock, "b1", blobs=2, noise=0)
+    size = next(iter(ledger._container.list_blobs(name_starts_with="ledger/"))).size
+    assert size < TAIL
+    assert _tick(ledger, clock)["built"] == 0 and _markers(ledger._container) == []  # today's: not yet
+    clock.advance(DAY)  # the day is over: its tail will not grow, and each reader of the window would read it
+    assert _tick(ledger, clock)["built"] == 1
+    clock.advance(DAY)
+    assert _tick(ledger, clock)["parts"] == 0  # out of the timer's two days: no listing of older days
+    clock.advance(-2 * DAY)
+    _same(ledger, ids)
+
+
+def test_a_long_chain_is_merged_into_one_segment_that_answers_the_same(container_factory: Callable[[str], Any],
+                                                                       clock: Clock) -> None:
+    ledger = BlobLedger(container_factory("ledger"), clock)
+    chains = []
+    for n in range(4):  # a tick after each batch: a chain of four segments
+        chains.append(_chain(ledger, clock, f"b{n}", blobs=6))
+        assert _tick(ledger, clock, max_chain=8)["built"] == 1
+    before = BlobEntrySource(ledger._container, days=7, today=datetime.fromtimestamp(clock(), UTC).date(),
+                             tail_bytes=TAIL)
+    assert len(before._parts[0].segments) == 4
+    done = _tick(ledger, clock, max_chain=3)
+    assert done["merged"] == 1 and done["removed"] == 0  # the chain it superseded is kept for now
+    for ids in chains:
+        after = _same(ledger, ids)
+        assert after._parts[0].segments == [(0, after._parts[0].size, after._parts[0].segments[0][2])]
+
+
+def test_superseded_segments_are_deleted_only_once_the_merged_one_is_old(container_factory: Callable[[str], Any],
+                                                                        clock: Clock) -> None:
+    ledger = BlobLedger(container_factory("ledger"), clock)
+    ids = _chain(ledger, clock, "b1", blobs=6)
+    _tick(ledger, clock)
+    ids = _chain(ledger, clock, "b1", blobs=6)
+    _tick(ledger, clock)
+    assert _tick(ledger, clock, max_chain=1)["merged"] == 1
+    old_markers = _markers(ledger._container)
+    assert len(old_markers) == 3  # two segments and the merged one
+    now = datetime.now(UTC)
+    assert _tick(ledger, clock, max_chain=1, now=now + timedelta(minutes=14))["removed"] == 0  # a reader may be
+    assert _tick(ledger, clock, max_chain=1, now=now + timedelta(minutes=16))["removed"] == 2  # reading them
+    left = _markers(ledger._container)
+    assert len(left) == 1 and left[0].rpartition("/")[2].startswith("0-")
+    shards = {b.name.rsplit("/", 2)[1] for b in ledger._container.list_blobs(name_starts_with=SHARDS_PREFIX)}
+    assert shards == {left[0].rpartition("/")[2].partition(".")[0]}  # the superseded shards went with them
+    _same(ledger, ids)
+
+
+def test_an_idle_tick_is_four_listings_whatever_the_history(container_factory: Callable[[str], Any],
+                                                            clock: Clock) -> None:
+    """Today's and yesterday's parts and markers, each under its day's prefix: older days are not listed."""
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.storage.blob import BlobServiceClient
+
+    sent: list[str] = []
+
+    class Counting(RequestsTransport):
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            sent.append(f"{request.method} {request.url}")
+            return super().send(request, **kwargs)
+
+    ledger = BlobLedger(container_factory("ledger"), clock)
+    for day in range(5):
+        _chain(ledger, clock, f"b{day}", blobs=6)
+        _tick(ledger, clock)
+        clock.advance(DAY)
+    _chain(ledger, clock, "today", blobs=2, noise=0)  # a short tail: nothing to do
+    counted = BlobServiceClient.from_connection_string(AZURITE, transport=Counting())
+    container = counted.get_container_client(ledger._container.container_name)
+    today = datetime.fromtimestamp(clock(), UTC).date()
+    _tick(ledger, clock, max_chain=8)  # yesterday's tail indexed: what is left is idle
+    sent.clear()
+    done = LedgerIndexer(container, today=today, now=datetime.now(UTC), tail_bytes=TAIL).run()
+    assert done == {"parts": 2, "built": 0, "merged": 0, "removed": 0}
+    assert len(sent) == 4 and all("comp=list" in s for s in sent), sent
+
+
+def test_the_handler_reports_what_the_tick_did(container_factory: Callable[[str], Any], clock: Clock) -> None:
+    ledger = BlobLedger(container_factory("ledger"), clock)
+    _chain(ledger, clock, "b1", blobs=6)
+    assert index_recent(ledger) is not None  # lines of 1 MiB or more: not these
+    assert _markers(ledger._container) == []
+    clock.advance(DAY)
+    assert index_recent(ledger) == {"parts": 1, "built": 1, "merged": 0, "removed": 0}  # yesterday's, finished

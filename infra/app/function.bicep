@@ -47,6 +47,7 @@ param healthSchedule string = '0 */5 * * * *'
 param driftSchedule string = '0 0 * * * *'
 param retrainSchedule string = '0 0 3 * * 0'
 param batchSchedule string = '0 0 2 * * *'
+param ledgerIndexSchedule string = '0 */5 * * * *'
 
 // Written as one object so the set of names is the whole truth: a setting not listed here does not exist.
 var appSettings = {
@@ -87,6 +88,7 @@ var appSettings = {
   REFLEX_DRIFT_SCHEDULE: driftSchedule
   REFLEX_RETRAIN_SCHEDULE: retrainSchedule
   REFLEX_BATCH_SCHEDULE: batchSchedule
+  REFLEX_LEDGER_INDEX_SCHEDULE: ledgerIndexSchedule
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from shared.core.ledger import Ledger
 
 __all__ = ["INDEX_PREFIX", "SEGMENTS_PREFIX", "SHARDS_PREFIX", "TAIL_BYTES", "BlobEntrySource", "EntrySource",
-           "MemoryEntrySource", "entry_keys", "index_key", "source_for"]
+           "LedgerIndexer", "MemoryEntrySource", "entry_keys", "index_key", "source_for"]
 
 INDEX_PREFIX = "ledger-index/"
 SEGMENTS_PREFIX = INDEX_PREFIX + "segments/"
@@ -163,6 +163,16 @@ def _parse_part(name: str) -> tuple[str, int] | None:
     return day, int(part or 0)
 
 
+def _parse_marker(name: str) -> tuple[str, int, int, int] | None:
+    """(marker folder, start, end, shards) of a segment marker's name `<folder>/<start>-<end>.<shards>`."""
+    folder, _, leaf = name.rpartition("/")
+    span, _, shards = leaf.partition(".")
+    start, _, end = span.partition("-")
+    if start.isdigit() and end.isdigit() and shards.isdigit():
+        return folder + "/", int(start), int(end), int(shards)
+    return None
+
+
 def _lines(body: bytes, base: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """(offset, length, entry) of each whole JSON line of `body`, which starts at byte `base` of its part."""
     at = 0
@@ -186,19 +196,20 @@ class BlobEntrySource:
         oldest = (today - timedelta(days=max(days, 1) - 1)).isoformat()
         self._shards: dict[tuple[str, int, int], dict[str, list[list[int]]]] = {}
         self._built: dict[tuple[str, int], dict[str, Any]] = {}  # lines this reader has read already
-        parts, index = _map(lambda f: f(), [self._list_parts, self._list_index])  # the two listings at once
+        parts, index = _map(lambda f: f(), [lambda: self._list_parts(PREFIX),
+                                             lambda: self._list_index(SEGMENTS_PREFIX)])  # the two listings at once
         self._parts = [p for p in parts if p.day >= oldest]
-        self._load_segments(index)
+        self._load_segments([name for name, _ in index])
         for part in self._parts:  # one after the other: each reads its ranges (and writes its shards) on the pool
             if part.size > part.covered:
                 self._read_tail(part)
 
     # ---- building
-    def _list_parts(self) -> list[_Part]:
+    def _list_parts(self, prefix: str) -> list[_Part]:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            listed = list(self._container.list_blobs(name_starts_with=PREFIX))
+            listed = list(self._container.list_blobs(name_starts_with=prefix))
         except ResourceNotFoundError:
             return []
         parts = []
@@ -208,25 +219,27 @@ class BlobEntrySource:
                 parts.append(_Part(parsed[0], parsed[1], blob.name, int(blob.size or 0)))
         return parts
 
-    def _list_index(self) -> list[str]:
+    def _list_index(self, prefix: str) -> list[tuple[str, datetime | None]]:
+        """The segment markers under `prefix`: (name, when it was written)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return [b.name for b in self._container.list_blobs(name_starts_with=SEGMENTS_PREFIX)]
+            return [(b.name, b.last_modified) for b in self._container.list_blobs(name_starts_with=prefix)]
         except ResourceNotFoundError:
             return []
 
     def _load_segments(self, names: Sequence[str]) -> None:
-        """Each part's chain of finished segments from byte 0, from the listing (the marker names the shards)."""
+        """Each part's chain of finished segments from byte 0, from the listing (the marker names the shards).
+        From each start the longest segment is taken: a merged one (`LedgerIndexer`) supersedes the chain it
+        merged."""
         done: dict[str, dict[int, tuple[int, int]]] = {}  # marker folder -> start -> (end, shards)
         for name in names:
-            folder, _, leaf = name.rpartition("/")
-            span, _, shards = leaf.partition(".")
-            start, _, end = span.partition("-")
-            if start.isdigit() and end.isdigit() and shards.isdigit():
-                spans = done.setdefault(folder + "/", {})
-                if int(end) > spans.get(int(start), (0, 0))[0]:
-                    spans[int(start)] = (int(end), int(shards))
+            parsed = _parse_marker(name)
+            if parsed:
+                folder, start, end, shards = parsed
+                spans = done.setdefault(folder, {})
+                if end > spans.get(start, (0, 0))[0]:
+                    spans[start] = (end, shards)
         for part in self._parts:
             spans, at = done.get(part.marker_folder(), {}), 0
             while at in spans and at < spans[at][0] <= part.size:
@@ -242,9 +255,10 @@ class BlobEntrySource:
             return None
         return value if isinstance(value, dict) else None
 
-    def _read_tail(self, part: _Part) -> None:
+    def _read_tail(self, part: _Part, *, force: bool = False) -> None:
         """Read the part beyond its index, up to the size its listing gave, in ranges read in parallel; a long tail
-        becomes a stored segment (lines appended after the listing are the next reader's tail)."""
+        (or any, with `force`) becomes a stored segment (lines appended after the listing are the next reader's
+        tail)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         start = part.covered
@@ -256,7 +270,7 @@ class BlobEntrySource:
             return
         body = body[: body.rfind(b"\n") + 1]  # whole lines only (every append is one, but be strict)
         found = list(_lines(body, start))
-        if len(body) >= self._tail_bytes:
+        if body and (force or len(body) >= self._tail_bytes):
             tables = self._build(found)
             self._store_segment(part, start, start + len(body), tables, lines=len(found))
             part.segments.append((start, start + len(body), len(tables)))
@@ -365,6 +379,120 @@ class BlobEntrySource:
 
     def empty(self) -> bool:
         return not any(p.size for p in self._parts)
+
+
+class LedgerIndexer(BlobEntrySource):
+    """What the `ledger_index` timer does (shared/handlers.py `monitoring.ledger_index`): index the recent days'
+    tails before an operator asks, so that `explain`'s first read of a day costs the answer, not the day.
+
+    Why a timer and not the first reader alone (#17: "the first read of a 100k-line day built its index in
+    7.69 s"): a reader that finds a day unindexed must read all of it; a tick that indexes what was appended since
+    the last one costs what was written since, which is the active work, and the reader then reads the index and a
+    tail under `TAIL_BYTES`. Per tick, with nothing to index: two listings per day of `days` (the day's parts and
+    its segment markers, each under the day's own prefix, so history does not enter).
+
+    Segments of a day are merged: a day indexed tick by tick is a chain of many segments, and each costs a reader
+    one shard download per id it looks up. A chain longer than `max_chain`, or any chain of a finished day (a day
+    before today, whose tail is indexed whatever its length), is merged into one segment from byte 0, which
+    `_load_segments` prefers (the longest from each start). The segments it supersedes are deleted `grace_s` after
+    the merged marker was written, never at once: a reader that listed the old chain just before is still reading
+    its shards (a missing shard reads as empty).
+    """
+
+    def __init__(self, container: ContainerClient, *, today: date, now: datetime, days: int = 2,
+                 tail_bytes: int = TAIL_BYTES, max_chain: int = 8, grace_s: float = 900.0) -> None:
+        self._container = container
+        self._tail_bytes = tail_bytes
+        self._shards = {}
+        self._built = {}
+        self._max_chain = max(1, max_chain)
+        self._grace = timedelta(seconds=grace_s)
+        self._now = now
+        self._today = today.isoformat()
+        wanted = [(today - timedelta(days=n)).isoformat() for n in range(max(1, days))]
+        listings = _map(lambda f: f(), [*(lambda d=d: self._list_parts(f"{PREFIX}{d}") for d in wanted),
+                                        *(lambda d=d: self._list_index(f"{SEGMENTS_PREFIX}{d}.") for d in wanted)])
+        self._parts = [p for parts in listings[:len(wanted)] for p in parts if p.day in wanted]
+        self._markers: list[tuple[str, datetime | None]] = [m for names in listings[len(wanted):] for m in names]
+        self._load_segments([name for name, _ in self._markers])
+
+    def run(self) -> dict[str, int]:
+        """Index, merge and clean up; how many segments were built, merged and removed, and lines indexed."""
+        done = {"parts": len(self._parts), "built": 0, "merged": 0, "removed": 0}
+        for part in self._parts:
+            finished = part.day < self._today
+            left = part.size - part.covered
+            if left > 0 and (left >= self._tail_bytes or finished):
+                before = len(part.segments)
+                self._read_tail(part, force=True)
+                done["built"] += len(part.segments) - before
+            if len(part.segments) > self._max_chain or (finished and len(part.segments) > 1):
+                self._merge(part)
+                done["merged"] += 1
+            done["removed"] += self._remove_superseded(part)
+        return done
+
+    def _merge(self, part: _Part) -> None:
+        """One segment for the part's whole chain, from the chain's shards (the ledger is not read again)."""
+        needed = [(s, e, n) for s, e, shards in part.segments for n in range(shards)]
+        tables = _map(lambda t: self._shard(part, *t), needed)
+        postings: dict[str, list[list[int]]] = {}
+        offsets: set[int] = set()
+        for table in tables:  # segments in byte order, so each key's postings stay in byte order
+            for key, spans in table.items():
+                postings.setdefault(key, []).extend(spans)
+                offsets.update(span[0] for span in spans)
+        shards = self._shard_count(len(offsets))
+        merged: list[dict[str, list[list[int]]]] = [{} for _ in range(shards)]
+        for key, spans in postings.items():
+            merged[self._shard_of(key, shards)][key] = sorted(spans)
+        end = part.covered
+        self._store_segment(part, 0, end, merged, lines=len(offsets))
+        part.segments = [(0, end, shards)]
+
+    def _remove_superseded(self, part: _Part) -> int:
+        """Delete the markers and shards of segments a longer one covers, once that one is `grace_s` old."""
+        written = {}
+        chain = {}
+        for name, modified in self._markers:
+            parsed = _parse_marker(name)
+            if parsed and parsed[0] == part.marker_folder():
+                written[name] = modified
+                chain[name] = parsed
+        removed = 0
+        for name, (_folder, start, end, shards) in chain.items():
+            if (start, end, shards) in part.segments:
+                continue
+            cover = next((f"{part.marker_folder()}{s}-{e}.{n}" for s, e, n in part.segments if s <= start and end <= e),
+                         None)
+            at = written.get(cover) if cover else None
+            if at is None or self._now - at < self._grace:
+                continue  # not covered by the chain read, or covered by a segment too recent
+            self._container.delete_blob(name)  # the marker first: no reader lists the segment from now on
+            _map(self._delete_if_there, [f"{part.folder()}{start}-{end}/{n}.json" for n in range(shards)])
+            removed += 1
+        return removed
+
+    def _delete_if_there(self, name: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._container.delete_blob(name)
+        except ResourceNotFoundError:
+            pass
+
+
+def index_recent(ledger: Ledger, *, now: datetime | None = None) -> dict[str, int] | None:
+    """One `ledger_index` tick over a `BlobLedger` (None for another ledger: nothing stored to index).
+
+    The day comes from the ledger's clock (it names the parts); `now`, which ages segment markers for deletion,
+    defaults to the wall clock, as it is compared with the storage service's Last-Modified times."""
+    from shared.core.ledger import BlobLedger
+
+    if not isinstance(ledger, BlobLedger):
+        return None
+    today = datetime.fromtimestamp(ledger.clock(), UTC).date()
+    return LedgerIndexer(ledger._container, today=today, now=now or datetime.now(UTC)).run()
 
 
 def source_for(ledger: Ledger, *, days: int, tail_bytes: int = TAIL_BYTES) -> EntrySource:

@@ -377,6 +377,9 @@ class Settings:
     retrain_schedule: str = _s("REFLEX_RETRAIN_SCHEDULE", _ncrontab, "0 0 3 * * 0",
                                "Scheduled retraining (NCRONTAB), over the latest complete batch.")
     retrain_enabled: bool = _s("REFLEX_RETRAIN_ENABLED", _bool, "false", "Whether scheduled retraining runs.")
+    ledger_index_schedule: str = _s("REFLEX_LEDGER_INDEX_SCHEDULE", _ncrontab, "0 */5 * * * *",
+                                    "When the ledger's recent lines are indexed, so that `reflex explain` reads "
+                                    "an index and a short tail, not the day.")
 
     # --- batch scoring
     batch_endpoint: str = _s("REFLEX_BATCH_ENDPOINT", _endpoint_name, "reflex-batch", "Batch endpoint name.")
