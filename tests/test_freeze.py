@@ -259,3 +259,32 @@ def test_a_pass_starts_the_copies_left_from_a_count_and_lists_the_folder_only_on
     assert record["status"] == "submitted" and len(listings) == 1 and len(world.platform.jobs) == 1
     started = world.deps.state.get(f"{record['manifest']['key']}.started")
     assert started is not None and started.value == {"started": 30, "also": []}
+
+
+def test_a_copy_error_is_reported_even_when_the_count_of_started_copies_cannot_be_stored(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy's own error is what the batch reports; the count that could not be stored as well only means the
+    next pass starts those copies again (conditional copies: "exists", checked). Storing it used to run in a
+    `finally`, so its error replaced the copy's."""
+    monkeypatch.setattr(freeze, "BUDGET_SECONDS", 0.0)
+    monkeypatch.setattr(freeze, "PARALLEL", 2)
+    real_rounds = freeze._rounds
+
+    def rounds_then_copy_fails(*args: Any) -> dict[str, str]:
+        real_rounds(*args)
+        raise TransientError("copy blob: 503 ServerBusy")
+
+    def count_fails(*_: Any) -> None:
+        raise RuntimeError("state store down")
+
+    for raw in world.lake.put_many([f"heart/b1/part-{i:02d}.csv" for i in range(12)]):
+        world.deliver(raw)
+    monkeypatch.setattr(freeze, "_rounds", rounds_then_copy_fails)
+    monkeypatch.setattr(freeze, "_note_started", count_fails)
+    with pytest.raises(TransientError, match="503 ServerBusy"):  # the trigger redelivers on a transient error
+        world.deliver(world.lake.put("heart/b1/_SUCCESS", b""))
+    monkeypatch.setattr(freeze, "_rounds", real_rounds)
+    monkeypatch.undo()  # storage is back: the sweep resumes and the batch trains once
+    for _ in range(3):
+        world.run("data.sweep", {"past_due": False}, "")
+    assert arrival(world, "heart/b1")["status"] == "submitted" and len(world.platform.jobs) == 1

@@ -57,6 +57,7 @@ file named and what to do ("upload it as a new batch folder"), visible in `statu
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -67,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 from shared.batches import manifest
 from shared.batches.mltable import MLTABLE
 from shared.batches.paths import FROZEN_ROOT
-from shared.core.errors import PermanentError, map_azure_error
+from shared.core.errors import PermanentError, map_azure_error, safe_text
 
 if TYPE_CHECKING:
     from shared.batches.record import BatchRecord
@@ -76,6 +77,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BUDGET_SECONDS", "FROZEN_ROOT", "PARALLEL", "SOURCE_ETAG", "STARTED_SUFFIX", "Progress", "advance",
            "frozen_blobs", "frozen_folder", "frozen_path", "job_blobs", "reads_frozen"]
+
+log = logging.getLogger("reflex.freeze")
 
 BUDGET_SECONDS = 12.0  # of one pass: well inside Event Grid's 30 s, with the submission after it
 PARALLEL = 16          # copies in flight per round (server-side: each is one small request)
@@ -344,8 +347,16 @@ def advance(deps: Deps, batch: BatchRecord, *, budget_seconds: float | None = No
             answered: dict[str, str] = {}
             try:
                 lost = _rounds(pool, container, folder, files, todo, deadline, clock, answered)
-            finally:
-                _note_started(deps, key, names, answered)
+            except BaseException:
+                # the copy's error is the one to report: a count that could not be stored as well only means
+                # the next pass starts those copies again (each is conditional: "exists", checked)
+                try:
+                    _note_started(deps, key, names, answered)
+                except Exception as exc:
+                    log.warning("could not store which copies were started (%s): the next pass starts them "
+                                "again", safe_text(exc))
+                raise
+            _note_started(deps, key, names, answered)
             if lost or len(answered) < len(todo):
                 pending = list(answered.values()).count("pending")
                 started = len(names) - len(todo) + len(answered)
