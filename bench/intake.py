@@ -105,7 +105,7 @@ def _drive(stream: list[dict[str, Any]], deliver: Callable[[dict[str, Any]], Non
     return {"seconds": time.perf_counter() - start, "gave_up": len(errors)}
 
 
-def run_intake(n: int = 10_000, deliveries: int = 3, threads: int = 16, *, sweeps: int = 3,
+def run_intake(n: int = 10_000, deliveries: int = 3, threads: int = 16, *, sweeps: int = 60,
                data_storage: str = AZURITE, state_storage: str = "") -> dict[str, Any]:
     """This version's intake: N blobs and the marker, each delivered `deliveries` times, shuffled; the figures.
     `data_storage` / `state_storage`: connection strings of the data's and Reflex's state's storage (the state
@@ -131,10 +131,10 @@ def run_intake(n: int = 10_000, deliveries: int = 3, threads: int = 16, *, sweep
         # the completing delivery froze what one bounded pass could (shared/batches/freeze.py, 12 s); the sweep's
         # passes copy the rest and submit, as the timer does every minute: timed apart, it is not intake
         started = time.perf_counter()
-        for _ in range(sweeps):
-            if platform.jobs:
-                break
+        swept = 0
+        while swept < sweeps and not platform.jobs:
             sweep(deps)
+            swept += 1
         freeze_s = time.perf_counter() - started
         batch = state.get(next(iter(state.keys("arrivals/"))))
         history = batch.value["history"] if batch else []
@@ -146,7 +146,7 @@ def run_intake(n: int = 10_000, deliveries: int = 3, threads: int = 16, *, sweep
                 "state_bytes_per_delivery": round(moved / len(stream)), "state_bytes_per_blob": round(moved / n),
                 "state_requests_per_delivery": round(asked / len(stream), 2),
                 "max_file_delivery_bytes": largest, "gave_up": timing["gave_up"],
-                "sweep_s": round(freeze_s, 1), "sweeps": sweeps,
+                "sweep_s": round(freeze_s, 1), "sweeps": swept,
                 "completions": sum(1 for entry in history if entry[1] == "complete"),
                 "status": history[-1][1] if history else "", "status_reason": history[-1][2] if history else "",
                 "jobs": len(platform.jobs)}
