@@ -21,6 +21,12 @@
 - status_1000_s: `reflex.status.gather` over 1,000 finished training batches (+ a few open and failed ones, scoring,
   rollouts, dead letters) on Azurite, against reading every record as `status` did.
 
+Measured whole, in one run (session 7, this 2-core machine, quiet, 21 min): tick_requests 15 at H=10 and 15 at
+H=10,000 (full scan 36 / 20,020); 10,000 blobs x3: 325.9 events/s (single record at N=500: 101.0), 299 state bytes
+per delivery (80,495), 1 job after 18 sweeps froze the copies (227 s); Wait tick 2 HTTP requests (naive 6), traffic
+step 3 (4), promote 4 (10); champion 1 request, 0.7 KiB (the listing: 695 KiB); explain's first read 0.30 s with the
+timer's index (never indexed: 3.72 s; scan per node 1.85 s); status 0.135 s (every record read: 4.31 s).
+
 Times are the best of a few rounds (the first explain aside). Run with Azurite on 127.0.0.1:10000:
 `.venv/bin/python bench/scale.py [--quick]` (`--quick`: small sizes, for tests/test_scale_bench.py, which checks
 only that the RESULT line is complete and well formed). Ends with one line
