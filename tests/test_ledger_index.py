@@ -206,9 +206,10 @@ def test_superseded_segments_are_deleted_only_once_the_merged_one_is_old(contain
     assert _tick(ledger, clock, max_chain=1)["merged"] == 1
     old_markers = _markers(ledger._container)
     assert len(old_markers) == 3  # two segments and the merged one
-    now = datetime.now(UTC)
-    assert _tick(ledger, clock, max_chain=1, now=now + timedelta(minutes=14))["removed"] == 0  # a reader may be
-    assert _tick(ledger, clock, max_chain=1, now=now + timedelta(minutes=16))["removed"] == 2  # reading them
+    written = {b.name: b.last_modified for b in ledger._container.list_blobs(name_starts_with=SEGMENTS_PREFIX)}
+    merged_at = max(written.values())  # the merged marker, written last (by the storage service's clock)
+    assert _tick(ledger, clock, max_chain=1, now=merged_at + timedelta(minutes=14))["removed"] == 0  # a reader may
+    assert _tick(ledger, clock, max_chain=1, now=merged_at + timedelta(minutes=16))["removed"] == 2  # be reading
     left = _markers(ledger._container)
     assert len(left) == 1 and left[0].rpartition("/")[2].startswith("0-")
     shards = {b.name.rsplit("/", 2)[1] for b in ledger._container.list_blobs(name_starts_with=SHARDS_PREFIX)}
@@ -240,7 +241,7 @@ def test_an_idle_tick_is_four_listings_whatever_the_history(container_factory: C
     today = datetime.fromtimestamp(clock(), UTC).date()
     _tick(ledger, clock, max_chain=8)  # yesterday's tail indexed: what is left is idle
     sent.clear()
-    done = LedgerIndexer(container, today=today, now=datetime.now(UTC), tail_bytes=TAIL).run()
+    done = LedgerIndexer(container, today=today, now=datetime.now(UTC), tail_bytes=TAIL).run()  # nothing to age
     assert done == {"parts": 2, "built": 0, "merged": 0, "removed": 0}
     assert len(sent) == 4 and all("comp=list" in s for s in sent), sent
 
@@ -252,3 +253,17 @@ def test_the_handler_reports_what_the_tick_did(container_factory: Callable[[str]
     assert _markers(ledger._container) == []
     clock.advance(DAY)
     assert index_recent(ledger) == {"parts": 1, "built": 1, "merged": 0, "removed": 0}  # yesterday's, finished
+
+
+def test_a_chain_with_a_shard_that_cannot_be_read_is_not_merged(container_factory: Callable[[str], Any],
+                                                                clock: Clock) -> None:
+    """A merged segment supersedes the chain: made without one of its shards, it would hide that shard's lines."""
+    ledger = BlobLedger(container_factory("ledger"), clock)
+    _chain(ledger, clock, "b1", blobs=6)
+    _tick(ledger, clock)
+    _chain(ledger, clock, "b2", blobs=6)
+    _tick(ledger, clock)
+    shards = sorted(b.name for b in ledger._container.list_blobs(name_starts_with=SHARDS_PREFIX))
+    ledger._container.delete_blob(shards[0])
+    assert _tick(ledger, clock, max_chain=1)["merged"] == 0
+    assert len(_markers(ledger._container)) == 2  # the chain as it was

@@ -417,7 +417,7 @@ class LedgerIndexer(BlobEntrySource):
         self._load_segments([name for name, _ in self._markers])
 
     def run(self) -> dict[str, int]:
-        """Index, merge and clean up; how many segments were built, merged and removed, and lines indexed."""
+        """Index, merge and clean up: the parts seen and how many segments were built, merged and removed."""
         done = {"parts": len(self._parts), "built": 0, "merged": 0, "removed": 0}
         for part in self._parts:
             finished = part.day < self._today
@@ -426,20 +426,29 @@ class LedgerIndexer(BlobEntrySource):
                 before = len(part.segments)
                 self._read_tail(part, force=True)
                 done["built"] += len(part.segments) - before
-            if len(part.segments) > self._max_chain or (finished and len(part.segments) > 1):
-                self._merge(part)
+            if (len(part.segments) > self._max_chain or (finished and len(part.segments) > 1)) \
+                    and self._merge(part):
                 done["merged"] += 1
             done["removed"] += self._remove_superseded(part)
         return done
 
-    def _merge(self, part: _Part) -> None:
-        """One segment for the part's whole chain, from the chain's shards (the ledger is not read again)."""
+    def _merge(self, part: _Part) -> bool:
+        """One segment for the part's whole chain, from the chain's shards (the ledger is not read again). Strict,
+        unlike a reader: a shard that cannot be read leaves the chain as it is (False), as a merged segment missing
+        its lines would supersede the chain that has them."""
         needed = [(s, e, n) for s, e, shards in part.segments for n in range(shards)]
-        tables = _map(lambda t: self._shard(part, *t), needed)
+
+        def table(t: tuple[int, int, int]) -> dict[str, list[list[int]]] | None:
+            cached = self._shards.get((part.name, t[0], t[2]))
+            return cached if cached is not None else self._read_json(f"{part.folder()}{t[0]}-{t[1]}/{t[2]}.json")
+
+        tables = _map(table, needed)
+        if any(t is None for t in tables):
+            return False
         postings: dict[str, list[list[int]]] = {}
         offsets: set[int] = set()
-        for table in tables:  # segments in byte order, so each key's postings stay in byte order
-            for key, spans in table.items():
+        for got in tables:  # segments in byte order, so each key's postings stay in byte order
+            for key, spans in (got or {}).items():
                 postings.setdefault(key, []).extend(spans)
                 offsets.update(span[0] for span in spans)
         shards = self._shard_count(len(offsets))
@@ -449,20 +458,17 @@ class LedgerIndexer(BlobEntrySource):
         end = part.covered
         self._store_segment(part, 0, end, merged, lines=len(offsets))
         part.segments = [(0, end, shards)]
+        return True
 
     def _remove_superseded(self, part: _Part) -> int:
         """Delete the markers and shards of segments a longer one covers, once that one is `grace_s` old."""
-        written = {}
-        chain = {}
-        for name, modified in self._markers:
-            parsed = _parse_marker(name)
-            if parsed and parsed[0] == part.marker_folder():
-                written[name] = modified
-                chain[name] = parsed
+        written = dict(self._markers)
         removed = 0
-        for name, (_folder, start, end, shards) in chain.items():
-            if (start, end, shards) in part.segments:
+        for name in written:
+            parsed = _parse_marker(name)
+            if not parsed or parsed[0] != part.marker_folder() or parsed[1:] in part.segments:
                 continue
+            _folder, start, end, shards = parsed
             cover = next((f"{part.marker_folder()}{s}-{e}.{n}" for s, e, n in part.segments if s <= start and end <= e),
                          None)
             at = written.get(cover) if cover else None
