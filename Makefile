@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test check demo demo-fresh stack stack-func stop lint bench setup clean
+.PHONY: test test-alone check demo demo-fresh stack stack-func stop lint bench setup clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -28,6 +28,14 @@ TEST_WORKERS ?= 2
 TEST_ORDER ?= random
 test: setup tools check
 	$(PY) -m local.azurite run -- $(PY) -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup --shuffle=$(TEST_ORDER)
+
+# each test module in a pytest process of its own, one after another (#18.6: every test passes alone, with no
+# other module's fixtures or leftovers before it); prints each module's result and the modules that failed
+test-alone: setup tools
+	$(PY) -m local.azurite run -- sh -c 'failed=""; for f in tests/test_*.py; do \
+	  log=$$(mktemp); if $(PY) -m pytest -q -p no:cacheprovider "$$f" > "$$log" 2>&1; then echo "passed alone: $$f"; rm -f "$$log"; \
+	  else echo "FAILED alone: $$f (its output: $$log)"; tail -n 15 "$$log"; failed="$$failed $$f"; fi; done; \
+	  if [ -n "$$failed" ]; then echo "failed alone:$$failed"; exit 1; fi; echo "every module passed alone"'
 
 lint: setup
 	$(PY) -m ruff check .

@@ -182,6 +182,25 @@ def process_state_restored() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="class", autouse=True)
+def process_state_restored_per_class() -> Iterator[None]:
+    """The same around a class's fixtures (see `process_state_restored_per_module`)."""
+    with process_state():
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def process_state_restored_per_module() -> Iterator[None]:
+    """The same around a module's fixtures. A module fixture's teardown runs after its last test's own restore;
+    pytest sets an autouse fixture up before the other fixtures of its scope and tears it down after them, so
+    whatever a module fixture's teardown leaves behind ends with its module. Found by `make test`'s shuffle under
+    load (seed 540776): tests/test_scoring_input.py's fixture set "the previous" MLflow URI back from its teardown,
+    which writes MLflow's default `sqlite:///<cwd>/mlflow.db` into os.environ, and the CLI of a later module's
+    test refused to start on it (tests/test_conftest_isolation.py)."""
+    with process_state():
+        yield
+
+
 class Clock:
     """A test clock: `clock()` returns the time, `clock.advance(s)` moves it."""
 

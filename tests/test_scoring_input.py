@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import process_state
 
 from local.sampledata import FEATURES, LABEL, generate, patient_record
 from shared.core.state import BlobStateStore
@@ -37,11 +38,12 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from sklearn.tree import DecisionTreeClassifier
 
     root = tmp_path_factory.mktemp("registry")
-    # both URIs: an earlier test in the same process may have pointed the registry at a server now stopped
-    previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
-    try:
+    # both URIs: an earlier test in the same process may have pointed the registry at a server now stopped.
+    # Restored by process_state(), not by setting "the previous" URIs again: with none set, get_tracking_uri()
+    # answers MLflow's default and set_tracking_uri() writes it into os.environ (leaked into later modules)
+    with process_state():
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
         experiment = mlflow.create_experiment("scoring-input", artifact_location=(root / "artifacts").as_uri())
         frame = pd.DataFrame(generate(120, seed=5))
         features = frame[list(FEATURES)]
@@ -52,9 +54,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             mlflow.sklearn.log_model(fitted, name="model", signature=signature, registered_model_name=name,
                                      serialization_format="cloudpickle")  # as jobs/train/train.py saves
         yield f"{name}:1"
-    finally:
-        mlflow.set_tracking_uri(previous)
-        mlflow.set_registry_uri(previous_registry)
 
 
 @pytest.fixture
