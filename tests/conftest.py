@@ -221,15 +221,25 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="session")
 def blob_service() -> Any:
-    """The Azurite account; fails (does not skip) when Azurite is not running: `make test` starts it."""
-    from azure.storage.blob import BlobServiceClient
+    """The Azurite account; fails (does not skip) when Azurite is not running: `make test` starts it.
 
-    client = BlobServiceClient.from_connection_string(AZURITE, retry_total=0)
+    One request per call for every answer the service gives (a 503 surfaces at once: tests/test_freeze_contract.py
+    counts on it), but a connection the server dropped is tried again, up to 3 times half a second apart, as the
+    app's own clients (the SDK's default policy) do. Why: Azurite closes a connection idle for 5 s (its
+    `DEFAULT_BLOB_KEEP_ALIVE_TIMEOUT`, Node's keepAliveTimeout), and a request sent on a pooled one just as it
+    closes ends in ConnectionResetError; with no retry at all that failed a CI run's test setup (create_container
+    in tests/test_batch_scoring.py). azure-storage-blob `StorageRetryPolicy.increment`: a dropped connection
+    counts against `retry_connect`/`retry_read`, an answer against `retry_status`, here 0.
+    """
+    from azure.storage.blob import BlobServiceClient, LinearRetry
+
+    probe = BlobServiceClient.from_connection_string(AZURITE, retry_total=0)
     try:
-        client.get_service_properties(timeout=5)
+        probe.get_service_properties(timeout=5)
     except Exception as exc:  # pragma: no cover - environment problem, reported clearly
         pytest.fail(f"Azurite is not reachable ({type(exc).__name__}); run the tests with `make test`")
-    return client
+    return BlobServiceClient.from_connection_string(AZURITE, retry_policy=LinearRetry(
+        backoff=0.5, random_jitter_range=0, retry_total=3, retry_status=0))
 
 
 @pytest.fixture

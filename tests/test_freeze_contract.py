@@ -7,9 +7,9 @@ real requests and `responses` (azure-core's default transport is requests) repla
 HTTP boundary, exactly as recorded or documented (README there). Everything else, the batch's own blobs and the
 state container, stays on Azurite (passthrough), so the arrival flow, `start_batch` and the sweep run for real.
 
-Clients here are built with `retry_total=0` (conftest's `blob_service`): one request per call, so a 503 surfaces
-at once; in Azure the SDK's own retry policy retries 5xx first (azure-storage-blob `ExponentialRetry`), and only
-then does the pass end with `TransientError`.
+Clients here retry no answer (conftest's `blob_service`: `retry_status=0`, only a dropped connection is tried
+again): one request per answer, so a 503 surfaces at once; in Azure the SDK's own retry policy retries 5xx
+first (azure-storage-blob `ExponentialRetry`), and only then does the pass end with `TransientError`.
 """
 
 from __future__ import annotations

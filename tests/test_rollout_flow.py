@@ -221,6 +221,42 @@ def test_metric_breach_at_50_percent_is_one_traffic_update_back(world: World) ->
     assert world.fp.models[(MODEL, "1")].tags.get(CHAMPION_TAG) == "true"
 
 
+def test_latency_breach_holds_the_traffic_and_is_judged_again_over_the_next_minute(world: World) -> None:
+    """#18.6: a ratio breach neither advances nor rolls back at once; the flow reads the metrics over whole
+    minutes after it, and the canary goes on (the breach was a moment) or rolls back (still slower there)."""
+    windows: list[int] = []
+    read = world.fp.get_deployment_metrics
+
+    def spy(endpoint: str, deployment: str, *, window_seconds: int) -> DeploymentMetrics:
+        windows.append(window_seconds)
+        return read(endpoint, deployment, window_seconds=window_seconds)
+
+    world.fp.get_deployment_metrics = spy  # type: ignore[method-assign]
+    to_canary_step(world, 0)
+    world.fp.metrics[(ENDPOINT, V2)] = replace(GOOD, latency_ms=400.0)
+    tick(world, 10)
+    held = world.record()
+    assert held.status == "baking" and held.suspect is not None and held.phase == 0
+    assert "holding the traffic as it is to confirm it" in held.history[-1]["detail"]
+    updates = len(world.fp.traffic_updates)
+    world.fp.metrics[(ENDPOINT, V2)] = GOOD            # the next minute: as fast as the live deployment
+    windows.clear()
+    tick(world, 130)
+    start = (int(held.suspect["at"] // 60) + 1) * 60
+    assert windows == [int(world.clock() - start)] * 2  # the new and the live deployment, since that minute
+    after = world.record()
+    assert after.suspect is None and after.phase == 0 and len(world.fp.traffic_updates) == updates
+    assert after.history[-1]["detail"].startswith("latency confirmed as sound over the minute after")
+    tick(world, 300)                                   # the bake is over: the next step
+    assert world.record().phase == 1 and len(world.fp.traffic_updates) == updates + 1
+
+    world.fp.metrics[(ENDPOINT, V2)] = replace(GOOD, latency_ms=400.0)   # slower at 50%, and it stays so
+    final = run_to_end(world)
+    assert final.status == "rolled_back" and "confirmed over the minute after the first breach" in final.reason
+    assert final.evidence["first"]["new"]["latency_ms"] == 400.0
+    assert [h["action"] for h in final.history[-3:]] == ["Wait", "RollBack", "RollBack"]
+
+
 def test_first_model_on_a_new_endpoint(world: World) -> None:
     deliver(world, register_model(world.fp, "1"))
     final = run_to_end(world)

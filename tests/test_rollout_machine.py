@@ -11,6 +11,7 @@ import pytest
 from shared.core.platform import DeploymentMetrics, QuotaCheck
 from shared.rollout.machine import (
     ROLLBACK_SETTLE_SECONDS,
+    Action,
     Begin,
     CreateDeployment,
     CreateEndpoint,
@@ -27,6 +28,7 @@ from shared.rollout.machine import (
     advance,
     decide,
     defer_rollback,
+    metrics_window,
     rollback_hold,
     rolling_back,
 )
@@ -118,8 +120,20 @@ TABLE: list[tuple[str, Rollout, Observation, float, Any]] = [
      new_metrics=DeploymentMetrics(100, 3, 50.0, 60)), 1100.0, RollBack),
     ("absolute latency breach", rec(), obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 0, 1500.0, 60)),
      1100.0, RollBack),
-    ("latency relative to live breach", rec(), obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 0, 70.0, 600),
-     live_metrics=LIVE), 1100.0, RollBack),
+    ("latency relative to live breach holds the traffic to confirm it", rec(),
+     obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 0, 70.0, 600), live_metrics=LIVE), 1100.0, Wait),
+    ("latency breach confirmed over the next minute rolls back", rec(suspect={"at": 1100.0, "reason": "r"}),
+     obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 0, 70.0, 60), live_metrics=DeploymentMetrics(
+         900, 1, 40.0, 60)), 1200.0, RollBack),
+    ("latency breach not confirmed: the bake goes on", rec(suspect={"at": 1100.0, "reason": "r"}),
+     obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 0, 41.0, 60), live_metrics=DeploymentMetrics(
+         900, 1, 40.0, 60)), 1600.0, SetTraffic(split(50), {}, "baking", 1)),
+    ("latency breach: no verdict before the confirming minute is over", rec(suspect={"at": 1100.0, "reason": "r"}),
+     obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 0, 41.0, 60), live_metrics=DeploymentMetrics(
+         900, 1, 40.0, 60)), 1199.0, Wait),
+    ("errors roll back at once while a latency breach is confirmed", rec(suspect={"at": 1100.0, "reason": "r"}),
+     obs(traffic=split(10), new_metrics=DeploymentMetrics(100, 5, 41.0, 60), live_metrics=LIVE), 1150.0,
+     RollBack),
     ("relative latency ignored without live data", rec(), obs(traffic=split(10),
      new_metrics=DeploymentMetrics(100, 0, 70.0, 60), live_metrics=DeploymentMetrics(0, 0, None, 60)), 1100.0, Wait),
     ("too few requests waits", rec(plan=replace(PLAN, min_requests=500)), obs(traffic=split(10), new_metrics=GOOD),
@@ -458,11 +472,25 @@ def test_a_canary_three_times_slower_than_live_rolls_back(live_ms: float) -> Non
     plan = _demo_plan()
     new = DeploymentMetrics(plan.min_requests, 0, 3 * live_ms, 60)
     live = DeploymentMetrics(9 * plan.min_requests, 0, live_ms, 60)
-    action = decide(rec(plan=plan), obs(traffic=split(plan.steps[0]), new_metrics=new, live_metrics=live), 1100.0)
+    action = decided_after_confirming(rec(plan=plan), obs(traffic=split(plan.steps[0]), new_metrics=new,
+                                                           live_metrics=live), 1100.0)
     assert isinstance(action, RollBack)
     assert f"exceeds {plan.max_latency_ratio}x the live deployment's {live_ms:.0f} ms over the same 60 s" \
         in action.reason
     assert action.evidence["live"]["latency_ms"] == live_ms
+
+
+def decided_after_confirming(record: Rollout, observation: Observation, now: float) -> Action:
+    """A latency-ratio breach at `now` holds the traffic (a Wait that records it); the action once the minute
+    that confirms it is over, the same metrics seen over that minute."""
+    first = decide(record, observation, now)
+    assert isinstance(first, Wait) and first.suspect is not None, first
+    assert "holding the traffic as it is to confirm it" in first.reason
+    held = advance(record, first, now)
+    assert held.suspect is not None and held.suspect["at"] == now
+    later = (int(now // 60) + 2) * 60.0
+    assert metrics_window(held, later) == 60
+    return decide(held, observation, later)
 
 
 def test_without_a_live_deployment_to_compare_the_backstop_judges() -> None:

@@ -330,7 +330,8 @@ class Settings:
                                "whatever the live one's (default: Azure ML's request timeout).")
     max_latency_ratio: float = _s("REFLEX_MAX_LATENCY_RATIO", _float_range(1.0, 100.0), "1.5",
                                   "Highest latency of the new deployment relative to the live one's over the "
-                                  "same window (a slow machine slows both).")
+                                  "same window (a slow machine slows both); a breach rolls back once the next "
+                                  "whole minute confirms it.")
     min_requests: int = _s("REFLEX_MIN_REQUESTS", _int_range(0, 1_000_000), "0",
                            "Requests the new deployment must have served in a step before it may advance.")
     smoke_request: Mapping[str, Any] | None = _s("REFLEX_SMOKE_REQUEST", _json_object, "",

@@ -56,6 +56,7 @@ from shared.rollout.machine import (
     advance,
     decide,
     defer_rollback,
+    metrics_window,
     rollback_hold,
     rolling_back,
 )
@@ -127,7 +128,7 @@ def _observe(deps: Deps, r: Rollout, now: float) -> tuple[Observation, Endpoint 
     if needs_quota and r.deployment not in states and not r.queued:
         obs["quota"] = p.check_quota(r.plan.instance_type, r.plan.instance_count)
     if r.status in ("mirroring", "baking") and states.get(r.deployment) == SUCCEEDED:
-        window = max(60, int(now - r.phase_started_at))
+        window = metrics_window(r, now)
         obs["new_metrics"] = p.get_deployment_metrics(r.endpoint, r.deployment, window_seconds=window)
         if r.previous and states.get(r.previous) == SUCCEEDED:
             obs["live_metrics"] = p.get_deployment_metrics(r.endpoint, r.previous, window_seconds=window)

@@ -27,6 +27,7 @@ Persisted record (`rollouts/<endpoint>`, one JSON object; see `Rollout.to_dict`)
     reason, evidence, final                  why it ended (rollback reason and the numbers behind it)
     history     the last 50 steps: {"at", "action", "status", "detail"}
     demote      versions the promotion took the champion from that still carry the tag (untagged by `Demote`)
+    suspect     {"at", "reason", "evidence"} of a latency-ratio breach not yet confirmed (see `metrics_window`)
 
 Transitional provisioning states (Creating, Updating, Scaling: `shared.core.platform.TRANSITIONAL`) pass by
 themselves: Azure ML puts a deployment in Updating when its traffic or instance count changes or during
@@ -34,6 +35,10 @@ platform maintenance, and the endpoint in Updating for a few seconds after every
 Wait (naming the state), never RollBack; Failed, Canceled, Deleting (of the new deployment) and missing still
 roll back, and the rollout deadline bounds every wait. Traffic moves and phases complete only while the
 endpoint and every deployment involved are settled, because Azure refuses or races an update in flight.
+
+A bake phase's checks (`metrics_breach`): an error-rate or backstop breach rolls back at once; a breach of the
+latency ratio alone holds the phase (`suspect`), neither advanced nor rolled back, until the whole minutes after
+it confirm it (roll back) or not (the bake goes on): see `metrics_window` for why.
 """
 
 from __future__ import annotations
@@ -47,9 +52,10 @@ from shared.core.platform import SUCCEEDED, TRANSITIONAL, DeploymentMetrics, Quo
 from shared.rollout.plan import Plan, split_traffic, version_key
 
 __all__ = [
-    "ACTIVE", "TERMINAL", "ROLLBACK_SETTLE_SECONDS", "Action", "Begin", "CreateDeployment", "CreateEndpoint",
-    "DeleteDeployment", "Demote", "Finish", "Observation", "Promote", "RollBack", "Rollout", "SetTraffic", "SmokeTest",
-    "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach", "read", "rollback_hold", "rolling_back",
+    "ACTIVE", "CONFIRM_SECONDS", "TERMINAL", "ROLLBACK_SETTLE_SECONDS", "Action", "Begin", "CreateDeployment",
+    "CreateEndpoint", "DeleteDeployment", "Demote", "Finish", "Observation", "Promote", "RollBack", "Rollout",
+    "SetTraffic", "SmokeTest", "Wait", "admit", "advance", "decide", "defer_rollback", "metrics_breach",
+    "metrics_window", "read", "rollback_hold", "rolling_back",
 ]
 
 TERMINAL = frozenset({"done", "rolled_back", "failed", "superseded"})  # the statuses a rollout ends in (the only set)
@@ -85,6 +91,7 @@ class Rollout:
     awaiting_approval: bool = False
     demote: tuple[str, ...] = ()
     trace: str = ""
+    suspect: Mapping[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -105,7 +112,7 @@ class Rollout:
             "evidence": dict(self.evidence), "final": self.final, "attempts": self.attempts,
             "history": [dict(h) for h in self.history], "awaiting_approval": self.awaiting_approval,
             "demote": list(self.demote),
-            "trace": self.trace,
+            "trace": self.trace, "suspect": dict(self.suspect) if self.suspect else None,
         }
 
     @classmethod
@@ -132,6 +139,7 @@ class Rollout:
                 v.get("status", "pending") == "pending" and _approval_wait(history)),
             demote=tuple(str(d) for d in v.get("demote") or ()),
             trace=v["trace"] if isinstance(v.get("trace"), str) else "",
+            suspect=_suspect(v.get("suspect")),
         )
 
 
@@ -142,6 +150,14 @@ def read(value: Mapping[str, Any]) -> Rollout | None:
         return Rollout.from_dict(value)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _suspect(value: Any) -> Mapping[str, Any] | None:
+    """A stored `suspect`, or None (records from before the field; anything without its moment)."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("at"), (int, float)):
+        return None
+    return {"at": float(value["at"]), "reason": str(value.get("reason", "")),
+            "evidence": value.get("evidence") if isinstance(value.get("evidence"), Mapping) else {}}
 
 
 def _approval_wait(history: tuple[Mapping[str, Any], ...]) -> bool:
@@ -181,11 +197,14 @@ class Action:
 @dataclass(frozen=True)
 class Wait(Action):
     """Nothing to do yet. `restart_clock`: the bake clock restarts now (the new deployment is transitional);
-    `approval`: the wait is for the model's approval (`Rollout.awaiting_approval`)."""
+    `approval`: the wait is for the model's approval (`Rollout.awaiting_approval`); `suspect`: a latency-ratio
+    breach to confirm is recorded (`Rollout.suspect`); `cleared`: the one recorded was not confirmed."""
 
     reason: str
     restart_clock: bool = False
     approval: bool = False
+    suspect: Mapping[str, Any] | None = None
+    cleared: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,6 +305,9 @@ five stays put with two of them stalled or cold, a median of one is that one req
 def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMetrics | None) -> str:
     """Why the new deployment's metrics fail the plan's thresholds ("" when they pass or there is no data).
 
+    A breach of the ratio alone rolls back only once confirmed over a later minute (`metrics_window`); the
+    error rate and the backstop roll back at once.
+
     A canary is judged on `plan.min_requests` requests at least: one slow or failed request among three is
     noise (a cold first request, the smoke test), not a regression. Before that many are in, it breaches only
     when the outcome is already certain: when the error rate or the backstop would be exceeded even if every
@@ -309,28 +331,71 @@ def metrics_breach(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMe
     both too slow to keep; its default is Azure ML's own request timeout (azure-ai-ml
     `OnlineRequestSettings.request_timeout_ms`, 5000 ms), beyond which requests fail anyway.
     """
+    return _judge(plan, new, live)[0]
+
+
+def _judge(plan: Plan, new: DeploymentMetrics | None, live: DeploymentMetrics | None) -> tuple[str, str]:
+    """`metrics_breach`'s reason and which check it is: "errors", "ratio", "backstop" ("" with no breach)."""
     if new is None or new.requests <= 0:
-        return ""
+        return "", ""
     sample = max(new.requests, plan.min_requests)
     error_rate = new.errors / sample
     if error_rate > plan.max_error_rate:
         return (f"error rate {error_rate:.3f} ({new.errors}/{sample}"
-                f"{'' if sample == new.requests else ' at least'}) exceeds {plan.max_error_rate:.3f}")
+                f"{'' if sample == new.requests else ' at least'}) exceeds {plan.max_error_rate:.3f}", "errors")
     if new.latency_ms is None:
-        return ""
-    compared = _comparable_latency(new, live, max(RATIO_MIN_SAMPLE, plan.min_requests))
+        return "", ""
+    compared = _comparable_latency(new, live, _ratio_sample(plan))
+    latency = new.latency_ms * new.requests / sample
+    if latency > plan.max_latency_ms:
+        bound = "" if sample == new.requests else f" (at least, over {sample} requests)"
+        against = "" if compared is None else f" (the live deployment's: {compared[2]:.0f} ms)"
+        return f"latency {latency:.0f} ms{bound} exceeds the {plan.max_latency_ms:.0f} ms backstop{against}", \
+            "backstop"
     if compared is not None:
         what, new_ms, live_ms = compared
         if new_ms > live_ms * plan.max_latency_ratio:
             return (f"{what} {new_ms:.0f} ms exceeds {plan.max_latency_ratio}x the live deployment's "
                     f"{live_ms:.0f} ms over the same {new.window_seconds} s ({new.requests} and "
-                    f"{live.requests if live else 0} requests)")
-    latency = new.latency_ms * new.requests / sample
-    if latency > plan.max_latency_ms:
-        bound = "" if sample == new.requests else f" (at least, over {sample} requests)"
-        against = "" if compared is None else f" (the live deployment's: {compared[2]:.0f} ms)"
-        return f"latency {latency:.0f} ms{bound} exceeds the {plan.max_latency_ms:.0f} ms backstop{against}"
-    return ""
+                    f"{live.requests if live else 0} requests)"), "ratio"
+    return "", ""
+
+
+CONFIRM_SECONDS = 60
+"""How long a latency-ratio breach is judged again before it rolls back: one grain of Azure Monitor's metrics
+(PT1M), over whole minutes that began after the breach was seen."""
+
+
+def confirm_from(r: Rollout) -> float | None:
+    """Where the window that confirms `r.suspect` starts: the first whole minute after the breach was seen."""
+    if not r.suspect:
+        return None
+    return (int(float(r.suspect["at"]) // 60) + 1) * 60.0
+
+
+def metrics_window(r: Rollout, now: float) -> int:
+    """The window, in seconds up to `now`, over which the flow reads both deployments' metrics.
+
+    The phase so far (at least a minute, Azure Monitor's grain). While a latency-ratio breach waits for its
+    confirmation, from the first whole minute after it was seen: the confirming sample shares no request with
+    the one that breached. Why confirm at all (#18.6): the breaching sample can be one that a moment made slow
+    rather than the model. A CI run on a quiet machine rolled a sound canary back at 50%: "median latency
+    904 ms exceeds 10.0x live's 71 ms over the same 60 s (5 and 44 requests)". The canary's five requests had
+    come in the seconds after its traffic moved, the live deployment's 44 over the whole window (its minute
+    buckets reach back before the move), so a stall of those seconds was the canary's median and a sliver of
+    the live one's. Over a window inside one traffic step, both deployments' requests are interleaved over the
+    same seconds, and a stall slows both; a model that is really slower is slower in that minute too.
+    """
+    start = r.phase_started_at
+    confirm = confirm_from(r)
+    if confirm is not None:
+        start = max(start, confirm)
+    return max(60, int(now - start))
+
+
+def _ratio_sample(plan: Plan) -> int:
+    """Requests each deployment must have served in a window before their latencies are compared."""
+    return max(RATIO_MIN_SAMPLE, plan.min_requests)
 
 
 def _comparable_latency(new: DeploymentMetrics, live: DeploymentMetrics | None,
@@ -534,10 +599,64 @@ def _bake(r: Rollout, o: Observation, now: float) -> Action:
                             f"{o.traffic.get(r.deployment, 0)}% (expected {steps[r.phase]}%)", _metrics_evidence(o))
     if r.status == "baking" and not r.previous_traffic:
         return Promote()
-    breach = metrics_breach(r.plan, o.new_metrics, o.live_metrics)
+    breach, kind = _judge(r.plan, o.new_metrics, _live_beside(r, o))
     where = "mirror" if r.status == "mirroring" else f"{o.traffic.get(r.deployment, steps[r.phase])}%"
-    if breach:
+    if breach and kind != "ratio":
         return RollBack(f"at {where}: {breach}", _metrics_evidence(o))
+    if r.suspect or breach:
+        held = _confirm(r, o, now, where, breach)
+        if held is not None:
+            return held
+        cleared = _bake_on(r, o, now, where)
+        return replace(cleared, cleared=True, reason=f"latency confirmed as sound over the minute after "
+                                                     f"{_utc(float(r.suspect['at']))}; {cleared.reason}") \
+            if isinstance(cleared, Wait) and r.suspect else cleared
+    return _bake_on(r, o, now, where)
+
+
+def _confirm(r: Rollout, o: Observation, now: float, where: str, breach: str) -> Action | None:
+    """What a latency-ratio breach, or one waiting for confirmation, means now; None when it was not confirmed.
+
+    A first breach is recorded (`Wait.suspect`) and the canary holds its share, neither advanced nor rolled back,
+    until the window that starts at the next whole minute (`metrics_window`) spans `CONFIRM_SECONDS` with enough
+    requests of both deployments to compare (the sample the first judgement needed). The breach again over
+    that window rolls back, with both judgements as evidence; no breach there clears it. The error rate and the
+    backstop are not held: they roll back at once, during a confirmation too. The rollout deadline bounds it.
+    """
+    if not r.suspect:
+        return Wait(f"at {where}: {breach}; holding the traffic as it is to confirm it over the minute from "
+                    f"{_utc((int(now // 60) + 1) * 60.0)} before rolling back",
+                    suspect={"at": now, "reason": breach, "evidence": _metrics_evidence(o)})
+    start = confirm_from(r) or now
+    first = f"{r.suspect.get('reason', '')} (at {_utc(float(r.suspect['at']))})"
+    if now - start < CONFIRM_SECONDS:
+        return Wait(f"at {where}: confirming {first} over the minute from {_utc(start)}")
+    if breach:
+        return RollBack(f"at {where}: {breach}; confirmed over the minute after the first breach: {first}",
+                        {**_metrics_evidence(o), "first": dict(r.suspect.get("evidence") or {}),
+                         "first_reason": r.suspect.get("reason", "")})
+    new, live = o.new_metrics, o.live_metrics
+    if new is None or _comparable_latency(new, live, _ratio_sample(r.plan)) is None:
+        return Wait(f"at {where}: confirming {first}: since {_utc(start)} {new.requests if new else 0} and "
+                    f"{live.requests if live else 0} requests served, {_ratio_sample(r.plan)} of each needed "
+                    "to compare")
+    return None
+
+
+def _live_beside(r: Rollout, o: Observation) -> DeploymentMetrics | None:
+    """The live deployment's metrics to compare the new one's with: only while it serves a share of the traffic.
+
+    At the last step (100%) every live request in the window predates the move (the window reaches back a
+    minute at least), the very mismatch `metrics_window` describes, and no later minute can confirm a breach: the
+    bench (bench/canary_noise.py) measured 2 of 300 sound canaries rolled back there on five requests that
+    came in a stall after the move. The comparison is made before that move instead (`_bake_on`).
+    """
+    return o.live_metrics if o.traffic.get(r.deployment, 0) < 100 else None
+
+
+def _bake_on(r: Rollout, o: Observation, now: float, where: str) -> Action:
+    """The bake once the metrics pass: wait out the phase and its requests, then the next step."""
+    steps = r.plan.steps
     duration = r.plan.mirror_seconds if r.status == "mirroring" else r.plan.bake_seconds
     if now - r.phase_started_at < duration:
         return Wait(f"baking at {where} until {_utc(r.phase_started_at + duration)}")
@@ -555,6 +674,10 @@ def _bake(r: Rollout, o: Observation, now: float) -> Action:
     if steps[r.phase] >= 100:
         return _when_settled(Promote(), r, o)
     nxt = r.phase + 1
+    need, live = _ratio_sample(r.plan), o.live_metrics
+    if steps[nxt] >= 100 and live is not None and live.requests >= need and served < need:
+        return Wait(f"at {where}: {served} of {need} requests served beside the live deployment's "
+                    f"{live.requests}: its latency is compared with the live one's before it takes all the traffic")
     return _when_settled(SetTraffic(split_traffic(r.previous_traffic, r.deployment, steps[nxt]), {}, "baking", nxt),
                          r, o)
 
@@ -590,12 +713,16 @@ def advance(r: Rollout, action: Action, now: float, result: Mapping[str, Any] | 
     promotion's `{"demoted": [versions]}` for Promote)."""
     if isinstance(action, Wait):
         clock: dict[str, Any] = {"phase_started_at": now} if action.restart_clock else {}
+        if action.suspect is not None:
+            clock["suspect"] = dict(action.suspect)
+        elif action.cleared or action.restart_clock:  # metrics from before an update say little of after it
+            clock["suspect"] = None
         last = r.history[-1] if r.history else {}
         if last.get("action") == "Wait" and last.get("detail") == action.reason[:500]:
             return replace(r, **clock, awaiting_approval=action.approval)
         return replace(r, **clock, awaiting_approval=action.approval,
                        history=_note(r, now, action, r.status, action.reason))
-    r = replace(r, awaiting_approval=False)
+    r = replace(r, awaiting_approval=False, suspect=None)  # a step other than a Wait ends a confirmation
     start: dict[str, Any] = {}
     if r.status == "pending" and not isinstance(action, Finish):
         start = {"started_at": now, "deadline": now + r.plan.deadline_seconds}
