@@ -366,11 +366,14 @@ CONFIRM_SECONDS = 60
 (PT1M), over whole minutes that began after the breach was seen."""
 
 
-def confirm_from(r: Rollout) -> float | None:
+def _next_minute(at: float) -> float:
+    """The start of the first whole minute after `at`: where a confirming window begins."""
+    return (int(at // 60) + 1) * 60.0
+
+
+def _confirm_from(r: Rollout) -> float | None:
     """Where the window that confirms `r.suspect` starts: the first whole minute after the breach was seen."""
-    if not r.suspect:
-        return None
-    return (int(float(r.suspect["at"]) // 60) + 1) * 60.0
+    return _next_minute(float(r.suspect["at"])) if r.suspect else None
 
 
 def metrics_window(r: Rollout, now: float) -> int:
@@ -387,7 +390,7 @@ def metrics_window(r: Rollout, now: float) -> int:
     same seconds, and a stall slows both; a model that is really slower is slower in that minute too.
     """
     start = r.phase_started_at
-    confirm = confirm_from(r)
+    confirm = _confirm_from(r)
     if confirm is not None:
         start = max(start, confirm)
     return max(60, int(now - start))
@@ -599,22 +602,25 @@ def _bake(r: Rollout, o: Observation, now: float) -> Action:
                             f"{o.traffic.get(r.deployment, 0)}% (expected {steps[r.phase]}%)", _metrics_evidence(o))
     if r.status == "baking" and not r.previous_traffic:
         return Promote()
-    breach, kind = _judge(r.plan, o.new_metrics, _live_beside(r, o))
+    live = _live_beside(r, o)
+    breach, kind = _judge(r.plan, o.new_metrics, live)
     where = "mirror" if r.status == "mirroring" else f"{o.traffic.get(r.deployment, steps[r.phase])}%"
     if breach and kind != "ratio":
         return RollBack(f"at {where}: {breach}", _metrics_evidence(o))
-    if r.suspect or breach:
-        held = _confirm(r, o, now, where, breach)
-        if held is not None:
-            return held
-        cleared = _bake_on(r, o, now, where)
-        return replace(cleared, cleared=True, reason=f"latency confirmed as sound over the minute after "
-                                                     f"{_utc(float(r.suspect['at']))}; {cleared.reason}") \
-            if isinstance(cleared, Wait) and r.suspect else cleared
-    return _bake_on(r, o, now, where)
+    if not (r.suspect or breach):
+        return _bake_on(r, o, now, where)
+    held = _confirm(r, o, live, now, where, breach)
+    if held is not None:
+        return held
+    then = _bake_on(r, o, now, where)
+    if not (isinstance(then, Wait) and r.suspect):
+        return then   # a step other than a Wait ends the confirmation itself (`advance`)
+    return replace(then, cleared=True, reason=f"latency confirmed as sound over the minute after "
+                                              f"{_utc(float(r.suspect['at']))}; {then.reason}")
 
 
-def _confirm(r: Rollout, o: Observation, now: float, where: str, breach: str) -> Action | None:
+def _confirm(r: Rollout, o: Observation, live: DeploymentMetrics | None, now: float, where: str,
+             breach: str) -> Action | None:
     """What a latency-ratio breach, or one waiting for confirmation, means now; None when it was not confirmed.
 
     A first breach is recorded (`Wait.suspect`) and the canary holds its share, neither advanced nor rolled back,
@@ -625,9 +631,9 @@ def _confirm(r: Rollout, o: Observation, now: float, where: str, breach: str) ->
     """
     if not r.suspect:
         return Wait(f"at {where}: {breach}; holding the traffic as it is to confirm it over the minute from "
-                    f"{_utc((int(now // 60) + 1) * 60.0)} before rolling back",
+                    f"{_utc(_next_minute(now))} before rolling back",
                     suspect={"at": now, "reason": breach, "evidence": _metrics_evidence(o)})
-    start = confirm_from(r) or now
+    start = _confirm_from(r) or now
     first = f"{r.suspect.get('reason', '')} (at {_utc(float(r.suspect['at']))})"
     if now - start < CONFIRM_SECONDS:
         return Wait(f"at {where}: confirming {first} over the minute from {_utc(start)}")
@@ -635,7 +641,7 @@ def _confirm(r: Rollout, o: Observation, now: float, where: str, breach: str) ->
         return RollBack(f"at {where}: {breach}; confirmed over the minute after the first breach: {first}",
                         {**_metrics_evidence(o), "first": dict(r.suspect.get("evidence") or {}),
                          "first_reason": r.suspect.get("reason", "")})
-    new, live = o.new_metrics, o.live_metrics
+    new = o.new_metrics
     if new is None or _comparable_latency(new, live, _ratio_sample(r.plan)) is None:
         return Wait(f"at {where}: confirming {first}: since {_utc(start)} {new.requests if new else 0} and "
                     f"{live.requests if live else 0} requests served, {_ratio_sample(r.plan)} of each needed "
